@@ -1,0 +1,28 @@
+"""Settings, built once by the caller (CLI, app factory, tests) and passed in. Env prefix GIS_."""
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GIS_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, description="Use this PostGIS instead of the embedded cluster; nothing is started."
+    )
+    cluster_dir: Path = Field(default=Path(".gisdata/pg"), description="Data directory of the embedded cluster.")
+    cluster_port: int = Field(default=54329, ge=1024, le=65535, description="Port of the embedded cluster.")
+    database_name: str = "gis"
+    layers_dir: Path = Path("layers")
+    styles_dir: Path = Path("styles")
+    samples_dir: Path = Field(
+        default=Path("data-samples/generated/small"),
+        description="Where layer sources are found; each layer's source.path is relative to it.",
+    )
+    rejects_dir: Path = Field(default=Path(".gisdata/rejects"), description="Where refresh rejects files go.")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    pool_min_size: int = 2
+    pool_max_size: int = 10
