@@ -106,7 +106,9 @@ class Cluster:
         try:
             return self.password_file.read_text().strip()
         except FileNotFoundError as exc:
-            raise DatabaseError(f"the embedded cluster is not initialised ({self.data_dir}): run 'gis db start'") from exc
+            raise DatabaseError(
+                f"the embedded cluster is not initialised ({self.data_dir}): run 'gis db start'"
+            ) from exc
 
     def url(self, database: str | None = None) -> str:
         name = database or self.settings.database_name

@@ -1,0 +1,122 @@
+"""The `gis` command. Every failure the user can cause ends in one readable line and a non-zero exit."""
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import psycopg
+
+from gis.db.cluster import Cluster, database_url
+from gis.db.migrate import migrate
+from gis.errors import GisError
+from gis.layers import LayerRegistry, load_registry
+from gis.refresh.runner import RefreshRequest, run_refresh
+from gis.settings import Settings
+
+
+def _registry(settings: Settings) -> LayerRegistry:
+    return load_registry(settings.layers_dir, settings.styles_dir)
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.database_url and args.action != "url":
+        print(f"GIS_DATABASE_URL is set: using that database, no embedded cluster to {args.action}")
+        return 0
+    if args.action == "url":
+        print(database_url(settings))
+        return 0
+    cluster = Cluster(settings)
+    actions: dict[str, Callable[[], str]] = {
+        "start": cluster.start,
+        "stop": cluster.stop,
+        "status": lambda: cluster.status().describe(),
+    }
+    print(actions[args.action]())
+    return 0 if args.action != "status" or cluster.status().running else 3
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    registry = _registry(settings)
+    with psycopg.connect(database_url(settings)) as conn:
+        applied = migrate(conn, registry)
+    print(f"migrations applied: {', '.join(applied) or 'none (up to date)'}; {len(registry)} layers' tables ensured")
+    return 0
+
+
+def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
+    registry = _registry(settings)
+    if args.all == bool(args.layers):
+        raise GisError("name the layers to refresh, or --all")
+    if args.source and (args.all or len(args.layers) != 1):
+        raise GisError("--source goes with exactly one layer")
+    specs = registry.specs() if args.all else [registry.get_layer(name) for name in args.layers]
+    url = database_url(settings)
+    failures = 0
+    for spec in specs:
+        request = RefreshRequest(
+            spec=spec,
+            source_path=Path(args.source) if args.source else settings.samples_dir / spec.source.path,
+            city_extent=settings.city_extent,
+            rejects_dir=settings.rejects_dir,
+            force=args.force,
+            progress=not args.quiet,
+        )
+        try:
+            print(run_refresh(url, request).summary(), flush=True)
+        except GisError as exc:
+            failures += 1
+            print(f"gis: refresh {spec.id} failed: {exc}", file=sys.stderr, flush=True)
+    return 1 if failures else 0
+
+
+def cmd_layers(args: argparse.Namespace, settings: Settings) -> int:
+    registry = _registry(settings)
+    with psycopg.connect(database_url(settings)) as conn:
+        stats = dict(conn.execute(
+            "SELECT layer_id, row_count FROM ops.layer_stats").fetchall())
+    print(f"{'layer':<24} {'domain':<12} {'geometry':<16} {'access':<11} {'rows':>9}")
+    for spec in registry.values():
+        rows = stats.get(spec.id)
+        print(f"{spec.id:<24} {spec.domain.value:<12} {spec.geometry.value:<16} {spec.access.value:<11} "
+              f"{rows if rows is not None else 'not loaded':>9}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gis", description="Spatio-temporal GIS cloud: database, layers, refresh.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    db = sub.add_parser("db", help="the embedded PostgreSQL + PostGIS cluster")
+    db.add_argument("action", choices=["start", "stop", "status", "url"])
+    db.set_defaults(handler=cmd_db)
+    sub.add_parser("migrate", help="apply migrations and create layer tables").set_defaults(handler=cmd_migrate)
+    refresh = sub.add_parser("refresh", help="load layers from their delivered files, keeping history")
+    refresh.add_argument("layers", nargs="*", help="layer ids")
+    refresh.add_argument("--all", action="store_true", help="every layer in the registry")
+    refresh.add_argument("--source", help="a delivered file to load instead of the layer's sample")
+    refresh.add_argument("--force", action="store_true", help="compare rows even if the file is unchanged")
+    refresh.add_argument("--quiet", action="store_true", help="no progress bar")
+    refresh.set_defaults(handler=cmd_refresh)
+    sub.add_parser("layers", help="every layer with its row count").set_defaults(handler=cmd_layers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+        return int(args.handler(args, settings))
+    except GisError as exc:
+        print(f"gis: {exc}", file=sys.stderr)
+        return 1
+    except psycopg.OperationalError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        print(f"gis: cannot reach the database: {first_line} (is it started? 'gis db start')", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("gis: interrupted; nothing was changed by the unfinished step", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

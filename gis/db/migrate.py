@@ -1,0 +1,121 @@
+"""Numbered SQL migrations, and the layer tables derived from the registry.
+
+Operations tables change only through numbered files in migrations/. Layer tables are data-driven:
+a new layer file creates its pair of tables, a new field adds a column; anything else (a changed
+type, a dropped field) needs a numbered migration and is refused here.
+"""
+
+import re
+from importlib import resources
+
+import psycopg
+from psycopg import sql
+
+from gis import identifiers as ids
+from gis.errors import ConfigError
+from gis.layers import LayerRegistry, LayerSpec
+
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every packaged migration, in order."""
+    found = []
+    for entry in resources.files("gis.db").joinpath("migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def apply_migrations(conn: psycopg.Connection) -> list[str]:
+    """Apply the migrations not yet recorded; returns the names applied. One transaction each."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS public.gis_schema_migrations "
+        "(version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    conn.commit()
+    applied = {row[0] for row in conn.execute("SELECT version FROM public.gis_schema_migrations")}
+    done = []
+    for version, name, text in migration_files():
+        if version in applied:
+            continue
+        with conn.transaction():
+            conn.execute(text.encode())
+            conn.execute(
+                "INSERT INTO public.gis_schema_migrations (version, name) VALUES (%s, %s)", (version, name)
+            )
+        done.append(name)
+    conn.commit()
+    return done
+
+
+def _field_definitions(spec: LayerSpec) -> list[sql.Composed]:
+    return [sql.SQL("{} {}").format(sql.Identifier(f.name), ids.pg_type(f.type)) for f in spec.fields]
+
+
+def create_layer_tables(conn: psycopg.Connection, spec: LayerSpec) -> None:
+    fields = sql.SQL(", ").join(_field_definitions(spec))
+    geom = ids.geometry_type(spec)
+    conn.execute(sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {table} (fid text PRIMARY KEY, {fields}, geom {geom} NOT NULL, "
+        "valid_from timestamptz NOT NULL, valid_to timestamptz, row_hash bytea NOT NULL, "
+        "refresh_id bigint NOT NULL)"
+    ).format(table=ids.current_table(spec), fields=fields, geom=geom))
+    # A history row is one closed version: the refresh that wrote it and the one that closed it.
+    conn.execute(sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {table} (fid text NOT NULL, {fields}, geom {geom} NOT NULL, "
+        "valid_from timestamptz NOT NULL, valid_to timestamptz NOT NULL, row_hash bytea NOT NULL, "
+        "refresh_id bigint NOT NULL, closed_refresh_id bigint NOT NULL, PRIMARY KEY (fid, refresh_id))"
+    ).format(table=ids.history_table(spec), fields=fields, geom=geom))
+    for history in (False, True):
+        table = ids.history_table(spec) if history else ids.current_table(spec)
+        conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING gist (geom)").format(
+            ids.index_name(spec, "geom_idx", history), table))
+        if spec.temporal.field:
+            conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+                ids.index_name(spec, "time_idx", history), table, ids.column(spec, spec.temporal.field)))
+    conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (valid_from, valid_to)").format(
+        ids.index_name(spec, "valid_idx", True), ids.history_table(spec)))
+
+
+def _existing_columns(conn: psycopg.Connection, schema: str, table: str) -> dict[str, str]:
+    rows = conn.execute(
+        "SELECT column_name, format_type(atttypid, atttypmod) FROM information_schema.columns c "
+        "JOIN pg_attribute a ON a.attrelid = format('%%I.%%I', c.table_schema, c.table_name)::regclass "
+        "AND a.attname = c.column_name WHERE table_schema = %s AND table_name = %s",
+        (schema, table),
+    ).fetchall()
+    return dict(rows)
+
+
+def add_new_fields(conn: psycopg.Connection, spec: LayerSpec) -> list[str]:
+    """Add columns for fields declared since the tables were made; refuse type changes."""
+    added = []
+    for table_name, table in ((spec.id, ids.current_table(spec)), (spec.history_table, ids.history_table(spec))):
+        existing = _existing_columns(conn, spec.domain.value, table_name)
+        for field in spec.fields:
+            wanted = ids.PG_TYPES[field.type]
+            if field.name not in existing:
+                conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                    table, sql.Identifier(field.name), ids.pg_type(field.type)))
+                added.append(f"{table_name}.{field.name}")
+            elif existing[field.name] != wanted:
+                raise ConfigError(
+                    f"layer '{spec.id}': field '{field.name}' is {existing[field.name]} in the database but "
+                    f"{field.type} in the layer file; changing a type needs a numbered migration"
+                )
+    return added
+
+
+def ensure_layer_tables(conn: psycopg.Connection, registry: LayerRegistry) -> None:
+    with conn.transaction():
+        for spec in registry.values():
+            create_layer_tables(conn, spec)
+            add_new_fields(conn, spec)
+
+
+def migrate(conn: psycopg.Connection, registry: LayerRegistry) -> list[str]:
+    applied = apply_migrations(conn)
+    ensure_layer_tables(conn, registry)
+    return applied

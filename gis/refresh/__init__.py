@@ -1,0 +1,1 @@
+"""Refresh jobs: read → normalise → validate → stage → merge, in one transaction, keeping history."""

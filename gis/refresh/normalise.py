@@ -1,0 +1,229 @@
+"""Turning a source batch into the layer's shape: names, types, CRS, valid single/multi geometries.
+
+A value that cannot be made to fit is not guessed at: the row becomes a reject with its reason.
+"""
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+import shapely
+from numpy.typing import NDArray
+
+from gis.crs import to_storage_crs
+from gis.errors import SourceError
+from gis.layers import FieldType, GeometryType, LayerSpec
+from gis.refresh.sources import SourceBatch
+
+# Dates and times without an offset are local: the city's departments work in Beijing time.
+LOCAL_TIME = ZoneInfo("Asia/Shanghai")
+# Separators the staging COPY relies on, and NUL, which PostgreSQL text cannot hold.
+_CONTROL = str.maketrans({"\x00": None, "\x1e": " ", "\x1f": " "})
+_TRUE = {"true", "t", "1", "yes", "y", "是"}
+_FALSE = {"false", "f", "0", "no", "n", "否"}
+
+# Which shapely type ids belong to each layer geometry's family (single and multi).
+_FAMILY: dict[str, tuple[int, int]] = {
+    "Point": (shapely.GeometryType.POINT, shapely.GeometryType.MULTIPOINT),
+    "LineString": (shapely.GeometryType.LINESTRING, shapely.GeometryType.MULTILINESTRING),
+    "Polygon": (shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON),
+}
+
+
+@dataclass
+class Rejects:
+    """Rows that cannot be loaded, by 1-based source row number."""
+
+    rows: dict[int, tuple[str | None, list[str]]] = field(default_factory=dict)
+
+    def add(self, row: int, fid: str | None, problem: str) -> None:
+        self.rows.setdefault(row, (fid, []))[1].append(problem)
+
+    def add_mask(self, batch_first_row: int, fids: pd.Series, mask: NDArray[np.bool_], problem: str) -> None:
+        for position in np.flatnonzero(mask):
+            self.add(batch_first_row + int(position), fids.iloc[position], problem)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def resolve_columns(spec: LayerSpec, available: tuple[str, ...]) -> dict[str, str]:
+    """Layer field (plus fid, valid_from, valid_to) -> the source column that holds it."""
+    by_lower = {c.lower(): c for c in available}
+    wanted = {"fid": spec.source.fid}
+    wanted |= {f.name: spec.source.fields.get(f.name, f.name) for f in spec.fields}
+    if spec.source.valid_from:
+        wanted["valid_from"] = spec.source.valid_from
+    if spec.source.valid_to:
+        wanted["valid_to"] = spec.source.valid_to
+    resolved, missing = {}, []
+    for target, source in wanted.items():
+        actual = source if source in available else by_lower.get(source.lower())
+        if actual is None:
+            missing.append(source)
+        else:
+            resolved[target] = actual
+    if missing:
+        raise SourceError(
+            f"wrong schema for layer '{spec.id}': source has no column {', '.join(repr(m) for m in missing)} "
+            f"(it has {', '.join(available) or 'none'})"
+        )
+    return resolved
+
+
+def _as_text(values: pd.Series) -> pd.Series:
+    def one(value: object) -> str | None:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return None
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))  # a code read as a number keeps no ".0"
+        text = str(value).strip().translate(_CONTROL)
+        return text or None
+    return values.map(one).astype(object)
+
+
+def _as_timestamp(values: pd.Series) -> pd.Series:
+    def one(value: object) -> pd.Timestamp | None:
+        if value is None or value is pd.NaT or (isinstance(value, float) and np.isnan(value)):
+            return None
+        if isinstance(value, date) and not isinstance(value, datetime):
+            value = datetime(value.year, value.month, value.day)
+        stamp = pd.Timestamp(value)
+        return stamp.tz_localize(LOCAL_TIME) if stamp.tzinfo is None else stamp
+    return values.map(one).astype(object)
+
+
+def _parse_column(values: pd.Series, kind: FieldType) -> tuple[pd.Series, NDArray[np.bool_]]:
+    """Typed values and the mask of values that were present but would not parse."""
+    present = values.notna().to_numpy() & (values.astype(str).str.strip() != "").to_numpy()
+    if kind is FieldType.text:
+        return _as_text(values), np.zeros(len(values), dtype=bool)
+    if kind in (FieldType.integer, FieldType.bigint):
+        numbers = pd.to_numeric(values, errors="coerce")
+        whole = numbers.notna() & (numbers == np.floor(numbers.fillna(0)))
+        parsed = numbers.where(whole).astype("Int64")
+        return parsed, present & ~whole.to_numpy()
+    if kind is FieldType.real:
+        numbers = pd.to_numeric(values, errors="coerce").astype("Float64")
+        return numbers, present & numbers.isna().to_numpy()
+    if kind is FieldType.boolean:
+        lowered = values.astype(str).str.strip().str.lower()
+        parsed = pd.Series(np.where(lowered.isin(_TRUE), True, np.where(lowered.isin(_FALSE), False, None)),
+                           index=values.index, dtype=object)
+        return parsed, present & parsed.isna().to_numpy()
+    try:
+        stamps = _as_timestamp(values) if kind is FieldType.timestamp else None
+    except (ValueError, TypeError):
+        stamps = None
+    if kind is FieldType.timestamp and stamps is not None:
+        return stamps, np.zeros(len(values), dtype=bool)
+    parsed_dt = pd.to_datetime(values, errors="coerce", format="mixed")
+    bad = present & parsed_dt.isna().to_numpy()
+    if kind is FieldType.date:
+        return parsed_dt.dt.date.where(parsed_dt.notna(), None).astype(object), bad
+    return _as_timestamp(parsed_dt.where(parsed_dt.notna(), None)), bad
+
+
+_MULTI_OF = {
+    shapely.GeometryType.POINT: shapely.multipoints,
+    shapely.GeometryType.LINESTRING: shapely.multilinestrings,
+    shapely.GeometryType.POLYGON: shapely.multipolygons,
+}
+
+
+def _fit_family(geometries: NDArray[np.object_], target: GeometryType) -> tuple[NDArray[np.object_], list[str | None]]:
+    """Make each geometry the layer's single or multi type; a reason where it cannot be.
+
+    The common cases (already right, single to wrap, multi of one part) are vectorised; only odd rows
+    (collections left by make_valid, wrong types) go through the per-row path.
+    """
+    single, multi_type = _FAMILY[target.value.removeprefix("Multi")]
+    wants_multi = target.value.startswith("Multi")
+    wanted, other = (multi_type, single) if wants_multi else (single, multi_type)
+    out = geometries.copy()
+    problems: list[str | None] = [None] * len(geometries)
+    type_ids = shapely.get_type_id(geometries)
+    usable = ~shapely.is_missing(geometries) & ~shapely.is_empty(geometries)
+    convert = usable & (type_ids == other)
+    if wants_multi and convert.any():
+        out[convert] = _MULTI_OF[single](geometries[convert], indices=np.arange(int(convert.sum())))
+    elif convert.any():
+        one_part = convert & (shapely.get_num_geometries(geometries) == 1)
+        out[one_part] = shapely.get_geometry(geometries[one_part], 0)
+        convert = one_part
+    for i in np.flatnonzero(~(usable & ((type_ids == wanted) | convert))):
+        problems[i] = _fit_one(geometries[i], target, single, wanted, out, int(i))
+    return out, problems
+
+
+def _fit_one(geometry: object, target: GeometryType, single: int, wanted: int, out: NDArray[np.object_],
+             i: int) -> str | None:
+    if geometry is None or shapely.is_empty(geometry):
+        return "no geometry"
+    kind = shapely.get_type_id(geometry)
+    if kind == single + 3 and wanted == single:  # shapely numbers each multi type as its single + 3
+        return f"geometry has {shapely.get_num_geometries(geometry)} parts, layer takes a single {target.value}"
+    if kind == shapely.GeometryType.GEOMETRYCOLLECTION:
+        # make_valid may return a collection: keep the parts of the layer's family.
+        parts = [p for p in shapely.get_parts(geometry) if shapely.get_type_id(p) in (single, single + 3)]
+        parts = [q for p in parts for q in shapely.get_parts(p)]
+        if parts:
+            merged = _MULTI_OF[single](parts)
+            if wanted != single:
+                out[i] = merged
+                return None
+            if len(parts) == 1:
+                out[i] = parts[0]
+                return None
+            return f"geometry has {len(parts)} parts after repair, layer takes a single {target.value}"
+    return f"geometry is a {geometry.geom_type}, layer takes {target.value}"
+
+
+def normalise_geometries(
+    geometries: NDArray[np.object_], spec: LayerSpec
+) -> tuple[NDArray[np.object_], list[str | None]]:
+    """To EPSG:4490, 2D, repaired, of the layer's type. Returns geometries and per-row problems."""
+    geometries = shapely.force_2d(geometries)
+    geometries = to_storage_crs(geometries, spec.source.crs)
+    present = ~shapely.is_missing(geometries)
+    invalid = present & ~shapely.is_valid(geometries)
+    if invalid.any():
+        geometries = geometries.copy()
+        geometries[invalid] = shapely.make_valid(geometries[invalid])
+    return _fit_family(geometries, spec.geometry)
+
+
+@dataclass(frozen=True)
+class NormalisedBatch:
+    first_row: int
+    frame: pd.DataFrame  # fid, the layer's fields, valid_from, valid_to; index = position in batch
+    geometries: NDArray[np.object_]
+
+
+def normalise_batch(
+    batch: SourceBatch, spec: LayerSpec, columns: dict[str, str], rejects: Rejects
+) -> NormalisedBatch:
+    source = batch.attributes
+    frame = pd.DataFrame(index=source.index)
+    frame["fid"] = _as_text(source[columns["fid"]])
+    for target in ("valid_from", "valid_to"):
+        if target in columns:
+            values, bad = _parse_column(source[columns[target]], FieldType.timestamp)
+            frame[target] = values
+            rejects.add_mask(batch.first_row, frame["fid"], bad, f"{target}: not a date")
+        else:
+            frame[target] = None
+    for spec_field in spec.fields:
+        raw = source[columns[spec_field.name]]
+        values, bad = _parse_column(raw, spec_field.type)
+        frame[spec_field.name] = values
+        for position in np.flatnonzero(bad):
+            rejects.add(batch.first_row + int(position), frame["fid"].iloc[position],
+                        f"{spec_field.name}: {raw.iloc[position]!r} is not a {spec_field.type.value}")
+    geometries, problems = normalise_geometries(batch.geometries, spec)
+    for position, problem in enumerate(problems):
+        if problem:
+            rejects.add(batch.first_row + position, frame["fid"].iloc[position], problem)
+    return NormalisedBatch(batch.first_row, frame, geometries)

@@ -1,0 +1,165 @@
+"""One refresh job: read → normalise → validate → stage → merge, all or nothing.
+
+Everything from staging to the log row happens in one transaction: a failure, or a job killed half
+way, leaves the served layer exactly as it was, and the next run starts clean.
+"""
+
+import csv
+import hashlib
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+from tqdm import tqdm
+
+from gis.crs import parse_crs
+from gis.errors import GisError, SourceError, ValidationFailed
+from gis.layers import LayerSpec
+from gis.refresh import record, sources, staging
+from gis.refresh.merge import MergeCounts, merge
+from gis.refresh.normalise import Rejects, normalise_batch, resolve_columns
+from gis.refresh.validate import Extent, validate_batch
+
+LOCK_WAIT_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    layer_id: str
+    refresh_id: int
+    source_unchanged: bool
+    counts: MergeCounts
+    seconds: float
+
+    def summary(self) -> str:
+        if self.source_unchanged:
+            return f"{self.layer_id}: source unchanged since the last refresh, nothing to do"
+        c = self.counts
+        return (f"{self.layer_id}: {c.inserted} inserted, {c.updated} updated, {c.closed} closed, "
+                f"{c.unchanged} unchanged in {self.seconds:.1f}s (refresh {self.refresh_id})")
+
+
+@dataclass(frozen=True)
+class RefreshRequest:
+    spec: LayerSpec
+    source_path: Path
+    city_extent: Extent
+    rejects_dir: Path
+    force: bool = False
+    progress: bool = True
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.timings[step] = round(self.timings.get(step, 0.0) + now - self._last, 3)
+        self._last = now
+
+
+def source_checksum(info: sources.SourceInfo, spec: LayerSpec) -> str:
+    """The delivery's bytes and the layer's definition: either changing means the rows must be compared."""
+    digest = hashlib.sha256(info.checksum.encode())
+    digest.update(spec.model_dump_json().encode())
+    return digest.hexdigest()
+
+
+def _acquire_layer_lock(conn: psycopg.Connection, layer_id: str) -> None:
+    """One refresh per layer at a time. A killed job's server session may hold it a moment longer."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_xact_lock(hashtext('gis-refresh:' || %s))", (layer_id,))
+        got = row.fetchone()
+        if got and got[0]:
+            return
+        if time.monotonic() > deadline:
+            raise GisError(f"a refresh of '{layer_id}' is already running")
+        time.sleep(0.5)
+
+
+def write_rejects(rejects: Rejects, rejects_dir: Path, layer_id: str) -> Path:
+    rejects_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    path = rejects_dir / f"{layer_id}-{stamp}.csv"
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["source_row", "fid", "problem"])
+        for row, (fid, problems) in sorted(rejects.rows.items()):
+            writer.writerow([row, fid or "", "; ".join(problems)])
+    return path
+
+
+def _rejection_message(rejects: Rejects, path: Path) -> str:
+    row, (fid, problems) = min(rejects.rows.items())
+    return (f"{len(rejects)} row(s) rejected, nothing loaded (first: row {row}, fid {fid or '-'}: "
+            f"{problems[0]}); rejects listed in {path}")
+
+
+def _stage(conn: psycopg.Connection, request: RefreshRequest, info: sources.SourceInfo,
+           columns: dict[str, str], rejects: Rejects, timer: _Timer) -> int:
+    spec = request.spec
+    staging.create_staging(conn, spec)
+    staged = 0
+    show = request.progress and sys.stderr.isatty()
+    with tqdm(total=info.feature_count, desc=f"refresh {spec.id}", unit=" rows", disable=not show,
+              file=sys.stderr) as bar:
+        for batch in sources.read_batches(info.path, spec.source):
+            timer.lap("read")
+            normalised = normalise_batch(batch, spec, columns, rejects)
+            validate_batch(normalised, spec, request.city_extent, rejects)
+            timer.lap("normalise")
+            staging.copy_batch(conn, spec, normalised)
+            timer.lap("stage")
+            staged += len(normalised.frame)
+            bar.update(len(normalised.frame))
+    for row, fid in staging.duplicate_fids(conn, spec):
+        rejects.add(row, fid, "fid: appears more than once in the delivery")
+    timer.lap("check_duplicates")
+    return staged
+
+
+def run_refresh(url: str, request: RefreshRequest,
+                on_stage: Callable[[str], None] | None = None) -> RefreshResult:
+    """Refresh one layer from its delivery. Raises SourceError / ValidationFailed with a one-line reason."""
+    spec, started_at, timer = request.spec, datetime.now(UTC), _Timer()
+    say = on_stage or (lambda _step: None)
+    rejects = Rejects()
+    try:
+        parse_crs(spec.source.crs)
+        info = sources.inspect(request.source_path, spec.source)
+        columns = resolve_columns(spec, info.columns)
+        checksum = source_checksum(info, spec)
+        timer.lap("inspect")
+        with psycopg.connect(url, application_name=f"gis-refresh:{spec.id}") as conn:
+            _acquire_layer_lock(conn, spec.id)
+            if not request.force and record.last_success_checksum(conn, spec.id) == checksum:
+                refresh_id = record.write_unchanged_source(conn, spec, started_at, str(info.path), checksum)
+                timer.lap("record")
+                return RefreshResult(spec.id, refresh_id, True, MergeCounts(0, 0, 0, 0),
+                                     sum(timer.timings.values()))
+            refresh_id = record.next_refresh_id(conn)
+            say("staging")
+            staged = _stage(conn, request, info, columns, rejects, timer)
+            if rejects:
+                path = write_rejects(rejects, request.rejects_dir, spec.id)
+                raise ValidationFailed(_rejection_message(rejects, path), str(path))
+            say("merging")
+            counts = merge(conn, spec, refresh_id, staged)
+            timer.lap("merge")
+            record.write_success(conn, spec, refresh_id, started_at, str(info.path), checksum, counts,
+                                 timer.timings)
+            staging.drop_staging(conn, spec)
+            timer.lap("record")
+        total = sum(timer.timings.values())
+        return RefreshResult(spec.id, refresh_id, False, counts, total)
+    except SourceError as exc:
+        record.write_failure(url, spec, started_at, str(request.source_path), str(exc), len(rejects) or None)
+        raise
+

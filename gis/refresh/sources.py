@@ -1,0 +1,116 @@
+"""Reading a delivered file in batches: attributes as a DataFrame, geometries as a shapely array.
+
+Batches keep memory flat however large the delivery is (a million pipe segments read as a stream).
+"""
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyogrio
+import shapely
+from numpy.typing import NDArray
+
+from gis.errors import SourceError
+from gis.layers import SourceFormat, SourceSpec
+
+BATCH_ROWS = 100_000
+# Files that make up one Shapefile delivery; all of them count for its checksum.
+SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
+
+
+@dataclass(frozen=True)
+class SourceBatch:
+    first_row: int  # 1-based number of the batch's first feature in the delivery
+    attributes: pd.DataFrame  # source column names
+    geometries: NDArray[np.object_]  # in the source CRS; None where the row has none
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    path: Path
+    feature_count: int
+    columns: tuple[str, ...]
+    checksum: str
+
+
+def _files_of(path: Path, fmt: SourceFormat) -> list[Path]:
+    if fmt is SourceFormat.shp:
+        return [p for p in (path.with_suffix(s) for s in SHAPEFILE_PARTS) if p.is_file()]
+    return [path]
+
+
+def checksum(path: Path, fmt: SourceFormat) -> str:
+    digest = hashlib.sha256()
+    for part in _files_of(path, fmt):
+        with part.open("rb") as stream:
+            for block in iter(lambda s=stream: s.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def inspect(path: Path, spec: SourceSpec) -> SourceInfo:
+    """Open the delivery far enough to know it is what it claims; SourceError otherwise."""
+    if not path.is_file():
+        raise SourceError(f"source file not found: {path}")
+    if spec.format is SourceFormat.csv:
+        try:
+            header = pd.read_csv(path, nrows=0, encoding=spec.encoding or "utf-8")
+            with path.open("rb") as stream:
+                count = max(sum(1 for _ in stream) - 1, 0)
+        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise SourceError(f"{path}: not a readable CSV ({exc.__class__.__name__}: {exc})") from exc
+        columns = tuple(header.columns)
+    else:
+        try:
+            info = pyogrio.read_info(path, layer=spec.layer, encoding=spec.encoding)
+        except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+            raise SourceError(f"{path}: not a readable {spec.format.value} file ({exc})") from exc
+        count = int(info["features"])
+        columns = tuple(info["fields"])
+    return SourceInfo(path, count, columns, checksum(path, spec.format))
+
+
+def _read_csv(path: Path, spec: SourceSpec) -> Iterator[SourceBatch]:
+    assert spec.x and spec.y  # guaranteed by SourceSpec's validator
+    first = 1
+    # Everything as text: the layer's field types decide how to parse, and a bad value is a reject.
+    chunks = pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=BATCH_ROWS,
+                         encoding=spec.encoding or "utf-8")
+    for chunk in chunks:
+        chunk = chunk.replace("", None)
+        x = pd.to_numeric(chunk.get(spec.x), errors="coerce")
+        y = pd.to_numeric(chunk.get(spec.y), errors="coerce")
+        if x is None or y is None:
+            raise SourceError(f"{path}: coordinate columns '{spec.x}', '{spec.y}' missing")
+        points = shapely.points(np.column_stack([x.to_numpy(float), y.to_numpy(float)]))
+        points[np.isnan(x.to_numpy(float)) | np.isnan(y.to_numpy(float))] = None
+        yield SourceBatch(first, chunk.drop(columns=[spec.x, spec.y]).reset_index(drop=True), points)
+        first += len(chunk)
+
+
+def _read_ogr(path: Path, spec: SourceSpec) -> Iterator[SourceBatch]:
+    first = 1
+    try:
+        with pyogrio.open_arrow(
+            path, layer=spec.layer, encoding=spec.encoding, batch_size=BATCH_ROWS, use_pyarrow=True
+        ) as (meta, reader):
+            geometry_column = meta["geometry_name"] or "wkb_geometry"
+            for batch in reader:
+                table = batch.to_pandas(date_as_object=True)
+                wkb = table.pop(geometry_column).to_numpy(dtype=object) if geometry_column in table else None
+                geometries = shapely.from_wkb(wkb, on_invalid="ignore") if wkb is not None \
+                    else np.full(len(table), None, dtype=object)
+                yield SourceBatch(first, table, geometries)
+                first += len(table)
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        raise SourceError(f"{path}: cannot be read as {spec.format.value} ({exc})") from exc
+
+
+def read_batches(path: Path, spec: SourceSpec) -> Iterator[SourceBatch]:
+    if spec.format is SourceFormat.csv:
+        return _read_csv(path, spec)
+    return _read_ogr(path, spec)

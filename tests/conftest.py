@@ -1,0 +1,119 @@
+"""A real PostGIS for the suite, started by the project's own code.
+
+The template database is built once per run: migrations, then every sample layer loaded through the
+real refresh job, then styles published. Tests that only read use one clone of it (`loaded_db_url`);
+tests that write get a clone of their own (`clone_db`).
+"""
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from gis.db.cluster import Cluster
+from gis.db.migrate import migrate
+from gis.layers import LayerRegistry, load_registry
+from gis.refresh.runner import RefreshRequest, run_refresh
+from gis.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = "gis_test_template"
+
+
+def _with_database(url: str, name: str) -> str:
+    return psycopg.conninfo.make_conninfo(url, dbname=name)
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Paths of this checkout; a cluster of the tests' own unless GIS_DATABASE_URL names a server."""
+    return Settings(
+        database_url=os.environ.get("GIS_DATABASE_URL"),
+        cluster_dir=ROOT / ".gisdata" / "test" / "pg",
+        cluster_port=int(os.environ.get("GIS_TEST_CLUSTER_PORT", "54339")),
+        layers_dir=ROOT / "layers",
+        styles_dir=ROOT / "styles",
+        samples_dir=ROOT / "data-samples" / "generated" / "small",
+        rejects_dir=tmp_path_factory.mktemp("rejects"),
+    )
+
+
+@pytest.fixture(scope="session")
+def registry(settings: Settings) -> LayerRegistry:
+    return load_registry(settings.layers_dir, settings.styles_dir, settings.samples_dir)
+
+
+@pytest.fixture(scope="session")
+def server_url(settings: Settings) -> str:
+    """A maintenance connection to the server (its `postgres` database)."""
+    if settings.database_url:
+        return _with_database(settings.database_url, "postgres")
+    cluster = Cluster(settings)
+    cluster.start()
+    return cluster.url("postgres")
+
+
+def _recreate(server: str, name: str, template: str | None = None) -> str:
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        if template:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)))
+        else:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return _with_database(server, name)
+
+
+@pytest.fixture(scope="session")
+def template_db(server_url: str, settings: Settings, registry: LayerRegistry) -> str:
+    """Name of the template: migrated, every layer refreshed from its sample, styles published."""
+    from gis.styles import publish_styles
+
+    url = _recreate(server_url, TEMPLATE)
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+        conn.commit()
+        migrate(conn, registry)
+    for spec in registry.values():
+        request = RefreshRequest(spec, settings.samples_dir / spec.source.path, settings.city_extent,
+                                 settings.rejects_dir, progress=False)
+        run_refresh(url, request)
+    with psycopg.connect(url) as conn:
+        publish_styles(conn, registry, settings.styles_dir)
+        conn.commit()
+    return TEMPLATE
+
+
+@pytest.fixture(scope="session")
+def loaded_db_url(server_url: str, template_db: str) -> str:
+    """A database with every sample layer loaded, for tests that only read."""
+    return _recreate(server_url, "gis_test_read", template_db)
+
+
+@pytest.fixture
+def clone_db(server_url: str, template_db: str) -> Iterator[Callable[[], str]]:
+    """Makes fresh clones of the template for a test that writes; dropped afterwards."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"gis_test_{uuid.uuid4().hex[:10]}"
+        made.append(name)
+        return _recreate(server_url, name, template_db)
+
+    yield make
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        for name in made:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A skipped test is not a passed one: the run fails if anything was skipped."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if skipped and exitstatus == 0:
+        reporter.write_line(f"FAILED: {skipped} test(s) skipped; every test here is required", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
