@@ -83,6 +83,17 @@ def cmd_layers(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn  # the service is optional for every other command
+
+    port = args.port or settings.port
+    print(f"serving on http://{settings.host}:{port}/ ({args.workers} worker(s))", flush=True)
+    # GIS_* settings reach the workers through the environment; the factory builds the app in each.
+    uvicorn.run("services.asgi:app_from_environment", factory=True, host=settings.host, port=port,
+                workers=args.workers, log_level="warning", access_log=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gis", description="Spatio-temporal GIS cloud: database, layers, refresh.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.add_argument("--quiet", action="store_true", help="no progress bar")
     refresh.set_defaults(handler=cmd_refresh)
     sub.add_parser("layers", help="every layer with its row count").set_defaults(handler=cmd_layers)
+    serve = sub.add_parser("serve", help="serve the OGC API on http://127.0.0.1:8000")
+    serve.add_argument("--port", type=int, help="port (default GIS_PORT or 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.set_defaults(handler=cmd_serve)
     return parser
 
 

@@ -1,0 +1,10 @@
+"""The entry point uvicorn's workers call: settings from the environment, read once per worker."""
+
+from fastapi import FastAPI
+
+from gis.settings import Settings
+from services.app import create_app
+
+
+def app_from_environment() -> FastAPI:
+    return create_app(Settings())
