@@ -41,10 +41,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def layer_uri(args: argparse.Namespace, schema: str, table: str) -> str:
+def layer_uri(args: argparse.Namespace, schema: str, table: str, wkb_type: int | None = None) -> str:
+    """The URI as the browser builds it; with wkb_type, the form that also names the geometry type."""
     uri = QgsDataSourceUri()
     uri.setConnection(args.host, str(args.port), args.dbname, args.user, args.password)
     uri.setDataSource(schema, table, args.geometry_column)
+    if wkb_type is not None:
+        uri.setWkbType(wkb_type)
     return uri.uri(False)
 
 
@@ -56,8 +59,7 @@ def describe_renderer(layer: QgsVectorLayer) -> dict[str, Any]:
     if isinstance(renderer, QgsCategorizedSymbolRenderer):
         out["attribute"] = renderer.classAttribute()
         out["categories"] = [
-            {"value": c.value(), "label": c.label(), "color": c.symbol().color().name()}
-            for c in renderer.categories()
+            {"value": c.value(), "label": c.label(), "color": c.symbol().color().name()} for c in renderer.categories()
         ]
     elif isinstance(renderer, QgsGraduatedSymbolRenderer):
         out["attribute"] = renderer.classAttribute()
@@ -88,10 +90,12 @@ def describe_layer(args: argparse.Namespace, qualified: str) -> dict[str, Any]:
     fields = layer.fields()
     result["feature_count"] = layer.featureCount()
     result["labels_enabled"] = layer.labelsEnabled()
-    result["aliases"] = {
-        f.name(): layer.attributeAlias(i) for i, f in enumerate(fields) if layer.attributeAlias(i)
-    }
+    result["aliases"] = {f.name(): layer.attributeAlias(i) for i, f in enumerate(fields) if layer.attributeAlias(i)}
     result.update(describe_renderer(layer))
+    # The same table through the URI form that carries the geometry type (type=...), as saved projects do.
+    typed = QgsVectorLayer(layer_uri(args, schema, table, layer.wkbType()), table, "postgres")
+    result["typed_uri"] = {"valid": typed.isValid(), **(describe_renderer(typed) if typed.isValid() else {})}
+    result["typed_uri"].pop("categories", None)
     return result
 
 
