@@ -70,6 +70,16 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failures else 0
 
 
+def cmd_styles(args: argparse.Namespace, settings: Settings) -> int:
+    from gis.styles import publish_styles
+
+    registry = _registry(settings)
+    with psycopg.connect(database_url(settings)) as conn:
+        changed = publish_styles(conn, registry, settings.styles_dir)
+    print(f"styles published: {changed} of {len(registry)} layers' default styles written or updated")
+    return 0
+
+
 def cmd_layers(args: argparse.Namespace, settings: Settings) -> int:
     registry = _registry(settings)
     with psycopg.connect(database_url(settings)) as conn:
@@ -108,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.add_argument("--force", action="store_true", help="compare rows even if the file is unchanged")
     refresh.add_argument("--quiet", action="store_true", help="no progress bar")
     refresh.set_defaults(handler=cmd_refresh)
+    styles = sub.add_parser("styles", help="QGIS default styles")
+    styles.add_argument("action", choices=["publish"])
+    styles.set_defaults(handler=cmd_styles)
     sub.add_parser("layers", help="every layer with its row count").set_defaults(handler=cmd_layers)
     serve = sub.add_parser("serve", help="serve the OGC API on http://127.0.0.1:8000")
     serve.add_argument("--port", type=int, help="port (default GIS_PORT or 8000)")

@@ -1,10 +1,14 @@
 """Publish every layer's style from styles/ into public.layer_styles, QGIS's own table of default styles.
 
-A PostGIS layer opened in QGIS takes the row that matches its catalog (database), schema, table and
-geometry column, preferring `useasdefault` rows and then the newest. We write one row per layer, keyed by
-that table and the style name, with `type` NULL so both URI forms (with and without a geometry type)
-find it, and make it the only default row of its table. Publishing is idempotent: a row is rewritten
-only when its QML, SLD or description changed, or when it had stopped being the default.
+A PostGIS layer opened in QGIS takes the row whose f_table_catalog equals the database name of its URI
+and whose schema, table and geometry column match, preferring `useasdefault` rows, then the newest.
+We keep one row per layer, keyed by its table and our style name (the layer id), with `type` NULL so
+both URI forms (with and without a geometry type) find it, and make it the only default of its table.
+
+The catalog is the one thing a copied database gets wrong: a clone made with CREATE DATABASE ... TEMPLATE
+(or a restored dump under another name) keeps the old name in f_table_catalog, and QGIS then finds no
+style. Publishing therefore writes current_database() and repairs such rows in place; publish again
+after cloning. Publishing is idempotent: a row is rewritten only when something in it differs.
 """
 
 from dataclasses import dataclass
@@ -22,11 +26,13 @@ _LOCK = "LOCK TABLE public.layer_styles IN SHARE ROW EXCLUSIVE MODE"
 
 _UPDATE = """
 UPDATE public.layer_styles
-   SET styleqml = XMLPARSE(DOCUMENT %(qml)s::text), stylesld = XMLPARSE(DOCUMENT %(sld)s::text),
+   SET f_table_catalog = current_database(),
+       styleqml = XMLPARSE(DOCUMENT %(qml)s::text), stylesld = XMLPARSE(DOCUMENT %(sld)s::text),
        description = %(description)s, useasdefault = true, type = NULL, update_time = LOCALTIMESTAMP
- WHERE f_table_catalog = current_database() AND f_table_schema = %(schema)s AND f_table_name = %(table)s
-   AND f_geometry_column = %(geom)s AND stylename = %(stylename)s
-   AND (styleqml::text IS DISTINCT FROM XMLPARSE(DOCUMENT %(qml)s::text)::text
+ WHERE f_table_schema = %(schema)s AND f_table_name = %(table)s AND f_geometry_column = %(geom)s
+   AND stylename = %(stylename)s
+   AND (f_table_catalog IS DISTINCT FROM current_database()
+        OR styleqml::text IS DISTINCT FROM XMLPARSE(DOCUMENT %(qml)s::text)::text
         OR stylesld::text IS DISTINCT FROM XMLPARSE(DOCUMENT %(sld)s::text)::text
         OR description IS DISTINCT FROM %(description)s
         OR useasdefault IS NOT TRUE
@@ -35,8 +41,8 @@ UPDATE public.layer_styles
 
 _EXISTS = """
 SELECT 1 FROM public.layer_styles
- WHERE f_table_catalog = current_database() AND f_table_schema = %(schema)s AND f_table_name = %(table)s
-   AND f_geometry_column = %(geom)s AND stylename = %(stylename)s
+ WHERE f_table_schema = %(schema)s AND f_table_name = %(table)s AND f_geometry_column = %(geom)s
+   AND stylename = %(stylename)s
 """
 
 _INSERT = """
@@ -51,8 +57,8 @@ VALUES (current_database(), %(schema)s, %(table)s, %(geom)s, %(stylename)s,
 # Another default for the same table (saved from QGIS, say) would compete with ours: it stays, not as default.
 _DEMOTE_OTHERS = """
 UPDATE public.layer_styles SET useasdefault = false
- WHERE f_table_catalog = current_database() AND f_table_schema = %(schema)s AND f_table_name = %(table)s
-   AND f_geometry_column = %(geom)s AND stylename IS DISTINCT FROM %(stylename)s AND useasdefault
+ WHERE f_table_schema = %(schema)s AND f_table_name = %(table)s AND f_geometry_column = %(geom)s
+   AND stylename IS DISTINCT FROM %(stylename)s AND useasdefault
 """
 
 

@@ -89,9 +89,15 @@ def template_db(server_url: str, settings: Settings, registry: LayerRegistry) ->
 
 
 @pytest.fixture(scope="session")
-def loaded_db_url(server_url: str, template_db: str) -> str:
+def loaded_db_url(server_url: str, template_db: str, registry: LayerRegistry, settings: Settings) -> str:
     """A database with every sample layer loaded, for tests that only read."""
-    return _recreate(server_url, "gis_test_read", template_db)
+    from gis.styles import publish_styles
+
+    url = _recreate(server_url, "gis_test_read", template_db)
+    with psycopg.connect(url) as conn:
+        publish_styles(conn, registry, settings.styles_dir)  # QGIS matches styles by database name
+        conn.commit()
+    return url
 
 
 @pytest.fixture

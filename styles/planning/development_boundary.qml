@@ -30,9 +30,9 @@
             <Option type="QString" name="offset" value="0,0"/>
             <Option type="QString" name="offset_map_unit_scale" value="3x:0,0,0,0,0,0"/>
             <Option type="QString" name="offset_unit" value="MM"/>
-            <Option type="QString" name="outline_color" value="160,0,160,255"/>
+            <Option type="QString" name="outline_color" value="230,110,0,255"/>
             <Option type="QString" name="outline_style" value="dash"/>
-            <Option type="QString" name="outline_width" value="0.9"/>
+            <Option type="QString" name="outline_width" value="1"/>
             <Option type="QString" name="outline_width_unit" value="MM"/>
             <Option type="QString" name="style" value="no"/>
           </Option>
@@ -42,9 +42,9 @@
           <prop k="offset" v="0,0"/>
           <prop k="offset_map_unit_scale" v="3x:0,0,0,0,0,0"/>
           <prop k="offset_unit" v="MM"/>
-          <prop k="outline_color" v="160,0,160,255"/>
+          <prop k="outline_color" v="230,110,0,255"/>
           <prop k="outline_style" v="dash"/>
-          <prop k="outline_width" v="0.9"/>
+          <prop k="outline_width" v="1"/>
           <prop k="outline_width_unit" v="MM"/>
           <prop k="style" v="no"/>
           <data_defined_properties>

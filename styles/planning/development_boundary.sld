@@ -9,8 +9,8 @@
           <se:Name>Single symbol</se:Name>
           <se:PolygonSymbolizer>
             <se:Stroke>
-              <se:SvgParameter name="stroke">#a000a0</se:SvgParameter>
-              <se:SvgParameter name="stroke-width">3</se:SvgParameter>
+              <se:SvgParameter name="stroke">#e66e00</se:SvgParameter>
+              <se:SvgParameter name="stroke-width">4</se:SvgParameter>
               <se:SvgParameter name="stroke-linejoin">bevel</se:SvgParameter>
               <se:SvgParameter name="stroke-dasharray">4 2</se:SvgParameter>
             </se:Stroke>
