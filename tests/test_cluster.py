@@ -62,6 +62,7 @@ def test_stale_pid_file_of_a_dead_server_does_not_block_start(cluster: Cluster) 
 def test_busy_port_is_named(cluster: Cluster) -> None:
     cluster.stop()
     with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the stopped server's TIME_WAIT
         squatter.bind(("127.0.0.1", cluster.port))
         squatter.listen()
         with pytest.raises(DatabaseError, match=f"port {cluster.port} is in use"):

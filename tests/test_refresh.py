@@ -182,7 +182,7 @@ BAD_ROWS = {
     "required_value_missing": ([_water("W1", None, "lake", SQUARE)], "name: required, missing"),  # type: ignore[arg-type]
     "no_geometry": ([_water("W1", "甲", "lake", None)], "no geometry"),
     "wrong_geometry_type": ([_water("W1", "甲", "lake", A_POINT)], "geometry is a Point, layer takes Polygon"),
-    "bowtie_repairs_into_two_parts": ([_water("W1", "甲", "lake", BOWTIE)], "2 parts after repair"),
+    "bowtie_repairs_into_two_parts": ([_water("W1", "甲", "lake", BOWTIE)], "2 parts, layer takes a single Polygon"),
     "outside_the_city": ([_water("W1", "甲", "lake", FAR_AWAY)], "outside the city's extent"),
 }
 
