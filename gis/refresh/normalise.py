@@ -84,15 +84,30 @@ def _as_text(values: pd.Series) -> pd.Series:
     return values.map(one).astype(object)
 
 
-def _as_timestamp(values: pd.Series) -> pd.Series:
-    def one(value: object) -> pd.Timestamp | None:
-        if value is None or value is pd.NaT or (isinstance(value, float) and np.isnan(value)):
-            return None
-        if isinstance(value, date) and not isinstance(value, datetime):
-            value = datetime(value.year, value.month, value.day)
-        stamp = pd.Timestamp(value)
-        return stamp.tz_localize(LOCAL_TIME) if stamp.tzinfo is None else stamp
-    return values.map(one).astype(object)
+def _timestamp(value: object) -> pd.Timestamp | None:
+    """One value as an aware timestamp; None when absent. Raises ValueError when it is not a time."""
+    if value is None or value is pd.NaT or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, str) and not value.strip():
+        return None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    stamp = pd.Timestamp(value)  # type: ignore[arg-type]
+    if stamp is pd.NaT:
+        raise ValueError(f"{value!r} is not a time")
+    return stamp.tz_localize(LOCAL_TIME) if stamp.tzinfo is None else stamp
+
+
+def _parse_times(values: pd.Series, as_date: bool) -> tuple[pd.Series, NDArray[np.bool_]]:
+    parsed: list[object] = []
+    bad = np.zeros(len(values), dtype=bool)
+    for position, value in enumerate(values):
+        try:
+            stamp = _timestamp(value)
+        except (ValueError, TypeError, OverflowError):
+            stamp, bad[position] = None, True
+        parsed.append(stamp.date() if as_date and stamp is not None else stamp)
+    return pd.Series(parsed, index=values.index, dtype=object), bad
 
 
 def _parse_column(values: pd.Series, kind: FieldType) -> tuple[pd.Series, NDArray[np.bool_]]:
@@ -113,17 +128,7 @@ def _parse_column(values: pd.Series, kind: FieldType) -> tuple[pd.Series, NDArra
         parsed = pd.Series(np.where(lowered.isin(_TRUE), True, np.where(lowered.isin(_FALSE), False, None)),
                            index=values.index, dtype=object)
         return parsed, present & parsed.isna().to_numpy()
-    try:
-        stamps = _as_timestamp(values) if kind is FieldType.timestamp else None
-    except (ValueError, TypeError):
-        stamps = None
-    if kind is FieldType.timestamp and stamps is not None:
-        return stamps, np.zeros(len(values), dtype=bool)
-    parsed_dt = pd.to_datetime(values, errors="coerce", format="mixed")
-    bad = present & parsed_dt.isna().to_numpy()
-    if kind is FieldType.date:
-        return parsed_dt.dt.date.where(parsed_dt.notna(), None).astype(object), bad
-    return _as_timestamp(parsed_dt.where(parsed_dt.notna(), None)), bad
+    return _parse_times(values, as_date=kind is FieldType.date)
 
 
 _MULTI_OF = {
