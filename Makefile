@@ -54,7 +54,7 @@ run: setup
 	@$(BIN)/gis serve
 
 lint: $(BIN)/gis
-	@$(BIN)/ruff check gis services tests bench data-samples
+	@$(BIN)/ruff check .
 
 test: system-test $(BIN)/gis samples lint
 	@$(BIN)/python -m pytest
