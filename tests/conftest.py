@@ -5,6 +5,7 @@ real refresh job, then styles published. Tests that only read use one clone of i
 tests that write get a clone of their own (`clone_db`).
 """
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -48,13 +49,17 @@ def registry(settings: Settings) -> LayerRegistry:
 
 
 @pytest.fixture(scope="session")
-def server_url(settings: Settings) -> str:
-    """A maintenance connection to the server (its `postgres` database)."""
+def server_url(settings: Settings) -> Iterator[str]:
+    """A maintenance connection to the server (its `postgres` database); a cluster we started is stopped."""
     if settings.database_url:
-        return _with_database(settings.database_url, "postgres")
+        yield _with_database(settings.database_url, "postgres")
+        return
     cluster = Cluster(settings)
+    was_running = cluster.status().running
     cluster.start()
-    return cluster.url("postgres")
+    yield cluster.url("postgres")
+    if not was_running:
+        cluster.stop()
 
 
 def _recreate(server: str, name: str, template: str | None = None) -> str:
@@ -123,3 +128,66 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if skipped and exitstatus == 0:
         reporter.write_line(f"FAILED: {skipped} test(s) skipped; every test here is required", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# -- the real service, for API tests (tests/test_api_*.py) ------------------------------------------------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve(database_url: str, settings: Settings) -> Iterator[str]:
+    """The service (create_app through services.asgi, run by uvicorn) on a free port; yields its base URL."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = _free_port()
+    env = {**os.environ, "GIS_DATABASE_URL": database_url, "GIS_LAYERS_DIR": str(settings.layers_dir),
+           "GIS_STYLES_DIR": str(settings.styles_dir)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "services.asgi:app_from_environment", "--factory",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT, env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the service exited with {process.returncode} before answering")
+            try:
+                if httpx.get(f"{url}/conformance", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the service did not answer within 60 s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="session")
+def api_url(loaded_db_url: str, settings: Settings) -> Iterator[str]:
+    """The service reading loaded_db_url, for the whole session."""
+    with serve(loaded_db_url, settings) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def serve_api(settings: Settings) -> Callable[[str], contextlib.AbstractContextManager[str]]:
+    """serve_api(database_url) starts another instance of the service, e.g. on a clone_db() database."""
+    return lambda database_url: serve(database_url, settings)
