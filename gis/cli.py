@@ -104,6 +104,32 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_check_overlap(args: argparse.Namespace, settings: Settings) -> int:
+    from gis.analysis import overlap, report
+    from gis.analysis.proposal import proposal_from_path
+    from gis.analysis.rules import default_rules_path, load_rules
+
+    registry = _registry(settings)
+    rules = load_rules(Path(args.rules) if args.rules else default_rules_path(settings.layers_dir), registry)
+    if bool(args.file) == bool(args.project):
+        raise GisError("check-overlap: give a FILE or --project FID (one of them)")
+    with psycopg.connect(database_url(settings)) as conn:
+        if args.project:
+            proposal = overlap.load_project(conn, rules, args.project)
+        else:
+            proposal = proposal_from_path(Path(args.file), crs=args.crs, city_extent=settings.city_extent,
+                                          proposed_use=args.use)
+        found = overlap.check(conn, rules, proposal, as_of=args.datetime, use=args.use,
+                              only=args.only.split(",") if args.only else None)
+    print(report.to_table(found))
+    for path, write in ((args.report, report.html_bytes), (args.json, report.json_bytes),
+                        (args.geojson, report.geojson_bytes)):
+        if path:
+            Path(path).write_bytes(write(found))
+            print(f"written: {path}")
+    return 3 if args.fail_on_conflict and found.verdict == "conflict" else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gis", description="Spatio-temporal GIS cloud: database, layers, refresh.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -122,6 +148,20 @@ def build_parser() -> argparse.ArgumentParser:
     styles.add_argument("action", choices=["publish"])
     styles.set_defaults(handler=cmd_styles)
     sub.add_parser("layers", help="every layer with its row count").set_defaults(handler=cmd_layers)
+    check = sub.add_parser("check-overlap", help="check a proposal file (or a project) against the overlap rules")
+    check.add_argument("file", nargs="?", help="GeoPackage, Shapefile (.shp or zipped), GeoJSON or KML")
+    check.add_argument("--project", help="the fid of a construction project instead of a file")
+    check.add_argument("--rules", help="rules file (default: layers/overlap-rules.yml)")
+    check.add_argument("--only", help="comma-separated rule ids (default: every rule)")
+    check.add_argument("--crs", help="CRS of the file's coordinates when it declares none or the wrong one "
+                       "(EPSG:NNNN, CRS84, GCJ-02)")
+    check.add_argument("--use", help="proposed use, a GB 50137 code (default: the file's proposed_use)")
+    check.add_argument("--datetime", help="check against the plans in force at this date or instant")
+    check.add_argument("--report", help="write the HTML report here")
+    check.add_argument("--json", help="write the JSON report here")
+    check.add_argument("--geojson", help="write the GeoJSON report here")
+    check.add_argument("--fail-on-conflict", action="store_true", help="exit with status 3 when a rule conflicts")
+    check.set_defaults(handler=cmd_check_overlap)
     serve = sub.add_parser("serve", help="serve the OGC API on http://127.0.0.1:8000")
     serve.add_argument("--port", type=int, help="port (default GIS_PORT or 8000)")
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")

@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     pool_min_size: int = 2
     pool_max_size: int = 10
+    tile_cache_mib: int = Field(
+        default=64, ge=0,
+        description="MiB of vector tiles each service process keeps (checked against the layer version); 0: none.",
+    )
     city_extent: tuple[float, float, float, float] = Field(
         default=(122.2, 41.0, 124.0, 43.2),
         description="lon/lat box (EPSG:4490) every feature must fall inside; Shenyang with a margin.",

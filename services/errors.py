@@ -5,6 +5,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gis.analysis.proposal import InvalidProposal, ProposalTooLarge
 from gis.errors import GisError, NotFound, SourceError
 
 
@@ -19,6 +20,8 @@ class InvalidParameter(GisError):
 STATUS: list[tuple[type[Exception], int, str]] = [
     (InvalidParameter, 400, "InvalidParameterValue"),
     (NotFound, 404, "NotFound"),
+    (ProposalTooLarge, 413, "PayloadTooLarge"),
+    (InvalidProposal, 400, "InvalidParameterValue"),
     (SourceError, 400, "InvalidInput"),
     (GisError, 500, "ServerError"),
 ]

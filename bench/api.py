@@ -1,0 +1,311 @@
+"""(b) The OGC API benchmark: the same requests to each server, each checked once, then loaded with wrk.
+
+The request parameters come from the data (the city centre is where the pipelines are): a bbox holding
+about 100 segments, one segment's id, the commonest utility for the CQL2 filter, the z14 tile over the
+centre. Before a server is loaded on a request, one plain GET must answer 200 with what was asked for;
+a request a server cannot answer is reported as such, never timed.
+"""
+
+import json
+import math
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from bench import wrk
+from bench.peers import Endpoint
+from bench.procs import load_average
+
+LAYER = "pipelines"
+PAGE = 100
+DEEP_PAGE = 5000  # the page reached: rows (DEEP_PAGE - 1) * PAGE + 1 ...
+BBOX_ROWS = 120  # segments the bbox request's box should hold, a little more than one page
+SLOW_S = 5.0  # a request slower than this alone is reported by its single-request time, not loaded
+WARMUP_BELOW_S = 1.0  # requests faster than this get a warm-up run before the timed one
+CHECK_TIMEOUT_S = 120.0  # the single checking request gives up after this
+QUIET_WAIT_S = 30.0  # how long queries left running by a finished load may go on before they are cancelled
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    title: str
+    target_vs_tipg: float | None  # our throughput over tipg's that the issue asks for
+
+
+CASES = (
+    Case("items_10", "items `limit=10`", 50),
+    Case("items_100", "items `limit=100`", 20),
+    Case("items_1000", "items `limit=1000`", 5),
+    Case("bbox_100", "bbox page (about 100 features)", 5),
+    Case("item", "one item by id", 3),
+    Case("cql2", "CQL2 property filter, `limit=100`", None),
+    Case("tile_z14", "z14 vector tile over the city centre", 1.5),
+    Case("tile_304", "the same tile revalidated (`If-None-Match` → 304)", None),
+    Case("deep_page", f"page {DEEP_PAGE:,} of {PAGE} (cursor for us, `offset` for peers)", 100),
+)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Request parameters taken from the loaded data."""
+
+    centre: tuple[float, float]
+    bbox: tuple[float, float, float, float]
+    bbox_rows: int
+    fid: str
+    utility: str
+    tile: tuple[int, int, int]  # z, x (column), y (row)
+    rows: int
+
+
+def tile_of(lon: float, lat: float, z: int) -> tuple[int, int, int]:
+    n = 1 << z
+    x = int((lon + 180.0) / 360.0 * n)
+    rad = math.radians(lat)
+    y = int((1.0 - math.asinh(math.tan(rad)) / math.pi) / 2.0 * n)
+    return z, x, y
+
+
+def probe(url: str) -> Probe:
+    table = sql.Identifier("pipeline", LAYER)
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql.SQL(
+            "SELECT avg(ST_X(c)), avg(ST_Y(c)) FROM (SELECT ST_Centroid(geom) AS c FROM {} "
+            "TABLESAMPLE SYSTEM (2) REPEATABLE (7)) s").format(table)).fetchone()
+        assert row and row[0] is not None, "the pipelines layer is empty"
+        lon, lat = float(row[0]), float(row[1])
+        # Grow a box around the centre until about 120 segments intersect it (exactly, as the peers test):
+        # every server then fills one page of 100 from it.
+        half, count = 0.0005, 0
+        for _ in range(60):
+            box = (lon - half, lat - half * 0.75, lon + half, lat + half * 0.75)
+            counted = conn.execute(sql.SQL(
+                "SELECT count(*) FROM {} WHERE ST_Intersects(geom, ST_MakeEnvelope(%s, %s, %s, %s, 4490))"
+            ).format(table), box).fetchone()
+            count = int(counted[0]) if counted else 0
+            if count >= BBOX_ROWS:
+                break
+            half *= 1.1
+        fid_row = conn.execute(sql.SQL(
+            "SELECT fid FROM {} WHERE geom && ST_MakeEnvelope(%s, %s, %s, %s, 4490) ORDER BY fid LIMIT 1"
+        ).format(table), box).fetchone()
+        utility_row = conn.execute(sql.SQL(
+            "SELECT utility FROM {} GROUP BY utility ORDER BY count(*) DESC LIMIT 1").format(table)).fetchone()
+        stats = conn.execute("SELECT row_count FROM ops.layer_stats WHERE layer_id = %s", (LAYER,)).fetchone()
+    assert fid_row and utility_row and stats
+    return Probe(centre=(lon, lat), bbox=tuple(round(v, 6) for v in box), bbox_rows=count,  # type: ignore[arg-type]
+                 fid=str(fid_row[0]), utility=str(utility_row[0]), tile=tile_of(lon, lat, 14), rows=int(stats[0]))
+
+
+def _query(params: dict[str, str], suffix: str) -> str:
+    text = urllib.parse.urlencode(params, safe=",'")
+    return "?" + "&".join(p for p in (text, suffix) if p)
+
+
+def case_url(endpoint: Endpoint, case: Case, p: Probe, deep_url: str | None) -> str | None:
+    """The URL this server is asked for in this case; None if it has no way to ask it."""
+    base = f"{endpoint.server.base}/collections/{endpoint.collection}"
+    items = f"{base}/items"
+    suffix = endpoint.item_suffix
+    match case.key:
+        case "items_10" | "items_100" | "items_1000":
+            return items + _query({"limit": case.key.split("_")[1]}, suffix)
+        case "bbox_100":
+            params = {"bbox": ",".join(str(v) for v in p.bbox), "limit": str(PAGE)}
+            if endpoint.bbox_crs:
+                params["bbox-crs"] = endpoint.bbox_crs
+            return items + _query(params, suffix)
+        case "item":
+            return f"{items}/{urllib.parse.quote(p.fid)}" + (f"?{suffix}" if suffix else "")
+        case "cql2":
+            return items + _query({"filter": f"utility='{p.utility}'", "filter-lang": "cql2-text",
+                                   "limit": str(PAGE)}, suffix)
+        case "tile_z14" | "tile_304":
+            z, x, y = p.tile
+            path = f"{z}/{y}/{x}" if endpoint.tile_order == "zyx" else f"{z}/{x}/{y}"
+            tile_suffix = f"?{endpoint.tile_suffix}" if endpoint.tile_suffix else ""
+            return f"{base}/tiles/WebMercatorQuad/{path}{tile_suffix}"
+        case "deep_page":
+            if endpoint.name == "ours":
+                return deep_url
+            return items + _query({"limit": str(PAGE), "offset": str((DEEP_PAGE - 1) * PAGE)}, suffix)
+    raise ValueError(case.key)
+
+
+def _get(url: str, timeout: float = CHECK_TIMEOUT_S, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+    status, headers_out, body = _get_with_headers(url, timeout, headers)
+    return status, headers_out.get("Content-Type", ""), body
+
+
+def _get_with_headers(url: str, timeout: float = CHECK_TIMEOUT_S,
+                      headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
+    sent = {"Accept": "application/geo+json, application/json, */*"} | (headers or {})
+    request = urllib.request.Request(url, headers=sent)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, answer.headers, answer.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        return 0, {}, f"no answer within {timeout:.0f} s ({exc.__class__.__name__})".encode()
+
+
+def revalidation_headers(url: str) -> dict[str, str] | None:
+    """If-None-Match with the tile's ETag, if the server gives one and answers it with 304."""
+    status, headers, _body = _get_with_headers(url)
+    etag = headers.get("ETag") if status == 200 else None
+    if not etag:
+        return None
+    sent = {"If-None-Match": etag}
+    again, _headers, _body = _get_with_headers(url, headers=sent)
+    return sent if again == 304 else None
+
+
+def follow_next(start: str, pages: int) -> str | None:
+    """The URL of page `pages`, reached by following `next` links from `start` (page 1)."""
+    url = start
+    for _ in range(pages - 1):
+        status, _type, body = _get(url)
+        if status != 200:
+            return None
+        links = json.loads(body).get("links", [])
+        url = next((link["href"] for link in links if link.get("rel") == "next"), "")
+        if not url:
+            return None
+    return url
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    status: int
+    bytes: int
+    features: int | None
+    note: str = ""
+    seconds: float = 0.0  # the single request's time
+
+
+def check(case: Case, url: str) -> Check:
+    started = time.perf_counter()
+    status, content_type, body = _get(url)
+    return replace(_judge(case, status, content_type, body), seconds=round(time.perf_counter() - started, 3))
+
+
+def _judge(case: Case, status: int, content_type: str, body: bytes) -> Check:
+    if status != 200:
+        return Check(False, status, len(body), None, body[:200].decode("utf-8", "replace"))
+    if case.key == "tile_z14":
+        import mapbox_vector_tile  # from the project's test extra, installed by `make bench`
+
+        layers = mapbox_vector_tile.decode(body)
+        count = sum(len(layer["features"]) for layer in layers.values())
+        return Check(count > 0, status, len(body), count, "" if count else "empty tile")
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return Check(False, status, len(body), None, f"not JSON ({content_type})")
+    if case.key == "item":
+        ok = document.get("type") == "Feature"
+        return Check(ok, status, len(body), 1 if ok else 0, "" if ok else "not a Feature")
+    features = document.get("features")
+    if not isinstance(features, list):
+        return Check(False, status, len(body), None, "no features array")
+    expected = {"items_10": 10, "items_1000": 1000}.get(case.key, PAGE)
+    ok = len(features) == expected
+    return Check(ok, status, len(body), len(features), "" if ok else f"expected {expected} features")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    server: str
+    case: str
+    url: str | None
+    check: Check | None
+    result: dict[str, Any] | None
+    slow: bool = False  # not loaded: one request alone took longer than SLOW_S
+    cancelled: int = 0  # queries still running QUIET_WAIT_S after the run, cancelled
+    load_before: float | None = None  # 1-minute load average as the timed run started
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure_endpoint(endpoint: Endpoint, p: Probe, settings: wrk.WrkSettings, warmup_s: int,
+                     database_url: str, say: Any = print) -> list[Measurement]:
+    deep_url = None
+    if endpoint.name == "ours":
+        started = time.perf_counter()
+        first = case_url(endpoint, CASES[1], p, None)
+        deep_url = follow_next(first, DEEP_PAGE) if first else None
+        say(f"  ours: page {DEEP_PAGE} cursor found by following next links in {time.perf_counter() - started:.0f}s"
+            if deep_url else f"  ours: no next-link chain to page {DEEP_PAGE}")
+    out = []
+    for case in CASES:
+        if endpoint.cases is not None and case.key not in endpoint.cases:
+            continue
+        url = case_url(endpoint, case, p, deep_url)
+        headers = revalidation_headers(url) if url and case.key == "tile_304" else None
+        if url is None or (case.key == "tile_304" and headers is None):
+            out.append(Measurement(endpoint.name, case.key, None, None, None))
+            continue
+        checked = check(case, url) if headers is None else Check(True, 304, 0, None)
+        if checked.status == 0 or (checked.ok and checked.seconds > SLOW_S):
+            cancelled = quiesce(database_url)  # a query the client gave up on may still run
+            say(f"  {endpoint.name} {case.key}: one request alone took {checked.seconds:.1f}s"
+                f"{' (gave up)' if checked.status == 0 else ''}; not loaded")
+            out.append(Measurement(endpoint.name, case.key, url, checked, None, slow=True, cancelled=cancelled))
+            continue
+        if not checked.ok:
+            say(f"  {endpoint.name} {case.key}: not measured ({checked.status} {checked.note})")
+            out.append(Measurement(endpoint.name, case.key, url, checked, None))
+            continue
+        if checked.seconds < WARMUP_BELOW_S:  # a slower request has warmed what it needs by being checked
+            wrk.run(url, wrk.WrkSettings(warmup_s, settings.threads, settings.connections, settings.timeout_s),
+                    headers)
+            drain(url, settings.connections, headers)
+            quiesce(database_url)
+        load = load_average()
+        result = wrk.run(url, settings, headers)
+        drain(url, settings.connections, headers)
+        cancelled = quiesce(database_url)
+        say(f"  {endpoint.name} {case.key}: {result.requests_per_s:,.1f} req/s, p50 {result.latency_ms['p50']} ms"
+            + (f", {result.failed} failed" if result.failed else "")
+            + (f", {cancelled} queries still running after the run cancelled" if cancelled else ""))
+        out.append(Measurement(endpoint.name, case.key, url, checked, result.as_dict(), cancelled=cancelled,
+                               load_before=load))
+    return out
+
+
+def drain(url: str, connections: int, headers: dict[str, str] | None = None) -> None:
+    """Wait until the server has worked off what a run left queued: a slow server still holds the requests
+    wrk gave up on, and the next run must not pay for them. As many requests as wrk had connections,
+    at once; they are answered after the backlog."""
+    with ThreadPoolExecutor(connections) as pool:
+        list(pool.map(lambda _n: _get_with_headers(url, CHECK_TIMEOUT_S * 2, headers), range(connections)))
+
+
+def quiesce(database_url: str, wait_s: float = QUIET_WAIT_S) -> int:
+    """Wait for the queries a load left behind (a client that gave up does not stop the server's query),
+    then cancel what still runs, so that no run pays for the one before. Returns how many were cancelled."""
+    deadline = time.monotonic() + wait_s
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        database = conn.info.dbname
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
+                "AND state = 'active'", (database,)).fetchone()
+            if not row or not row[0]:
+                return 0
+            time.sleep(0.25)
+        row = conn.execute(
+            "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE datname = %s "
+            "AND pid <> pg_backend_pid() AND state = 'active'", (database,)).fetchone()
+        return int(row[0]) if row else 0

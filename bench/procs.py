@@ -1,0 +1,111 @@
+"""Child processes for the benchmarks: timed runs with their peak memory, and servers on loopback."""
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Measured:
+    command: str
+    seconds: float
+    peak_rss_mib: float  # the child's peak resident set size (its own process tree, not the database server)
+    returncode: int
+    output_tail: str
+    load_before: float | None = None  # the machine's 1-minute load average when the step started
+
+
+def load_average() -> float:
+    """1-minute load average: on a shared machine, what else was running."""
+    return round(os.getloadavg()[0], 2)
+
+
+GNU_TIME = "/usr/bin/time"  # Debian's `time`: reports its child's own peak RSS
+
+
+def measure(args: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None,
+            shown: str | None = None) -> Measured:
+    """Run a command to completion: its wall time, and its peak RSS as GNU time reports it.
+
+    Not wait4() from here: a child forked from this (large) Python process is charged the parent's
+    pages until it execs, so small programs would look as big as the harness.
+    """
+    load = load_average()
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as report:
+        started = time.perf_counter()
+        out = subprocess.run([GNU_TIME, "-f", "%M", "-o", report.name, *args], env=dict(env) if env else None,
+                             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+        seconds = time.perf_counter() - started
+        lines = [line for line in report.read().splitlines() if line.strip().isdigit()]
+    peak_kib = int(lines[-1]) if lines else 0
+    return Measured(
+        command=shown or " ".join(args),
+        seconds=round(seconds, 2),
+        peak_rss_mib=round(peak_kib / 1024, 1),
+        returncode=out.returncode,
+        output_tail="\n".join(out.stdout.strip().splitlines()[-20:]),
+        load_before=load,
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Server:
+    """A server process in its own process group, stopped with the whole group by stop()."""
+
+    def __init__(self, name: str, args: Sequence[str], port: int, env: Mapping[str, str],
+                 log: Path, cwd: Path | None = None) -> None:
+        self.name, self.args, self.port, self.env, self.log, self.cwd = name, list(args), port, env, log, cwd
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready_path: str, timeout_s: float = 120) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(self.args, env=dict(self.env), cwd=self.cwd, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.process.returncode}); see {self.log}")
+            try:
+                with urllib.request.urlopen(self.base + ready_path, timeout=5):
+                    return
+            except urllib.error.HTTPError:
+                return  # it answers: up, whatever it thinks of the path
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer {ready_path} within {timeout_s:.0f}s; see {self.log}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)  # the group this Server started, nothing else
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

@@ -1,0 +1,180 @@
+"""`make bench`: build the bench-scale city, time the refresh against ogr2ogr, then the OGC API against peers.
+
+Everything it needs it installs: Debian's wrk (through .ci/ensure-debian-packages), the bench-scale
+deliveries (data-samples/generate.py), and tipg and pygeoapi from PyPI, each in its own venv under
+bench/.peers/. Results go to bench/results/*.json and docs/benchmarks.md.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+
+from bench import api, peers, refresh, report, wrk  # noqa: E402
+from bench.procs import free_port  # noqa: E402
+from gis.db.cluster import Cluster  # noqa: E402
+from gis.layers import load_registry  # noqa: E402
+from gis.settings import Settings  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+PEERS_DIR = ROOT / "bench" / ".peers"
+SAMPLES = ROOT / "data-samples" / "generated" / "bench"
+DEBIAN_PACKAGES = ("wrk", "time", "gdal-bin", "postgresql-15", "postgresql-15-postgis-3")
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def ensure_debian_packages() -> None:
+    subprocess.run([str(ROOT / ".ci" / "ensure-debian-packages"), *DEBIAN_PACKAGES], check=True)
+
+
+def ensure_samples() -> None:
+    generator = ROOT / "data-samples" / "generate.py"
+    done = SAMPLES / ".done"
+    layers = list((ROOT / "layers").glob("*/*.yml"))
+    newest = max(p.stat().st_mtime for p in [generator, *layers])
+    if done.is_file() and done.stat().st_mtime >= newest:
+        return
+    say(f"generating the bench-scale deliveries into {SAMPLES.relative_to(ROOT)} (once)")
+    subprocess.run([sys.executable, str(generator), "--scale", "bench", "--out", str(SAMPLES)], check=True, cwd=ROOT)
+    done.touch()
+
+
+def machine() -> dict[str, str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown")
+    mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal"))
+    gdal = subprocess.run(["ogr2ogr", "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    return {"CPU": f"{cpu}, {os.cpu_count()} cores", "RAM": f"{mem_kib / 2**20:.0f} GiB",
+            "OS": platform.platform(), "Python": platform.python_version(), "GDAL": gdal or "unknown"}
+
+
+def database_versions(url: str) -> dict[str, str]:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT current_setting('server_version'), postgis_lib_version()").fetchone()
+    return {"PostgreSQL": str(row[0]), "PostGIS": str(row[1])} if row else {}
+
+
+def bench_url(settings: Settings, recreate: bool) -> str:
+    cluster = Cluster(settings)
+    say(cluster.start())
+    if recreate:
+        refresh.recreate_database(cluster.url("postgres"))
+    return cluster.url(refresh.BENCH_DATABASE)  # a postgresql:// URL, which every peer understands
+
+
+def prepare_for_reads(url: str) -> None:
+    """The same starting point for every server: statistics and visibility map up to date."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE) pipeline.pipelines")
+        conn.execute("VACUUM (ANALYZE) ops.layer_stats")
+
+
+def run_api(url: str, servers: list[str], settings: wrk.WrkSettings, warmup_s: int) -> dict[str, object]:
+    registry = load_registry(ROOT / "layers", ROOT / "styles")
+    gis_settings = Settings()
+    prepare_for_reads(url)
+    p = api.probe(url)
+    say(f"probe: centre {p.centre[0]:.4f},{p.centre[1]:.4f}; bbox with {p.bbox_rows} segments; tile {p.tile}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIS_", "PYGEOAPI_", "TIPG_"))}
+    work = RESULTS / "servers"
+    measurements: list[api.Measurement] = []
+    versions: dict[str, str] = database_versions(url)
+    for name in servers:
+        port = free_port()
+        if name == "ours":
+            server = peers.our_server(ROOT, work, url, port, env)
+            endpoint = peers.Endpoint("ours", server, api.LAYER, "zyx")
+        elif name == "ours-nocache":  # the same service with its tile cache off: the tile's compute path
+            server = peers.our_server(ROOT, work, url, port, env, tile_cache=False)
+            endpoint = peers.Endpoint("ours-nocache", server, api.LAYER, "zyx", cases=frozenset({"tile_z14"}))
+        elif name == "tipg":
+            venv = peers.ensure_venv(PEERS_DIR, peers.TIPG, say)
+            versions["tipg"] = next((v.split("==")[1] for v in peers.freeze(venv) if v.startswith("tipg==")), "?")
+            server = peers.tipg_server(venv, work, registry, url, port, env)
+            endpoint = peers.Endpoint("tipg", server, f"pipeline.{api.LAYER}", "zxy")
+        elif name == "pygeoapi":
+            venv = peers.ensure_venv(PEERS_DIR, peers.PYGEOAPI, say)
+            versions["pygeoapi"] = next((v.split("==")[1] for v in peers.freeze(venv)
+                                         if v.startswith("pygeoapi==")), "?")
+            server = peers.pygeoapi_server(venv, work, registry, url, port, gis_settings.city_extent, env)
+            # pygeoapi reads a CRS84 bbox into EPSG:4490's lat/lon order and finds nothing; given as its
+            # storage CRS, it passes the numbers through as PostGIS's lon/lat and answers right.
+            endpoint = peers.Endpoint("pygeoapi", server, api.LAYER, "zyx", item_suffix="f=json",
+                                      tile_suffix="f=mvt", bbox_crs=peers.EPSG4490)
+        else:
+            raise SystemExit(f"unknown server {name!r}")
+        say(f"starting {name} on {server.base}")
+        with server:
+            try:
+                server.start("/collections")
+            except RuntimeError as exc:
+                say(f"{name} not measured: {exc}")
+                continue
+            measurements += api.measure_endpoint(endpoint, p, settings, warmup_s, url, say)
+        api.quiesce(url, wait_s=5)
+    return {
+        "workers": peers.WORKERS,
+        "wrk": asdict(settings),
+        "warmup_s": warmup_s,
+        "probe": asdict(p),
+        "versions": versions,
+        "measurements": [m.as_dict() for m in measurements],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-refresh", action="store_true", help="reuse the loaded gis_bench database")
+    parser.add_argument("--skip-api", action="store_true")
+    parser.add_argument("--servers", default="ours,ours-nocache,tipg,pygeoapi",
+                        help="comma-separated: ours,ours-nocache,tipg,pygeoapi")
+    parser.add_argument("--duration", type=int, default=10, help="seconds of wrk per request and server")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk before each timed run")
+    args = parser.parse_args(argv)
+
+    started = time.monotonic()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    ensure_debian_packages()
+    ensure_samples()
+    settings = Settings(database_url=None)  # the embedded cluster, whatever GIS_DATABASE_URL says
+    url = bench_url(settings, recreate=not args.skip_refresh)
+
+    refresh_file, api_file = RESULTS / "refresh.json", RESULTS / "api.json"
+    if not args.skip_refresh:
+        say("refresh benchmark: ogr2ogr, first refresh, unchanged rerun (checksum), unchanged rerun (--force)")
+        log = RESULTS / "refresh.log"
+        log.write_text("", encoding="utf-8")
+        result = refresh.run(ROOT, url, SAMPLES, log)
+        refresh_file.write_text(json.dumps(result.as_dict(), indent=2), encoding="utf-8")
+        say(f"refresh: ogr2ogr {result.ogr2ogr.seconds}s, first {result.first.seconds}s, unchanged "
+            f"{result.unchanged_checksum.seconds}s (checksum) / {result.unchanged_force.seconds}s (--force)")
+    if not args.skip_api:
+        servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+        say(f"API benchmark: {', '.join(servers)}")
+        result_api = run_api(url, servers, wrk.WrkSettings(duration_s=args.duration), args.warmup)
+        api_file.write_text(json.dumps(result_api, indent=2), encoding="utf-8")
+
+    refresh_data = json.loads(refresh_file.read_text()) if refresh_file.is_file() else None
+    api_data = json.loads(api_file.read_text()) if api_file.is_file() else None
+    report.write(ROOT / "docs" / "benchmarks.md", machine(), refresh_data, api_data, [])
+    say(f"done in {(time.monotonic() - started) / 60:.1f} min: docs/benchmarks.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

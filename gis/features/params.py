@@ -1,0 +1,223 @@
+"""Request parameters of /items -> one typed ItemsQuery; every refusal names its parameter.
+
+Pure functions over strings: the web layer hands in the query parameters it received.
+"""
+
+import base64
+import binascii
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gis.features import crs as crs_
+from gis.features.cql2 import ast, parse_filter
+from gis.features.errors import InvalidQuery
+from gis.features.queryables import GEOMETRY, queryables, response_properties
+from gis.features.temporal import TimeRange, parse_date, parse_datetime, parse_timestamp
+from gis.layers import LayerSpec
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 10_000
+MAX_OFFSET = 2**53
+
+# The parameters /items understands (besides property=value filters on queryables).
+ITEMS_PARAMETERS = frozenset({
+    "limit", "offset", "cursor", "bbox", "bbox-crs", "crs", "datetime", "filter", "filter-lang", "filter-crs",
+    "properties", "sortby", "skipGeometry",
+})
+_INTEGER = re.compile(r"^\+?\d{1,20}$")
+_CURSOR_PREFIX = "k1"
+
+
+@dataclass(frozen=True)
+class ItemsQuery:
+    limit: int = DEFAULT_LIMIT
+    offset: int = 0
+    after: str | None = None  # keyset cursor: the fid of the previous page's last feature
+    bbox: tuple[float, float, float, float] | None = None  # numbers in bbox_crs's axis order
+    bbox_crs: crs_.Crs = crs_.CRS84
+    time: TimeRange | None = None
+    filter: ast.Node | None = None  # CQL2 and property=value filters, combined
+    filter_crs: crs_.Crs = crs_.CRS84
+    properties: tuple[str, ...] | None = None  # None: all
+    sortby: tuple[tuple[str, bool], ...] = ()  # (queryable, descending)
+    crs: crs_.Crs = crs_.CRS84
+    skip_geometry: bool = False
+
+    @property
+    def selects_all(self) -> bool:
+        """No bbox, filter or datetime: the layer's recorded row count is numberMatched."""
+        return self.bbox is None and self.time is None and self.filter is None
+
+    @property
+    def keyset(self) -> bool:
+        """Pages by fid, so the next page can start after the last fid instead of an offset."""
+        return not self.sortby
+
+
+def parse_limit(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_LIMIT
+    if not _INTEGER.match(value.strip()):
+        raise InvalidQuery("limit", f"'{value[:40]}' is not a positive integer")
+    number = int(value)
+    if number < 1:
+        raise InvalidQuery("limit", "the minimum is 1")
+    return min(number, MAX_LIMIT)  # above the maximum: served as the maximum (Part 1, /req/core/fc-limit)
+
+
+def parse_offset(value: str | None) -> int:
+    if value is None:
+        return 0
+    if not _INTEGER.match(value.strip()) or int(value) > MAX_OFFSET:
+        raise InvalidQuery("offset", f"'{value[:40]}' is not a non-negative integer")
+    return int(value)
+
+
+def encode_cursor(fid: str) -> str:
+    raw = base64.urlsafe_b64encode(fid.encode("utf-8")).decode("ascii").rstrip("=")
+    return f"{_CURSOR_PREFIX}{raw}"
+
+
+def decode_cursor(value: str) -> str:
+    text = value.strip()
+    if not text.startswith(_CURSOR_PREFIX) or len(text) > 4000:
+        raise InvalidQuery("cursor", "not a cursor this service issued (take it from a 'next' link)")
+    raw = text[len(_CURSOR_PREFIX):]
+    try:
+        fid = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidQuery("cursor", "not a cursor this service issued (take it from a 'next' link)") from None
+    if "\x00" in fid:
+        raise InvalidQuery("cursor", "not a cursor this service issued")
+    return fid
+
+
+def parse_bbox(value: str, crs: crs_.Crs) -> tuple[float, float, float, float]:
+    parts = value.split(",")
+    if len(parts) not in (4, 6):
+        raise InvalidQuery("bbox", "four numbers (or six with heights): lower corner, then upper corner")
+    try:
+        nums = [float(p) for p in parts]
+    except ValueError:
+        raise InvalidQuery("bbox", f"'{value[:80]}' is not a list of numbers") from None
+    if not all(math.isfinite(n) for n in nums):
+        raise InvalidQuery("bbox", "numbers must be finite")
+    box = (nums[0], nums[1], nums[2], nums[3]) if len(nums) == 4 else (nums[0], nums[1], nums[3], nums[4])
+    # Axis order is the CRS's: lon/lat for CRS84, lat/lon for EPSG:4326 and 4490, northing first in the GK zones.
+    if crs.geographic:
+        lat_low, lat_high = (box[0], box[2]) if crs.northing_first else (box[1], box[3])
+        if not -90 <= lat_low <= lat_high <= 90:
+            raise InvalidQuery("bbox", "latitudes lie between -90 and 90, the lower corner first")
+    if box[1] > box[3] or (box[0] > box[2] and crs is not crs_.CRS84):
+        raise InvalidQuery("bbox", "the lower corner comes first")
+    return box
+
+
+def parse_properties(value: str, spec: LayerSpec) -> tuple[str, ...]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    allowed = response_properties(spec)
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise InvalidQuery("properties", f"unknown propert{'ies' if len(unknown) > 1 else 'y'} "
+                           f"{', '.join(repr(u[:40]) for u in unknown[:5])}; this layer has: {', '.join(allowed)}")
+    return tuple(dict.fromkeys(names))
+
+
+def parse_sortby(value: str, spec: LayerSpec) -> tuple[tuple[str, bool], ...]:
+    keys: list[tuple[str, bool]] = []
+    sortable = [n for n, q in queryables(spec).items() if q.kind != "geometry"]
+    for raw in value.split(","):
+        # '+' in a URL query decodes to a space, so " name" is "+name"
+        item = raw.strip()
+        if not item:
+            raise InvalidQuery("sortby", "an empty sort key")
+        descending = item.startswith("-")
+        name = item.lstrip("+-").strip()
+        if name not in sortable:
+            raise InvalidQuery("sortby", f"cannot sort by '{name[:40]}'; sortable: {', '.join(sortable)}")
+        if any(k == name for k, _ in keys):
+            raise InvalidQuery("sortby", f"'{name}' is named twice")
+        keys.append((name, descending))
+    return tuple(keys)
+
+
+def parse_boolean(value: str, parameter: str) -> bool:
+    text = value.strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise InvalidQuery(parameter, "true or false")
+
+
+def equality_filter(spec: LayerSpec, name: str, value: str) -> ast.Comparison:
+    """`?utility=water`: a queryable compared for equality, the value read after the property's type."""
+    kind = queryables(spec)[name].kind
+    literal: ast.Expression
+    if kind == "integer":
+        if not re.fullmatch(r"[+-]?\d{1,19}", value.strip()):
+            raise InvalidQuery(name, f"'{value[:40]}' is not an integer")
+        literal = ast.Literal(int(value))
+    elif kind == "number":
+        try:
+            number = float(value)
+        except ValueError:
+            raise InvalidQuery(name, f"'{value[:40]}' is not a number") from None
+        if not math.isfinite(number):
+            raise InvalidQuery(name, "numbers must be finite")
+        literal = ast.Literal(number)
+    elif kind == "boolean":
+        literal = ast.Literal(parse_boolean(value, name))
+    elif kind == "date":
+        literal = ast.DateLiteral(parse_date(value.strip(), name))
+    elif kind == "timestamp":
+        literal = ast.TimestampLiteral(parse_timestamp(value, name))
+    else:
+        literal = ast.Literal(value)
+    return ast.Comparison("=", ast.Property(name), literal)
+
+
+def property_parameters(spec: LayerSpec) -> frozenset[str]:
+    """Queryables usable as `?name=value` (all but the geometry, and not shadowing a standard parameter)."""
+    return frozenset(n for n in queryables(spec) if n != GEOMETRY and n not in ITEMS_PARAMETERS)
+
+
+def parse_items_query(spec: LayerSpec, params: Mapping[str, str]) -> ItemsQuery:
+    """The /items parameters (already checked to be known ones) -> ItemsQuery."""
+    get = params.get
+    crs = crs_.parse_crs(get("crs", ""), "crs") if get("crs") is not None else crs_.CRS84
+    bbox_crs = crs_.parse_crs(get("bbox-crs", ""), "bbox-crs") if get("bbox-crs") is not None else crs_.CRS84
+    filter_crs = crs_.parse_crs(get("filter-crs", ""), "filter-crs") if get("filter-crs") is not None else crs_.CRS84
+    box = parse_bbox(get("bbox", ""), bbox_crs) if get("bbox") is not None else None
+    if get("bbox-crs") is not None and box is None:
+        raise InvalidQuery("bbox-crs", "given without bbox")
+    time = parse_datetime(get("datetime", "")) if get("datetime") is not None else None
+    nodes: list[ast.Node] = []
+    language = get("filter-lang")
+    if get("filter") is not None:
+        nodes.append(parse_filter(get("filter", ""), language))
+    elif language is not None:
+        parse_filter("TRUE" if language == "cql2-text" else "true", language)  # an unknown language is a 400
+    for name in sorted(property_parameters(spec) & params.keys()):
+        nodes.append(equality_filter(spec, name, get(name, "")))
+    combined: ast.Node | None = None if not nodes else nodes[0] if len(nodes) == 1 else ast.And(tuple(nodes))
+    cursor = get("cursor")
+    if cursor is not None and get("sortby") is not None:
+        raise InvalidQuery("cursor", "pages sorted with sortby are reached by offset (see the 'next' link)")
+    offset = parse_offset(get("offset"))
+    return ItemsQuery(
+        limit=parse_limit(get("limit")),
+        offset=offset,
+        after=decode_cursor(cursor) if cursor is not None else None,
+        bbox=box,
+        bbox_crs=bbox_crs,
+        time=time,
+        filter=combined,
+        filter_crs=filter_crs,
+        properties=parse_properties(get("properties", ""), spec) if get("properties") is not None else None,
+        sortby=parse_sortby(get("sortby", ""), spec) if get("sortby") is not None else (),
+        crs=crs,
+        skip_geometry=parse_boolean(get("skipGeometry", ""), "skipGeometry") if get("skipGeometry") else False,
+    )

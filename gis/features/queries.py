@@ -1,0 +1,351 @@
+"""One SQL statement per request, producing GeoJSON text that the service passes through as bytes.
+
+The page statement returns the features already joined (`f1,f2,...`), how many there are, whether
+another page follows, the last fid (the keyset cursor) and, for an unfiltered request, numberMatched
+from the counts the refresh job recorded (ops.layer_stats): no COUNT(*), no per-feature Python.
+
+Which rows a request reads (the temporal model):
+- versioned layer, no `datetime`, no validity of its own: the current table, no time predicate;
+- `datetime`, or a layer whose features carry validity (plans that take effect later) asked about
+  "now": each fid's latest version valid at the instant / intersecting the interval and matching
+  the other filters, from the current and history tables together;
+- event layer: the current table, filtered on its event-time field.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from psycopg import sql
+
+from gis import identifiers as ids
+from gis.features import crs as crs_
+from gis.features.cql2.to_sql import translate
+from gis.features.params import ItemsQuery
+from gis.features.queryables import queryables, response_properties
+from gis.features.temporal import CITY_TIME, TimeRange
+from gis.layers import FieldType, LayerSpec
+
+_MICROSECOND = timedelta(microseconds=1)
+COUNT_BOUND = 1000  # numberMatched of a filtered request is given when at most this many match
+
+
+@dataclass(frozen=True)
+class Statement:
+    query: sql.Composable | bytes  # bytes: rendered once for its shape and reused
+    params: dict[str, object]
+
+
+@dataclass(frozen=True)
+class _Now:
+    """The instant the statement runs (SQL now()), for layers whose features carry their own validity."""
+
+
+NOW = _Now()
+
+
+# -- the GeoJSON text of one row ----------------------------------------------------------------------
+
+def _property_text(spec: LayerSpec, name: str, alias: sql.Identifier) -> sql.Composable:
+    col = sql.SQL("{}.{}").format(alias, sql.Identifier(name))
+    field = spec.field(name)
+    kind = field.type if field is not None else FieldType.timestamp  # valid_from / valid_to
+    if kind in (FieldType.integer, FieldType.bigint, FieldType.boolean):
+        return sql.SQL("coalesce({}::text, 'null')").format(col)
+    if kind is FieldType.real:
+        # PostgreSQL writes 2.0 as 2; a client would take the field for an integer, so keep the point.
+        return sql.SQL(
+            "(CASE WHEN {c} IS NULL THEN 'null' WHEN {c} = trunc({c}) AND abs({c}) < 1e15 "
+            "THEN trunc({c})::bigint::text || '.0' ELSE to_json({c})::text END)"
+        ).format(c=col)
+    return sql.SQL("coalesce(to_json({})::text, 'null')").format(col)  # text, date, timestamptz: JSON strings
+
+
+def feature_text(spec: LayerSpec, out_crs: crs_.Crs, properties: tuple[str, ...] | None, skip_geometry: bool,
+                 alias: str = "p") -> sql.Composable:
+    """`{"type":"Feature","id":...,"geometry":...,"properties":{...}}` as one SQL text expression."""
+    a = sql.Identifier(alias)
+    names = response_properties(spec) if properties is None else properties
+    if names:
+        members: list[sql.Composable] = []
+        for i, name in enumerate(names):
+            members.append(sql.Literal(("{" if i == 0 else ",") + f'"{name}":'))
+            members.append(_property_text(spec, name, a))
+        members.append(sql.Literal("}"))
+        props: sql.Composable = sql.SQL(" || ").join(members)
+    else:
+        props = sql.Literal("{}")
+    if skip_geometry:
+        geometry: sql.Composable = sql.Literal("null")
+    else:
+        geom = crs_.to_output(out_crs, sql.SQL("{}.geom").format(a))
+        # options 0: no "crs" member in each geometry (the Content-Crs header says it once)
+        geometry = sql.SQL("ST_AsGeoJSON({}, {}, 0)").format(geom, sql.Literal(int(out_crs.digits)))
+    return sql.SQL(
+        "({head} || to_json({a}.fid)::text || {geo} || {geometry} || {props_key} || {props} || '}}')"
+    ).format(head=sql.Literal('{"type":"Feature","id":'), a=a, geo=sql.Literal(',"geometry":'),
+             geometry=geometry, props_key=sql.Literal(',"properties":'), props=props)
+
+
+# -- which rows ----------------------------------------------------------------------------------------
+
+def _columns(spec: LayerSpec) -> sql.Composable:
+    names = ["fid", *spec.field_names, "geom", "valid_from", "valid_to"]
+    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+
+def _inclusive_end(time: TimeRange) -> datetime | None:
+    if time.end is None:
+        return None
+    return time.end if time.end_inclusive else time.end - _MICROSECOND
+
+
+def time_params(spec: LayerSpec, time: TimeRange | None) -> dict[str, object]:
+    """t_start / t_end for a `datetime`: instants for versions and timestamps, local dates for a date field."""
+    if time is None:
+        return {}
+    is_date = False
+    if spec.temporal.kind == "event" and spec.temporal.field:
+        field = spec.field(spec.temporal.field)
+        is_date = field is not None and field.type is FieldType.date
+    found: dict[str, object] = {}
+    if time.start is not None:
+        found["t_start"] = time.start.astimezone(CITY_TIME).date() if is_date else time.start
+    inclusive_end = _inclusive_end(time)
+    if inclusive_end is not None:
+        found["t_end"] = inclusive_end.astimezone(CITY_TIME).date() if is_date else inclusive_end
+    return found
+
+
+def _version_predicates(time: TimeRange | _Now, history: bool) -> list[sql.Composable]:
+    """Versions [valid_from, valid_to) that contain the instant or intersect the closed interval."""
+    if isinstance(time, _Now):
+        start: sql.Composable | None = sql.SQL("now()")
+        end: sql.Composable | None = sql.SQL("now()")
+    else:
+        start = sql.SQL("%(t_start)s::timestamptz") if time.start is not None else None
+        end = sql.SQL("%(t_end)s::timestamptz") if time.end is not None else None
+    found: list[sql.Composable] = []
+    if end is not None:
+        found.append(sql.SQL("valid_from <= {}").format(end))
+    if start is not None:
+        template = "valid_to > {}" if history else "(valid_to IS NULL OR valid_to > {})"
+        found.append(sql.SQL(template).format(start))
+    return found
+
+
+def _event_predicates(spec: LayerSpec, time: TimeRange) -> list[sql.Composable]:
+    assert spec.temporal.field is not None
+    column = ids.column(spec, spec.temporal.field)
+    field = spec.field(spec.temporal.field)
+    cast = sql.SQL("date" if field is not None and field.type is FieldType.date else "timestamptz")
+    found: list[sql.Composable] = []
+    if time.start is not None:
+        found.append(sql.SQL("{} >= %(t_start)s::{}").format(column, cast))
+    if time.end is not None:
+        found.append(sql.SQL("{} <= %(t_end)s::{}").format(column, cast))
+    return found
+
+
+def bbox_params(box: tuple[float, float, float, float]) -> dict[str, object]:
+    xmin, ymin, xmax, ymax = box
+    if xmin > xmax:  # CRS84 across the antimeridian: two boxes
+        return {"bw0": xmin, "bw1": ymin, "bw2": 180.0, "bw3": ymax, "be0": -180.0, "be1": ymin, "be2": xmax,
+                "be3": ymax}
+    return {"b0": xmin, "b1": ymin, "b2": xmax, "b3": ymax}
+
+
+def _bbox_predicate(box: tuple[float, float, float, float], box_crs: crs_.Crs) -> sql.Composable:
+    def envelope(prefix: str) -> sql.Composable:
+        corners = sql.SQL(", ").join(sql.SQL("%({})s::float8").format(sql.SQL(f"{prefix}{i}")) for i in range(4))
+        return sql.SQL("ST_Intersects(geom, {})").format(
+            crs_.to_storage(box_crs, sql.SQL("ST_MakeEnvelope({})").format(corners)))
+
+    if box[0] > box[2]:
+        return sql.SQL("({} OR {})").format(envelope("bw"), envelope("be"))
+    return envelope("b")
+
+
+def _where(predicates: list[sql.Composable]) -> sql.Composable:
+    if not predicates:
+        return sql.SQL("")
+    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(predicates)
+
+
+def _reads_versions(spec: LayerSpec, time: TimeRange | None) -> TimeRange | _Now | None:
+    """The time a versioned read answers for, or None when the current table alone answers."""
+    if spec.temporal.kind == "event":
+        return None
+    if time is not None:
+        return time
+    return NOW if spec.has_valid_time else None
+
+
+def source(spec: LayerSpec, time: TimeRange | None, predicates: list[sql.Composable]) -> sql.Composable:
+    """A FROM item (aliased t) holding the rows a request reads, with `predicates` applied.
+
+    For versioned reads the predicates go inside, on each version, before each fid's latest one is taken.
+    The time's values are parameters t_start / t_end (see time_params).
+    """
+    columns = _columns(spec)
+    when = _reads_versions(spec, time)
+    if when is None:
+        own = list(predicates)
+        if spec.temporal.kind == "event" and time is not None:
+            own = _event_predicates(spec, time) + own
+        return sql.SQL("(SELECT {} FROM {}{}) t").format(columns, ids.current_table(spec), _where(own))
+    current = _version_predicates(when, history=False) + predicates
+    history = _version_predicates(when, history=True) + predicates
+    return sql.SQL(
+        "(SELECT DISTINCT ON (fid) {cols} FROM ("
+        "SELECT {cols} FROM {cur}{cur_where} UNION ALL SELECT {cols} FROM {hist}{hist_where}"
+        ") v ORDER BY fid, valid_from DESC) t"
+    ).format(cols=columns, cur=ids.current_table(spec), cur_where=_where(current),
+             hist=ids.history_table(spec), hist_where=_where(history))
+
+
+def is_fast_path(spec: LayerSpec, q: ItemsQuery) -> bool:
+    """The request reads the current table unfiltered: the recorded row count is numberMatched."""
+    return q.selects_all and _reads_versions(spec, q.time) is None
+
+
+# -- statements ----------------------------------------------------------------------------------------
+
+def _order(spec: LayerSpec, q: ItemsQuery) -> sql.Composable:
+    keys: list[sql.Composable] = []
+    table = queryables(spec)
+    for name, descending in q.sortby:
+        keys.append(sql.SQL("{} {}").format(table[name].identifier, sql.SQL("DESC" if descending else "ASC")))
+    keys.append(sql.SQL("fid"))
+    return sql.SQL(", ").join(keys)
+
+
+def filter_predicates(spec: LayerSpec, q: ItemsQuery, params: dict[str, object]) -> list[sql.Composable]:
+    found: list[sql.Composable] = []
+    if q.bbox is not None:
+        found.append(_bbox_predicate(q.bbox, q.bbox_crs))
+    if q.filter is not None:
+        found.append(translate(q.filter, spec, q.filter_crs, params))
+    if q.after is not None:
+        found.append(sql.SQL("fid > %(after)s::text"))
+    return found
+
+
+def _items_params(spec: LayerSpec, q: ItemsQuery) -> dict[str, object]:
+    """The values of an items statement, but a filter's (the translator adds those)."""
+    params: dict[str, object] = {"offset": q.offset, **time_params(spec, q.time)}
+    if q.bbox is not None:
+        params.update(bbox_params(q.bbox))
+    if q.after is not None:
+        params["after"] = q.after
+    if is_fast_path(spec, q):
+        params["layer_id"] = spec.id
+    return params
+
+
+def _shape(spec: LayerSpec, q: ItemsQuery) -> tuple[object, ...] | None:
+    """What decides an items statement's text (its values aside); None when it has a CQL2 filter."""
+    if q.filter is not None:
+        return None
+    time = None if q.time is None else (q.time.start is None, q.time.end is None)
+    box = None if q.bbox is None else (q.bbox_crs.uri, q.bbox[0] > q.bbox[2])
+    return (spec.id, q.limit, q.after is None, box, time, q.properties, q.sortby, q.crs.uri, q.skip_geometry)
+
+
+_rendered: dict[tuple[object, ...], tuple[LayerSpec, bytes]] = {}
+_RENDERED_MAX = 4096
+
+
+def items_statement(spec: LayerSpec, q: ItemsQuery) -> Statement:
+    """Columns: features (UTF-8 bytes), returned, more (bool), last_fid (text), matched (bigint or NULL).
+
+    Statements without a CQL2 filter are rendered once per shape: the next request of the same shape
+    only computes its values (and reuses the server's prepared statement).
+    """
+    shape = _shape(spec, q)
+    if shape is not None:
+        cached = _rendered.get(shape)
+        if cached is not None and cached[0] is spec:
+            return Statement(cached[1], _items_params(spec, q))
+    statement = _build_items_statement(spec, q)
+    if shape is not None and isinstance(statement.query, sql.Composable):
+        rendered = statement.query.as_bytes(None)
+        _remember(shape, spec, rendered)
+        return Statement(rendered, statement.params)
+    return statement
+
+
+def _remember(shape: tuple[object, ...], spec: LayerSpec, query: bytes) -> None:
+    if len(_rendered) >= _RENDERED_MAX:
+        _rendered.clear()
+    _rendered[shape] = (spec, query)
+
+
+def _build_items_statement(spec: LayerSpec, q: ItemsQuery) -> Statement:
+    params = _items_params(spec, q)
+    predicates = filter_predicates(spec, q, params)
+    order = _order(spec, q)
+    if is_fast_path(spec, q):
+        matched: sql.Composable = sql.SQL("(SELECT row_count FROM ops.layer_stats WHERE layer_id = %(layer_id)s)")
+    elif q.after is None and q.offset == 0:
+        # The first page of a filtered request counts, but never more than COUNT_BOUND rows: clients
+        # (QGIS, GDAL) take the layer's size from the first page; later pages cost no count at all.
+        matched = sql.SQL(
+            "(SELECT CASE WHEN n <= {bound} THEN n END FROM (SELECT count(*) AS n FROM "
+            "(SELECT 1 FROM {source} LIMIT {bound_plus}) c) b)"
+        ).format(bound=sql.Literal(COUNT_BOUND), bound_plus=sql.Literal(COUNT_BOUND + 1),
+                 source=source(spec, q.time, predicates))
+    else:
+        matched = sql.SQL("NULL::bigint")
+    limit = int(q.limit)
+    query = sql.SQL(
+        "SELECT convert_to(coalesce(string_agg({feature}, ',' ORDER BY p.n) FILTER (WHERE p.n <= {limit}), ''), "
+        "'UTF8') AS features, "
+        "count(*) FILTER (WHERE p.n <= {limit}) AS returned, count(*) > {limit} AS more, "
+        "(array_agg(p.fid ORDER BY p.n DESC) FILTER (WHERE p.n <= {limit}))[1] AS last_fid, "
+        "{matched} AS matched "
+        "FROM (SELECT t.*, row_number() OVER (ORDER BY {order}) AS n FROM ("
+        "SELECT * FROM {source} ORDER BY {order} LIMIT {limit_plus} OFFSET %(offset)s::bigint) t) p"
+    ).format(
+        feature=feature_text(spec, q.crs, q.properties, q.skip_geometry),
+        limit=sql.Literal(limit), limit_plus=sql.Literal(limit + 1), matched=matched, order=order,
+        source=source(spec, q.time, predicates),
+    )
+    return Statement(query, params)
+
+
+def item_statement(spec: LayerSpec, fid: str, out_crs: crs_.Crs, time: TimeRange | None = None,
+                   properties: tuple[str, ...] | None = None) -> Statement:
+    """One feature's GeoJSON (UTF-8 bytes): the version valid now, or at `time`; or no row."""
+    params: dict[str, object] = {"fid": fid, **time_params(spec, time)}
+    shape = ("item", spec.id, out_crs.uri, None if time is None else (time.start is None, time.end is None),
+             properties)
+    cached = _rendered.get(shape)
+    if cached is not None and cached[0] is spec:
+        return Statement(cached[1], params)
+    predicates: list[sql.Composable] = [sql.SQL("fid = %(fid)s::text")]
+    query = sql.SQL("SELECT convert_to({feature}, 'UTF8') FROM {source} LIMIT 1").format(
+        feature=feature_text(spec, out_crs, properties, False, alias="t"),
+        source=source(spec, time, predicates),
+    ).as_bytes(None)
+    _remember(shape, spec, query)
+    return Statement(query, params)
+
+
+def history_statement(spec: LayerSpec, fid: str, out_crs: crs_.Crs) -> Statement:
+    """Every version of one feature, oldest first: features (UTF-8 bytes) and their count."""
+    columns = _columns(spec)
+    query = sql.SQL(
+        "SELECT convert_to(coalesce(string_agg({feature}, ',' ORDER BY p.valid_from, p.valid_to NULLS LAST), ''), "
+        "'UTF8'), count(*) "
+        "FROM (SELECT {cols} FROM {cur} WHERE fid = %(fid)s::text "
+        "UNION ALL SELECT {cols} FROM {hist} WHERE fid = %(fid)s::text) p"
+    ).format(feature=feature_text(spec, out_crs, None, False), cols=columns,
+             cur=ids.current_table(spec), hist=ids.history_table(spec))
+    return Statement(query, {"fid": fid})
+
+
+def stats_statement() -> Statement:
+    """Every layer's recorded count, extent (lon/lat), time extent and change version."""
+    return Statement(sql.SQL(
+        "SELECT layer_id, row_count, extent, time_extent, changed_refresh_id, changed_at FROM ops.layer_stats"
+    ), {})

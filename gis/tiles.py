@@ -1,0 +1,225 @@
+"""Mapbox vector tiles in WebMercatorQuad, built entirely in PostgreSQL (no HTTP here).
+
+A tile is one statement: the layer's change version from ops.layer_stats and, unless the caller
+already holds that version, the tile itself (ST_AsMVT over ST_AsMVTGeom). Rows are found with a
+bounding-box test in the stored CRS (EPSG:4490) so the GiST index answers it; only the rows found are
+transformed to EPSG:3857. Properties are the layer's declared fields plus fid, in one MVT layer named
+after the layer id.
+"""
+
+import math
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from gis import identifiers as ids
+from gis.features.queries import source, time_params
+from gis.features.temporal import TimeRange
+from gis.layers import FieldType, GeometryType, LayerSpec
+
+TILE_MATRIX_SET = "WebMercatorQuad"
+TILE_MATRIX_SET_URI = "http://www.opengis.net/def/tilematrixset/OGC/1.0/WebMercatorQuad"
+CRS_3857 = "http://www.opengis.net/def/crs/EPSG/0/3857"
+MAX_ZOOM = 24  # the deepest tile matrix WebMercatorQuad defines
+TILE_SIZE = 256  # pixels, as the tile matrix set declares them
+EXTENT = 4096  # MVT grid units across a tile
+BUFFER = 64  # grid units drawn beyond the tile edge, so lines and fills join across tiles
+ORIGIN = 20037508.3427892  # half the width of the EPSG:3857 world, metres
+STANDARD_PIXEL = 0.00028  # metres; OGC's scale denominator is cell size / standard pixel
+
+
+class TileOutOfRange(ValueError):
+    """A tile address outside WebMercatorQuad; `parameter` names the offending part."""
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        super().__init__(f"{parameter}: {problem}")
+        self.parameter = parameter
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Tile:
+    z: int
+    x: int  # column
+    y: int  # row, counted from the top
+
+    def __post_init__(self) -> None:
+        for name, value in (("tileMatrix", self.z), ("tileCol", self.x), ("tileRow", self.y)):
+            if type(value) is not int:
+                raise TileOutOfRange(name, f"must be an integer, got {value!r}")
+        if not 0 <= self.z <= MAX_ZOOM:
+            raise TileOutOfRange("tileMatrix", f"{self.z} is outside WebMercatorQuad's 0..{MAX_ZOOM}")
+        last = (1 << self.z) - 1
+        if not 0 <= self.y <= last:
+            raise TileOutOfRange("tileRow", f"{self.y} is outside 0..{last} at tile matrix {self.z}")
+        if not 0 <= self.x <= last:
+            raise TileOutOfRange("tileCol", f"{self.x} is outside 0..{last} at tile matrix {self.z}")
+
+
+def cell_size(z: int) -> float:
+    """Metres per pixel of tile matrix z (EPSG:3857 units)."""
+    return 2 * ORIGIN / TILE_SIZE / (1 << z)
+
+
+def tile_matrices() -> list[dict[str, object]]:
+    """The tile matrices of WebMercatorQuad, as OGC Two Dimensional Tile Matrix Set 2.0 writes them."""
+    return [
+        {
+            "id": str(z),
+            "scaleDenominator": cell_size(z) / STANDARD_PIXEL,
+            "cellSize": cell_size(z),
+            "cornerOfOrigin": "topLeft",
+            "pointOfOrigin": [-ORIGIN, ORIGIN],
+            "tileWidth": TILE_SIZE,
+            "tileHeight": TILE_SIZE,
+            "matrixWidth": 1 << z,
+            "matrixHeight": 1 << z,
+        }
+        for z in range(MAX_ZOOM + 1)
+    ]
+
+
+@dataclass(frozen=True)
+class ZoomDetail:
+    """How much of a layer one tile carries at a zoom level."""
+
+    max_features: int  # rows per tile; a tile that reaches it is cut short (arbitrary rows left out)
+    simplify: float  # Douglas-Peucker tolerance in degrees before transforming; 0 for none
+    min_size: float  # lines and polygons whose bbox width + height (degrees) is below this are left out
+
+
+def zoom_detail(z: int, geometry: GeometryType) -> ZoomDetail:
+    """Tiles stay small at every zoom: below one MVT grid unit nothing is visible anyway.
+
+    One grid unit is (360 / 2^z) / 4096 degrees of longitude; at Shenyang's latitude a degree of latitude
+    is longer on the map (1 / cos 41.8° ≈ 1.34), so half a unit keeps simplification under a unit both ways.
+    """
+    unit = 360.0 / (1 << z) / EXTENT
+    if z >= 14:
+        max_features = 100_000
+    elif z >= 12:
+        max_features = 50_000
+    elif z >= 10:
+        max_features = 10_000
+    else:
+        max_features = 5_000
+    if geometry in (GeometryType.Point, GeometryType.MultiPoint):
+        return ZoomDetail(max_features, 0.0, 0.0)
+    # Below z12 a feature smaller than one screen pixel (16 grid units) is left out: long mains and
+    # roads stay, short service pipes come back as the map zooms in.
+    min_size = unit if z >= 12 else unit * EXTENT / TILE_SIZE
+    return ZoomDetail(max_features, unit / 2 if z < 14 else 0.0, min_size)
+
+
+def _property(spec: LayerSpec, name: str, field_type: FieldType) -> sql.Composable:
+    """A field as MVT carries it: numbers, text and booleans as they are, times as ISO 8601 text."""
+    column = sql.SQL("t.{}").format(ids.column(spec, name))
+    if field_type is FieldType.date:
+        value: sql.Composable = sql.SQL("to_char({}, 'YYYY-MM-DD')").format(column)
+    elif field_type is FieldType.timestamp:
+        value = sql.SQL("to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')").format(column)
+    else:
+        value = column
+    return sql.SQL("{} AS {}").format(value, sql.Identifier(name))
+
+
+def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None) -> sql.Composed:
+    """The statement for one tile of the layer at zoom z; parameters from tile_params.
+
+    Returns one row: (version, tile). version is the layer's changed_refresh_id (NULL if never loaded);
+    tile is NULL when version is one of %(known)s (the versions the client or a cache already hold), so
+    a tile someone already has costs one primary-key lookup and no tile work.
+
+    The rows are the ones the Features API reads for the same `datetime` (gis.features.queries.source):
+    the current table, or each feature's version valid at the time asked (or now, for layers whose
+    features carry their own validity), or the events in the interval.
+    """
+    detail = zoom_detail(z, spec.geometry)
+    geom = sql.SQL("t.geom")
+    if detail.simplify:
+        geom = sql.SQL("ST_Simplify(t.geom, {})").format(sql.Literal(float(detail.simplify)))
+    predicates: list[sql.Composable] = [
+        sql.SQL("geom && ST_Transform(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s), {})").format(
+            sql.Literal(int(spec.srid)))
+    ]
+    if detail.min_size:
+        predicates.append(sql.SQL(
+            "(ST_XMax(geom) - ST_XMin(geom)) + (ST_YMax(geom) - ST_YMin(geom)) >= {}"
+        ).format(sql.Literal(float(detail.min_size))))
+    properties = sql.SQL(", ").join(
+        [sql.SQL("t.fid"), *(_property(spec, f.name, f.type) for f in spec.fields)]
+    )
+    # The rows are found in a materialised CTE so that the planner never hands the per-row functions to
+    # parallel workers: each fresh worker pays PROJ's set-up (50-100 ms), ten times the tile's own cost.
+    return sql.SQL(
+        "SELECT v.version, CASE WHEN v.version = ANY(%(known)s::bigint[]) THEN NULL ELSE ("
+        "WITH t AS MATERIALIZED (SELECT t.fid, {columns}, t.geom FROM {rows} LIMIT {limit}) "
+        "SELECT ST_AsMVT(m.*, {name}, {extent}, 'geom') FROM ("
+        "SELECT ST_AsMVTGeom(ST_Transform({geom}, 3857), ST_TileEnvelope(%(z)s, %(x)s, %(y)s), "
+        "{extent}, {buffer}, true) AS geom, {properties} FROM t) m"
+        ") END "
+        "FROM (SELECT (SELECT changed_refresh_id FROM ops.layer_stats WHERE layer_id = %(layer)s) AS version) v"
+    ).format(
+        name=sql.Literal(spec.id),
+        extent=sql.Literal(EXTENT),
+        buffer=sql.Literal(BUFFER),
+        geom=geom,
+        columns=sql.SQL(", ").join(sql.SQL("t.{}").format(c) for c in ids.field_columns(spec)),
+        properties=properties,
+        rows=source(spec, time, predicates),
+        limit=sql.Literal(int(detail.max_features)),
+    )
+
+
+def tile_params(spec: LayerSpec, tile: Tile, known_versions: tuple[int, ...] = (),
+                time: TimeRange | None = None) -> dict[str, object]:
+    return {
+        "layer": spec.id,
+        "z": tile.z,
+        "x": tile.x,
+        "y": tile.y,
+        "margin": BUFFER / EXTENT,
+        "known": [int(v) for v in known_versions],
+        **time_params(spec, time),
+    }
+
+
+@dataclass(frozen=True)
+class TileResult:
+    version: int | None  # the layer's changed_refresh_id; None if the layer was never loaded
+    data: bytes | None  # the MVT (b"" for no features); None when version is one of the known versions
+
+
+async def fetch_tile(conn: psycopg.AsyncConnection, spec: LayerSpec, tile: Tile,
+                     known_versions: tuple[int, ...] = (), time: TimeRange | None = None) -> TileResult:
+    # Binary results: the tile arrives as its bytes, not as hex text to decode.
+    cursor = await conn.execute(tile_sql(spec, tile.z, time), tile_params(spec, tile, known_versions, time),
+                                binary=True)
+    row = await cursor.fetchone()
+    assert row is not None  # the statement always returns exactly one row
+    version, data = row
+    if version is not None and version in known_versions:
+        return TileResult(int(version), None)
+    return TileResult(None if version is None else int(version), bytes(data) if data is not None else b"")
+
+
+async def layer_version(conn: psycopg.AsyncConnection, spec: LayerSpec) -> tuple[int | None, list[float] | None]:
+    """(changed_refresh_id, extent [xmin, ymin, xmax, ymax] in EPSG:4490) from the refresh's stats."""
+    cursor = await conn.execute(
+        "SELECT changed_refresh_id, extent FROM ops.layer_stats WHERE layer_id = %s", (spec.id,))
+    row = await cursor.fetchone()
+    if row is None:
+        return None, None
+    extent = [float(v) for v in row[1]] if row[1] is not None and None not in row[1] else None
+    return int(row[0]), extent
+
+
+def geometry_dimension(geometry: GeometryType) -> int:
+    return {"Point": 0, "LineString": 1, "Polygon": 2}[geometry.value.removeprefix("Multi")]
+
+
+def center_zoom(extent: list[float]) -> int:
+    """A zoom at which the whole extent fits in about one 512-pixel view."""
+    span = max(extent[2] - extent[0], (extent[3] - extent[1]) * 1.34, 1e-9)
+    return max(0, min(MAX_ZOOM, math.floor(math.log2(360.0 * 2 / span))))

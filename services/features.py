@@ -1,0 +1,263 @@
+"""OGC API Features for every registry layer: collection, items, one item, its history, queryables.
+
+The registry answers 404 before any SQL; each data request is one prepared statement whose GeoJSON
+is built by PostgreSQL and passed through as bytes, wrapped in a small envelope made here.
+"""
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+import psycopg
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from gis.errors import NotFound
+from gis.features import crs as crs_
+from gis.features.params import (
+    ITEMS_PARAMETERS,
+    ItemsQuery,
+    encode_cursor,
+    parse_items_query,
+    parse_properties,
+    property_parameters,
+)
+from gis.features.queries import Statement, history_statement, item_statement, items_statement, stats_statement
+from gis.features.queryables import json_schema
+from gis.features.temporal import parse_datetime
+from gis.layers import LayerSpec
+from services import html, ogc
+from services.errors import InvalidParameter
+from services.state import AppState, app_state
+
+router = APIRouter(tags=["OGC API Features"])
+
+ITEM_PARAMETERS = frozenset({"crs", "datetime", "properties"})
+HISTORY_PARAMETERS = frozenset({"crs"})
+_ALLOWED_ITEMS: dict[int, frozenset[str]] = {}
+
+
+def _layer(request: Request, collection_id: str) -> tuple[AppState, LayerSpec]:
+    state = app_state(request)
+    return state, state.registry.get_layer(collection_id)
+
+
+def _items_parameters(spec: LayerSpec) -> frozenset[str]:
+    found = _ALLOWED_ITEMS.get(id(spec))
+    if found is None:
+        found = _ALLOWED_ITEMS[id(spec)] = ITEMS_PARAMETERS | property_parameters(spec)
+    return found
+
+
+async def fetch_one(state: AppState, statement: Statement, blame: str | None = None) -> tuple[Any, ...] | None:
+    """Run one prepared statement; a value the database refuses is the client's when `blame` names a parameter."""
+    try:
+        try:
+            return await _fetch_one(state, statement)
+        except psycopg.OperationalError:
+            # A pooled connection the server closed (restart, failover): the pool drops it; one retry.
+            return await _fetch_one(state, statement)
+    except (psycopg.DataError, psycopg.errors.InternalError_) as exc:
+        if blame is None:
+            raise
+        message = exc.diag.message_primary or str(exc)
+        raise InvalidParameter(blame, f"cannot be evaluated: {message}") from None
+
+
+async def _fetch_one(state: AppState, statement: Statement) -> tuple[Any, ...] | None:
+    async with state.pool.connection() as conn:
+        cursor = await conn.execute(statement.query, statement.params, prepare=True, binary=True)
+        return await cursor.fetchone()
+
+
+async def layer_stats(state: AppState) -> dict[str, tuple[Any, ...]]:
+    """layer_id -> (layer_id, row_count, extent, time_extent, changed_refresh_id, changed_at)."""
+    statement = stats_statement()
+    for attempt in (1, 2):
+        try:
+            async with state.pool.connection() as conn:
+                cursor = await conn.execute(statement.query, prepare=True)
+                return {row[0]: row for row in await cursor.fetchall()}
+        except psycopg.OperationalError:
+            if attempt == 2:
+                raise
+    return {}
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None or value in (datetime.min, datetime.max):
+        return None
+    try:
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError):
+        return None
+
+
+def collection_document(request: Request, spec: LayerSpec, stats: tuple[Any, ...] | None) -> dict[str, Any]:
+    path = f"/collections/{spec.id}"
+    extent: dict[str, Any] = {}
+    if stats is not None and stats[2] is not None and None not in stats[2]:
+        extent["spatial"] = {"bbox": [list(stats[2])], "crs": crs_.CRS84.uri}
+    if stats is not None and stats[3] is not None:
+        start, end = (stats[3] + [None, None])[:2]
+        extent["temporal"] = {"interval": [[_iso(start), _iso(end)]],
+                              "trs": "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"}
+    document: dict[str, Any] = {
+        "id": spec.id,
+        "title": f"{spec.title.zh} · {spec.title.en}",
+        "titles": {"zh": spec.title.zh, "en": spec.title.en},
+        "description": spec.description,
+        "keywords": list(spec.keywords),
+        "itemType": "feature",
+        "crs": [c.uri for c in crs_.SUPPORTED],
+        "storageCrs": crs_.STORAGE_CRS.uri,
+        "extent": extent,
+        "links": [
+            *ogc.self_links(request, path),
+            ogc.link(ogc.url(request, f"{path}/items"), "items", ogc.GEOJSON, "features as GeoJSON"),
+            ogc.link(ogc.url(request, f"{path}/items", [("f", "html")]), "items", "text/html", "features as HTML"),
+            ogc.link(ogc.url(request, f"{path}/queryables"), "http://www.opengis.net/def/rel/ogc/1.0/queryables",
+                     ogc.SCHEMA_JSON, "queryable properties"),
+            *(extra for provider in getattr(request.app.state, "collection_links", ())
+              for extra in provider(ogc.base_url(request), spec.id)),
+        ],
+        "geometryType": spec.geometry.value,
+        "domain": spec.domain.value,
+        "department": spec.department,
+        "access": spec.access.value,
+        "updateFrequency": spec.update_frequency,
+        "temporal": {"kind": spec.temporal.kind, **({"field": spec.temporal.field} if spec.temporal.field else {}),
+                     "featuresCarryValidity": spec.has_valid_time},
+    }
+    if stats is not None:
+        if not spec.has_valid_time:  # a plan's table also holds parcels not (or no longer) in force
+            document["numberOfFeatures"] = stats[1]
+        document["changedAt"] = _iso(stats[5])
+    return document
+
+
+@router.get("/collections/{collection_id}", summary="A layer's metadata")
+async def collection(collection_id: str, request: Request) -> Response:
+    state, spec = _layer(request, collection_id)
+    params = ogc.query_params(request, ())
+    as_html = ogc.wants_html(request, params)
+    stats = (await layer_stats(state)).get(spec.id)
+    document = collection_document(request, spec, stats)
+    if as_html:
+        return ogc.html_response(html.collection_page(document))
+    return ogc.json_response(document)
+
+
+@router.get("/collections/{collection_id}/queryables", summary="What a filter may name (JSON Schema)")
+async def queryables(collection_id: str, request: Request) -> Response:
+    _, spec = _layer(request, collection_id)
+    params = ogc.query_params(request, ())
+    schema = json_schema(spec, ogc.url(request, f"/collections/{spec.id}/queryables"))
+    if ogc.wants_html(request, params):
+        return ogc.html_response(html.queryables_page(spec, schema))
+    return ogc.json_response(schema, ogc.SCHEMA_JSON)
+
+
+def _blame(q: ItemsQuery) -> str | None:
+    if q.filter is not None:
+        return "filter"
+    if q.bbox is not None:
+        return "bbox"
+    return "datetime" if q.time is not None else None
+
+
+@router.get("/collections/{collection_id}/items", summary="Features of a layer, one page")
+async def items(collection_id: str, request: Request) -> Response:
+    state, spec = _layer(request, collection_id)
+    params = ogc.query_params(request, _items_parameters(spec))
+    as_html = ogc.wants_html(request, params)
+    with ogc.client_input():
+        q = parse_items_query(spec, params)
+        if as_html:
+            q = replace(q, crs=crs_.CRS84)  # the HTML map draws lon/lat
+        statement = items_statement(spec, q)
+    row = await fetch_one(state, statement, _blame(q))
+    assert row is not None
+    features, returned, more, last_fid, matched = row
+    if matched is None and not more and q.after is None:
+        matched = q.offset + returned  # the whole rest fits in this page, so the count is known
+    path = f"/collections/{spec.id}/items"
+    kept = [(k, v) for k, v in params.items() if k not in ("cursor", "offset", "f")]
+    fmt = [("f", params["f"])] if "f" in params else []
+    links = ogc.self_links(request, path, ogc.GEOJSON, as_html, [(k, v) for k, v in params.items()
+                                                                if k != "f"])
+    if more:
+        position = ([("cursor", encode_cursor(last_fid))] if q.keyset else
+                    [("offset", str(q.offset + q.limit))])
+        links.append(ogc.link(ogc.url(request, path, [*kept, *position, *fmt]), "next",
+                              "text/html" if as_html else ogc.GEOJSON, "next page"))
+    links.append(ogc.link(ogc.url(request, f"/collections/{spec.id}"), "collection", ogc.JSON, spec.title.en))
+    head: dict[str, Any] = {"type": "FeatureCollection", "timeStamp": _iso(datetime.now(UTC))}
+    if matched is not None:
+        head["numberMatched"] = matched
+    head["numberReturned"] = returned
+    head["links"] = links
+    body = b"".join((orjson.dumps(head)[:-1], b',"features":[', features, b"]}"))
+    if as_html:
+        return ogc.html_response(html.items_page(spec, orjson.loads(body), q))
+    return Response(body, media_type=ogc.GEOJSON, headers={"Content-Crs": f"<{q.crs.uri}>"})
+
+
+@router.get("/collections/{collection_id}/items/{feature_id}", summary="One feature")
+async def item(collection_id: str, feature_id: str, request: Request) -> Response:
+    state, spec = _layer(request, collection_id)
+    params = ogc.query_params(request, ITEM_PARAMETERS)
+    as_html = ogc.wants_html(request, params)
+    with ogc.client_input():
+        out_crs = crs_.parse_crs(params["crs"], "crs") if "crs" in params and not as_html else crs_.CRS84
+        time = parse_datetime(params["datetime"]) if "datetime" in params else None
+        properties = parse_properties(params["properties"], spec) if "properties" in params else None
+    if "\x00" in feature_id:
+        raise NotFound(f"no feature '{feature_id[:60]}' in '{spec.id}'")
+    row = await fetch_one(state, item_statement(spec, feature_id, out_crs, time, properties))
+    if row is None:
+        raise NotFound(f"no feature '{feature_id[:200]}' in '{spec.id}'")
+    path = f"/collections/{spec.id}/items/{_quote(feature_id)}"
+    links = [
+        *ogc.self_links(request, path, ogc.GEOJSON, as_html, [(k, v) for k, v in params.items() if k != "f"]),
+        ogc.link(ogc.url(request, f"/collections/{spec.id}"), "collection", ogc.JSON, spec.title.en),
+        ogc.link(ogc.url(request, f"{path}/history"), "version-history", ogc.GEOJSON, "every version"),
+    ]
+    body = b"".join((row[0][:-1], b',"links":', orjson.dumps(links), b"}"))
+    if as_html:
+        return ogc.html_response(html.feature_page(spec, orjson.loads(body)))
+    return Response(body, media_type=ogc.GEOJSON, headers={"Content-Crs": f"<{out_crs.uri}>"})
+
+
+@router.get("/collections/{collection_id}/items/{feature_id}/history", summary="Every version of one feature")
+async def history(collection_id: str, feature_id: str, request: Request) -> Response:
+    state, spec = _layer(request, collection_id)
+    params = ogc.query_params(request, HISTORY_PARAMETERS)
+    as_html = ogc.wants_html(request, params)
+    with ogc.client_input():
+        out_crs = crs_.parse_crs(params["crs"], "crs") if "crs" in params and not as_html else crs_.CRS84
+    if "\x00" in feature_id:
+        raise NotFound(f"no feature '{feature_id[:60]}' in '{spec.id}'")
+    row = await fetch_one(state, history_statement(spec, feature_id, out_crs))
+    if row is None or not row[1]:
+        raise NotFound(f"no feature '{feature_id[:200]}' in '{spec.id}'")
+    path = f"/collections/{spec.id}/items/{_quote(feature_id)}/history"
+    head = {
+        "type": "FeatureCollection", "numberMatched": row[1], "numberReturned": row[1],
+        "links": [
+            *ogc.self_links(request, path, ogc.GEOJSON, as_html, [(k, v) for k, v in params.items() if k != "f"]),
+            ogc.link(ogc.url(request, f"/collections/{spec.id}/items/{_quote(feature_id)}"), "latest-version",
+                     ogc.GEOJSON, "the version valid now"),
+            ogc.link(ogc.url(request, f"/collections/{spec.id}"), "collection", ogc.JSON, spec.title.en),
+        ],
+    }
+    body = b"".join((orjson.dumps(head)[:-1], b',"features":[', row[0], b"]}"))
+    if as_html:
+        return ogc.html_response(html.history_page(spec, feature_id, orjson.loads(body)))
+    return Response(body, media_type=ogc.GEOJSON, headers={"Content-Crs": f"<{out_crs.uri}>"})
+
+
+def _quote(fid: str) -> str:
+    return quote(fid, safe="")

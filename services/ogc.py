@@ -1,0 +1,124 @@
+"""What every OGC API route shares: the parameter check, format negotiation, links and responses."""
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from urllib.parse import urlencode
+
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+
+from gis.features.errors import InvalidQuery
+from services.errors import InvalidParameter
+
+GEOJSON = "application/geo+json"
+JSON = "application/json"
+HTML = "text/html; charset=utf-8"
+OPENAPI = "application/vnd.oai.openapi+json;version=3.0"
+SCHEMA_JSON = "application/schema+json"
+
+CREDENTIAL = "api_key"  # QGIS 3.22 users put their key in the URL; declared in the OpenAPI, never refused
+COMMON = frozenset({"f", CREDENTIAL})
+FORMATS = {"json": False, "geojson": False, "html": True}
+
+
+@contextmanager
+def client_input() -> Iterator[None]:
+    """A query error from gis.features becomes the service's InvalidParameter (a 400 naming it)."""
+    try:
+        yield
+    except InvalidQuery as exc:
+        raise InvalidParameter(exc.parameter, exc.problem) from None
+
+
+def query_params(request: Request, allowed: Iterable[str]) -> dict[str, str]:
+    """Each known parameter once; an unknown one is a 400 (OGC API Features Part 1, /req/core/query-param-unknown).
+
+    The credential parameter is always accepted and may repeat (clients re-append it to `next` links).
+    """
+    allowed_set = allowed if isinstance(allowed, frozenset | set) else frozenset(allowed)
+    found: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name == CREDENTIAL:
+            continue
+        if name not in allowed_set and name not in COMMON:
+            known = ", ".join(sorted((set(allowed_set) | COMMON) - {CREDENTIAL}))
+            raise InvalidParameter(name[:60], f"unknown parameter; this endpoint takes {known}")
+        if "\x00" in value:
+            raise InvalidParameter(name, "contains a NUL character")
+        if name in found and found[name] != value:
+            raise InvalidParameter(name, "given more than once")
+        found[name] = value
+    return found
+
+
+def _accepts_html(accept: str) -> bool:
+    """text/html preferred over every JSON type (browsers); clients that name JSON or nothing get JSON."""
+    best_html, best_json = 0.0, 0.0
+    for part in accept.split(","):
+        media, _, rest = part.strip().partition(";")
+        media = media.strip().lower()
+        quality = 1.0
+        for attr in rest.split(";"):
+            key, _, val = attr.strip().partition("=")
+            if key == "q":
+                try:
+                    quality = float(val)
+                except ValueError:
+                    quality = 0.0
+        if media in ("text/html", "application/xhtml+xml"):
+            best_html = max(best_html, quality)
+        elif "json" in media or media in ("*/*", "application/*"):
+            best_json = max(best_json, quality if "json" in media else quality - 0.001)
+    return best_html > 0 and best_html >= best_json
+
+
+def wants_html(request: Request, params: dict[str, str]) -> bool:
+    fmt = params.get("f")
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise InvalidParameter("f", f"'{fmt[:20]}' is not a format here; use json or html")
+        return FORMATS[fmt]
+    return _accepts_html(request.headers.get("accept", ""))
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def credential_suffix(request: Request) -> list[tuple[str, str]]:
+    """The caller's credential parameter, carried into the links we hand back (once)."""
+    value = request.query_params.get(CREDENTIAL)
+    return [(CREDENTIAL, value)] if value is not None else []
+
+
+def url(request: Request, path: str, params: Iterable[tuple[str, str]] = ()) -> str:
+    items = [*params, *credential_suffix(request)]
+    query = f"?{urlencode(items)}" if items else ""
+    return f"{base_url(request)}{path}{query}"
+
+
+def link(href: str, rel: str, media_type: str, title: str | None = None) -> dict[str, str]:
+    found = {"href": href, "rel": rel, "type": media_type}
+    if title:
+        found["title"] = title
+    return found
+
+
+def self_links(request: Request, path: str, json_type: str = JSON, html: bool = False,
+               params: Iterable[tuple[str, str]] = ()) -> list[dict[str, str]]:
+    """self and its alternate, in the representation being returned."""
+    base = [p for p in params if p[0] != "f"]
+    as_json = link(url(request, path, [*base, ("f", "json")]), "self" if not html else "alternate", json_type,
+                   "this document as JSON")
+    as_html = link(url(request, path, [*base, ("f", "html")]), "self" if html else "alternate", "text/html",
+                   "this document as HTML")
+    return [as_html, as_json] if html else [as_json, as_html]
+
+
+def json_response(body: object, media_type: str = JSON, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), media_type=media_type, headers=headers)
+
+
+def html_response(text: str) -> Response:
+    return Response(text.encode("utf-8"), media_type=HTML)

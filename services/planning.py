@@ -1,0 +1,256 @@
+"""The planners' product API: overlap checks of proposed projects.
+
+POST /api/planning/overlap-checks takes the proposal as
+  - JSON: {"geometry": <GeoJSON geometry | Feature | FeatureCollection>} or {"project": "<fid>"}, with
+    optional "crs", "proposed_use", "datetime", "rules" (ids);
+  - multipart/form-data: a `file` (GeoPackage, zipped Shapefile, GeoJSON, KML) and the same fields;
+  - the file itself as the body (Content-Type of the format, ?filename=plan.gpkg), parameters in the query.
+The report comes as JSON (default), GeoJSON (`f=geojson`) or a self-contained HTML page (`f=html`).
+GET /api/planning/overlap-rules lists the rules and the use codes they know.
+"""
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from gis.analysis import overlap, report
+from gis.analysis.proposal import (
+    MAX_UPLOAD_BYTES,
+    InvalidProposal,
+    Proposal,
+    ProposalTooLarge,
+    proposal_from_file,
+    proposal_from_geojson,
+)
+from gis.analysis.rules import OverlapRules, default_rules_path, load_rules
+from services.state import AppState, app_state
+
+GEOJSON = "application/geo+json"
+JSON = "application/json"
+_FIELDS = ("crs", "proposed_use", "datetime", "rules", "project", "filename")
+_FILE_TYPES = ("application/geopackage+sqlite3", "application/x-sqlite3", "application/zip",
+               "application/x-zip-compressed", "application/vnd.google-earth.kml+xml", "application/octet-stream")
+
+
+def rules_of(app: FastAPI) -> OverlapRules:
+    """The app's overlap rules, loaded once (layers/overlap-rules.yml checked against the registry)."""
+    found: OverlapRules | None = getattr(app.state, "overlap_rules", None)
+    if found is None:
+        state: AppState = app.state.gis
+        found = load_rules(default_rules_path(state.settings.layers_dir), state.registry)
+        app.state.overlap_rules = found
+    return found
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    rules_of(app)  # a broken rules file stops the service at start, naming the file and the key
+    yield
+
+
+router = APIRouter(prefix="/api/planning", tags=["Planning"], lifespan=lifespan)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ProposalTooLarge("body", f"{int(declared):,} bytes; at most {limit:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ProposalTooLarge("body", f"more than {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _replay(request: Request, body: bytes) -> Request:
+    """The same request with its (already read) body, for Starlette's form parser."""
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request(request.scope, receive)
+
+
+def _merge(name: str, first: Any, second: Any) -> Any:
+    if first is not None and second is not None and first != second:
+        raise InvalidProposal(name, "given twice, differently (in the body and in the query)")
+    return first if first is not None else second
+
+
+def _rules_list(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [r.strip() for r in value.split(",") if r.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise InvalidProposal("rules", "a list of rule ids (or a comma-separated string)")
+
+
+async def _inputs(request: Request) -> tuple[dict[str, Any], bytes | None, str | None, str | None]:
+    """(fields, file bytes, file name, file media type) from whichever body the request has."""
+    query = {k: request.query_params.get(k) for k in _FIELDS}
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await read_body(request, MAX_UPLOAD_BYTES + 2**20)
+    fields: dict[str, Any] = {}
+    if content_type == JSON or (content_type == "" and body.lstrip().startswith(b"{")):
+        try:
+            parsed = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError as exc:
+            raise InvalidProposal("body", f"not valid JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise InvalidProposal("body", "a JSON object: {\"geometry\": ..., \"crs\": ...} or {\"project\": ...}")
+        unknown = sorted(set(parsed) - {"geometry", *_FIELDS})
+        if unknown:
+            raise InvalidProposal(unknown[0], "unknown member; the body takes geometry, " + ", ".join(_FIELDS[:-1]))
+        fields = dict(parsed)
+        file_data, filename, media = None, None, None
+    elif content_type == GEOJSON:
+        try:
+            fields["geometry"] = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidProposal("body", f"not valid GeoJSON: {exc}") from None
+        file_data, filename, media = None, None, None
+    elif content_type == "multipart/form-data":
+        form = await _replay(request, body).form(max_files=1, max_fields=20)
+        upload = form.get("file")
+        if upload is not None and not isinstance(upload, UploadFile):
+            raise InvalidProposal("file", "the file part must be a file upload")
+        for name in _FIELDS:
+            value = form.get(name)
+            if value is not None and not isinstance(value, str):
+                raise InvalidProposal(name, "a text field")
+            fields[name] = value
+        if form.get("geometry") is not None:
+            try:
+                fields["geometry"] = orjson.loads(str(form.get("geometry")))
+            except orjson.JSONDecodeError as exc:
+                raise InvalidProposal("geometry", f"not valid GeoJSON: {exc}") from None
+        if upload is not None:
+            file_data = await upload.read()
+            filename = fields.get("filename") or upload.filename
+            media = upload.content_type
+        else:
+            file_data, filename, media = None, None, None
+    elif content_type in _FILE_TYPES:
+        file_data, filename, media = body, None, content_type
+    else:
+        raise InvalidProposal("content-type", f"'{content_type[:60]}' is not accepted; send JSON, GeoJSON, "
+                              "multipart/form-data with a file, or the file itself")
+    for name in _FIELDS:
+        fields[name] = _merge(name, fields.get(name), query.get(name))
+    if file_data is not None and filename is None:
+        filename = fields.get("filename")
+    return fields, file_data, filename, media
+
+
+def _format(request: Request, f: str | None) -> str:
+    if f is not None:
+        if f not in ("json", "geojson", "html"):
+            raise InvalidProposal("f", f"'{f[:20]}' is not json, geojson or html")
+        return f
+    accept = request.headers.get("accept", "")
+    if "text/html" in accept and JSON not in accept:
+        return "html"
+    if GEOJSON in accept and JSON + "," not in accept:
+        return "geojson"
+    return "json"
+
+
+@router.post(
+    "/overlap-checks",
+    summary="Check a proposed project against the overlap rules",
+    description=__doc__,
+    responses={200: {"content": {JSON: {}, GEOJSON: {}, "text/html": {}},
+                     "description": "The report: verdict, and per rule conflict, area (m²), share, features hit"},
+               400: {"description": "Bad input (geometry, file, CRS, extent, parameter): the body says which"},
+               404: {"description": "No such project"},
+               413: {"description": "Upload over the size limit"}},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        JSON: {"schema": {"type": "object", "properties": {
+            "geometry": {"type": "object",
+                         "description": "GeoJSON Polygon, MultiPolygon, Feature or FeatureCollection"},
+            "project": {"type": "string", "description": "fid of a construction project (instead of geometry)"},
+            "crs": {"type": "string", "description": "EPSG:NNNN, its OGC URI, CRS84 or GCJ-02 (default CRS84)"},
+            "proposed_use": {"type": "string", "description": "GB 50137 code, e.g. R, B, M, R2"},
+            "datetime": {"type": "string", "description": "check against the plans in force then"},
+            "rules": {"type": "array", "items": {"type": "string"}}}},
+            "example": {"project": "XM202300046", "datetime": "2030-06-01"}},
+        "multipart/form-data": {"schema": {"type": "object", "properties": {
+            "file": {"type": "string", "format": "binary"}, "crs": {"type": "string"},
+            "proposed_use": {"type": "string"}, "datetime": {"type": "string"}, "rules": {"type": "string"}}}},
+        GEOJSON: {"schema": {"type": "object"}},
+        "application/geopackage+sqlite3": {"schema": {"type": "string", "format": "binary"}},
+        "application/zip": {"schema": {"type": "string", "format": "binary"}},
+        "application/vnd.google-earth.kml+xml": {"schema": {"type": "string", "format": "binary"}},
+    }}},
+)
+async def overlap_check(request: Request, state: Annotated[AppState, Depends(app_state)],
+                        f: Annotated[str | None, Query(description="json (default), geojson or html")] = None
+                        ) -> Response:
+    started = time.perf_counter()
+    fmt = _format(request, f)
+    rules = rules_of(request.app)
+    fields, file_data, filename, media = await _inputs(request)
+    sources = [n for n, v in (("geometry", fields.get("geometry")), ("file", file_data),
+                              ("project", fields.get("project"))) if v is not None]
+    if len(sources) != 1:
+        raise InvalidProposal("body", "give exactly one of geometry, file and project"
+                              + (f" (got {', '.join(sources)})" if sources else ""))
+    settings = state.settings
+    only = _rules_list(fields.get("rules"))
+    proposal: Proposal | None = None
+    if sources[0] == "geometry":
+        proposal = await run_in_threadpool(
+            proposal_from_geojson, fields["geometry"], crs=fields.get("crs"), city_extent=settings.city_extent,
+            proposed_use=fields.get("proposed_use"))
+    elif sources[0] == "file":
+        assert file_data is not None
+        proposal = await run_in_threadpool(
+            proposal_from_file, file_data, filename, media_type=media, crs=fields.get("crs"),
+            city_extent=settings.city_extent, proposed_use=fields.get("proposed_use"))
+    async with state.pool.connection() as conn:
+        if proposal is None:
+            project = fields["project"]
+            if not isinstance(project, str) or not project:
+                raise InvalidProposal("project", "the fid of a construction project, as a string")
+            proposal = await overlap.load_project_async(conn, rules, project)
+        found = await overlap.check_async(conn, rules, proposal, as_of=fields.get("datetime"),
+                                          use=fields.get("proposed_use"), only=only)
+    if fmt == "html":
+        response: Response = HTMLResponse(report.to_html(found))
+    elif fmt == "geojson":
+        response = Response(orjson.dumps(report.to_geojson(found)), media_type=GEOJSON)
+    else:
+        response = Response(orjson.dumps(report.to_json(found)), media_type=JSON)
+    # the server's own time for the check, input to report (for clients and the benchmark)
+    response.headers["Server-Timing"] = f"check;dur={(time.perf_counter() - started) * 1000:.2f}"
+    return response
+
+
+@router.get("/overlap-rules", summary="The overlap rules and plan-against-plan checks in force")
+async def overlap_rules(request: Request) -> Response:
+    rules = rules_of(request.app)
+    body = {
+        "file": str(rules.path),
+        "area_crs": overlap.AREA_CRS,
+        "use_codes": list(rules.use_codes),
+        "rules": [r.model_dump(mode="json", exclude_none=True) for r in rules.rules],
+        "plan_conflicts": [c.model_dump(mode="json", exclude_none=True) for c in rules.plan_conflicts],
+    }
+    return Response(orjson.dumps(body), media_type=JSON)

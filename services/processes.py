@@ -1,0 +1,348 @@
+"""OGC API - Processes: `overlap-check` and `plan-conflicts`, with synchronous and asynchronous execution.
+
+/processes and /jobs are answered by pygeoapi's process machinery (services.pygeoapi_bridge) from these
+routes, so they sit under our one landing page and OpenAPI document. The processes themselves are
+pygeoapi process plugins (BaseProcessor subclasses) over gis.analysis.
+"""
+
+import base64
+import binascii
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import orjson
+import psycopg
+import pygeoapi.api.processes as processes_api
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
+from fastapi.responses import Response
+from psycopg_pool import ConnectionPool
+from pygeoapi.process.base import BaseProcessor
+from starlette.concurrency import run_in_threadpool
+
+from gis.analysis import overlap, plan_conflicts, report
+from gis.analysis.proposal import (
+    MAX_UPLOAD_BYTES,
+    InvalidProposal,
+    Proposal,
+    proposal_from_file,
+    proposal_from_geojson,
+)
+from gis.analysis.rules import OverlapRules
+from gis.db.cluster import database_url
+from services.planning import read_body, rules_of
+from services.pygeoapi_bridge import Bridge, JobsManager, ProcessContext, api_request
+from services.state import AppState
+
+OVERLAP_CHECK = "overlap-check"
+PLAN_CONFLICTS = "plan-conflicts"
+MAX_PATCHES = 10_000  # patches in a job's results, largest first; all of them are in ops.plan_conflict_patches
+MAX_EXECUTE_BYTES = MAX_UPLOAD_BYTES * 4 // 3 + 2**20  # a base64 file input plus the rest of the request
+
+# What this router adds to /conformance and to the landing page (their owner lists them).
+CONFORMANCE = tuple(processes_api.CONFORMANCE_CLASSES)
+LANDING_LINKS = (
+    {"rel": "http://www.opengis.net/def/rel/ogc/1.0/processes", "href": "/processes", "type": "application/json",
+     "title": "Processes: overlap-check, plan-conflicts"},
+    {"rel": "http://www.opengis.net/def/rel/ogc/1.0/job-list", "href": "/jobs", "type": "application/json",
+     "title": "Jobs"},
+)
+
+
+# -- the processes -----------------------------------------------------------------------------------
+
+def _value(inputs: dict[str, Any], name: str) -> Any:
+    """An input's value: plain, or qualified ({"value": ...}); inputs by reference (href) are refused."""
+    value = inputs.get(name)
+    if isinstance(value, dict) and "href" in value and "value" not in value:
+        raise InvalidProposal(name, "inputs by reference (href) are not accepted; send the value")
+    if isinstance(value, dict) and "value" in value and set(value) <= {"value", "mediaType", "encoding", "schema"}:
+        return value["value"]
+    return value
+
+
+class _Processor(BaseProcessor):
+    def __init__(self, processor_def: dict[str, Any]) -> None:
+        super().__init__(processor_def, dict(processor_def.get("metadata") or {}))
+        self.context: ProcessContext | None = None
+        self.manager: JobsManager | None = None
+        self.job_id: str | None = None
+
+    def bind(self, context: ProcessContext | None, manager: JobsManager) -> None:
+        self.context = context
+        self.manager = manager
+
+    def set_job_id(self, job_id: str) -> None:
+        self.job_id = job_id
+
+    def _context(self) -> ProcessContext:
+        if self.context is None:
+            raise RuntimeError("process run without a context")
+        return self.context
+
+    def _known(self, inputs: dict[str, Any]) -> None:
+        if not isinstance(inputs, dict):
+            raise InvalidProposal("inputs", "an object of named inputs")
+        allowed = set(self.metadata.get("inputs", {}))
+        unknown = sorted(set(inputs) - allowed)
+        if unknown:
+            raise InvalidProposal(unknown[0], f"unknown input; this process takes {', '.join(sorted(allowed))}")
+
+
+class OverlapCheckProcessor(_Processor):
+    """A proposal (GeoJSON, an uploaded file, or a construction project's fid) against the overlap rules."""
+
+    def execute(self, data: dict[str, Any], outputs: dict[str, Any] | None = None) -> tuple[str, Any]:
+        self._known(data)
+        context = self._context()
+        rules = context.rules
+        fmt = _value(data, "format") or "json"
+        if fmt not in ("json", "geojson", "html"):
+            raise InvalidProposal("format", f"'{str(fmt)[:20]}' is not json, geojson or html")
+        only = _value(data, "rules")
+        if isinstance(only, str):
+            only = [r.strip() for r in only.split(",") if r.strip()]
+        if only is not None and not (isinstance(only, list) and all(isinstance(r, str) for r in only)):
+            raise InvalidProposal("rules", "a list of rule ids")
+        with context.pool.connection() as conn:
+            proposal = self._proposal(data, conn, rules)
+            found = overlap.check(conn, rules, proposal, as_of=_value(data, "datetime"),
+                                  use=_value(data, "proposed_use"), only=only)
+        if fmt == "geojson":
+            return "application/geo+json", orjson.dumps(report.to_geojson(found))
+        if fmt == "html":
+            return "text/html", report.to_html(found)
+        return "application/json", report.to_json(found)
+
+    def _proposal(self, data: dict[str, Any], conn: psycopg.Connection, rules: OverlapRules) -> Proposal:
+        settings = self._context().settings
+        given = [k for k in ("geometry", "file", "project") if data.get(k) is not None]
+        if len(given) != 1:
+            raise InvalidProposal("inputs", "give exactly one of geometry, file and project"
+                                  + (f" (got {', '.join(given)})" if given else ""))
+        crs = _value(data, "crs")
+        use = _value(data, "proposed_use")
+        if given[0] == "project":
+            fid = _value(data, "project")
+            if not isinstance(fid, str) or not fid:
+                raise InvalidProposal("project", "the fid of a construction project, as a string")
+            return overlap.load_project(conn, rules, fid)
+        if given[0] == "geometry":
+            return proposal_from_geojson(_value(data, "geometry"), crs=crs, city_extent=settings.city_extent,
+                                         proposed_use=use)
+        raw = data["file"]
+        media_type = raw.get("mediaType") if isinstance(raw, dict) else None
+        encoded = _value(data, "file")
+        if not isinstance(encoded, str):
+            raise InvalidProposal("file", "the file's bytes as a base64 string "
+                                  "(or {\"value\": ..., \"mediaType\": ...})")
+        if len(encoded) > MAX_UPLOAD_BYTES * 4 // 3 + 4:
+            raise InvalidProposal("file", f"larger than {MAX_UPLOAD_BYTES:,} bytes")
+        try:
+            content = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidProposal("file", "not valid base64") from None
+        filename = _value(data, "filename")
+        return proposal_from_file(content, filename if isinstance(filename, str) else None, media_type=media_type,
+                                  crs=crs, city_extent=settings.city_extent, proposed_use=use)
+
+
+class PlanConflictsProcessor(_Processor):
+    """Conflict patches of one plan layer against another, with progress; usually run asynchronously."""
+
+    def execute(self, data: dict[str, Any], outputs: dict[str, Any] | None = None) -> tuple[str, Any]:
+        self._known(data)
+        context = self._context()
+        check_id = _value(data, "check")
+        if not isinstance(check_id, str):
+            raise InvalidProposal("check", "name the check: " + ", ".join(c.id for c in context.rules.plan_conflicts))
+        min_area = _value(data, "min_area_m2")
+        if min_area is not None and (isinstance(min_area, bool) or not isinstance(min_area, int | float)):
+            raise InvalidProposal("min_area_m2", "a number of square metres")
+        with_patches = _value(data, "patches")
+        with_patches = True if with_patches is None else bool(with_patches)
+        job_id = self.job_id
+        manager = self.manager
+
+        def progress(percent: int, message: str) -> None:
+            if manager is not None and job_id is not None:
+                manager.update_job(job_id, {"progress": max(5, min(percent, 99)), "message": message})
+
+        def cancelled() -> bool:
+            return manager is not None and job_id is not None and manager.is_dismissed(job_id)
+
+        summary = plan_conflicts.run_plan_conflicts(
+            context.database_url, context.rules, check_id, run_id=job_id, as_of=_value(data, "datetime"),
+            min_area_m2=min_area, workers=2, progress=progress, cancelled=cancelled)
+        result: dict[str, Any] = {"summary": summary.as_dict()}
+        if with_patches:
+            with context.pool.connection() as conn:
+                result["patches"] = orjson.loads(plan_conflicts.patches_geojson(conn, summary.run_id, MAX_PATCHES))
+            result["patches_truncated"] = summary.patches > MAX_PATCHES
+        result["patches_table"] = f"ops.plan_conflict_patches WHERE run_id = '{summary.run_id}'"
+        return "application/json", result
+
+
+def process_metadata(rules: OverlapRules) -> dict[str, dict[str, Any]]:
+    """Process descriptions from the rules file (ids, titles, the codes and rules it knows)."""
+    rule_ids = [r.id for r in rules.rules]
+    check_ids = [c.id for c in rules.plan_conflicts]
+    string = {"type": "string"}
+    overlap_md = {
+        "version": "1.0.0", "id": OVERLAP_CHECK,
+        "title": {"en": "Overlap check of a proposed project", "zh": "建设项目用地冲突检测"},
+        "description": {
+            "en": "Checks a proposal (GeoJSON, an uploaded GeoPackage / zipped Shapefile / GeoJSON / KML, or a "
+                  "construction project's fid) against " + ", ".join(rule_ids) + ": per rule conflict or not, "
+                  "overlap area (m², EPSG:4550), share, the features hit and the overlap geometries.",
+            "zh": "对拟建项目检测生态保护红线、永久基本农田、城镇开发边界、控规用地性质、管线保护范围与水系冲突。"},
+        "jobControlOptions": ["sync-execute", "async-execute"],
+        "outputTransmission": ["value"],
+        "keywords": ["overlap", "planning", "多规合一"],
+        "links": [],
+        "inputs": {
+            "geometry": {"title": "Proposal (GeoJSON)", "description": "Polygon, MultiPolygon, Feature or "
+                         "FeatureCollection; x = longitude/easting first", "minOccurs": 0, "maxOccurs": 1,
+                         "schema": {"type": "object", "contentMediaType": "application/geo+json"}},
+            "file": {"title": "Proposal file", "description": "GeoPackage, zipped Shapefile, GeoJSON or KML, base64 "
+                     "({\"value\": ..., \"mediaType\": ...})", "minOccurs": 0, "maxOccurs": 1,
+                     "schema": {"type": "string", "contentEncoding": "base64"}},
+            "filename": {"title": "File name", "description": "The file's name (its extension is checked)",
+                         "minOccurs": 0, "maxOccurs": 1, "schema": string},
+            "project": {"title": "Construction project fid", "minOccurs": 0, "maxOccurs": 1, "schema": string},
+            "crs": {"title": "CRS of the coordinates", "description": "EPSG:NNNN, its OGC URI, CRS84 or GCJ-02",
+                    "minOccurs": 0, "maxOccurs": 1, "schema": {"type": "string", "default": "OGC:CRS84"}},
+            "proposed_use": {"title": "Proposed use (GB 50137)", "minOccurs": 0, "maxOccurs": 1,
+                             "schema": {"type": "string", "enum": list(rules.use_codes)}},
+            "datetime": {"title": "Plans in force at", "description": "An instant or a date (future plans too)",
+                         "minOccurs": 0, "maxOccurs": 1, "schema": {"type": "string"}},
+            "rules": {"title": "Rules to check (default all)", "minOccurs": 0, "maxOccurs": 1,
+                      "schema": {"type": "array", "items": {"type": "string", "enum": rule_ids}}},
+            "format": {"title": "Report format", "minOccurs": 0, "maxOccurs": 1,
+                       "schema": {"type": "string", "enum": ["json", "geojson", "html"], "default": "json"}},
+        },
+        "outputs": {"report": {"title": "Overlap report", "schema": {"type": "object",
+                                                                     "contentMediaType": "application/json"}}},
+        "example": {"inputs": {"geometry": {"type": "Polygon", "coordinates": [[
+            [123.40, 41.75], [123.402, 41.75], [123.402, 41.752], [123.40, 41.752], [123.40, 41.75]]]},
+            "proposed_use": "R"}},
+    }
+    conflicts_md = {
+        "version": "1.0.0", "id": PLAN_CONFLICTS,
+        "title": {"en": "Plan-against-plan conflict patches", "zh": "多规冲突图斑分析"},
+        "description": {"en": "Conflict patches between two plan layers (" + ", ".join(check_ids) + ") with area, "
+                              "class and a suggested disposal (keep / withdraw / deduct); slivers dropped and counted.",
+                        "zh": "两规叠加冲突图斑：面积、类别与处置建议（保留 / 退出 / 扣除）。"},
+        "jobControlOptions": ["async-execute", "sync-execute"],
+        "outputTransmission": ["value"],
+        "keywords": ["conflict", "planning", "冲突图斑"],
+        "links": [],
+        "inputs": {
+            "check": {"title": "Check", "minOccurs": 1, "maxOccurs": 1,
+                      "schema": {"type": "string", "enum": check_ids}},
+            "datetime": {"title": "Plans in force at", "minOccurs": 0, "maxOccurs": 1, "schema": string},
+            "min_area_m2": {"title": "Sliver threshold (m²)", "minOccurs": 0, "maxOccurs": 1,
+                            "schema": {"type": "number", "minimum": 0}},
+            "patches": {"title": "Include the patches (GeoJSON)", "minOccurs": 0, "maxOccurs": 1,
+                        "schema": {"type": "boolean", "default": True}},
+        },
+        "outputs": {"result": {"title": "Summary and patches", "schema": {"type": "object",
+                                                                          "contentMediaType": "application/json"}}},
+        "example": {"inputs": {"check": check_ids[0] if check_ids else "", "min_area_m2": 50}},
+    }
+    return {
+        OVERLAP_CHECK: {"name": f"{__name__}.OverlapCheckProcessor", "metadata": overlap_md},
+        PLAN_CONFLICTS: {"name": f"{__name__}.PlanConflictsProcessor", "metadata": conflicts_md},
+    }
+
+
+# -- routes ------------------------------------------------------------------------------------------
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: AppState = app.state.gis
+    rules = rules_of(app)
+    pool = ConnectionPool(database_url(state.settings), min_size=1, max_size=8, open=False,
+                          kwargs={"autocommit": True, "application_name": "gis-processes"})
+    bridge = Bridge(ProcessContext(state.settings, state.registry, rules, database_url(state.settings), pool),
+                    process_metadata(rules))
+    await run_in_threadpool(bridge.open)
+    app.state.processes = bridge
+    try:
+        yield
+    finally:
+        await run_in_threadpool(bridge.close)
+
+
+router = APIRouter(tags=["Processes"], lifespan=lifespan)
+
+
+def bridge_of(request: Request) -> Bridge:
+    bridge: Bridge = request.app.state.processes
+    return bridge
+
+
+async def _call(request: Request, bridge: Bridge, body: bytes, function: Callable[..., tuple[dict[str, Any], int, Any]],
+                *args: str) -> Response:
+    api = bridge.api(str(request.base_url))
+    api_req = await api_request(request, api, body)
+    if not api_req.is_valid():
+        headers, status, content = api.get_format_exception(api_req)
+    else:
+        headers, status, content = await run_in_threadpool(function, api, api_req, *args)
+    if isinstance(content, dict | list):
+        content = orjson.dumps(content)
+    headers = {k: v for k, v in headers.items() if k.lower() not in ("content-length", "content-encoding")}
+    return Response(content=content if status != 204 else b"", status_code=int(status), headers=headers)
+
+
+ProcessId = Annotated[str, Path(description="overlap-check or plan-conflicts", max_length=64)]
+JobId = Annotated[str, Path(description="The job's id", max_length=64)]
+
+
+@router.get("/processes", summary="The processes offered")
+async def list_processes(request: Request, bridge: Annotated[Bridge, Depends(bridge_of)]) -> Response:
+    return await _call(request, bridge, b"", processes_api.describe_processes)
+
+
+@router.get("/processes/{process_id}", summary="A process's description: inputs, outputs, job control")
+async def describe_process(process_id: ProcessId, request: Request,
+                           bridge: Annotated[Bridge, Depends(bridge_of)]) -> Response:
+    return await _call(request, bridge, b"", processes_api.describe_processes, process_id)
+
+
+@router.post("/processes/{process_id}/execution", status_code=200,
+             summary="Execute a process (synchronous by default; `Prefer: respond-async` for a job)",
+             responses={201: {"description": "Job accepted (asynchronous); its status at the Location header"},
+                        400: {"description": "Bad input: the description says which"},
+                        413: {"description": "Request too large"}},
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+                 "type": "object", "required": ["inputs"], "properties": {
+                     "inputs": {"type": "object", "description": "The process's inputs, by id (GET /processes/{id})"},
+                     "outputs": {"type": "object"},
+                     "response": {"type": "string", "enum": ["raw", "document"], "default": "raw"}}},
+                 "example": {"inputs": {"project": "XM202300046", "format": "json"}}}}}})
+async def execute_process(process_id: ProcessId, request: Request,
+                          bridge: Annotated[Bridge, Depends(bridge_of)]) -> Response:
+    body = await read_body(request, MAX_EXECUTE_BYTES)
+    return await _call(request, bridge, body, processes_api.execute_process, process_id)
+
+
+@router.get("/jobs", summary="Jobs, newest first")
+async def list_jobs(request: Request, bridge: Annotated[Bridge, Depends(bridge_of)]) -> Response:
+    return await _call(request, bridge, b"", processes_api.get_jobs)
+
+
+@router.get("/jobs/{job_id}", summary="A job's status and progress")
+async def job_status(job_id: JobId, request: Request, bridge: Annotated[Bridge, Depends(bridge_of)]) -> Response:
+    return await _call(request, bridge, b"", processes_api.get_jobs, job_id)
+
+
+@router.delete("/jobs/{job_id}", summary="Dismiss a running job, or delete a finished one and its results")
+async def dismiss_job(job_id: JobId, request: Request, bridge: Annotated[Bridge, Depends(bridge_of)]) -> Response:
+    return await _call(request, bridge, b"", processes_api.delete_job, job_id)
+
+
+@router.get("/jobs/{job_id}/results", summary="A finished job's results")
+async def job_results(job_id: JobId, request: Request, bridge: Annotated[Bridge, Depends(bridge_of)]) -> Response:
+    return await _call(request, bridge, b"", processes_api.get_job_result, job_id)

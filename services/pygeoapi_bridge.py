@@ -1,0 +1,339 @@
+"""pygeoapi's OGC API - Processes machinery, called from our routes.
+
+- The pygeoapi configuration is generated from the layer registry and the overlap rules (never a file
+  to edit): our processes as process plugins (services.processes), our job manager.
+- The job manager keeps jobs in PostgreSQL (ops.jobs, migration 002), so every worker and host of the
+  stateless API sees every job; asynchronous jobs run in a thread of the worker that accepted them
+  (pygeoapi's own way), report progress into ops.jobs, and stop between steps when dismissed.
+- Our routes call pygeoapi's framework-independent API functions (pygeoapi.api.processes: describe,
+  execute, jobs, results, dismiss) with an APIRequest built from the Starlette request, in the
+  threadpool, and return their (headers, status, content) as our responses; pygeoapi's Starlette app
+  (which builds itself from the environment at import) is never imported.
+- A failure the caller caused (a GisError) fails the job with its message (400 when synchronous);
+  anything else fails it with "internal error" and, when synchronous, reaches our 500 handler.
+"""
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pygeoapi.api as pygeoapi_api
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+from pygeoapi.api import API, APIRequest
+from pygeoapi.process.base import BaseProcessor, JobNotFoundError, JobResultNotFoundError
+from pygeoapi.process.manager.base import BaseManager
+from pygeoapi.util import DATETIME_FORMAT, JobStatus, RequestedResponse
+
+from gis.analysis.rules import OverlapRules
+from gis.errors import GisError
+from gis.layers import LayerRegistry
+from gis.settings import Settings
+
+LOGGER = logging.getLogger(__name__)
+MANAGER = "services.pygeoapi_bridge.JobsManager"
+JSON = "application/json"
+
+
+@dataclass
+class ProcessContext:
+    """What our processors need: the settings, registry, rules, and a database to work in."""
+
+    settings: Settings
+    registry: LayerRegistry
+    rules: OverlapRules
+    database_url: str
+    pool: ConnectionPool
+
+
+def _stamp(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).strftime(DATETIME_FORMAT) if value is not None else None
+
+
+def _parse_stamp(value: Any) -> datetime | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        return value
+    return datetime.strptime(str(value), DATETIME_FORMAT).replace(tzinfo=UTC)
+
+
+_COLUMNS = ("status", "message", "progress", "started", "finished", "updated", "mimetype")
+
+
+class JobsManager(BaseManager):
+    """pygeoapi job manager over ops.jobs; results are stored with the job."""
+
+    def __init__(self, manager_def: dict[str, Any]) -> None:
+        super().__init__(manager_def)
+        self.is_async = True
+        self.supports_subscribing = False  # no callbacks to caller-given URLs from inside the network
+        self.output_dir = None
+        self.context: ProcessContext | None = None
+
+    # -- processors ----------------------------------------------------------------------------------
+    def get_processor(self, process_id: str) -> BaseProcessor:
+        processor = super().get_processor(process_id)
+        bind = getattr(processor, "bind", None)
+        if bind is not None:
+            bind(self.context, self)
+        return processor
+
+    # -- storage -------------------------------------------------------------------------------------
+    def _pool(self) -> ConnectionPool:
+        if self.context is None:
+            raise RuntimeError("the job manager is not bound to a database")
+        return self.context.pool
+
+    def add_job(self, job_metadata: dict[str, Any]) -> str:
+        job_id = str(job_metadata["identifier"])
+        with self._pool().connection() as conn:
+            conn.execute(
+                "INSERT INTO ops.jobs (job_id, process_id, status, message, progress, parameters, created, started, "
+                "updated, mimetype) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (job_id, job_metadata["process_id"], job_metadata["status"], job_metadata.get("message"),
+                 int(job_metadata.get("progress") or 0), Jsonb(job_metadata.get("parameters")),
+                 _parse_stamp(job_metadata.get("created")) or datetime.now(UTC), None,
+                 _parse_stamp(job_metadata.get("updated")) or datetime.now(UTC), job_metadata.get("mimetype")))
+        return job_id
+
+    def update_job(self, job_id: str, update_dict: dict[str, Any]) -> bool:
+        sets: list[sql.Composable] = []
+        values: list[Any] = []
+        for key in _COLUMNS:
+            if key in update_dict:
+                value = update_dict[key]
+                if key in ("started", "finished", "updated"):
+                    value = _parse_stamp(value)
+                sets.append(sql.SQL("{} = %s").format(sql.Identifier(key)))
+                values.append(value)
+        if "result" in update_dict:
+            sets.append(sql.SQL("result = %s"))
+            values.append(update_dict["result"])
+        if not sets:
+            return True
+        if "updated" not in update_dict:
+            sets.append(sql.SQL("updated = clock_timestamp()"))
+        # A dismissed job stays dismissed: a late progress report from its thread changes nothing.
+        query = sql.SQL("UPDATE ops.jobs SET {} WHERE job_id = %s AND status <> 'dismissed'").format(
+            sql.SQL(", ").join(sets))
+        with self._pool().connection() as conn:
+            return conn.execute(query, (*values, job_id)).rowcount == 1
+
+    def _job(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "process", "identifier": row["job_id"], "process_id": row["process_id"],
+            "status": row["status"], "message": row["message"], "progress": row["progress"],
+            "parameters": row["parameters"], "created": _stamp(row["created"]), "started": _stamp(row["started"]),
+            "updated": _stamp(row["updated"]), "finished": _stamp(row["finished"]),
+            "mimetype": row["mimetype"] or JSON, "location": None,
+        }
+
+    _SELECT = sql.SQL("SELECT job_id, process_id, status, message, progress, parameters, created, "
+                      "coalesce(started, created) AS started, updated, finished, mimetype FROM ops.jobs ")
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        with self._pool().connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(self._SELECT + sql.SQL("WHERE job_id = %s"), (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFoundError(job_id)
+        return self._job(row)
+
+    def get_jobs(self, status: JobStatus | None = None, limit: int | None = None,
+                 offset: int | None = None) -> dict[str, Any]:
+        where: sql.Composable = sql.SQL("")
+        params: list[Any] = []
+        if status is not None:
+            where, params = sql.SQL("WHERE status = %s "), [status.value]
+        with self._pool().connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            total = cur.execute(sql.SQL("SELECT count(*) AS n FROM ops.jobs ") + where, params).fetchone()
+            rows = cur.execute(self._SELECT + where + sql.SQL("ORDER BY created DESC, job_id LIMIT %s OFFSET %s"),
+                               [*params, int(limit or 10), int(offset or 0)]).fetchall()
+        return {"jobs": [self._job(r) for r in rows], "numberMatched": int(total["n"]) if total else 0}
+
+    def get_job_result(self, job_id: str) -> tuple[str, Any]:
+        with self._pool().connection() as conn:
+            row = conn.execute("SELECT status, mimetype, result FROM ops.jobs WHERE job_id = %s", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFoundError(job_id)
+        status, mimetype, result = row
+        if status != JobStatus.successful.value or result is None:
+            raise JobResultNotFoundError(job_id)
+        data = bytes(result)
+        if (mimetype or JSON) == JSON:
+            return JSON, orjson.loads(data)
+        return mimetype, data
+
+    def delete_job(self, job_id: str) -> bool:
+        """A running job is dismissed (it stops at its next step); a finished one is removed with its results."""
+        with self._pool().connection() as conn, conn.transaction():
+            row = conn.execute("SELECT status FROM ops.jobs WHERE job_id = %s FOR UPDATE", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFoundError(job_id)
+            if row[0] in (JobStatus.accepted.value, JobStatus.running.value):
+                conn.execute("UPDATE ops.jobs SET status = 'dismissed', message = 'dismissed by request', "
+                             "updated = clock_timestamp(), finished = clock_timestamp() WHERE job_id = %s", (job_id,))
+            else:
+                conn.execute("DELETE FROM ops.plan_conflict_patches WHERE run_id = %s", (job_id,))
+                conn.execute("DELETE FROM ops.plan_conflict_runs WHERE run_id = %s", (job_id,))
+                conn.execute("DELETE FROM ops.jobs WHERE job_id = %s", (job_id,))
+        return True
+
+    def is_dismissed(self, job_id: str) -> bool:
+        with self._pool().connection() as conn:
+            row = conn.execute("SELECT status FROM ops.jobs WHERE job_id = %s", (job_id,)).fetchone()
+        return row is None or row[0] == JobStatus.dismissed.value
+
+    # -- execution -----------------------------------------------------------------------------------
+    def _execute_handler_async(self, p: BaseProcessor, job_id: str, data_dict: dict[str, Any],
+                               requested_outputs: dict[str, Any] | None = None, subscriber: Any = None,
+                               requested_response: str | None = RequestedResponse.raw.value
+                               ) -> tuple[str, None, JobStatus]:
+        thread = threading.Thread(target=self._run, name=f"job-{job_id[:8]}", daemon=True,
+                                  args=(p, job_id, data_dict, requested_outputs, requested_response, True))
+        thread.start()
+        return JSON, None, JobStatus.accepted
+
+    def _execute_handler_sync(self, p: BaseProcessor, job_id: str, data_dict: dict[str, Any],
+                              requested_outputs: dict[str, Any] | None = None, subscriber: Any = None,
+                              requested_response: str | None = RequestedResponse.raw.value
+                              ) -> tuple[str, Any, JobStatus]:
+        return self._run(p, job_id, data_dict, requested_outputs, requested_response, False)
+
+    def _run(self, p: BaseProcessor, job_id: str, data_dict: dict[str, Any], requested_outputs: dict[str, Any] | None,
+             requested_response: str | None, background: bool) -> tuple[str, Any, JobStatus]:
+        now = datetime.now(UTC).strftime(DATETIME_FORMAT)
+        self.update_job(job_id, {"status": JobStatus.running.value, "started": now, "message": "running",
+                                 "progress": 5})
+        try:
+            extra = {"outputs": requested_outputs} if p.supports_outputs else {}
+            mimetype, outputs = p.execute(data_dict, **extra)
+            if requested_response == RequestedResponse.document.value:
+                outputs = {"outputs": [outputs]}
+                mimetype = JSON
+            stored = outputs if isinstance(outputs, bytes) else (
+                outputs.encode("utf-8") if isinstance(outputs, str) else orjson.dumps(outputs))
+            self.update_job(job_id, {"status": JobStatus.successful.value, "message": "job complete",
+                                     "progress": 100, "finished": datetime.now(UTC).strftime(DATETIME_FORMAT),
+                                     "mimetype": mimetype, "result": stored})
+            return mimetype, outputs, JobStatus.successful
+        except GisError as exc:
+            description = str(exc)
+            self.update_job(job_id, {"status": JobStatus.failed.value, "message": description[:2000],
+                                     "finished": datetime.now(UTC).strftime(DATETIME_FORMAT)})
+            code = "InvalidParameterValue"
+            return JSON, {"type": code, "code": code, "description": description}, JobStatus.failed
+        except Exception:
+            LOGGER.exception("job %s (%s) failed", job_id, p.metadata.get("id"))
+            self.update_job(job_id, {"status": JobStatus.failed.value, "message": "internal error",
+                                     "finished": datetime.now(UTC).strftime(DATETIME_FORMAT)})
+            if background:
+                return JSON, None, JobStatus.failed
+            raise
+
+
+# -- the generated configuration ---------------------------------------------------------------------
+
+def generate_config(settings: Settings, rules: OverlapRules, base_url: str,
+                    processes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A pygeoapi configuration with our processes and job manager; `processes` maps id -> processor dict."""
+    lon0, lat0, lon1, lat1 = settings.city_extent
+    return {
+        "server": {
+            "bind": {"host": settings.host, "port": settings.port},
+            "url": base_url.rstrip("/"),
+            "mimetype": "application/json; charset=UTF-8",
+            "encoding": "utf-8",
+            "languages": ["en-US", "zh-CN"],
+            "pretty_print": False,
+            "limits": {"default_items": 10, "max_items": 1000},
+            "map": {"url": "about:blank", "attribution": ""},
+            "manager": {"name": MANAGER, "connection": "ops.jobs", "output_dir": "ops.jobs"},
+        },
+        "logging": {"level": "ERROR"},
+        "metadata": {
+            "identification": {
+                "title": {"en": "Spatio-temporal GIS cloud: processes", "zh": "时空信息云平台：处理服务"},
+                "description": {"en": f"Overlap checks and plan-against-plan conflicts ({rules.path.name})",
+                                "zh": "用地冲突检测与多规冲突分析"},
+                "keywords": {"en": ["planning", "overlap", "conflict"], "zh": ["多规合一", "冲突检测"]},
+                "url": base_url,
+            },
+            "license": {"name": "internal use"},
+            "provider": {"name": "Shenyang spatio-temporal GIS cloud"},
+            "contact": {"name": "GIS operations"},
+        },
+        "resources": {
+            pid: {"type": "process", "processor": processor,
+                  "extents": {"spatial": {"bbox": [lon0, lat0, lon1, lat1]}}}
+            for pid, processor in processes.items()
+        },
+    }
+
+
+@contextmanager
+def _host_keeps_logging() -> Iterator[None]:
+    """pygeoapi's API() calls logging.basicConfig; logging belongs to the host (uvicorn), so skip it."""
+    original = pygeoapi_api.setup_logger
+    pygeoapi_api.setup_logger = lambda _config: None
+    try:
+        yield
+    finally:
+        pygeoapi_api.setup_logger = original
+
+
+class Bridge:
+    """One per app: the process context, and a pygeoapi API per base URL the service is reached at."""
+
+    def __init__(self, context: ProcessContext, processes: dict[str, dict[str, Any]]) -> None:
+        # pygeoapi warns about every key of a JSON schema its translation helper takes for a locale, and about
+        # every absent optional parameter; its errors still reach the log
+        logging.getLogger("pygeoapi").setLevel(logging.ERROR)
+        self.context = context
+        self.processes = processes
+        self._apis: dict[str, API] = {}
+        self._lock = threading.Lock()
+
+    def config(self, base_url: str) -> dict[str, Any]:
+        return generate_config(self.context.settings, self.context.rules, base_url, self.processes)
+
+    def api(self, base_url: str) -> API:
+        key = base_url.rstrip("/")
+        with self._lock:
+            found = self._apis.get(key)
+            if found is None:
+                with _host_keeps_logging():
+                    found = API(self.config(key), openapi={})
+                manager = found.manager
+                if not isinstance(manager, JobsManager):
+                    raise RuntimeError(f"pygeoapi loaded {type(manager).__name__}, not our job manager")
+                manager.context = self.context
+                if len(self._apis) > 16:  # a handful of host names reach one service; never grow without end
+                    self._apis.clear()
+                self._apis[key] = found
+            return found
+
+    def open(self) -> None:
+        self.context.pool.open(wait=True, timeout=30)
+
+    def close(self) -> None:
+        self.context.pool.close()
+
+
+async def api_request(request: Any, api: API, body: bytes) -> APIRequest:
+    """pygeoapi's request object from a Starlette request whose body we have already read (and capped)."""
+    found = APIRequest(request, api.locales)
+    found._data = body  # APIRequest.from_starlette does the same after awaiting the body
+    if found.format is None:
+        # pygeoapi answers some documents (job results) in HTML unless JSON is named; JSON is our default,
+        # HTML only for clients that prefer it (browsers)
+        accept = request.headers.get("accept", "")
+        found._format = "html" if "text/html" in accept and "json" not in accept else "json"
+    return found

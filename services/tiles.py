@@ -1,0 +1,374 @@
+"""OGC API - Tiles (vector): WebMercatorQuad tiles of every registry layer as Mapbox vector tiles.
+
+The tile bytes come from PostgreSQL (gis.tiles); this router adds the metadata documents, the ETag
+(layer, change version, tile) with If-None-Match, and Cache-Control.
+"""
+
+import hashlib
+import re
+from collections import OrderedDict
+from datetime import datetime as DateTime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.responses import Response
+
+from gis import tiles as mvt
+from gis.errors import NotFound
+from gis.features.errors import InvalidQuery
+from gis.features.temporal import CITY_TIME, TimeRange, parse_datetime
+from gis.layers import AccessClass, FieldType, LayerSpec
+from services.errors import InvalidParameter
+from services.state import AppState, app_state
+
+router = APIRouter(tags=["Tiles"])
+
+MVT_MEDIA_TYPE = "application/vnd.mapbox-vector-tile"
+JSON_MEDIA_TYPE = "application/json"
+TILE_MAX_AGE = 300  # seconds a client may reuse a tile before revalidating it with its ETag
+TILE_PATH = "tiles/WebMercatorQuad/{tileMatrix}/{tileRow}/{tileCol}"
+
+DATETIME_HELP = (
+    "An instant or interval (RFC 3339, '..' for an open end): the features as they were then, "
+    "as the items of this collection answer it"
+)
+REL_TILING_SCHEME = "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme"
+REL_TILESETS_VECTOR = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
+REL_GEODATA = "http://www.opengis.net/def/rel/ogc/1.0/geodata"
+CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+
+# What this router adds to /conformance (the landing page's owner lists them).
+CONFORMANCE = (
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tileset",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tilesets-list",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/geodata-tilesets",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/mvt",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/tms/2.0/conf/tilematrixset",
+    "http://www.opengis.net/spec/tms/2.0/conf/json-tilematrixset",
+    "http://www.opengis.net/spec/tms/2.0/conf/tilesetmetadata",
+    "http://www.opengis.net/spec/tms/2.0/conf/json-tilesetmetadata",
+)
+
+_MVT_TYPES = {
+    FieldType.text: "String",
+    FieldType.integer: "Number",
+    FieldType.bigint: "Number",
+    FieldType.real: "Number",
+    FieldType.boolean: "Boolean",
+    FieldType.date: "String",
+    FieldType.timestamp: "String",
+}
+_SCHEMA_TYPES = {
+    FieldType.text: {"type": "string"},
+    FieldType.integer: {"type": "integer"},
+    FieldType.bigint: {"type": "integer"},
+    FieldType.real: {"type": "number"},
+    FieldType.boolean: {"type": "boolean"},
+    FieldType.date: {"type": "string", "format": "date"},
+    FieldType.timestamp: {"type": "string", "format": "date-time"},
+}
+
+State = Annotated[AppState, Depends(app_state)]
+CollectionId = Annotated[str, Path(description="A layer id from /collections")]
+
+
+def collection_links(base: str, layer_id: str) -> list[dict[str, str]]:
+    """Links a collection document (/collections/{id}) carries to its tilesets."""
+    return [{"rel": REL_TILESETS_VECTOR, "type": JSON_MEDIA_TYPE, "title": "Vector tilesets",
+             "href": f"{base}/collections/{layer_id}/tiles"}]
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _json(document: dict[str, Any], max_age: int | None = None) -> Response:
+    headers = {"Cache-Control": f"public, max-age={max_age}"} if max_age else None
+    return Response(orjson.dumps(document), media_type=JSON_MEDIA_TYPE, headers=headers)
+
+
+def _layer(state: AppState, collection_id: str) -> LayerSpec:
+    return state.registry.get_layer(collection_id)
+
+
+def _check_tile_matrix_set(tile_matrix_set_id: str) -> None:
+    if tile_matrix_set_id != mvt.TILE_MATRIX_SET:
+        raise NotFound(f"no tile matrix set '{tile_matrix_set_id}' (this service offers {mvt.TILE_MATRIX_SET})")
+
+
+def _tile_matrix_set_summary(base: str) -> dict[str, Any]:
+    return {
+        "id": mvt.TILE_MATRIX_SET,
+        "title": "Google Maps Compatible for the World",
+        "uri": mvt.TILE_MATRIX_SET_URI,
+        "crs": mvt.CRS_3857,
+        "links": [{"rel": "self", "type": JSON_MEDIA_TYPE, "title": mvt.TILE_MATRIX_SET,
+                   "href": f"{base}/tileMatrixSets/{mvt.TILE_MATRIX_SET}"}],
+    }
+
+
+@router.get("/tileMatrixSets", summary="The tile matrix sets this service tiles in")
+async def tile_matrix_sets(request: Request) -> Response:
+    base = _base(request)
+    return _json({
+        "links": [{"rel": "self", "type": JSON_MEDIA_TYPE, "href": f"{base}/tileMatrixSets"}],
+        "tileMatrixSets": [_tile_matrix_set_summary(base)],
+    }, max_age=86400)
+
+
+@router.get("/tileMatrixSets/{tileMatrixSetId}", summary="A tile matrix set's definition")
+async def tile_matrix_set(request: Request, tileMatrixSetId: str) -> Response:
+    _check_tile_matrix_set(tileMatrixSetId)
+    base = _base(request)
+    return _json({
+        "id": mvt.TILE_MATRIX_SET,
+        "title": "Google Maps Compatible for the World",
+        "uri": mvt.TILE_MATRIX_SET_URI,
+        "crs": mvt.CRS_3857,
+        "orderedAxes": ["X", "Y"],
+        "wellKnownScaleSet": "http://www.opengis.net/def/wkss/OGC/1.0/GoogleMapsCompatible",
+        "links": [{"rel": "self", "type": JSON_MEDIA_TYPE,
+                   "href": f"{base}/tileMatrixSets/{mvt.TILE_MATRIX_SET}"}],
+        "tileMatrices": mvt.tile_matrices(),
+    }, max_age=86400)
+
+
+def _tileset_links(base: str, spec: LayerSpec) -> list[dict[str, Any]]:
+    tileset = f"{base}/collections/{spec.id}/tiles/{mvt.TILE_MATRIX_SET}"
+    return [
+        {"rel": "self", "type": JSON_MEDIA_TYPE, "title": f"{spec.title.en}: {mvt.TILE_MATRIX_SET} tileset",
+         "href": tileset},
+        {"rel": REL_TILING_SCHEME, "type": JSON_MEDIA_TYPE, "title": mvt.TILE_MATRIX_SET,
+         "href": f"{base}/tileMatrixSets/{mvt.TILE_MATRIX_SET}"},
+        {"rel": "item", "type": MVT_MEDIA_TYPE, "title": "Mapbox vector tiles", "templated": True,
+         "href": f"{base}/collections/{spec.id}/{TILE_PATH}"},
+        {"rel": "describedby", "type": JSON_MEDIA_TYPE, "title": "TileJSON 3.0.0",
+         "href": f"{tileset}/tilejson.json"},
+        {"rel": REL_GEODATA, "type": JSON_MEDIA_TYPE, "title": spec.title.en,
+         "href": f"{base}/collections/{spec.id}"},
+    ]
+
+
+@router.get("/collections/{collectionId}/tiles", summary="The vector tilesets of a collection")
+async def tilesets(request: Request, state: State, collectionId: CollectionId) -> Response:
+    spec = _layer(state, collectionId)
+    base = _base(request)
+    return _json({
+        "links": [
+            {"rel": "self", "type": JSON_MEDIA_TYPE, "href": f"{base}/collections/{spec.id}/tiles"},
+            {"rel": REL_GEODATA, "type": JSON_MEDIA_TYPE, "href": f"{base}/collections/{spec.id}"},
+        ],
+        "tilesets": [{
+            "title": f"{spec.title.en} ({mvt.TILE_MATRIX_SET})",
+            "dataType": "vector",
+            "crs": mvt.CRS_3857,
+            "tileMatrixSetURI": mvt.TILE_MATRIX_SET_URI,
+            "links": _tileset_links(base, spec)[:3],
+        }],
+    })
+
+
+def _extent(state: AppState, stored: list[float] | None) -> list[float]:
+    return stored if stored is not None else list(state.settings.city_extent)
+
+
+@router.get("/collections/{collectionId}/tiles/{tileMatrixSetId}", summary="A collection's tileset metadata")
+async def tileset(request: Request, state: State, collectionId: CollectionId,
+                  tileMatrixSetId: str) -> Response:
+    spec = _layer(state, collectionId)
+    _check_tile_matrix_set(tileMatrixSetId)
+    async with state.pool.connection() as conn:
+        _version, stored = await mvt.layer_version(conn, spec)
+    extent = _extent(state, stored)
+    base = _base(request)
+    return _json({
+        "title": f"{spec.title.en} · {spec.title.zh}",
+        "description": spec.description,
+        "keywords": list(spec.keywords),
+        "dataType": "vector",
+        "crs": mvt.CRS_3857,
+        "tileMatrixSetURI": mvt.TILE_MATRIX_SET_URI,
+        "boundingBox": {"lowerLeft": extent[:2], "upperRight": extent[2:], "crs": CRS84},
+        "centerPoint": {"coordinates": [(extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2],
+                        "tileMatrix": str(mvt.center_zoom(extent)), "crs": CRS84},
+        "tileMatrixSetLimits": [
+            {"tileMatrix": str(z), "minTileRow": 0, "maxTileRow": (1 << z) - 1, "minTileCol": 0,
+             "maxTileCol": (1 << z) - 1} for z in range(mvt.MAX_ZOOM + 1)
+        ],
+        "layers": [{
+            "id": spec.id,
+            "title": spec.title.en,
+            "description": spec.description,
+            "dataType": "vector",
+            "geometryDimension": mvt.geometry_dimension(spec.geometry),
+            "minTileMatrix": "0",
+            "maxTileMatrix": str(mvt.MAX_ZOOM),
+            "boundingBox": {"lowerLeft": extent[:2], "upperRight": extent[2:], "crs": CRS84},
+            "propertiesSchema": {
+                "type": "object",
+                "required": ["fid"],
+                "properties": {
+                    "fid": {"type": "string", "title": "Feature id"},
+                    **{f.name: {**_SCHEMA_TYPES[f.type], **({"title": f.title} if f.title else {}),
+                                **({"enum": list(f.values)} if f.values else {})} for f in spec.fields},
+                },
+            },
+        }],
+        "links": _tileset_links(base, spec),
+    })
+
+
+@router.get("/collections/{collectionId}/tiles/{tileMatrixSetId}/tilejson.json", summary="TileJSON 3.0.0")
+async def tilejson(request: Request, state: State, collectionId: CollectionId,
+                   tileMatrixSetId: str) -> Response:
+    spec = _layer(state, collectionId)
+    _check_tile_matrix_set(tileMatrixSetId)
+    async with state.pool.connection() as conn:
+        _version, stored = await mvt.layer_version(conn, spec)
+    extent = _extent(state, stored)
+    base = _base(request)
+    return _json({
+        "tilejson": "3.0.0",
+        "name": spec.id,
+        "description": f"{spec.title.en} · {spec.title.zh}: {spec.description}",
+        "scheme": "xyz",
+        "tiles": [f"{base}/collections/{spec.id}/tiles/{mvt.TILE_MATRIX_SET}/{{z}}/{{y}}/{{x}}"],
+        "minzoom": 0,
+        "maxzoom": mvt.MAX_ZOOM,
+        "bounds": extent,
+        "center": [(extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2, mvt.center_zoom(extent)],
+        "vector_layers": [{
+            "id": spec.id,
+            "description": spec.title.en,
+            "minzoom": 0,
+            "maxzoom": mvt.MAX_ZOOM,
+            "fields": {"fid": "String", **{f.name: _MVT_TYPES[f.type] for f in spec.fields}},
+        }],
+    })
+
+
+def _variant(spec: LayerSpec, time: TimeRange | None) -> str:
+    """What besides the layer version decides a tile's content: the `datetime` asked, or, for layers whose
+    features take effect on their own dates, today (the city's day: a plan takes effect at local midnight)."""
+    if time is not None:
+        text = "/".join(t.isoformat() if t is not None else ".." for t in (time.start, time.end))
+        digest = hashlib.sha256(f"{text}{'' if time.end_inclusive else ')'}".encode()).hexdigest()[:12]
+        return f".t{digest}"
+    if spec.has_valid_time:
+        return f".d{DateTime.now(CITY_TIME):%Y%m%d}"
+    return ""
+
+
+def _etag(spec: LayerSpec, version: int | None, variant: str, tile: mvt.Tile) -> str:
+    return f'W/"{spec.id}.r{version or 0}{variant}.{tile.z}.{tile.x}.{tile.y}"'
+
+
+def _client_tags(if_none_match: str | None) -> list[str]:
+    if not if_none_match:
+        return []
+    return [tag.strip().removeprefix("W/") for tag in if_none_match.split(",") if tag.strip()]
+
+
+def _known_version(tags: list[str], spec: LayerSpec, variant: str, tile: mvt.Tile) -> int | None:
+    """The layer version a client's If-None-Match says it holds for this very tile, if any."""
+    pattern = re.compile(rf'^"{re.escape(spec.id)}\.r(\d+){re.escape(variant)}\.{tile.z}\.{tile.x}\.{tile.y}"$')
+    for tag in tags:
+        match = pattern.match(tag)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+class TileCache:
+    """The tiles one app served last, by (layer, z, x, y), each with the layer version it was built from.
+
+    A tile is only ever served from here after the database has said, in the same statement that would
+    otherwise build it, that the layer is still at that version: a refresh that changes the layer makes
+    every cached tile of it a miss. Bounded by bytes, least recently used first out.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[str, str, int, int, int], tuple[int, bytes]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: tuple[str, str, int, int, int]) -> tuple[int, bytes] | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: tuple[str, str, int, int, int], version: int, data: bytes) -> None:
+        if self.max_bytes <= 0 or len(data) > self.max_bytes // 16:
+            return  # a few huge low-zoom tiles must not push out everything else
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old[1])
+        self._entries[key] = (version, data)
+        self._bytes += len(data)
+        while self._bytes > self.max_bytes:
+            _key, (_version, evicted) = self._entries.popitem(last=False)
+            self._bytes -= len(evicted)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _tile_cache(request: Request, state: AppState) -> TileCache:
+    """One cache per app (so per database): kept on the app's state, made on first use."""
+    cache = getattr(request.app.state, "tile_cache", None)
+    if cache is None:
+        cache = TileCache(state.settings.tile_cache_mib * 2**20)
+        request.app.state.tile_cache = cache
+    return cache
+
+
+def _cache_control(spec: LayerSpec) -> str:
+    # Only open data may sit in shared caches; internal and restricted layers stay in the client's own.
+    scope = "public" if spec.access is AccessClass.public else "private"
+    return f"{scope}, max-age={TILE_MAX_AGE}"
+
+
+@router.get(
+    "/collections/{collectionId}/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}",
+    summary="A Mapbox vector tile",
+    response_class=Response,
+    responses={200: {"content": {MVT_MEDIA_TYPE: {}}}, 204: {"description": "No data in this tile"},
+               304: {"description": "Not modified"}},
+)
+async def tile(request: Request, state: State, collectionId: CollectionId, tileMatrixSetId: str,
+               tileMatrix: int, tileRow: int, tileCol: int,
+               datetime: Annotated[str | None, Query(description=DATETIME_HELP)] = None,
+               if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    spec = _layer(state, collectionId)
+    _check_tile_matrix_set(tileMatrixSetId)
+    try:
+        address = mvt.Tile(tileMatrix, tileCol, tileRow)
+        time = parse_datetime(datetime) if datetime is not None else None
+    except (mvt.TileOutOfRange, InvalidQuery) as exc:
+        raise InvalidParameter(exc.parameter, exc.problem) from None
+    variant = _variant(spec, time)
+    tags = _client_tags(if_none_match)
+    client_version = _known_version(tags, spec, variant, address)
+    cache, key = _tile_cache(request, state), (spec.id, variant, address.z, address.x, address.y)
+    cached = cache.get(key)
+    known = {v for v in (client_version, cached[0] if cached else None) if v is not None}
+    async with state.pool.connection() as conn:
+        result = await mvt.fetch_tile(conn, spec, address, tuple(sorted(known)), time)
+    etag = _etag(spec, result.version, variant, address)
+    headers = {"ETag": etag, "Cache-Control": _cache_control(spec)}
+    if "*" in tags or etag.removeprefix("W/") in tags:
+        return Response(status_code=304, headers=headers)
+    if result.data is not None:
+        data = result.data
+        if result.version is not None:
+            cache.put(key, result.version, data)
+    else:  # the layer is still at the cached tile's version (the client's would have matched above)
+        assert cached is not None
+        data = cached[1]
+    if not data:
+        return Response(status_code=204, headers=headers)
+    return Response(data, media_type=MVT_MEDIA_TYPE, headers=headers)

@@ -1,0 +1,118 @@
+"""The benchmark harness's own pieces, without servers: wrk's summary, request URLs, timing, the report."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import api, peers, procs, refresh, report, wrk
+
+WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:9/x
+  2 threads and 8 connections
+WRKJSON {"requests":1234,"duration_us":10000000,"bytes":5678,"errors":{"connect":0,"read":0,"write":0,"status":2,"timeout":1},"latency_us":{"mean":6500.5,"stdev":100.0,"p50":6000,"p90":9000,"p99":12000,"max":20000}}
+"""  # noqa: E501
+
+
+def test_wrk_summary_is_read_from_the_json_line() -> None:
+    result = wrk.parse_summary("http://127.0.0.1:9/x", WRK_OUTPUT)
+    assert result.requests_per_s == pytest.approx(123.4)
+    assert result.latency_ms["p50"] == pytest.approx(6.0)
+    assert result.failed == 3  # non-2xx/3xx answers and timeouts count against the run
+
+
+def test_wrk_without_summary_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no summary"):
+        wrk.parse_summary("http://127.0.0.1:9/x", "Running 10s test\n")
+
+
+def test_wrk_loads_loopback_only() -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        wrk.run("http://example.org/", wrk.WrkSettings(1))
+    args = wrk.command("http://127.0.0.1:9/x", wrk.WrkSettings(10, 2, 8, 30), {"If-None-Match": 'W/"a"'})
+    assert args[:5] == ["wrk", "-t2", "-c8", "-d10s", "--timeout=30s"]
+    assert args[args.index("-H"):args.index("-H") + 2] == ["-H", 'If-None-Match: W/"a"']
+
+
+PROBE = api.Probe(centre=(123.43, 41.8), bbox=(123.4, 41.79, 123.41, 41.8), bbox_rows=120, fid="P1",
+                  utility="water", tile=(14, 13809, 6093), rows=1000)
+
+
+def _endpoint(name: str, collection: str, order: str, suffix: str = "") -> peers.Endpoint:
+    server = procs.Server(name, ["true"], 9999, {}, Path("/dev/null"))
+    return peers.Endpoint(name, server, collection, order, item_suffix=suffix, tile_suffix="f=mvt" if suffix else "")
+
+
+def _case(key: str) -> api.Case:
+    return next(c for c in api.CASES if c.key == key)
+
+
+def test_each_server_is_asked_in_its_own_spelling() -> None:
+    ours = _endpoint("ours", "pipelines", "zyx")
+    tipg = _endpoint("tipg", "pipeline.pipelines", "zxy")
+    pygeoapi = _endpoint("pygeoapi", "pipelines", "zyx", "f=json")
+    assert api.case_url(ours, _case("tile_z14"), PROBE, None).endswith(
+        "/collections/pipelines/tiles/WebMercatorQuad/14/6093/13809")
+    assert api.case_url(tipg, _case("tile_z14"), PROBE, None).endswith(
+        "/collections/pipeline.pipelines/tiles/WebMercatorQuad/14/13809/6093")
+    assert api.case_url(pygeoapi, _case("item"), PROBE, None).endswith("/items/P1?f=json")
+    assert api.case_url(tipg, _case("deep_page"), PROBE, None).endswith("items?limit=100&offset=499900")
+    assert api.case_url(ours, _case("deep_page"), PROBE, "http://127.0.0.1:9999/cursor") == \
+        "http://127.0.0.1:9999/cursor"
+    cql = api.case_url(pygeoapi, _case("cql2"), PROBE, None)
+    assert "filter=utility%3D'water'" in cql and "filter-lang=cql2-text" in cql and cql.endswith("&f=json")
+
+
+def test_tile_of_the_city_centre() -> None:
+    assert api.tile_of(123.4256, 41.8135, 14) == (14, 13809, 6093)
+    assert api.tile_of(0.0, 0.0, 1) == (1, 1, 1)
+
+
+def test_measure_reports_the_childs_own_peak_memory() -> None:
+    big = procs.measure([sys.executable, "-c", "b = bytearray(200 * 2**20); print('done')"])
+    small = procs.measure([sys.executable, "-c", "print('done')"])
+    assert big.returncode == 0 and big.output_tail == "done"
+    assert big.peak_rss_mib > 200 > small.peak_rss_mib
+
+
+def test_ogr2ogr_gets_the_password_through_the_environment() -> None:
+    pg, env = refresh.ogr_connection("postgresql://postgres:s3cret@127.0.0.1:54329/gis_bench")
+    assert "s3cret" not in pg and env == {"PGPASSWORD": "s3cret"}
+    args = refresh.ogr2ogr_args(pg, Path("x.gpkg"))
+    assert args[args.index("-nln") + 1] == "bench_ogr.pipelines"
+    assert "EPSG:4490" in args and "PG_USE_COPY" in args
+
+
+def _measurement(server: str, case: str, rate: float | None, slow_s: float | None = None) -> dict[str, object]:
+    check = {"ok": True, "status": 200, "bytes": 10, "features": 10, "note": "", "seconds": slow_s or 0.01}
+    result = None if rate is None else {"requests_per_s": rate, "latency_ms": {"p50": 5.0}, "failed": 0}
+    return {"server": server, "case": case, "url": "u", "check": check, "result": result,
+            "slow": slow_s is not None, "cancelled": 0}
+
+
+def test_report_states_ratios_and_bounds(tmp_path: Path) -> None:
+    data = {
+        "workers": 2, "wrk": {"threads": 2, "connections": 8, "duration_s": 10, "timeout_s": 30}, "warmup_s": 2,
+        "probe": {"centre": [1, 2], "bbox": [1, 2, 3, 4], "bbox_rows": 120, "fid": "P1", "utility": "water",
+                  "tile": [14, 1, 2], "rows": 1000},
+        "versions": {"tipg": "1"},
+        "measurements": [_measurement("ours", "items_10", 1000.0), _measurement("tipg", "items_10", 20.0),
+                         _measurement("pygeoapi", "items_10", None, slow_s=4.0),
+                         _measurement("ours-nocache", "tile_z14", 30.0), _measurement("tipg", "tile_z14", 20.0)],
+    }
+    out = tmp_path / "benchmarks.md"
+    report.write(out, {"CPU": "x"}, None, data, [])
+    text = out.read_text()
+    assert "| items `limit=10` | 1,000.0 (5.0 ms) | 20.0 (5.0 ms) |" in text
+    assert "| 50.0× | ≥ 50× | ≥ 2,000.0× |" in text  # pygeoapi's one request took 4 s: at most 2 workers / 4 s
+    assert "| … the same, our tile cache off | 30.0 (5.0 ms) | | | 1.5× |" in text
+
+
+def test_report_keeps_other_sections_of_the_file(tmp_path: Path) -> None:
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Benchmarks\n\n<!-- planning:begin -->\n## Planning\nkept\n<!-- planning:end -->\n")
+    report.write(out, {"CPU": "x"}, None, None, [])
+    report.write(out, {"CPU": "y"}, None, None, [])  # the second run replaces the first, once
+    text = out.read_text()
+    assert text.startswith("# Benchmarks\n\n<!-- bench:begin -->")
+    assert text.count("<!-- bench:begin -->") == 1 and "Machine: CPU: y" in text and "Machine: CPU: x" not in text
+    assert "## Planning\nkept\n<!-- planning:end -->" in text
