@@ -7,6 +7,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gis.analysis.proposal import InvalidProposal, ProposalTooLarge
 from gis.errors import GisError, NotFound, SourceError
+from gis.features.errors import InvalidQuery
 
 
 class InvalidParameter(GisError):
@@ -19,6 +20,7 @@ class InvalidParameter(GisError):
 
 STATUS: list[tuple[type[Exception], int, str]] = [
     (InvalidParameter, 400, "InvalidParameterValue"),
+    (InvalidQuery, 400, "InvalidParameterValue"),
     (NotFound, 404, "NotFound"),
     (ProposalTooLarge, 413, "PayloadTooLarge"),
     (InvalidProposal, 400, "InvalidParameterValue"),

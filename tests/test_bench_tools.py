@@ -103,7 +103,7 @@ def test_report_states_ratios_and_bounds(tmp_path: Path) -> None:
     report.write(out, {"CPU": "x"}, None, data, [])
     text = out.read_text()
     assert "| items `limit=10` | 1,000.0 (5.0 ms) | 20.0 (5.0 ms) |" in text
-    assert "| 50.0× | ≥ 50× | ≥ 2,000.0× |" in text  # pygeoapi's one request took 4 s: at most 2 workers / 4 s
+    assert "| 50.0× | ≥ 50× ✓ | ≥ 2,000.0× |" in text  # pygeoapi's one request took 4 s: at most 2 workers / 4 s
     assert "| … the same, our tile cache off | 30.0 (5.0 ms) | | | 1.5× |" in text
 
 

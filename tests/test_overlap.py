@@ -75,7 +75,8 @@ def _zone(rule: Rule, attrs: dict, geom: BaseGeometry) -> BaseGeometry | None:
 
 
 def independent_area(rule: Rule, features: list[tuple[str, dict, BaseGeometry]], proposal: Proposal,
-                     use: str | None) -> float:
+                     use: str | None, per_feature: dict[str, float] | None = None) -> float:
+    """The rule's conflict area; per_feature, if given, receives each counted feature's part area."""
     prop = metric(proposal.geometry)
     box = prop.buffer(rule.max_width_m + 5).envelope
     parts, conflicting = [], []
@@ -89,6 +90,8 @@ def independent_area(rule: Rule, features: list[tuple[str, dict, BaseGeometry]],
         if part.is_empty:
             continue
         parts.append(part)
+        if per_feature is not None and part.area >= rule.min_area_m2:
+            per_feature[_fid] = part.area
         is_conflict = rule.kind in (Kind.no_overlap, Kind.corridor)
         if rule.kind is Kind.compatible_use:
             allowed = rule.allowed_classes(use or "") or ()
@@ -111,8 +114,12 @@ def test_rule_areas_match_an_independent_computation(rule_id: str, rules: Overla
     conflicts = 0
     for proposal in projects:
         result = overlap.check(conn, rules, proposal, only=[rule_id]).results[0]
-        expected = independent_area(rule, features, proposal, proposal.proposed_use)
+        per_feature: dict[str, float] = {}
+        expected = independent_area(rule, features, proposal, proposal.proposed_use, per_feature)
         assert close(result.area_m2, expected), (proposal.project_fid, result.area_m2, expected)
+        found = {f.fid: f.area_m2 for f in result.features}
+        assert found.keys() == per_feature.keys(), proposal.project_fid
+        assert all(close(found[fid], area) for fid, area in per_feature.items()), proposal.project_fid
         conflicts += result.conflict
     assert conflicts > 0  # the sample city has projects crossing every rule
 

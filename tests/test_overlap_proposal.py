@@ -92,8 +92,8 @@ def test_features_disagreeing_on_use_are_refused() -> None:
         proposal_from_geojson(fc, crs=None, city_extent=CITY)
 
 
-def _frame(crs: str = "EPSG:4490") -> gpd.GeoDataFrame:
-    return gpd.GeoDataFrame({"proposed_use": ["B"]}, geometry=[SQUARE], crs="EPSG:4490").to_crs(crs)
+def _frame(crs: str = "EPSG:4490", column: str = "proposed_use") -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame({column: ["B"]}, geometry=[SQUARE], crs="EPSG:4490").to_crs(crs)
 
 
 def test_geopackage_upload(tmp_path: Path) -> None:
@@ -104,7 +104,7 @@ def test_geopackage_upload(tmp_path: Path) -> None:
 
 
 def _zipped_shapefile(tmp_path: Path, with_prj: bool = True) -> bytes:
-    _frame("EPSG:4550").to_file(tmp_path / "plan.shp")
+    _frame("EPSG:4550", "use").to_file(tmp_path / "plan.shp")  # dBase names are 10 characters at most
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for part in tmp_path.glob("plan.*"):

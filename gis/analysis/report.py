@@ -164,7 +164,8 @@ def _svg(frame: _Frame, layers: list[tuple[dict[str, Any] | None, str, str, str]
     for geometry, fill, stroke, title in layers:
         d = frame.path(geometry)
         if d:
-            shapes.append(f'<path d="{d}" fill="{fill}" stroke="{stroke}" fill-rule="evenodd">'
+            width = 2.5 if fill == "none" else 0.8  # outlines (the proposal, a conflict) stand out
+            shapes.append(f'<path d="{d}" fill="{fill}" stroke="{stroke}" stroke-width="{width}" fill-rule="evenodd">'
                           f"<title>{html.escape(title)}</title></path>")
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{frame.width}" height="{frame.height}" '
             f'viewBox="0 0 {frame.width} {frame.height}" role="img">'

@@ -59,7 +59,7 @@ def create_layer_tables(conn: psycopg.Connection, spec: LayerSpec) -> None:
     geom = ids.geometry_type(spec)
     conn.execute(sql.SQL(
         "CREATE TABLE IF NOT EXISTS {table} (fid text PRIMARY KEY, {fields}, geom {geom} NOT NULL, "
-        "valid_from timestamptz NOT NULL, valid_to timestamptz, row_hash bytea NOT NULL, "
+        "valid_from timestamptz NOT NULL DEFAULT now(), valid_to timestamptz, row_hash bytea NOT NULL, "
         "refresh_id bigint NOT NULL)"
     ).format(table=ids.current_table(spec), fields=fields, geom=geom))
     # A history row is one closed version: the refresh that wrote it and the one that closed it.

@@ -1,7 +1,8 @@
 """Merging the staged delivery into the served layer, keeping history, in the caller's transaction.
 
 Readers go on while it runs (the layer is locked EXCLUSIVE, which still admits SELECT) and see either
-the whole old layer or the whole new one. Unchanged rows are not touched.
+the whole old layer or the whole new one. Unchanged rows are not touched. A first load into an empty
+layer skips staging altogether (see staging.LoadMode).
 """
 
 from dataclasses import dataclass
@@ -31,8 +32,6 @@ def _names(spec: LayerSpec) -> dict[str, sql.Composable]:
         "c_fields": sql.SQL(", ").join(sql.SQL("c.{}").format(f) for f in fields),
         "s_fields": sql.SQL(", ").join(sql.SQL("s.{}").format(f) for f in fields),
         "set_fields": sql.SQL(", ").join(sql.SQL("{0} = s.{0}").format(f) for f in fields),
-        "geom_idx": ids.index_name(spec, "geom_idx"),
-        "geom_idx_qualified": ids.qualified_index_name(spec, "geom_idx"),
     }
 
 
@@ -64,27 +63,37 @@ def _update_changed(conn: psycopg.Connection, n: dict[str, sql.Composable], refr
     return cursor.rowcount
 
 
-def _insert_new(conn: psycopg.Connection, n: dict[str, sql.Composable], refresh_id: int, empty: bool) -> int:
-    insert = sql.SQL(
+def _insert_new(conn: psycopg.Connection, n: dict[str, sql.Composable], refresh_id: int) -> int:
+    return conn.execute(sql.SQL(
         "INSERT INTO {current} (fid, {fields}, geom, valid_from, valid_to, row_hash, refresh_id) "
         "SELECT s.fid, {s_fields}, s.geom, coalesce(s.valid_from, now()), s.valid_to, s.row_hash, %(rid)s "
         "FROM {staging} s WHERE NOT EXISTS (SELECT 1 FROM {current} c WHERE c.fid = s.fid)"
-    ).format(**n)
-    if not empty:
-        return conn.execute(insert, {"rid": refresh_id}).rowcount
-    # Into an empty layer, one sorted GiST build is several times faster than a million inserts.
-    conn.execute(sql.SQL("DROP INDEX IF EXISTS {geom_idx_qualified}").format(**n))
-    count = conn.execute(insert, {"rid": refresh_id}).rowcount
-    conn.execute(sql.SQL("CREATE INDEX {} ON {current} USING gist (geom)").format(n["geom_idx"], **n))
-    return count
+    ).format(**n), {"rid": refresh_id}).rowcount
 
 
 def merge(conn: psycopg.Connection, spec: LayerSpec, refresh_id: int, staged_rows: int) -> MergeCounts:
     n = _names(spec)
     conn.execute(sql.SQL("ANALYZE {}").format(n["staging"]))
     conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(n["current"]))
-    empty = conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(n["current"])).fetchone()
     closed = _close_missing(conn, n, refresh_id)
     updated = _update_changed(conn, n, refresh_id)
-    inserted = _insert_new(conn, n, refresh_id, bool(empty and empty[0]))
+    inserted = _insert_new(conn, n, refresh_id)
     return MergeCounts(inserted, updated, closed, staged_rows - inserted - updated)
+
+
+def layer_is_empty(conn: psycopg.Connection, spec: LayerSpec) -> bool:
+    row = conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(ids.current_table(spec))).fetchone()
+    return bool(row and row[0])
+
+
+def begin_first_load(conn: psycopg.Connection, spec: LayerSpec) -> None:
+    """Before copying straight into an empty layer: one sorted GiST build afterwards beats a million inserts."""
+    conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(ids.current_table(spec)))
+    conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(ids.qualified_index_name(spec, "geom_idx")))
+
+
+def finish_first_load(conn: psycopg.Connection, spec: LayerSpec, rows: int) -> MergeCounts:
+    conn.execute(sql.SQL("CREATE INDEX {} ON {} USING gist (geom)").format(
+        ids.index_name(spec, "geom_idx"), ids.current_table(spec)))
+    conn.execute(sql.SQL("ANALYZE {}").format(ids.current_table(spec)))
+    return MergeCounts(rows, 0, 0, 0)

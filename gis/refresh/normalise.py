@@ -19,8 +19,6 @@ from gis.refresh.sources import SourceBatch
 
 # Dates and times without an offset are local: the city's departments work in Beijing time.
 LOCAL_TIME = ZoneInfo("Asia/Shanghai")
-# Separators the staging COPY relies on, and NUL, which PostgreSQL text cannot hold.
-_CONTROL = str.maketrans({"\x00": None, "\x1e": " ", "\x1f": " "})
 _TRUE = {"true", "t", "1", "yes", "y", "是"}
 _FALSE = {"false", "f", "0", "no", "n", "否"}
 
@@ -38,12 +36,16 @@ class Rejects:
 
     rows: dict[int, tuple[str | None, list[str]]] = field(default_factory=dict)
 
-    def add(self, row: int, fid: str | None, problem: str) -> None:
-        self.rows.setdefault(row, (fid, []))[1].append(problem)
+    def add(self, row: int, fid: object, problem: str) -> None:
+        self.rows.setdefault(row, (fid if isinstance(fid, str) else None, []))[1].append(problem)
 
     def add_mask(self, batch_first_row: int, fids: pd.Series, mask: NDArray[np.bool_], problem: str) -> None:
         for position in np.flatnonzero(mask):
             self.add(batch_first_row + int(position), fids.iloc[position], problem)
+
+    def mask(self, first_row: int, count: int) -> NDArray[np.bool_]:
+        """Which of a batch's rows are rejected."""
+        return np.isin(np.arange(first_row, first_row + count), np.fromiter(self.rows, dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -73,15 +75,29 @@ def resolve_columns(spec: LayerSpec, available: tuple[str, ...]) -> dict[str, st
     return resolved
 
 
+_TEXT = pd.StringDtype("pyarrow")
+# NUL, which PostgreSQL text cannot hold, and the record separator staging ends rows with.
+_CONTROL = "[\x00\x1e]"
+
+
 def _as_text(values: pd.Series) -> pd.Series:
-    def one(value: object) -> str | None:
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            return None
-        if isinstance(value, float) and value.is_integer():
-            return str(int(value))  # a code read as a number keeps no ".0"
-        text = str(value).strip().translate(_CONTROL)
-        return text or None
-    return values.map(one).astype(object)
+    """Trimmed text without NUL or record separators; empty means missing."""
+    if pd.api.types.is_float_dtype(values):
+        whole = values.dropna()
+        if (whole == np.floor(whole)).all():
+            values = values.astype("Int64")  # a code read as a number keeps no ".0"
+    text = values.astype(_TEXT).str.strip()
+    if text.str.contains(_CONTROL, regex=True).any():
+        text = text.str.replace(_CONTROL, " ", regex=True).str.strip()
+    return text.where(text.str.len() > 0)
+
+
+def _present(values: pd.Series) -> NDArray[np.bool_]:
+    """Which values were given at all: not null, and for text not blank."""
+    present = values.notna().to_numpy()
+    if pd.api.types.is_string_dtype(values) or values.dtype == object:
+        present = present & (values.astype(_TEXT).str.strip().str.len().fillna(0).to_numpy() > 0)
+    return present
 
 
 def _timestamp(value: object) -> pd.Timestamp | None:
@@ -112,9 +128,9 @@ def _parse_times(values: pd.Series, as_date: bool) -> tuple[pd.Series, NDArray[n
 
 def _parse_column(values: pd.Series, kind: FieldType) -> tuple[pd.Series, NDArray[np.bool_]]:
     """Typed values and the mask of values that were present but would not parse."""
-    present = values.notna().to_numpy() & (values.astype(str).str.strip() != "").to_numpy()
     if kind is FieldType.text:
         return _as_text(values), np.zeros(len(values), dtype=bool)
+    present = _present(values)
     if kind in (FieldType.integer, FieldType.bigint):
         numbers = pd.to_numeric(values, errors="coerce")
         whole = numbers.notna() & (numbers == np.floor(numbers.fillna(0)))

@@ -8,7 +8,6 @@ import csv
 import hashlib
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,9 +18,10 @@ from tqdm import tqdm
 from gis.crs import parse_crs
 from gis.errors import GisError, SourceError, ValidationFailed
 from gis.layers import LayerSpec
-from gis.refresh import record, sources, staging
-from gis.refresh.merge import MergeCounts, merge
+from gis.refresh import merge, record, sources, staging
+from gis.refresh.merge import MergeCounts
 from gis.refresh.normalise import Rejects, normalise_batch, resolve_columns
+from gis.refresh.staging import LoadMode
 from gis.refresh.validate import Extent, validate_batch
 
 LOCK_WAIT_SECONDS = 60
@@ -102,64 +102,84 @@ def _rejection_message(rejects: Rejects, path: Path) -> str:
             f"{problems[0]}); rejects listed in {path}")
 
 
-def _stage(conn: psycopg.Connection, request: RefreshRequest, info: sources.SourceInfo,
-           columns: dict[str, str], rejects: Rejects, timer: _Timer) -> int:
+def _stream(conn: psycopg.Connection, request: RefreshRequest, info: sources.SourceInfo,
+            columns: dict[str, str], mode: LoadMode, refresh_id: int, rejects: Rejects, timer: _Timer) -> int:
+    """Read, normalise, validate and COPY every batch; returns the rows sent (rejected ones are not)."""
     spec = request.spec
-    staging.create_staging(conn, spec)
-    staged = 0
+    sent = 0
     show = request.progress and sys.stderr.isatty()
     with tqdm(total=info.feature_count, desc=f"refresh {spec.id}", unit=" rows", disable=not show,
-              file=sys.stderr) as bar:
+              file=sys.stderr) as bar, staging.copy_stream(conn, spec, mode) as copy:
         for batch in sources.read_batches(info.path, spec.source):
             timer.lap("read")
             normalised = normalise_batch(batch, spec, columns, rejects)
             validate_batch(normalised, spec, request.city_extent, rejects)
+            skip = rejects.mask(normalised.first_row, len(normalised.frame))
             timer.lap("normalise")
-            staging.copy_batch(conn, spec, normalised)
+            copy.write(staging.csv_rows(normalised, spec, mode, refresh_id, skip))
             timer.lap("stage")
-            staged += len(normalised.frame)
+            sent += int((~skip).sum())
             bar.update(len(normalised.frame))
-    for row, fid in staging.duplicate_fids(conn, spec):
-        rejects.add(row, fid, "fid: appears more than once in the delivery")
-    timer.lap("check_duplicates")
-    return staged
+    timer.lap("stage")  # the writer thread's last batches
+    return sent
 
 
-def run_refresh(url: str, request: RefreshRequest,
-                on_stage: Callable[[str], None] | None = None) -> RefreshResult:
+def _fail_on_rejects(rejects: Rejects, request: RefreshRequest) -> None:
+    if rejects:
+        path = write_rejects(rejects, request.rejects_dir, request.spec.id)
+        raise ValidationFailed(_rejection_message(rejects, path), str(path))
+
+
+def _load(url: str, request: RefreshRequest, info: sources.SourceInfo, columns: dict[str, str],
+          checksum: str, started_at: datetime, rejects: Rejects, allow_first_load: bool) -> RefreshResult:
+    """One attempt, in one transaction: a killed or failed attempt leaves the layer as it was."""
+    spec, timer = request.spec, _Timer()
+    with psycopg.connect(url, application_name=f"gis-refresh:{spec.id}") as conn:
+        _acquire_layer_lock(conn, spec.id)
+        if not request.force and record.last_success_checksum(conn, spec.id) == checksum:
+            refresh_id = record.write_unchanged_source(conn, spec, started_at, str(info.path), checksum)
+            timer.lap("record")
+            return RefreshResult(spec.id, refresh_id, True, MergeCounts(0, 0, 0, 0), sum(timer.timings.values()))
+        refresh_id = record.next_refresh_id(conn)
+        # Source-given validity may be missing on a row; the merge fills it, so those layers always merge.
+        first_load = allow_first_load and not spec.has_valid_time and merge.layer_is_empty(conn, spec)
+        mode = LoadMode.first_load if first_load else LoadMode.merge
+        if first_load:
+            merge.begin_first_load(conn, spec)
+        else:
+            staging.create_staging(conn, spec)
+        sent = _stream(conn, request, info, columns, mode, refresh_id, rejects, timer)
+        if not first_load:
+            for row, fid in staging.duplicate_fids(conn, spec):
+                rejects.add(row, fid, "fid: appears more than once in the delivery")
+            timer.lap("check_duplicates")
+        _fail_on_rejects(rejects, request)
+        if first_load:
+            counts = merge.finish_first_load(conn, spec, sent)
+        else:
+            counts = merge.merge(conn, spec, refresh_id, sent)
+            staging.drop_staging(conn, spec)
+        timer.lap("merge")
+        record.write_success(conn, spec, refresh_id, started_at, str(info.path), checksum, counts, timer.timings)
+        timer.lap("record")
+    return RefreshResult(spec.id, refresh_id, False, counts, sum(timer.timings.values()))
+
+
+def run_refresh(url: str, request: RefreshRequest) -> RefreshResult:
     """Refresh one layer from its delivery. Raises SourceError / ValidationFailed with a one-line reason."""
-    spec, started_at, timer = request.spec, datetime.now(UTC), _Timer()
-    say = on_stage or (lambda _step: None)
+    spec, started_at = request.spec, datetime.now(UTC)
     rejects = Rejects()
     try:
         parse_crs(spec.source.crs)
         info = sources.inspect(request.source_path, spec.source)
         columns = resolve_columns(spec, info.columns)
         checksum = source_checksum(info, spec)
-        timer.lap("inspect")
-        with psycopg.connect(url, application_name=f"gis-refresh:{spec.id}") as conn:
-            _acquire_layer_lock(conn, spec.id)
-            if not request.force and record.last_success_checksum(conn, spec.id) == checksum:
-                refresh_id = record.write_unchanged_source(conn, spec, started_at, str(info.path), checksum)
-                timer.lap("record")
-                return RefreshResult(spec.id, refresh_id, True, MergeCounts(0, 0, 0, 0),
-                                     sum(timer.timings.values()))
-            refresh_id = record.next_refresh_id(conn)
-            say("staging")
-            staged = _stage(conn, request, info, columns, rejects, timer)
-            if rejects:
-                path = write_rejects(rejects, request.rejects_dir, spec.id)
-                raise ValidationFailed(_rejection_message(rejects, path), str(path))
-            say("merging")
-            counts = merge(conn, spec, refresh_id, staged)
-            timer.lap("merge")
-            record.write_success(conn, spec, refresh_id, started_at, str(info.path), checksum, counts,
-                                 timer.timings)
-            staging.drop_staging(conn, spec)
-            timer.lap("record")
-        total = sum(timer.timings.values())
-        return RefreshResult(spec.id, refresh_id, False, counts, total)
+        try:
+            return _load(url, request, info, columns, checksum, started_at, rejects, allow_first_load=True)
+        except psycopg.errors.UniqueViolation:
+            # A first load meets a duplicate fid only at the primary key; staging names every such row.
+            rejects = Rejects()
+            return _load(url, request, info, columns, checksum, started_at, rejects, allow_first_load=False)
     except SourceError as exc:
         record.write_failure(url, spec, started_at, str(request.source_path), str(exc), len(rejects) or None)
         raise
-

@@ -1,71 +1,105 @@
-"""The per-refresh scratch table and the COPY that fills it.
+"""Streaming a delivery into PostgreSQL: one COPY, batch after batch, each row with its version hash.
 
-Each staged row carries a hash of its canonical text (the very CSV line sent to COPY), so the merge
-can tell unchanged rows from changed ones without comparing geometries.
+Where rows go depends on the load mode. A first load into an empty layer copies straight into the
+layer (one write, one GiST build at the end); every later load copies into a scratch table that the
+merge compares with the layer. The COPY is written through a queue drained by psycopg's writer
+thread, so PostgreSQL ingests one batch while Python normalises the next.
+
+A row's hash is the md5 of its canonical CSV text (fid, fields, EWKB geometry and the validity the
+source gives), identical in both modes, so a rerun of the same delivery finds every row unchanged.
 """
 
 import csv
 import hashlib
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
 
+import numpy as np
 import psycopg
 import shapely
 from psycopg import sql
+from psycopg.copy import Copy, QueuedLibpqWriter
 
 from gis import identifiers as ids
 from gis.layers import LayerSpec
 from gis.refresh.normalise import NormalisedBatch
 
-# Separates records in the canonical text; control characters never survive normalisation.
-_RECORD = "\x1e"
+# Ends each canonical record, so the batch's CSV text splits into rows even where a value holds a newline.
+_RECORD_END = "\x1e"
+
+
+class LoadMode(Enum):
+    first_load = "first_load"  # the layer is empty: rows go straight into it
+    merge = "merge"  # rows go to staging and are compared with the layer
+
+
+def canonical_columns(spec: LayerSpec) -> list[str]:
+    """What a version is made of: the validity columns only where the source gives them."""
+    names = ["fid", *spec.field_names, "geom"]
+    if spec.source.valid_from:
+        names.append("valid_from")
+    if spec.source.valid_to:
+        names.append("valid_to")
+    return names
 
 
 def create_staging(conn: psycopg.Connection, spec: LayerSpec) -> None:
     fields = sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(f.name), ids.pg_type(f.type)) for f in spec.fields
     )
-    table = ids.staging_table(spec)
     drop_staging(conn, spec)
     conn.execute(sql.SQL(
         "CREATE UNLOGGED TABLE {} (source_row integer NOT NULL, fid text, {}, geom geometry, "
         "valid_from timestamptz, valid_to timestamptz, row_hash bytea NOT NULL)"
-    ).format(table, fields))
+    ).format(ids.staging_table(spec), fields))
 
 
 def drop_staging(conn: psycopg.Connection, spec: LayerSpec) -> None:
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ids.staging_table(spec)))
 
 
-def _copy_columns(spec: LayerSpec) -> sql.Composed:
-    names = ["source_row", "fid", *spec.field_names, "geom", "valid_from", "valid_to", "row_hash"]
-    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+@contextmanager
+def copy_stream(conn: psycopg.Connection, spec: LayerSpec, mode: LoadMode) -> Iterator[Copy]:
+    if mode is LoadMode.merge:
+        table, names = ids.staging_table(spec), ["source_row", *canonical_columns(spec), "row_hash"]
+    else:
+        table, names = ids.current_table(spec), [*canonical_columns(spec), "row_hash", "refresh_id"]
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        table, sql.SQL(", ").join(sql.Identifier(n) for n in names))
+    cursor = conn.cursor()
+    with cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
+        yield copy
 
 
-def canonical_lines(batch: NormalisedBatch, spec: LayerSpec) -> list[str]:
-    """One CSV line per row: fid, fields, EWKB hex geometry, valid_from, valid_to."""
+def _canonical_lines(batch: NormalisedBatch, spec: LayerSpec) -> list[str]:
     frame = batch.frame[["fid", *spec.field_names]].copy()
     frame["geom"] = shapely.to_wkb(shapely.set_srid(batch.geometries, spec.srid), hex=True, include_srid=True)
-    frame["valid_from"] = batch.frame["valid_from"]
-    frame["valid_to"] = batch.frame["valid_to"]
-    text = frame.to_csv(header=False, index=False, lineterminator=_RECORD, quoting=csv.QUOTE_MINIMAL)
-    return text.split(_RECORD)[:-1]
+    for name in canonical_columns(spec)[len(spec.field_names) + 2:]:
+        frame[name] = batch.frame[name]
+    text = frame.to_csv(header=False, index=False, lineterminator=_RECORD_END, quoting=csv.QUOTE_MINIMAL)
+    return text.split(_RECORD_END)[:-1]
 
 
-def copy_batch(conn: psycopg.Connection, spec: LayerSpec, batch: NormalisedBatch) -> None:
-    lines = canonical_lines(batch, spec)
+def csv_rows(batch: NormalisedBatch, spec: LayerSpec, mode: LoadMode, refresh_id: int,
+             skip: np.ndarray) -> str:
+    """The batch's rows for copy_stream, leaving out the positions in `skip` (rows already rejected)."""
     buffer = io.StringIO()
-    for offset, line in enumerate(lines):
+    for position, line in enumerate(_canonical_lines(batch, spec)):
+        if skip[position]:
+            continue
         digest = hashlib.md5(line.encode(), usedforsecurity=False).hexdigest()
-        buffer.write(f"{batch.first_row + offset},{line},\\x{digest}\n")
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-        ids.staging_table(spec), _copy_columns(spec))
-    with conn.cursor().copy(statement) as copy:
-        copy.write(buffer.getvalue())
+        if mode is LoadMode.merge:
+            buffer.write(f"{batch.first_row + position},{line},\\x{digest}\n")
+        else:
+            buffer.write(f"{line},\\x{digest},{refresh_id}\n")
+    return buffer.getvalue()
 
 
 def duplicate_fids(conn: psycopg.Connection, spec: LayerSpec) -> list[tuple[int, str]]:
-    """(source row, fid) of every row whose fid appears more than once in the delivery."""
+    """(source row, fid) of every staged row whose fid appears more than once in the delivery."""
     return conn.execute(sql.SQL(
-        "SELECT source_row, fid FROM (SELECT source_row, fid, count(*) OVER (PARTITION BY fid) AS n "
-        "FROM {} WHERE fid IS NOT NULL) d WHERE n > 1 ORDER BY source_row"
+        "SELECT source_row, fid FROM {0} WHERE fid IN "
+        "(SELECT fid FROM {0} WHERE fid IS NOT NULL GROUP BY fid HAVING count(*) > 1) ORDER BY source_row"
     ).format(ids.staging_table(spec))).fetchall()
