@@ -105,6 +105,17 @@ def loaded_db_url(server_url: str, template_db: str, registry: LayerRegistry, se
     return url
 
 
+@contextlib.contextmanager
+def cloned_database(server_url: str, template_db: str, name: str) -> Iterator[str]:
+    """A named clone of the template for a whole test module; dropped afterwards."""
+    url = _recreate(server_url, name, template_db)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest.fixture
 def clone_db(server_url: str, template_db: str) -> Iterator[Callable[[], str]]:
     """Makes fresh clones of the template for a test that writes; dropped afterwards."""

@@ -9,7 +9,7 @@ import pyproj
 import pytest
 import shapely
 import yaml
-from psycopg import sql
+from conftest import cloned_database
 
 from gis.analysis.plan_conflicts import ConflictSummary, run_plan_conflicts
 from gis.analysis.proposal import InvalidProposal
@@ -44,14 +44,8 @@ def rules(tmp_path_factory: pytest.TempPathFactory, settings: Settings, registry
 @pytest.fixture(scope="module")
 def db(server_url: str, template_db: str) -> Iterator[str]:
     """A writable clone of the loaded template for this module."""
-    name = "gis_test_plan_conflicts"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template_db)))
-    yield psycopg.conninfo.make_conninfo(server_url, dbname=name)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with cloned_database(server_url, template_db, "gis_test_plan_conflicts") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
 import httpx
-import psycopg
 import pytest
-from psycopg import sql
+from conftest import cloned_database
 from shapely.geometry import box, mapping
 
 SQUARE = box(123.40, 41.75, 123.402, 41.752)
@@ -16,14 +15,8 @@ SQUARE = box(123.40, 41.75, 123.402, 41.752)
 
 @pytest.fixture(scope="module")
 def jobs_db(server_url: str, template_db: str) -> Iterator[str]:
-    name = "gis_test_processes"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template_db)))
-    yield psycopg.conninfo.make_conninfo(server_url, dbname=name)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with cloned_database(server_url, template_db, "gis_test_processes") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
