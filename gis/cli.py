@@ -4,6 +4,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -13,6 +14,11 @@ from gis.errors import GisError
 from gis.layers import LayerRegistry, load_registry
 from gis.refresh.runner import RefreshRequest, run_refresh
 from gis.settings import Settings
+
+if TYPE_CHECKING:
+    from gis.security.audit import AuditEntry
+    from gis.security.policy import Policy
+    from gis.security.settings import AuthSettings
 
 
 def _registry(settings: Settings) -> LayerRegistry:
@@ -104,6 +110,59 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _policy(settings: Settings) -> "tuple[AuthSettings, Policy]":
+    from gis.security.policy import load_policy, policy_path
+    from gis.security.settings import AuthSettings
+
+    auth = AuthSettings()
+    return auth, load_policy(policy_path(settings.layers_dir, auth.policy_file), _registry(settings))
+
+
+def _admin_entry(action: str, detail: dict[str, object]) -> "AuditEntry":
+    import getpass
+
+    from gis.security.audit import AuditEntry
+
+    return AuditEntry(f"cli:{getpass.getuser()}", "admin", "cli", None, f"admin:{action}", query=detail)
+
+
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    from gis.security import audit, keys
+
+    auth, policy = _policy(settings)
+    with psycopg.connect(database_url(settings)) as conn:
+        if args.action == "create":
+            if not args.role or not args.name:
+                raise GisError("keys create: give --role and --name")
+            if policy.role(args.role) is None:
+                raise GisError(f"keys create: no role '{args.role}' in the access policy "
+                               f"({', '.join(sorted(policy.roles))})")
+            claims: dict[str, object] = {}
+            for item in args.claim or []:
+                name, sep, value = item.partition("=")
+                if not sep or not name:
+                    raise GisError(f"keys create: --claim takes NAME=VALUE, not '{item}'")
+                claims[name] = value
+            record, token = keys.create_key(conn, args.name, args.role, auth.pepper.get_secret_value(), claims)
+            audit.record(conn, _admin_entry("key-create", {"key_id": record.key_id, "role": record.role}))
+            print(f"key {record.key_id} ({record.role}) for {record.name}; shown once, store it now:")
+            print(token)
+        elif args.action == "list":
+            print(f"{'key id':<10} {'role':<18} {'created':<20} {'revoked':<20} name")
+            for record in keys.list_keys(conn):
+                revoked = f"{record.revoked_at:%Y-%m-%d %H:%M}" if record.revoked_at else "-"
+                print(f"{record.key_id:<10} {record.role:<18} {record.created_at:%Y-%m-%d %H:%M}{'':<4} "
+                      f"{revoked:<20} {record.name}")
+        else:
+            if not args.key_id:
+                raise GisError("keys revoke: give the key id (from 'gis keys list')")
+            record = keys.revoke_key(conn, args.key_id)
+            audit.record(conn, _admin_entry("key-revoke", {"key_id": record.key_id}))
+            print(f"key {record.key_id} revoked (services stop accepting it within "
+                  f"{auth.key_cache_seconds:g} s)")
+    return 0
+
+
 def cmd_check_overlap(args: argparse.Namespace, settings: Settings) -> int:
     from gis.analysis import overlap, report
     from gis.analysis.proposal import proposal_from_path
@@ -162,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--geojson", help="write the GeoJSON report here")
     check.add_argument("--fail-on-conflict", action="store_true", help="exit with status 3 when a rule conflicts")
     check.set_defaults(handler=cmd_check_overlap)
+    keys = sub.add_parser("keys", help="API keys: create (shown once), list, revoke")
+    keys.add_argument("action", choices=["create", "list", "revoke"])
+    keys.add_argument("key_id", nargs="?", help="revoke: the key id")
+    keys.add_argument("--role", help="create: a role of layers/access-policy.yml")
+    keys.add_argument("--name", help="create: who or what the key is for")
+    keys.add_argument("--claim", action="append", help="create: NAME=VALUE for row rules (e.g. jurisdiction=...)")
+    keys.set_defaults(handler=cmd_keys)
     serve = sub.add_parser("serve", help="serve the OGC API on http://127.0.0.1:8000")
     serve.add_argument("--port", type=int, help="port (default GIS_PORT or 8000)")
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")

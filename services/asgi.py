@@ -2,9 +2,10 @@
 
 from fastapi import FastAPI
 
+from gis.security.settings import AuthSettings
 from gis.settings import Settings
 from services.app import create_app
 
 
 def app_from_environment() -> FastAPI:
-    return create_app(Settings())
+    return create_app(Settings(), AuthSettings())

@@ -28,7 +28,8 @@ from gis.features.queries import Statement, history_statement, item_statement, i
 from gis.features.queryables import json_schema
 from gis.features.temporal import parse_datetime
 from gis.layers import LayerSpec
-from services import html, ogc
+from gis.security.policy import LayerView
+from services import auth, html, ogc
 from services.errors import InvalidParameter
 from services.state import AppState, app_state
 
@@ -39,9 +40,9 @@ HISTORY_PARAMETERS = frozenset({"crs"})
 _ALLOWED_ITEMS: dict[int, frozenset[str]] = {}
 
 
-def _layer(request: Request, collection_id: str) -> tuple[AppState, LayerSpec]:
-    state = app_state(request)
-    return state, state.registry.get_layer(collection_id)
+def _layer(request: Request, collection_id: str) -> tuple[AppState, LayerView]:
+    """The layer as the caller may see it (masked fields left out); 404 as for no such layer if hidden."""
+    return app_state(request), auth.layer_view(request, collection_id)
 
 
 def _items_parameters(spec: LayerSpec) -> frozenset[str]:
@@ -138,13 +139,21 @@ def collection_document(request: Request, spec: LayerSpec, stats: tuple[Any, ...
     return document
 
 
+def view_document(request: Request, view: LayerView, stats: tuple[Any, ...] | None) -> dict[str, Any]:
+    """The collection document as the caller sees the layer: a row-limited view does not tell the total."""
+    document = collection_document(request, view.spec, stats)
+    if view.rows is not None:
+        document.pop("numberOfFeatures", None)
+    return document
+
+
 @router.get("/collections/{collection_id}", summary="A layer's metadata")
 async def collection(collection_id: str, request: Request) -> Response:
-    state, spec = _layer(request, collection_id)
+    state, view = _layer(request, collection_id)
     params = ogc.query_params(request, ())
     as_html = ogc.wants_html(request, params)
-    stats = (await layer_stats(state)).get(spec.id)
-    document = collection_document(request, spec, stats)
+    stats = (await layer_stats(state)).get(view.source.id)
+    document = view_document(request, view, stats)
     if as_html:
         return ogc.html_response(html.collection_page(document))
     return ogc.json_response(document)
@@ -152,7 +161,8 @@ async def collection(collection_id: str, request: Request) -> Response:
 
 @router.get("/collections/{collection_id}/queryables", summary="What a filter may name (JSON Schema)")
 async def queryables(collection_id: str, request: Request) -> Response:
-    _, spec = _layer(request, collection_id)
+    _, view = _layer(request, collection_id)
+    spec = view.spec
     params = ogc.query_params(request, ())
     schema = json_schema(spec, ogc.url(request, f"/collections/{spec.id}/queryables"))
     if ogc.wants_html(request, params):
@@ -170,17 +180,23 @@ def _blame(q: ItemsQuery) -> str | None:
 
 @router.get("/collections/{collection_id}/items", summary="Features of a layer, one page")
 async def items(collection_id: str, request: Request) -> Response:
-    state, spec = _layer(request, collection_id)
+    state, view = _layer(request, collection_id)
+    spec = view.spec
     params = ogc.query_params(request, _items_parameters(spec))
     as_html = ogc.wants_html(request, params)
     with ogc.client_input():
         q = parse_items_query(spec, params)
         if as_html:
             q = replace(q, crs=crs_.CRS84)  # the HTML map draws lon/lat
+    asked = q
+    q = await auth.restrict(request, view, q)
+    with ogc.client_input():
         statement = items_statement(spec, q)
     row = await fetch_one(state, statement, _blame(q))
     assert row is not None
     features, returned, more, last_fid, matched = row
+    await auth.audit_read(request, view, returned)
+    q = asked  # links and pages show the caller's own query, not the row rule
     if matched is None and not more and q.after is None:
         matched = q.offset + returned  # the whole rest fits in this page, so the count is known
     path = f"/collections/{spec.id}/items"
@@ -207,7 +223,8 @@ async def items(collection_id: str, request: Request) -> Response:
 
 @router.get("/collections/{collection_id}/items/{feature_id}", summary="One feature")
 async def item(collection_id: str, feature_id: str, request: Request) -> Response:
-    state, spec = _layer(request, collection_id)
+    state, view = _layer(request, collection_id)
+    spec = view.spec
     params = ogc.query_params(request, ITEM_PARAMETERS)
     as_html = ogc.wants_html(request, params)
     with ogc.client_input():
@@ -217,6 +234,9 @@ async def item(collection_id: str, feature_id: str, request: Request) -> Respons
     if "\x00" in feature_id:
         raise NotFound(f"no feature '{feature_id[:60]}' in '{spec.id}'")
     row = await fetch_one(state, item_statement(spec, feature_id, out_crs, time, properties))
+    if row is not None and not await auth.row_visible(request, view, feature_id):
+        row = None  # outside the caller's rows: as if it did not exist
+    await auth.audit_read(request, view, 0 if row is None else 1, 404 if row is None else 200)
     if row is None:
         raise NotFound(f"no feature '{feature_id[:200]}' in '{spec.id}'")
     path = f"/collections/{spec.id}/items/{_quote(feature_id)}"
@@ -233,7 +253,8 @@ async def item(collection_id: str, feature_id: str, request: Request) -> Respons
 
 @router.get("/collections/{collection_id}/items/{feature_id}/history", summary="Every version of one feature")
 async def history(collection_id: str, feature_id: str, request: Request) -> Response:
-    state, spec = _layer(request, collection_id)
+    state, view = _layer(request, collection_id)
+    spec = view.spec
     params = ogc.query_params(request, HISTORY_PARAMETERS)
     as_html = ogc.wants_html(request, params)
     with ogc.client_input():
@@ -241,6 +262,9 @@ async def history(collection_id: str, feature_id: str, request: Request) -> Resp
     if "\x00" in feature_id:
         raise NotFound(f"no feature '{feature_id[:60]}' in '{spec.id}'")
     row = await fetch_one(state, history_statement(spec, feature_id, out_crs))
+    if row is not None and row[1] and not await auth.row_visible(request, view, feature_id):
+        row = None
+    await auth.audit_read(request, view, 0 if row is None else row[1], 404 if row is None or not row[1] else 200)
     if row is None or not row[1]:
         raise NotFound(f"no feature '{feature_id[:200]}' in '{spec.id}'")
     path = f"/collections/{spec.id}/items/{_quote(feature_id)}/history"

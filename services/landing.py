@@ -13,8 +13,8 @@ from fastapi.responses import Response
 from gis.features import crs as crs_
 from gis.features.cql2 import LANGUAGES
 from gis.features.params import DEFAULT_LIMIT, MAX_LIMIT
-from services import html, ogc
-from services.features import collection_document, layer_stats
+from services import auth, html, ogc
+from services.features import layer_stats, view_document
 from services.state import app_state
 
 router = APIRouter(tags=["Service"])
@@ -99,7 +99,8 @@ async def collections(request: Request) -> Response:
     document = {
         "links": ogc.self_links(request, "/collections", html=as_html),
         "crs": [c.uri for c in crs_.SUPPORTED],
-        "collections": [collection_document(request, spec, stats.get(spec.id)) for spec in state.registry.values()],
+        "collections": [view_document(request, view, stats.get(layer_id))
+                        for layer_id, view in auth.visible_layers(request).items()],
     }
     if as_html:
         return ogc.html_response(html.collections_page(document))
@@ -109,7 +110,7 @@ async def collections(request: Request) -> Response:
 @router.get("/openapi", summary="This API's definition (OpenAPI 3.0)")
 async def openapi(request: Request) -> Response:
     params = ogc.query_params(request, ())
-    document = request.app.openapi()
+    document = _for_caller(request.app.openapi(), list(auth.visible_layers(request)))
     if ogc.wants_html(request, params):
         return ogc.html_response(html.api_page(document))
     return ogc.json_response(document, ogc.OPENAPI)
@@ -201,6 +202,14 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     _to_openapi_30(document)
     app.openapi_schema = document
     return document
+
+
+def _for_caller(document: dict[str, Any], layer_ids: list[str]) -> dict[str, Any]:
+    """The document naming only the layers the caller may see (the cached one is left as it is)."""
+    parameters = document["components"]["parameters"]
+    collection = parameters["collectionId"]
+    return {**document, "components": {**document["components"], "parameters": {
+        **parameters, "collectionId": {**collection, "schema": {**collection["schema"], "enum": layer_ids}}}}}
 
 
 def _to_openapi_30(node: Any) -> None:

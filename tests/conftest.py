@@ -23,6 +23,18 @@ from gis.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "gis_test_template"
+# API keys every test database has (made in the template; the service's pepper is the default, empty).
+# ADMIN reads every layer: the API tests of internal and restricted layers send it.
+TEST_KEYS = {
+    "admin": "gk_t0admin_admin-key-of-the-test-suite-0123456789",
+    "analyst": "gk_t0analy_analyst-key-of-the-test-suite-01234567",
+    "planner": "gk_t0plann_planner-key-of-the-test-suite-01234567",
+    "pipeline_app": "gk_t0pipe_pipeline-key-of-the-test-suite-0123456",
+    "environmental_app": "gk_t0envir_environment-key-of-the-test-suite-012",
+    "auditor": "gk_t0audit_auditor-key-of-the-test-suite-01234567",
+}
+ADMIN_KEY = TEST_KEYS["admin"]
+ADMIN_HEADERS = {"X-API-Key": ADMIN_KEY}
 
 
 def _with_database(url: str, name: str) -> str:
@@ -83,6 +95,7 @@ def template_db(server_url: str, settings: Settings, registry: LayerRegistry) ->
         conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
         conn.commit()
         migrate(conn, registry)
+        _seed_keys(conn)
     for spec in registry.values():
         request = RefreshRequest(spec, settings.samples_dir / spec.source.path, settings.city_extent,
                                  settings.rejects_dir, progress=False)
@@ -91,6 +104,20 @@ def template_db(server_url: str, settings: Settings, registry: LayerRegistry) ->
         publish_styles(conn, registry, settings.styles_dir)
         conn.commit()
     return TEMPLATE
+
+
+def _seed_keys(conn: psycopg.Connection) -> None:
+    from gis.security.keys import create_key
+
+    for role, token in TEST_KEYS.items():
+        create_key(conn, f"test {role}", role, pepper="", token=token)
+    conn.commit()
+
+
+@pytest.fixture(scope="session")
+def admin_headers() -> dict[str, str]:
+    """Credentials of the test admin key (every layer), for API tests that read internal or restricted layers."""
+    return dict(ADMIN_HEADERS)
 
 
 @pytest.fixture(scope="session")

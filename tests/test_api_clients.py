@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
 import pytest
+from conftest import ADMIN_HEADERS, ADMIN_KEY
 from owslib.ogcapi.features import Features
 
 CLIENTS = Path(__file__).resolve().parent / "clients"
@@ -42,7 +43,7 @@ def served_count(db: psycopg.Connection, layer: str) -> int:
 
 @pytest.mark.parametrize("layer", LAYERS)
 def test_owslib_pages_through_every_feature(api_url: str, db: psycopg.Connection, layer: str) -> None:
-    api = Features(api_url)
+    api = Features(api_url, headers=ADMIN_HEADERS)
     assert layer in [c["id"] for c in api.collections()["collections"]]
     ids: list[str] = []
     params: dict[str, str] = {"limit": "500"}
@@ -57,14 +58,14 @@ def test_owslib_pages_through_every_feature(api_url: str, db: psycopg.Connection
 
 
 def test_owslib_reads_queryables_and_one_item(api_url: str) -> None:
-    api = Features(api_url)
+    api = Features(api_url, headers=ADMIN_HEADERS)
     assert api.collection_queryables("pipelines")["properties"]["diameter_mm"]["type"] == "integer"
     first = api.collection_items("pipelines", limit=1)["features"][0]
     assert api.collection_item("pipelines", first["id"])["id"] == first["id"]
 
 
 def test_owslib_keeps_integers_and_dates(api_url: str) -> None:
-    feature = Features(api_url).collection_items("land_use_plan", limit=1)["features"][0]
+    feature = Features(api_url, headers=ADMIN_HEADERS).collection_items("land_use_plan", limit=1)["features"][0]
     assert isinstance(feature["properties"]["plot_ratio"], float)
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", feature["properties"]["approved_on"])
 
@@ -85,7 +86,7 @@ def _fields(ogrinfo_output: str) -> dict[str, str]:
 def gdal_copy(api_url: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every test layer copied by ogr2ogr from the service into a GeoPackage (paging through all of it)."""
     out = tmp_path_factory.mktemp("gdal") / "copy.gpkg"
-    _run(["ogr2ogr", "-f", "GPKG", str(out), f"OAPIF:{api_url}?api_key=secret", "-oo", "PAGE_SIZE=1000", *LAYERS])
+    _run(["ogr2ogr", "-f", "GPKG", str(out), f"OAPIF:{api_url}?api_key={ADMIN_KEY}", "-oo", "PAGE_SIZE=1000", *LAYERS])
     return out
 
 
@@ -102,7 +103,7 @@ def test_ogr2ogr_keeps_field_types(gdal_copy: Path) -> None:
 
 
 def test_ogrinfo_reports_the_layer_count_from_number_matched(api_url: str, db: psycopg.Connection) -> None:
-    info = _run(["ogrinfo", "-ro", "-so", f"OAPIF:{api_url}", "incidents"]).stdout
+    info = _run(["ogrinfo", "-ro", "-so", f"OAPIF:{api_url}?api_key={ADMIN_KEY}", "incidents"]).stdout
     assert int(re.search(r"Feature Count: (\d+)", info).group(1)) == served_count(db, "incidents")  # type: ignore[union-attr]
     assert _fields(info)["occurred_at"] == "DateTime"
 
@@ -118,7 +119,7 @@ def test_ogrinfo_pages_with_gdal_default_page_size(api_url: str, db: psycopg.Con
 def qgis_report(api_url: str) -> dict[str, dict[str, object]]:
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     result = _run([SYSTEM_PYTHON, str(CLIENTS / "qgis_oapif.py"), api_url, *LAYERS, "--query-suffix",
-                   "api_key=secret"], env=env)
+                   f"api_key={ADMIN_KEY}"], env=env)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     return {layer["layer"]: layer for layer in report["layers"]}
 

@@ -10,8 +10,8 @@ from api_models import Feature, error, features
 
 
 @pytest.fixture(scope="module")
-def client(api_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api_url, timeout=60) as c:
+def client(api_url: str, admin_headers: dict[str, str]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api_url, headers=admin_headers, timeout=60) as c:
         yield c
 
 

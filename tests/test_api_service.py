@@ -11,8 +11,8 @@ from gis.layers import LayerRegistry
 
 
 @pytest.fixture(scope="module")
-def client(api_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api_url, timeout=30) as c:
+def client(api_url: str, admin_headers: dict[str, str]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api_url, headers=admin_headers, timeout=30) as c:
         yield c
 
 

@@ -1,0 +1,204 @@
+"""The access policy as data (layers/access-policy.yml): roles -> visible layers, masked fields, row filters.
+
+A role sees every public layer; internal layers whose audiences (in the registry) meet the role's
+`audiences`; restricted layers only when the role names them in `restricted`; everything with
+`all_layers`. `mask` hides fields of a layer from the role; `rows` limits the rows it sees with a
+structured condition on a claim of the caller (never SQL text):
+
+    rows:
+      incidents:                      # a spatial condition: inside the caller's jurisdiction
+        within: {layer: police_jurisdictions, field: station, equals_claim: jurisdiction}
+      observations:                   # an attribute condition
+        field: station
+        equals_claim: station
+
+The per-role view of each layer (a LayerSpec without the masked fields) is built once at load, so the
+services' per-spec caches stay valid.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gis.errors import ConfigError, NotFound
+from gis.layers import AccessClass, Audience, LayerRegistry, LayerSpec, Name
+
+POLICY_FILE = "access-policy.yml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Within(_Strict):
+    """Rows inside the features of another layer whose `field` equals the caller's claim."""
+
+    layer: Name
+    field: Name
+    equals_claim: Name
+
+
+class RowRule(_Strict):
+    """Exactly one of: `field` + `equals_claim` (an attribute of the row), or `within` (spatial)."""
+
+    field: Name | None = None
+    equals_claim: Name | None = None
+    within: Within | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "RowRule":
+        attribute = self.field is not None and self.equals_claim is not None
+        if attribute == (self.within is not None) or (self.field is None) != (self.equals_claim is None):
+            raise ValueError("a row rule is either {field, equals_claim} or {within: {layer, field, equals_claim}}")
+        return self
+
+    @property
+    def claim(self) -> str:
+        claim = self.within.equals_claim if self.within is not None else self.equals_claim
+        assert claim is not None
+        return claim
+
+
+class RoleSpec(_Strict):
+    description: str = ""
+    all_layers: bool = False
+    audiences: tuple[Audience, ...] = ()
+    restricted: tuple[Name, ...] = Field(default=(), description="Restricted layers this role may read.")
+    mask: Mapping[Name, tuple[Name, ...]] = Field(default_factory=dict, description="layer -> hidden fields")
+    rows: Mapping[Name, RowRule] = Field(default_factory=dict, description="layer -> row rule")
+    audit: bool = Field(default=False, description="May read the audit log.")
+    database: bool = Field(default=False, description="Gets a PostgreSQL role from `gis db grant`.")
+
+
+class PolicyFile(_Strict):
+    anonymous: Name = "public"
+    roles: Mapping[Name, RoleSpec]
+
+
+@dataclass(frozen=True)
+class LayerView:
+    """One layer as one role sees it."""
+
+    spec: LayerSpec  # without the masked fields
+    source: LayerSpec  # the registry's own spec
+    masked: tuple[str, ...] = ()
+    rows: RowRule | None = None
+
+    @property
+    def audited(self) -> bool:
+        return self.source.access is not AccessClass.public
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    spec: RoleSpec
+    views: Mapping[str, LayerView] = field(default_factory=dict)  # only the layers the role may read
+
+    def view(self, layer_id: str) -> LayerView:
+        """The layer as this role sees it; NotFound, worded as for a layer that does not exist, if hidden."""
+        found = self.views.get(layer_id)
+        if found is None:
+            raise NotFound(f"no layer '{layer_id[:200]}'")
+        return found
+
+    def may_read(self, layer_id: str) -> bool:
+        return layer_id in self.views
+
+    @property
+    def audit(self) -> bool:
+        return self.spec.audit
+
+
+def readable(role: RoleSpec, spec: LayerSpec) -> bool:
+    if role.all_layers or spec.access is AccessClass.public:
+        return True
+    if spec.access is AccessClass.restricted:
+        return spec.id in role.restricted
+    return bool(set(role.audiences) & set(spec.audiences))
+
+
+@dataclass(frozen=True)
+class Policy:
+    anonymous: Role
+    roles: Mapping[str, Role]
+
+    def role(self, name: str) -> Role | None:
+        return self.roles.get(name)
+
+
+def _view(registry: LayerRegistry, role: RoleSpec, spec: LayerSpec) -> LayerView:
+    masked = tuple(role.mask.get(spec.id, ()))
+    shown = spec if not masked else spec.model_copy(
+        update={"fields": tuple(f for f in spec.fields if f.name not in masked)})
+    return LayerView(spec=shown, source=spec, masked=masked, rows=role.rows.get(spec.id))
+
+
+def _check(name: str, role: RoleSpec, registry: LayerRegistry) -> None:
+    def known(layer_id: str, key: str) -> LayerSpec:
+        if layer_id not in registry:
+            raise ValueError(f"roles.{name}.{key}: no layer '{layer_id}'")
+        return registry[layer_id]
+
+    for layer_id in role.restricted:
+        if known(layer_id, "restricted").access is not AccessClass.restricted:
+            raise ValueError(f"roles.{name}.restricted: '{layer_id}' is not a restricted layer")
+    for layer_id, hidden in role.mask.items():
+        spec = known(layer_id, "mask")
+        unknown = sorted(set(hidden) - set(spec.field_names))
+        if unknown:
+            raise ValueError(f"roles.{name}.mask.{layer_id}: no field(s) {', '.join(unknown)}")
+        if len(hidden) == len(spec.fields):
+            raise ValueError(f"roles.{name}.mask.{layer_id}: masks every field; hide the layer instead")
+    for layer_id, rule in role.rows.items():
+        spec = known(layer_id, "rows")
+        if rule.field is not None and spec.field(rule.field) is None:
+            raise ValueError(f"roles.{name}.rows.{layer_id}.field: no field '{rule.field}'")
+        if rule.within is not None:
+            other = known(rule.within.layer, f"rows.{layer_id}.within.layer")
+            if other.field(rule.within.field) is None:
+                raise ValueError(f"roles.{name}.rows.{layer_id}.within.field: '{other.id}' has no field "
+                                 f"'{rule.within.field}'")
+        if rule.field is not None and rule.field in role.mask.get(layer_id, ()):
+            raise ValueError(f"roles.{name}.rows.{layer_id}: filters on the masked field '{rule.field}'")
+
+
+def build_policy(raw: object, registry: LayerRegistry, where: str = "policy") -> Policy:
+    try:
+        parsed = PolicyFile.model_validate(raw)
+        for name, role in parsed.roles.items():
+            _check(name, role, registry)
+        if parsed.anonymous not in parsed.roles:
+            raise ValueError(f"anonymous: no role '{parsed.anonymous}'")
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(file)'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{where}: {problems}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    anon_spec = parsed.roles[parsed.anonymous]
+    if anon_spec.all_layers or anon_spec.audiences or anon_spec.restricted or anon_spec.audit:
+        raise ConfigError(f"{where}: anonymous role '{parsed.anonymous}' may only read public layers")
+    roles = {
+        name: Role(name, spec, MappingProxyType({s.id: _view(registry, spec, s) for s in registry.values()
+                                                 if readable(spec, s)}))
+        for name, spec in parsed.roles.items()
+    }
+    return Policy(anonymous=roles[parsed.anonymous], roles=MappingProxyType(roles))
+
+
+def policy_path(layers_dir: Path, configured: Path | None = None) -> Path:
+    return configured if configured is not None else layers_dir / POLICY_FILE
+
+
+def load_policy(path: Path, registry: LayerRegistry) -> Policy:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the access policy: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return build_policy(raw, registry, str(path))

@@ -1,0 +1,80 @@
+"""Row rules of the policy, compiled for the two readers: the API (a CQL2 node ANDed into the request's
+filter, so it reaches SQL through the same translator, as parameters) and PostgreSQL row-level security
+(a psycopg.sql predicate on a claim the database keeps per role).
+
+Identifiers only through gis.identifiers; claim values only as parameters or via current_setting().
+"""
+
+from collections.abc import Mapping
+
+import psycopg
+from psycopg import sql
+
+from gis import identifiers as ids
+from gis.features import crs as crs_
+from gis.features.cql2 import ast
+from gis.layers import LayerRegistry
+from gis.security.policy import RowRule
+
+NOTHING: ast.Node = ast.IsNull(ast.Property("id"))  # every feature has an id: matches no row
+
+
+def claim_value(claims: Mapping[str, object], rule: RowRule) -> str | None:
+    value = claims.get(rule.claim)
+    if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+        return str(value)
+    return None
+
+
+def attribute_node(rule: RowRule, value: str | None) -> ast.Node:
+    assert rule.field is not None
+    if value is None:
+        return NOTHING
+    return ast.Comparison("=", ast.Property(rule.field), ast.Literal(value))
+
+
+def area_statement(rule: RowRule, registry: LayerRegistry, out_crs: crs_.Crs) -> sql.Composed:
+    """The union of the `within` layer's features whose field equals %(claim)s, as WKB in out_crs's axis order."""
+    assert rule.within is not None
+    other = registry[rule.within.layer]
+    geom = crs_.to_output(out_crs, sql.SQL("ST_Union(geom)"))
+    return sql.SQL("SELECT ST_AsBinary({}) FROM {} WHERE {} = %(claim)s::text").format(
+        geom, ids.current_table(other), ids.column(other, rule.within.field))
+
+
+async def spatial_node(conn: psycopg.AsyncConnection, rule: RowRule, registry: LayerRegistry, value: str | None,
+                       out_crs: crs_.Crs) -> ast.Node:
+    if value is None:
+        return NOTHING
+    cursor = await conn.execute(area_statement(rule, registry, out_crs), {"claim": value})
+    row = await cursor.fetchone()
+    if row is None or row[0] is None:
+        return NOTHING
+    return ast.Spatial("s_intersects", ast.Property("geometry"), ast.Geometry(bytes(row[0]), "geometry"))
+
+
+def combine(rule_node: ast.Node, request_filter: ast.Node | None) -> ast.Node:
+    return rule_node if request_filter is None else ast.And((rule_node, request_filter))
+
+
+# -- row-level security in PostgreSQL ------------------------------------------------------------------
+
+CLAIMS_TABLE = sql.Identifier("ops", "db_role_claims")
+
+
+def claim_sql(claim: str) -> sql.Composed:
+    """The connected role's value of a claim, from the table `gis db grant` fills (the role cannot set it)."""
+    return sql.SQL("(SELECT value FROM {} WHERE role_name = current_user AND claim = {})").format(
+        CLAIMS_TABLE, sql.Literal(claim))
+
+
+def rls_predicate(rule: RowRule, registry: LayerRegistry, spec_id: str) -> sql.Composed:
+    """The USING expression of a row-level security policy for the rule on layer spec_id."""
+    spec = registry[spec_id]
+    if rule.within is None:
+        assert rule.field is not None
+        return sql.SQL("{} = {}").format(ids.column(spec, rule.field), claim_sql(rule.claim))
+    other = registry[rule.within.layer]
+    return sql.SQL("EXISTS (SELECT 1 FROM {} j WHERE j.{} = {} AND ST_Intersects(j.geom, {}.geom))").format(
+        ids.current_table(other), ids.column(other, rule.within.field), claim_sql(rule.claim),
+        sql.Identifier(spec.id))
