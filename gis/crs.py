@@ -101,7 +101,12 @@ def to_storage_crs(geometries: NDArray[np.object_], source_crs: str) -> NDArray[
         return shapely.transform(geometries, gcj02_to_wgs84)
     if crs.to_epsg() == STORAGE_SRID:
         return geometries
-    transformer = _to_storage(crs)
+    return reproject(geometries, _to_storage(crs))
+
+
+def reproject(geometries: NDArray[np.object_] | shapely.Geometry, transformer: pyproj.Transformer
+              ) -> NDArray[np.object_]:
+    """Geometries through an always_xy transformer (x = easting/longitude in and out)."""
     return shapely.transform(geometries, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
 
 

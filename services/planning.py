@@ -30,6 +30,8 @@ from gis.analysis.proposal import (
     proposal_from_geojson,
 )
 from gis.analysis.rules import OverlapRules, default_rules_path, load_rules
+from gis.errors import NotFound
+from services.process_access import caller_access
 from services.state import AppState, app_state
 
 GEOJSON = "application/geo+json"
@@ -213,6 +215,7 @@ async def overlap_check(request: Request, state: Annotated[AppState, Depends(app
         raise InvalidProposal("body", "give exactly one of geometry, file and project"
                               + (f" (got {', '.join(sources)})" if sources else ""))
     settings = state.settings
+    access = caller_access(request)
     only = _rules_list(fields.get("rules"))
     proposal: Proposal | None = None
     if sources[0] == "geometry":
@@ -229,9 +232,11 @@ async def overlap_check(request: Request, state: Annotated[AppState, Depends(app
             project = fields["project"]
             if not isinstance(project, str) or not project:
                 raise InvalidProposal("project", "the fid of a construction project, as a string")
+            if rules.projects_layer and rules.projects_layer.id not in access:
+                raise NotFound(f"project: no feature '{project[:80]}'")
             proposal = await overlap.load_project_async(conn, rules, project)
         found = await overlap.check_async(conn, rules, proposal, as_of=fields.get("datetime"),
-                                          use=fields.get("proposed_use"), only=only)
+                                          use=fields.get("proposed_use"), only=only, access=access)
     if fmt == "html":
         response: Response = HTMLResponse(report.to_html(found))
     elif fmt == "geojson":

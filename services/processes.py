@@ -21,6 +21,7 @@ from pygeoapi.process.base import BaseProcessor
 from starlette.concurrency import run_in_threadpool
 
 from gis.analysis import overlap, plan_conflicts, report
+from gis.analysis.overlap import Access
 from gis.analysis.proposal import (
     MAX_UPLOAD_BYTES,
     InvalidProposal,
@@ -30,7 +31,10 @@ from gis.analysis.proposal import (
 )
 from gis.analysis.rules import OverlapRules
 from gis.db.cluster import database_url
+from gis.errors import NotFound
+from services import pipeline_processes
 from services.planning import read_body, rules_of
+from services.process_access import CALLER_ACCESS, caller_access, require_full_read
 from services.pygeoapi_bridge import Bridge, JobsManager, ProcessContext, api_request
 from services.state import AppState
 
@@ -67,10 +71,12 @@ class _Processor(BaseProcessor):
         self.context: ProcessContext | None = None
         self.manager: JobsManager | None = None
         self.job_id: str | None = None
+        self.access: Access = None
 
     def bind(self, context: ProcessContext | None, manager: JobsManager) -> None:
         self.context = context
         self.manager = manager
+        self.access = CALLER_ACCESS.get()
 
     def set_job_id(self, job_id: str) -> None:
         self.job_id = job_id
@@ -107,7 +113,7 @@ class OverlapCheckProcessor(_Processor):
         with context.pool.connection() as conn:
             proposal = self._proposal(data, conn, rules)
             found = overlap.check(conn, rules, proposal, as_of=_value(data, "datetime"),
-                                  use=_value(data, "proposed_use"), only=only)
+                                  use=_value(data, "proposed_use"), only=only, access=self.access)
         if fmt == "geojson":
             return "application/geo+json", orjson.dumps(report.to_geojson(found))
         if fmt == "html":
@@ -126,6 +132,8 @@ class OverlapCheckProcessor(_Processor):
             fid = _value(data, "project")
             if not isinstance(fid, str) or not fid:
                 raise InvalidProposal("project", "the fid of a construction project, as a string")
+            if self.access is not None and rules.projects_layer and rules.projects_layer.id not in self.access:
+                raise NotFound(f"project: no feature '{fid[:80]}'")
             return overlap.load_project(conn, rules, fid)
         if given[0] == "geometry":
             return proposal_from_geojson(_value(data, "geometry"), crs=crs, city_extent=settings.city_extent,
@@ -156,6 +164,9 @@ class PlanConflictsProcessor(_Processor):
         check_id = _value(data, "check")
         if not isinstance(check_id, str):
             raise InvalidProposal("check", "name the check: " + ", ".join(c.id for c in context.rules.plan_conflicts))
+        check = next((c for c in context.rules.plan_conflicts if c.id == check_id), None)
+        if check is not None:
+            require_full_read(self.access, context.registry, (check.a.layer, check.b.layer))
         min_area = _value(data, "min_area_m2")
         if min_area is not None and (isinstance(min_area, bool) or not isinstance(min_area, int | float)):
             raise InvalidProposal("min_area_m2", "a number of square metres")
@@ -265,7 +276,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     pool = ConnectionPool(database_url(state.settings), min_size=1, max_size=8, open=False,
                           kwargs={"autocommit": True, "application_name": "gis-processes"})
     bridge = Bridge(ProcessContext(state.settings, state.registry, rules, database_url(state.settings), pool),
-                    process_metadata(rules))
+                    process_metadata(rules) | pipeline_processes.process_metadata(state.settings.layers_dir,
+                                                                                  state.registry))
     await run_in_threadpool(bridge.open)
     app.state.processes = bridge
     try:
@@ -325,6 +337,7 @@ async def describe_process(process_id: ProcessId, request: Request,
 async def execute_process(process_id: ProcessId, request: Request,
                           bridge: Annotated[Bridge, Depends(bridge_of)]) -> Response:
     body = await read_body(request, MAX_EXECUTE_BYTES)
+    CALLER_ACCESS.set(caller_access(request))
     return await _call(request, bridge, body, processes_api.execute_process, process_id)
 
 

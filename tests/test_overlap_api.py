@@ -7,6 +7,7 @@ from pathlib import Path
 import geopandas as gpd
 import httpx
 import pytest
+from conftest import TEST_KEYS
 from shapely.geometry import box, mapping
 
 from gis.analysis.proposal import MAX_UPLOAD_BYTES
@@ -15,8 +16,49 @@ URL = "/api/planning/overlap-checks"
 SQUARE = box(123.40, 41.75, 123.402, 41.752)
 
 
-def post(api_url: str, **kwargs: object) -> httpx.Response:
-    return httpx.post(api_url + URL, timeout=30, **kwargs)  # type: ignore[arg-type]
+def post(api_url: str, role: str | None = "planner", headers: dict[str, str] | None = None,
+         **kwargs: object) -> httpx.Response:
+    """As a planner unless told otherwise (role None: anonymous)."""
+    sent = {**({"X-API-Key": TEST_KEYS[role]} if role else {}), **(headers or {})}
+    return httpx.post(api_url + URL, timeout=30, headers=sent, **kwargs)  # type: ignore[arg-type]
+
+
+# A project that overlaps the red line, an internal layer (so does its project layer).
+def _red_line_project(api_url: str) -> str:
+    listed = httpx.get(f"{api_url}/collections/construction_projects/items", params={"limit": 1000},
+                       headers={"X-API-Key": TEST_KEYS["admin"]}, timeout=30).json()
+    for fid in (f["id"] for f in listed["features"]):
+        r = post(api_url, json={"project": fid, "rules": ["ecological_redline"]})
+        if r.status_code == 200 and r.json()["rules"][0]["status"] == "conflict":
+            return fid
+    raise AssertionError("no sample project overlaps the red line")
+
+
+def test_anonymous_caller_learns_nothing_from_internal_layers(api_url: str) -> None:
+    fid = _red_line_project(api_url)
+    as_planner = post(api_url, json={"project": fid}).json()
+    geometry = as_planner["proposal"].get("geometry") or mapping(SQUARE)
+    anonymous = post(api_url, role=None, json={"geometry": geometry, "proposed_use": "R"})
+    assert anonymous.status_code == 200
+    by_rule = {r["id"]: r for r in anonymous.json()["rules"]}
+    for internal in ("ecological_redline", "basic_farmland", "pipeline_corridors"):
+        hidden = by_rule[internal]
+        assert hidden["status"] == "not_evaluated"
+        assert hidden["features"] == [] and hidden["geometry"] is None and hidden["area_m2"] == 0
+    assert by_rule["development_boundary"]["status"] in ("conflict", "clear")  # public: evaluated
+
+
+def test_anonymous_caller_cannot_check_an_internal_project(api_url: str) -> None:
+    assert post(api_url, role=None, json={"project": "XM202300046"}).status_code == 404
+
+
+def test_masked_fields_stay_masked_in_features_hit(api_url: str) -> None:
+    wide = box(123.30, 41.70, 123.50, 41.90)
+    for role, shows in (("planner", False), ("admin", True)):
+        r = post(api_url, role=role, json={"geometry": mapping(wide), "rules": ["pipeline_corridors"]})
+        hits = r.json()["rules"][0]["features"]
+        assert hits, "the wide box crosses pipelines"
+        assert any("pressure_class" in h["attributes"] for h in hits) is shows, role
 
 
 def test_geometry_gets_a_report(api_url: str) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
 import httpx
+import process_client
 import pytest
 from conftest import cloned_database
 from shapely.geometry import box, mapping
@@ -25,9 +26,9 @@ def api(jobs_db: str, serve_api: Callable[[str], AbstractContextManager[str]]) -
         yield url
 
 
-def execute(api: str, process: str, inputs: dict, prefer: str | None = None) -> httpx.Response:
-    headers = {"Prefer": prefer} if prefer else {}
-    return httpx.post(f"{api}/processes/{process}/execution", json={"inputs": inputs}, headers=headers, timeout=60)
+def execute(api: str, process: str, inputs: dict, prefer: str | None = None,
+            role: str | None = "planner") -> httpx.Response:
+    return process_client.execute(api, process, inputs, prefer, role)
 
 
 def wait_for(api: str, job_id: str, seconds: float = 60) -> dict:
@@ -41,7 +42,7 @@ def wait_for(api: str, job_id: str, seconds: float = 60) -> dict:
 
 def test_processes_are_listed(api: str) -> None:
     ids = {p["id"] for p in httpx.get(f"{api}/processes").json()["processes"]}
-    assert ids == {"overlap-check", "plan-conflicts"}
+    assert {"overlap-check", "plan-conflicts"} <= ids
 
 
 def test_description_has_inputs_and_job_control(api: str) -> None:
@@ -127,3 +128,9 @@ def test_landing_page_and_openapi_show_processes(api: str) -> None:
     paths = httpx.get(f"{api}/openapi", params={"f": "json"}).json()["paths"]
     assert {"/processes", "/processes/{process_id}/execution", "/jobs/{job_id}", "/api/planning/overlap-checks"} \
         <= set(paths)
+
+
+def test_plan_conflicts_needs_both_layers(api: str) -> None:
+    r = execute(api, "plan-conflicts", {"check": "land_use_vs_farmland"}, role=None)
+    assert r.status_code == 400 and "may not read" in r.json()["description"]
+    assert "patches" not in r.json()

@@ -12,19 +12,22 @@ Python only parses that JSON; no geometry objects per row.
 """
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Literal
 
 import orjson
 import psycopg
+import pyproj
 import shapely
 from psycopg import sql
 
 from gis import identifiers as ids
 from gis.analysis.proposal import InvalidProposal, Proposal, normalise_use
 from gis.analysis.rules import Kind, OverlapRules, Rule
+from gis.crs import reproject
 from gis.errors import NotFound
 from gis.features import queries
 from gis.features.errors import InvalidQuery
@@ -318,42 +321,75 @@ def _conflict_message(rule: Rule, features: tuple[FeatureHit, ...], use: str | N
 
 # -- running -----------------------------------------------------------------------------------------
 
+# What a caller may read: layer id -> the fields it may see. None: everything (the CLI, jobs run by admins).
+Access = Mapping[str, frozenset[str]] | None
+
+
 def statements(rules: OverlapRules, proposal: Proposal, time: TimeRange | None, use: str | None,
-               only: Sequence[str] | None = None) -> list[tuple[Rule, LayerSpec, Statement]]:
-    chosen = select_rules(rules, only)
+               only: Sequence[str] | None = None, access: Access = None) -> list[tuple[Rule, LayerSpec, Statement]]:
+    """The statements of the rules the caller may run: a rule on a layer it may not read is not run."""
+    chosen = [r for r in select_rules(rules, only) if access is None or rules.layer_of(r).id in access]
     return [(rule, rules.layer_of(rule), rule_statement(rule, rules.layer_of(rule), proposal, time, use))
             for rule in chosen]
 
 
+@lru_cache(maxsize=1)
+def _to_area_crs() -> pyproj.Transformer:
+    return pyproj.Transformer.from_crs(4490, AREA_SRID, always_xy=True)
+
+
+def proposal_area_m2(proposal: Proposal) -> float:
+    """The proposal's area in the area CRS, for a report in which no rule could run."""
+    return float(shapely.area(reproject(proposal.geometry, _to_area_crs())))
+
+
+def not_permitted(rule: Rule, spec: LayerSpec) -> RuleResult:
+    """A rule on a layer the caller may not read: no figures, features or geometry from it."""
+    return RuleResult(rule=rule, layer=spec, status="not_evaluated", area_m2=0.0, share=0.0, features=(),
+                      geometry=None, dropped=0, message="not evaluated: the caller may not read this layer")
+
+
+def _visible(result: RuleResult, access: Access) -> RuleResult:
+    """Attributes the caller may not see (masked fields) are left out of the features hit."""
+    if access is None:
+        return result
+    allowed = access[result.layer.id]
+    features = tuple(replace(f, attributes={k: v for k, v in f.attributes.items() if k in allowed})
+                     for f in result.features)
+    return replace(result, features=features)
+
+
 def _report(rules: OverlapRules, proposal: Proposal, use: str | None, as_of: str | None,
-            done: list[tuple[Rule, LayerSpec, tuple[Any, ...]]]) -> OverlapReport:
-    results = [rule_result(rule, spec, row, use) for rule, spec, row in done]
-    area = float(done[0][2][0]) if done else 0.0
+            done: list[tuple[Rule, LayerSpec, tuple[Any, ...]]], only: Sequence[str] | None,
+            access: Access) -> OverlapReport:
+    by_rule = {rule.id: _visible(rule_result(rule, spec, row, use), access) for rule, spec, row in done}
+    results = [by_rule.get(rule.id) or not_permitted(rule, rules.layer_of(rule)) for rule in select_rules(rules, only)]
+    area = float(done[0][2][0]) if done else proposal_area_m2(proposal)
     return OverlapReport(proposal, area, use, as_of, tuple(results), datetime.now(UTC), str(rules.path))
 
 
 def check(conn: psycopg.Connection, rules: OverlapRules, proposal: Proposal, *, as_of: str | None = None,
-          use: str | None = None, only: Sequence[str] | None = None) -> OverlapReport:
+          use: str | None = None, only: Sequence[str] | None = None, access: Access = None) -> OverlapReport:
     """Run every rule (or those in `only`) on one connection; the report with the overall verdict."""
     time = parse_as_of(as_of)
     use = check_use(rules, use or proposal.proposed_use)
     done = []
     with conn.transaction(), conn.cursor() as cur:
-        for rule, spec, stmt in statements(rules, proposal, time, use, only):
+        for rule, spec, stmt in statements(rules, proposal, time, use, only, access):
             cur.execute(stmt.query, stmt.params)
             row = cur.fetchone()
             assert row is not None
             done.append((rule, spec, row))
-    return _report(rules, proposal, use, as_of, done)
+    return _report(rules, proposal, use, as_of, done, only, access)
 
 
 async def check_async(conn: psycopg.AsyncConnection, rules: OverlapRules, proposal: Proposal, *,
                       as_of: str | None = None, use: str | None = None,
-                      only: Sequence[str] | None = None) -> OverlapReport:
+                      only: Sequence[str] | None = None, access: Access = None) -> OverlapReport:
     """check() for the service's asynchronous pool: the statements go out in one pipeline."""
     time = parse_as_of(as_of)
     use = check_use(rules, use or proposal.proposed_use)
-    planned = statements(rules, proposal, time, use, only)
+    planned = statements(rules, proposal, time, use, only, access)
     done = []
     async with conn.pipeline():
         cursors = []
@@ -366,7 +402,7 @@ async def check_async(conn: psycopg.AsyncConnection, rules: OverlapRules, propos
         assert row is not None
         done.append((rule, spec, row))
         await cur.close()
-    return _report(rules, proposal, use, as_of, done)
+    return _report(rules, proposal, use, as_of, done, only, access)
 
 
 # -- a construction project as the proposal ---------------------------------------------------------

@@ -118,4 +118,7 @@ def ensure_layer_tables(conn: psycopg.Connection, registry: LayerRegistry) -> No
 def migrate(conn: psycopg.Connection, registry: LayerRegistry) -> list[str]:
     applied = apply_migrations(conn)
     ensure_layer_tables(conn, registry)
+    from gis.analysis.pipeline import ensure_network_indexes  # pipelines(from_node), (to_node) for network walks
+
+    ensure_network_indexes(conn, registry)
     return applied

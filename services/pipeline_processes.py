@@ -1,0 +1,201 @@
+"""OGC API - Processes over the pipeline analyses (gis.analysis.pipeline): pipe-burst, pipe-trace,
+pipe-cross-section, pipe-clearance and pipe-cover, run by the same pygeoapi machinery and job manager as
+services.processes (which registers them). Each answers JSON (default), GeoJSON or an HTML page with a
+map (input `format`).
+"""
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pygeoapi.process.base import BaseProcessor
+
+from gis.analysis import pipeline
+from gis.analysis.overlap import Access
+from gis.analysis.pipeline_rules import PipelineRules, default_pipeline_rules_path, load_pipeline_rules
+from gis.analysis.proposal import InvalidProposal
+from gis.layers import LayerRegistry
+from services.process_access import CALLER_ACCESS, require_full_read
+
+PIPE_BURST = "pipe-burst"
+PIPE_TRACE = "pipe-trace"
+PIPE_CROSS_SECTION = "pipe-cross-section"
+PIPE_CLEARANCE = "pipe-clearance"
+PIPE_COVER = "pipe-cover"
+PROCESS_IDS = (PIPE_BURST, PIPE_TRACE, PIPE_CROSS_SECTION, PIPE_CLEARANCE, PIPE_COVER)
+
+_RULES: dict[tuple[Path, int], PipelineRules] = {}
+
+
+def rules_for(layers_dir: Path, registry: LayerRegistry) -> PipelineRules:
+    """layers/pipeline-rules.yml checked against the registry, loaded once per registry."""
+    key = (default_pipeline_rules_path(layers_dir), id(registry))
+    found = _RULES.get(key)
+    if found is None:
+        found = load_pipeline_rules(key[0], registry)
+        _RULES[key] = found
+    return found
+
+
+def _value(inputs: dict[str, Any], name: str) -> Any:
+    value = inputs.get(name)
+    if isinstance(value, dict) and "href" in value and "value" not in value:
+        raise InvalidProposal(name, "inputs by reference (href) are not accepted; send the value")
+    if isinstance(value, dict) and "value" in value and set(value) <= {"value", "mediaType", "encoding", "schema"}:
+        return value["value"]
+    return value
+
+
+def _text(inputs: dict[str, Any], name: str) -> str | None:
+    value = _value(inputs, name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidProposal(name, "a string")
+    return value
+
+
+def _list(inputs: dict[str, Any], name: str) -> list[str] | None:
+    value = _value(inputs, name)
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise InvalidProposal(name, "a list of strings")
+    return value
+
+
+class _PipelineProcessor(BaseProcessor):
+    def __init__(self, processor_def: dict[str, Any]) -> None:
+        super().__init__(processor_def, dict(processor_def.get("metadata") or {}))
+        self.context: Any = None
+        self.manager: Any = None
+        self.job_id: str | None = None
+        self.access: Access = None
+
+    def bind(self, context: Any, manager: Any) -> None:
+        self.context = context
+        self.manager = manager
+        self.access = CALLER_ACCESS.get()
+
+    def set_job_id(self, job_id: str) -> None:
+        self.job_id = job_id
+
+    def run(self, conn: Any, rules: PipelineRules, data: dict[str, Any]) -> pipeline.PipelineResult:
+        raise NotImplementedError
+
+    def execute(self, data: dict[str, Any], outputs: dict[str, Any] | None = None) -> tuple[str, Any]:
+        if not isinstance(data, dict):
+            raise InvalidProposal("inputs", "an object of named inputs")
+        unknown = sorted(set(data) - set(self.metadata.get("inputs", {})))
+        if unknown:
+            raise InvalidProposal(unknown[0], "unknown input; this process takes "
+                                  + ", ".join(sorted(self.metadata.get("inputs", {}))))
+        if self.context is None:
+            raise RuntimeError("process run without a context")
+        fmt = _value(data, "format") or "json"
+        if fmt not in ("json", "geojson", "html"):
+            raise InvalidProposal("format", f"'{str(fmt)[:20]}' is not json, geojson or html")
+        rules = rules_for(self.context.settings.layers_dir, self.context.registry)
+        require_full_read(self.access, self.context.registry,
+                          (rules.pipelines.id, rules.nodes.id, rules.buildings.id))
+        with self.context.pool.connection() as conn:
+            result = self.run(conn, rules, data)
+        if fmt == "geojson":
+            return "application/geo+json", orjson.dumps(pipeline.to_geojson(result))
+        if fmt == "html":
+            return "text/html", pipeline.to_html(result)
+        return "application/json", pipeline.to_json(result)
+
+
+class BurstProcessor(_PipelineProcessor):
+    def run(self, conn: Any, rules: PipelineRules, data: dict[str, Any]) -> pipeline.PipelineResult:
+        return pipeline.burst(conn, rules, pipe=_text(data, "pipe"), point=_value(data, "point"),
+                              utility=_text(data, "utility"))
+
+
+class TraceProcessor(_PipelineProcessor):
+    def run(self, conn: Any, rules: PipelineRules, data: dict[str, Any]) -> pipeline.PipelineResult:
+        return pipeline.trace(conn, rules, pipe=_text(data, "pipe"), point=_value(data, "point"),
+                              direction=_text(data, "direction") or "downstream", utility=_text(data, "utility"))
+
+
+class CrossSectionProcessor(_PipelineProcessor):
+    def run(self, conn: Any, rules: PipelineRules, data: dict[str, Any]) -> pipeline.PipelineResult:
+        return pipeline.cross_section(conn, rules, _value(data, "line"), _list(data, "utilities"))
+
+
+class ClearanceProcessor(_PipelineProcessor):
+    def run(self, conn: Any, rules: PipelineRules, data: dict[str, Any]) -> pipeline.PipelineResult:
+        return pipeline.clearance(conn, rules, pairs=_list(data, "pairs"), bbox=_value(data, "bbox"))
+
+
+class CoverProcessor(_PipelineProcessor):
+    def run(self, conn: Any, rules: PipelineRules, data: dict[str, Any]) -> pipeline.PipelineResult:
+        return pipeline.cover(conn, rules, utilities=_list(data, "utilities"), bbox=_value(data, "bbox"))
+
+
+def process_metadata(layers_dir: Path, registry: LayerRegistry) -> dict[str, dict[str, Any]]:
+    """The pipeline processes' descriptions (the rules file is checked here, so a broken one stops the start)."""
+    rules = rules_for(layers_dir, registry)
+    string = {"type": "string"}
+    point = {"title": "Point (GeoJSON, lon/lat)", "description": "instead of pipe: the nearest pipe in service "
+             f"within {rules.network.snap_within_m:g} m", "minOccurs": 0, "maxOccurs": 1,
+             "schema": {"type": "object", "contentMediaType": "application/geo+json"}}
+    bbox = {"title": "Window (minlon,minlat,maxlon,maxlat)", "minOccurs": 0, "maxOccurs": 1,
+            "schema": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4}}
+    fmt = {"title": "Output format", "minOccurs": 0, "maxOccurs": 1,
+           "schema": {"type": "string", "enum": ["json", "geojson", "html"], "default": "json"}}
+    utilities = list(rules.pipelines.field("utility").values or ())  # type: ignore[union-attr]
+
+    def describe(pid: str, cls: str, title: dict[str, str], description: str, inputs: dict[str, Any],
+                 example: dict[str, Any]) -> dict[str, Any]:
+        return {"name": f"{__name__}.{cls}", "metadata": {
+            "version": "1.0.0", "id": pid, "title": title, "description": {"en": description},
+            "jobControlOptions": ["sync-execute", "async-execute"], "outputTransmission": ["value"],
+            "keywords": ["pipeline", "管线"], "links": [], "inputs": {**inputs, "format": fmt},
+            "outputs": {"result": {"title": "Result", "schema": {"type": "object",
+                                                                 "contentMediaType": "application/json"}}},
+            "example": {"inputs": example}}}
+
+    pipe = {"title": "Pipe fid", "minOccurs": 0, "maxOccurs": 1, "schema": string}
+    return {
+        PIPE_BURST: describe(PIPE_BURST, "BurstProcessor", {"en": "Burst isolation", "zh": "爆管关阀分析"},
+                             "From a pipe fid or a point: the valves to close, the pipes isolated and the buildings "
+                             f"within {rules.network.customers_within_m:g} m that lose supply; closed valves and "
+                             "pipes out of service respected.",
+                             {"pipe": pipe, "point": point,
+                              "utility": {"title": "Utility", "minOccurs": 0, "maxOccurs": 1,
+                                          "schema": {"type": "string", "enum": list(rules.network.utilities)}}},
+                             {"pipe": "JS-S0000001"}),
+        PIPE_TRACE: describe(PIPE_TRACE, "TraceProcessor", {"en": "Connectivity trace", "zh": "连通性分析"},
+                             "The pipes connected downstream (from_node to to_node), upstream or both; closed "
+                             "valves stop the trace.",
+                             {"pipe": pipe, "point": point,
+                              "direction": {"title": "Direction", "minOccurs": 0, "maxOccurs": 1,
+                                            "schema": {"type": "string", "enum": ["downstream", "upstream", "both"],
+                                                       "default": "downstream"}},
+                              "utility": {"title": "Utility (with point)", "minOccurs": 0, "maxOccurs": 1,
+                                          "schema": {"type": "string", "enum": utilities}}},
+                             {"pipe": "JS-S0000001", "direction": "downstream"}),
+        PIPE_CROSS_SECTION: describe(
+            PIPE_CROSS_SECTION, "CrossSectionProcessor", {"en": "Cross-section", "zh": "横断面分析"},
+            "The pipes a line drawn across the street crosses, in order along it, with diameter and depth "
+            "interpolated at the crossing.",
+            {"line": {"title": "Section line (GeoJSON LineString, lon/lat)", "minOccurs": 1, "maxOccurs": 1,
+                      "schema": {"type": "object", "contentMediaType": "application/geo+json"}},
+             "utilities": {"title": "Utilities (default all)", "minOccurs": 0, "maxOccurs": 1,
+                           "schema": {"type": "array", "items": {"type": "string", "enum": utilities}}}},
+            {"line": {"type": "LineString", "coordinates": [[123.3698, 41.7275], [123.3706, 41.7275]]}}),
+        PIPE_CLEARANCE: describe(
+            PIPE_CLEARANCE, "ClearanceProcessor", {"en": "Clearance check (GB 50289)", "zh": "管线水平净距检查"},
+            "Parallel runs (and buildings) closer than GB 50289 allows: the rule, required and measured distance "
+            f"(EPSG:4550, {rules.clearances.measured_from}).",
+            {"pairs": {"title": "Rules (default all)", "minOccurs": 0, "maxOccurs": 1,
+                       "schema": {"type": "array", "items": {"type": "string",
+                                                             "enum": [p.id for p in rules.clearances.pairs]}}},
+             "bbox": bbox}, {}),
+        PIPE_COVER: describe(
+            PIPE_COVER, "CoverProcessor", {"en": "Minimum cover check", "zh": "覆土深度检查"},
+            f"End nodes whose cover is below the minimum for their utility ({rules.cover.location}).",
+            {"utilities": {"title": "Utilities (default all with a minimum)", "minOccurs": 0, "maxOccurs": 1,
+                           "schema": {"type": "array", "items": {"type": "string"}}},
+             "bbox": bbox}, {}),
+    }
