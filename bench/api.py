@@ -158,22 +158,22 @@ def _get_with_headers(url: str, timeout: float = CHECK_TIMEOUT_S,
         return 0, {}, f"no answer within {timeout:.0f} s ({exc.__class__.__name__})".encode()
 
 
-def revalidation_headers(url: str) -> dict[str, str] | None:
+def revalidation_headers(url: str, credentials: dict[str, str]) -> dict[str, str] | None:
     """If-None-Match with the tile's ETag, if the server gives one and answers it with 304."""
-    status, headers, _body = _get_with_headers(url)
+    status, headers, _body = _get_with_headers(url, headers=credentials)
     etag = headers.get("ETag") if status == 200 else None
     if not etag:
         return None
-    sent = {"If-None-Match": etag}
+    sent = credentials | {"If-None-Match": etag}
     again, _headers, _body = _get_with_headers(url, headers=sent)
     return sent if again == 304 else None
 
 
-def follow_next(start: str, pages: int) -> str | None:
+def follow_next(start: str, pages: int, credentials: dict[str, str] | None = None) -> str | None:
     """The URL of page `pages`, reached by following `next` links from `start` (page 1)."""
     url = start
     for _ in range(pages - 1):
-        status, _type, body = _get(url)
+        status, _type, body = _get(url, headers=credentials)
         if status != 200:
             return None
         links = json.loads(body).get("links", [])
@@ -193,9 +193,9 @@ class Check:
     seconds: float = 0.0  # the single request's time
 
 
-def check(case: Case, url: str) -> Check:
+def check(case: Case, url: str, credentials: dict[str, str] | None = None) -> Check:
     started = time.perf_counter()
-    status, content_type, body = _get(url)
+    status, content_type, body = _get(url, headers=credentials)
     return replace(_judge(case, status, content_type, body), seconds=round(time.perf_counter() - started, 3))
 
 
@@ -244,7 +244,7 @@ def measure_endpoint(endpoint: Endpoint, p: Probe, settings: wrk.WrkSettings, wa
     if endpoint.name == "ours":
         started = time.perf_counter()
         first = case_url(endpoint, CASES[1], p, None)
-        deep_url = follow_next(first, DEEP_PAGE) if first else None
+        deep_url = follow_next(first, DEEP_PAGE, endpoint.headers) if first else None
         say(f"  ours: page {DEEP_PAGE} cursor found by following next links in {time.perf_counter() - started:.0f}s"
             if deep_url else f"  ours: no next-link chain to page {DEEP_PAGE}")
     out = []
@@ -252,11 +252,13 @@ def measure_endpoint(endpoint: Endpoint, p: Probe, settings: wrk.WrkSettings, wa
         if endpoint.cases is not None and case.key not in endpoint.cases:
             continue
         url = case_url(endpoint, case, p, deep_url)
-        headers = revalidation_headers(url) if url and case.key == "tile_304" else None
-        if url is None or (case.key == "tile_304" and headers is None):
+        headers: dict[str, str] | None = dict(endpoint.headers)
+        if url and case.key == "tile_304":
+            headers = revalidation_headers(url, endpoint.headers)
+        if url is None or headers is None:
             out.append(Measurement(endpoint.name, case.key, None, None, None))
             continue
-        checked = check(case, url) if headers is None else Check(True, 304, 0, None)
+        checked = check(case, url, headers) if case.key != "tile_304" else Check(True, 304, 0, None)
         if checked.status == 0 or (checked.ok and checked.seconds > SLOW_S):
             cancelled = quiesce(database_url)  # a query the client gave up on may still run
             say(f"  {endpoint.name} {case.key}: one request alone took {checked.seconds:.1f}s"

@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -75,6 +75,7 @@ class Endpoint:
     tile_suffix: str = ""
     cases: frozenset[str] | None = None  # only these cases (None: all)
     bbox_crs: str | None = None  # sent as bbox-crs with the (lon/lat) bbox
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request (credentials)
 
 
 def _extent(conn: psycopg.Connection, spec: LayerSpec, fallback: tuple[float, ...]) -> list[float]:
@@ -171,3 +172,15 @@ def our_server(root: Path, work: Path, url: str, port: int, env: Mapping[str, st
         name = "ours-nocache"
     args = [str(root / ".venv" / "bin" / "gis"), "serve", "--workers", str(WORKERS), "--port", str(port)]
     return Server(name, args, port, server_env, work / f"{name}.log", cwd=root)
+
+
+def bench_api_key(root: Path, url: str, env: Mapping[str, str], role: str = "pipeline_app") -> dict[str, str]:
+    """Credentials for our service: a key of a role that reads the pipelines (an internal layer), made with
+    `gis keys create` on the bench database. Nothing if this checkout has no keys yet."""
+    out = subprocess.run([str(root / ".venv" / "bin" / "gis"), "keys", "create", "--role", role, "--name", "bench"],
+                         env=dict(env) | {"GIS_DATABASE_URL": url}, cwd=root, capture_output=True, text=True,
+                         check=False)
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or len(lines) < 2:
+        return {}
+    return {"X-API-Key": lines[-1].strip()}

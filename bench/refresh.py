@@ -1,7 +1,8 @@
 """(a) The refresh benchmark: ogr2ogr's COPY load of the pipelines delivery against our refresh of it.
 
 One run, in this order, into the `gis_bench` database of the embedded cluster:
-  1. ogr2ogr -f PostgreSQL (COPY, GiST index, reprojected to EPSG:4490) into bench_ogr.pipelines;
+  1. ogr2ogr -f PostgreSQL (COPY, GiST index, reprojected from the file's Gauss-Krüger CRS to EPSG:4490)
+     into bench_ogr.pipelines;
   2. `gis refresh pipelines` into the empty layer (first refresh, with history bookkeeping);
   3. `gis refresh pipelines` again on the unchanged file (the source checksum matches: nothing is read);
   4. `gis refresh pipelines --force` (every row staged and compared by hash; nothing changes).
@@ -14,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psycopg
+import pyogrio
 from psycopg import sql
 
 from bench.procs import Measured, measure
@@ -27,6 +29,7 @@ LAYER = "pipelines"
 class RefreshBench:
     source: str
     source_mib: float
+    source_crs: str
     rows: int
     ogr2ogr: Measured
     first: Measured
@@ -127,6 +130,7 @@ def run(root: Path, url: str, samples_dir: Path, log: Path) -> RefreshBench:
     return RefreshBench(
         source=str(source.relative_to(root)),
         source_mib=round(source.stat().st_size / 2**20, 1),
+        source_crs=str(pyogrio.read_info(source, layer=LAYER)["crs"]),
         rows=rows,
         ogr2ogr=ogr,
         first=first,

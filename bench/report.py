@@ -63,7 +63,8 @@ def refresh_section(data: dict[str, Any]) -> list[str]:
     lines = [
         "## Refresh: our job against ogr2ogr",
         "",
-        f"Source: `{data['source']}` ({data['source_mib']:,.0f} MiB GeoPackage, EPSG:4549), {data['rows']:,} "
+        f"Source: `{data['source']}` ({data['source_mib']:,.0f} MiB GeoPackage, "
+        f"{data.get('source_crs', 'Gauss-Krüger')}), {data['rows']:,} "
         "segments, loaded into the empty `gis_bench` database on the embedded cluster.",
         "",
         "| step | command | wall s | vs ogr2ogr | target | peak RSS MiB | load before |",
@@ -144,21 +145,26 @@ def api_section(data: dict[str, Any]) -> list[str]:
     lines += [
         "",
         "Requests (from the data: the centre is the mean of a sample of segment centroids):",
-        f"- bbox `{bbox}` ({probe['bbox_rows']} segments by bounding box), `limit=100`; one item: `{probe['fid']}`;",
+        f"- bbox `{bbox}` ({probe['bbox_rows']} segments intersect it), `limit=100`; one item: `{probe['fid']}`;",
         f"  CQL2: `filter=utility='{probe['utility']}'&filter-lang=cql2-text&limit=100`;",
         f"  tile: WebMercatorQuad z{z}, column {x}, row {y}; deep page: ours follows `next` links from "
         "`limit=100` to page 5,000 once and times that cursor URL, tipg and pygeoapi get `limit=100&offset=499900`.",
-        "- Feature counts and response sizes checked before each run:",
+        "- Features / bytes of each answer, checked before its run (tiles: features decoded from the MVT):",
     ]
     for server in SERVERS:
         checks = [f"{m['case']} {m['check']['features']}/{m['check']['bytes']:,} B" for m in data["measurements"]
-                  if m["server"] == server and m.get("check") and m["check"]["ok"]]
+                  if m["server"] == server and m.get("check") and m["check"]["ok"]
+                  and m["check"]["features"] is not None]
         if checks:
             lines.append(f"  - {server}: " + "; ".join(checks))
     loads = [m["load_before"] for m in data["measurements"] if m.get("load_before") is not None]
     if loads:
         lines.append(f"- 1-minute load average as the timed runs started: {min(loads):.1f} to {max(loads):.1f} "
                      "(wrk, the server and PostgreSQL share the 2 cores, so 2 to 4 is the run itself).")
+    if data.get("credentials"):
+        lines.append("- Our service is asked with an API key (`X-API-Key`, role `pipeline_app`): the pipelines "
+                     "are an internal layer. Each of its answers therefore also resolves the key (cached per "
+                     "process) and writes one `ops.audit_log` row; tipg and pygeoapi serve everything to anyone.")
     lines += [
         "- Our tiles: each service process keeps the tiles it built (64 MiB, `GIS_TILE_CACHE_MIB`), keyed by "
         "layer, tile and the layer's change version; the statement that checks the version builds the tile "

@@ -94,14 +94,18 @@ def run_api(url: str, servers: list[str], settings: wrk.WrkSettings, warmup_s: i
     work = RESULTS / "servers"
     measurements: list[api.Measurement] = []
     versions: dict[str, str] = database_versions(url)
+    credentials = peers.bench_api_key(ROOT, url, env) if {"ours", "ours-nocache"} & set(servers) else {}
+    if credentials:
+        say("ours: requests carry an API key of role pipeline_app (pipelines is an internal layer)")
     for name in servers:
         port = free_port()
         if name == "ours":
             server = peers.our_server(ROOT, work, url, port, env)
-            endpoint = peers.Endpoint("ours", server, api.LAYER, "zyx")
+            endpoint = peers.Endpoint("ours", server, api.LAYER, "zyx", headers=credentials)
         elif name == "ours-nocache":  # the same service with its tile cache off: the tile's compute path
             server = peers.our_server(ROOT, work, url, port, env, tile_cache=False)
-            endpoint = peers.Endpoint("ours-nocache", server, api.LAYER, "zyx", cases=frozenset({"tile_z14"}))
+            endpoint = peers.Endpoint("ours-nocache", server, api.LAYER, "zyx", cases=frozenset({"tile_z14"}),
+                                      headers=credentials)
         elif name == "tipg":
             venv = peers.ensure_venv(PEERS_DIR, peers.TIPG, say)
             versions["tipg"] = next((v.split("==")[1] for v in peers.freeze(venv) if v.startswith("tipg==")), "?")
@@ -133,6 +137,7 @@ def run_api(url: str, servers: list[str], settings: wrk.WrkSettings, warmup_s: i
         "warmup_s": warmup_s,
         "probe": asdict(p),
         "versions": versions,
+        "credentials": bool(credentials),
         "measurements": [m.as_dict() for m in measurements],
     }
 

@@ -1,7 +1,9 @@
 """OGC API - Tiles (vector): WebMercatorQuad tiles of every registry layer as Mapbox vector tiles.
 
-The tile bytes come from PostgreSQL (gis.tiles); this router adds the metadata documents, the ETag
-(layer, change version, tile) with If-None-Match, and Cache-Control.
+The tile bytes come from PostgreSQL (gis.tiles); this router adds the metadata documents (tile matrix
+set, tilesets, tileset metadata, TileJSON), the ETag (layer, change version, `datetime`, tile) with
+If-None-Match, Cache-Control, and a per-process cache of built tiles that the database confirms is
+current in the same statement that would otherwise build the tile.
 """
 
 import hashlib
@@ -19,6 +21,7 @@ from gis.errors import NotFound
 from gis.features.errors import InvalidQuery
 from gis.features.temporal import CITY_TIME, TimeRange, parse_datetime
 from gis.layers import AccessClass, FieldType, LayerSpec
+from services import auth
 from services.errors import InvalidParameter
 from services.state import AppState, app_state
 
@@ -90,8 +93,9 @@ def _json(document: dict[str, Any], max_age: int | None = None) -> Response:
     return Response(orjson.dumps(document), media_type=JSON_MEDIA_TYPE, headers=headers)
 
 
-def _layer(state: AppState, collection_id: str) -> LayerSpec:
-    return state.registry.get_layer(collection_id)
+def _layer(request: Request, collection_id: str) -> LayerSpec:
+    """The layer as the caller sees it (masked fields left out); 404 as for no such layer if hidden."""
+    return auth.layer_view(request, collection_id).spec
 
 
 def _check_tile_matrix_set(tile_matrix_set_id: str) -> None:
@@ -154,7 +158,7 @@ def _tileset_links(base: str, spec: LayerSpec) -> list[dict[str, Any]]:
 
 @router.get("/collections/{collectionId}/tiles", summary="The vector tilesets of a collection")
 async def tilesets(request: Request, state: State, collectionId: CollectionId) -> Response:
-    spec = _layer(state, collectionId)
+    spec = _layer(request, collectionId)
     base = _base(request)
     return _json({
         "links": [
@@ -178,7 +182,7 @@ def _extent(state: AppState, stored: list[float] | None) -> list[float]:
 @router.get("/collections/{collectionId}/tiles/{tileMatrixSetId}", summary="A collection's tileset metadata")
 async def tileset(request: Request, state: State, collectionId: CollectionId,
                   tileMatrixSetId: str) -> Response:
-    spec = _layer(state, collectionId)
+    spec = _layer(request, collectionId)
     _check_tile_matrix_set(tileMatrixSetId)
     async with state.pool.connection() as conn:
         _version, stored = await mvt.layer_version(conn, spec)
@@ -224,7 +228,7 @@ async def tileset(request: Request, state: State, collectionId: CollectionId,
 @router.get("/collections/{collectionId}/tiles/{tileMatrixSetId}/tilejson.json", summary="TileJSON 3.0.0")
 async def tilejson(request: Request, state: State, collectionId: CollectionId,
                    tileMatrixSetId: str) -> Response:
-    spec = _layer(state, collectionId)
+    spec = _layer(request, collectionId)
     _check_tile_matrix_set(tileMatrixSetId)
     async with state.pool.connection() as conn:
         _version, stored = await mvt.layer_version(conn, spec)
@@ -343,14 +347,17 @@ async def tile(request: Request, state: State, collectionId: CollectionId, tileM
                tileMatrix: int, tileRow: int, tileCol: int,
                datetime: Annotated[str | None, Query(description=DATETIME_HELP)] = None,
                if_none_match: Annotated[str | None, Header()] = None) -> Response:
-    spec = _layer(state, collectionId)
+    view = auth.layer_view(request, collectionId)
+    spec = view.spec
     _check_tile_matrix_set(tileMatrixSetId)
+    if view.rows is not None:
+        raise auth.forbidden("tiles of this layer are not served under a row rule; read its items instead")
     try:
         address = mvt.Tile(tileMatrix, tileCol, tileRow)
         time = parse_datetime(datetime) if datetime is not None else None
     except (mvt.TileOutOfRange, InvalidQuery) as exc:
         raise InvalidParameter(exc.parameter, exc.problem) from None
-    variant = _variant(spec, time)
+    variant = _variant(spec, time) + (f".m{auth.mask_tag(view)}" if view.masked else "")
     tags = _client_tags(if_none_match)
     client_version = _known_version(tags, spec, variant, address)
     cache, key = _tile_cache(request, state), (spec.id, variant, address.z, address.x, address.y)
@@ -369,6 +376,8 @@ async def tile(request: Request, state: State, collectionId: CollectionId, tileM
     else:  # the layer is still at the cached tile's version (the client's would have matched above)
         assert cached is not None
         data = cached[1]
+    await auth.audit_read(request, view, None, 204 if not data else 200,
+                          {"tile": f"{address.z}/{address.y}/{address.x}"})
     if not data:
         return Response(status_code=204, headers=headers)
     return Response(data, media_type=MVT_MEDIA_TYPE, headers=headers)

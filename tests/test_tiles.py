@@ -24,8 +24,8 @@ TMS = "WebMercatorQuad"
 
 
 @pytest.fixture(scope="module")
-def client(api_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api_url, timeout=60) as http:
+def client(api_url: str, admin_headers: dict[str, str]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api_url, headers=admin_headers, timeout=60) as http:
         yield http
 
 
