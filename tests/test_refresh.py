@@ -205,6 +205,24 @@ def test_bad_rows_reject_the_delivery_list_the_rows_and_change_nothing(
     assert {row["source_row"] for row in rejected} <= {"4", "5"}  # the bad rows follow the three good ones
 
 
+def test_duplicate_fids_are_rejected_in_a_first_load_too(
+    clone_db: Callable[[], str], registry: LayerRegistry, settings: Settings, tmp_path: Path
+) -> None:
+    """Into an empty layer rows are copied straight in; a repeated fid still rejects the delivery."""
+    url, spec = clone_db(), registry["water_bodies"]
+    with psycopg.connect(url) as conn:
+        conn.execute("DELETE FROM base.water_bodies")
+    source = _write_geojson(tmp_path / "water.geojson", [_water("W1", "甲", "lake", SQUARE),
+                                                          _water("W2", "乙", "lake", SQUARE),
+                                                          _water("W1", "丙", "lake", SQUARE)])
+    with pytest.raises(ValidationFailed, match="appears more than once") as failure:
+        refresh(url, spec, settings, source=source)
+    with open(failure.value.rejects_path or "", encoding="utf-8") as stream:
+        assert [row["source_row"] for row in csv.DictReader(stream)] == ["1", "3"]
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM base.water_bodies").fetchone() == (0,)
+
+
 def test_self_intersecting_polygon_is_repaired_not_rejected(
     clone_db: Callable[[], str], registry: LayerRegistry, settings: Settings, tmp_path: Path
 ) -> None:

@@ -35,15 +35,17 @@ def _names(spec: LayerSpec) -> dict[str, sql.Composable]:
     }
 
 
-def _close_missing(conn: psycopg.Connection, n: dict[str, sql.Composable], refresh_id: int) -> int:
+def _close_missing(conn: psycopg.Connection, n: dict[str, sql.Composable], refresh_id: int,
+                   gone: list[str]) -> int:
     """Rows no longer delivered leave the current table and become closed versions."""
+    if not gone:
+        return 0
     cursor = conn.execute(sql.SQL(
-        "WITH gone AS (DELETE FROM {current} c WHERE NOT EXISTS "
-        "(SELECT 1 FROM {staging} s WHERE s.fid = c.fid) RETURNING c.*) "
+        "WITH gone AS (DELETE FROM {current} c WHERE c.fid = ANY(%(gone)s::text[]) RETURNING c.*) "
         "INSERT INTO {history} (fid, {fields}, geom, valid_from, valid_to, row_hash, refresh_id, "
         "closed_refresh_id) SELECT c.fid, {c_fields}, c.geom, c.valid_from, greatest(now(), c.valid_from), "
         "c.row_hash, c.refresh_id, %(rid)s FROM gone c"
-    ).format(**n), {"rid": refresh_id})
+    ).format(**n), {"rid": refresh_id, "gone": gone})
     return cursor.rowcount
 
 
@@ -71,14 +73,23 @@ def _insert_new(conn: psycopg.Connection, n: dict[str, sql.Composable], refresh_
     ).format(**n), {"rid": refresh_id}).rowcount
 
 
-def merge(conn: psycopg.Connection, spec: LayerSpec, refresh_id: int, staged_rows: int) -> MergeCounts:
+def current_hashes(conn: psycopg.Connection, spec: LayerSpec) -> dict[str, bytes]:
+    """fid -> row hash of the layer's current rows: what a delivery is compared with before staging."""
+    with conn.cursor(binary=True) as cursor:
+        cursor.execute(sql.SQL("SELECT fid, row_hash FROM {}").format(ids.current_table(spec)))
+        return dict(cursor.fetchall())
+
+
+def merge(conn: psycopg.Connection, spec: LayerSpec, refresh_id: int, gone: list[str],
+          unchanged: int) -> MergeCounts:
+    """Staging holds only the new and changed rows; `gone` the fids no longer delivered."""
     n = _names(spec)
     conn.execute(sql.SQL("ANALYZE {}").format(n["staging"]))
     conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(n["current"]))
-    closed = _close_missing(conn, n, refresh_id)
+    closed = _close_missing(conn, n, refresh_id, gone)
     updated = _update_changed(conn, n, refresh_id)
     inserted = _insert_new(conn, n, refresh_id)
-    return MergeCounts(inserted, updated, closed, staged_rows - inserted - updated)
+    return MergeCounts(inserted, updated, closed, unchanged)
 
 
 def layer_is_empty(conn: psycopg.Connection, spec: LayerSpec) -> bool:

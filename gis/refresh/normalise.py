@@ -37,7 +37,9 @@ class Rejects:
     rows: dict[int, tuple[str | None, list[str]]] = field(default_factory=dict)
 
     def add(self, row: int, fid: object, problem: str) -> None:
-        self.rows.setdefault(row, (fid if isinstance(fid, str) else None, []))[1].append(problem)
+        problems = self.rows.setdefault(row, (fid if isinstance(fid, str) else None, []))[1]
+        if problem not in problems:
+            problems.append(problem)
 
     def add_mask(self, batch_first_row: int, fids: pd.Series, mask: NDArray[np.bool_], problem: str) -> None:
         for position in np.flatnonzero(mask):

@@ -103,10 +103,10 @@ def _rejection_message(rejects: Rejects, path: Path) -> str:
 
 
 def _stream(conn: psycopg.Connection, request: RefreshRequest, info: sources.SourceInfo,
-            columns: dict[str, str], mode: LoadMode, refresh_id: int, rejects: Rejects, timer: _Timer) -> int:
-    """Read, normalise, validate and COPY every batch; returns the rows sent (rejected ones are not)."""
+            columns: dict[str, str], mode: LoadMode, refresh_id: int, delivery: staging.Delivery,
+            rejects: Rejects, timer: _Timer) -> None:
+    """Read, normalise, validate every batch and COPY its new and changed rows."""
     spec = request.spec
-    sent = 0
     show = request.progress and sys.stderr.isatty()
     with tqdm(total=info.feature_count, desc=f"refresh {spec.id}", unit=" rows", disable=not show,
               file=sys.stderr) as bar, staging.copy_stream(conn, spec, mode) as copy:
@@ -116,12 +116,10 @@ def _stream(conn: psycopg.Connection, request: RefreshRequest, info: sources.Sou
             validate_batch(normalised, spec, request.city_extent, rejects)
             skip = rejects.mask(normalised.first_row, len(normalised.frame))
             timer.lap("normalise")
-            copy.write(staging.csv_rows(normalised, spec, mode, refresh_id, skip))
+            copy.write(staging.csv_rows(normalised, spec, mode, refresh_id, skip, delivery, rejects))
             timer.lap("stage")
-            sent += int((~skip).sum())
             bar.update(len(normalised.frame))
     timer.lap("stage")  # the writer thread's last batches
-    return sent
 
 
 def _fail_on_rejects(rejects: Rejects, request: RefreshRequest) -> None:
@@ -131,7 +129,7 @@ def _fail_on_rejects(rejects: Rejects, request: RefreshRequest) -> None:
 
 
 def _load(url: str, request: RefreshRequest, info: sources.SourceInfo, columns: dict[str, str],
-          checksum: str, started_at: datetime, rejects: Rejects, allow_first_load: bool) -> RefreshResult:
+          checksum: str, started_at: datetime, rejects: Rejects) -> RefreshResult:
     """One attempt, in one transaction: a killed or failed attempt leaves the layer as it was."""
     spec, timer = request.spec, _Timer()
     with psycopg.connect(url, application_name=f"gis-refresh:{spec.id}") as conn:
@@ -142,22 +140,21 @@ def _load(url: str, request: RefreshRequest, info: sources.SourceInfo, columns: 
             return RefreshResult(spec.id, refresh_id, True, MergeCounts(0, 0, 0, 0), sum(timer.timings.values()))
         refresh_id = record.next_refresh_id(conn)
         # Source-given validity may be missing on a row; the merge fills it, so those layers always merge.
-        first_load = allow_first_load and not spec.has_valid_time and merge.layer_is_empty(conn, spec)
+        first_load = not spec.has_valid_time and merge.layer_is_empty(conn, spec)
         mode = LoadMode.first_load if first_load else LoadMode.merge
         if first_load:
             merge.begin_first_load(conn, spec)
+            delivery = staging.Delivery(current={})
         else:
             staging.create_staging(conn, spec)
-        sent = _stream(conn, request, info, columns, mode, refresh_id, rejects, timer)
-        if not first_load:
-            for row, fid in staging.duplicate_fids(conn, spec):
-                rejects.add(row, fid, "fid: appears more than once in the delivery")
-            timer.lap("check_duplicates")
+            delivery = staging.Delivery(current=merge.current_hashes(conn, spec))
+        timer.lap("compare")
+        _stream(conn, request, info, columns, mode, refresh_id, delivery, rejects, timer)
         _fail_on_rejects(rejects, request)
         if first_load:
-            counts = merge.finish_first_load(conn, spec, sent)
+            counts = merge.finish_first_load(conn, spec, delivery.sent)
         else:
-            counts = merge.merge(conn, spec, refresh_id, sent)
+            counts = merge.merge(conn, spec, refresh_id, delivery.gone(), delivery.unchanged)
             staging.drop_staging(conn, spec)
         timer.lap("merge")
         record.write_success(conn, spec, refresh_id, started_at, str(info.path), checksum, counts, timer.timings)
@@ -174,12 +171,7 @@ def run_refresh(url: str, request: RefreshRequest) -> RefreshResult:
         info = sources.inspect(request.source_path, spec.source)
         columns = resolve_columns(spec, info.columns)
         checksum = source_checksum(info, spec)
-        try:
-            return _load(url, request, info, columns, checksum, started_at, rejects, allow_first_load=True)
-        except psycopg.errors.UniqueViolation:
-            # A first load meets a duplicate fid only at the primary key; staging names every such row.
-            rejects = Rejects()
-            return _load(url, request, info, columns, checksum, started_at, rejects, allow_first_load=False)
+        return _load(url, request, info, columns, checksum, started_at, rejects)
     except SourceError as exc:
         record.write_failure(url, spec, started_at, str(request.source_path), str(exc), len(rejects) or None)
         raise

@@ -14,6 +14,7 @@ import hashlib
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
@@ -24,8 +25,9 @@ from psycopg.copy import Copy, QueuedLibpqWriter
 
 from gis import identifiers as ids
 from gis.layers import LayerSpec
-from gis.refresh.normalise import NormalisedBatch
+from gis.refresh.normalise import NormalisedBatch, Rejects
 
+DUPLICATE = "fid: appears more than once in the delivery"
 # Ends each canonical record, so the batch's CSV text splits into rows even where a value holds a newline.
 _RECORD_END = "\x1e"
 
@@ -82,24 +84,44 @@ def _canonical_lines(batch: NormalisedBatch, spec: LayerSpec) -> list[str]:
     return text.split(_RECORD_END)[:-1]
 
 
-def csv_rows(batch: NormalisedBatch, spec: LayerSpec, mode: LoadMode, refresh_id: int,
-             skip: np.ndarray) -> str:
-    """The batch's rows for copy_stream, leaving out the positions in `skip` (rows already rejected)."""
+@dataclass
+class Delivery:
+    """What streaming a delivery learns: the fids seen, and how many rows equal the layer's current ones."""
+
+    current: dict[str, bytes]  # fid -> row hash of the layer's current rows (empty for a first load)
+    seen: dict[str, int] = field(default_factory=dict)  # fid -> its first source row
+    unchanged: int = 0
+    sent: int = 0
+
+    def gone(self) -> list[str]:
+        """Current fids the delivery no longer has."""
+        return [fid for fid in self.current if fid not in self.seen]
+
+
+def csv_rows(batch: NormalisedBatch, spec: LayerSpec, mode: LoadMode, refresh_id: int, skip: np.ndarray,
+             delivery: Delivery, rejects: Rejects) -> str:
+    """The batch's rows for copy_stream: new and changed ones only (an unchanged row is counted, not sent).
+
+    Rows already rejected (`skip`) are left out; a fid seen twice rejects both rows.
+    """
     buffer = io.StringIO()
+    fids = batch.frame["fid"].tolist()
     for position, line in enumerate(_canonical_lines(batch, spec)):
         if skip[position]:
             continue
-        digest = hashlib.md5(line.encode(), usedforsecurity=False).hexdigest()
+        fid, row = fids[position], batch.first_row + position
+        first = delivery.seen.setdefault(fid, row)
+        if first != row:
+            rejects.add(first, fid, DUPLICATE)
+            rejects.add(row, fid, DUPLICATE)
+            continue
+        digest = hashlib.md5(line.encode(), usedforsecurity=False)
+        if delivery.current.get(fid) == digest.digest():
+            delivery.unchanged += 1
+            continue
+        delivery.sent += 1
         if mode is LoadMode.merge:
-            buffer.write(f"{batch.first_row + position},{line},\\x{digest}\n")
+            buffer.write(f"{row},{line},\\x{digest.hexdigest()}\n")
         else:
-            buffer.write(f"{line},\\x{digest},{refresh_id}\n")
+            buffer.write(f"{line},\\x{digest.hexdigest()},{refresh_id}\n")
     return buffer.getvalue()
-
-
-def duplicate_fids(conn: psycopg.Connection, spec: LayerSpec) -> list[tuple[int, str]]:
-    """(source row, fid) of every staged row whose fid appears more than once in the delivery."""
-    return conn.execute(sql.SQL(
-        "SELECT source_row, fid FROM {0} WHERE fid IN "
-        "(SELECT fid FROM {0} WHERE fid IS NOT NULL GROUP BY fid HAVING count(*) > 1) ORDER BY source_row"
-    ).format(ids.staging_table(spec))).fetchall()
