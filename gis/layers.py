@@ -10,9 +10,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from gis.config_files import read_yaml, validate
 from gis.errors import ConfigError, NotFound
 
 # A name that is safe and readable as a PostgreSQL identifier without quoting surprises.
@@ -212,27 +212,9 @@ class LayerRegistry(Mapping[str, LayerSpec]):
         return tuple(self._layers.values())
 
 
-def _describe(error: ValidationError) -> str:
-    parts = []
-    for problem in error.errors():
-        key = ".".join(str(p) for p in problem["loc"]) or "(file)"
-        message = "unknown key" if problem["type"] == "extra_forbidden" else problem["msg"]
-        parts.append(f"{key}: {message}")
-    return "; ".join(parts)
-
-
 def load_layer_file(path: Path, styles_dir: Path, samples_dir: Path | None = None) -> LayerSpec:
     """Read and check one layer file; every failure names the file and the key."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: (file): expected a mapping of keys")
-    try:
-        spec = LayerSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+    spec = validate(path, LayerSpec, read_yaml(path, "layer"))
     if path.stem != spec.id:
         raise ConfigError(f"{path}: id: '{spec.id}' differs from the file name '{path.stem}'")
     if path.parent.name != spec.domain:

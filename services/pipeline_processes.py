@@ -16,6 +16,7 @@ from gis.analysis.pipeline_rules import PipelineRules, default_pipeline_rules_pa
 from gis.analysis.proposal import InvalidProposal
 from gis.layers import LayerRegistry
 from services.process_access import CALLER_ACCESS, require_full_read
+from services.process_inputs import input_value as _value
 
 PIPE_BURST = "pipe-burst"
 PIPE_TRACE = "pipe-trace"
@@ -37,13 +38,6 @@ def rules_for(layers_dir: Path, registry: LayerRegistry) -> PipelineRules:
     return found
 
 
-def _value(inputs: dict[str, Any], name: str) -> Any:
-    value = inputs.get(name)
-    if isinstance(value, dict) and "href" in value and "value" not in value:
-        raise InvalidProposal(name, "inputs by reference (href) are not accepted; send the value")
-    if isinstance(value, dict) and "value" in value and set(value) <= {"value", "mediaType", "encoding", "schema"}:
-        return value["value"]
-    return value
 
 
 def _text(inputs: dict[str, Any], name: str) -> str | None:

@@ -35,6 +35,7 @@ from gis.errors import NotFound
 from services import pipeline_processes
 from services.planning import read_body, rules_of
 from services.process_access import CALLER_ACCESS, caller_access, require_full_read
+from services.process_inputs import input_value as _value
 from services.pygeoapi_bridge import Bridge, JobsManager, ProcessContext, api_request
 from services.state import AppState
 
@@ -55,14 +56,6 @@ LANDING_LINKS = (
 
 # -- the processes -----------------------------------------------------------------------------------
 
-def _value(inputs: dict[str, Any], name: str) -> Any:
-    """An input's value: plain, or qualified ({"value": ...}); inputs by reference (href) are refused."""
-    value = inputs.get(name)
-    if isinstance(value, dict) and "href" in value and "value" not in value:
-        raise InvalidProposal(name, "inputs by reference (href) are not accepted; send the value")
-    if isinstance(value, dict) and "value" in value and set(value) <= {"value", "mediaType", "encoding", "schema"}:
-        return value["value"]
-    return value
 
 
 class _Processor(BaseProcessor):

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from psycopg import sql
@@ -229,3 +230,17 @@ def api_url(loaded_db_url: str, settings: Settings) -> Iterator[str]:
 def serve_api(settings: Settings) -> Callable[[str], contextlib.AbstractContextManager[str]]:
     """serve_api(database_url) starts another instance of the service, e.g. on a clone_db() database."""
     return lambda database_url: serve(database_url, settings)
+
+
+@pytest.fixture(scope="module")
+def client(api_url: str, admin_headers: dict[str, str]) -> Iterator[httpx.Client]:
+    """An HTTP client of the service with the admin key (API tests of every layer)."""
+    with httpx.Client(base_url=api_url, headers=admin_headers, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def db(loaded_db_url: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to the loaded database, to compare answers with."""
+    with psycopg.connect(loaded_db_url, autocommit=True) as conn:
+        yield conn

@@ -1,7 +1,6 @@
 """OGC API Features Part 3: CQL2 text and JSON filters, checked against the same condition in SQL."""
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
@@ -48,18 +47,6 @@ CASES = [
     ("land_use_plan", "T_INTERSECTS(INTERVAL(valid_from, valid_to), DATE('2020-06-01'))",
      "valid_from <= '2020-06-01T23:59:59.999999+08' AND coalesce(valid_to, 'infinity') >= '2020-06-01T00:00+08'"),
 ]
-
-
-@pytest.fixture(scope="module")
-def client(api_url: str, admin_headers: dict[str, str]) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api_url, headers=admin_headers, timeout=60) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def db(loaded_db_url: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(loaded_db_url, autocommit=True) as conn:
-        yield conn
 
 
 def expected(db: psycopg.Connection, layer: str, condition: str) -> set[str]:

@@ -1,24 +1,11 @@
 """/items and /items/{id}: paging, counts, properties, sorting, types, and malformed parameters."""
 
-from collections.abc import Iterator
 from datetime import date
 
 import httpx
 import psycopg
 import pytest
 from api_models import Feature, error, features
-
-
-@pytest.fixture(scope="module")
-def client(api_url: str, admin_headers: dict[str, str]) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api_url, headers=admin_headers, timeout=60) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def db(loaded_db_url: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(loaded_db_url, autocommit=True) as conn:
-        yield conn
 
 
 def count(db: psycopg.Connection, query: str, *params: object) -> int:

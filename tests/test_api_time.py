@@ -11,18 +11,6 @@ from api_models import FeatureCollection, error, features
 from psycopg import sql
 
 
-@pytest.fixture(scope="module")
-def client(api_url: str, admin_headers: dict[str, str]) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api_url, headers=admin_headers, timeout=60) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def db(loaded_db_url: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(loaded_db_url, autocommit=True) as conn:
-        yield conn
-
-
 def fids(db: psycopg.Connection, query: str, *params: object) -> set[str]:
     return {r[0] for r in db.execute(query, params).fetchall()}  # type: ignore[arg-type]
 

@@ -81,7 +81,7 @@ def test_wrong_geometry_type_names_the_file_and_key(layer_tree: Path) -> None:
 
 def test_field_without_type_names_the_file_and_key(layer_tree: Path) -> None:
     path = _edit(layer_tree, "base/roads.yml", drop_field_type=True)
-    with pytest.raises(ConfigError, match=rf"{path}: fields\.0\.type: Field required"):
+    with pytest.raises(ConfigError, match=rf"{path}: fields\[0\]\.type: Field required"):
         _load(layer_tree)
 
 

@@ -66,7 +66,7 @@ def test_row_rule_is_structured(policy: Policy) -> None:
     ({"rows": {"incidents": {"field": "category", "equals_claim": "c",
                              "within": {"layer": "admin_districts", "field": "name", "equals_claim": "d"}}}},
      "either"),
-    ({"rows": {"incidents": {"sql": "true"}}}, "Extra inputs"),
+    ({"rows": {"incidents": {"sql": "true"}}}, "rows.incidents.sql: unknown key"),
     ({"rows": {"incidents": {"within": {"layer": "roads", "field": "nosuch", "equals_claim": "d"}}}},
      "has no field"),
 ])

@@ -7,10 +7,10 @@ and the minimum cover by utility are data; every failure names the file and the 
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gis.analysis.rules import _check_field, _describe, _layer
+from gis.analysis.rules import _check_field, _layer
+from gis.config_files import read_yaml, validate
 from gis.errors import ConfigError
 from gis.layers import GeometryType, LayerRegistry, LayerSpec, Name, Title
 
@@ -157,18 +157,7 @@ def _check(parsed: RulesFile, registry: LayerRegistry) -> None:
 
 def load_pipeline_rules(path: Path, registry: LayerRegistry) -> PipelineRules:
     """Read and check the rules file; ConfigError names the file and the key at fault."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no pipeline rules file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: (file): expected a mapping of keys")
-    try:
-        parsed = RulesFile.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+    parsed = validate(path, RulesFile, read_yaml(path, "pipeline rules"))
     try:
         _check(parsed, registry)
     except ValueError as exc:

@@ -6,11 +6,11 @@ Every failure names the file and the key (`rules[3].class_field: ...`), like the
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from gis.config_files import read_yaml, validate
 from gis.errors import ConfigError
 from gis.layers import FieldType, GeometryType, LayerRegistry, LayerSpec, Name, Title
 
@@ -176,22 +176,6 @@ class OverlapRules:
         return tuple(found)
 
 
-def _describe(error: ValidationError) -> str:
-    parts = []
-    for problem in error.errors():
-        key = _key(problem["loc"])
-        message = "unknown key" if problem["type"] == "extra_forbidden" else problem["msg"]
-        parts.append(f"{key}: {message}")
-    return "; ".join(parts)
-
-
-def _key(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(file)"
-
-
 def _check_field(spec: LayerSpec, name: str, key: str, values: tuple[str, ...] = ()) -> None:
     field = spec.field(name)
     if field is None:
@@ -303,18 +287,7 @@ def _check_against_registry(parsed: RulesFile, registry: LayerRegistry) -> None:
 
 def load_rules(path: Path, registry: LayerRegistry) -> OverlapRules:
     """Read and check the rules file; ConfigError names the file and the key at fault."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no overlap rules file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: (file): expected a mapping of keys")
-    try:
-        parsed = RulesFile.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+    parsed = validate(path, RulesFile, read_yaml(path, "overlap rules"))
     try:
         _check_against_registry(parsed, registry)
     except ValueError as exc:

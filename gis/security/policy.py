@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from gis.config_files import describe, read_yaml
 from gis.errors import ConfigError, NotFound
 from gis.layers import AccessClass, Audience, LayerRegistry, LayerSpec, Name
 
@@ -175,8 +175,7 @@ def build_policy(raw: object, registry: LayerRegistry, where: str = "policy") ->
         if parsed.anonymous not in parsed.roles:
             raise ValueError(f"anonymous: no role '{parsed.anonymous}'")
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(file)'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{where}: {problems}") from exc
+        raise ConfigError(f"{where}: {describe(exc)}") from exc
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
     anon_spec = parsed.roles[parsed.anonymous]
@@ -195,10 +194,4 @@ def policy_path(layers_dir: Path, configured: Path | None = None) -> Path:
 
 
 def load_policy(path: Path, registry: LayerRegistry) -> Policy:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the access policy: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return build_policy(raw, registry, str(path))
+    return build_policy(read_yaml(path, "access policy"), registry, str(path))
