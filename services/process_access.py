@@ -6,15 +6,35 @@ processor out (still in the request's context), so an asynchronous job keeps its
 
 from collections.abc import Iterable
 from contextvars import ContextVar
+from dataclasses import dataclass
 
 from fastapi import Request
 
 from gis.analysis.overlap import Access
 from gis.errors import NotFound
 from gis.layers import LayerRegistry
-from services.auth import visible_layers
+from services.auth import caller_of, visible_layers
 
 CALLER_ACCESS: ContextVar[Access] = ContextVar("caller_access", default=None)
+
+
+@dataclass(frozen=True)
+class JobOwner:
+    """Whose jobs a request may see: its own, or every job (administrators; code outside a request)."""
+
+    subject: str | None
+    sees_all: bool
+
+
+# None outside a request (the CLI, background threads): every job.
+JOB_OWNER: ContextVar[JobOwner | None] = ContextVar("job_owner", default=None)
+
+
+def bind_caller(request: Request) -> None:
+    """For the processes and jobs a request reaches: the caller's layers, and whose jobs it sees."""
+    caller = caller_of(request)
+    CALLER_ACCESS.set(caller_access(request))
+    JOB_OWNER.set(JobOwner(caller.subject, caller.role.spec.all_layers))
 
 
 def caller_access(request: Request) -> dict[str, frozenset[str]]:

@@ -34,7 +34,7 @@ from gis.db.cluster import database_url
 from gis.errors import NotFound
 from services import pipeline_processes
 from services.planning import read_body, rules_of
-from services.process_access import CALLER_ACCESS, caller_access, require_full_read
+from services.process_access import CALLER_ACCESS, bind_caller, require_full_read
 from services.process_inputs import input_value as _value
 from services.pygeoapi_bridge import Bridge, JobsManager, ProcessContext, api_request
 from services.state import AppState
@@ -289,6 +289,7 @@ def bridge_of(request: Request) -> Bridge:
 
 async def _call(request: Request, bridge: Bridge, body: bytes, function: Callable[..., tuple[dict[str, Any], int, Any]],
                 *args: str) -> Response:
+    bind_caller(request)
     api = bridge.api(str(request.base_url))
     api_req = await api_request(request, api, body)
     if not api_req.is_valid():
@@ -330,7 +331,6 @@ async def describe_process(process_id: ProcessId, request: Request,
 async def execute_process(process_id: ProcessId, request: Request,
                           bridge: Annotated[Bridge, Depends(bridge_of)]) -> Response:
     body = await read_body(request, MAX_EXECUTE_BYTES)
-    CALLER_ACCESS.set(caller_access(request))
     return await _call(request, bridge, body, processes_api.execute_process, process_id)
 
 

@@ -36,6 +36,7 @@ from gis.analysis.rules import OverlapRules
 from gis.errors import GisError
 from gis.layers import LayerRegistry
 from gis.settings import Settings
+from services.process_access import JOB_OWNER
 
 LOGGER = logging.getLogger(__name__)
 MANAGER = "services.pygeoapi_bridge.JobsManager"
@@ -63,6 +64,15 @@ def _parse_stamp(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value
     return datetime.strptime(str(value), DATETIME_FORMAT).replace(tzinfo=UTC)
+
+
+# A job is its owner's: status, results and dismissal answer as for a missing job to anyone else.
+_MINE = sql.SQL("(owner IS NOT DISTINCT FROM %s OR %s)")
+
+
+def _mine() -> tuple[str | None, bool]:
+    owner = JOB_OWNER.get()
+    return (owner.subject, owner.sees_all) if owner else (None, True)
 
 
 _COLUMNS = ("status", "message", "progress", "started", "finished", "updated", "mimetype")
@@ -97,11 +107,12 @@ class JobsManager(BaseManager):
         with self._pool().connection() as conn:
             conn.execute(
                 "INSERT INTO ops.jobs (job_id, process_id, status, message, progress, parameters, created, started, "
-                "updated, mimetype) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                "updated, mimetype, owner) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (job_id, job_metadata["process_id"], job_metadata["status"], job_metadata.get("message"),
                  int(job_metadata.get("progress") or 0), Jsonb(job_metadata.get("parameters")),
                  _parse_stamp(job_metadata.get("created")) or datetime.now(UTC), None,
-                 _parse_stamp(job_metadata.get("updated")) or datetime.now(UTC), job_metadata.get("mimetype")))
+                 _parse_stamp(job_metadata.get("updated")) or datetime.now(UTC), job_metadata.get("mimetype"),
+                 _mine()[0]))
         return job_id
 
     def update_job(self, job_id: str, update_dict: dict[str, Any]) -> bool:
@@ -141,17 +152,17 @@ class JobsManager(BaseManager):
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         with self._pool().connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(self._SELECT + sql.SQL("WHERE job_id = %s"), (job_id,)).fetchone()
+            row = cur.execute(self._SELECT + sql.SQL("WHERE job_id = %s AND ") + _MINE, (job_id, *_mine())).fetchone()
         if row is None:
             raise JobNotFoundError(job_id)
         return self._job(row)
 
     def get_jobs(self, status: JobStatus | None = None, limit: int | None = None,
                  offset: int | None = None) -> dict[str, Any]:
-        where: sql.Composable = sql.SQL("")
-        params: list[Any] = []
+        where: sql.Composable = sql.SQL("WHERE ") + _MINE + sql.SQL(" ")
+        params: list[Any] = list(_mine())
         if status is not None:
-            where, params = sql.SQL("WHERE status = %s "), [status.value]
+            where, params = where + sql.SQL("AND status = %s "), [*params, status.value]
         with self._pool().connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             total = cur.execute(sql.SQL("SELECT count(*) AS n FROM ops.jobs ") + where, params).fetchone()
             rows = cur.execute(self._SELECT + where + sql.SQL("ORDER BY created DESC, job_id LIMIT %s OFFSET %s"),
@@ -160,7 +171,8 @@ class JobsManager(BaseManager):
 
     def get_job_result(self, job_id: str) -> tuple[str, Any]:
         with self._pool().connection() as conn:
-            row = conn.execute("SELECT status, mimetype, result FROM ops.jobs WHERE job_id = %s", (job_id,)).fetchone()
+            row = conn.execute(sql.SQL("SELECT status, mimetype, result FROM ops.jobs WHERE job_id = %s AND ") + _MINE,
+                               (job_id, *_mine())).fetchone()
         if row is None:
             raise JobNotFoundError(job_id)
         status, mimetype, result = row
@@ -174,7 +186,8 @@ class JobsManager(BaseManager):
     def delete_job(self, job_id: str) -> bool:
         """A running job is dismissed (it stops at its next step); a finished one is removed with its results."""
         with self._pool().connection() as conn, conn.transaction():
-            row = conn.execute("SELECT status FROM ops.jobs WHERE job_id = %s FOR UPDATE", (job_id,)).fetchone()
+            row = conn.execute(sql.SQL("SELECT status FROM ops.jobs WHERE job_id = %s AND ") + _MINE
+                               + sql.SQL(" FOR UPDATE"), (job_id, *_mine())).fetchone()
             if row is None:
                 raise JobNotFoundError(job_id)
             if row[0] in (JobStatus.accepted.value, JobStatus.running.value):

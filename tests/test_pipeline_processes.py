@@ -6,7 +6,7 @@ from contextlib import AbstractContextManager
 import httpx
 import process_client
 import pytest
-from conftest import cloned_database
+from conftest import TEST_KEYS, cloned_database
 
 PIPE_PROCESSES = {"pipe-burst", "pipe-trace", "pipe-cross-section", "pipe-clearance", "pipe-cover"}
 LINE = {"type": "LineString", "coordinates": [[123.3698, 41.7275], [123.3706, 41.7275]]}
@@ -16,6 +16,8 @@ LINE = {"type": "LineString", "coordinates": [[123.3698, 41.7275], [123.3706, 41
 def api(server_url: str, template_db: str, serve_api: Callable[[str], AbstractContextManager[str]]) -> Iterator[str]:
     with cloned_database(server_url, template_db, "gis_test_pipeline_processes") as url, serve_api(url) as base:
         yield base
+
+OWNER = {"X-API-Key": TEST_KEYS["pipeline_app"]}  # the role the jobs here run as
 
 
 def execute(api: str, process: str, inputs: dict, prefer: str | None = None,
@@ -70,10 +72,10 @@ def test_asynchronous_burst_job(api: str) -> None:
     location = r.headers["Location"]
     job = location.rsplit("/", 1)[-1]
     deadline = time.monotonic() + 30
-    while httpx.get(f"{api}/jobs/{job}").json()["status"] not in ("successful", "failed"):
+    while httpx.get(f"{api}/jobs/{job}", headers=OWNER).json()["status"] not in ("successful", "failed"):
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    result = httpx.get(f"{api}/jobs/{job}/results")
+    result = httpx.get(f"{api}/jobs/{job}/results", headers=OWNER)
     assert result.status_code == 200 and result.json()["type"] == "FeatureCollection"
 
 

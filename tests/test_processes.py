@@ -8,10 +8,11 @@ from contextlib import AbstractContextManager
 import httpx
 import process_client
 import pytest
-from conftest import cloned_database
+from conftest import TEST_KEYS, cloned_database
 from shapely.geometry import box, mapping
 
 SQUARE = box(123.40, 41.75, 123.402, 41.752)
+PLANNER = {"X-API-Key": TEST_KEYS["planner"]}  # the jobs below are the planner's
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def execute(api: str, process: str, inputs: dict, prefer: str | None = None,
 def wait_for(api: str, job_id: str, seconds: float = 60) -> dict:
     deadline = time.monotonic() + seconds
     while True:
-        status = httpx.get(f"{api}/jobs/{job_id}").json()
+        status = httpx.get(f"{api}/jobs/{job_id}", headers=PLANNER).json()
         if status["status"] in ("successful", "failed", "dismissed") or time.monotonic() > deadline:
             return status
         time.sleep(0.2)
@@ -70,7 +71,7 @@ def test_asynchronous_execution_makes_a_job_with_results(api: str) -> None:
     assert r.status_code == 201 and r.headers["location"].endswith(r.json()["jobID"])
     status = wait_for(api, r.json()["jobID"])
     assert status["status"] == "successful" and status["progress"] == 100
-    results = httpx.get(f"{api}/jobs/{r.json()['jobID']}/results")
+    results = httpx.get(f"{api}/jobs/{r.json()['jobID']}/results", headers=PLANNER)
     assert results.status_code == 200 and results.json()["verdict"] == "conflict"
 
 
@@ -79,7 +80,7 @@ def test_plan_conflicts_job_reports_progress_and_summary(api: str) -> None:
     assert r.status_code == 201
     status = wait_for(api, r.json()["jobID"])
     assert status["status"] == "successful", status
-    body = httpx.get(f"{api}/jobs/{r.json()['jobID']}/results").json()
+    body = httpx.get(f"{api}/jobs/{r.json()['jobID']}/results", headers=PLANNER).json()
     assert body["summary"]["check"] == "land_use_vs_farmland" and body["patches"]["type"] == "FeatureCollection"
 
 
@@ -104,19 +105,19 @@ def test_unknown_process_is_a_404(api: str) -> None:
 
 
 def test_unknown_job_is_a_404(api: str) -> None:
-    assert httpx.get(f"{api}/jobs/no-such-job").status_code == 404
+    assert httpx.get(f"{api}/jobs/no-such-job", headers=PLANNER).status_code == 404
 
 
 def test_a_finished_job_can_be_deleted(api: str) -> None:
     job = execute(api, "overlap-check", {"project": "XM202300046"}, prefer="respond-async").json()["jobID"]
     wait_for(api, job)
-    assert httpx.delete(f"{api}/jobs/{job}").status_code == 200
-    assert httpx.get(f"{api}/jobs/{job}").status_code == 404
+    assert httpx.delete(f"{api}/jobs/{job}", headers=PLANNER).status_code == 200
+    assert httpx.get(f"{api}/jobs/{job}", headers=PLANNER).status_code == 404
 
 
 def test_jobs_are_listed(api: str) -> None:
     execute(api, "overlap-check", {"project": "XM202300046"})
-    jobs = httpx.get(f"{api}/jobs").json()["jobs"]
+    jobs = httpx.get(f"{api}/jobs", headers=PLANNER).json()["jobs"]
     assert jobs and all(j["processID"] in ("overlap-check", "plan-conflicts") for j in jobs)
 
 
@@ -134,3 +135,19 @@ def test_plan_conflicts_needs_both_layers(api: str) -> None:
     r = execute(api, "plan-conflicts", {"check": "land_use_vs_farmland"}, role=None)
     assert r.status_code == 400 and "may not read" in r.json()["description"]
     assert "patches" not in r.json()
+
+
+def test_a_job_is_its_owners_alone(api: str) -> None:
+    """Another caller, or an anonymous one, neither lists a planner's job nor reads its status or results."""
+    r = execute(api, "overlap-check", {"project": "XM202300046"}, prefer="respond-async", role="planner")
+    job = r.json()["jobID"]
+    wait_for(api, job)
+    for headers in ({}, {"X-API-Key": TEST_KEYS["analyst"]}):
+        assert httpx.get(f"{api}/jobs/{job}", headers=headers).status_code == 404
+        assert httpx.get(f"{api}/jobs/{job}/results", headers=headers).status_code == 404
+        assert job not in {j["jobID"] for j in httpx.get(f"{api}/jobs", headers=headers).json()["jobs"]}
+        assert httpx.delete(f"{api}/jobs/{job}", headers=headers).status_code == 404
+    planner = {"X-API-Key": TEST_KEYS["planner"]}
+    assert httpx.get(f"{api}/jobs/{job}/results", headers=planner).status_code == 200
+    admin = {"X-API-Key": TEST_KEYS["admin"]}
+    assert job in {j["jobID"] for j in httpx.get(f"{api}/jobs", headers=admin, params={"limit": 1000}).json()["jobs"]}
