@@ -130,7 +130,7 @@ def _fail_on_rejects(rejects: Rejects, request: RefreshRequest) -> None:
 
 def _load(url: str, request: RefreshRequest, info: sources.SourceInfo, columns: dict[str, str],
           checksum: str, started_at: datetime, rejects: Rejects) -> RefreshResult:
-    """One attempt, in one transaction: a killed or failed attempt leaves the layer as it was."""
+    """The refresh, in one transaction: a killed or failed one leaves the layer as it was."""
     spec, timer = request.spec, _Timer()
     with psycopg.connect(url, application_name=f"gis-refresh:{spec.id}") as conn:
         _acquire_layer_lock(conn, spec.id)
