@@ -179,15 +179,20 @@ def _extent(state: AppState, stored: list[float] | None) -> list[float]:
     return stored if stored is not None else list(state.settings.city_extent)
 
 
+async def _tileset_of(request: Request, state: AppState, collection_id: str,
+                      tile_matrix_set_id: str) -> tuple[LayerSpec, list[float], str]:
+    """The layer as the caller may see it, its extent and the service's base URL, for tileset documents."""
+    spec = _layer(request, collection_id)
+    _check_tile_matrix_set(tile_matrix_set_id)
+    async with state.pool.connection() as conn:
+        _version, stored = await mvt.layer_version(conn, spec)
+    return spec, _extent(state, stored), _base(request)
+
+
 @router.get("/collections/{collectionId}/tiles/{tileMatrixSetId}", summary="A collection's tileset metadata")
 async def tileset(request: Request, state: State, collectionId: CollectionId,
                   tileMatrixSetId: str) -> Response:
-    spec = _layer(request, collectionId)
-    _check_tile_matrix_set(tileMatrixSetId)
-    async with state.pool.connection() as conn:
-        _version, stored = await mvt.layer_version(conn, spec)
-    extent = _extent(state, stored)
-    base = _base(request)
+    spec, extent, base = await _tileset_of(request, state, collectionId, tileMatrixSetId)
     return _json({
         "title": f"{spec.title.en} · {spec.title.zh}",
         "description": spec.description,
@@ -228,12 +233,7 @@ async def tileset(request: Request, state: State, collectionId: CollectionId,
 @router.get("/collections/{collectionId}/tiles/{tileMatrixSetId}/tilejson.json", summary="TileJSON 3.0.0")
 async def tilejson(request: Request, state: State, collectionId: CollectionId,
                    tileMatrixSetId: str) -> Response:
-    spec = _layer(request, collectionId)
-    _check_tile_matrix_set(tileMatrixSetId)
-    async with state.pool.connection() as conn:
-        _version, stored = await mvt.layer_version(conn, spec)
-    extent = _extent(state, stored)
-    base = _base(request)
+    spec, extent, base = await _tileset_of(request, state, collectionId, tileMatrixSetId)
     return _json({
         "tilejson": "3.0.0",
         "name": spec.id,
