@@ -3,6 +3,7 @@
 Every failure is a ConfigError that names the file and, for a bad value, the key (`rules[3].layer`).
 """
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,13 @@ def validate[M: BaseModel](path: Path, model: type[M], raw: dict[str, Any]) -> M
         return model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {describe(exc)}") from exc
+
+
+def load_checked[M: BaseModel](path: Path, model: type[M], what: str, check: Callable[[M], None]) -> M:
+    """Read, validate, then `check` the model against the rest of the project (a ValueError names the key)."""
+    parsed = validate(path, model, read_yaml(path, what))
+    try:
+        check(parsed)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    return parsed

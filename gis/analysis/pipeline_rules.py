@@ -10,8 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gis.analysis.rules import _check_field, _layer
-from gis.config_files import read_yaml, validate
-from gis.errors import ConfigError
+from gis.config_files import load_checked
 from gis.layers import GeometryType, LayerRegistry, LayerSpec, Name, Title
 
 RULES_FILE = "pipeline-rules.yml"
@@ -157,11 +156,7 @@ def _check(parsed: RulesFile, registry: LayerRegistry) -> None:
 
 def load_pipeline_rules(path: Path, registry: LayerRegistry) -> PipelineRules:
     """Read and check the rules file; ConfigError names the file and the key at fault."""
-    parsed = validate(path, RulesFile, read_yaml(path, "pipeline rules"))
-    try:
-        _check(parsed, registry)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    parsed = load_checked(path, RulesFile, "pipeline rules", lambda rules: _check(rules, registry))
     return PipelineRules(path, parsed, registry)
 
 

@@ -10,8 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from gis.config_files import read_yaml, validate
-from gis.errors import ConfigError
+from gis.config_files import load_checked
 from gis.layers import FieldType, GeometryType, LayerRegistry, LayerSpec, Name, Title
 
 RULES_FILE = "overlap-rules.yml"
@@ -287,11 +286,7 @@ def _check_against_registry(parsed: RulesFile, registry: LayerRegistry) -> None:
 
 def load_rules(path: Path, registry: LayerRegistry) -> OverlapRules:
     """Read and check the rules file; ConfigError names the file and the key at fault."""
-    parsed = validate(path, RulesFile, read_yaml(path, "overlap rules"))
-    try:
-        _check_against_registry(parsed, registry)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    parsed = load_checked(path, RulesFile, "overlap rules", lambda rules: _check_against_registry(rules, registry))
     return OverlapRules(path, parsed, registry)
 
 
