@@ -6,9 +6,10 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 SAMPLES := data-samples/generated/small
-# Debian packages: the server with PostGIS, GDAL's tools (ogr2ogr, the OAPIF client), QGIS's bindings.
+# Debian packages: the server with PostGIS, GDAL's tools (ogr2ogr, the OAPIF client), QGIS's bindings,
+# Chromium for the web map's browser tests.
 RUN_PACKAGES := postgresql-15 postgresql-15-postgis-3
-TEST_PACKAGES := $(RUN_PACKAGES) gdal-bin python3-qgis qgis-providers
+TEST_PACKAGES := $(RUN_PACKAGES) gdal-bin python3-qgis qgis-providers chromium
 
 # Python 3.12 or newer: $(PYTHON) if given, else the first that runs among python3.12, python3.13 and
 # pyenv's installs (pyenv's shims exist for versions that are not selected, so each is tried, not looked up).

@@ -45,10 +45,12 @@ def _with_database(url: str, name: str) -> str:
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Paths of this checkout; a cluster of the tests' own unless GIS_DATABASE_URL names a server."""
+    # One cluster directory per port, so runs on different ports (GIS_TEST_CLUSTER_PORT) never share one.
+    port = int(os.environ.get("GIS_TEST_CLUSTER_PORT", "54339"))
     return Settings(
         database_url=os.environ.get("GIS_DATABASE_URL"),
-        cluster_dir=ROOT / ".gisdata" / "test" / "pg",
-        cluster_port=int(os.environ.get("GIS_TEST_CLUSTER_PORT", "54339")),
+        cluster_dir=ROOT / ".gisdata" / "test" / str(port) / "pg",
+        cluster_port=port,
         layers_dir=ROOT / "layers",
         styles_dir=ROOT / "styles",
         samples_dir=ROOT / "data-samples" / "generated" / "small",
