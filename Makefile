@@ -37,7 +37,7 @@ $(BIN)/gis: pyproject.toml
 	@$(BIN)/pip install -qq -e '.[test,dev]'
 	@touch $(BIN)/gis
 
-$(SAMPLES)/.done: data-samples/generate.py $(wildcard layers/*/*.yml) | $(BIN)/gis
+$(SAMPLES)/.done: data-samples/generate.py $(wildcard layers/*/*.yml) $(wildcard layers/rasters/*/*.yml) | $(BIN)/gis
 	@$(BIN)/python data-samples/generate.py --scale small --out $(SAMPLES)
 	@touch $@
 

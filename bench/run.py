@@ -1,4 +1,5 @@
-"""`make bench`: build the bench-scale city, time the refresh against ogr2ogr, then the OGC API against peers.
+"""`make bench`: build the bench-scale city, time the refresh against ogr2ogr, then the OGC API against peers,
+then the burst analysis (bench/burst.py; `--only burst` runs just that, `--skip-burst` leaves it out).
 
 Everything it needs it installs: Debian's wrk (through .ci/ensure-debian-packages), the bench-scale
 deliveries (data-samples/generate.py), and tipg and pygeoapi from PyPI, each in its own venv under
@@ -21,7 +22,7 @@ if str(ROOT) not in sys.path:
 
 import psycopg  # noqa: E402
 
-from bench import api, peers, refresh, report, wrk  # noqa: E402
+from bench import api, burst, peers, refresh, report, wrk  # noqa: E402
 from bench.procs import free_port  # noqa: E402
 from gis.db.cluster import Cluster  # noqa: E402
 from gis.layers import load_registry  # noqa: E402
@@ -150,12 +151,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated: ours,ours-nocache,tipg,pygeoapi")
     parser.add_argument("--duration", type=int, default=10, help="seconds of wrk per request and server")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk before each timed run")
+    parser.add_argument("--skip-burst", action="store_true", help="leave out the burst-analysis benchmark")
+    parser.add_argument("--only", choices=["burst"], help="run only this benchmark (bench/burst.py, its own database)")
     args = parser.parse_args(argv)
 
     started = time.monotonic()
     RESULTS.mkdir(parents=True, exist_ok=True)
     ensure_debian_packages()
     ensure_samples()
+    if args.only == "burst":
+        burst.run(None, skip_load=False, samples=burst.SAMPLES_DEFAULT, passes=burst.PASSES_DEFAULT)
+        return 0
     settings = Settings(database_url=None)  # the embedded cluster, whatever GIS_DATABASE_URL says
     url = bench_url(settings, recreate=not args.skip_refresh)
 
@@ -177,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     refresh_data = json.loads(refresh_file.read_text()) if refresh_file.is_file() else None
     api_data = json.loads(api_file.read_text()) if api_file.is_file() else None
     report.write(ROOT / "docs" / "benchmarks.md", machine(), refresh_data, api_data, [])
+    if not args.skip_burst:
+        say("burst benchmark: the bench-scale network in gis_burst_bench, library and HTTP")
+        burst.run(None, skip_load=False, samples=burst.SAMPLES_DEFAULT, passes=burst.PASSES_DEFAULT)
     say(f"done in {(time.monotonic() - started) / 60:.1f} min: docs/benchmarks.md")
     return 0
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -34,7 +35,8 @@ if str(REPO) not in sys.path:  # run as a script from the repo root, `gis` is no
     sys.path.insert(0, str(REPO))
 
 from gis.crs import gcj02_to_wgs84, is_gcj02, wgs84_to_gcj02  # noqa: E402
-from gis.layers import FieldSpec, FieldType, LayerSpec, SourceFormat, load_registry  # noqa: E402
+from gis.layers import FieldSpec, FieldType, LayerRegistry, LayerSpec, SourceFormat, load_registry  # noqa: E402
+from gis.sensing.readings import reading_fid  # noqa: E402
 
 # All layout happens in CGCS2000 / 3-degree Gauss-Kruger CM 123E: Shenyang sits on its central meridian,
 # so a metre here is a metre on the ground and clearances of a few decimetres mean what they say.
@@ -1805,7 +1807,9 @@ def pipeline_layers(world: World) -> Iterator[tuple[str, LayerData]]:
     fields["from_node"] = network.node_id[network.seg_from]
     fields["to_node"] = network.node_id[network.seg_to]
     yield "pipelines", LayerData(network.seg_id, fields, shapely.linestrings(ends))
-    yield "pipe_sensors", sensors_layer(world, network, nodes, stream(world.seed, "pipe_sensors"))
+    sensors = sensors_layer(world, network, nodes, stream(world.seed, "pipe_sensors"))
+    yield "pipe_sensors", sensors
+    yield "sensor_readings", readings_layer(sensors, stream(world.seed, "sensor_readings"))
 
 
 def sensors_layer(world: World, network: Network, nodes: Objects, rng: np.random.Generator) -> LayerData:
@@ -1840,6 +1844,58 @@ def sensors_layer(world: World, network: Network, nodes: Objects, rng: np.random
             "installed_on": random_dates("2018-01-01", "2026-10-31", len(index), rng),
         },
         nodes[index],
+    )
+
+
+READING_HOURS = 48  # hourly readings over the two days before the delivery date
+# Normal operation per (sensor type, utility): mean and spread, in the units of layers/sensor-thresholds.yml.
+READING_NORMAL = {
+    ("pressure", "water"): (0.32, 0.03),
+    ("pressure", "gas"): (0.12, 0.01),
+    ("pressure", "heat"): (0.8, 0.06),
+    ("flow", "water"): (120.0, 40.0),
+    ("flow", "heat"): (80.0, 20.0),
+    ("flow", "sewer"): (150.0, 50.0),
+    ("flow", "storm"): (40.0, 30.0),
+    ("gas_leak", "gas"): (1.0, 0.8),
+}
+READING_UNITS = {"pressure": "MPa", "flow": "m³/h", "gas_leak": "%LEL"}
+READING_ANOMALIES = 0.02  # share of readings off normal: pressure drops, flow surges, gas leaks to grade
+READING_QUALITY = (("good", "suspect", "bad"), (0.975, 0.02, 0.005))
+
+
+def readings_layer(sensors: LayerData, rng: np.random.Generator) -> LayerData:
+    """Hourly readings per sensor at its point, mostly normal, some anomalous (warnings to find)."""
+    per_sensor = READING_HOURS
+    which = np.repeat(np.arange(len(sensors)), per_sensor)
+    at = np.tile(AS_OF - np.arange(per_sensor, 0, -1).astype("timedelta64[h]"), len(sensors)).astype("datetime64[s]")
+    kinds, utilities = sensors.fields["sensor_type"][which], sensors.fields["utility"][which]
+    value = np.zeros(len(which))
+    for (kind, utility), (mean, spread) in READING_NORMAL.items():
+        rows = (kinds == kind) & (utilities == utility)
+        value[rows] = rng.normal(mean, spread, int(rows.sum()))
+    odd = rng.random(len(which)) < READING_ANOMALIES
+    value[odd & (kinds == "pressure")] *= rng.uniform(0.1, 0.6, int((odd & (kinds == "pressure")).sum()))
+    value[odd & (kinds == "flow")] *= rng.uniform(3.0, 8.0, int((odd & (kinds == "flow")).sum()))
+    value[odd & (kinds == "gas_leak")] = rng.uniform(8.0, 70.0, int((odd & (kinds == "gas_leak")).sum()))
+    value[kinds == "gas_leak"] = np.clip(value[kinds == "gas_leak"], 0.0, 100.0)
+    value = np.where(kinds == "pressure", np.round(value, 3), np.round(value, 1))
+    local = ZoneInfo("Asia/Shanghai")
+    sensor_ids = sensors.fid[which]
+    fid = np.array([reading_fid(s, t.replace(tzinfo=local))
+                    for s, t in zip(sensor_ids.tolist(), at.tolist(), strict=True)], dtype=object)
+    return LayerData(
+        fid,
+        {
+            "sensor": sensor_ids,
+            "sensor_type": kinds,
+            "utility": utilities,
+            "observed_at": at,
+            "value": value,
+            "unit": np.array([READING_UNITS[k] for k in kinds.tolist()], dtype=object),
+            "quality": weighted(*READING_QUALITY, len(which), rng),
+        },
+        sensors.geometry[which],
     )
 
 
@@ -2443,6 +2499,149 @@ def incidents_layer(world: World, rng: np.random.Generator) -> LayerData:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Rasters: terrain, land cover and an imagery-like rendering, delivered as GeoTIFFs (layers/rasters/)
+
+RASTER_MARGIN_M = 3000.0  # beyond the street grid, so the hills north-east of it show
+DEM_CELL_M = 20.0
+COVER_CELL_M = 10.0
+IMAGERY_CELL_DEG = (0.00018, 0.000135)  # about 15 m either way at 41.7° N
+COVER_CODES = {"water": 1, "built": 2, "road": 3, "green": 4, "crop": 5, "bare": 6}
+COVER_RGB = {1: (38, 72, 92), 2: (150, 140, 132), 3: (105, 104, 102), 4: (62, 108, 52), 5: (168, 160, 102),
+             6: (188, 174, 148)}
+
+
+@dataclass(frozen=True)
+class RasterGrid:
+    """A north-up grid in the frame CRS: top-left corner, cell size, shape."""
+
+    x0: float
+    y1: float
+    cell: float
+    width: int
+    height: int
+
+    @property
+    def transform(self) -> Any:
+        from rasterio.transform import from_origin
+
+        return from_origin(self.x0, self.y1, self.cell, self.cell)
+
+    def centres(self) -> tuple[Floats, Floats]:
+        x = self.x0 + (np.arange(self.width) + 0.5) * self.cell
+        y = self.y1 - (np.arange(self.height) + 0.5) * self.cell
+        return np.meshgrid(x, y)
+
+
+def raster_grid(world: World, cell: float) -> RasterGrid:
+    x0, y0, x1, y1 = shapely.box(*world.window).buffer(RASTER_MARGIN_M, join_style="mitre").bounds
+    return RasterGrid(x0, y1, cell, int(np.ceil((x1 - x0) / cell)), int(np.ceil((y1 - y0) / cell)))
+
+
+def terrain(world: World, grid: RasterGrid, rng: np.random.Generator) -> NDArray[np.float32]:
+    """Metres above the 1985 datum: rising gently to the north-east, a valley along the Hun, hills in the
+    north-east where the forest is, and smooth undulation (about 40-200 m, as around Shenyang)."""
+    x, y = grid.centres()
+    cx, cy = (world.window[0] + world.window[2]) / 2, (world.window[1] + world.window[3]) / 2
+    z = 62.0 + 0.0016 * (x - cx) + 0.0022 * (y - cy)
+    hills = world.redline.geom[world.redline.level == "national"]
+    if len(hills):
+        top = hills[0].centroid
+        z += 120.0 * np.exp(-(((x - top.x) / 2600.0) ** 2 + ((y - top.y) / 2100.0) ** 2))
+    near = shapely.box(grid.x0, grid.y1 - grid.height * grid.cell, grid.x0 + grid.width * grid.cell, grid.y1)
+    # Measuring to the whole, densely drawn river is slow; its nearby course, simplified to 10 m, is enough
+    line = world.water.river_line.intersection(near.buffer(5000.0)).simplify(10.0)
+    river = shapely.distance(shapely.points(x.ravel(), y.ravel()), line).reshape(x.shape)
+    z -= 9.0 * np.exp(-((river / 900.0) ** 2))
+    for _ in range(6):
+        wavelength, angle, phase = rng.uniform(1500, 6000), rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi)
+        along = x * np.cos(angle) + y * np.sin(angle)
+        z += rng.uniform(0.6, 1.6) * np.sin(2 * np.pi * along / wavelength + phase)
+    return np.maximum(z, 30.0).astype(np.float32)
+
+
+def land_cover(world: World, grid: RasterGrid) -> NDArray[np.uint8]:
+    """Class codes consistent with the vector layers: water bodies, roads at their width, parks and the
+    forested hills green, the street grid built-up, cropland beyond it."""
+    from rasterio.features import rasterize
+
+    roads = roads_layer(world)
+    road_areas = shapely.buffer(roads.geometry, roads.fields["width_m"] / 2.0, cap_style="flat")
+    green = [shapely.box(*p.rect) for p in world.water.parks]
+    green += list(world.redline.geom[world.redline.level == "national"])
+    layers_in_order = (  # later ones are drawn over earlier ones
+        [(shapely.box(*world.window), COVER_CODES["built"])]
+        + [(g, COVER_CODES["green"]) for g in green]
+        + [(g, COVER_CODES["road"]) for g in road_areas]
+        + [(g, COVER_CODES["water"]) for g in shapely.get_parts(world.water.all)]
+    )
+    return rasterize(layers_in_order, out_shape=(grid.height, grid.width), transform=grid.transform,
+                     fill=COVER_CODES["crop"], dtype="uint8")
+
+
+def imagery(cover: NDArray[np.uint8], relief: NDArray[np.float64], rng: np.random.Generator) -> NDArray[np.uint8]:
+    """An orthophoto look: each class's colour, field and roof texture, relief shading; never 0 (nodata)."""
+    rgb = np.zeros((3, *cover.shape), dtype=np.float64)
+    for code, colour in COVER_RGB.items():
+        rgb[:, cover == code] = np.array(colour, dtype=np.float64)[:, None]
+    rows = np.arange(cover.shape[0])[:, None]
+    stripes = np.where((rows // 12) % 2 == 0, 1.08, 0.92)  # strips of fields
+    rgb *= np.where(cover == COVER_CODES["crop"], stripes, 1.0)
+    rgb *= rng.normal(1.0, 0.06, cover.shape)
+    rgb *= 0.7 + 0.45 * relief
+    return np.clip(np.rint(rgb), 1, 255).astype(np.uint8)
+
+
+def write_geotiff(path: Path, bands: NDArray[Any], crs: str, transform: Any, nodata: float) -> None:
+    import rasterio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = bands if bands.ndim == 3 else bands[None]
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype=data.dtype, crs=crs, transform=transform, nodata=nodata, compress="deflate",
+                       tiled=True, blockxsize=256, blockysize=256) as dst:
+        dst.write(data)
+
+
+def write_rasters(world: World, registry: LayerRegistry, out: Path) -> Iterator[tuple[str, str]]:
+    """Each raster layer's delivery, in the CRS its file declares; yields (layer id, what was written)."""
+    import rasterio
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    from gis.rasters.render import hillshade
+
+    specs = registry.rasters
+    dem_grid, cover_grid = raster_grid(world, DEM_CELL_M), raster_grid(world, COVER_CELL_M)
+    dem = terrain(world, dem_grid, stream(world.seed, "dem"))
+    cover = land_cover(world, cover_grid)
+    relief = hillshade(np.repeat(np.repeat(dem, 2, axis=0), 2, axis=1)[: cover.shape[0], : cover.shape[1]],
+                       COVER_CELL_M, COVER_CELL_M)
+    photo = imagery(cover, relief, stream(world.seed, "imagery"))
+    made = {"dem": (dem, dem_grid), "land_cover": (cover, cover_grid), "imagery": (photo, cover_grid)}
+    for layer_id, (data, grid) in made.items():
+        spec = specs[layer_id]
+        path = out / spec.source.path
+        bands = data if data.ndim == 3 else data[None]
+        if spec.source.crs == FRAME_CRS:
+            write_geotiff(path, bands, FRAME_CRS, grid.transform, spec.nodata)
+        else:  # delivered in another CRS: warp the frame grid into it, as the department's software would
+            left, top = grid.x0, grid.y1
+            right, bottom = left + grid.width * grid.cell, top - grid.height * grid.cell
+            transform, width, height = calculate_default_transform(
+                FRAME_CRS, spec.source.crs, grid.width, grid.height, left, bottom, right, top,
+                resolution=IMAGERY_CELL_DEG if layer_id == "imagery" else None)
+            target = np.full((bands.shape[0], height, width), spec.nodata, dtype=bands.dtype)
+            reproject(bands, target, src_transform=grid.transform, src_crs=FRAME_CRS, dst_transform=transform,
+                      dst_crs=spec.source.crs, src_nodata=spec.nodata, dst_nodata=spec.nodata,
+                      resampling=Resampling.bilinear)
+            write_geotiff(path, target, spec.source.crs, transform, spec.nodata)
+        with rasterio.open(path) as written:
+            size = f"{written.width}x{written.height}x{written.count} {written.dtypes[0]} {written.crs}"
+        yield layer_id, f"{size}  {spec.source.path}"
+    missing = sorted(set(specs) - set(made))
+    if missing:
+        raise SystemExit(f"the registry has raster layers this generator does not make: {', '.join(missing)}")
+
+# ----------------------------------------------------------------------------------------------------------
 
 
 def layers(world: World) -> Iterator[tuple[str, LayerData]]:
@@ -2504,6 +2703,8 @@ def main(argv: list[str] | None = None) -> int:
     missing = sorted(set(registry) - written)
     if missing:
         raise SystemExit(f"the registry has layers this generator does not make: {', '.join(missing)}")
+    for layer_id, described in write_rasters(world, registry, args.out):
+        print(f"{layer_id:<22} {described}", flush=True)
     print(f"done in {time.perf_counter() - started:.1f} s -> {args.out}")
     return 0
 

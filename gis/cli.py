@@ -2,7 +2,7 @@
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,7 +11,7 @@ import psycopg
 from gis.db.cluster import Cluster, database_url
 from gis.db.migrate import migrate
 from gis.errors import GisError
-from gis.layers import LayerRegistry, load_registry
+from gis.layers import LayerRegistry, RasterSpec, load_registry
 from gis.refresh.runner import RefreshRequest, run_refresh
 from gis.settings import Settings
 
@@ -21,11 +21,16 @@ if TYPE_CHECKING:
     from gis.security.settings import AuthSettings
 
 
+DB_PASSWORD_ENV = "GIS_DB_USER_PASSWORD"
+
+
 def _registry(settings: Settings) -> LayerRegistry:
     return load_registry(settings.layers_dir, settings.styles_dir)
 
 
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "grant":
+        return cmd_db_grant(args, settings)
     if settings.database_url and args.action != "url":
         print(f"GIS_DATABASE_URL is set: using that database, no embedded cluster to {args.action}")
         return 0
@@ -43,10 +48,60 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from gis.security import audit, db_roles
+
     registry = _registry(settings)
+    _, policy = _policy(settings)
+    regranted: list[str] = []
+
+    def regrant(conn: psycopg.Connection) -> None:  # in the tables' transaction: no new column is readable ungranted
+        plans = db_roles.reapply_if_granted(conn, policy, registry)
+        if plans:
+            regranted.extend(p.name for p in plans)
+            audit.record(conn, _admin_entry("db-grant", {"after": "migrate", "roles": regranted}))
+
     with psycopg.connect(database_url(settings)) as conn:
-        applied = migrate(conn, registry)
+        applied = migrate(conn, registry, after_tables=regrant)
     print(f"migrations applied: {', '.join(applied) or 'none (up to date)'}; {len(registry)} layers' tables ensured")
+    if regranted:
+        print(f"database roles' grants re-applied: {', '.join(regranted)}")
+    return 0
+
+
+def cmd_db_grant(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    from gis.security import audit, db_roles
+
+    if not args.user and (args.role or args.claim or args.password_stdin or args.reset_password or args.remove):
+        raise GisError("db grant: --role, --claim, --password-stdin, --reset-password and --remove go with --user")
+    if args.user and not args.role and not args.remove:
+        raise GisError("db grant: --user needs --role ROLE (or --remove)")
+    claims = _claims(args.claim, "db grant")
+    password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else os.environ.get(DB_PASSWORD_ENV)
+    if password is not None and len(password) < 12:
+        raise GisError("db grant: a password needs at least 12 characters")
+    registry = _registry(settings)
+    _, policy = _policy(settings)
+    user = None
+    with psycopg.connect(database_url(settings)) as conn, conn.transaction():
+        plans = db_roles.apply(conn, policy, registry)
+        if args.user and args.remove:
+            db_roles.remove_user(conn, args.user)
+        elif args.user:
+            user = db_roles.grant_user(conn, policy, args.user, args.role, claims, password, args.reset_password)
+        audit.record(conn, _admin_entry("db-grant", {
+            "roles": [p.name for p in plans], "user": args.user, "user_role": args.role, "claims": sorted(claims),
+            "removed": bool(args.remove)}))
+    for group in plans:
+        print(group.describe())
+    if args.remove:
+        print(f"login role {args.user}: no group, no claims, cannot log in")
+    if user is not None:
+        print(user.describe())
+        if user.password:
+            print("password, shown once, store it now:")
+            print(user.password)
     return 0
 
 
@@ -56,9 +111,12 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
         raise GisError("name the layers to refresh, or --all")
     if args.source and (args.all or len(args.layers) != 1):
         raise GisError("--source goes with exactly one layer")
-    specs = registry.specs() if args.all else [registry.get_layer(name) for name in args.layers]
+    specs = registry.specs() if args.all else [registry.get_layer(name) for name in args.layers
+                                               if name not in registry.rasters]
+    rasters = registry.rasters.values() if args.all else [registry.rasters[n] for n in args.layers
+                                                          if n in registry.rasters]
     url = database_url(settings)
-    failures = 0
+    failures = _refresh_rasters(url, rasters, args, settings)
     for spec in specs:
         request = RefreshRequest(
             spec=spec,
@@ -74,6 +132,22 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
             failures += 1
             print(f"gis: refresh {spec.id} failed: {exc}", file=sys.stderr, flush=True)
     return 1 if failures else 0
+
+
+def _refresh_rasters(url: str, specs: Iterable[RasterSpec], args: argparse.Namespace, settings: Settings) -> int:
+    """Raster layers (layers/rasters/): validate, reproject, write the next COG version. Returns the failures."""
+    from gis.rasters.refresh import RasterRefreshRequest, run_raster_refresh
+
+    failures = 0
+    for spec in specs:
+        source = Path(args.source) if args.source else settings.samples_dir / spec.source.path
+        request = RasterRefreshRequest(spec, source, settings.city_extent, settings.rasters_dir, force=args.force)
+        try:
+            print(run_raster_refresh(url, request).summary(), flush=True)
+        except GisError as exc:
+            failures += 1
+            print(f"gis: refresh {spec.id} failed: {exc}", file=sys.stderr, flush=True)
+    return failures
 
 
 def cmd_styles(args: argparse.Namespace, settings: Settings) -> int:
@@ -126,6 +200,16 @@ def _admin_entry(action: str, detail: dict[str, object]) -> "AuditEntry":
     return AuditEntry(f"cli:{getpass.getuser()}", "admin", "cli", None, f"admin:{action}", query=detail)
 
 
+def _claims(items: list[str] | None, command: str) -> dict[str, str]:
+    claims: dict[str, str] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise GisError(f"{command}: --claim takes NAME=VALUE, not '{item}'")
+        claims[name] = value
+    return claims
+
+
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     from gis.security import audit, keys
 
@@ -137,12 +221,7 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
             if policy.role(args.role) is None:
                 raise GisError(f"keys create: no role '{args.role}' in the access policy "
                                f"({', '.join(sorted(policy.roles))})")
-            claims: dict[str, object] = {}
-            for item in args.claim or []:
-                name, sep, value = item.partition("=")
-                if not sep or not name:
-                    raise GisError(f"keys create: --claim takes NAME=VALUE, not '{item}'")
-                claims[name] = value
+            claims = _claims(args.claim, "keys create")
             record, token = keys.create_key(conn, args.name, args.role, auth.pepper.get_secret_value(), claims)
             audit.record(conn, _admin_entry("key-create", {"key_id": record.key_id, "role": record.role}))
             print(f"key {record.key_id} ({record.role}) for {record.name}; shown once, store it now:")
@@ -189,11 +268,27 @@ def cmd_check_overlap(args: argparse.Namespace, settings: Settings) -> int:
     return 3 if args.fail_on_conflict and found.verdict == "conflict" else 0
 
 
+def cmd_qgis_project(args: argparse.Namespace, settings: Settings) -> int:
+    from gis.qgis_project import ProjectRequest, Source, make_project
+
+    print(make_project(settings, ProjectRequest(
+        Path(args.out), Source(args.source), args.api_key, args.role, args.base_url, args.db_user, args.db_password)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gis", description="Spatio-temporal GIS cloud: database, layers, refresh.")
     sub = parser.add_subparsers(dest="command", required=True)
     db = sub.add_parser("db", help="the embedded PostgreSQL + PostGIS cluster")
-    db.add_argument("action", choices=["start", "stop", "status", "url"])
+    db.add_argument("action", choices=["start", "stop", "status", "url", "grant"],
+                    help="grant: PostgreSQL roles from the access policy (docs/security.md)")
+    db.add_argument("--user", help="grant: a login role to create or update")
+    db.add_argument("--role", help="grant: the --user's policy role (one with 'database: true')")
+    db.add_argument("--claim", action="append", help="grant: NAME=VALUE for row rules (e.g. jurisdiction=...)")
+    db.add_argument("--password-stdin", action="store_true",
+                    help=f"grant: read the --user's password from stdin (else ${DB_PASSWORD_ENV}, else generated)")
+    db.add_argument("--reset-password", action="store_true", help="grant: a new generated password for --user")
+    db.add_argument("--remove", action="store_true", help="grant: --user loses its group, claims and login")
     db.set_defaults(handler=cmd_db)
     sub.add_parser("migrate", help="apply migrations and create layer tables").set_defaults(handler=cmd_migrate)
     refresh = sub.add_parser("refresh", help="load layers from their delivered files, keeping history")
@@ -232,6 +327,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default GIS_PORT or 8000)")
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     serve.set_defaults(handler=cmd_serve)
+    project = sub.add_parser("qgis-project", help="write a QGIS project with every layer a caller may see")
+    project.add_argument("out", help="the .qgs file to write")
+    project.add_argument("--api-key", help="the caller's key: its role's layers, the key in the OAPIF URLs")
+    project.add_argument("--role", help="a role of the access policy (default: the anonymous role)")
+    project.add_argument("--source", choices=["oapif", "postgis"], default="oapif",
+                         help="layers through the OGC API (default) or straight from PostGIS")
+    project.add_argument("--base-url", help="the service's URL for OAPIF layers (default http://GIS_HOST:GIS_PORT)")
+    project.add_argument("--db-user", help="postgis: the login role (from 'gis db grant') instead of the service's")
+    project.add_argument("--db-password", help="postgis: its password (written into the project file)")
+    project.set_defaults(handler=cmd_qgis_project)
     return parser
 
 

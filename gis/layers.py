@@ -1,7 +1,8 @@
 """The layer registry: one YAML file per layer under layers/<domain>/<layer>.yml, validated at load.
 
 A layer exists because its file exists. The registry is the catalog of the whole service and the only
-source of layer ids and of the identifiers that reach SQL (see identifiers.py).
+source of layer ids and of the identifiers that reach SQL (see identifiers.py). Raster layers are declared
+the same way under layers/rasters/<domain>/<id>.yml and kept apart, in `LayerRegistry.rasters`.
 """
 
 from collections.abc import Iterator, Mapping
@@ -10,7 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, StringConstraints, model_validator
 
 from gis.config_files import read_yaml, validate
 from gis.errors import ConfigError, NotFound
@@ -96,6 +97,9 @@ class FieldSpec(_Strict):
 class TemporalSpec(_Strict):
     kind: Literal["versioned", "event"]
     field: Name | None = Field(default=None, description="The event-time field, for event layers.")
+    missing: Literal["close", "keep"] = Field(
+        default="close", description="What a refresh does with current rows its delivery leaves out: close them "
+        "(to history), or keep them (event layers the service also writes to, e.g. sensor readings posted over HTTP).")
 
     @model_validator(mode="after")
     def _event_needs_field(self) -> "TemporalSpec":
@@ -103,6 +107,8 @@ class TemporalSpec(_Strict):
             raise ValueError("an event layer names its event-time field in 'field'")
         if self.kind == "versioned" and self.field:
             raise ValueError("a versioned layer takes its time from the refresh; 'field' is for event layers")
+        if self.kind == "versioned" and self.missing == "keep":
+            raise ValueError("'missing: keep' is for event layers; a versioned layer's delivery is the whole layer")
         return self
 
 
@@ -185,12 +191,126 @@ class LayerSpec(_Strict):
         return self.source.valid_from is not None
 
 
-class LayerRegistry(Mapping[str, LayerSpec]):
-    """The frozen set of layers, ordered by domain then id."""
+# -- raster layers: layers/rasters/<domain>/<id>.yml -------------------------------------------------
 
-    def __init__(self, layers: list[LayerSpec]) -> None:
+RASTERS_FOLDER = "rasters"
+HexColour = Annotated[str, StringConstraints(pattern=r"^#[0-9a-fA-F]{6}$")]
+CrsCode = Annotated[str, StringConstraints(pattern=r"^EPSG:[0-9]{4,6}$")]
+
+
+class RasterDataType(StrEnum):
+    uint8 = "uint8"
+    int16 = "int16"
+    uint16 = "uint16"
+    float32 = "float32"
+
+
+class Resampling(StrEnum):
+    """How cells are resampled when reprojected: nearest for classes, bilinear or cubic for measures."""
+
+    nearest = "nearest"
+    bilinear = "bilinear"
+    cubic = "cubic"
+
+
+class RenderingKind(StrEnum):
+    ramp = "ramp"  # one band through the colour ramp in `stops` (values between stops are interpolated)
+    hillshade = "hillshade"  # the ramp, shaded by the relief (DEMs)
+    rgb = "rgb"  # three bands as red, green, blue (imagery)
+    classes = "classes"  # one band of class codes, each stop's colour for its exact value
+
+
+class RasterSourceFormat(StrEnum):
+    geotiff = "geotiff"
+
+
+class RasterSourceSpec(_Strict):
+    path: str = Field(description="The delivered GeoTIFF, relative to the samples/delivery directory.")
+    format: RasterSourceFormat
+    crs: CrsCode = Field(description="The CRS the delivery must declare (EPSG:NNNN).")
+
+
+class BandSpec(_Strict):
+    name: Name
+    title: str | None = None
+    unit: str | None = Field(default=None, description="Unit of the cell values (m for a DEM); none for codes.")
+
+
+class ColourStop(_Strict):
+    value: float
+    colour: HexColour
+    label: str | None = Field(default=None, description="The class's name (classes) or the stop's legend text.")
+
+
+class RenderingSpec(_Strict):
+    kind: RenderingKind
+    stops: tuple[ColourStop, ...] = ()
+
+    @model_validator(mode="after")
+    def _stops_fit_kind(self) -> "RenderingSpec":
+        if self.kind is RenderingKind.rgb and self.stops:
+            raise ValueError("an rgb rendering takes its colours from the bands; 'stops' is for the others")
+        if self.kind is not RenderingKind.rgb and len(self.stops) < 2:
+            raise ValueError(f"a {self.kind} rendering needs at least two stops")
+        values = [s.value for s in self.stops]
+        if values != sorted(set(values)):
+            raise ValueError("stops must be in increasing order of value, each value once")
+        return self
+
+
+class RasterSpec(_Strict):
+    """One raster layer: a delivered GeoTIFF served, with its history, as a coverage and as map tiles."""
+
+    kind: Literal["raster"]
+    id: Name
+    domain: Domain
+    title: Title
+    description: str = Field(min_length=1)
+    keywords: tuple[str, ...] = ()
+    department: str = Field(min_length=1, description="The owning department that delivers the data.")
+    access: AccessClass
+    audiences: tuple[Audience, ...] = Field(min_length=1)
+    update_frequency: str = Field(min_length=1)
+    source: RasterSourceSpec
+    crs: CrsCode = Field(default="EPSG:4490", description="The CRS the layer is stored and served in.")
+    resolution: tuple[PositiveFloat, PositiveFloat] | None = Field(
+        default=None, description="Cell size (x, y) in units of `crs`; default: what reprojection preserves."
+    )
+    data_type: RasterDataType
+    nodata: float = Field(description="The value of cells without data; deliveries must declare it.")
+    bands: tuple[BandSpec, ...] = Field(min_length=1)
+    resampling: Resampling
+    rendering: RenderingSpec
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RasterSpec":
+        names = [b.name for b in self.bands]
+        if len(set(names)) != len(names):
+            raise ValueError("bands: a band name is given twice")
+        if self.rendering.kind is RenderingKind.rgb and len(self.bands) != 3:
+            raise ValueError("rendering: an rgb rendering needs exactly three bands")
+        if self.rendering.kind is not RenderingKind.rgb and len(self.bands) != 1:
+            raise ValueError(f"rendering: a {self.rendering.kind} rendering draws one band")
+        if self.rendering.kind is RenderingKind.classes and self.resampling is not Resampling.nearest:
+            raise ValueError("resampling: class codes are resampled with nearest, never averaged")
+        return self
+
+    @property
+    def unit(self) -> str | None:
+        return self.bands[0].unit
+
+
+class LayerRegistry(Mapping[str, LayerSpec]):
+    """The frozen set of layers, ordered by domain then id.
+
+    Iterating and indexing give the vector layers only; raster layers are in `rasters`.
+    """
+
+    def __init__(self, layers: list[LayerSpec], rasters: list[RasterSpec] | None = None) -> None:
         ordered = sorted(layers, key=lambda s: (list(Domain).index(s.domain), s.id))
         self._layers: Mapping[str, LayerSpec] = MappingProxyType({s.id: s for s in ordered})
+        by_domain = sorted(rasters or (), key=lambda s: (list(Domain).index(s.domain), s.id))
+        self.rasters: Mapping[str, RasterSpec] = MappingProxyType({s.id: s for s in by_domain})
 
     def __getitem__(self, layer_id: str) -> LayerSpec:
         return self._layers[layer_id]
@@ -210,6 +330,13 @@ class LayerRegistry(Mapping[str, LayerSpec]):
 
     def specs(self) -> tuple[LayerSpec, ...]:
         return tuple(self._layers.values())
+
+    def get_raster(self, raster_id: str) -> RasterSpec:
+        """The raster layer, or NotFound naming it."""
+        try:
+            return self.rasters[raster_id]
+        except KeyError:
+            raise NotFound(f"no raster layer '{raster_id}'") from None
 
 
 def load_layer_file(path: Path, styles_dir: Path, samples_dir: Path | None = None) -> LayerSpec:
@@ -234,9 +361,23 @@ def load_registry(layers_dir: Path, styles_dir: Path, samples_dir: Path | None =
     if not files:
         raise ConfigError(f"{layers_dir}: no layer files (expected layers/<domain>/<layer>.yml)")
     specs = [load_layer_file(f, styles_dir, samples_dir) for f in files]
+    raster_files = sorted((layers_dir / RASTERS_FOLDER).glob("*/*.yml"))
+    rasters = [load_raster_file(f, samples_dir) for f in raster_files]
     seen: dict[str, Path] = {}
-    for spec, file in zip(specs, files, strict=True):
+    for spec, file in zip([*specs, *rasters], [*files, *raster_files], strict=True):
         if spec.id in seen:
             raise ConfigError(f"{file}: id: '{spec.id}' is already declared by {seen[spec.id]}")
         seen[spec.id] = file
-    return LayerRegistry(specs)
+    return LayerRegistry(specs, rasters)
+
+
+def load_raster_file(path: Path, samples_dir: Path | None = None) -> RasterSpec:
+    """Read and check one raster layer file (layers/rasters/<domain>/<id>.yml)."""
+    spec = validate(path, RasterSpec, read_yaml(path, "raster layer"))
+    if path.stem != spec.id:
+        raise ConfigError(f"{path}: id: '{spec.id}' differs from the file name '{path.stem}'")
+    if path.parent.name != spec.domain:
+        raise ConfigError(f"{path}: domain: '{spec.domain}' differs from the folder '{path.parent.name}'")
+    if samples_dir is not None and not (samples_dir / spec.source.path).is_file():
+        raise ConfigError(f"{path}: source.path: no sample file {samples_dir / spec.source.path}")
+    return spec

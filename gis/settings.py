@@ -22,6 +22,10 @@ class Settings(BaseSettings):
         description="Where layer sources are found; each layer's source.path is relative to it.",
     )
     rejects_dir: Path = Field(default=Path(".gisdata/rejects"), description="Where refresh rejects files go.")
+    rasters_dir: Path = Field(
+        default=Path(".gisdata/rasters"),
+        description="Where raster refreshes write their Cloud-Optimised GeoTIFFs, one file per version.",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     pool_min_size: int = 2

@@ -14,6 +14,9 @@ import psycopg
 from psycopg import sql
 
 from gis import identifiers as ids
+from gis.features import crs as crs_
+from gis.features.cql2 import ast
+from gis.features.cql2.to_sql import translate
 from gis.features.queries import source, time_params
 from gis.features.temporal import TimeRange
 from gis.layers import FieldType, GeometryType, LayerSpec
@@ -124,7 +127,8 @@ def _property(spec: LayerSpec, name: str, field_type: FieldType) -> sql.Composab
     return sql.SQL("{} AS {}").format(value, sql.Identifier(name))
 
 
-def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None) -> sql.Composed:
+def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None,
+             rows: sql.Composable | None = None) -> sql.Composed:
     """The statement for one tile of the layer at zoom z; parameters from tile_params.
 
     Returns one row: (version, tile). version is the layer's changed_refresh_id (NULL if never loaded);
@@ -133,20 +137,25 @@ def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None) -> sql.Comp
 
     The rows are the ones the Features API reads for the same `datetime` (gis.features.queries.source):
     the current table, or each feature's version valid at the time asked (or now, for layers whose
-    features carry their own validity), or the events in the interval.
+    features carry their own validity), or the events in the interval; `rows` (a caller's row rule, as
+    SQL) narrows them further.
     """
     detail = zoom_detail(z, spec.geometry)
     geom = sql.SQL("t.geom")
     if detail.simplify:
         geom = sql.SQL("ST_Simplify(t.geom, {})").format(sql.Literal(float(detail.simplify)))
     predicates: list[sql.Composable] = [
-        sql.SQL("geom && ST_Transform(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s), {})").format(
-            sql.Literal(int(spec.srid)))
+        # The margin is clipped to the world first: past the antimeridian it would come back at -180° and
+        # the box's extent would cover the wrong half of the world (a z1 tile touching 180° drew nothing).
+        sql.SQL("geom && ST_Transform(ST_ClipByBox2D(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s), "
+                "ST_TileEnvelope(0, 0, 0)::box2d), {})").format(sql.Literal(int(spec.srid)))
     ]
     if detail.min_size:
         predicates.append(sql.SQL(
             "(ST_XMax(geom) - ST_XMin(geom)) + (ST_YMax(geom) - ST_YMin(geom)) >= {}"
         ).format(sql.Literal(float(detail.min_size))))
+    if rows is not None:
+        predicates.append(rows)
     properties = sql.SQL(", ").join(
         [sql.SQL("t.fid"), *(_property(spec, f.name, f.type) for f in spec.fields)]
     )
@@ -192,10 +201,13 @@ class TileResult:
 
 
 async def fetch_tile(conn: psycopg.AsyncConnection, spec: LayerSpec, tile: Tile,
-                     known_versions: tuple[int, ...] = (), time: TimeRange | None = None) -> TileResult:
+                     known_versions: tuple[int, ...] = (), time: TimeRange | None = None,
+                     rows: ast.Node | None = None) -> TileResult:
+    """One tile; `rows` is a row rule (a CQL2 node, geometries in CRS84) the tile's features must pass."""
+    params = tile_params(spec, tile, known_versions, time)
+    row_sql = translate(rows, spec, crs_.CRS84, params, "rows") if rows is not None else None
     # Binary results: the tile arrives as its bytes, not as hex text to decode.
-    cursor = await conn.execute(tile_sql(spec, tile.z, time), tile_params(spec, tile, known_versions, time),
-                                binary=True)
+    cursor = await conn.execute(tile_sql(spec, tile.z, time, row_sql), params, binary=True)
     row = await cursor.fetchone()
     assert row is not None  # the statement always returns exactly one row
     version, data = row

@@ -9,17 +9,34 @@ from starlette.middleware.gzip import GZipMiddleware
 from gis.db.cluster import database_url
 from gis.db.pool import make_pool
 from gis.layers import load_registry
-from gis.security.settings import AuthSettings
+from gis.security.settings import AuthSettings, HttpSettings
 from gis.settings import Settings
-from services import auth, features, landing, planning, processes, tiles
+from services import (
+    auth,
+    catalog,
+    coverages,
+    downloads,
+    features,
+    landing,
+    limits,
+    map_tiles,
+    planning,
+    processes,
+    sensing,
+    tiles,
+    web_map,
+)
 from services.errors import install_error_handlers
+from services.headers import SecurityHeaders
 from services.state import AppState
 
 
-def create_app(settings: Settings, auth_settings: AuthSettings | None = None) -> FastAPI:
+def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
+               http_settings: HttpSettings | None = None) -> FastAPI:
+    http = http_settings or HttpSettings()
     registry = load_registry(settings.layers_dir, settings.styles_dir)
     access = auth.Auth.load(auth_settings or AuthSettings(), settings.layers_dir, registry)
-    pool = make_pool(database_url(settings), settings)
+    pool = make_pool(database_url(settings), settings, http.statement_timeout_ms)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -30,24 +47,39 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None) ->
             await pool.close()
 
     # The OpenAPI document is served by services.landing at /openapi (OGC's service-desc), with its own HTML.
-    # One auth dependency on every route: the caller (or the anonymous role) is known before any handler runs.
+    # One auth dependency on every route: the caller (or the anonymous role) is known before any handler runs,
+    # and held to its rate limit.
     app = FastAPI(title="时空信息云平台 · Spatio-temporal GIS cloud", lifespan=lifespan,
-                  openapi_url=None, docs_url=None, redoc_url=None, dependencies=[Depends(auth.authenticate)])
+                  openapi_url=None, docs_url=None, redoc_url=None, dependencies=[Depends(limits.authenticate)])
     app.state.gis = AppState(settings=settings, registry=registry, pool=pool)
     app.state.auth = access
+    app.state.guard = limits.Guard.from_settings(http)
     install_error_handlers(app)
+    # Outermost last: gzip sees the final bytes, so the headers layer reads HTML pages uncompressed.
+    app.add_middleware(limits.BodyLimit, max_body_bytes=http.max_body_bytes, max_upload_bytes=http.max_upload_bytes)
+    app.add_middleware(SecurityHeaders, cors_origins=http.cors_origins)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)
     landing.install(app)
     app.include_router(features.router)
+    app.include_router(downloads.router)
+    app.include_router(catalog.router)
     app.include_router(tiles.router)
+    app.include_router(coverages.router)
+    app.include_router(map_tiles.router)
     app.include_router(planning.router)
+    app.include_router(sensing.router)
     app.include_router(processes.router)
     app.include_router(auth.router)
+    web_map.install(app)
     landing.add_conformance(app, *processes.CONFORMANCE)
     for link in processes.LANDING_LINKS:
         landing.add_landing_link(app, link["href"], link["rel"], link["type"], link["title"])
     landing.add_conformance(app, *tiles.CONFORMANCE)
+    landing.add_conformance(app, *coverages.CONFORMANCE, *map_tiles.CONFORMANCE)
     landing.add_landing_link(app, "/tileMatrixSets", "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes",
                              "application/json", "tile matrix sets")
-    app.state.collection_links = [tiles.collection_links]
+    landing.add_conformance(app, *catalog.CONFORMANCE)
+    landing.add_landing_link(app, catalog.LANDING_LINK["href"], catalog.LANDING_LINK["rel"],
+                             catalog.LANDING_LINK["type"], catalog.LANDING_LINK["title"])
+    app.state.collection_links = [tiles.collection_links, downloads.collection_links]
     return app

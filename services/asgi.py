@@ -2,10 +2,10 @@
 
 from fastapi import FastAPI
 
-from gis.security.settings import AuthSettings
+from gis.security.settings import AuthSettings, HttpSettings
 from gis.settings import Settings
 from services.app import create_app
 
 
 def app_from_environment() -> FastAPI:
-    return create_app(Settings(), AuthSettings())
+    return create_app(Settings(), AuthSettings(), HttpSettings())

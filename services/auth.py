@@ -24,13 +24,14 @@ import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 
+from gis.errors import NotFound
 from gis.features import crs as crs_
 from gis.features.cql2 import ast
 from gis.features.params import ItemsQuery
 from gis.features.queries import items_statement
-from gis.layers import LayerRegistry
+from gis.layers import AccessClass, LayerRegistry, RasterSpec
 from gis.security import audit, keys, rows
-from gis.security.policy import LayerView, Policy, Role, load_policy, policy_path
+from gis.security.policy import LayerView, Policy, Role, load_policy, policy_path, readable
 from gis.security.settings import AuthSettings
 from services.state import AppState, app_state
 
@@ -197,12 +198,30 @@ def visible_layers(request: Request) -> Mapping[str, LayerView]:
     return caller_of(request).role.views
 
 
+def raster_view(request: Request, raster_id: str) -> RasterSpec:
+    """The raster layer if the caller may read it; NotFound (as for a layer that does not exist) if hidden."""
+    spec = app_state(request).registry.rasters.get(raster_id)
+    if spec is None or not readable(caller_of(request).role.spec, spec):
+        raise NotFound(f"no layer '{raster_id[:200]}'")
+    return spec
+
+
+def visible_rasters(request: Request) -> Mapping[str, RasterSpec]:
+    role = caller_of(request).role.spec
+    return {rid: spec for rid, spec in app_state(request).registry.rasters.items() if readable(role, spec)}
+
+
 async def restrict(request: Request, view: LayerView, q: ItemsQuery) -> ItemsQuery:
     """The request's query with the caller's row rule ANDed into its filter (unchanged when there is none)."""
+    node = await row_filter(request, view, q.filter_crs)
+    return q if node is None else replace(q, filter=rows.combine(node, q.filter))
+
+
+async def row_filter(request: Request, view: LayerView, filter_crs: crs_.Crs = crs_.CRS84) -> ast.Node | None:
+    """The caller's row rule on the layer as a CQL2 node (geometries in filter_crs); None when it has none."""
     if view.rows is None:
-        return q
-    node = await auth_of(request).row_node(app_state(request), caller_of(request), view, q.filter_crs)
-    return replace(q, filter=rows.combine(node, q.filter))
+        return None
+    return await auth_of(request).row_node(app_state(request), caller_of(request), view, filter_crs)
 
 
 async def row_visible(request: Request, view: LayerView, feature_id: str) -> bool:
@@ -227,14 +246,24 @@ _AUDITED_PARAMETERS = ("bbox", "bbox-crs", "filter", "filter-lang", "datetime", 
 async def audit_read(request: Request, view: LayerView, features: int | None, status: int = 200,
                      extra: Mapping[str, Any] | None = None) -> None:
     """One ops.audit_log row for a read of an internal or restricted layer; nothing for public ones."""
-    if not view.audited:
-        return
+    if view.audited:
+        await _audit(request, view.source.id, features, status, extra)
+
+
+async def audit_raster_read(request: Request, spec: RasterSpec, extra: Mapping[str, Any] | None = None) -> None:
+    """One ops.audit_log row for a read of an internal or restricted raster (coverage, tile, sampling)."""
+    if spec.access is not AccessClass.public:
+        await _audit(request, spec.id, None, 200, extra)
+
+
+async def _audit(request: Request, layer_id: str, features: int | None, status: int,
+                 extra: Mapping[str, Any] | None) -> None:
     caller = caller_of(request)
     query = {k: v[:2000] for k, v in request.query_params.items() if k in _AUDITED_PARAMETERS}
     if extra:
         query.update(extra)
     entry = audit.AuditEntry(caller.subject, caller.role.name, caller.method, caller.key_id, "read",
-                             view.source.id, request.url.path, query, features, status)
+                             layer_id, request.url.path, query, features, status)
     async with app_state(request).pool.connection() as conn:
         await audit.record_async(conn, entry)
 

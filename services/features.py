@@ -29,7 +29,7 @@ from gis.features.queryables import json_schema
 from gis.features.temporal import parse_datetime
 from gis.layers import LayerSpec
 from gis.security.policy import LayerView
-from services import auth, html, ogc
+from services import auth, coverages, html, limits, ogc
 from services.errors import InvalidParameter
 from services.state import AppState, app_state
 
@@ -57,6 +57,8 @@ async def fetch_one(state: AppState, statement: Statement, blame: str | None = N
     try:
         try:
             return await _fetch_one(state, statement)
+        except psycopg.errors.QueryCanceled:
+            raise  # stopped at the statement timeout: a second run would take as long
         except psycopg.OperationalError:
             # A pooled connection the server closed (restart, failover): the pool drops it; one retry.
             return await _fetch_one(state, statement)
@@ -149,6 +151,8 @@ def view_document(request: Request, view: LayerView, stats: tuple[Any, ...] | No
 
 @router.get("/collections/{collection_id}", summary="A layer's metadata")
 async def collection(collection_id: str, request: Request) -> Response:
+    if collection_id in app_state(request).registry.rasters:
+        return await coverages.collection(collection_id, request)
     state, view = _layer(request, collection_id)
     params = ogc.query_params(request, ())
     as_html = ogc.wants_html(request, params)
@@ -170,7 +174,8 @@ async def queryables(collection_id: str, request: Request) -> Response:
     return ogc.json_response(schema, ogc.SCHEMA_JSON)
 
 
-def _blame(q: ItemsQuery) -> str | None:
+def blame(q: ItemsQuery) -> str | None:
+    """The parameter to name when the database refuses a value of this query."""
     if q.filter is not None:
         return "filter"
     if q.bbox is not None:
@@ -185,14 +190,14 @@ async def items(collection_id: str, request: Request) -> Response:
     params = ogc.query_params(request, _items_parameters(spec))
     as_html = ogc.wants_html(request, params)
     with ogc.client_input():
-        q = parse_items_query(spec, params)
+        q = parse_items_query(spec, params, limits.cql2_limits(request))
         if as_html:
             q = replace(q, crs=crs_.CRS84)  # the HTML map draws lon/lat
     asked = q
     q = await auth.restrict(request, view, q)
     with ogc.client_input():
         statement = items_statement(spec, q)
-    row = await fetch_one(state, statement, _blame(q))
+    row = await fetch_one(state, statement, blame(q))
     assert row is not None
     features, returned, more, last_fid, matched = row
     await auth.audit_read(request, view, returned)

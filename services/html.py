@@ -22,7 +22,7 @@ nav.links a{margin-right:1em}
 """
 
 
-def _page(title: str, body: str, crumbs: list[tuple[str, str]] | None = None) -> str:
+def html_page(title: str, body: str, crumbs: list[tuple[str, str]] | None = None) -> str:
     trail = " › ".join(f'<a href="{escape(href)}">{escape(text)}</a>' for text, href in (crumbs or []))
     return (
         "<!DOCTYPE html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\">"
@@ -32,7 +32,7 @@ def _page(title: str, body: str, crumbs: list[tuple[str, str]] | None = None) ->
     )
 
 
-def _links(links: list[dict[str, str]]) -> str:
+def html_links(links: list[dict[str, str]]) -> str:
     items = []
     for link in links:
         label = link.get("title") or link["rel"]
@@ -50,14 +50,14 @@ def _html_link(link: dict[str, str]) -> str:
 
 
 def landing_page(document: dict[str, Any]) -> str:
-    body = f"<p>{escape(document['description'])}</p>" + _links(document["links"])
+    body = f"<p>{escape(document['description'])}</p>" + html_links(document["links"])
     body += '<p><a href="/collections?f=html">Browse the layers / 浏览图层</a></p>'
-    return _page(document["title"], body)
+    return html_page(document["title"], body)
 
 
 def conformance_page(document: dict[str, Any]) -> str:
     rows = "".join(f"<li><code>{escape(uri)}</code></li>" for uri in document["conformsTo"])
-    return _page("Conformance", f"<ul>{rows}</ul>", [("conformance", "/conformance?f=html")])
+    return html_page("Conformance", f"<ul>{rows}</ul>", [("conformance", "/conformance?f=html")])
 
 
 def collections_page(document: dict[str, Any]) -> str:
@@ -67,11 +67,11 @@ def collections_page(document: dict[str, Any]) -> str:
         rows.append(
             f'<tr><td><a href="/collections/{quote(c["id"])}?f=html">{escape(c["id"])}</a></td>'
             f'<td>{escape(c["titles"]["zh"])}</td><td>{escape(c["titles"]["en"])}</td>'
-            f'<td>{escape(c["geometryType"])}</td><td>{"" if count is None else count}</td>'
+            f'<td>{escape(c.get("geometryType", c.get("dataType", "")))}</td><td>{"" if count is None else count}</td>'
             f'<td><a href="/collections/{quote(c["id"])}/items?f=html">items</a></td></tr>')
     table = ("<table><tr><th>id</th><th>名称</th><th>title</th><th>geometry</th><th>features</th><th></th></tr>"
              + "".join(rows) + "</table>")
-    return _page("Collections / 图层", table, [("collections", "/collections?f=html")])
+    return html_page("Collections / 图层", table, [("collections", "/collections?f=html")])
 
 
 def collection_page(c: dict[str, Any]) -> str:
@@ -90,8 +90,8 @@ def collection_page(c: dict[str, Any]) -> str:
     ]
     table = "<table>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
     body = (table + f'<p><a href="/collections/{quote(c["id"])}/items?f=html">Features / 要素</a> · '
-            f'<a href="/collections/{quote(c["id"])}/queryables?f=html">Queryables</a></p>' + _links(c["links"]))
-    return _page(c["title"], body, [("collections", "/collections?f=html"),
+            f'<a href="/collections/{quote(c["id"])}/queryables?f=html">Queryables</a></p>' + html_links(c["links"]))
+    return html_page(c["title"], body, [("collections", "/collections?f=html"),
                                     (c["id"], f"/collections/{quote(c['id'])}?f=html")])
 
 
@@ -106,7 +106,7 @@ def queryables_page(spec: LayerSpec, schema: dict[str, Any]) -> str:
         f"<td>{escape(_schema_type(p))}</td><td>{escape(', '.join(map(str, p.get('enum', []))))}</td></tr>"
         for name, p in schema["properties"].items())
     table = f"<table><tr><th>name</th><th>title</th><th>type</th><th>values</th></tr>{rows}</table>"
-    return _page(f"Queryables · {spec.id}", table, [("collections", "/collections?f=html"),
+    return html_page(f"Queryables · {spec.id}", table, [("collections", "/collections?f=html"),
                                                    (spec.id, f"/collections/{quote(spec.id)}?f=html")])
 
 
@@ -132,7 +132,9 @@ def _rings(geometry: dict[str, Any]) -> list[tuple[str, list[list[list[float]]]]
     return []
 
 
-def svg_map(features: list[dict[str, Any]], width: int = 720, height: int = 480) -> str:
+def svg_map(features: list[dict[str, Any]], width: int = 720, height: int = 480, item_prefix: str = "items/") -> str:
+    """An SVG of the features, each a link to its page: `item_prefix` + id, relative to the page's own URL
+    (a collection's items page by default; "" on a single item's page, which sits beside its siblings)."""
     shapes = [(f, _rings(f["geometry"])) for f in features if f.get("geometry")]
     points = [pt for _, rings in shapes for _, parts in rings for part in parts for pt in part]
     if not points:
@@ -159,7 +161,7 @@ def svg_map(features: list[dict[str, Any]], width: int = 720, height: int = 480)
             else:
                 d = " ".join("M" + " L".join(xy(p) for p in ring) + " Z" for ring in parts)
                 shape = f'<path d="{d}" fill="#66a182" fill-opacity=".45" stroke="#2e4057" fill-rule="evenodd"/>'
-            out.append(f'<a href="items/{href}?f=html"><title>{label}</title>{shape}</a>')
+            out.append(f'<a href="{escape(item_prefix)}{href}?f=html"><title>{label}</title>{shape}</a>')
     return (f'<svg class="map" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}">{"".join(out)}</svg>')
 
@@ -194,7 +196,7 @@ def items_page(spec: LayerSpec, collection: dict[str, Any], q: ItemsQuery) -> st
                f"{f' of {matched}' if matched is not None else ''}"
                f"{f', from {q.offset}' if q.offset else ''}. {' · '.join(nav)}</p>")
     body = summary + svg_map(features) + _feature_table(features, base)
-    return _page(f"{spec.title.zh} · {spec.title.en}", body, [
+    return html_page(f"{spec.title.zh} · {spec.title.en}", body, [
         ("collections", "/collections?f=html"), (spec.id, f"/collections/{quote(spec.id)}?f=html"),
         ("items", f"{base}?f=html")])
 
@@ -204,9 +206,9 @@ def feature_page(spec: LayerSpec, feature: dict[str, Any]) -> str:
     rows = "".join(f"<tr><th>{escape(k)}</th><td>{_value(v)}</td></tr>" for k, v in props.items())
     links = [{**link, "href": _html_link(link)} if link["rel"] in ("version-history",) else link
              for link in feature.get("links", [])]
-    body = svg_map([feature], 480, 320) + f"<table>{rows}</table>" + _links(links)
+    body = svg_map([feature], 480, 320, item_prefix="") + f"<table>{rows}</table>" + html_links(links)
     fid = str(feature.get("id"))
-    return _page(f"{spec.id} · {fid}", body, [
+    return html_page(f"{spec.id} · {fid}", body, [
         ("collections", "/collections?f=html"), (spec.id, f"/collections/{quote(spec.id)}?f=html"),
         ("items", f"/collections/{quote(spec.id)}/items?f=html")])
 
@@ -215,7 +217,7 @@ def history_page(spec: LayerSpec, fid: str, collection: dict[str, Any]) -> str:
     features = collection.get("features", [])
     base = f"/collections/{quote(spec.id)}/items"
     body = f"<p>{len(features)} version(s), oldest first.</p>" + _feature_table(features, base)
-    return _page(f"{spec.id} · {fid} · history", body, [
+    return html_page(f"{spec.id} · {fid} · history", body, [
         ("collections", "/collections?f=html"), (spec.id, f"/collections/{quote(spec.id)}?f=html"),
         (fid, f"{base}/{quote(fid, safe='')}?f=html")])
 
@@ -238,4 +240,4 @@ def api_page(document: dict[str, Any]) -> str:
     body = ('<p>The machine-readable definition: <a href="/openapi?f=json">/openapi</a> (OpenAPI 3.0).</p>'
             "<h2>Operations</h2><table><tr><th></th><th>path</th><th>summary</th><th>parameters</th></tr>"
             + "".join(sections) + "</table><h2>Parameters</h2><table>" + params + "</table>")
-    return _page("API", body)
+    return html_page("API", body)

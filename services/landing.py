@@ -13,7 +13,8 @@ from fastapi.responses import Response
 from gis.features import crs as crs_
 from gis.features.cql2 import LANGUAGES
 from gis.features.params import DEFAULT_LIMIT, MAX_LIMIT
-from services import auth, html, ogc
+from services import auth, coverages, html, ogc
+from services.errors import document_errors
 from services.features import layer_stats, view_document
 from services.state import app_state
 
@@ -100,7 +101,8 @@ async def collections(request: Request) -> Response:
         "links": ogc.self_links(request, "/collections", html=as_html),
         "crs": [c.uri for c in crs_.SUPPORTED],
         "collections": [view_document(request, view, stats.get(layer_id))
-                        for layer_id, view in auth.visible_layers(request).items()],
+                        for layer_id, view in auth.visible_layers(request).items()]
+                       + await coverages.raster_documents(request),
     }
     if as_html:
         return ogc.html_response(html.collections_page(document))
@@ -110,7 +112,7 @@ async def collections(request: Request) -> Response:
 @router.get("/openapi", summary="This API's definition (OpenAPI 3.0)")
 async def openapi(request: Request) -> Response:
     params = ogc.query_params(request, ())
-    document = _for_caller(request.app.openapi(), list(auth.visible_layers(request)))
+    document = _for_caller(request.app.openapi(), [*auth.visible_layers(request), *auth.visible_rasters(request)])
     if ogc.wants_html(request, params):
         return ogc.html_response(html.api_page(document))
     return ogc.json_response(document, ogc.OPENAPI)
@@ -160,6 +162,12 @@ def _components(layer_ids: list[str]) -> dict[str, dict[str, Any]]:
         "skipGeometry": _param("skipGeometry", "Leave out geometries.", {"type": "boolean", "default": False}),
         "f": _param("f", "Response format (default: by the Accept header).",
                     {"type": "string", "enum": ["json", "html"]}),
+        "downloadFormat": _param("f", "File format of the download (default gpkg): GeoPackage, FlatGeobuf, "
+                                 "zipped Shapefile or CSV (geometry as WKT).",
+                                 {"type": "string", "enum": ["gpkg", "fgb", "shp", "csv"], "default": "gpkg"}),
+        "q": _param("q", "Catalog search: terms separated by commas; a record matches if any term is in its "
+                    "id, titles, description, keywords, department or domain (case-insensitive).",
+                    {"type": "string"}),
         "api_key": _param("api_key", "Credential for clients that cannot send headers (QGIS 3.22); accepted "
                           "on every request and carried into `next` links.", {"type": "string"}),
     }
@@ -178,6 +186,26 @@ _FEATURE_PATHS = {
     "/collections/{collectionId}/items/{featureId}": ["collectionId", "featureId", "crs", "datetime",
                                                       "properties", "f"],
     "/collections/{collectionId}/items/{featureId}/history": ["collectionId", "featureId", "crs", "f"],
+    "/collections/{collectionId}/download": ["collectionId", "bbox", "bbox-crs", "datetime", "filter", "filter-lang",
+                                             "filter-crs", "downloadFormat"],
+    "/catalog": ["f"],
+    "/catalog/items": ["q", "bbox", "datetime", "limit", "offset", "f"],
+}
+
+# What these paths answer on success: their JSON type, or HTML (`f=html`, or a browser's Accept header).
+_SUCCESS_MEDIA = {
+    "/": ogc.JSON,
+    "/conformance": ogc.JSON,
+    "/collections": ogc.JSON,
+    "/openapi": ogc.OPENAPI,
+    "/collections/{collectionId}": ogc.JSON,
+    "/collections/{collectionId}/queryables": ogc.SCHEMA_JSON,
+    "/collections/{collectionId}/items": ogc.GEOJSON,
+    "/collections/{collectionId}/items/{featureId}": ogc.GEOJSON,
+    "/collections/{collectionId}/items/{featureId}/history": ogc.GEOJSON,
+    "/catalog": ogc.JSON,
+    "/catalog/items": ogc.GEOJSON,
+    "/catalog/items/{record_id}": ogc.GEOJSON,
 }
 
 
@@ -186,7 +214,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         return app.openapi_schema
     document = get_openapi(title=TITLE, version="1.0.0", openapi_version="3.0.3", description=DESCRIPTION,
                            routes=app.routes)
-    layer_ids = list(app.state.gis.registry)
+    layer_ids = [*app.state.gis.registry, *app.state.gis.registry.rasters]
     document.setdefault("components", {})["parameters"] = _components(layer_ids)
     paths: dict[str, Any] = {}
     for path, operations in document.get("paths", {}).items():
@@ -196,10 +224,13 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         for operation in operations.values():
             if ogc_path in _FEATURE_PATHS:
                 operation["parameters"] = [{"$ref": f"#/components/parameters/{n}"} for n in _FEATURE_PATHS[ogc_path]]
+            if ogc_path in _SUCCESS_MEDIA:
+                operation["responses"]["200"]["content"] = {_SUCCESS_MEDIA[ogc_path]: {}, "text/html": {}}
             operation.setdefault("parameters", []).append({"$ref": "#/components/parameters/api_key"})
         paths[ogc_path] = operations
     document["paths"] = paths
     _to_openapi_30(document)
+    document_errors(document)
     app.openapi_schema = document
     return document
 

@@ -14,6 +14,7 @@ from gis.analysis import pipeline
 from gis.analysis.overlap import Access
 from gis.analysis.pipeline_rules import PipelineRules, default_pipeline_rules_path, load_pipeline_rules
 from gis.analysis.proposal import InvalidProposal
+from gis.config_files import loaded_once
 from gis.layers import LayerRegistry
 from services.process_access import CALLER_ACCESS, require_full_read
 from services.process_inputs import input_value as _value
@@ -25,17 +26,7 @@ PIPE_CLEARANCE = "pipe-clearance"
 PIPE_COVER = "pipe-cover"
 PROCESS_IDS = (PIPE_BURST, PIPE_TRACE, PIPE_CROSS_SECTION, PIPE_CLEARANCE, PIPE_COVER)
 
-_RULES: dict[tuple[Path, int], PipelineRules] = {}
-
-
-def rules_for(layers_dir: Path, registry: LayerRegistry) -> PipelineRules:
-    """layers/pipeline-rules.yml checked against the registry, loaded once per registry."""
-    key = (default_pipeline_rules_path(layers_dir), id(registry))
-    found = _RULES.get(key)
-    if found is None:
-        found = load_pipeline_rules(key[0], registry)
-        _RULES[key] = found
-    return found
+rules_for = loaded_once(load_pipeline_rules, default_pipeline_rules_path)
 
 
 

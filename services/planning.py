@@ -30,6 +30,7 @@ from gis.analysis.proposal import (
     proposal_from_geojson,
 )
 from gis.analysis.rules import OverlapRules, default_rules_path, load_rules
+from gis.config_files import loaded_once
 from gis.errors import NotFound
 from services.process_access import caller_access
 from services.state import AppState, app_state
@@ -41,14 +42,13 @@ _FILE_TYPES = ("application/geopackage+sqlite3", "application/x-sqlite3", "appli
                "application/x-zip-compressed", "application/vnd.google-earth.kml+xml", "application/octet-stream")
 
 
+_rules = loaded_once(load_rules, default_rules_path)
+
+
 def rules_of(app: FastAPI) -> OverlapRules:
-    """The app's overlap rules, loaded once (layers/overlap-rules.yml checked against the registry)."""
-    found: OverlapRules | None = getattr(app.state, "overlap_rules", None)
-    if found is None:
-        state: AppState = app.state.gis
-        found = load_rules(default_rules_path(state.settings.layers_dir), state.registry)
-        app.state.overlap_rules = found
-    return found
+    """The app's overlap rules (layers/overlap-rules.yml checked against the registry)."""
+    state: AppState = app.state.gis
+    return _rules(state.settings.layers_dir, state.registry)
 
 
 @asynccontextmanager

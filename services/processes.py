@@ -32,7 +32,8 @@ from gis.analysis.proposal import (
 from gis.analysis.rules import OverlapRules
 from gis.db.cluster import database_url
 from gis.errors import NotFound
-from services import pipeline_processes
+from services import environment_processes, pipeline_processes, policing_processes, raster_processes
+from services.application_processes import bind_process_caller
 from services.planning import read_body, rules_of
 from services.process_access import CALLER_ACCESS, bind_caller, require_full_read
 from services.process_inputs import input_value as _value
@@ -48,7 +49,7 @@ MAX_EXECUTE_BYTES = MAX_UPLOAD_BYTES * 4 // 3 + 2**20  # a base64 file input plu
 CONFORMANCE = tuple(processes_api.CONFORMANCE_CLASSES)
 LANDING_LINKS = (
     {"rel": "http://www.opengis.net/def/rel/ogc/1.0/processes", "href": "/processes", "type": "application/json",
-     "title": "Processes: overlap-check, plan-conflicts"},
+     "title": "Processes: planning, pipeline, environment and policing analyses"},
     {"rel": "http://www.opengis.net/def/rel/ogc/1.0/job-list", "href": "/jobs", "type": "application/json",
      "title": "Jobs"},
 )
@@ -270,7 +271,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                           kwargs={"autocommit": True, "application_name": "gis-processes"})
     bridge = Bridge(ProcessContext(state.settings, state.registry, rules, database_url(state.settings), pool),
                     process_metadata(rules) | pipeline_processes.process_metadata(state.settings.layers_dir,
-                                                                                  state.registry))
+                                                                                  state.registry)
+                    | environment_processes.process_metadata(state.settings.layers_dir, state.registry)
+                    | policing_processes.process_metadata(state.settings.layers_dir, state.registry)
+                    | raster_processes.process_metadata(state.registry))
     await run_in_threadpool(bridge.open)
     app.state.processes = bridge
     try:
@@ -290,6 +294,8 @@ def bridge_of(request: Request) -> Bridge:
 async def _call(request: Request, bridge: Bridge, body: bytes, function: Callable[..., tuple[dict[str, Any], int, Any]],
                 *args: str) -> Response:
     bind_caller(request)
+    bind_process_caller(request)
+    raster_processes.bind_caller(request)
     api = bridge.api(str(request.base_url))
     api_req = await api_request(request, api, body)
     if not api_req.is_valid():

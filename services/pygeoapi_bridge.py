@@ -266,7 +266,7 @@ def generate_config(settings: Settings, rules: OverlapRules, base_url: str,
             "encoding": "utf-8",
             "languages": ["en-US", "zh-CN"],
             "pretty_print": False,
-            "limits": {"default_items": 10, "max_items": 1000},
+            "limits": {"default_items": 100, "max_items": 1000},  # /processes lists all (one page)
             "map": {"url": "about:blank", "attribution": ""},
             "manager": {"name": MANAGER, "connection": "ops.jobs", "output_dir": "ops.jobs"},
         },

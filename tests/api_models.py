@@ -1,6 +1,6 @@
 """Small models of the OGC API documents, to validate response bodies in the API tests."""
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -65,8 +65,22 @@ class Collection(BaseModel):
     links: list[Link]
 
 
+class RasterCollection(BaseModel):
+    """A raster layer (docs/rasters.md): a coverage, with no items; its extent empty until a version is loaded."""
+
+    id: str
+    title: str
+    titles: dict[str, str]
+    description: str
+    itemType: Literal["coverage"]
+    dataType: Literal["coverage"]
+    storageCrs: str
+    extent: dict[str, Any]
+    links: list[Link]
+
+
 class Collections(BaseModel):
-    collections: list[Collection]
+    collections: list[Annotated[Collection | RasterCollection, Field(discriminator="itemType")]]
     links: list[Link]
 
 

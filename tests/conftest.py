@@ -19,6 +19,7 @@ from psycopg import sql
 from gis.db.cluster import Cluster
 from gis.db.migrate import migrate
 from gis.layers import LayerRegistry, load_registry
+from gis.rasters.refresh import RasterRefreshRequest, run_raster_refresh
 from gis.refresh.runner import RefreshRequest, run_refresh
 from gis.settings import Settings
 
@@ -55,6 +56,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         styles_dir=ROOT / "styles",
         samples_dir=ROOT / "data-samples" / "generated" / "small",
         rejects_dir=tmp_path_factory.mktemp("rejects"),
+        rasters_dir=tmp_path_factory.mktemp("rasters"),
     )
 
 
@@ -103,6 +105,9 @@ def template_db(server_url: str, settings: Settings, registry: LayerRegistry) ->
         request = RefreshRequest(spec, settings.samples_dir / spec.source.path, settings.city_extent,
                                  settings.rejects_dir, progress=False)
         run_refresh(url, request)
+    for raster in registry.rasters.values():  # COGs in the session's rasters_dir; clones point at the same files
+        run_raster_refresh(url, RasterRefreshRequest(raster, settings.samples_dir / raster.source.path,
+                                                     settings.city_extent, settings.rasters_dir))
     with psycopg.connect(url) as conn:
         publish_styles(conn, registry, settings.styles_dir)
         conn.commit()
@@ -191,8 +196,9 @@ def serve(database_url: str, settings: Settings) -> Iterator[str]:
     import httpx
 
     port = _free_port()
-    env = {**os.environ, "GIS_DATABASE_URL": database_url, "GIS_LAYERS_DIR": str(settings.layers_dir),
-           "GIS_STYLES_DIR": str(settings.styles_dir)}
+    # No rate limit unless a test asks for one (GIS_HTTP_RATE_PER_SECOND): the suite is one very busy caller.
+    env = {"GIS_HTTP_RATE_PER_SECOND": "0", **os.environ, "GIS_DATABASE_URL": database_url,
+           "GIS_LAYERS_DIR": str(settings.layers_dir), "GIS_STYLES_DIR": str(settings.styles_dir)}
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "services.asgi:app_from_environment", "--factory",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],

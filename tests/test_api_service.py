@@ -61,7 +61,7 @@ def test_conformance_lists_features_parts_1_to_3(client: httpx.Client) -> None:
 
 def test_collections_are_the_registry_layers(client: httpx.Client, registry: LayerRegistry) -> None:
     collections = Collections.model_validate_json(client.get("/collections").content)
-    assert [c.id for c in collections.collections] == list(registry)
+    assert [c.id for c in collections.collections] == [*registry, *registry.rasters]
 
 
 def test_collection_extent_comes_from_layer_stats(client: httpx.Client, loaded_db_url: str) -> None:

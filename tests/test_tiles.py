@@ -206,6 +206,16 @@ def test_low_zoom_tile_of_the_city_is_bounded(client: httpx.Client, loaded_db_ur
         assert count <= mvt.zoom_detail(8, registry["pipelines"].geometry).max_features
 
 
+@pytest.mark.parametrize("z", [0, 1])
+def test_world_scale_tiles_whose_margin_crosses_the_antimeridian_still_draw_the_city(
+        client: httpx.Client, loaded_db_url: str, registry: LayerRegistry, z: int) -> None:
+    row = a_feature(loaded_db_url, registry["place_names"])
+    z, x, y = tile_of(row["lon"], row["lat"], z)
+    response = client.get(tile_path("place_names", z, x, y))
+    assert response.status_code == 200, response.text
+    assert decode(response.content)["place_names"]["features"]
+
+
 @pytest.mark.parametrize(("path", "parameter"), [
     ((25, 0, 0), "tileMatrix"),
     ((-1, 0, 0), "tileMatrix"),

@@ -16,7 +16,7 @@ Each returns a PipelineResult: JSON (a dict), GeoJSON (a FeatureCollection) and 
 
 import html
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +46,8 @@ class PipelineResult:
     # role -> GeoJSON features (geometry in CGCS2000 lon/lat); the order is the order of the tables
     places: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     rules_file: str = ""
+    # roles beyond the built-in ones: role -> (stroke, fill, width, radius), drawn after them (sensor warnings)
+    styles: dict[str, tuple[str, str, float, int]] = field(default_factory=dict)
     computed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -77,7 +79,7 @@ def _metric(expr: str) -> sql.Composable:
     return sql.SQL("ST_Transform({}, {})").format(sql.SQL(expr), sql.Literal(METRIC_SRID))
 
 
-def _point(value: Any, name: str = "point") -> str:
+def process_point(value: Any, name: str = "point") -> str:
     """A GeoJSON Point (or [lon, lat]) in CGCS2000 / CRS84 lon/lat, as GeoJSON text."""
     if isinstance(value, list | tuple) and len(value) == 2:
         value = {"type": "Point", "coordinates": list(value)}
@@ -120,7 +122,7 @@ def locate_pipe(conn: psycopg.Connection, rules: PipelineRules, *, pipe: str | N
         return pipe, None
     if point is None:
         raise InvalidProposal("inputs", "give a pipe fid or a point")
-    geojson = _point(point, name)
+    geojson = process_point(point, name)
     row = conn.execute(sql.SQL(
         "WITH q AS (SELECT ST_SetSRID(ST_GeomFromGeoJSON(%(pt)s), 4490) g) "
         "SELECT p.fid, ST_Distance({pm}, {qm}) FROM {P} p, q WHERE p.utility = ANY(%(u)s) "
@@ -359,7 +361,7 @@ def _side_predicates(side: PairSide, alias: str, params: dict[str, Any], key: st
     return preds
 
 
-def _bbox(bbox: Any) -> list[float] | None:
+def process_bbox(bbox: Any) -> list[float] | None:
     if bbox is None:
         return None
     if isinstance(bbox, str):
@@ -417,7 +419,7 @@ def clearance_statement(rules: PipelineRules, pair: ClearancePair, bbox: list[fl
 def clearance(conn: psycopg.Connection, rules: PipelineRules, *, pairs: Iterable[str] | None = None,
               bbox: Any = None) -> PipelineResult:
     """Parallel runs closer than GB 50289 allows: per violation the rule, required and measured distance."""
-    box = _bbox(bbox)
+    box = process_bbox(bbox)
     chosen = list(rules.clearances.pairs)
     if pairs is not None:
         wanted = list(pairs)
@@ -469,7 +471,7 @@ GROUP BY 1, 2, 3, 4 ORDER BY measured, node
 def cover(conn: psycopg.Connection, rules: PipelineRules, *, utilities: Iterable[str] | None = None,
           bbox: Any = None) -> PipelineResult:
     """End nodes whose cover (depth to the pipe top) is below the minimum for the utility."""
-    box = _bbox(bbox)
+    box = process_bbox(bbox)
     c = rules.cover
     u, m, rule = [], [], []
     for minimum in c.minimums:
@@ -548,7 +550,7 @@ def _positions(geometry: dict[str, Any] | None) -> Iterator[list[float]]:
                 yield from ring
 
 
-class _Frame:
+class SvgFrame:
     """lon/lat -> SVG pixels, equirectangular about the centre (metre-true at a street's scale)."""
 
     def __init__(self, geometries: Iterable[dict[str, Any] | None], width: int = 760, height: int = 480) -> None:
@@ -570,10 +572,11 @@ class _Frame:
     def xy(self, x: float, y: float) -> str:
         return f"{(x * self.k - self.x0) * self.scale:.1f},{(self.y1 - y) * self.scale:.1f}"
 
-    def shape(self, geometry: dict[str, Any] | None, role: str, title: str) -> str:
+    def shape(self, geometry: dict[str, Any] | None, role: str, title: str,
+              style: tuple[str, str, float, int] | None = None) -> str:
         if not geometry:
             return ""
-        stroke, fill, width, radius = _STYLE.get(role, ("#333", "none", 1.5, 3))
+        stroke, fill, width, radius = style or _STYLE.get(role, ("#333", "none", 1.5, 3))
         kind, coords = geometry.get("type"), geometry.get("coordinates")
         tip = f"<title>{html.escape(title)}</title>"
         if kind == "Point":
@@ -609,17 +612,17 @@ _DRAW_ORDER = ("customer", "traced_pipe", "isolated_pipe", "burst_pipe", "sectio
 
 def _svg(result: PipelineResult) -> str:
     features = [f for items in result.places.values() for f in items]
-    frame = _Frame([f["geometry"] for f in features]
+    frame = SvgFrame([f["geometry"] for f in features]
                    + [f["properties"].get("pipe_geometry") for f in features])
     shapes = []
-    for role in _DRAW_ORDER:
+    for role in (*_DRAW_ORDER, *result.styles):
         for f in features:
             p = f["properties"]
             if p.get("role") != role:
                 continue
             if role == "crossing" and p.get("pipe_geometry"):
                 shapes.append(frame.shape(p["pipe_geometry"], "pipe", str(p.get("fid"))))
-            shapes.append(frame.shape(f["geometry"], role, f"{f['id']} {_props_text(p)}"))
+            shapes.append(frame.shape(f["geometry"], role, f"{f['id']} {_props_text(p)}", result.styles.get(role)))
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{frame.width}" height="{frame.height}" '
             f'viewBox="0 0 {frame.width} {frame.height}" role="img"><rect width="100%" height="100%" '
             f'fill="#f7f7f4"/>{"".join(shapes)}{frame.scale_bar()}<g class="north"><text x="{frame.width - 18}" '
@@ -630,18 +633,18 @@ def _props_text(p: dict[str, Any]) -> str:
     return "; ".join(f"{k}={v}" for k, v in p.items() if v is not None and k not in ("role", "pipe_geometry"))
 
 
-def _table(items: list[dict[str, Any]]) -> str:
+def html_table(items: list[dict[str, Any]]) -> str:
     if not items:
         return "<p>— none —</p>"
     keys = [k for k in items[0]["properties"] if k not in ("role", "pipe_geometry")]
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(f['properties'].get(k)))}</td>" for k in keys)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(html_cell(f['properties'].get(k)))}</td>" for k in keys)
                    + "</tr>" for f in items[:1000])
     more = f"<p>… {len(items) - 1000} more in the GeoJSON</p>" if len(items) > 1000 else ""
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
 
 
-def _cell(value: Any) -> str:
+def html_cell(value: Any) -> str:
     if value is None:
         return "—"
     if isinstance(value, list | dict):
@@ -649,26 +652,34 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+REPORT_CSS = """\
+body{font-family:system-ui,"Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:2rem;color:#222;max-width:1200px}
+h1{font-size:1.4rem} h2{font-size:1.1rem;margin-top:1.5rem}
+table{border-collapse:collapse;width:100%;margin:.5rem 0;font-size:.85rem}
+th,td{border:1px solid #ccc;padding:.25rem .4rem;text-align:left;vertical-align:top}
+.map svg{border:1px solid #ccc;max-width:100%;height:auto} .map text{font-size:11px}
+ul.legend{list-style:none;padding:0} .swatch{display:inline-block;width:12px;height:12px;margin-right:6px}
+dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem} dt{font-weight:bold}
+"""  # the analysis reports' look (pipeline and place reports)
+
+
+def html_definitions(values: Mapping[str, Any]) -> str:
+    """The <dt>/<dd> pairs of a summary or of the parameters."""
+    return "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(html_cell(v))}</dd>" for k, v in values.items())
+
+
 def to_html(result: PipelineResult) -> str:
-    summary = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(_cell(v))}</dd>" for k, v in result.summary.items())
-    sections = "".join(f"<h2>{html.escape(role)} ({len(items)})</h2>{_table(items)}"
+    summary = html_definitions(result.summary)
+    sections = "".join(f"<h2>{html.escape(role)} ({len(items)})</h2>{html_table(items)}"
                        for role, items in result.places.items())
     legend = "".join(f'<li><span class="swatch" style="background:{s[0]}"></span>{html.escape(role)}</li>'
-                     for role, s in _STYLE.items()
+                     for role, s in {**_STYLE, **result.styles}.items()
                      if any(f["properties"].get("role") == role for items in result.places.values() for f in items))
     return f"""<!DOCTYPE html>
 <html lang="zh-CN"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(result.title)}</title>
-<style>
-body{{font-family:system-ui,"Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:2rem;color:#222;max-width:1200px}}
-h1{{font-size:1.4rem}} h2{{font-size:1.1rem;margin-top:1.5rem}}
-table{{border-collapse:collapse;width:100%;margin:.5rem 0;font-size:.85rem}}
-th,td{{border:1px solid #ccc;padding:.25rem .4rem;text-align:left;vertical-align:top}}
-.map svg{{border:1px solid #ccc;max-width:100%;height:auto}} .map text{{font-size:11px}}
-ul.legend{{list-style:none;padding:0}} .swatch{{display:inline-block;width:12px;height:12px;margin-right:6px}}
-dl{{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}} dt{{font-weight:bold}}
-</style></head><body>
+<style>{REPORT_CSS}</style></head><body>
 <h1>{html.escape(result.title)}</h1>
 <dl>{summary}<dt>computed_at</dt><dd>{html.escape(result.computed_at.isoformat(timespec="seconds"))}</dd>
 <dt>rules</dt><dd><code>{html.escape(result.rules_file)}</code></dd></dl>

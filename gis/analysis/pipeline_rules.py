@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gis.analysis.rules import _check_field, _layer
+from gis.analysis.rules import check_field, registry_layer
 from gis.config_files import load_checked
 from gis.layers import GeometryType, LayerRegistry, LayerSpec, Name, Title
 
@@ -121,9 +121,9 @@ _PIPE_FIELDS = ("utility", "status", "diameter_mm", "pressure_class", "depth_sta
 
 
 def _check(parsed: RulesFile, registry: LayerRegistry) -> None:
-    pipes = _layer(registry, parsed.layers.pipelines, "layers.pipelines")
-    nodes = _layer(registry, parsed.layers.nodes, "layers.nodes")
-    buildings = _layer(registry, parsed.layers.buildings, "layers.buildings")
+    pipes = registry_layer(registry, parsed.layers.pipelines, "layers.pipelines")
+    nodes = registry_layer(registry, parsed.layers.nodes, "layers.nodes")
+    buildings = registry_layer(registry, parsed.layers.buildings, "layers.buildings")
     if pipes.geometry not in (GeometryType.LineString, GeometryType.MultiLineString):
         raise ValueError(f"layers.pipelines: '{pipes.id}' is {pipes.geometry}, not lines")
     if nodes.geometry is not GeometryType.Point:
@@ -131,16 +131,16 @@ def _check(parsed: RulesFile, registry: LayerRegistry) -> None:
     if buildings.geometry not in (GeometryType.Polygon, GeometryType.MultiPolygon):
         raise ValueError(f"layers.buildings: '{buildings.id}' is {buildings.geometry}, not polygons")
     for name in _PIPE_FIELDS:
-        _check_field(pipes, name, "layers.pipelines")
+        check_field(pipes, name, "layers.pipelines")
     for name in ("node_type", "state", "utility"):
-        _check_field(nodes, name, "layers.nodes")
+        check_field(nodes, name, "layers.nodes")
     net = parsed.network
-    _check_field(pipes, "utility", "network.utilities", net.utilities)
-    _check_field(pipes, "status", "network.traversed_status", net.traversed_status)
-    _check_field(nodes, "node_type", "network.valve_type", (net.valve_type,))
-    _check_field(nodes, "state", "network.closed_state", (net.closed_state,))
-    _check_field(pipes, "status", "clearances.status", parsed.clearances.status)
-    _check_field(pipes, "status", "cover.status", parsed.cover.status)
+    check_field(pipes, "utility", "network.utilities", net.utilities)
+    check_field(pipes, "status", "network.traversed_status", net.traversed_status)
+    check_field(nodes, "node_type", "network.valve_type", (net.valve_type,))
+    check_field(nodes, "state", "network.closed_state", (net.closed_state,))
+    check_field(pipes, "status", "clearances.status", parsed.clearances.status)
+    check_field(pipes, "status", "cover.status", parsed.cover.status)
     seen: set[str] = set()
     for i, pair in enumerate(parsed.clearances.pairs):
         key = f"clearances.pairs[{i}]"
@@ -148,10 +148,10 @@ def _check(parsed: RulesFile, registry: LayerRegistry) -> None:
             raise ValueError(f"{key}.id: '{pair.id}' is declared twice")
         seen.add(pair.id)
         for name, side in (("a", pair.a), ("b", pair.b)):
-            _check_field(pipes, "utility", f"{key}.{name}.utility", side.utility)
-            _check_field(pipes, "pressure_class", f"{key}.{name}.pressure_class", side.pressure_class)
+            check_field(pipes, "utility", f"{key}.{name}.utility", side.utility)
+            check_field(pipes, "pressure_class", f"{key}.{name}.pressure_class", side.pressure_class)
     for i, minimum in enumerate(parsed.cover.minimums):
-        _check_field(pipes, "utility", f"cover.minimums[{i}].utility", minimum.utility)
+        check_field(pipes, "utility", f"cover.minimums[{i}].utility", minimum.utility)
 
 
 def load_pipeline_rules(path: Path, registry: LayerRegistry) -> PipelineRules:

@@ -175,7 +175,7 @@ class OverlapRules:
         return tuple(found)
 
 
-def _check_field(spec: LayerSpec, name: str, key: str, values: tuple[str, ...] = ()) -> None:
+def check_field(spec: LayerSpec, name: str, key: str, values: tuple[str, ...] = ()) -> None:
     field = spec.field(name)
     if field is None:
         raise ValueError(f"{key}: layer '{spec.id}' has no field '{name}'")
@@ -190,19 +190,19 @@ def _check_where(spec: LayerSpec, where: dict[str, tuple[str, ...]], key: str) -
     for name, values in where.items():
         if not values:
             raise ValueError(f"{key}.{name}: list at least one value")
-        _check_field(spec, name, f"{key}.{name}", values)
+        check_field(spec, name, f"{key}.{name}", values)
 
 
-def _layer(registry: LayerRegistry, name: str, key: str) -> LayerSpec:
+def registry_layer(registry: LayerRegistry, name: str, key: str) -> LayerSpec:
     if name not in registry:
         raise ValueError(f"{key}: no layer '{name}' in the registry")
     return registry[name]
 
 
 def _check_rule(rule: Rule, registry: LayerRegistry, key: str) -> None:
-    spec = _layer(registry, rule.layer, f"{key}.layer")
+    spec = registry_layer(registry, rule.layer, f"{key}.layer")
     for i, name in enumerate(rule.attributes or ()):
-        _check_field(spec, name, f"{key}.attributes[{i}]")
+        check_field(spec, name, f"{key}.attributes[{i}]")
     _check_where(spec, rule.where, f"{key}.where")
     needs_polygons = rule.kind in (Kind.must_be_inside, Kind.compatible_use) or (
         rule.kind is Kind.no_overlap and not rule.buffer_m)
@@ -230,9 +230,9 @@ def _check_rule(rule: Rule, registry: LayerRegistry, key: str) -> None:
         if spec.geometry not in _LINES:
             raise ValueError(f"{key}.kind: corridor needs a line layer; '{spec.id}' is {spec.geometry}")
         for i, width in enumerate(rule.widths):
-            _check_field(spec, rule.utility_field, f"{key}.widths[{i}].utility", (width.utility,))
+            check_field(spec, rule.utility_field, f"{key}.widths[{i}].utility", (width.utility,))
             if width.pressure_class is not None:
-                _check_field(spec, rule.pressure_field, f"{key}.widths[{i}].pressure_class",
+                check_field(spec, rule.pressure_field, f"{key}.widths[{i}].pressure_class",
                              (width.pressure_class,))
         if rule.measured_from == "wall":
             field = spec.field(rule.diameter_field)
@@ -242,21 +242,21 @@ def _check_rule(rule: Rule, registry: LayerRegistry, key: str) -> None:
 
 
 def _check_side(side: Side, registry: LayerRegistry, key: str) -> None:
-    spec = _layer(registry, side.layer, f"{key}.layer")
+    spec = registry_layer(registry, side.layer, f"{key}.layer")
     if spec.geometry not in _POLYGONS:
         raise ValueError(f"{key}.layer: plan-against-plan needs polygon layers; '{spec.id}' is {spec.geometry}")
     if side.class_field:
-        _check_field(spec, side.class_field, f"{key}.class_field")
+        check_field(spec, side.class_field, f"{key}.class_field")
     _check_where(spec, side.where, f"{key}.where")
 
 
 def _check_against_registry(parsed: RulesFile, registry: LayerRegistry) -> None:
     if parsed.projects:
-        spec = _layer(registry, parsed.projects.layer, "projects.layer")
+        spec = registry_layer(registry, parsed.projects.layer, "projects.layer")
         if spec.geometry not in _POLYGONS:
             raise ValueError(f"projects.layer: '{spec.id}' is {spec.geometry}; proposals are polygons")
         if parsed.projects.use_field:
-            _check_field(spec, parsed.projects.use_field, "projects.use_field")
+            check_field(spec, parsed.projects.use_field, "projects.use_field")
     seen: set[str] = set()
     for i, rule in enumerate(parsed.rules):
         if rule.id in seen:
@@ -278,7 +278,7 @@ def _check_against_registry(parsed: RulesFile, registry: LayerRegistry) -> None:
                 raise ValueError(f"{key}.disposal[{j}].when.b_class_in: side b names no class_field")
             for side, values in ((check.a, entry.when.a_class_in), (check.b, entry.when.b_class_in)):
                 if values and side.class_field:
-                    _check_field(registry[side.layer], side.class_field,
+                    check_field(registry[side.layer], side.class_field,
                                  f"{key}.disposal[{j}].when", tuple(values))
 
 

@@ -169,6 +169,8 @@ class Cluster:
             conf.write("shared_buffers = '1GB'\nwork_mem = '64MB'\nmaintenance_work_mem = '1GB'\n")
             conf.write("max_wal_size = '4GB'\ncheckpoint_timeout = '15min'\nmax_connections = 200\n")
             conf.write("jit = off\n")
+            # Who did it: analysts' direct reads (gis db grant roles) are told apart in the server log.
+            conf.write("log_line_prefix = '%m [%p] %u@%d '\n")
 
     def _make_owned(self, path: Path, *, directory: bool) -> None:
         if directory:

@@ -6,6 +6,7 @@ type, a dropped field) needs a numbered migration and is refused here.
 """
 
 import re
+from collections.abc import Callable
 from importlib import resources
 
 import psycopg
@@ -108,17 +109,26 @@ def add_new_fields(conn: psycopg.Connection, spec: LayerSpec) -> list[str]:
     return added
 
 
-def ensure_layer_tables(conn: psycopg.Connection, registry: LayerRegistry) -> None:
+TablesHook = Callable[[psycopg.Connection], None]
+
+
+def ensure_layer_tables(conn: psycopg.Connection, registry: LayerRegistry, then: TablesHook | None = None) -> None:
+    """`then` runs in the same transaction: e.g. database grants, so no new column is readable before they are."""
     with conn.transaction():
         for spec in registry.values():
             create_layer_tables(conn, spec)
             add_new_fields(conn, spec)
+        if then is not None:
+            then(conn)
 
 
-def migrate(conn: psycopg.Connection, registry: LayerRegistry) -> list[str]:
+def migrate(conn: psycopg.Connection, registry: LayerRegistry, after_tables: TablesHook | None = None) -> list[str]:
     applied = apply_migrations(conn)
-    ensure_layer_tables(conn, registry)
+    ensure_layer_tables(conn, registry, after_tables)
     from gis.analysis.pipeline import ensure_network_indexes  # pipelines(from_node), (to_node) for network walks
 
     ensure_network_indexes(conn, registry)
+    from gis.sensing.readings import ensure_reading_indexes  # readings in write order: the warnings' watch
+
+    ensure_reading_indexes(conn, registry)
     return applied

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from gis.features import crs as crs_
 from gis.features.cql2 import ast, parse_filter
+from gis.features.cql2.complexity import DEFAULT_LIMITS, Cql2Limits
 from gis.features.errors import InvalidQuery
 from gis.features.queryables import GEOMETRY, queryables, response_properties
 from gis.features.temporal import TimeRange, parse_date, parse_datetime, parse_timestamp
@@ -184,8 +185,10 @@ def property_parameters(spec: LayerSpec) -> frozenset[str]:
     return frozenset(n for n in queryables(spec) if n != GEOMETRY and n not in ITEMS_PARAMETERS)
 
 
-def parse_items_query(spec: LayerSpec, params: Mapping[str, str]) -> ItemsQuery:
-    """The /items parameters (already checked to be known ones) -> ItemsQuery."""
+def parse_items_query(spec: LayerSpec, params: Mapping[str, str],
+                      filter_limits: Cql2Limits = DEFAULT_LIMITS) -> ItemsQuery:
+    """The /items parameters (already checked to be known ones) -> ItemsQuery; a filter past `filter_limits` is
+    refused like a malformed one."""
     get = params.get
     crs = crs_.parse_crs(get("crs", ""), "crs") if get("crs") is not None else crs_.CRS84
     bbox_crs = crs_.parse_crs(get("bbox-crs", ""), "bbox-crs") if get("bbox-crs") is not None else crs_.CRS84
@@ -197,7 +200,7 @@ def parse_items_query(spec: LayerSpec, params: Mapping[str, str]) -> ItemsQuery:
     nodes: list[ast.Node] = []
     language = get("filter-lang")
     if get("filter") is not None:
-        nodes.append(parse_filter(get("filter", ""), language))
+        nodes.append(parse_filter(get("filter", ""), language, limits=filter_limits))
     elif language is not None:
         parse_filter("TRUE" if language == "cql2-text" else "true", language)  # an unknown language is a 400
     for name in sorted(property_parameters(spec) & params.keys()):

@@ -71,7 +71,7 @@ def source_checksum(info: sources.SourceInfo, spec: LayerSpec) -> str:
     return digest.hexdigest()
 
 
-def _acquire_layer_lock(conn: psycopg.Connection, layer_id: str) -> None:
+def acquire_layer_lock(conn: psycopg.Connection, layer_id: str) -> None:
     """One refresh per layer at a time. A killed job's server session may hold it a moment longer."""
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     while True:
@@ -133,7 +133,7 @@ def _load(url: str, request: RefreshRequest, info: sources.SourceInfo, columns: 
     """The refresh, in one transaction: a killed or failed one leaves the layer as it was."""
     spec, timer = request.spec, _Timer()
     with psycopg.connect(url, application_name=f"gis-refresh:{spec.id}") as conn:
-        _acquire_layer_lock(conn, spec.id)
+        acquire_layer_lock(conn, spec.id)
         if not request.force and record.last_success_checksum(conn, spec.id) == checksum:
             refresh_id = record.write_unchanged_source(conn, spec, started_at, str(info.path), checksum)
             timer.lap("record")
@@ -154,7 +154,9 @@ def _load(url: str, request: RefreshRequest, info: sources.SourceInfo, columns: 
         if first_load:
             counts = merge.finish_first_load(conn, spec, delivery.sent)
         else:
-            counts = merge.merge(conn, spec, refresh_id, delivery.gone(), delivery.unchanged)
+            # `missing: keep`: events the delivery leaves out (posted over HTTP meanwhile) stay current.
+            gone = delivery.gone() if spec.temporal.missing == "close" else []
+            counts = merge.merge(conn, spec, refresh_id, gone, delivery.unchanged)
             staging.drop_staging(conn, spec)
         timer.lap("merge")
         record.write_success(conn, spec, refresh_id, started_at, str(info.path), checksum, counts, timer.timings)

@@ -12,6 +12,9 @@ structured condition on a claim of the caller (never SQL text):
         field: station
         equals_claim: station
 
+`writes` names the layers a role may add features to through the service (sensor readings posted over
+HTTP); writing does not imply reading.
+
 The per-role view of each layer (a LayerSpec without the masked fields) is built once at load, so the
 services' per-spec caches stay valid.
 """
@@ -25,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from gis.config_files import describe, read_yaml
 from gis.errors import ConfigError, NotFound
-from gis.layers import AccessClass, Audience, LayerRegistry, LayerSpec, Name
+from gis.layers import AccessClass, Audience, LayerRegistry, LayerSpec, Name, RasterSpec
 
 POLICY_FILE = "access-policy.yml"
 
@@ -71,6 +74,8 @@ class RoleSpec(_Strict):
     mask: Mapping[Name, tuple[Name, ...]] = Field(default_factory=dict, description="layer -> hidden fields")
     rows: Mapping[Name, RowRule] = Field(default_factory=dict, description="layer -> row rule")
     audit: bool = Field(default=False, description="May read the audit log.")
+    writes: tuple[Name, ...] = Field(default=(), description="Layers this role may add features to through the "
+                                     "service (sensor readings posted over HTTP).")
     database: bool = Field(default=False, description="Gets a PostgreSQL role from `gis db grant`.")
 
 
@@ -109,12 +114,16 @@ class Role:
     def may_read(self, layer_id: str) -> bool:
         return layer_id in self.views
 
+    def may_write(self, layer_id: str) -> bool:
+        return layer_id in self.spec.writes
+
     @property
     def audit(self) -> bool:
         return self.spec.audit
 
 
-def readable(role: RoleSpec, spec: LayerSpec) -> bool:
+def readable(role: RoleSpec, spec: LayerSpec | RasterSpec) -> bool:
+    """Rasters follow the same access classes and audiences as vector layers."""
     if role.all_layers or spec.access is AccessClass.public:
         return True
     if spec.access is AccessClass.restricted:
@@ -144,6 +153,8 @@ def _check(name: str, role: RoleSpec, registry: LayerRegistry) -> None:
             raise ValueError(f"roles.{name}.{key}: no layer '{layer_id}'")
         return registry[layer_id]
 
+    for layer_id in role.writes:
+        known(layer_id, "writes")
     for layer_id in role.restricted:
         if known(layer_id, "restricted").access is not AccessClass.restricted:
             raise ValueError(f"roles.{name}.restricted: '{layer_id}' is not a restricted layer")
@@ -179,7 +190,7 @@ def build_policy(raw: object, registry: LayerRegistry, where: str = "policy") ->
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
     anon_spec = parsed.roles[parsed.anonymous]
-    if anon_spec.all_layers or anon_spec.audiences or anon_spec.restricted or anon_spec.audit:
+    if anon_spec.all_layers or anon_spec.audiences or anon_spec.restricted or anon_spec.audit or anon_spec.writes:
         raise ConfigError(f"{where}: anonymous role '{parsed.anonymous}' may only read public layers")
     roles = {
         name: Role(name, spec, MappingProxyType({s.id: _view(registry, spec, s) for s in registry.values()

@@ -68,13 +68,15 @@ def claim_sql(claim: str) -> sql.Composed:
         CLAIMS_TABLE, sql.Literal(claim))
 
 
-def rls_predicate(rule: RowRule, registry: LayerRegistry, spec_id: str) -> sql.Composed:
-    """The USING expression of a row-level security policy for the rule on layer spec_id."""
+def rls_predicate(rule: RowRule, registry: LayerRegistry, spec_id: str, history: bool = False) -> sql.Composed:
+    """The USING expression of a row-level security policy for the rule on layer spec_id (or its history table)."""
     spec = registry[spec_id]
     if rule.within is None:
         assert rule.field is not None
         return sql.SQL("{} = {}").format(ids.column(spec, rule.field), claim_sql(rule.claim))
     other = registry[rule.within.layer]
-    return sql.SQL("EXISTS (SELECT 1 FROM {} j WHERE j.{} = {} AND ST_Intersects(j.geom, {}.geom))").format(
-        ids.current_table(other), ids.column(other, rule.within.field), claim_sql(rule.claim),
-        sql.Identifier(spec.id))
+    # The area is computed once per statement (an uncorrelated subquery), so the row test can use the layer's
+    # spatial index; it is the same union of the claim's features the API intersects with.
+    return sql.SQL("ST_Intersects({}.geom, (SELECT ST_Union(j.geom) FROM {} j WHERE j.{} = {}))").format(
+        sql.Identifier(spec.history_table if history else spec.id), ids.current_table(other),
+        ids.column(other, rule.within.field), claim_sql(rule.claim))

@@ -29,13 +29,18 @@ from qgis.core import (
 )
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The libpq parameters of a QGIS PostGIS connection; the password defaults to PGPASSWORD."""
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", required=True)
     parser.add_argument("--dbname", required=True)
     parser.add_argument("--user", required=True)
     parser.add_argument("--password", default=os.environ.get("PGPASSWORD", ""))
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_connection_arguments(parser)
     parser.add_argument("--geometry-column", default="geom")
     parser.add_argument("layers", nargs="+", metavar="SCHEMA.TABLE")
     return parser.parse_args(argv)

@@ -1,0 +1,1 @@
+"""Raster layers: refresh of delivered GeoTIFFs into versioned COGs, reads, rendering, sampling, profiles."""

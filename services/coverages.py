@@ -1,0 +1,344 @@
+"""OGC API - Coverages for the raster layers (layers/rasters/), served natively with rasterio.
+
+Each raster is a collection of /collections with a `coverage` link (GeoTIFF subsets by bbox or subset,
+as it is now or at a `datetime`), its range type (`/coverage/rangetype`, also `/schema`) and domain set,
+and its map tiles (services.map_tiles). Native rather than pygeoapi's rasterio provider: that provider is
+configured with one fixed file, while a layer here is a sequence of versioned COGs chosen per request
+(`datetime`), behind our access policy, audit and version ETags; a windowed rasterio read is all it takes.
+"""
+
+import math
+from datetime import datetime
+from html import escape
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import Response
+from rasterio.warp import transform_bounds
+from starlette.concurrency import run_in_threadpool
+
+from gis.errors import NotFound
+from gis.features import crs as crs_
+from gis.features.errors import InvalidQuery
+from gis.features.temporal import parse_datetime
+from gis.layers import AccessClass, RasterSpec
+from gis.rasters import read, versions
+from gis.rasters.versions import RasterVersion
+from services import auth, ogc
+from services.errors import InvalidParameter
+from services.html import html_links, html_page
+from services.state import app_state
+
+router = APIRouter(tags=["OGC API Coverages"])
+
+GEOTIFF = "image/tiff; application=geotiff"
+REL_COVERAGE = "http://www.opengis.net/def/rel/ogc/1.0/coverage"
+REL_SCHEMA = "http://www.opengis.net/def/rel/ogc/1.0/schema"
+REL_DOMAINSET = "http://www.opengis.net/def/rel/ogc/1.0/coverage-domainset"
+REL_RANGETYPE = "http://www.opengis.net/def/rel/ogc/1.0/coverage-rangetype"
+REL_TILESETS_MAP = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-map"
+CONFORMANCE = (
+    "http://www.opengis.net/spec/ogcapi-coverages-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-coverages-1/1.0/conf/geotiff",
+    "http://www.opengis.net/spec/ogcapi-coverages-1/1.0/conf/subsetting",
+    "http://www.opengis.net/spec/ogcapi-coverages-1/1.0/conf/bbox",
+    "http://www.opengis.net/spec/ogcapi-coverages-1/1.0/conf/datetime",
+)
+COVERAGE_PARAMETERS = frozenset({"bbox", "bbox-crs", "subset", "subset-crs", "datetime"})
+GEOTIFF_FORMATS = frozenset({"geotiff", "tif", "tiff"})
+_X_AXES = frozenset({"lon", "long", "x", "e", "easting"})
+_Y_AXES = frozenset({"lat", "y", "n", "northing"})
+
+
+def crs_uri(code: str) -> str:
+    return f"http://www.opengis.net/def/crs/EPSG/0/{code.removeprefix('EPSG:')}"
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """The instant whose version is wanted: an instant, or the end of a date or interval (None: now)."""
+    if value is None:
+        return None
+    try:
+        found = parse_datetime(value)
+    except InvalidQuery as exc:
+        raise InvalidParameter(exc.parameter, exc.problem) from None
+    return found.end or found.start
+
+
+async def version_of(request: Request, spec: RasterSpec, at: datetime | None) -> RasterVersion:
+    """The layer's version in force at `at` (now when None); NotFound when none was (not loaded yet)."""
+    async with app_state(request).pool.connection() as conn:
+        cursor = await conn.execute(versions.AT_SQL, {"layer": spec.id, "at": at})
+        row = await cursor.fetchone()
+    if row is None:
+        when = f" at {at.isoformat()}" if at is not None else ""
+        raise NotFound(f"raster layer '{spec.id}' has no version{when} (not refreshed yet)")
+    return versions.from_row(row)
+
+
+async def current_versions(request: Request) -> dict[str, RasterVersion]:
+    async with app_state(request).pool.connection() as conn:
+        cursor = await conn.execute(versions.CURRENT_SQL)
+        return {row[1]: versions.from_row(row) for row in await cursor.fetchall()}
+
+
+def cache_scope(spec: RasterSpec) -> str:
+    # Only open data may sit in shared caches; internal and restricted layers stay in the client's own.
+    return "public" if spec.access is AccessClass.public else "private"
+
+
+def matches(if_none_match: str | None, etag: str) -> bool:
+    tags = [t.strip().removeprefix("W/") for t in (if_none_match or "").split(",") if t.strip()]
+    return "*" in tags or etag.removeprefix("W/") in tags
+
+
+# -- the collection document --------------------------------------------------------------------------
+
+def collection_document(request: Request, spec: RasterSpec, version: RasterVersion | None) -> dict[str, Any]:
+    path = f"/collections/{spec.id}"
+    extent: dict[str, Any] = {}
+    if version is not None:
+        extent = {"spatial": {"bbox": [list(version.lonlat_bounds)], "crs": crs_.CRS84.uri,
+                              "storageCrsBbox": [list(version.bounds)], "storageCrs": crs_uri(version.crs)},
+                  "temporal": {"interval": [[version.valid_from.isoformat(), None]],
+                               "trs": "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"}}
+    tiles = f"{path}/map/tiles/WebMercatorQuad"
+    return {
+        "id": spec.id,
+        "title": f"{spec.title.zh} · {spec.title.en}",
+        "titles": {"zh": spec.title.zh, "en": spec.title.en},
+        "description": spec.description,
+        "keywords": list(spec.keywords),
+        # Not "feature": OGC API Features clients (GDAL, QGIS) skip collections of another item type.
+        "itemType": "coverage",
+        "dataType": "coverage",
+        "crs": [crs_uri(spec.crs)],
+        "storageCrs": crs_uri(spec.crs),
+        "extent": extent,
+        "links": [
+            *ogc.self_links(request, path),
+            ogc.link(ogc.url(request, f"{path}/coverage"), REL_COVERAGE, GEOTIFF, "the coverage as GeoTIFF"),
+            ogc.link(ogc.url(request, f"{path}/coverage/rangetype"), REL_RANGETYPE, ogc.JSON, "range type (bands)"),
+            ogc.link(ogc.url(request, f"{path}/schema"), REL_SCHEMA, ogc.SCHEMA_JSON, "the bands as JSON Schema"),
+            ogc.link(ogc.url(request, f"{path}/coverage/domainset"), REL_DOMAINSET, ogc.JSON, "domain set (grid)"),
+            ogc.link(ogc.url(request, f"{path}/map/tiles"), REL_TILESETS_MAP, ogc.JSON, "map tilesets (PNG)"),
+            ogc.link(ogc.url(request, f"{tiles}/tilejson.json"), "describedby", ogc.JSON, "TileJSON 3.0.0"),
+        ],
+        "kind": "raster",
+        "domain": spec.domain.value,
+        "department": spec.department,
+        "access": spec.access.value,
+        "updateFrequency": spec.update_frequency,
+        "bands": [{"name": b.name, "title": b.title, "unit": b.unit} for b in spec.bands],
+        "nodata": spec.nodata,
+        "cellType": spec.data_type.value,
+        "rendering": spec.rendering.model_dump(mode="json"),
+        **({"version": {"id": version.version_id, "validFrom": version.valid_from.isoformat(),
+                        "size": [version.width, version.height], "resolution": list(version.resolution)}}
+           if version is not None else {}),
+    }
+
+
+def preview(layer_id: str, bounds: tuple[float, float, float, float], credential: str = "") -> str:
+    """A mosaic of the layer's map tiles over its extent (at most 4 x 3 tiles): a picture without a map library."""
+    zoom, cols, rows = 16, range(0), range(0)
+    for zoom in range(16, 0, -1):
+        x0, y0 = read.tile_of(bounds[0], bounds[3], zoom)
+        x1, y1 = read.tile_of(bounds[2], bounds[1], zoom)
+        cols, rows = range(x0, x1 + 1), range(y0, y1 + 1)
+        if len(cols) <= 4 and len(rows) <= 3:
+            break
+    cells = "".join(
+        f'<img src="/collections/{layer_id}/map/tiles/WebMercatorQuad/{zoom}/{y}/{x}{credential}" width="256" '
+        f'height="256" alt="" style="position:absolute;left:{(x - cols.start) * 256}px;top:{(y - rows.start) * 256}px">'
+        for y in rows for x in cols)
+    return (f'<div style="position:relative;width:{len(cols) * 256}px;height:{len(rows) * 256}px;'
+            f'background:#eee;max-width:100%;overflow:auto">{cells}</div>')
+
+
+def collection_page(document: dict[str, Any], version: RasterVersion | None, credential: str) -> str:
+    rows = [("id", document["id"]), ("description", document["description"]),
+            ("keywords", ", ".join(document["keywords"])), ("department", document["department"]),
+            ("access", document["access"]), ("storage CRS", document["storageCrs"]),
+            ("bands", ", ".join(f"{b['name']}{f' ({b['unit']})' if b['unit'] else ''}" for b in document["bands"])),
+            ("nodata", f"{document['nodata']:g}"),
+            ("version", f"{version.version_id}, since {version.valid_from:%Y-%m-%d %H:%M} UTC" if version else "none")]
+    table = "<table>" + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows) + "</table>"
+    picture = preview(document["id"], version.lonlat_bounds, credential) if version is not None else ""
+    crumbs = [("collections", "/collections?f=html"), (document["id"], f"/collections/{document['id']}?f=html")]
+    return html_page(document["title"], table + picture + html_links(document["links"]), crumbs)
+
+
+async def raster_documents(request: Request) -> list[dict[str, Any]]:
+    """The collection documents of the rasters the caller may read, for /collections."""
+    visible = auth.visible_rasters(request)
+    if not visible:
+        return []
+    current = await current_versions(request)
+    return [collection_document(request, spec, current.get(raster_id)) for raster_id, spec in visible.items()]
+
+
+async def collection(collection_id: str, request: Request) -> Response:
+    """/collections/{id} for a raster layer (the features router hands raster ids here)."""
+    spec = auth.raster_view(request, collection_id)
+    params = ogc.query_params(request, ())
+    current = (await current_versions(request)).get(spec.id)
+    document = collection_document(request, spec, current)
+    if ogc.wants_html(request, params):
+        credential = urlencode(ogc.credential_suffix(request))
+        return ogc.html_response(collection_page(document, current, f"?{credential}" if credential else ""))
+    return ogc.json_response(document)
+
+
+# -- range type and domain set ------------------------------------------------------------------------
+
+def range_type(spec: RasterSpec) -> dict[str, Any]:
+    """The bands as a JSON Schema of the cell values (OGC API Coverages' range type)."""
+    number = {"uint8": "integer", "int16": "integer", "uint16": "integer", "float32": "number"}[spec.data_type]
+    properties: dict[str, Any] = {}
+    for index, band in enumerate(spec.bands, start=1):
+        entry: dict[str, Any] = {"title": band.title or band.name, "type": number, "x-ogc-propertySeq": index,
+                                 "x-ogc-nodata": spec.nodata, "x-ogc-dataType": spec.data_type.value}
+        if band.unit:
+            entry["x-ogc-unit"] = band.unit
+        if spec.rendering.kind.value == "classes":
+            entry["oneOf"] = [{"const": s.value, "title": s.label or f"{s.value:g}"} for s in spec.rendering.stops]
+        properties[band.name] = entry
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+            "title": f"{spec.title.en}: bands", "properties": properties}
+
+
+SCHEMA_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {ogc.SCHEMA_JSON: {}}}}
+
+
+@router.get("/collections/{collectionId}/coverage/rangetype", summary="A raster's bands (range type)",
+            response_class=Response, responses=SCHEMA_RESPONSE)
+async def rangetype(collectionId: str, request: Request) -> Response:
+    spec = auth.raster_view(request, collectionId)
+    ogc.query_params(request, ())
+    return ogc.json_response(range_type(spec), ogc.SCHEMA_JSON)
+
+
+@router.get("/collections/{collectionId}/schema", summary="A raster's bands as JSON Schema",
+            response_class=Response, responses=SCHEMA_RESPONSE)
+async def schema(collectionId: str, request: Request) -> Response:
+    return await rangetype(collectionId, request)
+
+
+@router.get("/collections/{collectionId}/coverage/domainset", summary="A raster's grid (domain set)")
+async def domainset(collectionId: str, request: Request) -> Response:
+    spec = auth.raster_view(request, collectionId)
+    params = ogc.query_params(request, ("datetime",))
+    version = await version_of(request, spec, parse_time(params.get("datetime")))
+    x0, y0, x1, y1 = version.bounds
+    geographic = spec.crs == "EPSG:4490"
+    x_label, y_label = ("Lon", "Lat") if geographic else ("E", "N")
+    return ogc.json_response({
+        "type": "DomainSet",
+        "generalGrid": {
+            "type": "GeneralGridCoverage", "srsName": crs_uri(version.crs), "axisLabels": [x_label, y_label],
+            "axis": [{"type": "RegularAxis", "axisLabel": x_label, "lowerBound": x0, "upperBound": x1,
+                      "resolution": version.resolution[0], "uomLabel": "deg" if geographic else "m"},
+                     {"type": "RegularAxis", "axisLabel": y_label, "lowerBound": y0, "upperBound": y1,
+                      "resolution": -version.resolution[1], "uomLabel": "deg" if geographic else "m"}],
+            "gridLimits": {"type": "GridLimits", "srsName": "http://www.opengis.net/def/crs/OGC/0/Index2D",
+                           "axisLabels": ["i", "j"],
+                           "axis": [{"type": "IndexAxis", "axisLabel": "i", "lowerBound": 0,
+                                     "upperBound": version.width - 1},
+                                    {"type": "IndexAxis", "axisLabel": "j", "lowerBound": 0,
+                                     "upperBound": version.height - 1}]},
+        },
+        "version": {"id": version.version_id, "validFrom": version.valid_from.isoformat()},
+    })
+
+
+# -- the coverage -------------------------------------------------------------------------------------
+
+def _numbers(text: str, parameter: str, count: int) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise InvalidParameter(parameter, f"'{text[:80]}' is not {count} comma-separated numbers") from None
+    if len(values) != count:
+        raise InvalidParameter(parameter, f"needs {count} numbers, got {len(values)}")
+    if not all(math.isfinite(v) for v in values):
+        raise InvalidParameter(parameter, "numbers must be finite")
+    return values
+
+
+def _to_layer_crs(spec: RasterSpec, box: list[float], crs: crs_.Crs, parameter: str) -> read.Bounds:
+    """A box given in `crs` (in its axis order) as minx, miny, maxx, maxy in the layer's CRS."""
+    x0, y0, x1, y1 = (box[1], box[0], box[3], box[2]) if crs.northing_first else box
+    if x0 >= x1 or y0 >= y1:
+        raise InvalidParameter(parameter, "the lower corner must be below and left of the upper one")
+    if f"EPSG:{crs.srid}" == spec.crs:
+        return x0, y0, x1, y1
+    found = tuple(float(v) for v in transform_bounds(f"EPSG:{crs.srid}", spec.crs, x0, y0, x1, y1, densify_pts=21))
+    if not all(math.isfinite(v) for v in found):
+        raise InvalidParameter(parameter, f"lies outside the area where {crs.uri} can be transformed")
+    return found[0], found[1], found[2], found[3]
+
+
+def _crs_param(params: dict[str, str], name: str) -> crs_.Crs:
+    try:
+        return crs_.parse_crs(params[name], name) if name in params else crs_.CRS84
+    except InvalidQuery as exc:
+        raise InvalidParameter(exc.parameter, exc.problem) from None
+
+
+def _subset(spec: RasterSpec, text: str, crs: crs_.Crs) -> read.Bounds:
+    """`subset=Lon(a:b),Lat(c:d)` (or x/E and y/N) in `subset-crs` (default CRS84)."""
+    ranges: dict[str, tuple[float, float]] = {}
+    for part in filter(None, (p.strip() for p in text.replace("),", ")\n").split("\n"))):
+        name, _, rest = part.partition("(")
+        low, colon, high = rest.removesuffix(")").partition(":")
+        axis = name.strip().lower()
+        key = "x" if axis in _X_AXES else "y" if axis in _Y_AXES else None
+        if key is None or not rest.endswith(")") or not colon:
+            raise InvalidParameter("subset", f"'{part[:60]}' is not Axis(low:high) with axis Lon/Lat, x/y or E/N")
+        try:
+            ranges[key] = (float(low), float(high))
+        except ValueError:
+            raise InvalidParameter("subset", f"'{part[:60]}': the bounds are not numbers") from None
+        if not all(math.isfinite(v) for v in ranges[key]):
+            raise InvalidParameter("subset", f"'{part[:60]}': the bounds must be finite")
+    if set(ranges) != {"x", "y"}:
+        raise InvalidParameter("subset", "give both axes, e.g. Lon(123.40:123.42),Lat(41.74:41.76)")
+    (x0, x1), (y0, y1) = ranges["x"], ranges["y"]
+    box = [y0, x0, y1, x1] if crs.northing_first else [x0, y0, x1, y1]
+    return _to_layer_crs(spec, box, crs, "subset")
+
+
+def coverage_bounds(spec: RasterSpec, params: dict[str, str]) -> read.Bounds | None:
+    if "bbox" in params and "subset" in params:
+        raise InvalidParameter("subset", "give bbox or subset, not both")
+    if "bbox" in params:
+        return _to_layer_crs(spec, _numbers(params["bbox"], "bbox", 4), _crs_param(params, "bbox-crs"), "bbox")
+    if "subset" in params:
+        return _subset(spec, params["subset"], _crs_param(params, "subset-crs"))
+    return None
+
+
+@router.get("/collections/{collectionId}/coverage", summary="A raster as GeoTIFF, whole or a subset",
+            response_class=Response, responses={200: {"content": {GEOTIFF: {}}}, 304: {"description": "Not modified"}})
+async def coverage(collectionId: str, request: Request, if_none_match: str | None = Header(default=None)) -> Response:
+    spec = auth.raster_view(request, collectionId)
+    params = ogc.query_params(request, COVERAGE_PARAMETERS)
+    fmt = params.get("f", "geotiff")
+    if fmt not in GEOTIFF_FORMATS:
+        raise InvalidParameter("f", f"'{fmt[:20]}' is not offered; coverages are served as geotiff")
+    bounds = coverage_bounds(spec, params)
+    version = await version_of(request, spec, parse_time(params.get("datetime")))
+    area = "all" if bounds is None else ",".join(f"{v:.9g}" for v in bounds)
+    etag = f'"{version.etag}.{area}"'
+    headers = {"ETag": etag, "Cache-Control": f"{cache_scope(spec)}, max-age=300",
+               "Content-Disposition": f'inline; filename="{spec.id}-v{version.version_id}.tif"'}
+    if matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    try:
+        data = await run_in_threadpool(read.coverage_geotiff, version, bounds)
+    except InvalidQuery as exc:
+        raise InvalidParameter(exc.parameter, exc.problem) from None
+    await auth.audit_raster_read(request, spec, {"version": str(version.version_id)})
+    return Response(data, media_type=GEOTIFF, headers=headers)

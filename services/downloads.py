@@ -1,0 +1,132 @@
+"""GET /collections/{id}/download?f=gpkg|fgb|shp|csv: a layer the caller may read, as one file.
+
+The same filters as /items (bbox, bbox-crs, datetime, filter, filter-lang, filter-crs, property=value),
+checked by the same parser, with the caller's row rule and masks applied and the read audited.
+GeoPackage, FlatGeobuf and Shapefile are written to a temporary file batch by batch, then streamed
+and deleted; CSV streams straight from PostgreSQL's COPY.
+"""
+
+import shutil
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from typing import BinaryIO
+from urllib.parse import urlencode
+
+import psycopg
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from gis import downloads
+from gis.downloads import FORMATS, Format
+from gis.features.params import parse_items_query, property_parameters
+from gis.features.queries import Statement
+from gis.layers import LayerSpec
+from gis.security.policy import LayerView
+from services import auth, limits, ogc
+from services.errors import InvalidParameter
+from services.features import blame
+from services.state import app_state
+
+router = APIRouter(tags=["Downloads"])
+
+FILTER_PARAMETERS = frozenset({"bbox", "bbox-crs", "datetime", "filter", "filter-lang", "filter-crs"})
+FORMAT_PARAMETER = "f"
+
+
+def download_links(url_of: Callable[[str, list[tuple[str, str]]], str], layer_id: str) -> list[dict[str, str]]:
+    """One link per format (rel enclosure), with URLs made by `url_of(path, params)`."""
+    return [ogc.link(url_of(f"/collections/{layer_id}/download", [("f", fmt.value)]), "enclosure",
+                     info.media_type, f"download as {info.title}") for fmt, info in FORMATS.items()]
+
+
+def collection_links(base: str, layer_id: str) -> list[dict[str, str]]:
+    """The collection document's links to its downloads."""
+    return download_links(lambda path, params: f"{base}{path}?{urlencode(params)}", layer_id)
+
+
+def _format(params: dict[str, str]) -> Format:
+    value = params.pop(FORMAT_PARAMETER, Format.gpkg.value)
+    try:
+        return Format(value)
+    except ValueError:
+        raise InvalidParameter(FORMAT_PARAMETER, f"'{value[:20]}' is not a download format; use "
+                               f"{', '.join(f.value for f in Format)}") from None
+
+
+def _disposition(spec: LayerSpec, fmt: Format) -> dict[str, str]:
+    name = downloads.filename(spec, fmt, datetime.now(UTC))
+    return {"Content-Disposition": f'attachment; filename="{name}"'}
+
+
+def _refused(exc: psycopg.Error, parameter: str | None) -> Exception:
+    """A value the database cannot evaluate is the client's (naming the parameter); anything else is ours."""
+    if parameter is None or not isinstance(exc, psycopg.DataError | psycopg.errors.InternalError_):
+        return exc
+    return InvalidParameter(parameter, f"cannot be evaluated: {exc.diag.message_primary or exc}")
+
+
+@router.get("/collections/{collection_id}/download", summary="A layer as a GeoPackage, FlatGeobuf, "
+            "zipped Shapefile or CSV file, with the filters of /items",
+            responses={200: {"content": {info.media_type.split(";")[0]: {} for info in FORMATS.values()}}})
+async def download(collection_id: str, request: Request) -> Response:
+    view = auth.layer_view(request, collection_id)
+    spec = view.spec
+    params = ogc.query_params(request, FILTER_PARAMETERS | property_parameters(spec))
+    fmt = _format(params)
+    with ogc.client_input():
+        q = parse_items_query(spec, params, limits.cql2_limits(request))
+    q = await auth.restrict(request, view, q)
+    statement = downloads.export_statement(spec, q, fmt)
+    if fmt is Format.csv:
+        return await _stream_csv(request, view, statement, blame(q))
+    state = app_state(request)
+    try:
+        async with state.pool.connection() as conn:
+            written = await downloads.write_file(conn, spec, statement, fmt)
+    except psycopg.Error as exc:
+        raise _refused(exc, blame(q)) from None
+    try:
+        await auth.audit_read(request, view, written.features, extra={"format": fmt.value})
+        handle = written.path.open("rb")
+        size = written.path.stat().st_size
+    finally:
+        # Removed before a byte is sent: nothing stays on disk even if the client goes away halfway
+        # (the open handle keeps the bytes until it is closed).
+        shutil.rmtree(written.workdir, ignore_errors=True)
+    return StreamingResponse(_read_through(handle), media_type=FORMATS[fmt].media_type, headers={
+        **_disposition(spec, fmt), "Content-Length": str(size), "X-Feature-Count": str(written.features)})
+
+
+def _read_through(handle: BinaryIO) -> Iterator[bytes]:
+    """The file in 1 MiB chunks (run in the threadpool by Starlette), closed at the end or on disconnect."""
+    with handle:
+        while chunk := handle.read(1 << 20):
+            yield chunk
+
+
+async def _stream_csv(request: Request, view: LayerView, statement: Statement, parameter: str | None) -> Response:
+    state = app_state(request)
+
+    async def body() -> AsyncIterator[bytes]:
+        async with state.pool.connection() as conn:
+            try:
+                async for chunk in downloads.csv_chunks(conn, statement):
+                    yield chunk
+            finally:
+                # One audit row per download, when it ends; the count is left open (a quoted value may
+                # hold a line break, so lines are not features).
+                await auth.audit_read(request, view, None, extra={"format": Format.csv.value})
+
+    chunks = body()
+    try:
+        first = await anext(chunks)  # a filter the database refuses is still a 400, before any byte is sent
+    except psycopg.Error as exc:
+        raise _refused(exc, parameter) from None
+
+    async def rest() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in chunks:
+            yield chunk
+
+    return StreamingResponse(rest(), media_type=FORMATS[Format.csv].media_type,
+                             headers=_disposition(view.spec, Format.csv))

@@ -1,0 +1,226 @@
+"""Real-time sensing (实时感知) for the pipeline application: sensors post readings, applications watch warnings.
+
+POST /api/pipeline/sensor-readings   a JSON batch {"readings": [{sensor, observed_at, value, quality?, unit?}]},
+                                     all or nothing, for roles whose policy `writes` the readings layer
+GET  /api/pipeline/sensor-warnings   graded warnings (layers/sensor-thresholds.yml) as GeoJSON or an HTML page
+                                     with a map; filters level, sensor, datetime; `since` (a cursor) and `wait`
+                                     (long poll) to watch for new ones
+
+The readings themselves are the registry layer `sensor_readings`, served by /collections like any event layer.
+"""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from gis.analysis.pipeline import PipelineResult, to_html
+from gis.config_files import loaded_once
+from gis.errors import NotFound
+from gis.features.errors import InvalidQuery
+from gis.features.temporal import parse_datetime
+from gis.security import audit
+from gis.sensing import readings as readings_
+from gis.sensing.thresholds import READING_FIELDS, Thresholds, default_thresholds_path, load_thresholds
+from gis.sensing.warnings import MAX_LIMIT, Cursor, InvalidCursor, WarningQuery, read_warnings
+from services.auth import CREDENTIAL_PARAMETER, audit_read, caller_of, forbidden, layer_view, unauthorized
+from services.planning import read_body
+from services.state import app_state
+
+JSON = "application/json"
+GEOJSON = "application/geo+json"
+MAX_BODY_BYTES = 4 * 2**20  # 10,000 readings of about 120 bytes, with room
+MAX_WAIT_S = 30
+_POLL_S = 1.0
+_WARNING_PARAMETERS = frozenset({"level", "sensor", "datetime", "since", "limit", "wait", "f", CREDENTIAL_PARAMETER})
+
+
+_thresholds = loaded_once(load_thresholds, default_thresholds_path)
+
+
+def thresholds_of(app: FastAPI) -> Thresholds:
+    """The app's thresholds (layers/sensor-thresholds.yml checked against the registry)."""
+    state = app.state.gis
+    return _thresholds(state.settings.layers_dir, state.registry)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    thresholds_of(app)  # a broken thresholds file stops the service at start, naming the file and the key
+    yield
+
+
+router = APIRouter(prefix="/api/pipeline", tags=["Pipeline sensing"], lifespan=lifespan)
+
+
+def _writer(request: Request, layer_id: str) -> None:
+    """401 without credentials; a role that may read the layer but not write it 403; one that may not see
+    it the layer's 404."""
+    caller = caller_of(request)
+    if caller.anonymous:
+        raise unauthorized("posting readings needs credentials (X-API-Key, Basic or Bearer)")
+    if caller.role.may_write(layer_id):
+        return
+    if caller.role.may_read(layer_id):
+        raise forbidden(f"role '{caller.role.name}' may read '{layer_id}' but not post readings to it")
+    raise NotFound(f"no layer '{layer_id}'")
+
+
+async def _audit_write(request: Request, layer_id: str, count: int | None, status: int,
+                       detail: dict[str, Any]) -> None:
+    caller = caller_of(request)
+    entry = audit.AuditEntry(caller.subject, caller.role.name, caller.method, caller.key_id, "write", layer_id,
+                             request.url.path, detail, count, status)
+    async with app_state(request).pool.connection() as conn:
+        await audit.record_async(conn, entry)
+
+
+@router.post(
+    "/sensor-readings",
+    summary="Post a batch of sensor readings (all or nothing)",
+    responses={200: {"description": "Stored: counts of inserted, corrected and unchanged readings, and the "
+                                    "warnings among them per level"},
+               400: {"description": "The batch was refused whole; `errors` lists each bad reading's index, "
+                                    "parameter and problem"},
+               401: {"description": "No or bad credentials"}, 403: {"description": "The role may not post readings"},
+               413: {"description": "Body over 4 MiB"}, 503: {"description": "A refresh of the layer is running"}},
+    openapi_extra={"requestBody": {"required": True, "content": {JSON: {
+        "schema": {"type": "object", "required": ["readings"], "properties": {"readings": {
+            "type": "array", "minItems": 1, "maxItems": readings_.MAX_READINGS, "items": {
+                "type": "object", "required": ["sensor", "observed_at", "value"], "properties": {
+                    "sensor": {"type": "string", "description": "pipe_sensors fid"},
+                    "observed_at": {"type": "string", "format": "date-time",
+                                    "description": "RFC 3339 with its offset"},
+                    "value": {"type": "number"},
+                    "quality": {"type": "string", "enum": ["good", "suspect", "bad"]},
+                    "unit": {"type": "string", "description": "if given, the sensor type's unit"}}}}}},
+        "example": {"readings": [{"sensor": "SN-000001", "observed_at": "2026-10-31T08:30:00+08:00",
+                                  "value": 0.31, "quality": "good"}]}}}}},
+)
+async def post_readings(request: Request) -> Response:
+    thresholds = thresholds_of(request.app)
+    layer_id = thresholds.readings.id
+    _writer(request, layer_id)
+    state = app_state(request)
+    raw = await read_body(request, MAX_BODY_BYTES)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise readings_.InvalidReadings("body", f"body: not JSON ({str(exc)[:80]})") from None
+    try:
+        parsed = readings_.parse_batch(body, thresholds)
+        async with state.pool.connection() as conn:
+            checked = await readings_.check_against_sensors(conn, thresholds, parsed)
+            result = await readings_.store(conn, thresholds, checked, f"POST {request.url.path} "
+                                           f"({caller_of(request).subject})")
+    except readings_.InvalidReadings as exc:
+        await _audit_write(request, layer_id, None, 400, {"refused": str(exc)[:500]})
+        raise
+    answer = {"layer": layer_id, "refresh_id": result.refresh_id, "received": len(parsed),
+              "duplicates_in_batch": len(parsed) - result.received, "inserted": result.inserted,
+              "corrected": result.updated, "unchanged": result.unchanged}
+    await _audit_write(request, layer_id, len(parsed), 200, {"refresh_id": result.refresh_id,
+                                                             "inserted": result.inserted,
+                                                             "corrected": result.updated})
+    return Response(orjson.dumps(answer), media_type=JSON)
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+def _warning_query(request: Request, thresholds: Thresholds, level: str | None, sensor: str | None,
+                   datetime_: str | None, since: str | None, limit: int) -> WarningQuery:
+    unknown = sorted(set(request.query_params) - _WARNING_PARAMETERS)
+    if unknown:
+        raise InvalidQuery(unknown[0], "unknown parameter; this endpoint takes " + ", ".join(
+            sorted(_WARNING_PARAMETERS - {CREDENTIAL_PARAMETER})))
+    levels = _csv(level)
+    known = [lv.id for lv in thresholds.levels]
+    bad = [lv for lv in levels if lv not in known]
+    if bad:
+        raise InvalidQuery("level", f"'{bad[0][:20]}' is not a level; levels are {', '.join(known)}")
+    try:
+        cursor = Cursor.decode(since) if since else None
+    except InvalidCursor as exc:
+        raise InvalidQuery("since", str(exc)) from None
+    return WarningQuery(levels=levels, sensors=_csv(sensor),
+                        time=parse_datetime(datetime_) if datetime_ else None, since=cursor, limit=limit)
+
+
+def _next_link(request: Request, cursor: Cursor) -> str:
+    params = dict(request.query_params)
+    params.pop("wait", None)
+    params["since"] = cursor.encode()
+    return str(request.url.replace_query_params(**params))
+
+
+@router.get(
+    "/sensor-warnings",
+    summary="Graded warnings from sensor readings; watch them with `since` (and `wait`)",
+    responses={200: {"content": {GEOJSON: {}, "text/html": {}},
+                     "description": "GeoJSON FeatureCollection in write order, with `cursor` to pass as `since`"},
+               400: {"description": "A bad parameter: the body names it"},
+               404: {"description": "The caller may not read the readings layer"}},
+)
+async def sensor_warnings(
+    request: Request,
+    level: Annotated[str | None, Query(description="comma-separated levels: blue, yellow, orange, red")] = None,
+    sensor: Annotated[str | None, Query(description="comma-separated sensor ids")] = None,
+    datetime: Annotated[str | None, Query(description="instant or interval on observed_at (as /items)")] = None,
+    since: Annotated[str | None, Query(description="the `cursor` of an earlier answer: only warnings newer")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+    wait: Annotated[int, Query(ge=0, le=MAX_WAIT_S, description="seconds to hold the answer open until a "
+                                                                 "warning arrives (long poll)")] = 0,
+    f: Annotated[str | None, Query(description="geojson (default) or html")] = None,
+) -> Response:
+    thresholds = thresholds_of(request.app)
+    view = layer_view(request, thresholds.readings.id)
+    if view.rows is not None:
+        raise forbidden(f"warnings of '{view.source.id}' are not yet filtered by row rules; this role has one")
+    if f not in (None, "geojson", "json", "html"):
+        raise InvalidQuery("f", f"'{f[:20]}' is not geojson or html")
+    q = _warning_query(request, thresholds, level, sensor, datetime, since, limit)
+    if not all(readings_.is_sensor_id(s) for s in q.sensors):
+        raise InvalidQuery("sensor", f"sensor ids are 1 to {readings_.MAX_SENSOR_ID} characters, no control characters")
+    shown = tuple(name for name in READING_FIELDS if name not in view.masked)
+    if q.sensors and "sensor" not in shown:
+        raise InvalidQuery("sensor", "unknown parameter for this role")
+    state = app_state(request)
+    deadline = time.monotonic() + wait
+    while True:
+        async with state.pool.connection() as conn:
+            page = await read_warnings(conn, thresholds, q, shown)
+        if page.features or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(_POLL_S)
+    await audit_read(request, view, len(page.features))
+    if f == "html":
+        return HTMLResponse(to_html(_as_result(thresholds, q, page.features)))
+    body: dict[str, Any] = {
+        "type": "FeatureCollection", "features": page.features, "numberReturned": len(page.features),
+        "cursor": page.cursor.encode() if page.cursor else None,
+        "levels": [lv.model_dump() for lv in thresholds.levels],
+        "links": [{"rel": "self", "href": str(request.url), "type": GEOJSON}],
+    }
+    if page.cursor is not None:
+        body["links"].append({"rel": "next" if page.more else "watch", "href": _next_link(request, page.cursor),
+                              "type": GEOJSON})
+    return Response(orjson.dumps(body), media_type=GEOJSON)
+
+
+def _as_result(thresholds: Thresholds, q: WarningQuery, features: list[dict[str, Any]]) -> PipelineResult:
+    per_level = {lv.id: sum(1 for x in features if x["properties"]["level"] == lv.id) for lv in thresholds.levels}
+    places = [{**x, "properties": {"role": f"warning_{x['properties']['level']}", **x["properties"]}}
+              for x in features]
+    styles = {f"warning_{lv.id}": (lv.colour, lv.colour, 1.0, 4 + i) for i, lv in enumerate(thresholds.levels)}
+    return PipelineResult("sensor-warnings", "管网传感器预警 · Sensor warnings",
+                          {"level": list(q.levels), "sensor": list(q.sensors),
+                           "since": q.since.encode() if q.since else None},
+                          {"warnings": len(features), **per_level}, {"warnings": places},
+                          str(thresholds.path), styles=styles)

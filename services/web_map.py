@@ -1,0 +1,195 @@
+"""The web map of the whole city: /map (the page) and /map/style.json (its MapLibre style, per caller).
+
+The style names only the layers the caller may see: each vector layer as a vector tile source of this
+service (services/tiles.py) drawn with the style layers gis.map_style makes from the layer's QML, each
+loaded raster layer as a source of its PNG map tiles (services/map_tiles.py). The page
+(plain HTML, no inline script) loads MapLibre GL and our one script from /static: nothing from the
+network, so it works offline and under a Content-Security-Policy of script-src 'self'.
+The caller's key reaches the page as `?api_key=` and the script sends it as X-API-Key on every
+request of its own (tiles, style, collections, overlap checks), never in a tile URL.
+"""
+
+import statistics
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from html import escape
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+
+from gis import tiles as mvt
+from gis.layers import LayerRegistry, RasterSpec
+from gis.map_style import LayerStyle, draw_order, style_layers
+from gis.rasters.versions import RasterVersion
+from gis.security.policy import LayerView
+from gis.styles import style_files
+from services import auth, landing, ogc
+from services.coverages import current_versions
+from services.features import layer_stats
+from services.map_tiles import MAX_ZOOM as RASTER_MAX_ZOOM
+from services.state import AppState, app_state
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_PATH = "/static"
+# Vector tiles are requested up to this zoom and drawn larger beyond it: our tiles keep every vertex
+# that matters at z16 (a pixel is 2.4 m there), and deeper requests would only multiply the requests.
+SOURCE_MAX_ZOOM = 16
+RASTER_TILE_SIZE = 256  # gis.rasters.read draws 256-pixel PNG tiles
+BACKGROUND = "#f4f3ef"
+
+
+def load_styles(registry: LayerRegistry, styles_dir: Path) -> dict[str, LayerStyle]:
+    return {spec.id: style_layers(spec, style_files(spec, styles_dir).qml, str(styles_dir / spec.style))
+            for spec in registry.specs()}
+
+
+def styles_of(app: FastAPI) -> dict[str, LayerStyle]:
+    """Every layer's converted style, made once per app (the styles directory is read at start)."""
+    found: dict[str, LayerStyle] | None = getattr(app.state, "map_styles", None)
+    if found is None:
+        state: AppState = app.state.gis
+        found = load_styles(state.registry, state.settings.styles_dir)
+        app.state.map_styles = found
+    return found
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    styles_of(app)  # a style the map cannot convert stops the service at start, naming the file
+    yield
+
+
+router = APIRouter(tags=["Web map"], lifespan=lifespan)
+
+
+def install(app: FastAPI) -> None:
+    """The map's routes, the static files it loads (public: code and MapLibre, no data), its landing link."""
+    app.include_router(router)
+    app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="static")
+    landing.add_landing_link(app, "/map", "related", "text/html", "城市地图 · web map of the city")
+
+
+def _hidden(layer: dict[str, Any]) -> dict[str, Any]:
+    return {**layer, "layout": {**layer.get("layout", {}), "visibility": "none"}}
+
+
+def view_bounds(extents: list[list[float]]) -> list[float]:
+    """Where the map opens: each side the median of the layers' extents, the box most layers share. The
+    union would open on the whole municipality (the districts reach far into the counties), where the
+    city's streets and pipes are a few pixels."""
+    return [statistics.median(e[i] for e in extents) for i in range(4)]
+
+
+def _tiles(base: str, collection_id: str, kind: str) -> str:
+    """A tile URL template for MapLibre: WebMercatorQuad's {tileMatrix}/{tileRow}/{tileCol} are z/y/x."""
+    return f"{base}/collections/{collection_id}/{kind}/{mvt.TILE_MATRIX_SET}/{{z}}/{{y}}/{{x}}"
+
+
+def _raster_parts(base: str, rasters: Mapping[str, tuple[RasterSpec, RasterVersion]]
+                  ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Sources, style layers and page metadata of the raster layers (PNG map tiles, services/map_tiles.py).
+    They start hidden: the DEM, imagery and land cover are opaque and would cover one another."""
+    sources, layers, infos = {}, [], []
+    for raster_id, (spec, version) in rasters.items():
+        sources[raster_id] = {"type": "raster", "tileSize": RASTER_TILE_SIZE, "minzoom": 0,
+                              "maxzoom": RASTER_MAX_ZOOM, "bounds": list(version.lonlat_bounds),
+                              "tiles": [_tiles(base, raster_id, "map/tiles")]}
+        layers.append({"id": f"{raster_id}:0", "type": "raster", "source": raster_id,
+                       "metadata": {"gis:layer": raster_id}, "layout": {"visibility": "none"}})
+        infos.append({"id": raster_id, "domain": spec.domain.value, "geometry": "raster", "visible": False,
+                      "styleLayers": [f"{raster_id}:0"], "notConverted": [],
+                      "legend": [{"label": stop.label or f"{stop.value:g}", "color": stop.colour}
+                                 for stop in spec.rendering.stops]})
+    return sources, layers, infos
+
+
+def style_document(request: Request, state: AppState, views: Mapping[str, LayerView],
+                   rasters: Mapping[str, tuple[RasterSpec, RasterVersion]], extents: dict[str, list[float]]
+                   ) -> dict[str, Any]:
+    """The MapLibre style of these layers, bottom first (rasters under the vector layers), with what the
+    page shows of each in `metadata`."""
+    base = ogc.base_url(request)
+    styles = draw_order([styles_of(request.app)[layer_id] for layer_id in views])
+    sources: dict[str, Any] = {}
+    for layer_id in views:
+        source: dict[str, Any] = {
+            "type": "vector", "minzoom": 0, "maxzoom": SOURCE_MAX_ZOOM,
+            "tiles": [_tiles(base, layer_id, "tiles")]}
+        if layer_id in extents:
+            source["bounds"] = extents[layer_id]
+        sources[layer_id] = source
+    raster_sources, raster_layers, raster_infos = _raster_parts(base, rasters)
+    view = view_bounds(list(extents.values())) if extents else list(state.settings.city_extent)
+    # Event layers (incidents, observations) start hidden: without a date they would draw every event at once.
+    shown = {layer_id: v.spec.temporal.kind != "event" for layer_id, v in views.items()}
+    infos = [{"id": s.layer_id, "domain": views[s.layer_id].spec.domain.value, "geometry": s.geometry,
+              "visible": shown[s.layer_id], "styleLayers": [layer["id"] for layer in s.layers],
+              "legend": list(s.legend), "notConverted": list(s.not_converted)} for s in styles]
+    return {
+        "version": 8,
+        "name": "时空信息云平台 · city map",
+        "metadata": {"gis:layers": [*raster_infos, *infos], "gis:bounds": view},
+        "center": [(view[0] + view[2]) / 2, (view[1] + view[3]) / 2],
+        "zoom": mvt.center_zoom(view),
+        "sources": {**raster_sources, **sources},
+        "layers": [{"id": "background", "type": "background", "paint": {"background-color": BACKGROUND}},
+                   *raster_layers,
+                   *(layer if shown[s.layer_id] else _hidden(layer) for s in styles for layer in s.layers)],
+    }
+
+
+@router.get("/map/style.json", summary="The web map's MapLibre style: the layers the caller may see")
+async def map_style(request: Request) -> Response:
+    ogc.query_params(request, ())
+    state = app_state(request)
+    views = auth.visible_layers(request)  # tiles apply a row rule themselves (services/tiles.py)
+    stats = await layer_stats(state)
+    extents = {layer_id: list(stats[layer_id][2]) for layer_id in views
+               if layer_id in stats and stats[layer_id][2] is not None and None not in stats[layer_id][2]}
+    # A raster not loaded yet has no tiles to draw (they would all be 404s).
+    current = await current_versions(request) if auth.visible_rasters(request) else {}
+    rasters = {raster_id: (spec, current[raster_id]) for raster_id, spec in auth.visible_rasters(request).items()
+               if raster_id in current}
+    document = style_document(request, state, views, rasters, extents)
+    # Per caller: a shared cache must not hand one caller's layers to another.
+    return ogc.json_response(document, headers={"Cache-Control": "private, max-age=60", "Vary": "X-API-Key"})
+
+
+@router.get("/map", summary="The web map of the city (HTML)", responses={200: {"content": {"text/html": {}}}})
+async def map_page(request: Request) -> Response:
+    ogc.query_params(request, ())
+    # No inline script: the service's Content-Security-Policy (services/headers.py) allows ours from /static.
+    return ogc.html_response(page_html(ogc.credential_suffix(request)))
+
+
+def page_html(credential: list[tuple[str, str]]) -> str:
+    suffix = f"&{urlencode(credential)}" if credential else ""
+    static = STATIC_PATH
+    return f"""<!DOCTYPE html><html lang="zh-CN"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
+<title>城市地图 · City map</title>
+<link rel="stylesheet" href="{static}/vendor/maplibre-gl/maplibre-gl.css">
+<link rel="stylesheet" href="{static}/map/web-map.css">
+<script src="{static}/vendor/maplibre-gl/maplibre-gl.js" defer></script>
+<script src="{static}/map/web-map.js" defer></script></head>
+<body><header><a href="/?f=html{escape(suffix)}">时空信息云平台</a> › 城市地图 · City map
+<span id="status" role="status">loading…</span></header>
+<div id="layout"><aside id="panel">
+<section><h2>时间 · Time</h2>
+<label><input type="checkbox" id="time-on"> 按日期 · as of a date</label>
+<input type="range" id="time" min="0" max="0" step="1" value="0" disabled aria-label="date">
+<output id="time-label">now · 现状</output></section>
+<section><h2>提案 · Proposal</h2>
+<button type="button" id="draw">绘制 · Draw</button> <button type="button" id="finish" disabled>完成 · Finish</button>
+<button type="button" id="clear" disabled>清除 · Clear</button><br>
+<label>用途 · use <select id="use"><option value="">—</option></select></label>
+<button type="button" id="check" disabled>冲突检查 · Check overlaps</button>
+<div id="result"></div></section>
+<section><h2>属性 · Attributes</h2><div id="attributes"><p class="hint">Click a feature on the map.</p></div>
+</section>
+<section><h2>图层 · Layers</h2><div id="layers"></div></section>
+</aside><main id="map" aria-label="map"></main></div></body></html>"""
