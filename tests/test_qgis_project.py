@@ -149,21 +149,37 @@ def test_postgis_login_role_goes_into_every_datasource(settings: Settings, loade
     assert sources and all("user='ann'" in s and "password='it\\'s secret'" in s for s in sources)
 
 
+def test_postgis_project_of_a_masking_role_opens_its_views(settings: Settings, loaded_db_url: str, policy: Policy,
+                                                         tmp_path: Path) -> None:
+    role = policy.role("planner")
+    assert role is not None and role.view("pipelines").masked, "the policy masks pipeline fields for planners"
+    out = _project(settings, loaded_db_url, tmp_path / "planner.qgs", "--role", "planner", "--source", "postgis",
+                   "--db-user", "pat")
+    sources = {(layer.findtext("id") or "").removeprefix(LAYER_ID_PREFIX): layer.findtext("datasource") or ""
+               for layer in ET.parse(out).getroot().iter("maplayer")}
+    assert 'table="gis_planner"."pipelines"' in sources["pipelines"]
+    unmasked = next(layer_id for layer_id, view in role.views.items() if not view.masked)
+    spec = role.view(unmasked).source
+    assert f'table="{spec.domain.value}"."{spec.id}"' in sources[unmasked]
+
+
 @pytest.mark.qgis
+@pytest.mark.parametrize("role_name", ["analyst", "planner"])
 def test_postgis_project_of_a_granted_login_role_opens_in_qgis(
-        settings: Settings, clone_db: Callable[[], str], server_url: str, policy: Policy, tmp_path: Path) -> None:
+        settings: Settings, clone_db: Callable[[], str], server_url: str, policy: Policy, tmp_path: Path,
+        role_name: str) -> None:
     url = clone_db()
     user, password = f"qgs_{uuid.uuid4().hex[:8]}", f"pw-{uuid.uuid4().hex}"
-    granted = _gis(settings, url, "db", "grant", "--user", user, "--role", "analyst", GIS_DB_USER_PASSWORD=password)
+    granted = _gis(settings, url, "db", "grant", "--user", user, "--role", role_name, GIS_DB_USER_PASSWORD=password)
     assert granted.returncode == 0, granted.stderr
     try:
-        out = _project(settings, url, tmp_path / "ann.qgs", "--role", "analyst", "--source", "postgis",
+        out = _project(settings, url, tmp_path / "ann.qgs", "--role", role_name, "--source", "postgis",
                        "--db-user", user)
         report = _open_in_qgis(out, password)
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:  # login roles belong to the whole cluster
             conn.execute(psycopg.sql.SQL("DROP ROLE IF EXISTS {}").format(psycopg.sql.Identifier(user)))
-    role = policy.role("analyst")
+    role = policy.role(role_name)
     assert role is not None
     layers = {layer["id"].removeprefix(LAYER_ID_PREFIX): layer for layer in report["layers"]}
     assert set(layers) == set(role.views)
