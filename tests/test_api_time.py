@@ -127,8 +127,8 @@ def changed(history_db: str, serve_api: Callable[[str], AbstractContextManager[s
         (kept, old_name), (gone, _) = rows
         at = conn.execute("SELECT now() - interval '1 day'").fetchone()[0]  # type: ignore[index]
         with conn.transaction():
-            columns = "fid, name, road_class, lanes, width_m, geom, valid_from, valid_to, row_hash, refresh_id"
-            conn.execute(f"INSERT INTO base.roads_history ({columns}, closed_refresh_id) SELECT fid, name, "
+            conn.execute("INSERT INTO base.roads_history (fid, name, road_class, lanes, width_m, geom, valid_from, "
+                         "valid_to, row_hash, refresh_id, closed_refresh_id) SELECT fid, name, "
                          "road_class, lanes, width_m, geom, %s - interval '1 day', %s, row_hash, refresh_id, "
                          "refresh_id + 1 FROM base.roads WHERE fid IN (%s, %s)", (at, at, kept, gone))
             conn.execute("UPDATE base.roads SET name = '新名字', valid_from = %s, refresh_id = refresh_id + 1 "

@@ -13,6 +13,7 @@ import pyproj
 import pytest
 import shapely
 import yaml
+from psycopg import sql
 from shapely.geometry.base import BaseGeometry
 
 from gis.analysis import overlap
@@ -53,8 +54,9 @@ def projects(conn: psycopg.Connection, rules: OverlapRules) -> list[Proposal]:
 
 def _features(conn: psycopg.Connection, rule: Rule, schema: str) -> list[tuple[str, dict, BaseGeometry]]:
     """Every current feature of the rule's layer (valid now), with its attributes; no spatial SQL."""
-    rows = conn.execute(f"SELECT fid, to_jsonb(t) - 'geom', ST_AsBinary(geom) FROM {schema}.{rule.layer} t "
-                        "WHERE valid_from <= now() AND (valid_to IS NULL OR valid_to > now())").fetchall()
+    rows = conn.execute(sql.SQL("SELECT fid, to_jsonb(t) - 'geom', ST_AsBinary(geom) FROM {} t "
+                                "WHERE valid_from <= now() AND (valid_to IS NULL OR valid_to > now())").format(
+        sql.Identifier(schema, rule.layer))).fetchall()
     found = []
     for fid, attrs, wkb in rows:
         if all(attrs.get(k) in v for k, v in rule.where.items()):

@@ -10,6 +10,7 @@ import pytest
 import shapely
 import yaml
 from conftest import cloned_database
+from psycopg import sql
 
 from gis.analysis.plan_conflicts import ConflictSummary, run_plan_conflicts
 from gis.analysis.proposal import InvalidProposal
@@ -54,7 +55,9 @@ def run(db: str, rules: OverlapRules) -> ConflictSummary:
 
 
 def _layer(conn: psycopg.Connection, table: str, cls: str | None) -> list[tuple[str, str | None, object]]:
-    rows = conn.execute(f"SELECT fid, {cls or 'NULL'}, ST_AsBinary(geom) FROM {table}").fetchall()
+    schema, name = table.split(".")
+    rows = conn.execute(sql.SQL("SELECT fid, {}, ST_AsBinary(geom) FROM {}").format(
+        sql.Identifier(cls) if cls else sql.NULL, sql.Identifier(schema, name))).fetchall()
     return [(fid, c, shapely.transform(shapely.from_wkb(w),
                                        lambda xy: np.column_stack(TO_4550.transform(xy[:, 0], xy[:, 1]))))
             for fid, c, w in rows]

@@ -6,15 +6,19 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-COLUMNS = ("version_id, layer_id, refresh_id, valid_from, valid_to, checksum, path, crs, bounds, lonlat_bounds, "
-           "width, height, bands, resolution, nodata, overviews")
+COLUMNS = sql.SQL(
+    "version_id, layer_id, refresh_id, valid_from, valid_to, checksum, path, crs, bounds, lonlat_bounds, "
+    "width, height, bands, resolution, nodata, overviews")
 # The version in force at %(at)s (now when NULL): valid_from <= at < valid_to.
-AT_SQL = (f"SELECT {COLUMNS} FROM ops.raster_versions WHERE layer_id = %(layer)s "
-          "AND valid_from <= coalesce(%(at)s, now()) AND (valid_to IS NULL OR valid_to > coalesce(%(at)s, now())) "
-          "ORDER BY valid_from DESC LIMIT 1")
-CURRENT_SQL = f"SELECT {COLUMNS} FROM ops.raster_versions WHERE valid_to IS NULL ORDER BY layer_id"
-HISTORY_SQL = f"SELECT {COLUMNS} FROM ops.raster_versions WHERE layer_id = %(layer)s ORDER BY valid_from"
+AT_SQL = sql.SQL(
+    "SELECT {} FROM ops.raster_versions WHERE layer_id = %(layer)s "
+    "AND valid_from <= coalesce(%(at)s, now()) AND (valid_to IS NULL OR valid_to > coalesce(%(at)s, now())) "
+    "ORDER BY valid_from DESC LIMIT 1").format(COLUMNS)
+CURRENT_SQL = sql.SQL("SELECT {} FROM ops.raster_versions WHERE valid_to IS NULL ORDER BY layer_id").format(COLUMNS)
+HISTORY_SQL = sql.SQL("SELECT {} FROM ops.raster_versions WHERE layer_id = %(layer)s ORDER BY valid_from").format(
+    COLUMNS)
 
 
 @dataclass(frozen=True)
