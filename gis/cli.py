@@ -161,15 +161,22 @@ def cmd_styles(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_layers(args: argparse.Namespace, settings: Settings) -> int:
+    from gis.rasters import versions
+
     registry = _registry(settings)
     with psycopg.connect(database_url(settings)) as conn:
         stats = dict(conn.execute(
             "SELECT layer_id, row_count FROM ops.layer_stats").fetchall())
+        current = {v.layer_id: v for v in map(versions.from_row, conn.execute(versions.CURRENT_SQL).fetchall())}
     print(f"{'layer':<24} {'domain':<12} {'geometry':<16} {'access':<11} {'rows':>9}")
     for spec in registry.values():
         rows = stats.get(spec.id)
         print(f"{spec.id:<24} {spec.domain.value:<12} {spec.geometry.value:<16} {spec.access.value:<11} "
               f"{rows if rows is not None else 'not loaded':>9}")
+    for raster in registry.rasters.values():
+        version = current.get(raster.id)
+        size = f"{version.width}x{version.height}x{version.bands} v{version.version_id}" if version else "not loaded"
+        print(f"{raster.id:<24} {raster.domain.value:<12} {'raster':<16} {raster.access.value:<11} {size:>9}")
     return 0
 
 
@@ -301,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     styles = sub.add_parser("styles", help="QGIS default styles")
     styles.add_argument("action", choices=["publish"])
     styles.set_defaults(handler=cmd_styles)
-    sub.add_parser("layers", help="every layer with its row count").set_defaults(handler=cmd_layers)
+    sub.add_parser("layers", help="every layer with its row count (rasters: size and version)").set_defaults(
+        handler=cmd_layers)
     check = sub.add_parser("check-overlap", help="check a proposal file (or a project) against the overlap rules")
     check.add_argument("file", nargs="?", help="GeoPackage, Shapefile (.shp or zipped), GeoJSON or KML")
     check.add_argument("--project", help="the fid of a construction project instead of a file")

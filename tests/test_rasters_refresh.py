@@ -187,6 +187,20 @@ def test_the_cli_names_a_bad_delivery_in_one_line(raster_db: str, settings: Sett
     assert err == ["gis: refresh dem failed: no-crs.tif: declares no CRS; the layer's deliveries are in EPSG:4550"]
 
 
+def test_gis_layers_lists_each_raster_with_its_current_size_and_version(
+        loaded: dict[str, Path], raster_db: str, settings: Settings, registry: LayerRegistry,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("GIS_DATABASE_URL", raster_db)
+    monkeypatch.setenv("GIS_LAYERS_DIR", str(settings.layers_dir))
+    monkeypatch.setenv("GIS_STYLES_DIR", str(settings.styles_dir))
+    assert cli.main(["layers"]) == 0
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()}
+    for raster_id in registry.rasters:
+        version = current(raster_db, raster_id)
+        assert lines[raster_id][2:] == ["raster", registry.rasters[raster_id].access.value,
+                                        f"{version.width}x{version.height}x{version.bands}", f"v{version.version_id}"]
+
+
 # -- history ---------------------------------------------------------------------------------------------
 
 def test_datetime_picks_the_version_valid_then(loaded: dict[str, Path], raster_db: str, settings: Settings,
