@@ -14,6 +14,8 @@
 """
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,12 +109,12 @@ class JobsManager(BaseManager):
         with self._pool().connection() as conn:
             conn.execute(
                 "INSERT INTO ops.jobs (job_id, process_id, status, message, progress, parameters, created, started, "
-                "updated, mimetype, owner) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                "updated, mimetype, owner, runner) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (job_id, job_metadata["process_id"], job_metadata["status"], job_metadata.get("message"),
                  int(job_metadata.get("progress") or 0), Jsonb(job_metadata.get("parameters")),
                  _parse_stamp(job_metadata.get("created")) or datetime.now(UTC), None,
                  _parse_stamp(job_metadata.get("updated")) or datetime.now(UTC), job_metadata.get("mimetype"),
-                 _mine()[0]))
+                 _mine()[0], this_runner()))
         return job_id
 
     def update_job(self, job_id: str, update_dict: dict[str, Any]) -> bool:
@@ -252,6 +254,44 @@ class JobsManager(BaseManager):
             raise
 
 
+# -- jobs whose process is gone ------------------------------------------------------------------------
+
+ORPHANED_MESSAGE = "the service stopped while the job ran; run it again"
+
+
+def this_runner() -> str:
+    """host:pid of this service process; jobs run in its threads, so it is theirs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def fail_orphaned_jobs(pool: ConnectionPool) -> list[str]:
+    """Mark failed the unfinished jobs of this host whose process is no longer running; their ids.
+
+    Another worker of the same service, alive, keeps its jobs; a job of another host is left to that host.
+    """
+    host = socket.gethostname()
+    with pool.connection() as conn:
+        rows = conn.execute("SELECT job_id, runner FROM ops.jobs WHERE status IN ('accepted', 'running') "
+                            "AND runner LIKE %s", (f"{host}:%",)).fetchall()
+        gone = [job_id for job_id, runner in rows
+                if runner.rpartition(":")[2].isdigit() and not _process_alive(int(runner.rpartition(":")[2]))]
+        if gone:
+            conn.execute("UPDATE ops.jobs SET status = 'failed', message = %s, finished = clock_timestamp(), "
+                         "updated = clock_timestamp() WHERE job_id = ANY(%s) AND status IN ('accepted', 'running')",
+                         (ORPHANED_MESSAGE, gone))
+    return gone
+
+
 # -- the generated configuration ---------------------------------------------------------------------
 
 def generate_config(settings: Settings, rules: OverlapRules, base_url: str,
@@ -335,6 +375,9 @@ class Bridge:
 
     def open(self) -> None:
         self.context.pool.open(wait=True, timeout=30)
+        orphaned = fail_orphaned_jobs(self.context.pool)
+        if orphaned:
+            LOGGER.warning("%d job(s) left unfinished by a stopped service marked failed", len(orphaned))
 
     def close(self) -> None:
         self.context.pool.close()
