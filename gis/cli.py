@@ -180,6 +180,22 @@ def cmd_layers(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from gis.security import db_read_audit
+
+    log_file = Path(args.log) if args.log else db_read_audit.log_file_of(settings)
+    if log_file is None:
+        raise GisError("audit import-db-log: give --log (or GIS_DB_LOG_FILE): the database is not the embedded "
+                       "cluster, whose log is known")
+    if not log_file.is_file():
+        raise GisError(f"audit import-db-log: no server log at {log_file}")
+    _auth, policy = _policy(settings)
+    with psycopg.connect(database_url(settings), autocommit=True) as conn:
+        done = db_read_audit.import_direct_reads(conn, log_file, _registry(settings), policy)
+    print(f"{log_file}: {done.statements} new statements, {done.reads} direct reads of non-public layers audited")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn  # the service is optional for every other command
 
@@ -331,6 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--name", help="create: who or what the key is for")
     keys.add_argument("--claim", action="append", help="create: NAME=VALUE for row rules (e.g. jurisdiction=...)")
     keys.set_defaults(handler=cmd_keys)
+    audit = sub.add_parser("audit", help="copy direct PostGIS reads (gis db grant users) from the server log "
+                           "into ops.audit_log (GET /audit does it too)")
+    audit.add_argument("action", choices=["import-db-log"])
+    audit.add_argument("--log", help="the server log (default: GIS_DB_LOG_FILE, else the embedded cluster's)")
+    audit.set_defaults(handler=cmd_audit)
     serve = sub.add_parser("serve", help="serve the OGC API on http://127.0.0.1:8000")
     serve.add_argument("--port", type=int, help="port (default GIS_PORT or 8000)")
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")

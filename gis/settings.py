@@ -22,6 +22,9 @@ class Settings(BaseSettings):
         description="Where layer sources are found; each layer's source.path is relative to it.",
     )
     rejects_dir: Path = Field(default=Path(".gisdata/rejects"), description="Where refresh rejects files go.")
+    db_log_file: Path | None = Field(
+        default=None, description="The PostgreSQL server log whose direct reads are copied into the audit log "
+        "(gis audit import-db-log, GET /audit); default: the embedded cluster's log, when it is the database.")
     rasters_dir: Path = Field(
         default=Path(".gisdata/rasters"),
         description="Where raster refreshes write their Cloud-Optimised GeoTIFFs, one file per version.",

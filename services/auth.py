@@ -13,6 +13,7 @@ within that time). Reads of internal and restricted layers write one ops.audit_l
 import base64
 import binascii
 import hashlib
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -21,19 +22,24 @@ from typing import Annotated, Any
 
 import jwt
 import orjson
+import psycopg
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
+from gis.db.cluster import database_url
 from gis.errors import NotFound
 from gis.features import crs as crs_
 from gis.features.cql2 import ast
 from gis.features.params import ItemsQuery
 from gis.features.queries import items_statement
 from gis.layers import AccessClass, LayerRegistry, RasterSpec
-from gis.security import audit, keys, rows
+from gis.security import audit, db_read_audit, keys, rows
 from gis.security.policy import LayerView, Policy, Role, load_policy, policy_path, readable
 from gis.security.settings import AuthSettings
 from services.state import AppState, app_state
+
+LOGGER = logging.getLogger(__name__)
 
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="gis", charset="UTF-8", Bearer'}
 API_KEY_HEADER = "x-api-key"
@@ -282,6 +288,19 @@ def mask_tag(view: LayerView) -> str:
 router = APIRouter(tags=["Administration"])
 
 
+def _import_direct_reads(state: AppState, policy: Policy) -> None:
+    """The direct PostGIS reads logged since the last import, so the log the auditor reads is whole. A log this
+    process cannot read leaves the API's own rows to be served (and says so in the server log)."""
+    log_file = db_read_audit.log_file_of(state.settings)
+    if log_file is None or not log_file.exists():
+        return
+    try:
+        with psycopg.connect(database_url(state.settings), autocommit=True) as conn:
+            db_read_audit.import_direct_reads(conn, log_file, state.registry, policy)
+    except (OSError, psycopg.Error) as exc:
+        LOGGER.warning("direct reads not imported from %s: %s", log_file, exc)
+
+
 @router.get("/audit", summary="The audit log (auditor roles): reads of internal and restricted data, admin actions")
 async def audit_log(request: Request, layer: str | None = None, subject: str | None = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
@@ -291,6 +310,7 @@ async def audit_log(request: Request, layer: str | None = None, subject: str | N
     if not caller.role.audit:
         raise forbidden("this role may not read the audit log")
     state = app_state(request)
+    await run_in_threadpool(_import_direct_reads, state, auth_of(request).policy)
     async with state.pool.connection() as conn:
         entries = await audit.read(conn, layer, subject, limit)
         await audit.record_async(conn, audit.AuditEntry(

@@ -199,6 +199,8 @@ def serve(database_url: str, settings: Settings) -> Iterator[str]:
     # No rate limit unless a test asks for one (GIS_HTTP_RATE_PER_SECOND): the suite is one very busy caller.
     env = {"GIS_HTTP_RATE_PER_SECOND": "0", **os.environ, "GIS_DATABASE_URL": database_url,
            "GIS_LAYERS_DIR": str(settings.layers_dir), "GIS_STYLES_DIR": str(settings.styles_dir)}
+    if not settings.database_url:  # our own cluster: the service audits direct reads from its log, as on make run
+        env["GIS_DB_LOG_FILE"] = str(Cluster(settings).log_file)
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "services.asgi:app_from_environment", "--factory",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -208,6 +209,28 @@ def test_user_sees_the_default_styles_of_its_layers_only(granted: Granted, regis
 def test_direct_reads_go_to_the_server_log(granted: Granted, policy_role: str) -> None:
     with connect_as(granted.db_url, USERS[policy_role]) as conn:
         assert conn.execute("SHOW log_statement").fetchone() == ("all",)
+
+
+def test_direct_reads_of_non_public_layers_reach_the_audit_log_once(granted: Granted, registry: LayerRegistry,
+                                                                     policy: Policy) -> None:
+    user = USERS["analyst"]
+    internal = next(i for i in sorted(policy.roles["analyst"].views) if registry[i].access.value != "public")
+    public = next(i for i in sorted(policy.roles["analyst"].views) if registry[i].access.value == "public")
+    marker = uuid.uuid4().hex
+    with connect_as(granted.db_url, user) as conn:
+        for layer_id in (internal, public):
+            spec = registry[layer_id]
+            conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE fid <> {}").format(
+                sql.Identifier(spec.domain.value, spec.id), sql.Literal(marker)))
+
+    def entries() -> list[dict[str, Any]]:
+        found = api(granted, "auditor", "/audit", subject=user, limit=1000)["entries"]
+        return [e for e in found if marker in e["query"].get("sql", "")]
+
+    first = entries()
+    assert [(e["layer_id"], e["method"], e["role"], e["action"]) for e in first] == [
+        (internal, "postgres", "analyst", "read")]
+    assert entries() == first  # read once from the log, not again on the next look
 
 
 def test_users_cannot_write_layers(granted: Granted) -> None:
@@ -454,6 +477,7 @@ def run_qgis(script: str, db_url: str, user: str, *args: str, tmp_path: Path) ->
 @pytest.mark.qgis
 def test_qgis_as_analyst_opens_a_granted_layer_with_its_style_and_not_a_restricted_one(
         granted: Granted, tmp_path: Path) -> None:
+    before = max((e["audit_id"] for e in api(granted, "auditor", "/audit", limit=1)["entries"]), default=0)
     report = run_qgis("open_postgis_layer.py", granted.db_url, USERS["analyst"], "pipeline.pipelines",
                       "policing.incidents", tmp_path=tmp_path)
     layers = {layer["layer"]: layer for layer in report["layers"]}
@@ -464,6 +488,8 @@ def test_qgis_as_analyst_opens_a_granted_layer_with_its_style_and_not_a_restrict
     assert (pipelines["renderer"], pipelines["attribute"]) == ("categorizedSymbol", "utility")
     assert pipelines["aliases"]["utility"] == "管线类别"
     assert not layers["policing.incidents"]["valid"]
+    audited = api(granted, "auditor", "/audit", subject=USERS["analyst"], layer="pipelines", limit=1000)["entries"]
+    assert [e for e in audited if e["audit_id"] > before and e["method"] == "postgres"], "QGIS's reads are audited"
 
 
 def qgis_as(granted: Granted, policy_role: str, *layers: str, tmp_path: Path) -> dict[str, Any]:
@@ -503,3 +529,24 @@ def test_qgis_as_policing_user_counts_only_the_jurisdictions_incidents(granted: 
     inside = inside_jurisdiction(granted.db_url, granted.jurisdiction, "incidents")
     assert incidents["valid"] and incidents["feature_count"] == len(inside)
     assert (incidents["renderer"], incidents["attribute"]) == ("categorizedSymbol", "category")
+
+
+def test_server_log_statements_are_parsed_with_their_continuation_lines() -> None:
+    from gis.security.db_read_audit import parse_statements
+
+    log = [
+        "2026-12-04 20:41:23.368 UTC [4711] alice@gis LOG:  statement: SELECT fid",
+        "\tFROM pipeline.pipelines",
+        "2026-12-04 20:41:23.400 UTC [4711] alice@gis LOG:  execute <unnamed>: SELECT 1 FROM policing.incidents",
+        "2026-12-04 20:41:23.401 UTC [4711] alice@gis DETAIL:  parameters: $1 = 'x'",
+        "2026-12-04 20:41:24.000 UTC [4712] bob@other ERROR:  permission denied for table incidents",
+        "2026-12-05 04:41:25.000 CST [4713] carol@gis LOG:  statement: SELECT 2",
+    ]
+    found = list(parse_statements(log))
+    assert [(s.pid, s.user, s.database, s.text) for s in found] == [
+        (4711, "alice", "gis", "SELECT fid\nFROM pipeline.pipelines"),
+        (4711, "alice", "gis", "SELECT 1 FROM policing.incidents"),
+        (4713, "carol", "gis", "SELECT 2"),
+    ]
+    assert found[0].at is not None and found[0].at.isoformat() == "2026-12-04T20:41:23.368000+00:00"
+    assert found[2].at is None  # an abbreviation other than UTC is ambiguous (CST): the import time stands in

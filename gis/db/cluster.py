@@ -110,6 +110,11 @@ class Cluster:
                 f"the embedded cluster is not initialised ({self.data_dir}): run 'gis db start'"
             ) from exc
 
+    @property
+    def log_file(self) -> Path:
+        """The server's log (pg_ctl -l): startup errors, and the statements of `gis db grant` login roles."""
+        return self.data_dir.parent / "postgresql.log"
+
     def url(self, database: str | None = None) -> str:
         name = database or self.settings.database_name
         return f"postgresql://{SUPERUSER}:{quote(self.password(), safe='')}@127.0.0.1:{self.port}/{name}"
@@ -126,7 +131,7 @@ class Cluster:
             return f"already {self.status().describe()}"
         self._check_port_free()
         self._remove_stale_pid_file()
-        log = self.data_dir.parent / "postgresql.log"
+        log = self.log_file
         self._make_owned(log, directory=False)
         result = self._run(
             "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data_dir), "-l", str(log),
@@ -170,7 +175,7 @@ class Cluster:
             conf.write("max_wal_size = '4GB'\ncheckpoint_timeout = '15min'\nmax_connections = 200\n")
             conf.write("jit = off\n")
             # Who did it: analysts' direct reads (gis db grant roles) are told apart in the server log.
-            conf.write("log_line_prefix = '%m [%p] %u@%d '\n")
+            conf.write("log_line_prefix = '%m [%p] %u@%d '\nlog_timezone = 'UTC'\n")
 
     def _make_owned(self, path: Path, *, directory: bool) -> None:
         if directory:
