@@ -6,6 +6,8 @@ seen at once, and an audit log nobody else writes).
 """
 
 import base64
+import csv
+import io
 import json
 import math
 import time
@@ -279,6 +281,38 @@ def test_matrix_role_layer_path_has_no_leak(service: Service, policy: Policy, re
             assert r.status_code in (200, 204), (where, r.status_code, r.text[:300])
             leaked = _property_names(path, r) & set(view.masked)
             assert not leaked, (where, leaked)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_matrix_of_the_other_paths_has_no_leak(service: Service, policy: Policy, registry: LayerRegistry,
+                                               samples: dict[str, tuple[str, str]], role: str | None) -> None:
+    """HTML pages, CSV downloads, catalog records, the web map's style, the OpenAPI document and the rasters."""
+    granted = policy.anonymous if role is None else policy.role(role)
+    assert granted is not None
+    for spec in registry.values():
+        view = granted.views.get(spec.id)
+        where = f"{role} {spec.id}"
+        page = get(service, f"/collections/{spec.id}/items", role, f="html", limit=20)
+        download = get(service, f"/collections/{spec.id}/download", role, f="csv", bbox="123.3,41.7,123.5,41.9")
+        record = get(service, f"/catalog/items/{spec.id}", role)
+        if view is None:
+            assert (page.status_code, download.status_code, record.status_code) == (404, 404, 404), where
+            continue
+        assert (page.status_code, download.status_code, record.status_code) == (200, 200, 200), where
+        header = next(csv.reader(io.StringIO(download.text)))
+        assert not set(header) & set(view.masked), (where, "csv")
+        assert not {m for m in view.masked if f"<th>{m}</th>" in page.text}, (where, "html")
+    visible = set(granted.views) | {r for r, spec in registry.rasters.items() if readable(granted.spec, spec)}
+    style = get(service, "/map/style.json", role).json()
+    assert {source for source in style["sources"] if source in registry or source in registry.rasters} == visible
+    records = get(service, "/catalog/items", role, limit=1000).json()["features"]
+    assert {r["id"] for r in records} == visible
+    document = get(service, "/openapi", role, f="json").text
+    hidden = (set(registry) | set(registry.rasters)) - visible
+    assert not {layer_id for layer_id in hidden if f'"{layer_id}"' in document}, role
+    for raster_id in registry.rasters:
+        coverage = get(service, f"/collections/{raster_id}/coverage", role, bbox="123.40,41.74,123.41,41.75")
+        assert coverage.status_code == (200 if raster_id in visible else 404), (role, raster_id)
 
 
 def test_audit_log_after_the_matrix(service: Service, policy: Policy, registry: LayerRegistry,
