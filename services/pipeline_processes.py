@@ -8,16 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pygeoapi.process.base import BaseProcessor
 
 from gis.analysis import pipeline
-from gis.analysis.overlap import Access
 from gis.analysis.pipeline_rules import PipelineRules, default_pipeline_rules_path, load_pipeline_rules
 from gis.analysis.proposal import InvalidProposal
 from gis.config_files import loaded_once
 from gis.layers import LayerRegistry
-from services.process_access import CALLER_ACCESS, require_full_read
+from services.process_access import require_full_read
 from services.process_inputs import input_value as _value
+from services.processors import CallerBoundProcessor
 
 PIPE_BURST = "pipe-burst"
 PIPE_TRACE = "pipe-trace"
@@ -47,42 +46,22 @@ def _list(inputs: dict[str, Any], name: str) -> list[str] | None:
     return value
 
 
-class _PipelineProcessor(BaseProcessor):
-    def __init__(self, processor_def: dict[str, Any]) -> None:
-        super().__init__(processor_def, dict(processor_def.get("metadata") or {}))
-        self.context: Any = None
-        self.manager: Any = None
-        self.job_id: str | None = None
-        self.access: Access = None
-
-    def bind(self, context: Any, manager: Any) -> None:
-        self.context = context
-        self.manager = manager
-        self.access = CALLER_ACCESS.get()
-
-    def set_job_id(self, job_id: str) -> None:
-        self.job_id = job_id
-
+class _PipelineProcessor(CallerBoundProcessor):
     def run(self, conn: Any, rules: PipelineRules, data: dict[str, Any]) -> pipeline.PipelineResult:
         raise NotImplementedError
 
     def execute(self, data: dict[str, Any], outputs: dict[str, Any] | None = None) -> tuple[str, Any]:
-        if not isinstance(data, dict):
-            raise InvalidProposal("inputs", "an object of named inputs")
-        unknown = sorted(set(data) - set(self.metadata.get("inputs", {})))
-        if unknown:
-            raise InvalidProposal(unknown[0], "unknown input; this process takes "
-                                  + ", ".join(sorted(self.metadata.get("inputs", {}))))
-        if self.context is None:
-            raise RuntimeError("process run without a context")
+        data = self.known_inputs(data)
         fmt = _value(data, "format") or "json"
         if fmt not in ("json", "geojson", "html"):
             raise InvalidProposal("format", f"'{str(fmt)[:20]}' is not json, geojson or html")
         rules = rules_for(self.context.settings.layers_dir, self.context.registry)
-        require_full_read(self.access, self.context.registry,
-                          (rules.pipelines.id, rules.nodes.id, rules.buildings.id))
+        layers = (rules.pipelines.id, rules.nodes.id, rules.buildings.id)
+        require_full_read(self.access, self.context.registry, layers)
         with self.context.pool.connection() as conn:
             result = self.run(conn, rules, data)
+            places = sum(len(items) for items in result.places.values())
+            self.audit_reads(conn, dict.fromkeys(layers, places), {k: _value(data, k) for k in data})
         if fmt == "geojson":
             return "application/geo+json", orjson.dumps(pipeline.to_geojson(result))
         if fmt == "html":

@@ -32,6 +32,7 @@ from gis.analysis.proposal import (
 from gis.analysis.rules import OverlapRules, default_rules_path, load_rules
 from gis.config_files import loaded_once
 from gis.errors import NotFound
+from services.auth import audit_read, layer_view
 from services.process_access import caller_access
 from services.state import AppState, app_state
 
@@ -237,6 +238,10 @@ async def overlap_check(request: Request, state: Annotated[AppState, Depends(app
             proposal = await overlap.load_project_async(conn, rules, project)
         found = await overlap.check_async(conn, rules, proposal, as_of=fields.get("datetime"),
                                           use=fields.get("proposed_use"), only=only, access=access)
+    asked = {k: str(v)[:2000] for k, v in fields.items() if k != "geometry" and v is not None}
+    for result in found.results:
+        if result.status != "not_evaluated" and result.layer.id in access:
+            await audit_read(request, layer_view(request, result.layer.id), len(result.features), extra=asked)
     if fmt == "html":
         response: Response = HTMLResponse(report.to_html(found))
     elif fmt == "geojson":

@@ -13,9 +13,12 @@ from fastapi import Request
 from gis.analysis.overlap import Access
 from gis.errors import NotFound
 from gis.layers import LayerRegistry
-from services.auth import caller_of, visible_layers
+from services.auth import Caller, caller_of, visible_layers, visible_rasters
 
+# Each None outside a request (the CLI, tests of the processors): every layer, every raster, nobody audited.
 CALLER_ACCESS: ContextVar[Access] = ContextVar("caller_access", default=None)
+CALLER_RASTERS: ContextVar[frozenset[str] | None] = ContextVar("caller_rasters", default=None)
+PROCESS_CALLER: ContextVar[Caller | None] = ContextVar("process_caller", default=None)
 
 
 @dataclass(frozen=True)
@@ -31,9 +34,11 @@ JOB_OWNER: ContextVar[JobOwner | None] = ContextVar("job_owner", default=None)
 
 
 def bind_caller(request: Request) -> None:
-    """For the processes and jobs a request reaches: the caller's layers, and whose jobs it sees."""
+    """For the processes and jobs a request reaches: the caller, its layers and rasters, and whose jobs it sees."""
     caller = caller_of(request)
     CALLER_ACCESS.set(caller_access(request))
+    CALLER_RASTERS.set(frozenset(visible_rasters(request)))
+    PROCESS_CALLER.set(caller)
     JOB_OWNER.set(JobOwner(caller.subject, caller.role.spec.all_layers))
 
 

@@ -17,11 +17,9 @@ import pygeoapi.api.processes as processes_api
 from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.responses import Response
 from psycopg_pool import ConnectionPool
-from pygeoapi.process.base import BaseProcessor
 from starlette.concurrency import run_in_threadpool
 
 from gis.analysis import overlap, plan_conflicts, report
-from gis.analysis.overlap import Access
 from gis.analysis.proposal import (
     MAX_UPLOAD_BYTES,
     InvalidProposal,
@@ -33,11 +31,11 @@ from gis.analysis.rules import OverlapRules
 from gis.db.cluster import database_url
 from gis.errors import NotFound
 from services import environment_processes, pipeline_processes, policing_processes, raster_processes
-from services.application_processes import bind_process_caller
 from services.planning import read_body, rules_of
-from services.process_access import CALLER_ACCESS, bind_caller, require_full_read
+from services.process_access import bind_caller, require_full_read
 from services.process_inputs import input_value as _value
-from services.pygeoapi_bridge import Bridge, JobsManager, ProcessContext, api_request
+from services.processors import CallerBoundProcessor
+from services.pygeoapi_bridge import Bridge, ProcessContext, api_request
 from services.state import AppState
 
 OVERLAP_CHECK = "overlap-check"
@@ -59,41 +57,19 @@ LANDING_LINKS = (
 
 
 
-class _Processor(BaseProcessor):
-    def __init__(self, processor_def: dict[str, Any]) -> None:
-        super().__init__(processor_def, dict(processor_def.get("metadata") or {}))
-        self.context: ProcessContext | None = None
-        self.manager: JobsManager | None = None
-        self.job_id: str | None = None
-        self.access: Access = None
-
-    def bind(self, context: ProcessContext | None, manager: JobsManager) -> None:
-        self.context = context
-        self.manager = manager
-        self.access = CALLER_ACCESS.get()
-
-    def set_job_id(self, job_id: str) -> None:
-        self.job_id = job_id
-
+class _Processor(CallerBoundProcessor):
     def _context(self) -> ProcessContext:
         if self.context is None:
             raise RuntimeError("process run without a context")
-        return self.context
-
-    def _known(self, inputs: dict[str, Any]) -> None:
-        if not isinstance(inputs, dict):
-            raise InvalidProposal("inputs", "an object of named inputs")
-        allowed = set(self.metadata.get("inputs", {}))
-        unknown = sorted(set(inputs) - allowed)
-        if unknown:
-            raise InvalidProposal(unknown[0], f"unknown input; this process takes {', '.join(sorted(allowed))}")
+        context: ProcessContext = self.context
+        return context
 
 
 class OverlapCheckProcessor(_Processor):
     """A proposal (GeoJSON, an uploaded file, or a construction project's fid) against the overlap rules."""
 
     def execute(self, data: dict[str, Any], outputs: dict[str, Any] | None = None) -> tuple[str, Any]:
-        self._known(data)
+        self.known_inputs(data)
         context = self._context()
         rules = context.rules
         fmt = _value(data, "format") or "json"
@@ -108,6 +84,9 @@ class OverlapCheckProcessor(_Processor):
             proposal = self._proposal(data, conn, rules)
             found = overlap.check(conn, rules, proposal, as_of=_value(data, "datetime"),
                                   use=_value(data, "proposed_use"), only=only, access=self.access)
+            self.audit_reads(conn, {r.layer.id: len(r.features) for r in found.results
+                                    if r.status != "not_evaluated"},
+                             {k: _value(data, k) for k in data if k != "file"})
         if fmt == "geojson":
             return "application/geo+json", orjson.dumps(report.to_geojson(found))
         if fmt == "html":
@@ -153,7 +132,7 @@ class PlanConflictsProcessor(_Processor):
     """Conflict patches of one plan layer against another, with progress; usually run asynchronously."""
 
     def execute(self, data: dict[str, Any], outputs: dict[str, Any] | None = None) -> tuple[str, Any]:
-        self._known(data)
+        self.known_inputs(data)
         context = self._context()
         check_id = _value(data, "check")
         if not isinstance(check_id, str):
@@ -180,9 +159,12 @@ class PlanConflictsProcessor(_Processor):
             context.database_url, context.rules, check_id, run_id=job_id, as_of=_value(data, "datetime"),
             min_area_m2=min_area, workers=2, progress=progress, cancelled=cancelled)
         result: dict[str, Any] = {"summary": summary.as_dict()}
-        if with_patches:
-            with context.pool.connection() as conn:
+        with context.pool.connection() as conn:
+            self.audit_reads(conn, {summary.a_layer: summary.a_features, summary.b_layer: summary.b_features},
+                             {k: _value(data, k) for k in data})
+            if with_patches:
                 result["patches"] = orjson.loads(plan_conflicts.patches_geojson(conn, summary.run_id, MAX_PATCHES))
+        if with_patches:
             result["patches_truncated"] = summary.patches > MAX_PATCHES
         result["patches_table"] = f"ops.plan_conflict_patches WHERE run_id = '{summary.run_id}'"
         return "application/json", result
@@ -294,8 +276,6 @@ def bridge_of(request: Request) -> Bridge:
 async def _call(request: Request, bridge: Bridge, body: bytes, function: Callable[..., tuple[dict[str, Any], int, Any]],
                 *args: str) -> Response:
     bind_caller(request)
-    bind_process_caller(request)
-    raster_processes.bind_caller(request)
     api = bridge.api(str(request.base_url))
     api_req = await api_request(request, api, body)
     if not api_req.is_valid():

@@ -4,19 +4,15 @@ or an HTML page). Run by the same pygeoapi machinery and job manager as services
 them; the caller's readable rasters are captured with the request like its readable layers.
 """
 
-from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import orjson
 import shapely
-from fastapi import Request
-from pygeoapi.process.base import BaseProcessor
 from shapely.geometry import LineString, MultiPoint, Point
 
 from gis import crs as crs_
-from gis.analysis.overlap import Access
 from gis.analysis.proposal import InvalidProposal, read_geojson, resolve_crs
 from gis.errors import NotFound, SourceError
 from gis.features.errors import InvalidQuery
@@ -24,25 +20,15 @@ from gis.features.temporal import parse_datetime
 from gis.layers import LayerRegistry, RasterSpec, RenderingKind
 from gis.rasters import profile, versions
 from gis.rasters.versions import RasterVersion
-from services.auth import visible_rasters
 from services.pipeline_processes import rules_for
-from services.process_access import CALLER_ACCESS
 from services.process_inputs import input_value as _value
+from services.processors import CallerBoundProcessor
 
 RASTER_SAMPLE = "raster-sample"
 DEM_PROFILE = "dem-profile"
 DEFAULT_DEM = "dem"
 MAX_POINTS = 10_000
 DEFAULT_STEP_M = 10.0
-
-# None outside a request (the CLI, tests of the processors): every raster.
-CALLER_RASTERS: ContextVar[frozenset[str] | None] = ContextVar("caller_rasters", default=None)
-
-
-def bind_caller(request: Request) -> None:
-    """For the processes a request reaches: the rasters its caller may read."""
-    CALLER_RASTERS.set(frozenset(visible_rasters(request)))
-
 
 def _time(data: dict[str, Any]) -> datetime | None:
     text = _value(data, "datetime")
@@ -65,32 +51,7 @@ def _lonlat(geoms: list[Any], crs: str | None, declared: str | None, parameter: 
         raise InvalidProposal(parameter, str(exc)) from None
 
 
-class _RasterProcessor(BaseProcessor):
-    def __init__(self, processor_def: dict[str, Any]) -> None:
-        super().__init__(processor_def, dict(processor_def.get("metadata") or {}))
-        self.context: Any = None
-        self.access: Access = None
-        self.rasters: frozenset[str] | None = None
-
-    def bind(self, context: Any, manager: Any) -> None:
-        self.context = context
-        self.access = CALLER_ACCESS.get()
-        self.rasters = CALLER_RASTERS.get()
-
-    def set_job_id(self, job_id: str) -> None:
-        self.job_id = job_id
-
-    def _inputs(self, data: Any) -> dict[str, Any]:
-        if not isinstance(data, dict):
-            raise InvalidProposal("inputs", "an object of named inputs")
-        allowed = self.metadata.get("inputs", {})
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise InvalidProposal(unknown[0], f"unknown input; this process takes {', '.join(sorted(allowed))}")
-        if self.context is None:
-            raise RuntimeError("process run without a context")
-        return data
-
+class _RasterProcessor(CallerBoundProcessor):
     def _raster(self, raster_id: Any) -> RasterSpec:
         registry: LayerRegistry = self.context.registry
         if not isinstance(raster_id, str) or raster_id not in registry.rasters or (
@@ -116,7 +77,7 @@ class SampleProcessor(_RasterProcessor):
     """Values of a raster (elevation by default) at points given as GeoJSON in any supported CRS."""
 
     def execute(self, data: dict[str, Any], outputs: dict[str, Any] | None = None) -> tuple[str, Any]:
-        data = self._inputs(data)
+        data = self.known_inputs(data)
         spec = self._raster(_value(data, "layer") or DEFAULT_DEM)
         fmt = self._format(data, ("json", "geojson"))
         method = _value(data, "method") or ("nearest" if spec.rendering.kind is RenderingKind.classes else "bilinear")
@@ -145,6 +106,8 @@ class SampleProcessor(_RasterProcessor):
                     for (x, y), value, owner in zip(lonlat.tolist(), values, owners, strict=True)]
         collection = {"type": "FeatureCollection", "features": features,
                       "layer": spec.id, "version": version.version_id, "method": method}
+        with self.context.pool.connection() as conn:
+            self.audit_reads(conn, {spec.id: None}, {k: _value(data, k) for k in data})
         if fmt == "geojson":
             return "application/geo+json", orjson.dumps(collection)
         return "application/json", collection
@@ -154,7 +117,7 @@ class ProfileProcessor(_RasterProcessor):
     """Ground along pipes (fids, in order) or a line, against the pipes' top from their depths."""
 
     def execute(self, data: dict[str, Any], outputs: dict[str, Any] | None = None) -> tuple[str, Any]:
-        data = self._inputs(data)
+        data = self.known_inputs(data)
         spec = self._raster(_value(data, "layer") or DEFAULT_DEM)
         fmt = self._format(data, ("json", "svg", "html"))
         step = _value(data, "step_m")
@@ -177,6 +140,7 @@ class ProfileProcessor(_RasterProcessor):
                 raise NotFound(f"pipes: this process reads layer '{pipelines.id}', which the caller may not read")
             with self.context.pool.connection() as conn:
                 parts = list(profile.pipe_segments(conn, pipelines, pipes))
+                self.audit_reads(conn, {pipelines.id: len(parts)}, {k: _value(data, k) for k in data})
             title = f"纵断面 · Longitudinal profile: {', '.join(pipes[:5])}{' …' if len(pipes) > 5 else ''}"
         else:
             geoms, _, declared = read_geojson(line, "line")
@@ -187,6 +151,8 @@ class ProfileProcessor(_RasterProcessor):
             parts = [profile.line_in_metres(stored[0])]
             title = "地面纵断面 · Ground profile along a line"
         found = profile.profile(version, spec, parts, float(step))
+        with self.context.pool.connection() as conn:
+            self.audit_reads(conn, {spec.id: None}, {k: _value(data, k) for k in data})
         if fmt == "svg":
             return "image/svg+xml", profile.chart_svg(found).encode("utf-8")
         if fmt == "html":

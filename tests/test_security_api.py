@@ -337,6 +337,44 @@ def test_audit_log_after_the_matrix(service: Service, policy: Policy, registry: 
     assert with_box and all(r[4] is not None for r in with_box) and all(r[0].startswith("key:") for r in with_box)
 
 
+SQUARE_NEAR_THE_RIVER = {"type": "Polygon", "coordinates": [[[123.40, 41.75], [123.43, 41.75], [123.43, 41.78],
+                                                               [123.40, 41.78], [123.40, 41.75]]]}
+
+
+def _audited(service: Service, path: str, role: str) -> set[str]:
+    with psycopg.connect(service.db_url) as conn:
+        return {r[0] for r in conn.execute("SELECT layer_id FROM ops.audit_log WHERE action = 'read' AND path = %s "
+                                           "AND role = %s", (path, role))}
+
+
+@pytest.mark.parametrize(("role", "process", "inputs", "layer"), [
+    ("pipeline_app", "pipe-burst", {"pipe": "water"}, "pipelines"),
+    ("pipeline_app", "dem-profile", {"pipes": ["water"]}, "pipelines"),
+    ("planner", "overlap-check", {"geometry": SQUARE_NEAR_THE_RIVER}, "ecological_redline"),
+])
+def test_processes_audit_their_reads_of_non_public_layers(service: Service, registry: LayerRegistry, role: str,
+                                                          process: str, inputs: dict[str, Any], layer: str) -> None:
+    with psycopg.connect(service.db_url) as conn:
+        water = conn.execute("SELECT fid FROM pipeline.pipelines WHERE utility = 'water' ORDER BY fid LIMIT 1"
+                             ).fetchone()
+    assert water is not None
+    inputs = {k: ([water[0]] if v == ["water"] else water[0] if v == "water" else v) for k, v in inputs.items()}
+    path = f"/processes/{process}/execution"
+    response = service.http.post(service.url + path, json={"inputs": inputs}, headers={"X-API-Key": service.keys[role]})
+    assert response.status_code == 200, response.text[:300]
+    audited = _audited(service, path, role)
+    assert layer in audited
+    assert not {i for i in audited if (registry.get(i) or registry.rasters[i]).access is AccessClass.public}
+
+
+def test_the_planning_route_audits_the_layers_its_check_read(service: Service) -> None:
+    path = "/api/planning/overlap-checks"
+    response = service.http.post(service.url + path, json={"geometry": SQUARE_NEAR_THE_RIVER},
+                                 headers={"X-API-Key": service.keys["planner"]})
+    assert response.status_code == 200, response.text[:300]
+    assert "ecological_redline" in _audited(service, path, "planner")
+
+
 def test_audit_log_is_read_by_auditors_only(service: Service) -> None:
     assert get(service, "/audit").status_code == 401
     assert get(service, "/audit", "analyst").status_code == 403
