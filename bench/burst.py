@@ -35,7 +35,7 @@ import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from bench.peers import bench_api_key  # noqa: E402
-from bench.procs import free_port, load_average  # noqa: E402
+from bench.procs import UNLIMITED, free_port, load_average  # noqa: E402
 from gis.analysis import pipeline  # noqa: E402
 from gis.analysis.pipeline_rules import PipelineRules, default_pipeline_rules_path, load_pipeline_rules  # noqa: E402
 from gis.db.cluster import Cluster  # noqa: E402
@@ -145,7 +145,7 @@ def measure_http(url: str, pipes: list[str], points: list[list[float]], passes: 
     if not headers:
         raise RuntimeError("no API key could be made on the bench database")
     port = free_port()
-    server_env = {**env, "GIS_DATABASE_URL": url, "GIS_LAYERS_DIR": str(ROOT / "layers"),
+    server_env = {**env, **UNLIMITED, "GIS_DATABASE_URL": url, "GIS_LAYERS_DIR": str(ROOT / "layers"),
                   "GIS_STYLES_DIR": str(ROOT / "styles")}
     server = subprocess.Popen([sys.executable, "-m", "uvicorn", "services.asgi:app_from_environment", "--factory",
                                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], cwd=ROOT,
@@ -224,7 +224,9 @@ NOTES = [
     "cached between requests: each answer reads the network as it is now. No change to the analysis was needed "
     "for the target.",
     "- The HTTP column adds what every synchronous process execution costs: the key check (cached), pygeoapi's "
-    "request handling, and the job's three writes to ops.jobs (created, running, result), each its own commit. "
+    "request handling, the job's three writes to ops.jobs (created, running, result), each its own commit, and "
+    "the audit rows of the internal layers read (pipelines, pipe_nodes). The service's rate limit is off "
+    "(GIS_HTTP_RATE_PER_SECOND=0): one client sending request after request is what it would slow down. "
     "On a loaded machine those commits, not the walk, make most of the difference between the two columns.",
 ]
 

@@ -32,7 +32,7 @@ import httpx  # noqa: E402
 import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
-from bench.procs import free_port  # noqa: E402
+from bench.procs import UNLIMITED, free_port  # noqa: E402
 from gis.analysis.plan_conflicts import run_plan_conflicts  # noqa: E402
 from gis.analysis.rules import default_rules_path, load_rules  # noqa: E402
 from gis.db.cluster import Cluster  # noqa: E402
@@ -121,7 +121,7 @@ def measure_latency(url: str, settings: Settings, passes: int) -> dict[str, Any]
         rows = conn.execute("SELECT fid, ST_AsGeoJSON(geom, 9)::json, proposed_use "
                             "FROM planning.construction_projects ORDER BY fid").fetchall()
     port = free_port()
-    env = {**os.environ, "GIS_DATABASE_URL": url, "GIS_LAYERS_DIR": str(ROOT / "layers"),
+    env = {**os.environ, **UNLIMITED, "GIS_DATABASE_URL": url, "GIS_LAYERS_DIR": str(ROOT / "layers"),
            "GIS_STYLES_DIR": str(ROOT / "styles")}
     server = subprocess.Popen([sys.executable, "-m", "uvicorn", "services.asgi:app_from_environment", "--factory",
                                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env)

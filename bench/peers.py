@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import yaml
 
-from bench.procs import Server
+from bench.procs import UNLIMITED, Server
 from gis.layers import LayerRegistry, LayerSpec
 
 WORKERS = 2
@@ -165,7 +165,7 @@ def tipg_server(venv: Path, work: Path, registry: LayerRegistry, url: str, port:
 def our_server(root: Path, work: Path, url: str, port: int, env: Mapping[str, str],
                tile_cache: bool = True) -> Server:
     work.mkdir(parents=True, exist_ok=True)
-    server_env = dict(env) | {"GIS_DATABASE_URL": url}
+    server_env = dict(env) | UNLIMITED | {"GIS_DATABASE_URL": url}
     name = "ours"
     if not tile_cache:
         server_env["GIS_TILE_CACHE_MIB"] = "0"
