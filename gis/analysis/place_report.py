@@ -84,7 +84,8 @@ def _title(p: dict[str, Any]) -> str:
 def to_html(result: PlacesResult, styles: Mapping[str, Style], legend: Mapping[str, str]) -> str:
     """The page: summary, one map of every place (roles drawn in the order of `styles`), a table per role."""
     summary = html_definitions(result.summary)
-    parameters = html_definitions({k: v for k, v in result.parameters.items() if v is not None})
+    parameters = html_definitions({k: v for k, v in result.parameters.items()
+                                   if v is not None and k not in result.summary})  # each value listed once
     sections = "".join(f"<h2>{html.escape(role)} ({len(items)})</h2>{html_table(items)}"
                        for role, items in result.places.items())
     present = {f["properties"].get("role") for items in result.places.values() for f in items}
