@@ -43,6 +43,19 @@ def test_start_is_idempotent_and_the_database_has_postgis(cluster: Cluster) -> N
     assert version and version[0].startswith("3.")
 
 
+def test_the_log_names_user_and_database_in_utc_even_after_someone_changed_it(cluster: Cluster) -> None:
+    cluster.start()
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET log_timezone = 'Asia/Shanghai'")
+        conn.execute("ALTER SYSTEM SET log_line_prefix = '%m '")
+        conn.execute("SELECT pg_reload_conf()")
+    assert cluster.start().startswith("already running")
+    with psycopg.connect(cluster.url()) as conn:
+        found = [conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
+                 for name in ("log_line_prefix", "log_timezone")]
+    assert found == [("%m [%p] %u@%d ",), ("UTC",)]
+
+
 def test_stop_is_idempotent(cluster: Cluster) -> None:
     cluster.start()
     assert cluster.stop().startswith("stopped")

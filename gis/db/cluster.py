@@ -26,6 +26,10 @@ SUPERUSER = "postgres"
 POSTGIS_CONTROL_GLOB = "/usr/share/postgresql/*/extension/postgis.control"
 INSTALL_HINT = "apt-get install postgresql-15 postgresql-15-postgis-3"
 
+# Who did it, and when: direct reads by `gis db grant` users are told apart, with a UTC time, in the server log
+# (gis.security.db_read_audit reads them from there into ops.audit_log).
+LOG_SETTINGS = {"log_line_prefix": "%m [%p] %u@%d ", "log_timezone": "UTC"}
+
 
 @dataclass(frozen=True)
 class ClusterStatus:
@@ -174,8 +178,6 @@ class Cluster:
             conf.write("shared_buffers = '1GB'\nwork_mem = '64MB'\nmaintenance_work_mem = '1GB'\n")
             conf.write("max_wal_size = '4GB'\ncheckpoint_timeout = '15min'\nmax_connections = 200\n")
             conf.write("jit = off\n")
-            # Who did it: analysts' direct reads (gis db grant roles) are told apart in the server log.
-            conf.write("log_line_prefix = '%m [%p] %u@%d '\nlog_timezone = 'UTC'\n")
 
     def _make_owned(self, path: Path, *, directory: bool) -> None:
         if directory:
@@ -220,6 +222,19 @@ class Cluster:
                     sql.Identifier(self.settings.database_name)))
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+            self._ensure_log_settings(conn)
+
+    @staticmethod
+    def _ensure_log_settings(conn: psycopg.Connection) -> None:
+        """LOG_SETTINGS in force, on a new cluster and on one made before they were (a reload, no restart)."""
+        changed = False
+        for name, value in LOG_SETTINGS.items():
+            row = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
+            if row is None or row[0] != value:
+                conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+                changed = True
+        if changed:
+            conn.execute("SELECT pg_reload_conf()")
 
 
 def database_url(settings: Settings) -> str:
