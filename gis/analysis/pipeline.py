@@ -573,7 +573,7 @@ class SvgFrame:
         return f"{(x * self.k - self.x0) * self.scale:.1f},{(self.y1 - y) * self.scale:.1f}"
 
     def shape(self, geometry: dict[str, Any] | None, role: str, title: str,
-              style: tuple[str, str, float, int] | None = None) -> str:
+              style: tuple[str, str, float, float] | None = None) -> str:
         if not geometry:
             return ""
         stroke, fill, width, radius = style or _STYLE.get(role, ("#333", "none", 1.5, 3))
@@ -583,6 +583,8 @@ class SvgFrame:
             x, y = self.xy(*coords[:2]).split(",")
             return (f'<circle cx="{x}" cy="{y}" r="{radius or 3}" fill="{fill}" stroke="{stroke}" '
                     f'stroke-width="{width}">{tip}</circle>')
+        if kind == "MultiPoint":
+            return "".join(self.shape({"type": "Point", "coordinates": c}, role, title, style) for c in coords)
         parts: list[list[list[float]]] = []
         if kind == "LineString":
             parts = [coords]
@@ -593,7 +595,7 @@ class SvgFrame:
         close = " Z" if kind in ("Polygon", "MultiPolygon") else ""
         d = " ".join("M" + " L".join(self.xy(*p[:2]) for p in part) + close for part in parts)
         return (f'<path d="{d}" fill="{fill if close else "none"}" stroke="{stroke}" stroke-width="{width}" '
-                f'stroke-linecap="round">{tip}</path>')
+                f'fill-rule="evenodd" stroke-linecap="round">{tip}</path>')
 
     def scale_bar(self) -> str:
         target = self.metres_per_px * self.width / 4

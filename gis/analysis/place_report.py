@@ -46,30 +46,10 @@ def iso(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-def _shape(frame: SvgFrame, geometry: dict[str, Any] | None, style: Style, title: str) -> str:
-    if not geometry:
-        return ""
-    stroke, fill, width, radius = style
-    kind, coords = geometry.get("type"), geometry.get("coordinates")
-    tip = f"<title>{html.escape(title)}</title>"
-    if kind == "Point":
-        x, y = frame.xy(*coords[:2]).split(",")
-        return (f'<circle cx="{x}" cy="{y}" r="{radius or 3}" fill="{fill}" stroke="{stroke}" '
-                f'stroke-width="{width}">{tip}</circle>')
-    if kind == "MultiPoint":
-        return "".join(_shape(frame, {"type": "Point", "coordinates": c}, style, title) for c in coords)
-    parts = {"LineString": [coords], "MultiLineString": coords, "Polygon": coords,
-             "MultiPolygon": [ring for polygon in coords for ring in polygon]}.get(kind, [])
-    close = " Z" if kind in ("Polygon", "MultiPolygon") else ""
-    d = " ".join("M" + " L".join(frame.xy(*p[:2]) for p in part) + close for part in parts)
-    return (f'<path d="{d}" fill="{fill if close else "none"}" stroke="{stroke}" stroke-width="{width}" '
-            f'fill-rule="evenodd" stroke-linecap="round">{tip}</path>')
-
-
 def _svg(result: PlacesResult, styles: Mapping[str, Style]) -> str:
     features = [f for items in result.places.values() for f in items]
     frame = SvgFrame([f["geometry"] for f in features])
-    shapes = [_shape(frame, f["geometry"], styles[role], f"{f['id']} {_title(f['properties'])}")
+    shapes = [frame.shape(f["geometry"], role, f"{f['id']} {_title(f['properties'])}", styles[role])
               for role in styles for f in features if f["properties"].get("role") == role]
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{frame.width}" height="{frame.height}" '
             f'viewBox="0 0 {frame.width} {frame.height}" role="img"><rect width="100%" height="100%" '
