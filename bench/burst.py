@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -34,19 +33,24 @@ import httpx  # noqa: E402
 import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
+from bench.harness import (  # noqa: E402
+    DOC,
+    bench_database,
+    load_layers,
+    machine,
+    our_service,
+    row_counts,
+    server_url,
+    write_section,
+)
 from bench.peers import bench_api_key  # noqa: E402
-from bench.procs import UNLIMITED, free_port, load_average  # noqa: E402
+from bench.procs import load_average  # noqa: E402
 from gis.analysis import pipeline  # noqa: E402
 from gis.analysis.pipeline_rules import PipelineRules, default_pipeline_rules_path, load_pipeline_rules  # noqa: E402
-from gis.db.cluster import Cluster  # noqa: E402
-from gis.db.migrate import migrate  # noqa: E402
 from gis.layers import load_registry  # noqa: E402
-from gis.refresh.runner import RefreshRequest, run_refresh  # noqa: E402
 from gis.settings import Settings  # noqa: E402
 
-SAMPLES = ROOT / "data-samples" / "generated" / "bench"
 RESULTS = ROOT / "bench" / "results" / "burst.json"
-DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- burst:begin -->", "<!-- burst:end -->"
 BENCH_DB = "gis_burst_bench"
 TARGET_MS = 200.0
@@ -58,15 +62,6 @@ def say(message: str) -> None:
     print(f"[burst {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def _database(server: str, name: str, fresh: bool) -> str:
-    with psycopg.connect(server, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-        if fresh or not exists:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return psycopg.conninfo.make_conninfo(server, dbname=name)
-
-
 def _rules() -> PipelineRules:
     registry = load_registry(ROOT / "layers", ROOT / "styles")
     return load_pipeline_rules(default_pipeline_rules_path(ROOT / "layers"), registry)
@@ -75,17 +70,7 @@ def _rules() -> PipelineRules:
 def load_bench(url: str, settings: Settings) -> None:
     registry = load_registry(ROOT / "layers", ROOT / "styles")
     rules = load_pipeline_rules(default_pipeline_rules_path(ROOT / "layers"), registry)
-    with psycopg.connect(url) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
-        conn.commit()
-        migrate(conn, registry)
-    for spec in (rules.pipelines, rules.nodes, rules.buildings):
-        started = time.perf_counter()
-        run_refresh(url, RefreshRequest(spec, SAMPLES / spec.source.path, settings.city_extent,
-                                        ROOT / ".gisdata" / "rejects", progress=False))
-        say(f"loaded {spec.id} in {time.perf_counter() - started:.1f} s")
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("VACUUM ANALYZE")
+    load_layers(url, registry, (rules.pipelines, rules.nodes, rules.buildings), settings, say)
 
 
 def sample(url: str, rules: PipelineRules, n: int) -> tuple[list[str], list[list[float]]]:
@@ -144,25 +129,10 @@ def measure_http(url: str, pipes: list[str], points: list[list[float]], passes: 
     headers = bench_api_key(ROOT, url, env)
     if not headers:
         raise RuntimeError("no API key could be made on the bench database")
-    port = free_port()
-    server_env = {**env, **UNLIMITED, "GIS_DATABASE_URL": url, "GIS_LAYERS_DIR": str(ROOT / "layers"),
-                  "GIS_STYLES_DIR": str(ROOT / "styles")}
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "services.asgi:app_from_environment", "--factory",
-                               "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], cwd=ROOT,
-                              env=server_env)
-    base = f"http://127.0.0.1:{port}"
     found: dict[str, Any] = {}
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{base}/processes", timeout=2)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the service did not start") from None
-                time.sleep(0.3)
-        with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+    with our_service(url, "burst-service", env) as service:
+        service.start("/processes")
+        with httpx.Client(base_url=service.base, headers=headers, timeout=60) as client:
             def post(inputs: dict[str, Any]) -> dict[str, Any]:
                 response = client.post("/processes/pipe-burst/execution", json={"inputs": inputs})
                 response.raise_for_status()
@@ -173,9 +143,6 @@ def measure_http(url: str, pipes: list[str], points: list[list[float]], passes: 
                 ms, answers, load = _timed(calls, passes)
                 found[name] = {"ms": percentiles(ms), "load_before": load, **_sizes([a["summary"] for a in answers])}
                 say(f"HTTP, {name}: p50 {found[name]['ms']['p50']} ms, p95 {found[name]['ms']['p95']} ms")
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
     return found
 
 
@@ -208,16 +175,6 @@ def section(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(text: str) -> None:
-    current = DOC.read_text(encoding="utf-8") if DOC.is_file() else "# Benchmarks\n"
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        current = head + text + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + text + "\n"
-    DOC.write_text(current, encoding="utf-8")
-
-
 NOTES = [
     "- The walk follows the pipelines' own from_node/to_node columns with a recursive CTE (btree indexes on both), "
     "stopping at valves; the isolated pipes' buildings are found with the GiST index on buildings. Nothing is "
@@ -233,31 +190,20 @@ NOTES = [
 
 def run(url: str | None, skip_load: bool, samples: int, passes: int) -> dict[str, Any]:
     settings = Settings(database_url=None)
-    if url:
-        server = psycopg.conninfo.make_conninfo(url, dbname="postgres")
-    else:
-        cluster = Cluster(settings)
-        say(cluster.start())
-        server = cluster.url("postgres")
-    bench_url = _database(server, BENCH_DB, fresh=not skip_load)
+    bench_url = bench_database(server_url(url, settings, say), BENCH_DB, fresh=not skip_load)
     if not skip_load:
         load_bench(bench_url, settings)
     rules = _rules()
-    with psycopg.connect(bench_url) as conn:
-        rows = ", ".join(f"{layer} {count:,}" for layer, count in conn.execute(
-            "SELECT layer_id, row_count FROM ops.layer_stats ORDER BY row_count DESC").fetchall())
     pipes, points = sample(bench_url, rules, samples)
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown")
     result: dict[str, Any] = {
-        "machine": f"{cpu}, {os.cpu_count()} cores", "rows": rows, "samples": samples, "passes": passes,
+        "machine": machine(), "rows": row_counts(bench_url), "samples": samples, "passes": passes,
         "library": measure_library(bench_url, rules, pipes, points, passes),
         "http": measure_http(bench_url, pipes, points, passes), "notes": NOTES}
     loads = [m["load_before"] for part in ("library", "http") for m in result[part].values()]
     result["load"] = [min(loads), max(loads)]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
-    write_doc(section(result))
+    write_section(BEGIN, END, section(result))
     say(f"written {RESULTS.relative_to(ROOT)} and the burst section of {DOC.relative_to(ROOT)}")
     return result
 

@@ -16,9 +16,7 @@ Results: bench/results/overlap.json and the "Planning" section of docs/benchmark
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,20 +28,24 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 import psycopg  # noqa: E402
-from psycopg import sql  # noqa: E402
 
-from bench.procs import UNLIMITED, free_port  # noqa: E402
+from bench.harness import (  # noqa: E402
+    DOC,
+    bench_database,
+    load_layers,
+    machine,
+    our_service,
+    row_counts,
+    server_url,
+    write_section,
+)
 from gis.analysis.plan_conflicts import run_plan_conflicts  # noqa: E402
 from gis.analysis.rules import default_rules_path, load_rules  # noqa: E402
-from gis.db.cluster import Cluster  # noqa: E402
 from gis.db.migrate import migrate  # noqa: E402
 from gis.layers import load_registry  # noqa: E402
-from gis.refresh.runner import RefreshRequest, run_refresh  # noqa: E402
 from gis.settings import Settings  # noqa: E402
 
-SAMPLES = ROOT / "data-samples" / "generated" / "bench"
 RESULTS = ROOT / "bench" / "results" / "overlap.json"
-DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- planning:begin -->", "<!-- planning:end -->"
 BENCH_DB, SYNTH_DB = "gis_overlap_bench", "gis_overlap_synth"
 SYNTH_SIDE = 550  # cells a side: 302,500 polygons per layer
@@ -53,31 +55,11 @@ def say(message: str) -> None:
     print(f"[overlap {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def _database(server: str, name: str, fresh: bool) -> str:
-    with psycopg.connect(server, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-        if fresh or not exists:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return psycopg.conninfo.make_conninfo(server, dbname=name)
-
-
 def load_bench(url: str, settings: Settings) -> None:
     registry = load_registry(ROOT / "layers", ROOT / "styles")
     rules = load_rules(default_rules_path(ROOT / "layers"), registry)
-    with psycopg.connect(url) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
-        conn.commit()
-        migrate(conn, registry)
     needed = sorted(set(rules.layers) | ({rules.projects.layer} if rules.projects else set()))
-    for layer_id in needed:
-        spec = registry[layer_id]
-        started = time.perf_counter()
-        run_refresh(url, RefreshRequest(spec, SAMPLES / spec.source.path, settings.city_extent,
-                                        ROOT / ".gisdata" / "rejects", progress=False))
-        say(f"loaded {layer_id} in {time.perf_counter() - started:.1f} s")
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("VACUUM ANALYZE")
+    load_layers(url, registry, [registry[layer_id] for layer_id in needed], settings, say)
 
 
 def load_synthetic(url: str) -> None:
@@ -120,23 +102,10 @@ def measure_latency(url: str, settings: Settings, passes: int) -> dict[str, Any]
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT fid, ST_AsGeoJSON(geom, 9)::json, proposed_use "
                             "FROM planning.construction_projects ORDER BY fid").fetchall()
-    port = free_port()
-    env = {**os.environ, **UNLIMITED, "GIS_DATABASE_URL": url, "GIS_LAYERS_DIR": str(ROOT / "layers"),
-           "GIS_STYLES_DIR": str(ROOT / "styles")}
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "services.asgi:app_from_environment", "--factory",
-                               "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env)
-    base = f"http://127.0.0.1:{port}/api/planning/overlap-checks"
     results: dict[str, Any] = {}
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/api/planning/overlap-rules", timeout=2)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the service did not start") from None
-                time.sleep(0.3)
+    with our_service(url, "overlap-service") as service:
+        service.start("/api/planning/overlap-rules")
+        base = f"{service.base}/api/planning/overlap-checks"
         with httpx.Client(timeout=30) as client:
             bodies = {"project": [{"project": fid} for fid, _g, _u in rows],
                       "geometry": [{"geometry": g, "proposed_use": u} for _f, g, u in rows]}
@@ -158,9 +127,6 @@ def measure_latency(url: str, settings: Settings, passes: int) -> dict[str, Any]
                                  "verdicts": {k: v // passes for k, v in verdicts.items()}}
                 say(f"{name}: server p50 {results[name]['server_ms']['p50']} ms, "
                     f"p90 {results[name]['server_ms']['p90']} ms")
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
     return {"proposals": len(rows), "passes": passes, **results}
 
 
@@ -207,16 +173,6 @@ def section(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(text: str) -> None:
-    current = DOC.read_text(encoding="utf-8") if DOC.is_file() else "# Benchmarks\n"
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        current = head + text + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + text + "\n"
-    DOC.write_text(current, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a server (any database on it); default: the embedded cluster")
@@ -224,33 +180,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--passes", type=int, default=3)
     args = parser.parse_args(argv)
     settings = Settings(database_url=None)
-    if args.url:
-        server = psycopg.conninfo.make_conninfo(args.url, dbname="postgres")
-    else:
-        cluster = Cluster(settings)
-        say(cluster.start())
-        server = cluster.url("postgres")
-    bench_url = _database(server, BENCH_DB, fresh=not args.skip_load)
-    synth_url = _database(server, SYNTH_DB, fresh=not args.skip_load)
+    server = server_url(args.url, settings, say)
+    bench_url = bench_database(server, BENCH_DB, fresh=not args.skip_load)
+    synth_url = bench_database(server, SYNTH_DB, fresh=not args.skip_load)
     if not args.skip_load:
         load_bench(bench_url, settings)
         load_synthetic(synth_url)
     registry = load_registry(ROOT / "layers", ROOT / "styles")
     rules = load_rules(default_rules_path(ROOT / "layers"), registry)
-    with psycopg.connect(bench_url) as conn:
-        rows = ", ".join(f"{layer} {count:,}" for layer, count in conn.execute(
-            "SELECT layer_id, row_count FROM ops.layer_stats ORDER BY row_count DESC").fetchall())
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown")
     result = {
-        "machine": f"{cpu}, {os.cpu_count()} cores", "rows": rows, "rules": len(rules.rules),
+        "machine": machine(), "rows": row_counts(bench_url), "rules": len(rules.rules),
         "latency": measure_latency(bench_url, settings, args.passes),
         "conflicts": run_conflicts(bench_url, [c.id for c in rules.plan_conflicts]),
         "synthetic": run_conflicts(synth_url, ["land_use_vs_farmland"]),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
-    write_doc(section(result))
+    write_section(BEGIN, END, section(result))
     say(f"written {RESULTS.relative_to(ROOT)} and the Planning section of {DOC.relative_to(ROOT)}")
     return 0
 
