@@ -61,7 +61,7 @@ class _PipelineProcessor(CallerBoundProcessor):
         with self.context.pool.connection() as conn:
             result = self.run(conn, rules, data)
             places = sum(len(items) for items in result.places.values())
-            self.audit_reads(conn, dict.fromkeys(layers, places), {k: _value(data, k) for k in data})
+            self.audit_reads(conn, dict.fromkeys(layers, places), data)
         if fmt == "geojson":
             return "application/geo+json", orjson.dumps(pipeline.to_geojson(result))
         if fmt == "html":

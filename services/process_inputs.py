@@ -1,11 +1,12 @@
 """Reading an OGC API Processes input the way the standard allows it to be sent."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from gis.analysis.proposal import InvalidProposal
 
 
-def input_value(inputs: dict[str, Any], name: str) -> Any:
+def input_value(inputs: Mapping[str, Any], name: str) -> Any:
     """An input's value: plain, or qualified ({"value": ...}); inputs by reference (href) are refused."""
     value = inputs.get(name)
     if isinstance(value, dict) and "href" in value and "value" not in value:

@@ -86,7 +86,7 @@ class OverlapCheckProcessor(_Processor):
                                   use=_value(data, "proposed_use"), only=only, access=self.access)
             self.audit_reads(conn, {r.layer.id: len(r.features) for r in found.results
                                     if r.status != "not_evaluated"},
-                             {k: _value(data, k) for k in data if k != "file"})
+                             data)
         if fmt == "geojson":
             return "application/geo+json", orjson.dumps(report.to_geojson(found))
         if fmt == "html":
@@ -161,7 +161,7 @@ class PlanConflictsProcessor(_Processor):
         result: dict[str, Any] = {"summary": summary.as_dict()}
         with context.pool.connection() as conn:
             self.audit_reads(conn, {summary.a_layer: summary.a_features, summary.b_layer: summary.b_features},
-                             {k: _value(data, k) for k in data})
+                             data)
             if with_patches:
                 result["patches"] = orjson.loads(plan_conflicts.patches_geojson(conn, summary.run_id, MAX_PATCHES))
         if with_patches:

@@ -19,8 +19,10 @@ from gis.layers import AccessClass, LayerRegistry
 from gis.security import audit
 from services.auth import Caller
 from services.process_access import CALLER_ACCESS, CALLER_RASTERS, PROCESS_CALLER
+from services.process_inputs import input_value
 
 MAX_INPUT_CHARS = 2000
+UNAUDITED_INPUTS = frozenset({"file"})  # an uploaded proposal's bytes: the audit row keeps the other inputs
 
 
 class CallerBoundProcessor(BaseProcessor):
@@ -60,12 +62,13 @@ class CallerBoundProcessor(BaseProcessor):
     def audit_reads(self, conn: psycopg.Connection, features: Mapping[str, int | None],
                     inputs: Mapping[str, Any]) -> None:
         """One ops.audit_log row per internal or restricted layer or raster the answer read, with how many of
-        its features it rests on (None where that is not a count of features)."""
+        its features it rests on (None where that is not a count of features) and the inputs as sent."""
         if self.caller is None:
             return
         registry: LayerRegistry = self.context.registry
         caller = self.caller
-        query = {k: orjson.dumps(v, default=str).decode()[:MAX_INPUT_CHARS] for k, v in inputs.items()
+        values = {k: input_value(inputs, k) for k in inputs if k not in UNAUDITED_INPUTS}
+        query = {k: orjson.dumps(v, default=str).decode()[:MAX_INPUT_CHARS] for k, v in values.items()
                  if v is not None}
         path = f"/processes/{self.metadata.get('id')}/execution"
         for layer_id, count in features.items():

@@ -107,7 +107,7 @@ class SampleProcessor(_RasterProcessor):
         collection = {"type": "FeatureCollection", "features": features,
                       "layer": spec.id, "version": version.version_id, "method": method}
         with self.context.pool.connection() as conn:
-            self.audit_reads(conn, {spec.id: None}, {k: _value(data, k) for k in data})
+            self.audit_reads(conn, {spec.id: None}, data)
         if fmt == "geojson":
             return "application/geo+json", orjson.dumps(collection)
         return "application/json", collection
@@ -140,7 +140,7 @@ class ProfileProcessor(_RasterProcessor):
                 raise NotFound(f"pipes: this process reads layer '{pipelines.id}', which the caller may not read")
             with self.context.pool.connection() as conn:
                 parts = list(profile.pipe_segments(conn, pipelines, pipes))
-                self.audit_reads(conn, {pipelines.id: len(parts)}, {k: _value(data, k) for k in data})
+                self.audit_reads(conn, {pipelines.id: len(parts)}, data)
             title = f"纵断面 · Longitudinal profile: {', '.join(pipes[:5])}{' …' if len(pipes) > 5 else ''}"
         else:
             geoms, _, declared = read_geojson(line, "line")
@@ -152,7 +152,7 @@ class ProfileProcessor(_RasterProcessor):
             title = "地面纵断面 · Ground profile along a line"
         found = profile.profile(version, spec, parts, float(step))
         with self.context.pool.connection() as conn:
-            self.audit_reads(conn, {spec.id: None}, {k: _value(data, k) for k in data})
+            self.audit_reads(conn, {spec.id: None}, data)
         if fmt == "svg":
             return "image/svg+xml", profile.chart_svg(found).encode("utf-8")
         if fmt == "html":

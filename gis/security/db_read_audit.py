@@ -9,7 +9,7 @@ Catalog queries, FETCHes and reads of public layers are not audited, as in the A
 """
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,28 +59,27 @@ def parse_statements(lines: Iterable[str]) -> Iterator[LoggedStatement]:
         head, current = _ENTRY.match(line), []
 
 
+# A schema-qualified name, quoted or not: "pipeline"."pipelines", pipeline.pipelines, gis_planner . pipelines;
+# a lookahead, so that names overlap (db.pipeline.pipelines yields db.pipeline and pipeline.pipelines).
+_QUALIFIED = re.compile(r'(?<![\w"])(?="?([A-Za-z_]\w*)"?\s*\.\s*"?([A-Za-z_]\w*)"?(?![\w"]))')
+
+
 @dataclass(frozen=True)
 class Watched:
-    """The tables and views whose reads are audited, as patterns naming their layer."""
+    """The tables and views whose reads are audited: (schema, table) -> the layer they hold."""
 
-    patterns: tuple[tuple[re.Pattern[str], str], ...]
+    tables: Mapping[tuple[str, str], str]
 
     def layers_in(self, text: str) -> list[str]:
-        return sorted({layer_id for pattern, layer_id in self.patterns if pattern.search(text)})
+        return sorted({layer_id for schema, table in _QUALIFIED.findall(text)
+                       if (layer_id := self.tables.get((schema.lower(), table.lower()))) is not None})
 
 
 def watched(registry: LayerRegistry, policy: Policy) -> Watched:
     """Every non-public layer's table and history table, and each database role's views of them."""
     schemas = [group_name(role.name) for role in database_roles(policy)]
-    patterns = []
-    for spec in registry.values():
-        if spec.access is AccessClass.public:
-            continue
-        for schema in (spec.domain.value, *schemas):
-            for table in (spec.id, spec.history_table):
-                patterns.append((re.compile(rf'"?\b{re.escape(schema)}\b"?\s*\.\s*"?\b{re.escape(table)}\b"?',
-                                            re.I), spec.id))
-    return Watched(tuple(patterns))
+    return Watched({(schema, table): spec.id for spec in registry.values() if spec.access is not AccessClass.public
+                    for schema in (spec.domain.value, *schemas) for table in (spec.id, spec.history_table)})
 
 
 def _members(conn: psycopg.Connection, policy: Policy) -> dict[str, str]:
