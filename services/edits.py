@@ -47,7 +47,7 @@ _FEATURE_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["type", "geometry", "properties"],
     "properties": {
         "type": {"type": "string", "enum": ["Feature"]},
-        "id": {"type": ["string", "integer"], "description": "optional on create: the new feature's id (else one is "
+        "id": {"oneOf": [{"type": "string"}, {"type": "integer"}], "description": "optional on create: the new feature's id (else one is "
                "made); on replace, if given, the path's"},
         "geometry": {"type": "object", "description": "GeoJSON geometry in the Content-Crs (default CRS84), of the "
                      "layer's type (single or multi; see the collection's geometryType)"},
