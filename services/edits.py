@@ -47,8 +47,9 @@ _FEATURE_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["type", "geometry", "properties"],
     "properties": {
         "type": {"type": "string", "enum": ["Feature"]},
-        "id": {"oneOf": [{"type": "string"}, {"type": "integer"}], "description": "optional on create: the new feature's id (else one is "
-               "made); on replace, if given, the path's"},
+        "id": {"oneOf": [{"type": "string"}, {"type": "integer"}],
+               "description": "optional on create: the new feature's id (else one is made); on replace, if given, "
+                              "the path's"},
         "geometry": {"type": "object", "description": "GeoJSON geometry in the Content-Crs (default CRS84), of the "
                      "layer's type (single or multi; see the collection's geometryType)"},
         "properties": {"type": "object", "description": "the layer's fields (see /collections/{id}/queryables): "
