@@ -322,7 +322,8 @@ def _row_rule(spec: LayerSpec, rows: ast.Node | None, rows_crs: crs_.Crs, params
 def item_statement(spec: LayerSpec, fid: str, out_crs: crs_.Crs, time: TimeRange | None = None,
                    properties: tuple[str, ...] | None = None, rows: ast.Node | None = None,
                    rows_crs: crs_.Crs = crs_.CRS84) -> Statement:
-    """One feature's GeoJSON (UTF-8 bytes): the version valid now, or at `time`; or no row.
+    """One feature's GeoJSON (UTF-8 bytes) and its current version's ETag (None when it is no longer current):
+    the version valid now, or at `time`; or no row.
 
     `rows`: the caller's row rule (a CQL2 node, geometries in rows_crs), in the same statement, so a feature
     outside the caller's rows and one that does not exist take the same query and the same plan."""
@@ -333,9 +334,13 @@ def item_statement(spec: LayerSpec, fid: str, out_crs: crs_.Crs, time: TimeRange
     if cached is not None and cached[0] is spec:
         return Statement(cached[1], params)
     predicates: list[sql.Composable] = [sql.SQL("fid = %(fid)s::text"), *_row_rule(spec, rows, rows_crs, params)]
-    query = sql.SQL("SELECT convert_to({feature}, 'UTF8') FROM {source} LIMIT 1").format(
+    # The second column is the current version's ETag (what If-Match on an edit is compared with).
+    query = sql.SQL(
+        "SELECT convert_to({feature}, 'UTF8'), (SELECT '\"' || c.refresh_id || '.' || encode(c.row_hash, 'hex') "
+        "|| '\"' FROM {current} c WHERE c.fid = %(fid)s::text) FROM {source} LIMIT 1"
+    ).format(
         feature=feature_text(spec, out_crs, properties, False, alias="t"),
-        source=source(spec, time, predicates),
+        current=ids.current_table(spec), source=source(spec, time, predicates),
     ).as_bytes(None)
     if rows is None:
         _remember(shape, spec, query)
