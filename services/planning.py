@@ -256,11 +256,14 @@ async def overlap_check(request: Request, state: Annotated[AppState, Depends(app
 @router.get("/overlap-rules", summary="The overlap rules and plan-against-plan checks in force")
 async def overlap_rules(request: Request) -> Response:
     rules = rules_of(request.app)
+    access = caller_access(request)
     body = {
         "file": rules.path.name,  # by name: no answer shows where the server keeps its files
         "area_crs": overlap.AREA_CRS,
         "use_codes": list(rules.use_codes),
-        "rules": [r.model_dump(mode="json", exclude_none=True) for r in rules.rules],
-        "plan_conflicts": [c.model_dump(mode="json", exclude_none=True) for c in rules.plan_conflicts],
+        # only the rules on layers the caller may read: the others would name layers it may not know
+        "rules": [r.model_dump(mode="json", exclude_none=True) for r in rules.rules if r.layer in access],
+        "plan_conflicts": [c.model_dump(mode="json", exclude_none=True) for c in rules.plan_conflicts
+                           if c.a.layer in access and c.b.layer in access],
     }
     return Response(orjson.dumps(body), media_type=JSON)

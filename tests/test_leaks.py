@@ -289,6 +289,21 @@ def test_reports_and_errors_show_no_server_paths(service: Service, settings: Set
     assert 400 <= broken.status_code < 500 and no_server_paths(broken.text, settings), broken.text
 
 
+def test_an_overlap_report_names_no_layer_the_caller_may_not_read(service: Service, policy: Policy) -> None:
+    box = {"type": "Polygon", "coordinates": [[[123.40, 41.75], [123.402, 41.75], [123.402, 41.752],
+                                               [123.40, 41.752], [123.40, 41.75]]]}
+    for role_name in ROLES:
+        role = role_of(policy, role_name)
+        r = service.http.post(service.url + "/api/planning/overlap-checks", headers=service.headers[role_name],
+                              json={"geometry": box, "proposed_use": "R"})
+        assert r.status_code == 200, (role_name, r.text[:300])
+        for rule in r.json()["rules"]:
+            readable_layer = rule["layer"] in role.views
+            assert rule["layer"] is None or readable_layer, (role_name, rule["id"], rule["layer"])
+            if rule["layer"] is None:
+                assert rule["status"] == "not_evaluated" and rule["features"] == [], (role_name, rule["id"])
+
+
 def test_anonymous_callers_do_not_share_jobs(service: Service) -> None:
     """An anonymous job is reached by its id only (a random uuid4): anonymous listings show no job, and no
     other caller lists, reads or deletes it; the anonymous caller holding the id does."""

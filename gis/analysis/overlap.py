@@ -71,6 +71,11 @@ class RuleResult:
     dropped: int  # parts under min_area_m2, not counted
     message: str
     extra: dict[str, Any] = field(default_factory=dict)
+    names_layer: bool = True  # False: the caller may not read the rule's layer, so the report does not name it
+
+    @property
+    def layer_shown(self) -> str | None:
+        return self.rule.layer if self.names_layer else None
 
     @property
     def conflict(self) -> bool:
@@ -445,7 +450,7 @@ def proposal_area_m2(proposal: Proposal) -> float:
 def not_permitted(rule: Rule, spec: LayerSpec, reason: str = NOT_READABLE) -> RuleResult:
     """A rule left out for the caller (plan_rule): no figures, features or geometry from it."""
     return RuleResult(rule=rule, layer=spec, status="not_evaluated", area_m2=0.0, share=0.0, features=(),
-                      geometry=None, dropped=0, message=reason)
+                      geometry=None, dropped=0, message=reason, names_layer=reason != NOT_READABLE)
 
 
 def _visible(result: RuleResult, access: Access) -> RuleResult:
