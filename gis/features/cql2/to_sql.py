@@ -68,6 +68,9 @@ _ONE_DAY_LESS = timedelta(days=1, microseconds=-1)
 _UTC = sql.Literal("UTC")
 # unaccent() is installed by migration 012; named with its schema so a caller's search_path cannot move it.
 _UNACCENT = sql.SQL("public.unaccent")
+# Relations decided by a boundary (equal, touching, inside...) are sensitive to the last digits of the
+# coordinates: against a literal they are decided on the geometry as served, as a client sees it.
+_AT_SERVED_PRECISION = frozenset({"s_equals", "s_touches", "s_overlaps", "s_within", "s_contains", "s_crosses"})
 _SNAP_TOLERANCE = 1e-6  # degrees (~0.1 m): wider than any rounding of served coordinates, for the index test
 
 # A typed SQL operand: (expression, kind); kind "null" is a NULL literal, typed after its counterpart.
@@ -156,8 +159,8 @@ class Translator:
             return self.in_list(*self.args(node, 2))
         if op == "isnull":
             return sql.SQL("({} IS NULL)").format(self.any_operand(self.args(node, 1)[0]))
-        if op == "s_equals":
-            return self.equals(*self.args(node, 2))
+        if op in _AT_SERVED_PRECISION:
+            return self.at_served_precision(op, *self.args(node, 2))
         if op in _SPATIAL_SQL:
             left, right = self.args(node, 2)
             return sql.SQL("{}({}, {})").format(sql.SQL(_SPATIAL_SQL[op]), self.geometry(left), self.geometry(right))
@@ -349,24 +352,26 @@ class Translator:
             raise self.fail("spatial functions compare geometries (the 'geometry' property or a WKT/GeoJSON literal)")
         return sql.SQL("({})").format(crs_.to_storage(self.crs, found))
 
-    def served(self, geom: sql.Composable) -> sql.Composable:
-        """A stored geometry as the service serves it in the filter CRS: its coordinates rounded alike."""
-        return sql.SQL("ST_GeomFromGeoJSON(ST_AsGeoJSON({}, {}, 0))").format(
-            crs_.to_output(self.crs, geom), sql.Literal(int(self.crs.digits)))
+    def rounded(self, geom: sql.Composable) -> sql.Composable:
+        """A geometry in the filter CRS's numbers with its coordinates rounded as a response rounds them."""
+        return sql.SQL("ST_GeomFromGeoJSON(ST_AsGeoJSON({}, {}, 0))").format(geom, sql.Literal(int(self.crs.digits)))
 
-    def equals(self, left: Any, right: Any) -> sql.Composable:
-        """S_EQUALS; against a literal, both at the precision of a response in the filter CRS."""
-        if isinstance(right, dict) and "property" in right and not (isinstance(left, dict) and "property" in left):
-            left, right = right, left
-        column, literal = self.geometry(left), self.literal_geometry(right)
-        if literal is None or not (isinstance(left, dict) and "property" in left):
-            return sql.SQL("ST_Equals({}, {})").format(column, self.geometry(right))
-        rounded = sql.SQL("ST_GeomFromGeoJSON(ST_AsGeoJSON({}, {}, 0))").format(
-            literal, sql.Literal(int(self.crs.digits)))
-        storage = crs_.to_storage(self.crs, literal)
-        # the box test first, so the index narrows the rows the exact (rounded) comparison runs on
-        return sql.SQL("({c} && ST_Expand({s}, {t}) AND ST_Equals({served}, {rounded}))").format(
-            c=column, s=storage, t=sql.Literal(_SNAP_TOLERANCE), served=self.served(column), rounded=rounded)
+    def at_served_precision(self, op: str, left: Any, right: Any) -> sql.Composable:
+        """A relation between the geometry and a literal, both at the precision of a response in the filter CRS:
+        a geometry copied from a response equals, touches or lies within what was served."""
+        is_column = [isinstance(a, dict) and "property" in a for a in (left, right)]
+        literals = [self.literal_geometry(a) if not c else None for a, c in zip((left, right), is_column, strict=True)]
+        if sorted(is_column) != [False, True] or all(lit is None for lit in literals):
+            return sql.SQL("{}({}, {})").format(sql.SQL(_SPATIAL_SQL[op]), self.geometry(left), self.geometry(right))
+        column = self.geometry(left if is_column[0] else right)
+        literal = literals[1] if is_column[0] else literals[0]
+        assert literal is not None
+        served = self.rounded(crs_.to_output(self.crs, column))
+        sides = (served, self.rounded(literal)) if is_column[0] else (self.rounded(literal), served)
+        # each of these relations implies the two intersect: the box test lets the index narrow the rows first
+        return sql.SQL("({c} && ST_Expand({s}, {t}) AND {f}({a}, {b}))").format(
+            c=column, s=crs_.to_storage(self.crs, literal), t=sql.Literal(_SNAP_TOLERANCE),
+            f=sql.SQL(_SPATIAL_SQL[op]), a=sides[0], b=sides[1])
 
     def dwithin(self, args: list[Any]) -> sql.Composable:
         left, right, distance = args[:3]
