@@ -98,7 +98,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     regranted: list[str] = []
 
     def regrant(conn: psycopg.Connection) -> None:  # in the tables' transaction: no new column is readable ungranted
-        plans = db_roles.reapply_if_granted(conn, policy, registry)
+        plans = db_roles.reapply_if_granted(conn, policy, registry, settings.city_extent)
         if plans:
             regranted.extend(p.name for p in plans)
             audit.record(conn, _admin_entry("db-grant", {"after": "migrate", "roles": regranted}))
@@ -128,7 +128,7 @@ def cmd_db_grant(args: argparse.Namespace, settings: Settings) -> int:
     _, policy = _policy(settings)
     user = None
     with psycopg.connect(database_url(settings)) as conn, conn.transaction():
-        plans = db_roles.apply(conn, policy, registry)
+        plans = db_roles.apply(conn, policy, registry, settings.city_extent)
         if args.user and args.remove:
             db_roles.remove_user(conn, args.user)
         elif args.user:
