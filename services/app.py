@@ -18,6 +18,7 @@ from services import (
     catalog,
     coverages,
     downloads,
+    edits,
     features,
     health,
     landing,
@@ -85,6 +86,7 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     health.install(app)
     landing.install(app)
     app.include_router(features.router)
+    app.include_router(edits.router)
     app.include_router(downloads.router)
     app.include_router(catalog.router)
     app.include_router(tiles.router)
@@ -103,6 +105,7 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     landing.add_landing_link(app, "/tileMatrixSets", "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes",
                              "application/json", "tile matrix sets")
     landing.add_conformance(app, *catalog.CONFORMANCE)
+    landing.add_conformance(app, *edits.CONFORMANCE)
     landing.add_landing_link(app, catalog.LANDING_LINK["href"], catalog.LANDING_LINK["rel"],
                              catalog.LANDING_LINK["type"], catalog.LANDING_LINK["title"])
     app.state.collection_links = [tiles.collection_links, downloads.collection_links]
