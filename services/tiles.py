@@ -186,8 +186,7 @@ async def _tileset_of(request: Request, state: AppState, collection_id: str,
     """The layer as the caller may see it, its extent and the service's base URL, for tileset documents."""
     spec = _layer(request, collection_id)
     _check_tile_matrix_set(tile_matrix_set_id)
-    async with state.pool.connection() as conn:
-        _version, stored = await mvt.layer_version(conn, spec)
+    _version, stored = await state.read([spec.id], lambda conn: mvt.layer_version(conn, spec))
     return spec, _extent(state, stored), _base(request)
 
 
@@ -372,8 +371,8 @@ async def tile(request: Request, state: State, collectionId: CollectionId, tileM
     cache, key = _tile_cache(request, state), (spec.id, variant, address.z, address.x, address.y)
     cached = cache.get(key)
     known = {v for v in (client_version, cached[0] if cached else None) if v is not None}
-    async with state.pool.connection() as conn:
-        result = await mvt.fetch_tile(conn, spec, address, tuple(sorted(known)), time, rows)
+    result = await state.read([spec.id], lambda conn: mvt.fetch_tile(conn, spec, address, tuple(sorted(known)),
+                                                                     time, rows))
     etag = _etag(spec, result.version, variant, address)
     headers = {"ETag": etag, "Cache-Control": _cache_control(spec)}
     if "*" in tags or etag.removeprefix("W/") in tags:
