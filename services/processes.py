@@ -16,7 +16,6 @@ import psycopg
 import pygeoapi.api.processes as processes_api
 from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.responses import Response
-from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
 
 from gis.analysis import overlap, plan_conflicts, report
@@ -29,6 +28,7 @@ from gis.analysis.proposal import (
 )
 from gis.analysis.rules import OverlapRules
 from gis.db.cluster import database_url
+from gis.db.pool import make_sync_pool
 from gis.security import inference
 from gis.security.examples import EXAMPLE_PROJECT
 from gis.security.policy import Policy
@@ -260,8 +260,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: AppState = app.state.gis
     rules = rules_of(app)
     check_derive(app.state.auth.policy, rules)
-    pool = ConnectionPool(database_url(state.settings), min_size=1, max_size=8, open=False,
-                          kwargs={"autocommit": True, "application_name": "gis-processes"})
+    pool = make_sync_pool(database_url(state.settings), state.settings, "gis-processes")
     bridge = Bridge(ProcessContext(state.settings, state.registry, rules, database_url(state.settings), pool),
                     process_metadata(rules) | pipeline_processes.process_metadata(state.settings.layers_dir,
                                                                                   state.registry)

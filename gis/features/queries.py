@@ -19,7 +19,7 @@ from psycopg import sql
 
 from gis import identifiers as ids
 from gis.features import crs as crs_
-from gis.features.cql2 import ast
+from gis.features.cql2 import Filter
 from gis.features.cql2.to_sql import translate
 from gis.features.params import ItemsQuery
 from gis.features.queryables import queryables, response_properties
@@ -314,13 +314,13 @@ def _build_items_statement(spec: LayerSpec, q: ItemsQuery) -> Statement:
     return Statement(query, params)
 
 
-def _row_rule(spec: LayerSpec, rows: ast.Node | None, rows_crs: crs_.Crs, params: dict[str, object]
+def _row_rule(spec: LayerSpec, rows: Filter | None, rows_crs: crs_.Crs, params: dict[str, object]
               ) -> list[sql.Composable]:
     return [] if rows is None else [translate(rows, spec, rows_crs, params)]
 
 
 def item_statement(spec: LayerSpec, fid: str, out_crs: crs_.Crs, time: TimeRange | None = None,
-                   properties: tuple[str, ...] | None = None, rows: ast.Node | None = None,
+                   properties: tuple[str, ...] | None = None, rows: Filter | None = None,
                    rows_crs: crs_.Crs = crs_.CRS84) -> Statement:
     """One feature's GeoJSON (UTF-8 bytes) and its current version's ETag (None when it is no longer current):
     the version valid now, or at `time`; or no row.
@@ -347,7 +347,7 @@ def item_statement(spec: LayerSpec, fid: str, out_crs: crs_.Crs, time: TimeRange
     return Statement(query, params)
 
 
-def history_statement(spec: LayerSpec, fid: str, out_crs: crs_.Crs, rows: ast.Node | None = None,
+def history_statement(spec: LayerSpec, fid: str, out_crs: crs_.Crs, rows: Filter | None = None,
                       rows_crs: crs_.Crs = crs_.CRS84) -> Statement:
     """Every version of one feature, oldest first: features (UTF-8 bytes) and their count. `rows`: the caller's
     row rule, applied to each version (as the database's row security does to the history table)."""
