@@ -375,7 +375,8 @@ async def tile(request: Request, state: State, collectionId: CollectionId, tileM
     cached = cache.get(key)
     known = {v for v in (client_version, cached[0] if cached else None) if v is not None}
     async with state.pool.connection() as conn:
-        result = await mvt.fetch_tile(conn, spec, address, tuple(sorted(known)), time, rows)
+        result = await mvt.fetch_tile(conn, spec, address, tuple(sorted(known)), time, rows,
+                                      mvt.drawn_fields(spec, state.settings.styles_dir))
     etag = _etag(spec, result.version, variant, address)
     headers = {"ETag": etag, "Cache-Control": _cache_control(spec)}
     if "*" in tags or etag.removeprefix("W/") in tags:
