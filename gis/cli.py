@@ -3,6 +3,7 @@
 import argparse
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -97,7 +98,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     regranted: list[str] = []
 
     def regrant(conn: psycopg.Connection) -> None:  # in the tables' transaction: no new column is readable ungranted
-        plans = db_roles.reapply_if_granted(conn, policy, registry)
+        plans = db_roles.reapply_if_granted(conn, policy, registry, settings.city_extent)
         if plans:
             regranted.extend(p.name for p in plans)
             audit.record(conn, _admin_entry("db-grant", {"after": "migrate", "roles": regranted}))
@@ -127,7 +128,7 @@ def cmd_db_grant(args: argparse.Namespace, settings: Settings) -> int:
     _, policy = _policy(settings)
     user = None
     with psycopg.connect(database_url(settings)) as conn, conn.transaction():
-        plans = db_roles.apply(conn, policy, registry)
+        plans = db_roles.apply(conn, policy, registry, settings.city_extent)
         if args.user and args.remove:
             db_roles.remove_user(conn, args.user)
         elif args.user:
@@ -167,6 +168,7 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
             rejects_dir=settings.rejects_dir,
             force=args.force,
             progress=not args.quiet,
+            cut_at=_cut_at(args.cut_at),
         )
         try:
             print(run_refresh(url, request).summary(), flush=True)
@@ -174,6 +176,19 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
             failures += 1
             print(f"gis: refresh {spec.id} failed: {exc}", file=sys.stderr, flush=True)
     return 1 if failures else 0
+
+
+def _cut_at(value: str | None) -> datetime | None:
+    """--cut-at: an ISO 8601 time; without an offset it is Beijing time, as the departments write it."""
+    from gis.refresh.normalise import LOCAL_TIME
+
+    if value is None:
+        return None
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        raise GisError(f"--cut-at: '{value[:40]}' is not an ISO 8601 time (e.g. 2026-12-01T18:00+08:00)") from None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=LOCAL_TIME)
 
 
 def _refresh_rasters(url: str, specs: Iterable[RasterSpec], args: argparse.Namespace, settings: Settings) -> int:
@@ -366,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.add_argument("--source", help="a delivered file to load instead of the layer's sample")
     refresh.add_argument("--force", action="store_true", help="compare rows even if the file is unchanged")
     refresh.add_argument("--quiet", action="store_true", help="no progress bar")
+    refresh.add_argument("--cut-at", help="when the delivery was cut (ISO 8601; default: the file's modification "
+                         "time): features edited later are conflicts, settled by the layer's editing.on_conflict")
     refresh.set_defaults(handler=cmd_refresh)
     styles = sub.add_parser("styles", help="QGIS default styles")
     styles.add_argument("action", choices=["publish"])
