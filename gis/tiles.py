@@ -16,7 +16,7 @@ from psycopg import sql
 
 from gis import identifiers as ids
 from gis.features import crs as crs_
-from gis.features.cql2 import ast
+from gis.features.cql2 import Filter
 from gis.features.cql2.to_sql import translate
 from gis.features.queries import source, time_params
 from gis.features.temporal import TimeRange
@@ -242,7 +242,7 @@ class TileResult:
 
 async def fetch_tile(conn: psycopg.AsyncConnection, spec: LayerSpec, tile: Tile,
                      known_versions: tuple[int, ...] = (), time: TimeRange | None = None,
-                     rows: ast.Node | None = None, drawn: frozenset[str] | None = None) -> TileResult:
+                     rows: Filter | None = None, drawn: frozenset[str] | None = None) -> TileResult:
     """One tile; `rows` is a row rule (a CQL2 node, geometries in CRS84) the tile's features must pass;
     `drawn` the fields the layer's style reads (below DETAIL_ZOOM a tile carries only those and fid)."""
     params = tile_params(spec, tile, known_versions, time)
