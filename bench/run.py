@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         refresh_file.write_text(json.dumps(result.as_dict(), indent=2), encoding="utf-8")
         say(f"refresh: ogr2ogr {result.ogr2ogr.seconds}s, first {result.first.seconds}s, unchanged "
             f"{result.unchanged_checksum.seconds}s (checksum) / {result.unchanged_force.seconds}s (--force)")
-    if not args.skip_refresh and not args.skip_history:
+    if not args.skip_history and (not args.skip_refresh or not history_file.is_file()):
         say(f"history: {history.DELIVERIES} successive deliveries of the pipelines (5% changed, 1% removed, "
             "1.5% added each)")
         made = history.run(ROOT, url, SAMPLES / "pipeline" / "pipelines.gpkg", RESULTS / "history", say)
