@@ -138,3 +138,28 @@ def test_the_html_page_uploads_and_follows_a_delivery(service: Service, settings
     assert sent.status_code == 303
     followed = service.http.get(sent.headers["location"])
     assert followed.status_code == 200 and "sha256" in followed.text
+
+
+def test_files_dropped_in_a_watched_folder_are_deliveries(service: Service, settings: Settings,
+                                                          registry: LayerRegistry, tmp_path: Path) -> None:
+    from gis.cli import main
+
+    path, fid = nodes_file(settings, registry, tmp_path, ground_elev_m=77.25)
+    inbox = tmp_path / "inbox"
+    (inbox / "pipe_nodes").mkdir(parents=True)
+    dropped = inbox / "pipe_nodes" / "nodes-20261207.gpkg"
+    dropped.write_bytes(path.read_bytes())
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {"GIS_DATABASE_URL": service.db_url, "GIS_LAYERS_DIR": str(settings.layers_dir),
+                            "GIS_STYLES_DIR": str(settings.styles_dir),
+                            "GIS_REJECTS_DIR": str(tmp_path / "rejects")}.items():
+            patch.setenv(name, value)
+        assert main(["refresh", "--watch", str(inbox), "--once"]) == 0
+    assert not dropped.exists() and (inbox / "pipe_nodes" / "done" / dropped.name).is_file()
+    with psycopg.connect(service.db_url) as conn:
+        kept = conn.execute("SELECT subject, checksum, status FROM ops.deliveries WHERE filename = %s",
+                            (dropped.name,)).fetchone()
+        value = conn.execute("SELECT ground_elev_m FROM pipeline.pipe_nodes WHERE fid = %s", (fid,)).fetchone()
+    assert kept is not None and kept[0].startswith("watch:") and kept[2] == "succeeded"
+    assert kept[1] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert value == (77.25,)
