@@ -271,13 +271,37 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """uvicorn with N workers (a dead one is replaced and its death logged), proxy headers believed only from
+    GIS_SERVE_FORWARDED_ALLOW_IPS (services.serving does it, so any ASGI server gets the same), Prometheus
+    multiprocess mode when there is more than one worker."""
+    import os
+    import shutil
+    import tempfile
+
     import uvicorn  # the service is optional for every other command
 
+    from gis.settings import ServeSettings
+
+    serve = ServeSettings()
+    host = args.host or settings.host
     port = args.port or settings.port
-    print(f"serving on http://{settings.host}:{port}/ ({args.workers} worker(s))", flush=True)
-    # GIS_* settings reach the workers through the environment; the factory builds the app in each.
-    uvicorn.run("services.asgi:app_from_environment", factory=True, host=settings.host, port=port,
-                workers=args.workers, log_level="warning", access_log=False)
+    workers = args.workers or serve.workers
+    # Every value the workers need travels in the environment: they build their app from it (services.asgi).
+    os.environ["GIS_HOST"], os.environ["GIS_PORT"] = host, str(port)
+    if args.root_path is not None:
+        os.environ["GIS_SERVE_ROOT_PATH"] = args.root_path
+    metrics_dir = None
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        metrics_dir = tempfile.mkdtemp(prefix="gis-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    print(f"serving on http://{host}:{port}{os.environ.get('GIS_SERVE_ROOT_PATH', serve.root_path)}/ "
+          f"({workers} worker(s))", flush=True)
+    try:
+        uvicorn.run("services.asgi:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                    log_level="info", access_log=False, proxy_headers=False, server_header=False)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -436,8 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--log", help="the server log (default: GIS_DB_LOG_FILE, else the embedded cluster's)")
     audit.set_defaults(handler=cmd_audit)
     serve = sub.add_parser("serve", help="serve the OGC API on http://127.0.0.1:8000")
+    serve.add_argument("--host", help="address to listen on (default GIS_HOST or 127.0.0.1; 0.0.0.0 for all)")
     serve.add_argument("--port", type=int, help="port (default GIS_PORT or 8000)")
-    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument("--workers", type=int, help="worker processes (default GIS_SERVE_WORKERS or 1)")
+    serve.add_argument("--root-path", help="the path the service sits under behind a proxy, e.g. /gis "
+                       "(default GIS_SERVE_ROOT_PATH)")
     serve.set_defaults(handler=cmd_serve)
     project = sub.add_parser("qgis-project", help="write a QGIS project with every layer a caller may see")
     project.add_argument("out", help="the .qgs file to write")
