@@ -166,6 +166,9 @@ class EditingSpec(_Strict):
         "Either way the conflict is reported.")
     require_if_match: bool = Field(
         default=False, description="Refuse updates and deletes that do not send the feature's ETag in If-Match.")
+    lock_with: tuple[Name, ...] = Field(
+        default=(), description="Layers whose write lock an edit takes too, so their writes keep one order (field "
+        "inspections join the sensor readings' warnings, whose watch cursor needs writes in commit order).")
 
     @property
     def edits(self) -> bool:
