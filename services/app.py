@@ -44,7 +44,7 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     registry = load_registry(settings.layers_dir, settings.styles_dir)
     access = auth.Auth.load(auth_settings or AuthSettings(), settings.layers_dir, registry)
     pool = make_pool(database_url(settings), settings, http.statement_timeout_ms)
-    read_pool = (make_pool(settings.database_read_url, settings, http.statement_timeout_ms, "gis-api-read", 30.0)
+    read_pool = (make_pool(settings.database_read_url, settings, http.statement_timeout_ms, "gis-api-read", 10.0)
                  if settings.database_read_url else None)
     pools = [p for p in (pool, read_pool) if p is not None]
     metrics = Metrics()

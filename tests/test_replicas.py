@@ -97,7 +97,7 @@ def test_a_stopped_replica_catches_up_from_its_slot(settings: Settings) -> None:
     assert _count(replicas.url("beta")) == 993
 
 
-def test_read_url_prefers_a_standby(settings: Settings) -> None:
+def test_read_url_names_standbys_only(settings: Settings) -> None:
     with psycopg.connect(read_url(settings, ["alpha"]), connect_timeout=3) as conn:
         row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
     assert row == (True,)
