@@ -107,7 +107,7 @@ def test_promote_makes_a_standby_take_writes_and_the_primary_url_follows(setting
     replicas = Replicas(settings)
     url = primary_url(settings, ["alpha"])
     Cluster(settings).stop()  # the old primary goes away first, as an operator does
-    print(replicas.promote("alpha"))
+    replicas.promote("alpha")
     with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:  # the same URL as before
         conn.execute("INSERT INTO replicated VALUES (4)")
         row = conn.execute("SELECT inet_server_port()").fetchone()
