@@ -32,7 +32,7 @@ from services import (
 )
 from services.errors import install_error_handlers
 from services.headers import SecurityHeaders
-from services.serving import Metrics, RequestContext, configure_logging
+from services.serving import Metrics, RequestContext, RootPathLinks, configure_logging
 from services.state import AppState
 
 
@@ -79,6 +79,7 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     app.state.guard = limits.Guard.from_settings(http)
     install_error_handlers(app)
     # Outermost last: gzip sees the final bytes, so the headers layer reads HTML pages uncompressed.
+    app.add_middleware(RootPathLinks)  # innermost: HTML links under the root path, before scripts are hashed
     app.add_middleware(limits.BodyLimit, max_body_bytes=http.max_body_bytes, max_upload_bytes=http.max_upload_bytes)
     app.add_middleware(SecurityHeaders, cors_origins=http.cors_origins)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)
