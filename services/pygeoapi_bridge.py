@@ -244,6 +244,8 @@ class JobsManager(BaseManager):
                               requested_outputs: dict[str, Any] | None = None, subscriber: Any = None,
                               requested_response: str | None = RequestedResponse.raw.value
                               ) -> tuple[str, Any, JobStatus]:
+        with self._pool().connection() as conn:  # its caller gets the result now: kept briefly (gis ops prune)
+            conn.execute("UPDATE ops.jobs SET sync = true WHERE job_id = %s", (job_id,))
         return self._run(p, job_id, data_dict, requested_outputs, requested_response, False)
 
     def _run(self, p: BaseProcessor, job_id: str, data_dict: dict[str, Any], requested_outputs: dict[str, Any] | None,
