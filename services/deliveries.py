@@ -30,6 +30,7 @@ from gis.errors import NotFound, SourceError
 from gis.layers import LayerSpec
 from gis.refresh.normalise import LOCAL_TIME
 from gis.security import audit
+from gis.security.disclosure import scrubbed, without_paths
 from services import html, ogc
 from services.auth import CREDENTIAL_PARAMETER, caller_of, forbidden, unauthorized
 from services.errors import InvalidParameter
@@ -128,7 +129,7 @@ async def post_delivery(layer_id: str, request: Request) -> Response:
         received = await run_in_threadpool(_receive, state, spec, sender, filename, content,
                                            cut_at or datetime.now(LOCAL_TIME), request.url.path)
     except SourceError as exc:
-        raise InvalidParameter("file", str(exc).removeprefix("file: ")) from None
+        raise InvalidParameter("file", without_paths(str(exc).removeprefix("file: "))) from None
     threading.Thread(target=_run, args=(state, spec, received.delivery_id, received.job_id), daemon=True,
                      name=f"delivery-{received.delivery_id}").start()
     path = f"/api/deliveries/{spec.id}/{received.delivery_id}"
@@ -154,7 +155,7 @@ async def list_deliveries(layer_id: str, request: Request,
     if ogc.wants_html(request, params):
         may_post = caller_of(request).role.may_deliver(spec.id)
         return ogc.html_response(_list_page(request, spec, found, may_post))
-    return ogc.json_response({"layer": spec.id, "deliveries": found})
+    return ogc.json_response({"layer": spec.id, "deliveries": scrubbed(found)})
 
 
 @router.get("/{layer_id}/{delivery_id}", summary="One delivery: sender, checksum, job progress, result")
@@ -165,7 +166,7 @@ async def delivery(layer_id: str, delivery_id: int, request: Request) -> Respons
         record = await store.get_delivery(conn, spec.id, delivery_id)
     if ogc.wants_html(request, params):
         return ogc.html_response(_delivery_page(request, spec, record))
-    return ogc.json_response(record)
+    return ogc.json_response(scrubbed(record))
 
 
 @router.get("/{layer_id}/{delivery_id}/rejects", summary="The rejects file (CSV) of a refused delivery")
@@ -206,7 +207,7 @@ def _changes(d: dict[str, Any]) -> str:
     if result.get("status") == "succeeded":
         return (f"{result['inserted']} inserted, {result['updated']} updated, {result['closed']} closed, "
                 f"{result['conflicts']} conflicts (refresh {result['refresh_id']})")
-    return str(result.get("message", d.get("job_message") or ""))
+    return without_paths(str(result.get("message", d.get("job_message") or "")))
 
 
 def _delivery_page(request: Request, spec: LayerSpec, d: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 
 from gis.db.migrate import migration_files
 from gis.db.pool import GuardedPool
+from gis.security.disclosure import without_paths
 from services.serving import Metrics, metrics_text, pool_stats
 from services.state import AppState, app_state
 
@@ -57,7 +58,8 @@ async def readyz(request: Request) -> JSONResponse:
         except psycopg.errors.UndefinedTable:
             pending = ["all (the database has never been migrated)"]
         except psycopg.OperationalError as exc:
-            pending, reason = [], f"the primary database cannot be reached: {str(exc).strip().splitlines()[0]}"
+            pending, reason = [], ("the primary database cannot be reached: "
+                                   + without_paths(str(exc).strip().splitlines()[0]))
         if pending:
             reason = f"migrations not applied: {', '.join(pending)} (run 'gis migrate')"
     body["status"] = "ready" if reason is None else "unavailable"

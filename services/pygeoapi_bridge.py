@@ -40,6 +40,7 @@ from pygeoapi.util import DATETIME_FORMAT, JobStatus, RequestedResponse
 from gis.analysis.rules import OverlapRules
 from gis.errors import GisError
 from gis.layers import LayerRegistry
+from gis.security.disclosure import without_paths
 from gis.settings import Settings
 from services.process_access import JOB_OWNER
 
@@ -165,7 +166,8 @@ class JobsManager(BaseManager):
     def _job(self, row: dict[str, Any]) -> dict[str, Any]:
         return {
             "type": "process", "identifier": row["job_id"], "process_id": row["process_id"],
-            "status": row["status"], "message": row["message"], "progress": row["progress"],
+            "status": row["status"], "message": row["message"] and without_paths(row["message"]),
+            "progress": row["progress"],
             "parameters": row["parameters"], "created": _stamp(row["created"]), "started": _stamp(row["started"]),
             "updated": _stamp(row["updated"]), "finished": _stamp(row["finished"]),
             "mimetype": row["mimetype"] or JSON, "location": None,

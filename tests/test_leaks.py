@@ -638,3 +638,38 @@ def test_an_editor_under_a_row_rule_learns_nothing_of_the_other_rows(service: Se
                             if_match="*"))
                     runs.append(conn.statements)
             assert runs[0] == runs[1], (name, layer_id)
+
+
+def test_a_broken_delivery_is_reported_without_server_paths(service: Service, policy: Policy,
+                                                            settings: Settings) -> None:
+    """A department's truncated GeoPackage: the refusal, or the delivery record and its job, name no file of
+    the server (GDAL quotes the path it opened)."""
+    import time
+
+    department = next(name for name, role in policy.roles.items() if "pipe_nodes" in role.spec.deliveries)
+    broken = b"SQLite format 3\x00" + b"\x00" * 4000
+    r = service.http.post(f"{service.url}/api/deliveries/pipe_nodes", headers=service.headers[department],
+                          files={"file": ("pipe_nodes.gpkg", broken, "application/geopackage+sqlite3")})
+    assert r.status_code < 500 and no_server_paths(r.text, settings), r.text
+    if r.status_code >= 400:
+        return
+    location = r.headers["Location"]
+    deadline = time.monotonic() + 120
+    record = service.http.get(location, headers=service.headers[department]).json()
+    while record["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        record = service.http.get(location, headers=service.headers[department]).json()
+    assert record["status"] == "failed"
+    for text in (service.http.get(location, headers=service.headers[department]).text,
+                 service.get("/api/deliveries/pipe_nodes", department).text,
+                 service.get(f"/jobs/{record['job_id']}", department).text):
+        assert no_server_paths(text, settings), text[:500]
+
+
+def test_server_paths_are_taken_out_of_messages_but_urls_are_kept() -> None:
+    from gis.security.disclosure import without_paths
+
+    assert without_paths("'/tmp/gis-proposal-x/upload.gpkg' not recognized") == "'<file>' not recognized"
+    assert without_paths("/vsizip//tmp/a/upload.zip/b.shp: bad") == "<file>: bad"
+    kept = ("http://127.0.0.1:8000/api/deliveries/roads/3", "m³/h", "a/b/c")
+    assert [without_paths(t) for t in kept] == list(kept)

@@ -27,6 +27,7 @@ from shapely.geometry.base import BaseGeometry
 
 from gis import crs as crs_
 from gis.errors import GisError, SourceError
+from gis.security.disclosure import without_paths
 
 MAX_UPLOAD_BYTES = 20 * 2**20  # an uploaded file or a request body
 MAX_UNZIPPED_BYTES = 200 * 2**20  # a zipped Shapefile, unpacked
@@ -265,12 +266,9 @@ def _read_ogr(path: str, fmt: str, label: str) -> tuple[list[BaseGeometry], list
     return geoms, props, declared
 
 
-_SERVER_PATH = re.compile(r"(/vsi\w+/)?(/[^\s'\"():,]+){2,}")
-
-
 def _first_line(exc: Exception) -> str:
     """The first line of a reader's error, without the server's file names (GDAL quotes the path it opened)."""
-    text = _SERVER_PATH.sub("<upload>", str(exc).strip())
+    text = without_paths(str(exc).strip(), "<upload>")
     return text.splitlines()[0][:200] if text else exc.__class__.__name__
 
 

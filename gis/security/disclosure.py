@@ -1,0 +1,27 @@
+"""What an answer may not show: the server's own file paths (in a reader's error, a stored refresh message).
+
+GDAL, pyogrio and the refresh quote the file they opened, which on the server is a temporary or storage path;
+answers show `<file>` instead. The CLI keeps the paths (the operator's own files).
+"""
+
+import re
+from typing import Any
+
+# An absolute path of two segments or more (GDAL's /vsizip/ and the like in front included), not inside a URL
+# (after a host, a port or a scheme's slashes).
+_SERVER_PATH = re.compile(r"(?<![\w:/.])(/vsi\w+/)?(/[^\s'\"():,<>]+){2,}")
+
+
+def without_paths(text: str, placeholder: str = "<file>") -> str:
+    return _SERVER_PATH.sub(placeholder, text)
+
+
+def scrubbed(value: Any) -> Any:
+    """A JSON value with every string's server paths replaced."""
+    if isinstance(value, str):
+        return without_paths(value)
+    if isinstance(value, dict):
+        return {k: scrubbed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrubbed(v) for v in value]
+    return value
