@@ -204,6 +204,13 @@ def _new_version(request: EditRequest, fid: str, current: _Current | None, city_
                          city_extent, masked)
 
 
+_NOWHERE = shapely.Point()  # an empty geometry: inside no one's rows
+
+
+def _chosen_id(request: EditRequest) -> bool:
+    return request.fid is not None or (isinstance(request.body, Mapping) and request.body.get("id") is not None)
+
+
 def _fid_of(request: EditRequest) -> str:
     body_id = (request.body or {}).get("id") if isinstance(request.body, Mapping) else None
     if body_id is not None and not isinstance(body_id, str | int):
@@ -316,6 +323,10 @@ def apply_edit(conn: psycopg.Connection, registry: LayerRegistry, city_extent: E
     spec = request.spec
     if not spec.editing.edits:
         raise NotEditable(f"layer '{spec.id}' is maintained by deliveries only; it cannot be edited")
+    if request.operation is Operation.create and request.editor.rows is not None and _chosen_id(request):
+        # "exists" (409) against "created" would tell which ids exist outside the editor's rows
+        raise InvalidFeature("id", "a role under a row rule cannot choose the id of a new feature; leave it out and "
+                                   "the service makes one")
     fid = _fid_of(request)
     started = datetime.now(UTC)
     with conn.transaction():
@@ -324,9 +335,12 @@ def apply_edit(conn: psycopg.Connection, registry: LayerRegistry, city_extent: E
         if request.operation is Operation.create:
             if current is not None:
                 raise FeatureExists(f"id: a feature '{fid[:60]}' exists in '{spec.id}'; replace it with PUT")
-        elif current is None or not _inside_rows(conn, registry, request.editor, current.values, current.geometry):
-            raise NotFound(f"no feature '{fid[:200]}' in '{spec.id}'")
         else:
+            # the row test runs for a missing feature too: a 404 outside the rows costs what one for no feature does
+            inside = _inside_rows(conn, registry, request.editor, current.values if current else {},
+                                  current.geometry if current else _NOWHERE)
+            if current is None or not inside:
+                raise NotFound(f"no feature '{fid[:200]}' in '{spec.id}'")
             _precondition(request, current)
         if request.operation is Operation.delete:
             assert current is not None
