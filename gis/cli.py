@@ -150,6 +150,8 @@ def cmd_db_grant(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
     registry = _registry(settings)
+    if args.watch:
+        return _watch(args, settings, registry)
     if args.all == bool(args.layers):
         raise GisError("name the layers to refresh, or --all")
     if args.source and (args.all or len(args.layers) != 1):
@@ -176,6 +178,21 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
             failures += 1
             print(f"gis: refresh {spec.id} failed: {exc}", file=sys.stderr, flush=True)
     return 1 if failures else 0
+
+
+def _watch(args: argparse.Namespace, settings: Settings, registry: LayerRegistry) -> int:
+    """Deliveries dropped into DIR/<layer>/ (gis/deliveries/watch.py), one line each."""
+    from gis.deliveries.watch import watch
+
+    if args.layers or args.all or args.source:
+        raise GisError("--watch takes no layers, --all or --source: the folder names the layer")
+
+    def report(outcome: dict[str, object]) -> None:
+        summary = outcome.get("summary") or outcome.get("message")
+        print(f"{outcome['layer']}: {outcome['status']}: {summary} ({outcome['file']})", flush=True)
+
+    return 1 if watch(database_url(settings), registry, Path(args.watch), settings.city_extent,
+                      settings.rejects_dir, report, once=args.once) else 0
 
 
 def _cut_at(value: str | None) -> datetime | None:
@@ -250,6 +267,34 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     with psycopg.connect(database_url(settings), autocommit=True) as conn:
         done = db_read_audit.import_direct_reads(conn, log_file, _registry(settings), policy)
     print(f"{log_file}: {done.statements} new statements, {done.reads} direct reads of non-public layers audited")
+    return 0
+
+
+def cmd_ops(args: argparse.Namespace, settings: Settings) -> int:
+    """gis ops prune: retention of the audit log (monthly partitions) and of synchronous process jobs."""
+    from gis.db.retention import prune
+
+    with psycopg.connect(database_url(settings)) as conn:
+        print(prune(conn, settings).summary())
+    return 0
+
+
+def cmd_settings_doc(args: argparse.Namespace, settings: Settings) -> int:
+    """docs/configuration.md and docs/gis.env.example from the settings classes (gis.settings_reference)."""
+    from gis import settings_reference
+
+    root = Path(args.root)
+    if args.write:
+        for path in settings_reference.write(root):
+            print(f"written: {path}")
+        return 0
+    if args.check:
+        stale = settings_reference.stale(root)
+        if stale:
+            raise GisError(f"out of date: {', '.join(map(str, stale))} ('gis settings-doc --write')")
+        print("docs/configuration.md and docs/gis.env.example are current")
+        return 0
+    print(settings_reference.render_markdown())
     return 0
 
 
@@ -405,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.add_argument("--source", help="a delivered file to load instead of the layer's sample")
     refresh.add_argument("--force", action="store_true", help="compare rows even if the file is unchanged")
     refresh.add_argument("--quiet", action="store_true", help="no progress bar")
+    refresh.add_argument("--watch", metavar="DIR", help="take files dropped into DIR/<layer>/ as deliveries "
+                         "(kept with checksum and sender, loaded by the same job; moved to done/ or failed/)")
+    refresh.add_argument("--once", action="store_true", help="with --watch: take the files there now, then stop")
     refresh.add_argument("--cut-at", help="when the delivery was cut (ISO 8601; default: the file's modification "
                          "time): features edited later are conflicts, settled by the layer's editing.on_conflict")
     refresh.set_defaults(handler=cmd_refresh)
@@ -439,6 +487,15 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("action", choices=["import-db-log"])
     audit.add_argument("--log", help="the server log (default: GIS_DB_LOG_FILE, else the embedded cluster's)")
     audit.set_defaults(handler=cmd_audit)
+    doc = sub.add_parser("settings-doc", help="docs/configuration.md from the settings classes")
+    doc.add_argument("--write", action="store_true", help="rewrite docs/configuration.md and docs/gis.env.example")
+    doc.add_argument("--check", action="store_true", help="fail when either is out of date")
+    doc.add_argument("--root", default=".", help="the checkout (default: the current directory)")
+    doc.set_defaults(handler=cmd_settings_doc)
+    ops = sub.add_parser("ops", help="operations: prune (retention of the audit log and of process jobs)")
+    ops.add_argument("action", choices=["prune"], help="prune: drop audit-log months older than "
+                     "GIS_AUDIT_RETENTION_DAYS, synchronous process jobs older than GIS_SYNC_JOB_RETENTION_MINUTES")
+    ops.set_defaults(handler=cmd_ops)
     serve = sub.add_parser("serve", help="serve the OGC API on http://127.0.0.1:8000")
     serve.add_argument("--host", help="address to listen on (default GIS_HOST or 127.0.0.1; 0.0.0.0 for all)")
     serve.add_argument("--port", type=int, help="port (default GIS_PORT or 8000)")

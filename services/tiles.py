@@ -183,9 +183,12 @@ def _extent(state: AppState, stored: list[float] | None) -> list[float]:
 
 async def _tileset_of(request: Request, state: AppState, collection_id: str,
                       tile_matrix_set_id: str) -> tuple[LayerSpec, list[float], str]:
-    """The layer as the caller may see it, its extent and the service's base URL, for tileset documents."""
+    """The layer as the caller may see it, its extent and the service's base URL, for tileset documents. A caller
+    who sees only some rows gets the city's extent, never the layer's (it would tell where the other rows are)."""
     spec = _layer(request, collection_id)
     _check_tile_matrix_set(tile_matrix_set_id)
+    if not auth.layer_view(request, collection_id).tells_layer_facts:
+        return spec, _extent(state, None), _base(request)
     _version, stored = await state.read([spec.id], lambda conn: mvt.layer_version(conn, spec))
     return spec, _extent(state, stored), _base(request)
 
@@ -371,8 +374,9 @@ async def tile(request: Request, state: State, collectionId: CollectionId, tileM
     cache, key = _tile_cache(request, state), (spec.id, variant, address.z, address.x, address.y)
     cached = cache.get(key)
     known = {v for v in (client_version, cached[0] if cached else None) if v is not None}
+    drawn = mvt.drawn_fields(spec, state.settings.styles_dir)
     result = await state.read([spec.id], lambda conn: mvt.fetch_tile(conn, spec, address, tuple(sorted(known)),
-                                                                     time, rows))
+                                                                     time, rows, drawn))
     etag = _etag(spec, result.version, variant, address)
     headers = {"ETag": etag, "Cache-Control": _cache_control(spec)}
     if "*" in tags or etag.removeprefix("W/") in tags:

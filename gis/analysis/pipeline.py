@@ -2,7 +2,7 @@
 
 The network is the pipelines table itself (from_node / to_node), walked by recursive CTEs: one source of
 truth, current whenever a refresh changes the pipes, no graph to rebuild. Indexes on from_node and to_node
-(ensure_network_indexes, called by `gis migrate`) keep a walk to index look-ups.
+(declared in layers/pipeline/pipelines.yml) keep a walk to index look-ups.
 
 burst          爆管关阀: from a pipe fid or a point, the open valves to close, the closed valves already
                bounding it, the pipes isolated and the buildings within customers_within_m that lose supply
@@ -29,7 +29,6 @@ from gis import identifiers as ids
 from gis.analysis.pipeline_rules import ClearancePair, PairSide, PipelineRules
 from gis.analysis.proposal import InvalidProposal
 from gis.errors import NotFound
-from gis.layers import LayerRegistry
 
 METRIC_SRID = 4550  # CGCS2000 / 3-degree Gauss-Kruger CM 123E
 DEGREES_PER_METRE = 1 / 60_000  # a generous box in lon/lat degrees at Shenyang's latitude (1° lon ≈ 83 km)
@@ -52,18 +51,6 @@ class PipelineResult:
 
 
 # -- indexes -----------------------------------------------------------------------------------------
-
-def ensure_network_indexes(conn: psycopg.Connection, registry: LayerRegistry, pipelines: str = "pipelines") -> None:
-    """btree indexes on pipelines(from_node) and (to_node), so a network walk is index look-ups."""
-    spec = registry.get(pipelines)
-    if spec is None or spec.field("from_node") is None or spec.field("to_node") is None:
-        return
-    for name in ("from_node", "to_node"):
-        conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
-            ids.index_name(spec, name), ids.current_table(spec), ids.column(spec, name)))
-
-
-# -- helpers -----------------------------------------------------------------------------------------
 
 def _feature(fid: str, geometry: Any, properties: dict[str, Any]) -> dict[str, Any]:
     geom = orjson.loads(geometry) if isinstance(geometry, str | bytes) else geometry
@@ -221,7 +208,7 @@ def burst(conn: psycopg.Connection, rules: PipelineRules, *, pipe: str | None = 
         summary["isolated_length_m"] = round(float(length[0] or 0), 1) if length else None
     return PipelineResult("burst", "爆管关阀分析 · Burst isolation",
                           {"pipe": pipe, "point": point, "utility": utility, "customers_within_m": within},
-                          summary, places, str(rules.path))
+                          summary, places, rules.path.name)
 
 
 # -- trace -------------------------------------------------------------------------------------------
@@ -284,7 +271,7 @@ def trace(conn: psycopg.Connection, rules: PipelineRules, *, pipe: str | None = 
                "truncated": total > len(features)}
     return PipelineResult("trace", f"连通性追踪 · Connectivity trace ({direction})",
                           {"pipe": pipe, "point": point, "direction": direction}, summary,
-                          {"traced_pipes": features}, str(rules.path))
+                          {"traced_pipes": features}, rules.path.name)
 
 
 # -- cross-section -----------------------------------------------------------------------------------
@@ -340,7 +327,7 @@ def cross_section(conn: psycopg.Connection, rules: PipelineRules, line: Any,
     summary = {"length_m": round(float(length[0]), 2), "crossings": len(features),
                "utilities": sorted({f["properties"]["utility"] for f in features})}
     return PipelineResult("cross_section", "横断面 · Cross-section", {"line": orjson.loads(text)}, summary,
-                          {"section": [line_feature], "crossings": features}, str(rules.path))
+                          {"section": [line_feature], "crossings": features}, rules.path.name)
 
 
 # -- clearance ---------------------------------------------------------------------------------------
@@ -446,7 +433,7 @@ def clearance(conn: psycopg.Connection, rules: PipelineRules, *, pairs: Iterable
                "truncated": len(violations) > MAX_FEATURES}
     return PipelineResult("clearance", "管线水平净距检查 (GB 50289) · Clearance check",
                           {"pairs": [p.id for p in chosen], "bbox": box}, summary,
-                          {"violations": violations[:MAX_FEATURES]}, str(rules.path))
+                          {"violations": violations[:MAX_FEATURES]}, rules.path.name)
 
 
 # -- cover -------------------------------------------------------------------------------------------
@@ -495,7 +482,7 @@ def cover(conn: psycopg.Connection, rules: PipelineRules, *, utilities: Iterable
                "minimums": {name: req for name, req in zip(u, m, strict=True)},
                "truncated": len(features) > MAX_FEATURES}
     return PipelineResult("cover", "覆土深度检查 · Minimum cover check", {"utilities": u, "bbox": box}, summary,
-                          {"violations": features[:MAX_FEATURES]}, str(rules.path))
+                          {"violations": features[:MAX_FEATURES]}, rules.path.name)
 
 
 # -- output ------------------------------------------------------------------------------------------
