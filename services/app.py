@@ -17,6 +17,7 @@ from services import (
     coverages,
     downloads,
     features,
+    input_guard,
     landing,
     limits,
     map_tiles,
@@ -50,7 +51,8 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     # One auth dependency on every route: the caller (or the anonymous role) is known before any handler runs,
     # and held to its rate limit.
     app = FastAPI(title="时空信息云平台 · Spatio-temporal GIS cloud", lifespan=lifespan,
-                  openapi_url=None, docs_url=None, redoc_url=None, dependencies=[Depends(limits.authenticate)])
+                  openapi_url=None, docs_url=None, redoc_url=None,
+                  dependencies=[Depends(limits.authenticate), Depends(input_guard.check_request)])
     app.state.gis = AppState(settings=settings, registry=registry, pool=pool)
     app.state.auth = access
     app.state.guard = limits.Guard.from_settings(http)

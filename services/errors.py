@@ -114,6 +114,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(exception_body("ServiceUnavailable", "the database cannot be reached just now"), 503,
                             headers={"Retry-After": str(DATABASE_RETRY_SECONDS)})
 
+    async def bad_value(request: Request, exc: Exception) -> JSONResponse:
+        # A value PostgreSQL refuses (out of range, malformed for its type, a NUL) or input nested past
+        # Python's recursion limit: the caller's input, whichever route let it through. Its text (SQL) stays
+        # in the log; the answer names where the input came from.
+        parameter = "body" if request.method in ("POST", "PUT", "PATCH") else "query"
+        problem = ("is nested too deeply" if isinstance(exc, RecursionError)
+                   else "holds a value out of range or not of its type")
+        return JSONResponse(exception_body("InvalidParameterValue", f"{parameter}: {problem}", parameter), 400)
+
     async def unexpected(_request: Request, _exc: Exception) -> JSONResponse:
         # Never a stack trace to the client; the server log has it. This answer leaves from outside every
         # middleware (Starlette's outermost error layer), so it carries the security headers itself.
@@ -125,6 +134,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(psycopg.errors.QueryCanceled, query_cancelled)
     app.add_exception_handler(psycopg.OperationalError, database_unavailable)
     app.add_exception_handler(PoolTimeout, database_unavailable)
+    app.add_exception_handler(psycopg.DataError, bad_value)
+    app.add_exception_handler(RecursionError, bad_value)
     app.add_exception_handler(Exception, unexpected)
 
 

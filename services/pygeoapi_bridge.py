@@ -244,7 +244,10 @@ class JobsManager(BaseManager):
             self.update_job(job_id, {"status": JobStatus.failed.value, "message": description[:2000],
                                      "finished": datetime.now(UTC).strftime(DATETIME_FORMAT)})
             code = "InvalidParameterValue"
-            return JSON, {"type": code, "code": code, "description": description}, JobStatus.failed
+            answer = {"type": code, "code": code, "description": description}
+            if getattr(exc, "parameter", None):  # the input at fault, as the service's own 400s name it
+                answer["parameter"] = str(exc.parameter)
+            return JSON, answer, JobStatus.failed
         except Exception:
             LOGGER.exception("job %s (%s) failed", job_id, p.metadata.get("id"))
             self.update_job(job_id, {"status": JobStatus.failed.value, "message": "internal error",

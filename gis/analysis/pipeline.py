@@ -372,6 +372,9 @@ def process_bbox(bbox: Any) -> list[float] | None:
         raise InvalidProposal("bbox", "minlon,minlat,maxlon,maxlat") from None
     if len(box) != 4 or box[0] >= box[2] or box[1] >= box[3]:
         raise InvalidProposal("bbox", "minlon,minlat,maxlon,maxlat")
+    # Degrees: anything past the globe (1e308, inf) would overflow the grid and buffer arithmetic downstream.
+    if not (box[0] >= -180 and box[2] <= 180 and box[1] >= -90 and box[3] <= 90):
+        raise InvalidProposal("bbox", "longitudes lie between -180 and 180, latitudes between -90 and 90")
     return box
 
 
