@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from gis.errors import NotFound
 from gis.features import crs as crs_
 from gis.features.errors import InvalidQuery
+from gis.features.params import check_box_range
 from gis.features.temporal import parse_datetime
 from gis.layers import AccessClass, RasterSpec
 from gis.rasters import read, versions
@@ -269,6 +270,10 @@ def _numbers(text: str, parameter: str, count: int) -> list[float]:
 
 def _to_layer_crs(spec: RasterSpec, box: list[float], crs: crs_.Crs, parameter: str) -> read.Bounds:
     """A box given in `crs` (in its axis order) as minx, miny, maxx, maxy in the layer's CRS."""
+    try:
+        check_box_range(box, crs, parameter)
+    except InvalidQuery as exc:
+        raise InvalidParameter(exc.parameter, exc.problem) from None
     x0, y0, x1, y1 = (box[1], box[0], box[3], box[2]) if crs.northing_first else box
     if x0 >= x1 or y0 >= y1:
         raise InvalidParameter(parameter, "the lower corner must be below and left of the upper one")

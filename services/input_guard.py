@@ -12,6 +12,7 @@ import orjson
 from fastapi import Request
 
 from services.errors import InvalidParameter
+from services.ogc import DOCUMENT_NAMES
 
 NUL = "\x00"
 _ESCAPED_NUL = b"\\u0000"
@@ -39,7 +40,7 @@ async def check_request(request: Request) -> None:
     """An app-wide dependency: no NUL in the path parameters, the query or a JSON body."""
     for name, value in request.path_params.items():
         if isinstance(value, str) and NUL in value:
-            raise InvalidParameter(name, "contains a NUL character (%00)")
+            raise InvalidParameter(DOCUMENT_NAMES.get(name, name), "contains a NUL character (%00)")
     for name, value in request.query_params.multi_items():
         if NUL in name:
             raise InvalidParameter("query", "a parameter name contains a NUL character (%00)")

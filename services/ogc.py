@@ -20,6 +20,8 @@ SCHEMA_JSON = "application/schema+json"
 CREDENTIAL = "api_key"  # QGIS 3.22 users put their key in the URL; declared in the OpenAPI, never refused
 COMMON = frozenset({"f", CREDENTIAL})
 FORMATS = {"json": False, "geojson": False, "html": True}
+# Path parameters the OpenAPI document (and so every error) names as OGC API does, not as the routes do.
+DOCUMENT_NAMES = {"collection_id": "collectionId", "feature_id": "featureId"}
 
 
 @contextmanager
