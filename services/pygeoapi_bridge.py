@@ -37,6 +37,7 @@ from pygeoapi.util import DATETIME_FORMAT, JobStatus, RequestedResponse
 from gis.analysis.rules import OverlapRules
 from gis.errors import GisError
 from gis.layers import LayerRegistry
+from gis.rendering import PYGEOAPI_TEMPLATES_DIR
 from gis.settings import Settings
 from services.process_access import JOB_OWNER
 
@@ -311,6 +312,8 @@ def generate_config(settings: Settings, rules: OverlapRules, base_url: str,
             "pretty_print": False,
             "limits": {"default_items": 100, "max_items": 1000},  # /processes lists all (one page)
             "map": {"url": "about:blank", "attribution": ""},
+            # its process and job pages from our templates: no scripts, nothing from other sites
+            "templates": {"path": str(PYGEOAPI_TEMPLATES_DIR)},
             "manager": {"name": MANAGER, "connection": "ops.jobs", "output_dir": "ops.jobs"},
         },
         "logging": {"level": "ERROR"},
