@@ -3,6 +3,7 @@
 import argparse
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,10 @@ def _registry(settings: Settings) -> LayerRegistry:
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "grant":
         return cmd_db_grant(args, settings)
+    if args.action in ("replica", "promote"):
+        return cmd_db_replica(args, settings)
+    if args.rest:
+        raise GisError(f"db {args.action}: unexpected arguments {' '.join(args.rest)}")
     if settings.database_url and args.action != "url":
         print(f"GIS_DATABASE_URL is set: using that database, no embedded cluster to {args.action}")
         return 0
@@ -47,6 +52,44 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if args.action != "status" or cluster.status().running else 3
 
 
+def cmd_db_replica(args: argparse.Namespace, settings: Settings) -> int:
+    """gis db replica create NAME --port P | list | start NAME | stop NAME | drop NAME | url [NAME...];
+    gis db promote NAME. Standbys of the embedded cluster (gis.db.replicas)."""
+    from gis.db.replicas import Replicas, read_url
+
+    if settings.database_url:
+        raise GisError(f"db {args.action}: GIS_DATABASE_URL is set; replicas of that server are its operators' "
+                       "(docs/deployment.md), these commands act on the embedded cluster's")
+    replicas = Replicas(settings)
+    words = list(args.rest)
+    if args.action == "promote":
+        if len(words) != 1:
+            raise GisError("db promote: give the replica's NAME")
+        print(replicas.promote(words[0]))
+        return 0
+    verb = words.pop(0) if words else "list"
+    if verb == "list":
+        found = replicas.list()
+        for status in found:
+            print(status.describe())
+        if not found:
+            print("no replicas ('gis db replica create NAME --port P')")
+        return 0
+    if verb == "url":
+        print(read_url(settings, words or None))
+        return 0
+    if verb not in ("create", "start", "stop", "drop") or len(words) != 1:
+        raise GisError("db replica: create NAME --port P | list | start NAME | stop NAME | drop NAME | url [NAME...]")
+    name = words[0]
+    if verb == "create":
+        if not args.port:
+            raise GisError("db replica create: give --port P (a free port for the standby)")
+        print(replicas.create(name, args.port).describe())
+    else:
+        print({"start": replicas.start, "stop": replicas.stop, "drop": replicas.drop}[verb](name))
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from gis.security import audit, db_roles
 
@@ -55,7 +98,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     regranted: list[str] = []
 
     def regrant(conn: psycopg.Connection) -> None:  # in the tables' transaction: no new column is readable ungranted
-        plans = db_roles.reapply_if_granted(conn, policy, registry)
+        plans = db_roles.reapply_if_granted(conn, policy, registry, settings.city_extent)
         if plans:
             regranted.extend(p.name for p in plans)
             audit.record(conn, _admin_entry("db-grant", {"after": "migrate", "roles": regranted}))
@@ -85,7 +128,7 @@ def cmd_db_grant(args: argparse.Namespace, settings: Settings) -> int:
     _, policy = _policy(settings)
     user = None
     with psycopg.connect(database_url(settings)) as conn, conn.transaction():
-        plans = db_roles.apply(conn, policy, registry)
+        plans = db_roles.apply(conn, policy, registry, settings.city_extent)
         if args.user and args.remove:
             db_roles.remove_user(conn, args.user)
         elif args.user:
@@ -125,6 +168,7 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
             rejects_dir=settings.rejects_dir,
             force=args.force,
             progress=not args.quiet,
+            cut_at=_cut_at(args.cut_at),
         )
         try:
             print(run_refresh(url, request).summary(), flush=True)
@@ -132,6 +176,19 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
             failures += 1
             print(f"gis: refresh {spec.id} failed: {exc}", file=sys.stderr, flush=True)
     return 1 if failures else 0
+
+
+def _cut_at(value: str | None) -> datetime | None:
+    """--cut-at: an ISO 8601 time; without an offset it is Beijing time, as the departments write it."""
+    from gis.refresh.normalise import LOCAL_TIME
+
+    if value is None:
+        return None
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        raise GisError(f"--cut-at: '{value[:40]}' is not an ISO 8601 time (e.g. 2026-12-01T18:00+08:00)") from None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=LOCAL_TIME)
 
 
 def _refresh_rasters(url: str, specs: Iterable[RasterSpec], args: argparse.Namespace, settings: Settings) -> int:
@@ -303,8 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gis", description="Spatio-temporal GIS cloud: database, layers, refresh.")
     sub = parser.add_subparsers(dest="command", required=True)
     db = sub.add_parser("db", help="the embedded PostgreSQL + PostGIS cluster")
-    db.add_argument("action", choices=["start", "stop", "status", "url", "grant"],
-                    help="grant: PostgreSQL roles from the access policy (docs/security.md)")
+    db.add_argument("action", choices=["start", "stop", "status", "url", "grant", "replica", "promote"],
+                    help="grant: PostgreSQL roles from the access policy (docs/security.md); "
+                         "replica create NAME --port P|list|start NAME|stop NAME|drop NAME|url: streaming "
+                         "standbys; promote NAME: a standby becomes the primary")
+    db.add_argument("rest", nargs="*", help="replica: the verb and NAME; promote: NAME")
+    db.add_argument("--port", type=int, help="replica create: the standby's port")
     db.add_argument("--user", help="grant: a login role to create or update")
     db.add_argument("--role", help="grant: the --user's policy role (one with 'database: true')")
     db.add_argument("--claim", action="append", help="grant: NAME=VALUE for row rules (e.g. jurisdiction=...)")
@@ -320,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.add_argument("--source", help="a delivered file to load instead of the layer's sample")
     refresh.add_argument("--force", action="store_true", help="compare rows even if the file is unchanged")
     refresh.add_argument("--quiet", action="store_true", help="no progress bar")
+    refresh.add_argument("--cut-at", help="when the delivery was cut (ISO 8601; default: the file's modification "
+                         "time): features edited later are conflicts, settled by the layer's editing.on_conflict")
     refresh.set_defaults(handler=cmd_refresh)
     styles = sub.add_parser("styles", help="QGIS default styles")
     styles.add_argument("action", choices=["publish"])
