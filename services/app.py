@@ -58,7 +58,8 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     app.state.auth = access
     app.state.guard = limits.Guard.from_settings(http)
     install_error_handlers(app)
-    # Outermost last: gzip sees the final bytes, so the headers layer reads HTML pages uncompressed.
+    # Outermost last: gzip sees the final bytes.
+    app.add_middleware(input_guard.EmptyValuesLeftOut)
     app.add_middleware(limits.BodyLimit, max_body_bytes=http.max_body_bytes, max_upload_bytes=http.max_upload_bytes)
     app.add_middleware(SecurityHeaders, cors_origins=http.cors_origins)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)

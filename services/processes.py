@@ -32,6 +32,7 @@ from gis.db.cluster import database_url
 from gis.errors import NotFound
 from services import environment_processes, pipeline_processes, policing_processes, raster_processes
 from services.errors import InvalidParameter
+from services.input_guard import nul_at
 from services.planning import read_body, rules_of
 from services.process_access import bind_caller, require_full_read
 from services.process_inputs import input_value as _value
@@ -339,6 +340,9 @@ def check_execute_request(body: bytes) -> None:
     for name, kind in (("inputs", dict), ("outputs", dict), ("response", str), ("subscriber", dict)):
         if parsed.get(name) is not None and not isinstance(parsed[name], kind):
             raise InvalidParameter(name, f"must be a JSON {'object' if kind is dict else 'string'}")
+    where = nul_at(parsed.get("inputs"), "inputs")
+    if where is not None:
+        raise InvalidParameter(where, "contains a NUL character (\\u0000)")
 
 
 @router.get("/jobs", summary="Jobs, newest first")

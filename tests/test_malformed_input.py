@@ -91,11 +91,13 @@ def test_nul_in_any_query_value_is_a_400_naming_it(http: httpx.Client) -> None:
 
 
 def test_nul_escaped_in_a_json_body_is_a_400_naming_where(http: httpx.Client) -> None:
+    """Where a route names it (process inputs, the overlap check's body) the place; else the body, as PostgreSQL
+    refuses it (a sensor batch names each bad reading: tests/test_sensing.py)."""
     r = http.post("/processes/pipe-burst/execution", json={"inputs": {"pipe": "JS\x00"}})
-    refused(r, "body.inputs.pipe")
+    refused(r, "inputs.pipe")
     refused(http.post("/api/planning/overlap-checks", json={"project": "\x00"}), "body.project")
     refused(http.post("/processes/overlap-check/execution", json={"inputs": {"rules": ["a", "\x00"]}}),
-            "body.inputs.rules[1]")
+            "inputs.rules[1]")
 
 
 # -- execute requests that are not objects -----------------------------------------------------------------
