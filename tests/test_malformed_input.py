@@ -192,3 +192,19 @@ def test_corrupt_upload_is_a_400_naming_the_file(http: httpx.Client, name: str, 
                       headers={"Content-Type": "application/octet-stream"}))
     refused(http.post("/processes/overlap-check/execution", json={"inputs": {
         "file": base64.b64encode(content).decode(), "filename": name}}), "file")
+
+
+# -- empty values ------------------------------------------------------------------------------------------
+
+def test_empty_values_are_parameters_left_out(http: httpx.Client) -> None:
+    """`?datetime=&f=` (as an HTML form sends them) is valid under the OpenAPI document, and answered as if left
+    out; `properties=` alone keeps its meaning (no properties)."""
+    plain = http.get("/collections/roads/items", params={"limit": 3})
+    empty = http.get("/collections/roads/items?limit=3&datetime=&f=&filter=&sortby=&bbox=")
+    assert empty.status_code == 200 and empty.headers["content-type"].startswith("application/geo+json")
+    assert [f["id"] for f in empty.json()["features"]] == [f["id"] for f in plain.json()["features"]]
+    for path in ("/collections?f=", "/conformance?f=", "/catalog/items?q=&f=", "/api/pipeline/sensor-warnings?f=",
+                 "/collections/roads/tiles/WebMercatorQuad/0/0/0?datetime="):
+        assert http.get(path).status_code in (200, 204), path
+    none = http.get("/collections/roads/items?limit=1&properties=").json()["features"][0]
+    assert none["properties"] == {}
