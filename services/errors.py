@@ -6,6 +6,7 @@ trace), a query PostgreSQL cancelled at the statement timeout a 503 saying so, a
 reached a 503 with Retry-After.
 """
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -116,6 +117,23 @@ def error_response(request: Request, body: dict[str, Any], status: int,
     return JSONResponse(body, status, headers=dict(headers or {}))
 
 
+_HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the OpenAPI document gives the request's path (GET /jobs/{id} and DELETE /jobs/{id} are two
+    routes, and Starlette's 405 names the first one's only), with HEAD where GET is."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = "".join("[^/]+" if part.startswith("{") else re.escape(part)
+                          for part in re.split(r"({[^}]+})", template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {m.upper() for m in operations if m in _HTTP_METHODS}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def gis_error(request: Request, exc: Exception) -> Response:
         for kind, status, code in STATUS:
@@ -128,7 +146,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         code = "NotFound" if exc.status_code == 404 else "HTTPError"
-        return error_response(request, exception_body(code, str(exc.detail)), exc.status_code, exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names the methods of the first route on the path only
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return error_response(request, exception_body(code, str(exc.detail)), exc.status_code, headers)
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

@@ -290,6 +290,8 @@ async def _call(request: Request, bridge: Bridge, body: bytes, function: Callabl
     if isinstance(content, dict | list):
         content = orjson.dumps(content)
     headers = {k: v for k, v in headers.items() if k.lower() not in ("content-length", "content-encoding")}
+    if content and not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = "application/json"  # pygeoapi's dismissal answer (JSON) names no type
     return Response(content=content if status != 204 else b"", status_code=int(status), headers=headers)
 
 

@@ -208,3 +208,22 @@ def test_empty_values_are_parameters_left_out(http: httpx.Client) -> None:
         assert http.get(path).status_code in (200, 204), path
     none = http.get("/collections/roads/items?limit=1&properties=").json()["features"][0]
     assert none["properties"] == {}
+
+
+# -- what the document says ------------------------------------------------------------------------------------
+
+def test_method_not_allowed_names_every_method_of_the_path(http: httpx.Client) -> None:
+    """GET and DELETE /jobs/{id} are two routes: a 405 there lists both (Starlette alone named GET only)."""
+    r = http.put("/jobs/x")
+    assert r.status_code == 405
+    assert {m.strip() for m in r.headers["allow"].split(",")} == {"GET", "HEAD", "DELETE"}
+    assert http.patch("/collections/roads").headers["allow"] == "GET, HEAD"
+
+
+def test_dismissing_a_job_answers_with_a_content_type(http: httpx.Client) -> None:
+    started = http.post("/processes/police-nearest/execution", headers={"Prefer": "respond-async"},
+                        json={"inputs": {"point": [123.43, 41.80]}})
+    assert started.status_code == 201, started.text[:300]
+    r = http.delete(started.headers["location"])
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    assert r.json()
