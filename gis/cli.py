@@ -150,6 +150,8 @@ def cmd_db_grant(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
     registry = _registry(settings)
+    if args.watch:
+        return _watch(args, settings, registry)
     if args.all == bool(args.layers):
         raise GisError("name the layers to refresh, or --all")
     if args.source and (args.all or len(args.layers) != 1):
@@ -176,6 +178,21 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
             failures += 1
             print(f"gis: refresh {spec.id} failed: {exc}", file=sys.stderr, flush=True)
     return 1 if failures else 0
+
+
+def _watch(args: argparse.Namespace, settings: Settings, registry: LayerRegistry) -> int:
+    """Deliveries dropped into DIR/<layer>/ (gis/deliveries/watch.py), one line each."""
+    from gis.deliveries.watch import watch
+
+    if args.layers or args.all or args.source:
+        raise GisError("--watch takes no layers, --all or --source: the folder names the layer")
+
+    def report(outcome: dict[str, object]) -> None:
+        summary = outcome.get("summary") or outcome.get("message")
+        print(f"{outcome['layer']}: {outcome['status']}: {summary} ({outcome['file']})", flush=True)
+
+    return 1 if watch(database_url(settings), registry, Path(args.watch), settings.city_extent,
+                      settings.rejects_dir, report, once=args.once) else 0
 
 
 def _cut_at(value: str | None) -> datetime | None:
@@ -254,13 +271,37 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """uvicorn with N workers (a dead one is replaced and its death logged), proxy headers believed only from
+    GIS_SERVE_FORWARDED_ALLOW_IPS (services.serving does it, so any ASGI server gets the same), Prometheus
+    multiprocess mode when there is more than one worker."""
+    import os
+    import shutil
+    import tempfile
+
     import uvicorn  # the service is optional for every other command
 
+    from gis.settings import ServeSettings
+
+    serve = ServeSettings()
+    host = args.host or settings.host
     port = args.port or settings.port
-    print(f"serving on http://{settings.host}:{port}/ ({args.workers} worker(s))", flush=True)
-    # GIS_* settings reach the workers through the environment; the factory builds the app in each.
-    uvicorn.run("services.asgi:app_from_environment", factory=True, host=settings.host, port=port,
-                workers=args.workers, log_level="warning", access_log=False)
+    workers = args.workers or serve.workers
+    # Every value the workers need travels in the environment: they build their app from it (services.asgi).
+    os.environ["GIS_HOST"], os.environ["GIS_PORT"] = host, str(port)
+    if args.root_path is not None:
+        os.environ["GIS_SERVE_ROOT_PATH"] = args.root_path
+    metrics_dir = None
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        metrics_dir = tempfile.mkdtemp(prefix="gis-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    print(f"serving on http://{host}:{port}{os.environ.get('GIS_SERVE_ROOT_PATH', serve.root_path)}/ "
+          f"({workers} worker(s))", flush=True)
+    try:
+        uvicorn.run("services.asgi:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                    log_level="info", access_log=False, proxy_headers=False, server_header=False)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -381,6 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.add_argument("--source", help="a delivered file to load instead of the layer's sample")
     refresh.add_argument("--force", action="store_true", help="compare rows even if the file is unchanged")
     refresh.add_argument("--quiet", action="store_true", help="no progress bar")
+    refresh.add_argument("--watch", metavar="DIR", help="take files dropped into DIR/<layer>/ as deliveries "
+                         "(kept with checksum and sender, loaded by the same job; moved to done/ or failed/)")
+    refresh.add_argument("--once", action="store_true", help="with --watch: take the files there now, then stop")
     refresh.add_argument("--cut-at", help="when the delivery was cut (ISO 8601; default: the file's modification "
                          "time): features edited later are conflicts, settled by the layer's editing.on_conflict")
     refresh.set_defaults(handler=cmd_refresh)
@@ -416,8 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--log", help="the server log (default: GIS_DB_LOG_FILE, else the embedded cluster's)")
     audit.set_defaults(handler=cmd_audit)
     serve = sub.add_parser("serve", help="serve the OGC API on http://127.0.0.1:8000")
+    serve.add_argument("--host", help="address to listen on (default GIS_HOST or 127.0.0.1; 0.0.0.0 for all)")
     serve.add_argument("--port", type=int, help="port (default GIS_PORT or 8000)")
-    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument("--workers", type=int, help="worker processes (default GIS_SERVE_WORKERS or 1)")
+    serve.add_argument("--root-path", help="the path the service sits under behind a proxy, e.g. /gis "
+                       "(default GIS_SERVE_ROOT_PATH)")
     serve.set_defaults(handler=cmd_serve)
     project = sub.add_parser("qgis-project", help="write a QGIS project with every layer a caller may see")
     project.add_argument("out", help="the .qgs file to write")

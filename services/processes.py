@@ -16,7 +16,6 @@ import psycopg
 import pygeoapi.api.processes as processes_api
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import Response
-from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
 
 from gis.analysis import overlap, plan_conflicts, report
@@ -29,6 +28,7 @@ from gis.analysis.proposal import (
 )
 from gis.analysis.rules import OverlapRules
 from gis.db.cluster import database_url
+from gis.db.pool import make_sync_pool
 from gis.errors import NotFound
 from services import environment_processes, pipeline_processes, policing_processes, raster_processes
 from services.errors import InvalidParameter
@@ -251,8 +251,7 @@ def process_metadata(rules: OverlapRules) -> dict[str, dict[str, Any]]:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: AppState = app.state.gis
     rules = rules_of(app)
-    pool = ConnectionPool(database_url(state.settings), min_size=1, max_size=8, open=False,
-                          kwargs={"autocommit": True, "application_name": "gis-processes"})
+    pool = make_sync_pool(database_url(state.settings), state.settings, "gis-processes")
     bridge = Bridge(ProcessContext(state.settings, state.registry, rules, database_url(state.settings), pool),
                     process_metadata(rules) | pipeline_processes.process_metadata(state.settings.layers_dir,
                                                                                   state.registry)
