@@ -217,8 +217,30 @@ _ERRORS = {
 }
 
 
+NO_NUL = "^[^\\u0000]*$"  # a string without NUL: what the service takes (services.input_guard)
+
+
+def _strings_without_nul(node: Any) -> None:
+    """Every free text the document takes (no enum, no pattern of its own, not a file's bytes) says a NUL is not
+    part of it: the service refuses one anywhere, so a string with a NUL is not valid input by the document."""
+    if isinstance(node, dict):
+        if (node.get("type") == "string" and not {"enum", "pattern", "const"} & node.keys()
+                and node.get("format") != "binary"):
+            node["pattern"] = NO_NUL
+        for key, value in node.items():
+            if key not in ("responses", "example", "examples", "default"):
+                _strings_without_nul(value)
+    elif isinstance(node, list):
+        for value in node:
+            _strings_without_nul(value)
+
+
 def document_errors(document: dict[str, Any]) -> None:
-    """Adds the exception schema and the error answers every operation can give to an OpenAPI document."""
+    """Adds the exception schema and the error answers every operation can give to an OpenAPI document, and
+    marks its strings as ones without NUL."""
+    _strings_without_nul(document.get("paths", {}))
+    _strings_without_nul(document.get("components", {}).get("parameters", {}))
+    _strings_without_nul(document.get("components", {}).get("schemas", {}))
     components = document.setdefault("components", {})
     components.setdefault("schemas", {})["Exception"] = EXCEPTION_SCHEMA
     responses = components.setdefault("responses", {})
