@@ -235,9 +235,21 @@ def _strings_without_nul(node: Any) -> None:
             _strings_without_nul(value)
 
 
+def _empty_means_left_out(document: dict[str, Any]) -> None:
+    """Every optional query parameter may be sent empty (`?f=`), and is then taken as left out
+    (services.input_guard.EmptyValuesLeftOut): the document says so with allowEmptyValue."""
+    shared = document.get("components", {}).get("parameters", {}).values()
+    inline = [p for operations in document.get("paths", {}).values() for operation in operations.values()
+              if isinstance(operation, dict) for p in operation.get("parameters", [])]
+    for parameter in [*shared, *inline]:
+        if parameter.get("in") == "query" and not parameter.get("required"):
+            parameter["allowEmptyValue"] = True
+
+
 def document_errors(document: dict[str, Any]) -> None:
     """Adds the exception schema and the error answers every operation can give to an OpenAPI document, and
     marks its strings as ones without NUL."""
+    _empty_means_left_out(document)
     _strings_without_nul(document.get("paths", {}))
     _strings_without_nul(document.get("components", {}).get("parameters", {}))
     _strings_without_nul(document.get("components", {}).get("schemas", {}))
