@@ -34,7 +34,7 @@ from services import (
 )
 from services.errors import install_error_handlers
 from services.headers import SecurityHeaders
-from services.serving import Metrics, RequestContext, configure_logging
+from services.serving import Metrics, RequestContext, RootPathLinks, configure_logging
 from services.state import AppState
 
 
@@ -46,7 +46,7 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     registry = load_registry(settings.layers_dir, settings.styles_dir)
     access = auth.Auth.load(auth_settings or AuthSettings(), settings.layers_dir, registry)
     pool = make_pool(database_url(settings), settings, http.statement_timeout_ms)
-    read_pool = (make_pool(settings.database_read_url, settings, http.statement_timeout_ms, "gis-api-read", 30.0)
+    read_pool = (make_pool(settings.database_read_url, settings, http.statement_timeout_ms, "gis-api-read", 10.0)
                  if settings.database_read_url else None)
     pools = [p for p in (pool, read_pool) if p is not None]
     metrics = Metrics()
@@ -82,6 +82,7 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     app.state.guard = limits.Guard.from_settings(http)
     install_error_handlers(app)
     # Outermost last: gzip sees the final bytes.
+    app.add_middleware(RootPathLinks)  # innermost: HTML links under the root path
     app.add_middleware(input_guard.EmptyValuesLeftOut)
     app.add_middleware(limits.BodyLimit, max_body_bytes=http.max_body_bytes, max_upload_bytes=http.max_upload_bytes)
     app.add_middleware(SecurityHeaders, cors_origins=http.cors_origins)

@@ -13,7 +13,8 @@ from fastapi import Request
 from gis.analysis.overlap import Access
 from gis.errors import NotFound
 from gis.layers import LayerRegistry
-from services.auth import Caller, caller_of, visible_layers, visible_rasters
+from gis.security.inference import Sight, row_limited
+from services.auth import Caller, caller_of, visible_rasters
 
 # Each None outside a request (the CLI, tests of the processors): every layer, every raster, nobody audited.
 CALLER_ACCESS: ContextVar[Access] = ContextVar("caller_access", default=None)
@@ -23,10 +24,19 @@ PROCESS_CALLER: ContextVar[Caller | None] = ContextVar("process_caller", default
 
 @dataclass(frozen=True)
 class JobOwner:
-    """Whose jobs a request may see: its own, or every job (administrators; code outside a request)."""
+    """Whose jobs a request may see: its own, or every job (administrators; code outside a request).
+
+    Anonymous callers share no identity, so an anonymous job is reached only by its id, which is random and
+    unguessable (services.pygeoapi_bridge): the id is the capability. They list no jobs at all."""
 
     subject: str | None
     sees_all: bool
+    anonymous: bool = False
+
+    @property
+    def lists(self) -> bool:
+        """Whether listing /jobs may show this caller anything (its own jobs, or all of them)."""
+        return self.sees_all or not self.anonymous
 
 
 # None outside a request (the CLI, background threads): every job.
@@ -39,20 +49,28 @@ def bind_caller(request: Request) -> None:
     CALLER_ACCESS.set(caller_access(request))
     CALLER_RASTERS.set(frozenset(visible_rasters(request)))
     PROCESS_CALLER.set(caller)
-    JOB_OWNER.set(JobOwner(caller.subject, caller.role.spec.all_layers))
+    JOB_OWNER.set(JobOwner(caller.subject, caller.role.spec.all_layers, caller.anonymous))
 
 
-def caller_access(request: Request) -> dict[str, frozenset[str]]:
-    """Layer id -> the fields (and fid) the caller may read, for every layer it may read."""
-    return {layer_id: frozenset(("fid", *view.spec.field_names))
-            for layer_id, view in visible_layers(request).items()}
+def caller_access(request: Request) -> Sight:
+    """Layer id -> the fields (and fid) the caller may read, for every layer it may read; with the layers it
+    sees only some rows of and its role's `derive` modes (gis.security.inference)."""
+    return caller_of(request).role.sight
 
 
-def require_full_read(access: Access, registry: LayerRegistry, layer_ids: Iterable[str]) -> None:
-    """A process whose results show these layers whole runs only for a caller who may read them whole."""
+def require_full_read(access: Access, registry: LayerRegistry, layer_ids: Iterable[str],
+                      rows_applied: Iterable[str] = ()) -> None:
+    """A process whose results rest on these layers whole runs only for a caller who may read them whole: every
+    field, and every row (but on the layers in `rows_applied`, whose row rule the process applies itself).
+
+    The refusal names no layer the caller may not read (it answers as for a layer that does not exist)."""
     if access is None:
         return
+    applied = frozenset(rows_applied)
     for layer_id in layer_ids:
-        allowed = access.get(layer_id)
-        if allowed is None or not set(registry[layer_id].field_names) <= allowed:
+        if layer_id not in access:
+            raise NotFound("this process reads a layer the caller may not read")
+        if not set(registry[layer_id].field_names) <= access[layer_id]:
             raise NotFound(f"this process reads layer '{layer_id}', which the caller may not read in full")
+        if layer_id not in applied and row_limited(access, layer_id):
+            raise NotFound(f"this process reads every row of layer '{layer_id}'; the caller may read some of them")

@@ -29,7 +29,10 @@ from gis.analysis.proposal import (
 from gis.analysis.rules import OverlapRules
 from gis.db.cluster import database_url
 from gis.db.pool import make_sync_pool
-from gis.errors import NotFound
+from gis.security import inference
+from gis.security.examples import EXAMPLE_PROJECT
+from gis.security.policy import Policy
+from gis.sensing import readings
 from services import environment_processes, pipeline_processes, policing_processes, raster_processes
 from services.errors import InvalidParameter
 from services.input_guard import nul_at
@@ -107,8 +110,8 @@ class OverlapCheckProcessor(_Processor):
             fid = _value(data, "project")
             if not isinstance(fid, str) or not fid:
                 raise InvalidProposal("project", "the fid of a construction project, as a string")
-            if self.access is not None and rules.projects_layer and rules.projects_layer.id not in self.access:
-                raise NotFound(f"project: no feature '{fid[:80]}'")
+            if not overlap.project_readable(rules, self.access):
+                raise overlap.no_project(fid)
             return overlap.load_project(conn, rules, fid)
         if given[0] == "geometry":
             return proposal_from_geojson(_value(data, "geometry"), crs=crs, city_extent=settings.city_extent,
@@ -247,10 +250,18 @@ def process_metadata(rules: OverlapRules) -> dict[str, dict[str, Any]]:
 
 # -- routes ------------------------------------------------------------------------------------------
 
+def check_derive(policy: Policy, rules: OverlapRules) -> None:
+    """The policy's `derive` entries name dependencies the code has, in modes they support (else the service does
+    not start, naming the role and the entry)."""
+    known = overlap.dependencies(rules) | {readings.SENSOR_CHECKS.id: readings.SENSOR_CHECKS}
+    inference.check_declared({name: role.spec.derive for name, role in policy.roles.items()}, known)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: AppState = app.state.gis
     rules = rules_of(app)
+    check_derive(app.state.auth.policy, rules)
     pool = make_sync_pool(database_url(state.settings), state.settings, "gis-processes")
     bridge = Bridge(ProcessContext(state.settings, state.registry, rules, database_url(state.settings), pool),
                     process_metadata(rules) | pipeline_processes.process_metadata(state.settings.layers_dir,
@@ -319,7 +330,7 @@ async def describe_process(process_id: ProcessId, request: Request,
                      "inputs": {"type": "object", "description": "The process's inputs, by id (GET /processes/{id})"},
                      "outputs": {"type": "object"},
                      "response": {"type": "string", "enum": ["raw", "document"], "default": "raw"}}},
-                 "example": {"inputs": {"project": "XM202300046", "format": "json"}}}}}})
+                 "example": {"inputs": {"project": EXAMPLE_PROJECT, "format": "json"}}}}}})
 async def execute_process(process_id: ProcessId, request: Request,
                           bridge: Annotated[Bridge, Depends(bridge_of)]) -> Response:
     body = await read_body(request, MAX_EXECUTE_BYTES)

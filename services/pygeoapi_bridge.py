@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Any
 import orjson
 import psycopg
 import pygeoapi.api as pygeoapi_api
+import pygeoapi.process.manager.base as pygeoapi_manager_base
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -77,6 +79,25 @@ _MINE = sql.SQL("(owner IS NOT DISTINCT FROM %s OR %s)")
 def _mine() -> tuple[str | None, bool]:
     owner = JOB_OWNER.get()
     return (owner.subject, owner.sees_all) if owner else (None, True)
+
+
+def _lists() -> bool:
+    """Whether the caller may list jobs: not anonymous ones, who reach a job only by its (random) id."""
+    owner = JOB_OWNER.get()
+    return owner is None or owner.lists
+
+
+class _RandomJobIds:
+    """pygeoapi names a job uuid1(): the time and the host's node, so one job's id tells its neighbours'. A job's id
+    is an anonymous caller's only claim to it, so every job is named by a random uuid4 (122 random bits)."""
+
+    uuid1 = staticmethod(uuid.uuid4)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(uuid, name)
+
+
+pygeoapi_manager_base.uuid = _RandomJobIds()  # type: ignore[assignment]
 
 
 _COLUMNS = ("status", "message", "progress", "started", "finished", "updated", "mimetype")
@@ -165,6 +186,8 @@ class JobsManager(BaseManager):
                  offset: int | None = None) -> dict[str, Any]:
         where: sql.Composable = sql.SQL("WHERE ") + _MINE + sql.SQL(" ")
         params: list[Any] = list(_mine())
+        if not _lists():
+            where += sql.SQL("AND FALSE ")
         if status is not None:
             where, params = where + sql.SQL("AND status = %s "), [*params, status.value]
         with self._pool().connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -222,6 +245,8 @@ class JobsManager(BaseManager):
                               requested_outputs: dict[str, Any] | None = None, subscriber: Any = None,
                               requested_response: str | None = RequestedResponse.raw.value
                               ) -> tuple[str, Any, JobStatus]:
+        with self._pool().connection() as conn:  # its caller gets the result now: kept briefly (gis ops prune)
+            conn.execute("UPDATE ops.jobs SET sync = true WHERE job_id = %s", (job_id,))
         return self._run(p, job_id, data_dict, requested_outputs, requested_response, False)
 
     def _run(self, p: BaseProcessor, job_id: str, data_dict: dict[str, Any], requested_outputs: dict[str, Any] | None,

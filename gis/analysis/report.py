@@ -28,7 +28,7 @@ def rule_dict(result: RuleResult) -> dict[str, Any]:
     return {
         "id": rule.id,
         "title": {"zh": rule.title.zh, "en": rule.title.en},
-        "layer": rule.layer,
+        "layer": result.layer_shown,
         "kind": rule.kind.value,
         "status": result.status,
         "conflict": result.conflict,
@@ -93,7 +93,7 @@ def to_geojson(report: OverlapReport) -> dict[str, Any]:
         for f in r.features:
             features.append({
                 "type": "Feature", "id": f"{r.rule.id}:{f.fid}", "geometry": f.geometry,
-                "properties": {**f.attributes, "role": "overlap", "rule": r.rule.id, "layer": r.rule.layer,
+                "properties": {**f.attributes, "role": "overlap", "rule": r.rule.id, "layer": r.layer_shown,
                                "fid": f.fid, "conflict": f.conflict, "area_m2": _round(f.area_m2)},
             })
     return {"type": "FeatureCollection", "features": features}
