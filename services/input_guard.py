@@ -76,5 +76,6 @@ class EmptyValuesLeftOut:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         query = scope.get("query_string", b"") if scope["type"] == "http" else b""
         if query:
-            scope = {**scope, "query_string": drop_empty_values(query)}
+            # in place: the outer layers read what routing writes into this scope (the route, for logs and metrics)
+            scope["query_string"] = drop_empty_values(query)
         await self.app(scope, receive, send)
