@@ -11,8 +11,14 @@ REFRESH_TARGETS = {"first": 1.5, "unchanged": 0.6}
 MEMORY_TARGET_MIB = 4096
 
 
+def _none_finished(measurement: dict[str, Any] | None) -> bool:
+    """Loaded, but no request finished within a run: its one checking request is the only figure."""
+    return bool(measurement and measurement.get("result") and measurement["result"].get("requests") == 0
+                and measurement.get("check"))
+
+
 def _rate(measurement: dict[str, Any] | None) -> float | None:
-    if measurement and measurement.get("slow") and measurement.get("check"):
+    if measurement and (measurement.get("slow") or _none_finished(measurement)) and measurement.get("check"):
         return WORKERS / float(measurement["check"]["seconds"])  # its bound: every worker busy, no contention
     if not measurement or not measurement.get("result"):
         return None
@@ -23,6 +29,9 @@ def _rate(measurement: dict[str, Any] | None) -> float | None:
 def _cell(measurement: dict[str, Any] | None) -> str:
     if not measurement:
         return "not run"
+    if _none_finished(measurement):
+        seconds = measurement["check"]["seconds"]
+        return f"≤ {WORKERS / seconds:.2f} (no request finished within a run; one alone: {seconds:.1f} s)"
     if measurement.get("result"):
         r = measurement["result"]
         spread = f" ±{r['spread'] * 50:.0f}%" if r.get("spread") is not None and len(r.get("runs", ())) > 1 else ""
@@ -46,7 +55,7 @@ def _ratio(ours: float | None, other: float | None, other_bounded: bool = False)
 
 
 def _bounded(measurement: dict[str, Any] | None) -> bool:
-    return bool(measurement and measurement.get("slow"))
+    return bool(measurement and (measurement.get("slow") or _none_finished(measurement)))
 
 
 def refresh_section(data: dict[str, Any]) -> list[str]:
@@ -109,6 +118,7 @@ def _timings(timings: dict[str, float]) -> str:
 
 NOW_CASE = {"asof_instant": "items_100", "asof_interval": "items_100", "asof_item": "item"}
 AS_OF_TARGET = 0.5  # an as-of request costs at most 2x the same request without datetime
+BUSY_LOAD = 5.0  # a load average above this before a timed run: something else was running
 
 
 def _target(case_key: str, target: float | None, ours: float | None, other: float | None) -> tuple[str, bool | None]:
@@ -211,6 +221,12 @@ def api_section(data: dict[str, Any]) -> list[str]:
     if loads:
         lines.append(f"- 1-minute load average as the timed runs started: {min(loads):.1f} to {max(loads):.1f} "
                      "(wrk, the server and PostgreSQL share the 2 cores, so 2 to 4 is the run itself).")
+        if max(loads) > BUSY_LOAD:
+            at = lines.index("Requests (from the data: the centre is the mean of a sample of segment centroids):")
+            lines[at:at] = [f"**This run was taken on a busy machine** (load average up to {max(loads):.1f} "
+                            "before a timed run): other work shared the two cores, so every figure here is "
+                            "noisy and the ratios are not to be trusted. Re-run `make bench` on an idle "
+                            "machine.", ""]
     if data.get("credentials"):
         lines.append("- Our service is asked with an API key (`X-API-Key`, role `pipeline_app`): the pipelines "
                      "are an internal layer. Each of its answers therefore also resolves the key (cached per "
@@ -230,8 +246,15 @@ def api_section(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-def history_section(data: dict[str, Any]) -> list[str]:
+def history_section(data: dict[str, Any], refresh: dict[str, Any] | None = None) -> list[str]:
     seconds = sorted(r["seconds"] for r in data["refreshes"])
+    median = seconds[len(seconds) // 2]
+    versus = ""
+    if refresh:
+        ogr = float(refresh["ogr2ogr"]["seconds"])
+        ratio = median / ogr
+        versus = (f" That is {ratio:.2f}× ogr2ogr's load of the whole file in the same run ({ogr:.1f} s); the "
+                  f"issue asks ≤ 0.5× {_mark(ratio <= 0.5)}.")
     return [
         "## History: ten deliveries of the bench layer",
         "",
@@ -239,7 +262,7 @@ def history_section(data: dict[str, Any]) -> list[str]:
         "(`bench/history.py`), each the one before with 5% of the segments changed, 1% removed and 1.5% added, "
         f"so the as-of requests above read a realistic history: {data['current_rows']:,} current rows and "
         f"{data['history_rows']:,} closed versions. Each changed delivery's refresh took "
-        f"{seconds[0]:.1f} to {seconds[-1]:.1f} s (median {seconds[len(seconds) // 2]:.1f} s).",
+        f"{seconds[0]:.1f} to {seconds[-1]:.1f} s (median {median:.1f} s).{versus}",
         "",
     ]
 
@@ -267,7 +290,7 @@ def write(path: Path, machine: dict[str, str], refresh: dict[str, Any] | None, a
         "",
     ]
     lines += refresh_section(refresh) if refresh else ["## Refresh", "", "Not run in this pass.", ""]
-    lines += history_section(history) if history else []
+    lines += history_section(history, refresh) if history else []
     lines += api_section(api) if api else ["## OGC API", "", "Not run in this pass.", ""]
     if notes:
         lines += ["## Notes", "", *[f"- {note}" for note in notes], ""]
