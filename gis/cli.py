@@ -207,6 +207,21 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import importlib
+    import logging
+
+    from gis.jobs.settings import JobSettings
+    from gis.security.settings import AuthSettings
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    jobs = JobSettings(**({"concurrency": args.concurrency} if args.concurrency else {}))
+    # the processes live in the service package; like `gis serve`, this command is its entry point
+    runner = importlib.import_module("services.job_runner")
+    return int(runner.run_worker(settings, jobs, AuthSettings()))
+
+
 def _policy(settings: Settings) -> "tuple[AuthSettings, Policy]":
     from gis.security.policy import load_policy, policy_path
     from gis.security.settings import AuthSettings
@@ -356,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default GIS_PORT or 8000)")
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     serve.set_defaults(handler=cmd_serve)
+    worker = sub.add_parser("worker", help="run queued jobs (asynchronous process executions) until stopped")
+    worker.add_argument("--concurrency", type=int, help="jobs at once (default GIS_JOBS_CONCURRENCY or 2)")
+    worker.add_argument("--verbose", action="store_true", help="log each job claimed")
+    worker.set_defaults(handler=cmd_worker)
     project = sub.add_parser("qgis-project", help="write a QGIS project with every layer a caller may see")
     project.add_argument("out", help="the .qgs file to write")
     project.add_argument("--api-key", help="the caller's key: its role's layers, the key in the OAPIF URLs")

@@ -8,6 +8,7 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from gis.db.cluster import database_url
 from gis.db.pool import make_pool
+from gis.jobs.settings import JobSettings
 from gis.layers import load_registry
 from gis.security.settings import AuthSettings, HttpSettings
 from gis.settings import Settings
@@ -32,7 +33,7 @@ from services.state import AppState
 
 
 def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
-               http_settings: HttpSettings | None = None) -> FastAPI:
+               http_settings: HttpSettings | None = None, job_settings: JobSettings | None = None) -> FastAPI:
     http = http_settings or HttpSettings()
     registry = load_registry(settings.layers_dir, settings.styles_dir)
     access = auth.Auth.load(auth_settings or AuthSettings(), settings.layers_dir, registry)
@@ -54,6 +55,7 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     app.state.gis = AppState(settings=settings, registry=registry, pool=pool)
     app.state.auth = access
     app.state.guard = limits.Guard.from_settings(http)
+    app.state.jobs = job_settings or JobSettings()
     install_error_handlers(app)
     # Outermost last: gzip sees the final bytes, so the headers layer reads HTML pages uncompressed.
     app.add_middleware(limits.BodyLimit, max_body_bytes=http.max_body_bytes, max_upload_bytes=http.max_upload_bytes)

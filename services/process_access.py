@@ -4,15 +4,17 @@ The execution route sets it for the request; a processor captures it when the jo
 processor out (still in the request's context), so an asynchronous job keeps its caller's rights.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request
 
 from gis.analysis.overlap import Access
 from gis.errors import NotFound
 from gis.layers import LayerRegistry
+from gis.security.policy import Policy
 from services.auth import Caller, caller_of, visible_layers, visible_rasters
 
 # Each None outside a request (the CLI, tests of the processors): every layer, every raster, nobody audited.
@@ -56,3 +58,36 @@ def require_full_read(access: Access, registry: LayerRegistry, layer_ids: Iterab
         allowed = access.get(layer_id)
         if allowed is None or not set(registry[layer_id].field_names) <= allowed:
             raise NotFound(f"this process reads layer '{layer_id}', which the caller may not read in full")
+
+
+# -- a job's caller, carried to the worker that runs it ------------------------------------------------
+
+def caller_snapshot(caller: Caller | None, access: Access, rasters: frozenset[str] | None) -> dict[str, Any]:
+    """What a queued job keeps of its caller (JSON): who, which role, and what it could read when it asked."""
+    return {
+        "caller": None if caller is None else {
+            "subject": caller.subject, "role": caller.role.name, "method": caller.method, "key_id": caller.key_id,
+            "claims": dict(caller.claims)},
+        "access": None if access is None else {layer: sorted(fields) for layer, fields in access.items()},
+        "rasters": None if rasters is None else sorted(rasters),
+    }
+
+
+def restore_caller(snapshot: Mapping[str, Any], policy: Policy) -> None:
+    """Sets the context a processor binds to (as bind_caller does in a request) from a caller_snapshot.
+
+    The caller's rights are what they were when the job was accepted; a role gone from the policy since
+    then runs nothing (NotFound, and the job fails saying so)."""
+    found = snapshot.get("caller")
+    caller = None
+    if found is not None:
+        role = policy.role(str(found["role"]))
+        if role is None:
+            raise NotFound(f"the caller's role '{found['role']}' is no longer in the access policy")
+        caller = Caller(str(found["subject"]), role, str(found["method"]), found.get("key_id"),
+                        dict(found.get("claims") or {}))
+    access = snapshot.get("access")
+    rasters = snapshot.get("rasters")
+    CALLER_ACCESS.set(None if access is None else {k: frozenset(v) for k, v in access.items()})
+    CALLER_RASTERS.set(None if rasters is None else frozenset(rasters))
+    PROCESS_CALLER.set(caller)

@@ -30,6 +30,10 @@ from gis.analysis.proposal import (
 from gis.analysis.rules import OverlapRules
 from gis.db.cluster import database_url
 from gis.errors import NotFound
+from gis.jobs.settings import JobSettings
+from gis.layers import LayerRegistry
+from gis.security.policy import Policy
+from gis.settings import Settings
 from services import environment_processes, pipeline_processes, policing_processes, raster_processes
 from services.planning import read_body, rules_of
 from services.process_access import bind_caller, require_full_read
@@ -245,19 +249,25 @@ def process_metadata(rules: OverlapRules) -> dict[str, dict[str, Any]]:
 
 # -- routes ------------------------------------------------------------------------------------------
 
+def make_bridge(settings: Settings, registry: LayerRegistry, rules: OverlapRules, policy: Policy,
+                application_name: str = "gis-processes") -> Bridge:
+    """Every process we offer, over a pool of its own (not opened): the service's and `gis worker`'s."""
+    url = database_url(settings)
+    pool = ConnectionPool(url, min_size=1, max_size=8, open=False,
+                          kwargs={"autocommit": True, "application_name": application_name})
+    return Bridge(ProcessContext(settings, registry, rules, url, pool, policy),
+                  process_metadata(rules) | pipeline_processes.process_metadata(settings.layers_dir, registry)
+                  | environment_processes.process_metadata(settings.layers_dir, registry)
+                  | policing_processes.process_metadata(settings.layers_dir, registry)
+                  | raster_processes.process_metadata(registry))
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: AppState = app.state.gis
-    rules = rules_of(app)
-    pool = ConnectionPool(database_url(state.settings), min_size=1, max_size=8, open=False,
-                          kwargs={"autocommit": True, "application_name": "gis-processes"})
-    bridge = Bridge(ProcessContext(state.settings, state.registry, rules, database_url(state.settings), pool),
-                    process_metadata(rules) | pipeline_processes.process_metadata(state.settings.layers_dir,
-                                                                                  state.registry)
-                    | environment_processes.process_metadata(state.settings.layers_dir, state.registry)
-                    | policing_processes.process_metadata(state.settings.layers_dir, state.registry)
-                    | raster_processes.process_metadata(state.registry))
-    await run_in_threadpool(bridge.open)
+    bridge = make_bridge(state.settings, state.registry, rules_of(app), app.state.auth.policy)
+    jobs: JobSettings = app.state.jobs
+    await run_in_threadpool(bridge.open, jobs, jobs.in_service)
     app.state.processes = bridge
     try:
         yield
