@@ -1,6 +1,7 @@
 """Security settings (split from gis.settings by concern), built once and passed in: authentication (GIS_AUTH_)
 and the HTTP service's hardening (GIS_HTTP_)."""
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +18,10 @@ class AuthSettings(BaseSettings):
         default=SecretStr(""),
         description="Server secret mixed into every API key hash (HMAC-SHA256); a leaked key table alone then "
                     "cannot be checked against candidate keys. Changing it invalidates every key.")
-    key_cache_seconds: float = Field(default=30.0, ge=0, description="How long a process trusts a key lookup.")
+    key_cache_seconds: float = Field(
+        default=4.0, ge=0, le=5,
+        description="How long a process trusts a key lookup: a revoked key stops working on every node within "
+                    "this time (at most 5 s). A lookup is one indexed read per key, process and period.")
     jwks: str | None = Field(
         default=None, description="OIDC signing keys for bearer tokens: a JWKS URL (https://...) or a JWKS file.")
     jwt_issuer: str | None = Field(default=None, description="Required `iss` of bearer tokens.")
@@ -33,11 +37,20 @@ class HttpSettings(BaseSettings):
     rate_per_second: float = Field(
         default=50.0, ge=0,
         description="Requests per second each API key (or each client address, for anonymous callers) may make, "
-                    "sustained, per service process; 0 turns rate limiting off.")
+                    "sustained, across every service node and worker (a budget on the primary); 0 turns rate "
+                    "limiting off.")
     rate_burst: int = Field(
         default=300, ge=1,
         description="Requests a caller may make at once before the sustained rate applies (a web map asks for "
                     "dozens of tiles per view).")
+    continuation_cost: float = Field(
+        default=0.1, ge=0, le=1,
+        description="What a page reached through a `next` link (a keyset cursor) costs, in requests: clients "
+                    "page through a layer as fast as it answers, and a continuation is an index seek.")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR) of the proxies in front of the service, comma-separated: from "
+                    "these only, X-Forwarded-For names the client whose anonymous budget a request takes from.")
     max_body_bytes: int = Field(
         default=2**20, ge=0, description="Largest request body (bytes) anywhere but the upload endpoints.")
     max_upload_bytes: int = Field(
@@ -56,6 +69,23 @@ class HttpSettings(BaseSettings):
         default_factory=list,
         description="Origins (scheme://host[:port]) whose web pages may call the API from a browser, comma-separated; "
                     "'*' for any. Default: none (no CORS headers).")
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for proxy in value:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"'{proxy[:60]}' is not an address or a network (CIDR)") from None
+        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod
