@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 SAMPLES := data-samples/generated/small
 # Debian packages: the server with PostGIS, GDAL's tools (ogr2ogr, the OAPIF client), QGIS's bindings,
 # Chromium for the web map's browser tests.
-RUN_PACKAGES := postgresql-15 postgresql-15-postgis-3
+# The metapackages name the release's own PostgreSQL major (Debian 12: 15, Debian 13: 17).
+RUN_PACKAGES := postgresql postgresql-postgis
 TEST_PACKAGES := $(RUN_PACKAGES) gdal-bin python3-qgis qgis-providers chromium
 
 # Python 3.12 or newer: $(PYTHON) if given, else the first that runs among python3.12, python3.13 and

@@ -31,7 +31,7 @@ from gis.settings import Settings  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 PEERS_DIR = ROOT / "bench" / ".peers"
 SAMPLES = ROOT / "data-samples" / "generated" / "bench"
-DEBIAN_PACKAGES = ("wrk", "time", "gdal-bin", "postgresql-15", "postgresql-15-postgis-3")
+DEBIAN_PACKAGES = ("wrk", "time", "gdal-bin", "postgresql", "postgresql-postgis")
 
 
 def say(message: str) -> None:

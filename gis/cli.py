@@ -31,6 +31,10 @@ def _registry(settings: Settings) -> LayerRegistry:
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "grant":
         return cmd_db_grant(args, settings)
+    if args.action in ("replica", "promote"):
+        return cmd_db_replica(args, settings)
+    if args.rest:
+        raise GisError(f"db {args.action}: unexpected arguments {' '.join(args.rest)}")
     if settings.database_url and args.action != "url":
         print(f"GIS_DATABASE_URL is set: using that database, no embedded cluster to {args.action}")
         return 0
@@ -45,6 +49,44 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     }
     print(actions[args.action]())
     return 0 if args.action != "status" or cluster.status().running else 3
+
+
+def cmd_db_replica(args: argparse.Namespace, settings: Settings) -> int:
+    """gis db replica create NAME --port P | list | start NAME | stop NAME | drop NAME | url [NAME...];
+    gis db promote NAME. Standbys of the embedded cluster (gis.db.replicas)."""
+    from gis.db.replicas import Replicas, read_url
+
+    if settings.database_url:
+        raise GisError(f"db {args.action}: GIS_DATABASE_URL is set; replicas of that server are its operators' "
+                       "(docs/deployment.md), these commands act on the embedded cluster's")
+    replicas = Replicas(settings)
+    words = list(args.rest)
+    if args.action == "promote":
+        if len(words) != 1:
+            raise GisError("db promote: give the replica's NAME")
+        print(replicas.promote(words[0]))
+        return 0
+    verb = words.pop(0) if words else "list"
+    if verb == "list":
+        found = replicas.list()
+        for status in found:
+            print(status.describe())
+        if not found:
+            print("no replicas ('gis db replica create NAME --port P')")
+        return 0
+    if verb == "url":
+        print(read_url(settings, words or None))
+        return 0
+    if verb not in ("create", "start", "stop", "drop") or len(words) != 1:
+        raise GisError("db replica: create NAME --port P | list | start NAME | stop NAME | drop NAME | url [NAME...]")
+    name = words[0]
+    if verb == "create":
+        if not args.port:
+            raise GisError("db replica create: give --port P (a free port for the standby)")
+        print(replicas.create(name, args.port).describe())
+    else:
+        print({"start": replicas.start, "stop": replicas.stop, "drop": replicas.drop}[verb](name))
+    return 0
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -318,8 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gis", description="Spatio-temporal GIS cloud: database, layers, refresh.")
     sub = parser.add_subparsers(dest="command", required=True)
     db = sub.add_parser("db", help="the embedded PostgreSQL + PostGIS cluster")
-    db.add_argument("action", choices=["start", "stop", "status", "url", "grant"],
-                    help="grant: PostgreSQL roles from the access policy (docs/security.md)")
+    db.add_argument("action", choices=["start", "stop", "status", "url", "grant", "replica", "promote"],
+                    help="grant: PostgreSQL roles from the access policy (docs/security.md); "
+                         "replica create NAME --port P|list|start NAME|stop NAME|drop NAME|url: streaming "
+                         "standbys; promote NAME: a standby becomes the primary")
+    db.add_argument("rest", nargs="*", help="replica: the verb and NAME; promote: NAME")
+    db.add_argument("--port", type=int, help="replica create: the standby's port")
     db.add_argument("--user", help="grant: a login role to create or update")
     db.add_argument("--role", help="grant: the --user's policy role (one with 'database: true')")
     db.add_argument("--claim", action="append", help="grant: NAME=VALUE for row rules (e.g. jurisdiction=...)")

@@ -138,6 +138,27 @@ class SourceSpec(_Strict):
         return self
 
 
+class EditingSpec(_Strict):
+    """Who keeps the layer: department deliveries (refreshes), edits (OGC API Features Part 4, QGIS), or both."""
+
+    maintained_by: Literal["deliveries", "edits", "both"] = Field(
+        default="deliveries", description="deliveries: refreshes only, no edits; edits: no refreshes; both.")
+    on_conflict: Literal["keep_edit", "take_delivery"] = Field(
+        default="keep_edit", description="Where both maintain the layer: what a refresh does with a feature edited "
+        "after its delivery was cut: keep the edit, or take the delivery's version (the edit stays in history). "
+        "Either way the conflict is reported.")
+    require_if_match: bool = Field(
+        default=False, description="Refuse updates and deletes that do not send the feature's ETag in If-Match.")
+
+    @property
+    def edits(self) -> bool:
+        return self.maintained_by in ("edits", "both")
+
+    @property
+    def deliveries(self) -> bool:
+        return self.maintained_by in ("deliveries", "both")
+
+
 class LayerSpec(_Strict):
     id: Name
     domain: Domain
@@ -154,6 +175,7 @@ class LayerSpec(_Strict):
     update_frequency: str = Field(min_length=1)
     source: SourceSpec
     style: str = Field(description="QML style, relative to the styles directory.")
+    editing: EditingSpec = Field(default_factory=EditingSpec)
 
     @model_validator(mode="after")
     def _fields_consistent(self) -> "LayerSpec":

@@ -17,6 +17,7 @@ from services import (
     catalog,
     coverages,
     downloads,
+    edits,
     features,
     landing,
     limits,
@@ -63,6 +64,7 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)
     landing.install(app)
     app.include_router(features.router)
+    app.include_router(edits.router)
     app.include_router(downloads.router)
     app.include_router(catalog.router)
     app.include_router(tiles.router)
@@ -81,6 +83,7 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     landing.add_landing_link(app, "/tileMatrixSets", "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes",
                              "application/json", "tile matrix sets")
     landing.add_conformance(app, *catalog.CONFORMANCE)
+    landing.add_conformance(app, *edits.CONFORMANCE)
     landing.add_landing_link(app, catalog.LANDING_LINK["href"], catalog.LANDING_LINK["rel"],
                              catalog.LANDING_LINK["type"], catalog.LANDING_LINK["title"])
     app.state.collection_links = [tiles.collection_links, downloads.collection_links]

@@ -15,6 +15,15 @@ from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gis.analysis.proposal import InvalidProposal, ProposalTooLarge
+from gis.edits.feature import InvalidFeature
+from gis.edits.store import (
+    EditBusy,
+    EditForbidden,
+    FeatureExists,
+    NotEditable,
+    PreconditionFailed,
+    PreconditionRequired,
+)
 from gis.errors import GisError, NotFound, SourceError
 from gis.features.errors import InvalidQuery
 from gis.sensing.readings import InvalidReadings, WriteBusy
@@ -63,6 +72,13 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (InvalidProposal, 400, "InvalidParameterValue"),
     (InvalidReadings, 400, "InvalidParameterValue"),
     (WriteBusy, 503, "ServiceUnavailable"),
+    (InvalidFeature, 400, "InvalidParameterValue"),
+    (EditForbidden, 403, "Forbidden"),
+    (NotEditable, 405, "MethodNotAllowed"),
+    (FeatureExists, 409, "Conflict"),
+    (PreconditionFailed, 412, "PreconditionFailed"),
+    (PreconditionRequired, 428, "PreconditionRequired"),
+    (EditBusy, 503, "ServiceUnavailable"),
     (SourceError, 400, "InvalidInput"),
     (RateLimited, 429, "TooManyRequests"),
     (GisError, 500, "ServerError"),

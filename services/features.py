@@ -253,7 +253,10 @@ async def item(collection_id: str, feature_id: str, request: Request) -> Respons
     body = b"".join((row[0][:-1], b',"links":', orjson.dumps(links), b"}"))
     if as_html:
         return ogc.html_response(html.feature_page(spec, orjson.loads(body)))
-    return Response(body, media_type=ogc.GEOJSON, headers={"Content-Crs": f"<{out_crs.uri}>"})
+    headers = {"Content-Crs": f"<{out_crs.uri}>"}
+    if row[1] is not None:
+        headers["ETag"] = row[1]  # the feature's current version: send it back in If-Match to edit (Part 4)
+    return Response(body, media_type=ogc.GEOJSON, headers=headers)
 
 
 @router.get("/collections/{collection_id}/items/{feature_id}/history", summary="Every version of one feature")

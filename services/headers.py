@@ -54,8 +54,9 @@ SECURITY_HEADERS: dict[str, str] = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 
-CORS_METHODS = "GET, HEAD, POST, DELETE, OPTIONS"
-CORS_REQUEST_HEADERS = "Accept, Accept-Language, Authorization, Content-Type, If-None-Match, Prefer, X-API-Key"
+CORS_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+CORS_REQUEST_HEADERS = ("Accept, Accept-Language, Authorization, Content-Crs, Content-Type, If-Match, If-None-Match, "
+                        "Prefer, X-API-Key, X-Edit-Reason")
 CORS_EXPOSED_HEADERS = "Content-Crs, ETag, Link, Location, Retry-After, Server-Timing, Preference-Applied"
 CORS_MAX_AGE = "600"
 

@@ -221,7 +221,13 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         ogc_path = path.replace("{collection_id}", "{collectionId}").replace("{feature_id}", "{featureId}")
         if ogc_path not in _FEATURE_PATHS:
             ogc_path = path  # another router's path keeps its own parameter names
-        for operation in operations.values():
+        for method, operation in operations.items():
+            if ogc_path in _FEATURE_PATHS and method != "get":  # edits (Part 4): the path's ids, their own headers
+                own = [p for p in operation.get("parameters", []) if p.get("in") == "header"]
+                ids = [n for n in _FEATURE_PATHS[ogc_path] if n in ("collectionId", "featureId")]
+                operation["parameters"] = [*({"$ref": f"#/components/parameters/{n}"} for n in ids), *own]
+                operation.setdefault("parameters", []).append({"$ref": "#/components/parameters/api_key"})
+                continue
             if ogc_path in _FEATURE_PATHS:
                 operation["parameters"] = [{"$ref": f"#/components/parameters/{n}"} for n in _FEATURE_PATHS[ogc_path]]
             if ogc_path in _SUCCESS_MEDIA:

@@ -35,7 +35,7 @@ def test_internal_layers_follow_the_audiences(policy: Policy, registry: LayerReg
 
 def test_restricted_layers_only_for_roles_naming_them(policy: Policy) -> None:
     readers = {name for name, role in policy.roles.items() if role.may_read("incidents")}
-    assert readers == {"policing_app", "admin"}
+    assert readers == {"policing_app", "policing_editor", "admin"}
 
 
 def test_hidden_layer_is_not_found_like_a_missing_one(policy: Policy) -> None:

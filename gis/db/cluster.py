@@ -24,7 +24,8 @@ from gis.settings import Settings
 
 SUPERUSER = "postgres"
 POSTGIS_CONTROL_GLOB = "/usr/share/postgresql/*/extension/postgis.control"
-INSTALL_HINT = "apt-get install postgresql-15 postgresql-15-postgis-3"
+# The metapackages: they pull in the release's own major (Debian 12: 15, Debian 13: 17).
+INSTALL_HINT = "apt-get install postgresql postgresql-postgis"
 
 # Who did it, and when: direct reads by `gis db grant` users are told apart, with a UTC time, in the server log
 # (gis.security.db_read_audit reads them from there into ops.audit_log).
@@ -65,12 +66,16 @@ def check_postgis_installed() -> None:
 
 
 class Cluster:
-    """The embedded cluster under settings.cluster_dir, listening on 127.0.0.1:settings.cluster_port."""
+    """The embedded cluster under settings.cluster_dir, listening on 127.0.0.1:settings.cluster_port.
 
-    def __init__(self, settings: Settings) -> None:
+    data_dir and port name another cluster run the same way: gis.db.replicas runs its standbys with this
+    class (a standby has standby.signal in its data directory and is never written to here).
+    """
+
+    def __init__(self, settings: Settings, data_dir: Path | None = None, port: int | None = None) -> None:
         self.settings = settings
-        self.data_dir = settings.cluster_dir.resolve()
-        self.port = settings.cluster_port
+        self.data_dir = (data_dir or settings.cluster_dir).resolve()
+        self.port = port or settings.cluster_port
         self.password_file = self.data_dir.parent / "pg.password"
 
     # -- running the server programs, as `postgres` when we are root -------------------------------
@@ -85,16 +90,21 @@ class Cluster:
             ) from exc
         return SUPERUSER
 
-    def _run(self, program: str, *args: str) -> subprocess.CompletedProcess[str]:
+    def _run(self, program: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         command = [str(find_bindir() / program), *args]
         result = subprocess.run(
-            command, capture_output=True, text=True, check=False, user=self._server_user(), cwd="/"
+            command, capture_output=True, text=True, check=False, user=self._server_user(), cwd="/",
+            env={**os.environ, **env} if env else None,
         )
         return result
 
     # -- state -------------------------------------------------------------------------------------
     def initialised(self) -> bool:
         return (self.data_dir / "PG_VERSION").is_file()
+
+    def is_standby(self) -> bool:
+        """A streaming standby (gis.db.replicas) until promoted: PostgreSQL removes standby.signal then."""
+        return (self.data_dir / "standby.signal").is_file()
 
     def status(self) -> ClusterStatus:
         pid_file = self.data_dir / "postmaster.pid"
@@ -131,7 +141,8 @@ class Cluster:
         if not self.initialised():
             self._initdb()
         if self.status().running:
-            self._ensure_database()
+            if not self.is_standby():
+                self._ensure_database()
             return f"already {self.status().describe()}"
         self._check_port_free()
         self._remove_stale_pid_file()
@@ -144,7 +155,8 @@ class Cluster:
         if result.returncode != 0:
             tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
             raise DatabaseError(f"PostgreSQL did not start: {' | '.join(tail) or result.stderr.strip()}")
-        self._ensure_database()
+        if not self.is_standby():  # a standby is read-only: it has what its primary has
+            self._ensure_database()
         return self.status().describe()
 
     def stop(self) -> str:

@@ -315,7 +315,8 @@ def _build_items_statement(spec: LayerSpec, q: ItemsQuery) -> Statement:
 
 def item_statement(spec: LayerSpec, fid: str, out_crs: crs_.Crs, time: TimeRange | None = None,
                    properties: tuple[str, ...] | None = None) -> Statement:
-    """One feature's GeoJSON (UTF-8 bytes): the version valid now, or at `time`; or no row."""
+    """One feature's GeoJSON (UTF-8 bytes) and its current version's ETag (None when it is no longer current):
+    the version valid now, or at `time`; or no row."""
     params: dict[str, object] = {"fid": fid, **time_params(spec, time)}
     shape = ("item", spec.id, out_crs.uri, None if time is None else (time.start is None, time.end is None),
              properties)
@@ -323,9 +324,13 @@ def item_statement(spec: LayerSpec, fid: str, out_crs: crs_.Crs, time: TimeRange
     if cached is not None and cached[0] is spec:
         return Statement(cached[1], params)
     predicates: list[sql.Composable] = [sql.SQL("fid = %(fid)s::text")]
-    query = sql.SQL("SELECT convert_to({feature}, 'UTF8') FROM {source} LIMIT 1").format(
+    # The second column is the current version's ETag (what If-Match on an edit is compared with).
+    query = sql.SQL(
+        "SELECT convert_to({feature}, 'UTF8'), (SELECT '\"' || c.refresh_id || '.' || encode(c.row_hash, 'hex') "
+        "|| '\"' FROM {current} c WHERE c.fid = %(fid)s::text) FROM {source} LIMIT 1"
+    ).format(
         feature=feature_text(spec, out_crs, properties, False, alias="t"),
-        source=source(spec, time, predicates),
+        current=ids.current_table(spec), source=source(spec, time, predicates),
     ).as_bytes(None)
     _remember(shape, spec, query)
     return Statement(query, params)

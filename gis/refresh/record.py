@@ -26,7 +26,7 @@ def next_refresh_id(conn: psycopg.Connection) -> int:
 
 
 def write_success(conn: psycopg.Connection, spec: LayerSpec, refresh_id: int, started_at: datetime,
-                  source_path: str, checksum: str, counts: MergeCounts, timings: dict[str, float]) -> None:
+                  source_path: str, checksum: str | None, counts: MergeCounts, timings: dict[str, float]) -> None:
     """Log the refresh and, where it changed the layer, recompute the layer's stats."""
     conn.execute(
         "INSERT INTO ops.refresh_log (refresh_id, layer_id, status, started_at, source_path, source_checksum, "

@@ -78,7 +78,7 @@ def copy_stream(conn: psycopg.Connection, spec: LayerSpec, mode: LoadMode) -> It
         yield copy
 
 
-def _canonical_frame(batch: NormalisedBatch, spec: LayerSpec) -> pd.DataFrame:
+def canonical_frame(batch: NormalisedBatch, spec: LayerSpec) -> pd.DataFrame:
     frame = batch.frame[["fid", *spec.field_names]].copy()
     frame["geom"] = shapely.to_wkb(shapely.set_srid(batch.geometries, spec.srid), hex=True, include_srid=True)
     for name in canonical_columns(spec)[len(spec.field_names) + 2:]:
@@ -122,7 +122,7 @@ def csv_rows(batch: NormalisedBatch, spec: LayerSpec, mode: LoadMode, refresh_id
 
     Rows already rejected (`skip`) are left out; a fid seen twice rejects both rows.
     """
-    frame = _canonical_frame(batch, spec)
+    frame = canonical_frame(batch, spec)
     hashes = row_hashes(frame)
     send = np.zeros(len(frame), dtype=bool)
     for position, fid in enumerate(frame["fid"].tolist()):

@@ -13,7 +13,9 @@ structured condition on a claim of the caller (never SQL text):
         equals_claim: station
 
 `writes` names the layers a role may add features to through the service (sensor readings posted over
-HTTP); writing does not imply reading.
+HTTP); writing does not imply reading. `edits` grants feature edits (OGC API Features Part 4, and the
+role's database login) per layer: any of create, update, delete; the role must be able to read the layer,
+its row rule holds for what it writes, and it cannot write a field masked from it.
 
 The per-role view of each layer (a LayerSpec without the masked fields) is built once at load, so the
 services' per-spec caches stay valid.
@@ -21,6 +23,7 @@ services' per-spec caches stay valid.
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 
@@ -35,6 +38,12 @@ POLICY_FILE = "access-policy.yml"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EditOperation(StrEnum):
+    create = "create"
+    update = "update"  # PUT (replace) and PATCH (merge patch)
+    delete = "delete"
 
 
 class Within(_Strict):
@@ -76,6 +85,8 @@ class RoleSpec(_Strict):
     audit: bool = Field(default=False, description="May read the audit log.")
     writes: tuple[Name, ...] = Field(default=(), description="Layers this role may add features to through the "
                                      "service (sensor readings posted over HTTP).")
+    edits: Mapping[Name, tuple[EditOperation, ...]] = Field(
+        default_factory=dict, description="layer -> the edits the role may make (create, update, delete)")
     database: bool = Field(default=False, description="Gets a PostgreSQL role from `gis db grant`.")
 
 
@@ -117,6 +128,9 @@ class Role:
     def may_write(self, layer_id: str) -> bool:
         return layer_id in self.spec.writes
 
+    def may_edit(self, layer_id: str, operation: EditOperation) -> bool:
+        return operation in self.spec.edits.get(layer_id, ())
+
     @property
     def audit(self) -> bool:
         return self.spec.audit
@@ -155,6 +169,14 @@ def _check(name: str, role: RoleSpec, registry: LayerRegistry) -> None:
 
     for layer_id in role.writes:
         known(layer_id, "writes")
+    for layer_id, operations in role.edits.items():
+        if not known(layer_id, "edits").editing.edits:
+            raise ValueError(f"roles.{name}.edits: '{layer_id}' is maintained by deliveries only (its layer file's "
+                             "editing.maintained_by)")
+        if not readable(role, registry[layer_id]):
+            raise ValueError(f"roles.{name}.edits: the role may not read '{layer_id}', so it cannot edit it")
+        if not operations:
+            raise ValueError(f"roles.{name}.edits.{layer_id}: name at least one of create, update, delete")
     for layer_id in role.restricted:
         if known(layer_id, "restricted").access is not AccessClass.restricted:
             raise ValueError(f"roles.{name}.restricted: '{layer_id}' is not a restricted layer")
@@ -190,7 +212,8 @@ def build_policy(raw: object, registry: LayerRegistry, where: str = "policy") ->
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
     anon_spec = parsed.roles[parsed.anonymous]
-    if anon_spec.all_layers or anon_spec.audiences or anon_spec.restricted or anon_spec.audit or anon_spec.writes:
+    if anon_spec.all_layers or anon_spec.audiences or anon_spec.restricted or anon_spec.audit or anon_spec.writes \
+            or anon_spec.edits:
         raise ConfigError(f"{where}: anonymous role '{parsed.anonymous}' may only read public layers")
     roles = {
         name: Role(name, spec, MappingProxyType({s.id: _view(registry, spec, s) for s in registry.values()
