@@ -16,11 +16,12 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 
 from gis.db.cluster import Cluster
@@ -308,8 +309,9 @@ class Stack:
 
     def _answers(self, member: Member) -> bool:
         try:
-            return httpx.get(f"http://127.0.0.1:{member.port}{HEALTH_PATH}", timeout=2).status_code == 200
-        except httpx.HTTPError:
+            with urllib.request.urlopen(f"http://127.0.0.1:{member.port}{HEALTH_PATH}", timeout=2) as answer:
+                return bool(answer.status == 200)
+        except (urllib.error.URLError, OSError):
             return False
 
     def _wait_answering(self, member: Member, seconds: float) -> None:
