@@ -3,6 +3,7 @@
 import argparse
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -97,7 +98,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     regranted: list[str] = []
 
     def regrant(conn: psycopg.Connection) -> None:  # in the tables' transaction: no new column is readable ungranted
-        plans = db_roles.reapply_if_granted(conn, policy, registry)
+        plans = db_roles.reapply_if_granted(conn, policy, registry, settings.city_extent)
         if plans:
             regranted.extend(p.name for p in plans)
             audit.record(conn, _admin_entry("db-grant", {"after": "migrate", "roles": regranted}))
@@ -127,7 +128,7 @@ def cmd_db_grant(args: argparse.Namespace, settings: Settings) -> int:
     _, policy = _policy(settings)
     user = None
     with psycopg.connect(database_url(settings)) as conn, conn.transaction():
-        plans = db_roles.apply(conn, policy, registry)
+        plans = db_roles.apply(conn, policy, registry, settings.city_extent)
         if args.user and args.remove:
             db_roles.remove_user(conn, args.user)
         elif args.user:
@@ -167,6 +168,7 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
             rejects_dir=settings.rejects_dir,
             force=args.force,
             progress=not args.quiet,
+            cut_at=_cut_at(args.cut_at),
         )
         try:
             print(run_refresh(url, request).summary(), flush=True)
@@ -174,6 +176,19 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
             failures += 1
             print(f"gis: refresh {spec.id} failed: {exc}", file=sys.stderr, flush=True)
     return 1 if failures else 0
+
+
+def _cut_at(value: str | None) -> datetime | None:
+    """--cut-at: an ISO 8601 time; without an offset it is Beijing time, as the departments write it."""
+    from gis.refresh.normalise import LOCAL_TIME
+
+    if value is None:
+        return None
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        raise GisError(f"--cut-at: '{value[:40]}' is not an ISO 8601 time (e.g. 2026-12-01T18:00+08:00)") from None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=LOCAL_TIME)
 
 
 def _refresh_rasters(url: str, specs: Iterable[RasterSpec], args: argparse.Namespace, settings: Settings) -> int:
@@ -239,13 +254,37 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """uvicorn with N workers (a dead one is replaced and its death logged), proxy headers believed only from
+    GIS_SERVE_FORWARDED_ALLOW_IPS (services.serving does it, so any ASGI server gets the same), Prometheus
+    multiprocess mode when there is more than one worker."""
+    import os
+    import shutil
+    import tempfile
+
     import uvicorn  # the service is optional for every other command
 
+    from gis.settings import ServeSettings
+
+    serve = ServeSettings()
+    host = args.host or settings.host
     port = args.port or settings.port
-    print(f"serving on http://{settings.host}:{port}/ ({args.workers} worker(s))", flush=True)
-    # GIS_* settings reach the workers through the environment; the factory builds the app in each.
-    uvicorn.run("services.asgi:app_from_environment", factory=True, host=settings.host, port=port,
-                workers=args.workers, log_level="warning", access_log=False)
+    workers = args.workers or serve.workers
+    # Every value the workers need travels in the environment: they build their app from it (services.asgi).
+    os.environ["GIS_HOST"], os.environ["GIS_PORT"] = host, str(port)
+    if args.root_path is not None:
+        os.environ["GIS_SERVE_ROOT_PATH"] = args.root_path
+    metrics_dir = None
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        metrics_dir = tempfile.mkdtemp(prefix="gis-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    print(f"serving on http://{host}:{port}{os.environ.get('GIS_SERVE_ROOT_PATH', serve.root_path)}/ "
+          f"({workers} worker(s))", flush=True)
+    try:
+        uvicorn.run("services.asgi:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                    log_level="info", access_log=False, proxy_headers=False, server_header=False)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -418,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.add_argument("--source", help="a delivered file to load instead of the layer's sample")
     refresh.add_argument("--force", action="store_true", help="compare rows even if the file is unchanged")
     refresh.add_argument("--quiet", action="store_true", help="no progress bar")
+    refresh.add_argument("--cut-at", help="when the delivery was cut (ISO 8601; default: the file's modification "
+                         "time): features edited later are conflicts, settled by the layer's editing.on_conflict")
     refresh.set_defaults(handler=cmd_refresh)
     styles = sub.add_parser("styles", help="QGIS default styles")
     styles.add_argument("action", choices=["publish"])
@@ -451,8 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--log", help="the server log (default: GIS_DB_LOG_FILE, else the embedded cluster's)")
     audit.set_defaults(handler=cmd_audit)
     serve = sub.add_parser("serve", help="serve the OGC API on http://127.0.0.1:8000")
+    serve.add_argument("--host", help="address to listen on (default GIS_HOST or 127.0.0.1; 0.0.0.0 for all)")
     serve.add_argument("--port", type=int, help="port (default GIS_PORT or 8000)")
-    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument("--workers", type=int, help="worker processes (default GIS_SERVE_WORKERS or 1)")
+    serve.add_argument("--root-path", help="the path the service sits under behind a proxy, e.g. /gis "
+                       "(default GIS_SERVE_ROOT_PATH)")
     serve.set_defaults(handler=cmd_serve)
     worker = sub.add_parser("worker", help="run queued jobs (asynchronous process executions) until stopped")
     worker.add_argument("--concurrency", type=int, help="jobs at once (default GIS_JOBS_CONCURRENCY or 2)")

@@ -10,8 +10,27 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GIS_", extra="ignore")
 
     database_url: str | None = Field(
-        default=None, description="Use this PostGIS instead of the embedded cluster; nothing is started."
-    )
+        default=None, description="The primary: every write (refreshes, audit rows, jobs, keys, readings) goes "
+        "here. Use this PostGIS instead of the embedded cluster; nothing is started. A libpq multi-host URL with "
+        "target_session_attrs=read-write follows a promotion without a restart.")
+    database_read_url: str | None = Field(
+        default=None, description="Standbys for reads (libpq multi-host URL, e.g. postgresql://u:p@s1:5432,"
+        "s2:5432/gis?target_session_attrs=prefer-standby). Layer reads go there unless a standby has not "
+        "replayed the layer's current version yet; unset: reads go to the primary.")
+    read_max_lag_s: float = Field(
+        default=5.0, gt=0, description="A standby whose replay lags more than this many seconds is left for "
+        "the primary until it catches up.")
+    db_connect_timeout_s: int = Field(
+        default=2, ge=2, description="Seconds a connection attempt may take (libpq connect_timeout; 2 at least); "
+        "also the silent-network bound (tcp_user_timeout).")
+    db_pool_timeout_s: float = Field(
+        default=1.5, gt=0, description="Seconds a request waits for a pooled connection before its 503.")
+    db_probe_interval_s: float = Field(
+        default=0.5, gt=0, description="How often each service process probes each database (the circuit "
+        "breaker; standby lag).")
+    db_probe_timeout_s: float = Field(
+        default=1.0, gt=0, description="A probe unanswered this long opens the breaker: requests get 503 at once "
+        "and those waiting on the silent database are answered 503.")
     cluster_dir: Path = Field(default=Path(".gisdata/pg"), description="Data directory of the embedded cluster.")
     cluster_port: int = Field(default=54329, ge=1024, le=65535, description="Port of the embedded cluster.")
     database_name: str = "gis"
@@ -37,7 +56,30 @@ class Settings(BaseSettings):
         default=64, ge=0,
         description="MiB of vector tiles each service process keeps (checked against the layer version); 0: none.",
     )
+    audit_retention_days: int = Field(
+        default=400, ge=1, description="Months of ops.audit_log kept, in days: `gis ops prune` drops whole "
+        "monthly partitions older than this.")
+    readings_retention_days: int = Field(
+        default=400, ge=1, description="Days of sensor readings kept (`gis ops prune`, monthly partitions).")
+    sync_job_retention_minutes: int = Field(
+        default=60, ge=1, description="Minutes a synchronous process call's job row (and its result) is kept; "
+        "asynchronous jobs follow audit_retention_days.")
     city_extent: tuple[float, float, float, float] = Field(
         default=(122.2, 41.0, 124.0, 43.2),
         description="lon/lat box (EPSG:4490) every feature must fall inside; Shenyang with a margin.",
     )
+
+
+class ServeSettings(BaseSettings):
+    """How `gis serve` runs behind a proxy, env prefix GIS_SERVE_ (host and port are GIS_HOST, GIS_PORT)."""
+
+    model_config = SettingsConfigDict(env_prefix="GIS_SERVE_", extra="ignore")
+
+    workers: int = Field(default=1, ge=1, description="Worker processes (uvicorn); a dead one is replaced.")
+    root_path: str = Field(
+        default="", description="The path the service sits under behind a proxy (e.g. /gis): every link, the "
+        "OpenAPI document, TileJSON and the map use it. A proxy may also send X-Forwarded-Prefix.")
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1", description="Proxies (comma-separated addresses, '*' for any) whose X-Forwarded-For, "
+        "-Proto, -Host and -Prefix headers are believed.")
+    access_log: bool = Field(default=True, description="One JSON line per request on standard error.")

@@ -15,7 +15,7 @@ from psycopg import sql
 
 from gis import identifiers as ids
 from gis.features import crs as crs_
-from gis.features.cql2 import ast
+from gis.features.cql2 import Filter
 from gis.features.cql2.to_sql import translate
 from gis.features.queries import source, time_params
 from gis.features.temporal import TimeRange
@@ -202,7 +202,7 @@ class TileResult:
 
 async def fetch_tile(conn: psycopg.AsyncConnection, spec: LayerSpec, tile: Tile,
                      known_versions: tuple[int, ...] = (), time: TimeRange | None = None,
-                     rows: ast.Node | None = None) -> TileResult:
+                     rows: Filter | None = None) -> TileResult:
     """One tile; `rows` is a row rule (a CQL2 node, geometries in CRS84) the tile's features must pass."""
     params = tile_params(spec, tile, known_versions, time)
     row_sql = translate(rows, spec, crs_.CRS84, params, "rows") if rows is not None else None

@@ -1,5 +1,7 @@
 """create_app(settings) -> FastAPI. Nothing is read from the environment or connected at import."""
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,7 +13,7 @@ from gis.db.pool import make_pool
 from gis.jobs.settings import JobSettings
 from gis.layers import load_registry
 from gis.security.settings import AuthSettings, HttpSettings
-from gis.settings import Settings
+from gis.settings import ServeSettings, Settings
 from services import (
     auth,
     catalog,
@@ -19,6 +21,7 @@ from services import (
     downloads,
     edits,
     features,
+    health,
     landing,
     limits,
     map_tiles,
@@ -30,30 +33,50 @@ from services import (
 )
 from services.errors import install_error_handlers
 from services.headers import SecurityHeaders
+from services.serving import Metrics, RequestContext, configure_logging
 from services.state import AppState
 
 
 def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
-               http_settings: HttpSettings | None = None, job_settings: JobSettings | None = None) -> FastAPI:
+               http_settings: HttpSettings | None = None, serve_settings: ServeSettings | None = None,
+               job_settings: JobSettings | None = None) -> FastAPI:
     http = http_settings or HttpSettings()
+    serve = serve_settings or ServeSettings()
+    configure_logging(serve)
     registry = load_registry(settings.layers_dir, settings.styles_dir)
     access = auth.Auth.load(auth_settings or AuthSettings(), settings.layers_dir, registry)
     pool = make_pool(database_url(settings), settings, http.statement_timeout_ms)
+    read_pool = (make_pool(settings.database_read_url, settings, http.statement_timeout_ms, "gis-api-read", 30.0)
+                 if settings.database_read_url else None)
+    pools = [p for p in (pool, read_pool) if p is not None]
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await pool.open(wait=True)
+        # Never waits for a database: the service starts without one and /readyz says why (gis.db.pool).
+        for each in pools:
+            await each.open(wait=False)
+        await asyncio.gather(*(each.probe_once() for each in pools))
+        for each in pools:
+            each.start_probe()
+        gauges = asyncio.get_running_loop().create_task(health.gauges_loop(_app.state.gis, metrics))
         try:
             yield
         finally:
-            await pool.close()
+            gauges.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gauges
+            for each in pools:
+                await each.stop_probe()
+                await each.close()
 
     # The OpenAPI document is served by services.landing at /openapi (OGC's service-desc), with its own HTML.
     # One auth dependency on every route: the caller (or the anonymous role) is known before any handler runs,
     # and held to its rate limit.
     app = FastAPI(title="时空信息云平台 · Spatio-temporal GIS cloud", lifespan=lifespan,
                   openapi_url=None, docs_url=None, redoc_url=None, dependencies=[Depends(limits.authenticate)])
-    app.state.gis = AppState(settings=settings, registry=registry, pool=pool)
+    app.state.gis = AppState(settings=settings, registry=registry, pool=pool, read_pool=read_pool)
+    app.state.metrics = metrics
     app.state.auth = access
     app.state.guard = limits.Guard.from_settings(http)
     app.state.jobs = job_settings or JobSettings()
@@ -62,6 +85,8 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     app.add_middleware(limits.BodyLimit, max_body_bytes=http.max_body_bytes, max_upload_bytes=http.max_upload_bytes)
     app.add_middleware(SecurityHeaders, cors_origins=http.cors_origins)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)
+    app.add_middleware(RequestContext, settings=serve, metrics=metrics)  # outermost: ids, logs, proxy, metrics
+    health.install(app)
     landing.install(app)
     app.include_router(features.router)
     app.include_router(edits.router)

@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from gis.db.cluster import database_url
 from gis.errors import NotFound
 from gis.features import crs as crs_
-from gis.features.cql2 import ast
+from gis.features.cql2 import Filter
 from gis.features.params import ItemsQuery
 from gis.features.queries import items_statement
 from gis.layers import AccessClass, LayerRegistry, RasterSpec
@@ -69,7 +69,7 @@ class Auth:
         self.policy = policy
         self.anonymous = Caller("anonymous", policy.anonymous, "anonymous")
         self._keys: dict[str, tuple[float, keys.KeyRecord | None]] = {}
-        self._areas: dict[tuple[str, str, str], tuple[float, ast.Node]] = {}
+        self._areas: dict[tuple[str, str, str], tuple[float, Filter]] = {}
         self._jwks: jwt.PyJWKClient | jwt.PyJWKSet | None = None
         if settings.jwks:
             if settings.jwks.startswith(("https://", "http://")):
@@ -125,7 +125,7 @@ class Auth:
         return Caller(f"sub:{claims['sub']}", role, "bearer", None, claims)
 
     # -- row rules --------------------------------------------------------------------------------
-    async def row_node(self, state: AppState, caller: Caller, view: LayerView, filter_crs: crs_.Crs) -> ast.Node:
+    async def row_node(self, state: AppState, caller: Caller, view: LayerView, filter_crs: crs_.Crs) -> Filter:
         rule = view.rows
         assert rule is not None
         value = rows.claim_value(caller.claims, rule)
@@ -223,7 +223,7 @@ async def restrict(request: Request, view: LayerView, q: ItemsQuery) -> ItemsQue
     return q if node is None else replace(q, filter=rows.combine(node, q.filter))
 
 
-async def row_filter(request: Request, view: LayerView, filter_crs: crs_.Crs = crs_.CRS84) -> ast.Node | None:
+async def row_filter(request: Request, view: LayerView, filter_crs: crs_.Crs = crs_.CRS84) -> Filter | None:
     """The caller's row rule on the layer as a CQL2 node (geometries in filter_crs); None when it has none."""
     if view.rows is None:
         return None
@@ -235,7 +235,7 @@ async def row_visible(request: Request, view: LayerView, feature_id: str) -> boo
     if view.rows is None:
         return True
     state = app_state(request)
-    q = ItemsQuery(limit=1, filter=ast.Comparison("=", ast.Property("id"), ast.Literal(feature_id)),
+    q = ItemsQuery(limit=1, filter={"op": "=", "args": [{"property": "id"}, feature_id]},
                    properties=(), skip_geometry=True)
     q = await restrict(request, view, q)
     statement = items_statement(view.spec, q)

@@ -52,16 +52,18 @@ def _items_parameters(spec: LayerSpec) -> frozenset[str]:
     return found
 
 
-async def fetch_one(state: AppState, statement: Statement, blame: str | None = None) -> tuple[Any, ...] | None:
-    """Run one prepared statement; a value the database refuses is the client's when `blame` names a parameter."""
+async def fetch_one(state: AppState, statement: Statement, blame: str | None = None,
+                    layer: str | None = None) -> tuple[Any, ...] | None:
+    """Run one prepared statement; a value the database refuses is the client's when `blame` names a parameter.
+
+    The read goes to a standby that has `layer`'s current version, or to the primary (AppState.read, which
+    also retries a connection the server closed)."""
+    async def work(conn: psycopg.AsyncConnection[Any]) -> tuple[Any, ...] | None:
+        cursor = await conn.execute(statement.query, statement.params, prepare=True, binary=True)
+        return await cursor.fetchone()
+
     try:
-        try:
-            return await _fetch_one(state, statement)
-        except psycopg.errors.QueryCanceled:
-            raise  # stopped at the statement timeout: a second run would take as long
-        except psycopg.OperationalError:
-            # A pooled connection the server closed (restart, failover): the pool drops it; one retry.
-            return await _fetch_one(state, statement)
+        return await state.read([layer] if layer else [], work)
     except (psycopg.DataError, psycopg.errors.InternalError_) as exc:
         if blame is None:
             raise
@@ -69,24 +71,15 @@ async def fetch_one(state: AppState, statement: Statement, blame: str | None = N
         raise InvalidParameter(blame, f"cannot be evaluated: {message}") from None
 
 
-async def _fetch_one(state: AppState, statement: Statement) -> tuple[Any, ...] | None:
-    async with state.pool.connection() as conn:
-        cursor = await conn.execute(statement.query, statement.params, prepare=True, binary=True)
-        return await cursor.fetchone()
-
-
 async def layer_stats(state: AppState) -> dict[str, tuple[Any, ...]]:
     """layer_id -> (layer_id, row_count, extent, time_extent, changed_refresh_id, changed_at)."""
     statement = stats_statement()
-    for attempt in (1, 2):
-        try:
-            async with state.pool.connection() as conn:
-                cursor = await conn.execute(statement.query, prepare=True)
-                return {row[0]: row for row in await cursor.fetchall()}
-        except psycopg.OperationalError:
-            if attempt == 2:
-                raise
-    return {}
+
+    async def work(conn: psycopg.AsyncConnection[Any]) -> dict[str, tuple[Any, ...]]:
+        cursor = await conn.execute(statement.query, prepare=True)
+        return {row[0]: row for row in await cursor.fetchall()}
+
+    return await state.read([], work)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -197,7 +190,7 @@ async def items(collection_id: str, request: Request) -> Response:
     q = await auth.restrict(request, view, q)
     with ogc.client_input():
         statement = items_statement(spec, q)
-    row = await fetch_one(state, statement, blame(q))
+    row = await fetch_one(state, statement, blame(q), view.source.id)
     assert row is not None
     features, returned, more, last_fid, matched = row
     await auth.audit_read(request, view, returned)
@@ -238,7 +231,7 @@ async def item(collection_id: str, feature_id: str, request: Request) -> Respons
         properties = parse_properties(params["properties"], spec) if "properties" in params else None
     if "\x00" in feature_id:
         raise NotFound(f"no feature '{feature_id[:60]}' in '{spec.id}'")
-    row = await fetch_one(state, item_statement(spec, feature_id, out_crs, time, properties))
+    row = await fetch_one(state, item_statement(spec, feature_id, out_crs, time, properties), layer=view.source.id)
     if row is not None and not await auth.row_visible(request, view, feature_id):
         row = None  # outside the caller's rows: as if it did not exist
     await auth.audit_read(request, view, 0 if row is None else 1, 404 if row is None else 200)
@@ -269,7 +262,7 @@ async def history(collection_id: str, feature_id: str, request: Request) -> Resp
         out_crs = crs_.parse_crs(params["crs"], "crs") if "crs" in params and not as_html else crs_.CRS84
     if "\x00" in feature_id:
         raise NotFound(f"no feature '{feature_id[:60]}' in '{spec.id}'")
-    row = await fetch_one(state, history_statement(spec, feature_id, out_crs))
+    row = await fetch_one(state, history_statement(spec, feature_id, out_crs), layer=view.source.id)
     if row is not None and row[1] and not await auth.row_visible(request, view, feature_id):
         row = None
     await auth.audit_read(request, view, 0 if row is None else row[1], 404 if row is None or not row[1] else 200)

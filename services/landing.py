@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 
 from gis.features import crs as crs_
+from gis.features.cql2 import CONFORMANCE as CQL2_CONFORMANCE
 from gis.features.cql2 import LANGUAGES
 from gis.features.params import DEFAULT_LIMIT, MAX_LIMIT
 from services import auth, coverages, html, ogc
@@ -34,16 +35,7 @@ FEATURES_CONFORMANCE = (
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables-query-parameters",
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter",
-    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
-    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
-    "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
-    "http://www.opengis.net/spec/cql2/1.0/conf/advanced-comparison-operators",
-    "http://www.opengis.net/spec/cql2/1.0/conf/case-insensitive-comparison",
-    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
-    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions-plus",
-    "http://www.opengis.net/spec/cql2/1.0/conf/spatial-functions",
-    "http://www.opengis.net/spec/cql2/1.0/conf/temporal-functions",
-    "http://www.opengis.net/spec/cql2/1.0/conf/property-property",
+    *CQL2_CONFORMANCE,
 )
 
 

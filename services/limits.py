@@ -9,8 +9,8 @@ a bucket of its own (the same rate, per process), so a database outage never tur
 
 What a request costs fits how clients page: following a `next` link (a keyset `cursor`) costs
 GIS_HTTP_CONTINUATION_COST of a token, a new query one token. The client address of an anonymous caller
-is the one the trusted proxies (GIS_HTTP_TRUSTED_PROXIES) report in X-Forwarded-For; docs/security.md
-says what the limits protect against.
+is the one the trusted proxies (GIS_SERVE_FORWARDED_ALLOW_IPS, services/serving.py) report in
+X-Forwarded-For; docs/security.md says what the limits protect against.
 
 Body: every request body is capped at GIS_HTTP_MAX_BODY_BYTES, the upload endpoints' at
 GIS_HTTP_MAX_UPLOAD_BYTES; a declared Content-Length over the cap is refused before the body is read,
@@ -18,12 +18,11 @@ a chunked body as soon as it passes the cap.
 """
 
 import asyncio
-import ipaddress
 import logging
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psycopg
 from fastapi import HTTPException, Request
@@ -145,12 +144,10 @@ class Guard:
 
     settings: HttpSettings
     limiter: SharedLimiter
-    proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default=())
 
     @classmethod
     def from_settings(cls, settings: HttpSettings) -> "Guard":
-        proxies = tuple(ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies)
-        return cls(settings, SharedLimiter(settings.rate_per_second, settings.rate_burst), proxies)
+        return cls(settings, SharedLimiter(settings.rate_per_second, settings.rate_burst))
 
     @property
     def cql2(self) -> Cql2Limits:
@@ -169,28 +166,6 @@ class Guard:
             return self.settings.continuation_cost
         return 1.0
 
-    def _trusted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.proxies)
-
-    def client_address(self, request: Request) -> str:
-        """The caller's address: the peer's, or, when the peer is a trusted proxy, the nearest address in
-        X-Forwarded-For that is not one of the trusted proxies (what a client writes there itself is ignored)."""
-        peer = request.client.host if request.client else "unknown"
-        if not self.proxies or not self._trusted(peer):
-            return peer
-        hops = [h.strip() for h in ",".join(request.headers.getlist("x-forwarded-for")).split(",") if h.strip()]
-        for hop in reversed(hops):
-            if not self._trusted(hop):
-                try:
-                    return str(ipaddress.ip_address(hop))
-                except ValueError:
-                    return peer  # a proxy that reports no address: the proxy's own budget
-        return peer
-
 
 def guard_of(request: Request) -> Guard:
     found: Guard = request.app.state.guard
@@ -198,7 +173,9 @@ def guard_of(request: Request) -> Guard:
 
 
 def _address(request: Request) -> str:
-    return f"addr:{guard_of(request).client_address(request)}"
+    # behind a trusted proxy this is the client it reports in X-Forwarded-For (uvicorn's ProxyHeadersMiddleware,
+    # services/serving.py), so 200 clients behind one proxy have 200 budgets
+    return f"addr:{request.client.host if request.client else 'unknown'}"
 
 
 def identity(caller: auth.Caller, request: Request) -> str:

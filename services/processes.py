@@ -16,7 +16,6 @@ import psycopg
 import pygeoapi.api.processes as processes_api
 from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.responses import Response
-from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
 
 from gis.analysis import overlap, plan_conflicts, report
@@ -29,6 +28,7 @@ from gis.analysis.proposal import (
 )
 from gis.analysis.rules import OverlapRules
 from gis.db.cluster import database_url
+from gis.db.pool import make_sync_pool
 from gis.errors import NotFound
 from gis.jobs.settings import JobSettings
 from gis.layers import LayerRegistry
@@ -253,8 +253,7 @@ def make_bridge(settings: Settings, registry: LayerRegistry, rules: OverlapRules
                 application_name: str = "gis-processes") -> Bridge:
     """Every process we offer, over a pool of its own (not opened): the service's and `gis worker`'s."""
     url = database_url(settings)
-    pool = ConnectionPool(url, min_size=1, max_size=8, open=False,
-                          kwargs={"autocommit": True, "application_name": application_name})
+    pool = make_sync_pool(url, settings, application_name)
     return Bridge(ProcessContext(settings, registry, rules, url, pool, policy),
                   process_metadata(rules) | pipeline_processes.process_metadata(settings.layers_dir, registry)
                   | environment_processes.process_metadata(settings.layers_dir, registry)

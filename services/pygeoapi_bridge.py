@@ -394,7 +394,7 @@ class Bridge:
     def open(self, jobs: JobSettings, run_queued: bool) -> None:
         """The pool, the heartbeat of this process's jobs (which reaps lost ones too), and, when `run_queued`,
         a worker running queued jobs in this process."""
-        self.context.pool.open(wait=True, timeout=30)
+        self.context.pool.open(wait=False)  # the service starts without a database (/readyz says why)
         heartbeat = Heartbeat(self.context.pool, jobs)
         self.context.heartbeat = heartbeat
         heartbeat.start()

@@ -1,19 +1,38 @@
 """What every router needs, built once by create_app and reached through a dependency."""
 
+from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from fastapi import Request
-from psycopg_pool import AsyncConnectionPool
 
+from gis.db.pool import GuardedPool
+from gis.db.routing import Served, Work, run_read
 from gis.layers import LayerRegistry
 from gis.settings import Settings
+
+# The served versions of the request being answered: set (to a fresh Served) by services.serving's middleware,
+# filled by AppState.read, turned into the X-Layer-Version header. A mutable holder, so it crosses tasks.
+SERVED: ContextVar[Served | None] = ContextVar("served", default=None)
 
 
 @dataclass(frozen=True)
 class AppState:
     settings: Settings
     registry: LayerRegistry
-    pool: AsyncConnectionPool
+    pool: GuardedPool  # the primary: every write (audit rows, jobs, keys, readings) and reads that need it
+    read_pool: GuardedPool | None = None  # standbys (GIS_DATABASE_READ_URL); None: reads use the primary
+
+    async def read[T](self, layers: Sequence[str], work: Work[T]) -> T:
+        """work(conn) for a read of these layers (every layer when empty), on a standby that has their current
+        versions or else the primary, in one snapshot (gis.db.routing). The version served becomes the
+        response's X-Layer-Version header."""
+        result, served = await run_read(self.pool, self.read_pool, layers, work, self.settings.read_max_lag_s)
+        holder = SERVED.get()
+        if holder is not None:
+            holder.server = served.server
+            holder.versions.update(served.versions if layers else {})
+        return result
 
 
 def app_state(request: Request) -> AppState:

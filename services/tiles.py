@@ -8,7 +8,6 @@ the caller's rule in the statement, and its tiles are cached and tagged per set 
 """
 
 import hashlib
-import pickle
 import re
 from collections import OrderedDict
 from datetime import datetime as DateTime
@@ -20,7 +19,7 @@ from fastapi.responses import Response
 
 from gis import tiles as mvt
 from gis.errors import NotFound
-from gis.features.cql2 import ast
+from gis.features.cql2 import Filter
 from gis.features.errors import InvalidQuery
 from gis.features.temporal import CITY_TIME, TimeRange, parse_datetime
 from gis.layers import AccessClass, FieldType, LayerSpec
@@ -187,8 +186,7 @@ async def _tileset_of(request: Request, state: AppState, collection_id: str,
     """The layer as the caller may see it, its extent and the service's base URL, for tileset documents."""
     spec = _layer(request, collection_id)
     _check_tile_matrix_set(tile_matrix_set_id)
-    async with state.pool.connection() as conn:
-        _version, stored = await mvt.layer_version(conn, spec)
+    _version, stored = await state.read([spec.id], lambda conn: mvt.layer_version(conn, spec))
     return spec, _extent(state, stored), _base(request)
 
 
@@ -269,12 +267,11 @@ def _variant(spec: LayerSpec, time: TimeRange | None) -> str:
     return ""
 
 
-def _rows_tag(rows: ast.Node) -> str:
-    """A tag for the rows a caller's row rule leaves (its node, area geometry included): the cache key and ETag
+def _rows_tag(rows: Filter) -> str:
+    """A tag for the rows a caller's row rule leaves (its filter, area geometry included): the cache key and ETag
     of a filtered tile carry it, so one caller's tile is never served to a caller with other rows."""
-    # pickle for its byte form only (never loaded): the area's WKB is copied as is, where repr() would spend
-    # milliseconds escaping a detailed jurisdiction on every tile.
-    return f".w{hashlib.sha256(pickle.dumps(rows, protocol=5)).hexdigest()[:16]}"
+    # orjson for speed: repr() would spend milliseconds on a detailed jurisdiction's coordinates on every tile
+    return f".w{hashlib.sha256(orjson.dumps(rows, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]}"
 
 
 def _etag(spec: LayerSpec, version: int | None, variant: str, tile: mvt.Tile) -> str:
@@ -374,8 +371,8 @@ async def tile(request: Request, state: State, collectionId: CollectionId, tileM
     cache, key = _tile_cache(request, state), (spec.id, variant, address.z, address.x, address.y)
     cached = cache.get(key)
     known = {v for v in (client_version, cached[0] if cached else None) if v is not None}
-    async with state.pool.connection() as conn:
-        result = await mvt.fetch_tile(conn, spec, address, tuple(sorted(known)), time, rows)
+    result = await state.read([spec.id], lambda conn: mvt.fetch_tile(conn, spec, address, tuple(sorted(known)),
+                                                                     time, rows))
     etag = _etag(spec, result.version, variant, address)
     headers = {"ETag": etag, "Cache-Control": _cache_control(spec)}
     if "*" in tags or etag.removeprefix("W/") in tags:

@@ -328,7 +328,7 @@ def test_regrant_is_idempotent_and_recorded(granted: Granted, settings: Settings
         count = conn.execute("SELECT count(*) FROM ops.audit_log WHERE action = 'admin:db-grant'").fetchone()[0]
     assert count == audited + 1 >= 4  # the fixture's three users, and this run
     assert last[1:3] == ("cli", "admin:db-grant") and last[0].startswith("cli:")
-    assert set(last[3]["roles"]) == {"gis_analyst", "gis_planner", "gis_policing_app"}
+    assert set(last[3]["roles"]) == {"gis_analyst", "gis_pipeline_editor", "gis_planner", "gis_policing_app"}
 
 
 def test_regrant_revokes_what_the_policy_no_longer_grants(clone_db: Callable[[], str], settings: Settings,

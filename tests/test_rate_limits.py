@@ -75,22 +75,27 @@ def _from(address: str) -> httpx.Client:
 
 def test_anonymous_budgets_are_per_client_address_as_a_trusted_proxy_reports_it(
         limits_db: str, serve_api: Callable[[str], AbstractContextManager[str]]) -> None:
-    with limited(serve_api, limits_db, rate_per_second="0.01", rate_burst="2",
-                 trusted_proxies="127.0.0.1") as (api,):
-        with _from("127.0.0.1") as proxy:
-            one = {"X-Forwarded-For": "198.51.100.7"}
-            assert [proxy.get(f"{api}/conformance", headers=one).status_code for _ in range(3)] == [200, 200, 429]
-            # another client behind the same proxy has a budget of its own
-            other = {"X-Forwarded-For": "198.51.100.8"}
-            assert proxy.get(f"{api}/conformance", headers=other).status_code == 200
-            # what the client itself wrote in front of the proxy's entry does not choose the budget
-            forged = {"X-Forwarded-For": "203.0.113.1, 198.51.100.7"}
-            assert proxy.get(f"{api}/conformance", headers=forged).status_code == 429
-        with _from("127.0.0.2") as direct:
-            # not a trusted proxy: its X-Forwarded-For is ignored, the budget is the peer's own
-            statuses = [direct.get(f"{api}/conformance", headers={"X-Forwarded-For": f"198.51.100.{20 + i}"})
-                        .status_code for i in range(3)]
-            assert statuses == [200, 200, 429]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GIS_SERVE_FORWARDED_ALLOW_IPS", "127.0.0.1")
+        with limited(serve_api, limits_db, rate_per_second="0.01", rate_burst="2") as (api,):
+            _anonymous_budgets(api)
+
+
+def _anonymous_budgets(api: str) -> None:
+    with _from("127.0.0.1") as proxy:
+        one = {"X-Forwarded-For": "198.51.100.7"}
+        assert [proxy.get(f"{api}/conformance", headers=one).status_code for _ in range(3)] == [200, 200, 429]
+        # another client behind the same proxy has a budget of its own
+        other = {"X-Forwarded-For": "198.51.100.8"}
+        assert proxy.get(f"{api}/conformance", headers=other).status_code == 200
+        # what the client itself wrote in front of the proxy's entry does not choose the budget
+        forged = {"X-Forwarded-For": "203.0.113.1, 198.51.100.7"}
+        assert proxy.get(f"{api}/conformance", headers=forged).status_code == 429
+    with _from("127.0.0.2") as direct:
+        # not a trusted proxy: its X-Forwarded-For is ignored, the budget is the peer's own
+        statuses = [direct.get(f"{api}/conformance", headers={"X-Forwarded-For": f"198.51.100.{20 + i}"})
+                    .status_code for i in range(3)]
+        assert statuses == [200, 200, 429]
 
 
 def test_a_revoked_key_stops_working_on_every_process_within_5_seconds(

@@ -1,23 +1,238 @@
-"""The connection pool the service reads through."""
+"""The connection pools the service reads and writes through, made to fail fast and recover fast.
 
-from psycopg_pool import AsyncConnectionPool
+A database that is down, refused or silent must cost a request at most ~2 s, never the 30-60 s of
+libpq's and the pool's defaults, and must not keep the service from starting. Three layers do it:
+
+- libpq itself: `connect_timeout` (a connection attempt), TCP keepalives and `tcp_user_timeout` (a
+  network that drops packets breaks the connection in seconds instead of the kernel's 15 minutes);
+- the pool: checkout waits `db_pool_timeout_s`, and the pool opens without waiting for the database;
+- a circuit breaker per pool, driven by a probe (one tiny query every `db_probe_interval_s` on its own
+  connection, bounded on the client side by `db_probe_timeout_s`, so a SIGSTOPped server that still
+  accepts TCP is caught too). While it is open every checkout fails at once with DatabaseUnavailable
+  (a PoolTimeout, so every existing 503 path handles it), and requests already waiting on the silent
+  server are cancelled into the same error. When the probe succeeds again the pool drops the connections
+  the outage broke, and the breaker closes: steady answers follow within one probe interval.
+
+For a standby pool the probe also measures replay lag (seconds behind the primary's last commit it has
+received), which gis.db.routing uses to leave a standby that lags past `read_max_lag_s`.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from gis.settings import Settings
 
+LOGGER = logging.getLogger("gis.db")
 
-def make_pool(url: str, settings: Settings, statement_timeout_ms: int = 0) -> AsyncConnectionPool:
-    """Not opened: the caller opens it (the app's lifespan) and closes it.
+# On a standby: how far replay is behind what it has received, in seconds (0 when it has replayed all it has).
+_STANDBY_LAG_SQL = (
+    "SELECT pg_is_in_recovery(), CASE WHEN NOT pg_is_in_recovery() "
+    "OR pg_last_wal_receive_lsn() IS NULL OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+    "ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END"
+)
+
+
+class DatabaseUnavailable(PoolTimeout):
+    """The database is known to be unreachable just now (the breaker is open): answered as a 503 at once."""
+
+
+def connection_kwargs(settings: Settings, application_name: str, statement_timeout_ms: int = 0) -> dict[str, Any]:
+    """libpq parameters every service connection gets: bounded connect, keepalives, a bounded silent network."""
+    kwargs: dict[str, Any] = {
+        "autocommit": True,
+        "application_name": application_name,
+        "connect_timeout": int(settings.db_connect_timeout_s),
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 2,
+        # Data sent and not acknowledged for this long breaks the connection (a network dropping packets).
+        "tcp_user_timeout": int(settings.db_connect_timeout_s * 1000),
+    }
+    if statement_timeout_ms > 0:
+        # A startup option, not SQL: a runaway query is cancelled by PostgreSQL itself, wherever it came from.
+        kwargs["options"] = f"-c statement_timeout={int(statement_timeout_ms)}"
+    return kwargs
+
+
+class Breaker:
+    """Open while the database is known to be unreachable; `reason` says why (for /readyz and the logs)."""
+
+    def __init__(self) -> None:
+        self.open = False
+        self.reason = "not probed yet"
+        self.opened_at: float | None = None
+
+    def trip(self, reason: str) -> bool:
+        """Open it; True if it was closed (a new outage)."""
+        was_open, self.open, self.reason = self.open, True, reason
+        if not was_open:
+            self.opened_at = time.monotonic()
+        return not was_open
+
+    def close(self) -> bool:
+        """Close it; True if it was open (the database is back)."""
+        was_open, self.open, self.reason, self.opened_at = self.open, False, "", None
+        return was_open
+
+
+class GuardedPool(AsyncConnectionPool):
+    """An AsyncConnectionPool with a circuit breaker and a probe (see the module's docstring).
+
+    Use it as any pool (`async with pool.connection() as conn`); start_probe() after open(), stop_probe()
+    before close(). `available`, `breaker.reason`, `lag_seconds` and `is_standby` are the probe's findings.
+    """
+
+    def __init__(self, conninfo: str, settings: Settings, name: str, statement_timeout_ms: int = 0,
+                 max_lifetime_s: float = 3600.0) -> None:
+        super().__init__(
+            conninfo, min_size=settings.pool_min_size, max_size=settings.pool_max_size, max_lifetime=max_lifetime_s,
+            kwargs=connection_kwargs(settings, name, statement_timeout_ms), open=False,
+            # A failed attempt is given up at once (no backoff to delay recovery): the pool grows again on demand.
+            timeout=settings.db_pool_timeout_s, reconnect_timeout=0,
+        )
+        self.name = name
+        self.settings = settings
+        self.breaker = Breaker()
+        self.breaker.trip("not probed yet")
+        self.lag_seconds: float | None = None
+        self.is_standby: bool | None = None
+        self._inflight: dict[asyncio.Task[Any], psycopg.AsyncConnection[Any]] = {}
+        self._cancelled: set[asyncio.Task[Any]] = set()
+        self._probe_task: asyncio.Task[None] | None = None
+        self._probe_conn: psycopg.AsyncConnection[Any] | None = None
+        self._probed = False  # the first probe's finding is the starting state, not news for the log
+
+    @property
+    def available(self) -> bool:
+        return not self.breaker.open
+
+    @contextlib.asynccontextmanager
+    async def connection(self, timeout: float | None = None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        if self.breaker.open:
+            raise DatabaseUnavailable(f"{self.name}: the database cannot be reached ({self.breaker.reason})")
+        task = asyncio.current_task()
+        try:
+            async with super().connection(timeout) as conn:
+                if task is not None:
+                    self._inflight[task] = conn
+                try:
+                    yield conn
+                finally:
+                    if task is not None:
+                        self._inflight.pop(task, None)
+        except asyncio.CancelledError:
+            if task is not None and task in self._cancelled:  # cancelled by the probe: the server went silent
+                self._cancelled.discard(task)
+                task.uncancel()
+                raise DatabaseUnavailable(f"{self.name}: the database stopped answering") from None
+            raise
+        except PoolTimeout as exc:
+            if not isinstance(exc, DatabaseUnavailable):
+                self.breaker.trip(f"no connection within {self.settings.db_pool_timeout_s:g} s")
+            raise
+
+    # -- the probe -------------------------------------------------------------------------------------
+    def start_probe(self) -> None:
+        if self._probe_task is None:
+            self._probe_task = asyncio.get_running_loop().create_task(self._probe_loop(), name=f"probe {self.name}")
+
+    async def stop_probe(self) -> None:
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+            self._probe_task = None
+        await self._drop_probe_conn()
+
+    async def probe_once(self) -> None:
+        """One probe: close the breaker (and drop broken pooled connections) or open it and cancel waiters."""
+        try:
+            if self._probe_conn is None or self._probe_conn.closed:
+                async with asyncio.timeout(self.settings.db_connect_timeout_s + 1):  # libpq's own bound, and ours
+                    self._probe_conn = await psycopg.AsyncConnection.connect(
+                        self.conninfo, **connection_kwargs(self.settings, f"{self.name}-probe"))
+            conn = self._probe_conn
+            row = await _bounded(conn, _fetch_lag(conn), self.settings.db_probe_timeout_s)
+        except (psycopg.Error, TimeoutError, OSError) as exc:
+            await self._drop_probe_conn()
+            reason = "no answer within the probe's time" if isinstance(exc, TimeoutError) else _first_line(exc)
+            if self.breaker.trip(reason) and self._probed:
+                LOGGER.warning("database %s unreachable: %s", self.name, reason)
+            self._probed = True
+            self._cancel_inflight()
+            return
+        self.is_standby = bool(row[0]) if row else None
+        self.lag_seconds = float(row[1]) if row and row[1] is not None else None
+        if self.breaker.open:
+            await self.check()  # the connections the outage broke are dropped, not handed to requests
+            if self.breaker.close() and self._probed:
+                LOGGER.warning("database %s reachable again", self.name)
+        self._probed = True
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await self.probe_once()
+            await asyncio.sleep(self.settings.db_probe_interval_s)
+
+    def _cancel_inflight(self) -> None:
+        """Requests waiting on a silent server: close their sockets first, so psycopg's cancellation does not
+        spend 10 s asking the silent server to cancel the query, then cancel them (-> DatabaseUnavailable)."""
+        for task, conn in list(self._inflight.items()):
+            if not task.done():
+                conn.pgconn.finish()
+                self._cancelled.add(task)
+                task.cancel()
+
+    async def _drop_probe_conn(self) -> None:
+        conn, self._probe_conn = self._probe_conn, None
+        if conn is not None:
+            conn.pgconn.finish()  # no goodbye to a silent server: close the socket, never wait
+
+
+async def _fetch_lag(conn: psycopg.AsyncConnection[Any]) -> tuple[Any, ...] | None:
+    cursor = await conn.execute(_STANDBY_LAG_SQL)
+    return await cursor.fetchone()
+
+
+async def _bounded[T](conn: psycopg.AsyncConnection[Any], work: Coroutine[Any, Any, T], timeout: float) -> T:
+    """work on conn, at most `timeout` seconds; past that the socket is closed and TimeoutError raised (an
+    asyncio timeout alone would make psycopg ask the silent server to cancel the query, for up to 10 s)."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if task in done:
+        return task.result()
+    conn.pgconn.finish()
+    task.cancel()
+    await asyncio.wait({task}, timeout=1)
+    raise TimeoutError
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+def make_pool(url: str, settings: Settings, statement_timeout_ms: int = 0, name: str = "gis-api",
+              max_lifetime_s: float = 3600.0) -> GuardedPool:
+    """Not opened: the caller opens it (the app's lifespan: open(wait=False), start_probe()) and closes it.
 
     statement_timeout_ms > 0 becomes each connection's statement_timeout (a startup option, not SQL): a
     runaway query is cancelled by PostgreSQL itself, wherever in the service it was sent from.
+    A standbys' pool gets a short max_lifetime_s: connections that fell back to another host (a standby was
+    down) are renewed, so reads spread over the standbys again once they are back.
     """
-    kwargs: dict[str, object] = {"autocommit": True, "application_name": "gis-api"}
-    if statement_timeout_ms > 0:
-        kwargs["options"] = f"-c statement_timeout={int(statement_timeout_ms)}"
-    return AsyncConnectionPool(
-        url,
-        min_size=settings.pool_min_size,
-        max_size=settings.pool_max_size,
-        kwargs=kwargs,
-        open=False,
-    )
+    return GuardedPool(url, settings, name, statement_timeout_ms, max_lifetime_s)
+
+
+def make_sync_pool(url: str, settings: Settings, name: str, max_size: int = 8) -> ConnectionPool:
+    """A blocking pool (pygeoapi's process machinery runs in threads) with the same bounded waits; not opened."""
+    return ConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=settings.db_pool_timeout_s,
+                          reconnect_timeout=0, kwargs=connection_kwargs(settings, name))

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gis.features import crs as crs_
-from gis.features.cql2 import ast, parse_filter
+from gis.features.cql2 import Filter, parse_filter
 from gis.features.cql2.complexity import DEFAULT_LIMITS, Cql2Limits
 from gis.features.errors import InvalidQuery
 from gis.features.queryables import GEOMETRY, queryables, response_properties
@@ -39,7 +39,7 @@ class ItemsQuery:
     bbox: tuple[float, float, float, float] | None = None  # numbers in bbox_crs's axis order
     bbox_crs: crs_.Crs = crs_.CRS84
     time: TimeRange | None = None
-    filter: ast.Node | None = None  # CQL2 and property=value filters, combined
+    filter: Filter | None = None  # CQL2 (its JSON form) and property=value filters, combined
     filter_crs: crs_.Crs = crs_.CRS84
     properties: tuple[str, ...] | None = None  # None: all
     sortby: tuple[tuple[str, bool], ...] = ()  # (queryable, descending)
@@ -153,14 +153,14 @@ def parse_boolean(value: str, parameter: str) -> bool:
     raise InvalidQuery(parameter, "true or false")
 
 
-def equality_filter(spec: LayerSpec, name: str, value: str) -> ast.Comparison:
+def equality_filter(spec: LayerSpec, name: str, value: str) -> Filter:
     """`?utility=water`: a queryable compared for equality, the value read after the property's type."""
     kind = queryables(spec)[name].kind
-    literal: ast.Expression
+    literal: object
     if kind == "integer":
         if not re.fullmatch(r"[+-]?\d{1,19}", value.strip()):
             raise InvalidQuery(name, f"'{value[:40]}' is not an integer")
-        literal = ast.Literal(int(value))
+        literal = int(value)
     elif kind == "number":
         try:
             number = float(value)
@@ -168,16 +168,16 @@ def equality_filter(spec: LayerSpec, name: str, value: str) -> ast.Comparison:
             raise InvalidQuery(name, f"'{value[:40]}' is not a number") from None
         if not math.isfinite(number):
             raise InvalidQuery(name, "numbers must be finite")
-        literal = ast.Literal(number)
+        literal = number
     elif kind == "boolean":
-        literal = ast.Literal(parse_boolean(value, name))
+        literal = parse_boolean(value, name)
     elif kind == "date":
-        literal = ast.DateLiteral(parse_date(value.strip(), name))
+        literal = {"date": parse_date(value.strip(), name).isoformat()}
     elif kind == "timestamp":
-        literal = ast.TimestampLiteral(parse_timestamp(value, name))
+        literal = {"timestamp": parse_timestamp(value, name).isoformat()}  # with its offset
     else:
-        literal = ast.Literal(value)
-    return ast.Comparison("=", ast.Property(name), literal)
+        literal = value
+    return {"op": "=", "args": [{"property": name}, literal]}
 
 
 def property_parameters(spec: LayerSpec) -> frozenset[str]:
@@ -197,7 +197,7 @@ def parse_items_query(spec: LayerSpec, params: Mapping[str, str],
     if get("bbox-crs") is not None and box is None:
         raise InvalidQuery("bbox-crs", "given without bbox")
     time = parse_datetime(get("datetime", "")) if get("datetime") is not None else None
-    nodes: list[ast.Node] = []
+    nodes: list[Filter] = []
     language = get("filter-lang")
     if get("filter") is not None:
         nodes.append(parse_filter(get("filter", ""), language, limits=filter_limits))
@@ -205,7 +205,7 @@ def parse_items_query(spec: LayerSpec, params: Mapping[str, str],
         parse_filter("TRUE" if language == "cql2-text" else "true", language)  # an unknown language is a 400
     for name in sorted(property_parameters(spec) & params.keys()):
         nodes.append(equality_filter(spec, name, get(name, "")))
-    combined: ast.Node | None = None if not nodes else nodes[0] if len(nodes) == 1 else ast.And(tuple(nodes))
+    combined: Filter | None = None if not nodes else nodes[0] if len(nodes) == 1 else {"op": "and", "args": nodes}
     cursor = get("cursor")
     if cursor is not None and get("sortby") is not None:
         raise InvalidQuery("cursor", "pages sorted with sortby are reached by offset (see the 'next' link)")

@@ -7,7 +7,7 @@ A date stands for its whole day, so an instant given as a date is the interval o
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 from gis.features.errors import InvalidQuery
@@ -43,8 +43,8 @@ def parse_date(text: str, parameter: str) -> date:
         raise InvalidQuery(parameter, f"'{text}' is not a valid date: {exc}") from None
 
 
-def parse_timestamp(text: str, parameter: str) -> datetime:
-    """An RFC 3339 date-time, time-zone aware (no offset: the city's local time)."""
+def parse_timestamp(text: str, parameter: str, zone: tzinfo = CITY_TIME) -> datetime:
+    """An RFC 3339 date-time, time-zone aware (no offset: `zone`, by default the city's local time)."""
     match = _DATETIME.match(text.strip())
     if not match:
         raise InvalidQuery(parameter, f"'{text[:60]}' is not an RFC 3339 date-time (e.g. 2024-05-01T08:00:00Z)")
@@ -55,7 +55,7 @@ def parse_timestamp(text: str, parameter: str) -> datetime:
         stamp = datetime.fromisoformat(f"{day}T{clock}{fraction}{zone}")
     except ValueError as exc:
         raise InvalidQuery(parameter, f"'{text[:60]}' is not a valid date-time: {exc}") from None
-    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=CITY_TIME)
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=zone)
 
 
 def day_start(day: date) -> datetime:

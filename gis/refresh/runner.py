@@ -16,6 +16,7 @@ import psycopg
 from tqdm import tqdm
 
 from gis.crs import parse_crs
+from gis.edits import conflicts
 from gis.errors import GisError, SourceError, ValidationFailed
 from gis.layers import LayerSpec
 from gis.refresh import merge, record, sources, staging
@@ -34,13 +35,17 @@ class RefreshResult:
     source_unchanged: bool
     counts: MergeCounts
     seconds: float
+    conflicts: int = 0  # features edited after the delivery was cut that it would change (gis/edits/conflicts.py)
+    conflicts_path: Path | None = None
 
     def summary(self) -> str:
         if self.source_unchanged:
             return f"{self.layer_id}: source unchanged since the last refresh, nothing to do"
         c = self.counts
+        conflicts = (f"; {self.conflicts} conflict(s) with later edits, listed in {self.conflicts_path}"
+                     if self.conflicts else "")
         return (f"{self.layer_id}: {c.inserted} inserted, {c.updated} updated, {c.closed} closed, "
-                f"{c.unchanged} unchanged in {self.seconds:.1f}s (refresh {self.refresh_id})")
+                f"{c.unchanged} unchanged in {self.seconds:.1f}s (refresh {self.refresh_id}){conflicts}")
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class RefreshRequest:
     rejects_dir: Path
     force: bool = False
     progress: bool = True
+    cut_at: datetime | None = None  # when the delivery was cut (default: the file's modification time)
 
 
 class _Timer:
@@ -151,22 +157,37 @@ def _load(url: str, request: RefreshRequest, info: sources.SourceInfo, columns: 
         timer.lap("compare")
         _stream(conn, request, info, columns, mode, refresh_id, delivery, rejects, timer)
         _fail_on_rejects(rejects, request)
+        found: list[conflicts.Conflict] = []
         if first_load:
             counts = merge.finish_first_load(conn, spec, delivery.sent)
         else:
             # `missing: keep`: events the delivery leaves out (posted over HTTP meanwhile) stay current.
             gone = delivery.gone() if spec.temporal.missing == "close" else []
+            gone, found = conflicts.settle(conn, spec, _cut_at(request), gone)  # edits made after the cut
             counts = merge.merge(conn, spec, refresh_id, gone, delivery.unchanged)
             staging.drop_staging(conn, spec)
         timer.lap("merge")
         record.write_success(conn, spec, refresh_id, started_at, str(info.path), checksum, counts, timer.timings)
+        found_path = None
+        if found:
+            conflicts.record(conn, refresh_id, found)
+            found_path = conflicts.write_file(found, request.rejects_dir, spec.id)
         timer.lap("record")
-    return RefreshResult(spec.id, refresh_id, False, counts, sum(timer.timings.values()))
+    return RefreshResult(spec.id, refresh_id, False, counts, sum(timer.timings.values()), len(found), found_path)
+
+
+def _cut_at(request: RefreshRequest) -> datetime:
+    if request.cut_at is not None:
+        return request.cut_at
+    return datetime.fromtimestamp(request.source_path.stat().st_mtime, UTC)
 
 
 def run_refresh(url: str, request: RefreshRequest) -> RefreshResult:
     """Refresh one layer from its delivery. Raises SourceError / ValidationFailed with a one-line reason."""
     spec, started_at = request.spec, datetime.now(UTC)
+    if not spec.editing.deliveries:
+        raise SourceError(f"layer '{spec.id}' is maintained by edits only (editing.maintained_by); "
+                          "it takes no deliveries")
     rejects = Rejects()
     try:
         parse_crs(spec.source.crs)

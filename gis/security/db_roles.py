@@ -28,10 +28,15 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from gis.edits import db_edits
 from gis.errors import ConfigError, DatabaseError, GisError
 from gis.layers import RESERVED_COLUMNS, Domain, LayerRegistry
 from gis.security import rows
 from gis.security.policy import LayerView, Policy, Role
+from gis.settings import Settings
+
+Extent = tuple[float, float, float, float]
+DEFAULT_EXTENT: Extent = Settings.model_fields["city_extent"].default  # callers with settings pass theirs
 
 GROUP_PREFIX = "gis_"
 GROUP_MARK = "gis db grant: group role of policy role "
@@ -340,18 +345,19 @@ def _create_views(conn: psycopg.Connection, group: GroupPlan) -> None:
         conn.execute(_COPY_STYLE, {"views": group.name, "schema": table.schema, "table": table.table})
 
 
-def apply(conn: psycopg.Connection, policy: Policy, registry: LayerRegistry) -> list[GroupPlan]:
+def apply(conn: psycopg.Connection, policy: Policy, registry: LayerRegistry,
+          city_extent: Extent = DEFAULT_EXTENT) -> list[GroupPlan]:
     """Create or refresh every group role; revoke what the policy no longer grants. Run inside a transaction."""
     conn.execute(_LOCK)
     conn.execute(_LOCK_TIMEOUT)
     try:
-        return _apply(conn, policy, registry)
+        return _apply(conn, policy, registry, city_extent)
     except psycopg.errors.LockNotAvailable as exc:
         raise DatabaseError("db grant: a layer table stayed locked for 10 s (a refresh running?); nothing was "
                             "changed, run it again") from exc
 
 
-def _apply(conn: psycopg.Connection, policy: Policy, registry: LayerRegistry) -> list[GroupPlan]:
+def _apply(conn: psycopg.Connection, policy: Policy, registry: LayerRegistry, city_extent: Extent) -> list[GroupPlan]:
     plans = plan(conn, policy, registry)
     marks = _role_marks(conn)
     for group in plans:
@@ -366,6 +372,7 @@ def _apply(conn: psycopg.Connection, policy: Policy, registry: LayerRegistry) ->
         _grant_tables(conn, group)
         _create_views(conn, group)
     _row_security(conn, plans, registry)
+    db_edits.apply(conn, policy, registry, city_extent, group_name)  # editor roles write through history triggers
     _styles(conn, plans)
     return plans
 
@@ -379,9 +386,10 @@ def granted_here(conn: psycopg.Connection) -> bool:
     return found == (True,)
 
 
-def reapply_if_granted(conn: psycopg.Connection, policy: Policy, registry: LayerRegistry) -> list[GroupPlan]:
+def reapply_if_granted(conn: psycopg.Connection, policy: Policy, registry: LayerRegistry,
+                       city_extent: Extent = DEFAULT_EXTENT) -> list[GroupPlan]:
     """After `gis migrate` changed tables: the grants again, in the same transaction, if this database has any."""
-    return apply(conn, policy, registry) if granted_here(conn) else []
+    return apply(conn, policy, registry, city_extent) if granted_here(conn) else []
 
 
 # -- login roles -------------------------------------------------------------------------------------------

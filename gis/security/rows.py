@@ -8,15 +8,16 @@ Identifiers only through gis.identifiers; claim values only as parameters or via
 from collections.abc import Mapping
 
 import psycopg
+import shapely
 from psycopg import sql
 
 from gis import identifiers as ids
 from gis.features import crs as crs_
-from gis.features.cql2 import ast
+from gis.features.cql2 import Filter
 from gis.layers import LayerRegistry
 from gis.security.policy import RowRule
 
-NOTHING: ast.Node = ast.IsNull(ast.Property("id"))  # every feature has an id: matches no row
+NOTHING: Filter = {"op": "isNull", "args": [{"property": "id"}]}  # every feature has an id: matches no row
 
 
 def claim_value(claims: Mapping[str, object], rule: RowRule) -> str | None:
@@ -26,11 +27,11 @@ def claim_value(claims: Mapping[str, object], rule: RowRule) -> str | None:
     return None
 
 
-def attribute_node(rule: RowRule, value: str | None) -> ast.Node:
+def attribute_node(rule: RowRule, value: str | None) -> Filter:
     assert rule.field is not None
     if value is None:
         return NOTHING
-    return ast.Comparison("=", ast.Property(rule.field), ast.Literal(value))
+    return {"op": "=", "args": [{"property": rule.field}, value]}
 
 
 def area_statement(rule: RowRule, registry: LayerRegistry, out_crs: crs_.Crs) -> sql.Composed:
@@ -43,18 +44,19 @@ def area_statement(rule: RowRule, registry: LayerRegistry, out_crs: crs_.Crs) ->
 
 
 async def spatial_node(conn: psycopg.AsyncConnection, rule: RowRule, registry: LayerRegistry, value: str | None,
-                       out_crs: crs_.Crs) -> ast.Node:
+                       out_crs: crs_.Crs) -> Filter:
     if value is None:
         return NOTHING
     cursor = await conn.execute(area_statement(rule, registry, out_crs), {"claim": value})
     row = await cursor.fetchone()
     if row is None or row[0] is None:
         return NOTHING
-    return ast.Spatial("s_intersects", ast.Property("geometry"), ast.Geometry(bytes(row[0]), "geometry"))
+    area = shapely.geometry.mapping(shapely.from_wkb(bytes(row[0])))  # GeoJSON keeps every digit of the area
+    return {"op": "s_intersects", "args": [{"property": "geometry"}, area]}
 
 
-def combine(rule_node: ast.Node, request_filter: ast.Node | None) -> ast.Node:
-    return rule_node if request_filter is None else ast.And((rule_node, request_filter))
+def combine(rule_node: Filter, request_filter: Filter | None) -> Filter:
+    return rule_node if request_filter is None else {"op": "and", "args": [rule_node, request_filter]}
 
 
 # -- row-level security in PostgreSQL ------------------------------------------------------------------

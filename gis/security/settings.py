@@ -1,7 +1,6 @@
 """Security settings (split from gis.settings by concern), built once and passed in: authentication (GIS_AUTH_)
 and the HTTP service's hardening (GIS_HTTP_)."""
 
-import ipaddress
 from pathlib import Path
 from typing import Annotated
 
@@ -47,10 +46,6 @@ class HttpSettings(BaseSettings):
         default=0.1, ge=0, le=1,
         description="What a page reached through a `next` link (a keyset cursor) costs, in requests: clients "
                     "page through a layer as fast as it answers, and a continuation is an index seek.")
-    trusted_proxies: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="Addresses or networks (CIDR) of the proxies in front of the service, comma-separated: from "
-                    "these only, X-Forwarded-For names the client whose anonymous budget a request takes from.")
     max_body_bytes: int = Field(
         default=2**20, ge=0, description="Largest request body (bytes) anywhere but the upload endpoints.")
     max_upload_bytes: int = Field(
@@ -69,23 +64,6 @@ class HttpSettings(BaseSettings):
         default_factory=list,
         description="Origins (scheme://host[:port]) whose web pages may call the API from a browser, comma-separated; "
                     "'*' for any. Default: none (no CORS headers).")
-
-    @field_validator("trusted_proxies", mode="before")
-    @classmethod
-    def _split_proxies(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [p.strip() for p in value.split(",") if p.strip()]
-        return value
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _check_proxies(cls, value: list[str]) -> list[str]:
-        for proxy in value:
-            try:
-                ipaddress.ip_network(proxy, strict=False)
-            except ValueError:
-                raise ValueError(f"'{proxy[:60]}' is not an address or a network (CIDR)") from None
-        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -38,7 +38,7 @@ _KEPT_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "PYTHONPATH")
 # settings the stack decides itself; every other GIS_* of the caller's environment is passed on
 _DECIDED = frozenset({"GIS_DATABASE_URL", "GIS_DATABASE_READ_URL", "GIS_HOST", "GIS_PORT", "GIS_LAYERS_DIR",
                       "GIS_STYLES_DIR", "GIS_SAMPLES_DIR", "GIS_RASTERS_DIR", "GIS_REJECTS_DIR", "GIS_NODE_WORKERS",
-                      "GIS_JOBS_IN_SERVICE", "GIS_HTTP_TRUSTED_PROXIES", "GIS_SERVE_FORWARDED_ALLOW_IPS",
+                      "GIS_JOBS_IN_SERVICE", "GIS_SERVE_FORWARDED_ALLOW_IPS",
                       "GIS_CLUSTER_DIR", "GIS_CLUSTER_PORT", "GIS_TEST_CLUSTER_PORT"})
 
 

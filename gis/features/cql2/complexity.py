@@ -1,17 +1,14 @@
 """How much work a parsed CQL2 filter asks of the database, refused above set limits before any SQL exists.
 
-The parsers already bound the text (length) and their own recursion; these limits bound what the
+The parse already bounds the text (length) and what the parser recurses on; these limits bound what the
 translated statement costs: how many predicates and values it has (each one a term PostgreSQL evaluates
 per row), how deeply they nest, and how many coordinates its geometry literals carry (a spatial test
 against a geometry costs in proportion to its vertices, per row).
 """
 
-from collections.abc import Iterator
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass
+from typing import Any
 
-import shapely
-
-from gis.features.cql2 import ast
 from gis.features.errors import InvalidQuery
 
 
@@ -32,41 +29,52 @@ class Complexity:
     coordinates: int
 
 
-def _children(node: object) -> Iterator[object]:
-    """The tree nodes directly under `node` (tuples of operands included; plain values are not nodes)."""
-    if not is_dataclass(node):
-        return
-    for item in fields(node):
-        value = getattr(node, item.name)
-        for child in value if isinstance(value, tuple) else (value,):
-            if is_dataclass(child):
-                yield child
+def _coordinates(value: Any) -> int:
+    """Positions in a GeoJSON coordinates array (iterative: a hostile array may nest deeply)."""
+    count = 0
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, list | tuple):
+            if current and not isinstance(current[0], list | tuple):
+                count += 1
+            else:
+                stack.extend(current)
+    return count
 
 
-def _coordinates(node: object) -> int:
-    if isinstance(node, ast.Geometry):
-        return int(shapely.get_num_coordinates(shapely.from_wkb(node.wkb)))
-    if isinstance(node, ast.BBox):
-        return 2  # two corners
-    return 0
+def measure(tree: Any) -> Complexity:
+    """Nodes, depth (the root is 1) and geometry coordinates of a CQL2 JSON tree.
 
-
-def measure(node: ast.Node) -> Complexity:
-    """Nodes, depth (the root is 1) and geometry coordinates of a tree; iterative, so any depth is safe."""
+    A node is an {"op"} expression, a literal, a property or a geometry; an operation's list of
+    arguments and the list of IN are not levels of their own.
+    """
     nodes, depth, coordinates = 0, 0, 0
-    stack: list[tuple[object, int]] = [(node, 1)]
+    stack: list[tuple[Any, int]] = [(tree, 1)]
     while stack:
         current, level = stack.pop()
+        if isinstance(current, list):  # the values of IN, or an interval's ends: at their owner's level
+            stack.extend((item, level) for item in current)
+            continue
         nodes += 1
         depth = max(depth, level)
-        coordinates += _coordinates(current)
-        stack.extend((child, level + 1) for child in _children(current))
+        if isinstance(current, dict):
+            if "coordinates" in current:
+                coordinates += _coordinates(current["coordinates"])
+            elif "geometries" in current and isinstance(current["geometries"], list):
+                stack.extend((g, level + 1) for g in current["geometries"])
+            elif "bbox" in current:
+                coordinates += 2  # two corners
+            elif isinstance(current.get("args"), list):
+                stack.extend((a, level + 1) for a in current["args"])
+            elif isinstance(current.get("interval"), list):
+                stack.extend((a, level + 1) for a in current["interval"])
     return Complexity(nodes, depth, coordinates)
 
 
-def check(node: ast.Node, limits: Cql2Limits = DEFAULT_LIMITS, parameter: str = "filter") -> None:
+def check(tree: Any, limits: Cql2Limits = DEFAULT_LIMITS, parameter: str = "filter") -> None:
     """InvalidQuery naming `parameter` when the filter passes one of the limits."""
-    found = measure(node)
+    found = measure(tree)
     if found.nodes > limits.max_nodes:
         raise InvalidQuery(parameter, f"too complex: {found.nodes} predicates and values, at most {limits.max_nodes}")
     if found.depth > limits.max_depth:

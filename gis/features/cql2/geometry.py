@@ -1,4 +1,8 @@
-"""Geometry literals of a filter (WKT in CQL2 text, GeoJSON in CQL2 JSON), checked before SQL sees them."""
+"""Geometry literals of a filter (GeoJSON in the CQL2 JSON form, BBOX), checked before SQL sees them.
+
+A literal need not be a valid geometry (CQL2 does not ask it to be, and the OGC examples have
+self-intersecting ones): PostGIS's predicates answer for those too.
+"""
 
 import math
 from typing import Any
@@ -6,48 +10,42 @@ from typing import Any
 import shapely
 from shapely.errors import GEOSException
 
-from gis.features.cql2 import ast
 from gis.features.errors import InvalidQuery
 
-MAX_VERTICES = 100_000
+GEOMETRY_TYPES = frozenset({"Point", "LineString", "Polygon", "MultiPoint", "MultiLineString", "MultiPolygon",
+                            "GeometryCollection"})
 
 
-def _checked(geom: shapely.Geometry, parameter: str) -> ast.Geometry:
-    if geom.is_empty:
-        raise InvalidQuery(parameter, "empty geometry")
-    coords = shapely.get_coordinates(geom)
-    if len(coords) > MAX_VERTICES:
-        raise InvalidQuery(parameter, f"geometry has more than {MAX_VERTICES} vertices")
-    if not all(math.isfinite(v) for v in coords.ravel()):
-        raise InvalidQuery(parameter, "geometry coordinates must be finite numbers")
-    if not shapely.is_valid(geom):
-        raise InvalidQuery(parameter, f"invalid geometry: {shapely.is_valid_reason(geom)}")
-    return ast.Geometry(shapely.to_wkb(geom, output_dimension=2), geom.geom_type)
+def is_geometry(value: Any) -> bool:
+    """A GeoJSON geometry object; a `bbox` member beside its `type` is only its box, not a BBOX literal."""
+    return isinstance(value, dict) and value.get("type") in GEOMETRY_TYPES
 
 
-def from_wkt(text: str, parameter: str) -> ast.Geometry:
-    try:
-        geom = shapely.from_wkt(text)
-    except (GEOSException, ValueError, TypeError) as exc:
-        raise InvalidQuery(parameter, f"not a WKT geometry: {text[:80]!r} ({exc})") from None
-    return _checked(geom, parameter)
+def is_bbox(value: Any) -> bool:
+    return isinstance(value, dict) and "bbox" in value and "type" not in value
 
 
-def from_geojson(obj: dict[str, Any], parameter: str) -> ast.Geometry:
+def to_wkb(obj: dict[str, Any], parameter: str) -> bytes:
+    """The literal as 2D WKB (a Z coordinate is dropped: the layers are 2D)."""
     try:
         geom = shapely.geometry.shape(obj)
     except (GEOSException, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-        raise InvalidQuery(parameter, f"not a GeoJSON geometry ({exc})") from None
-    return _checked(geom, parameter)
+        raise InvalidQuery(parameter, f"not a GeoJSON geometry ({str(exc)[:120]})") from None
+    if geom.is_empty:
+        raise InvalidQuery(parameter, "empty geometry")
+    if not all(math.isfinite(v) for v in shapely.get_coordinates(geom).ravel()):
+        raise InvalidQuery(parameter, "geometry coordinates must be finite numbers")
+    return shapely.to_wkb(geom, output_dimension=2)
 
 
-def bbox(values: list[Any], parameter: str) -> ast.BBox:
-    if len(values) not in (4, 6) or not all(
+def bbox(values: Any, parameter: str) -> tuple[float, float, float, float]:
+    """(minx, miny, maxx, maxy) of a BBOX literal of 4 or 6 numbers (the heights of 6 are dropped)."""
+    if not isinstance(values, list) or len(values) not in (4, 6) or not all(
         isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
     ):
-        raise InvalidQuery(parameter, "a bbox has 4 (or 6) finite numbers")
+        raise InvalidQuery(parameter, "a bbox is 4 (or 6) finite numbers")
     nums = [float(v) for v in values]
     box = (nums[0], nums[1], nums[2], nums[3]) if len(nums) == 4 else (nums[0], nums[1], nums[3], nums[4])
     if box[0] > box[2] or box[1] > box[3]:
         raise InvalidQuery(parameter, "a bbox is lower corner, then upper corner")
-    return ast.BBox(box)
+    return box

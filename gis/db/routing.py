@@ -1,0 +1,90 @@
+"""Reads go to a standby when it has the layer's current version, else to the primary.
+
+The rule that keeps anyone from seeing a layer go back in time: before a layer read, the primary is asked
+for the layer's change version (ops.layer_stats.changed_refresh_id, a tiny indexed lookup); the standby
+then serves only if the snapshot it reads in has at least that version. Whatever a client saw before
+(from any node) was committed before that question, so it is never newer than what is served.
+
+Each read runs in one REPEATABLE READ transaction: the versions reported (the response's
+X-Layer-Version header) and the body come from one snapshot.
+
+Failures: a standby whose breaker is open, that lags past `read_max_lag_s`, or whose connection breaks
+mid-read is left for the primary (one retry there, so a stopped standby costs no request). With the
+primary unreachable, a standby serves what it has replayed: public reads go on; writes (audit rows
+included, so restricted reads) fail with DatabaseUnavailable -> 503.
+"""
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from gis.db.pool import GuardedPool
+
+type Work[T] = Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]
+
+_VERSIONS_OF = "SELECT layer_id, changed_refresh_id FROM ops.layer_stats WHERE layer_id = ANY(%s)"
+_ALL_VERSIONS = "SELECT layer_id, changed_refresh_id FROM ops.layer_stats"
+
+
+@dataclass
+class Served:
+    """Which server answered ("primary" or "standby") and the layer versions in the snapshot it read."""
+
+    server: str = ""
+    versions: dict[str, int] = field(default_factory=dict)
+
+
+async def _versions(conn: psycopg.AsyncConnection[Any], layers: Sequence[str]) -> dict[str, int]:
+    if layers:
+        cursor = await conn.execute(_VERSIONS_OF, (list(layers),), prepare=True)
+    else:
+        cursor = await conn.execute(_ALL_VERSIONS, prepare=True)
+    return {str(layer): int(version) for layer, version in await cursor.fetchall()}
+
+
+async def _run[T](pool: GuardedPool, layers: Sequence[str], work: Work[T], server: str,
+               needed: dict[str, int] | None) -> tuple[T, Served] | None:
+    """work(conn) in one snapshot with the versions read first; None if this server's versions are too old."""
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        seen = await _versions(conn, layers)
+        if needed and any(seen.get(layer, -1) < version for layer, version in needed.items()):
+            return None
+        return await work(conn), Served(server, seen)
+
+
+def _broken(exc: psycopg.Error) -> bool:
+    """A server or connection failure (try elsewhere), not the query's own fault."""
+    return isinstance(exc, psycopg.OperationalError) and not isinstance(exc, psycopg.errors.QueryCanceled)
+
+
+async def run_read[T](primary: GuardedPool, standby: GuardedPool | None, layers: Sequence[str], work: Work[T],
+                   max_lag_s: float) -> tuple[T, Served]:
+    """Run `work` on a connection that sees at least the primary's current versions of `layers` (every layer
+    when empty); returns its result and what served it. Errors of the query itself propagate unchanged."""
+    if standby is not None and standby.available and (standby.lag_seconds or 0.0) <= max_lag_s:
+        needed: dict[str, int] | None = None
+        if primary.available:
+            try:
+                async with primary.connection() as conn:
+                    needed = await _versions(conn, layers)
+            except psycopg.Error as exc:
+                if not _broken(exc):
+                    raise
+        try:
+            found = await _run(standby, layers, work, "standby", needed)
+            if found is not None:
+                return found
+        except psycopg.Error as exc:
+            if not _broken(exc) or not primary.available:
+                raise
+    try:
+        found = await _run(primary, layers, work, "primary", None)
+    except psycopg.Error as exc:
+        if not _broken(exc) or isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+            raise
+        found = await _run(primary, layers, work, "primary", None)  # a pooled connection the server closed
+    assert found is not None
+    return found
