@@ -32,7 +32,7 @@ from gis.stack.topology import Stack
 ROLES = ("analyst", "analyst", "analyst", "analyst", "pipeline_app", "pipeline_app", "pipeline_app",
          "planner", "planner", "planner")  # ten keys
 AUDITED = ("pipe_nodes", "pipelines")  # internal layers the clients read: each 200 has its audit row
-THINK_SECONDS = (0.3, 1.0)  # between one answer and a client's next request, as an application would
+THINK_SECONDS = (0.5, 1.5)  # between one answer and a client's next request, as an application would
 RECOVERY_SECONDS = 5.0  # after the primary is back, requests may still meet a dead pooled connection
 EVENTS = ((10.0, "kill", "node1"), (20.0, "stop", "standby1"), (30.0, "restart", "primary"),
           (45.0, "start", "node1"), (45.0, "start", "standby1"))

@@ -93,12 +93,13 @@ def test_each_node_runs_the_command_its_systemd_unit_names(stack: Stack) -> None
         if member.kind != "node":
             continue
         command = deploy_files.unit_command(unit, str(member.port), {str(env_file): env_file.read_text()})
-        assert command.argv == [str(ROOT / ".venv" / "bin" / "gis"), "serve", "--port", str(member.port),
-                                "--workers", "1"]
+        assert command.argv == [str(ROOT / ".venv" / "bin" / "gis"), "serve", "--host", "127.0.0.1",
+                                "--port", str(member.port)]
         running = Path(f"/proc/{member.pid}/cmdline").read_bytes().split(b"\0")[:-1]
         assert [a.decode() for a in running[-len(command.argv) + 1:]] == command.argv[1:]
         environ = dict(e.split(b"=", 1) for e in Path(f"/proc/{member.pid}/environ").read_bytes().split(b"\0") if e)
-        assert environ[b"GIS_JOBS_IN_SERVICE"] == b"false" and b"GIS_DATABASE_READ_URL" in environ
+        assert environ[b"GIS_JOBS_IN_SERVICE"] == b"false" and environ[b"GIS_SERVE_WORKERS"] == b"1"
+        assert b"GIS_DATABASE_READ_URL" in environ
 
 
 def test_a_member_stopped_is_stopped_and_the_balancer_serves_on(stack: Stack) -> None:

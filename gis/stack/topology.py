@@ -31,14 +31,15 @@ from gis.settings import Settings
 from gis.stack import deploy_files as files
 
 # liveness (not readiness): the balancer keeps a node whose database is away, so public reads go on
-HEALTH_PATH = "/conformance"
+HEALTH_PATH = "/healthz"
 STATE_FILE = "stack.json"
 # the caller's environment a member keeps (systemd gives a unit a clean one plus its EnvironmentFile)
 _KEPT_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "PYTHONPATH")
 # settings the stack decides itself; every other GIS_* of the caller's environment is passed on
 _DECIDED = frozenset({"GIS_DATABASE_URL", "GIS_DATABASE_READ_URL", "GIS_HOST", "GIS_PORT", "GIS_LAYERS_DIR",
-                      "GIS_STYLES_DIR", "GIS_SAMPLES_DIR", "GIS_RASTERS_DIR", "GIS_REJECTS_DIR", "GIS_NODE_WORKERS",
-                      "GIS_JOBS_IN_SERVICE", "GIS_SERVE_FORWARDED_ALLOW_IPS",
+                      "GIS_STYLES_DIR", "GIS_SAMPLES_DIR", "GIS_RASTERS_DIR", "GIS_REJECTS_DIR", "GIS_SERVE_WORKERS",
+                      "GIS_JOBS_IN_SERVICE", "GIS_SERVE_FORWARDED_ALLOW_IPS", "GIS_POOL_MIN_SIZE", "GIS_POOL_MAX_SIZE",
+                      "GIS_DB_POOL_TIMEOUT_S", "GIS_DB_PROBE_TIMEOUT_S",
                       "GIS_CLUSTER_DIR", "GIS_CLUSTER_PORT", "GIS_TEST_CLUSTER_PORT"})
 
 
@@ -229,6 +230,8 @@ class Stack:
         return {
             "root": str(self.root), "etc": str(self.etc), "user": os.environ.get("USER", "root"),
             "host": "127.0.0.1", "node_workers": plan.node_workers, "proxies": "127.0.0.1",
+            # one machine runs every member and the load: a busy moment must not read as an outage
+            "pool_min_size": 5, "pool_max_size": 20, "pool_timeout_s": 5, "probe_timeout_s": 3,
             "database_url": primary_url(s, standbys) if standbys else self.primary.url(),
             "read_url": read_url(s, standbys) if standbys else "",
             "samples_dir": str(s.samples_dir.resolve()), "rasters_dir": str(s.rasters_dir.resolve()),
