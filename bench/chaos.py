@@ -12,6 +12,7 @@ Traffic goes to 127.0.0.1 only.
 import argparse
 import asyncio
 import math
+import os
 import random
 import statistics
 import threading
@@ -283,7 +284,8 @@ def markdown(f: Figures, command: str, topology: str) -> str:
     lines = [
         "# Reliability: chaos, measured",
         "",
-        f"Measured with `{command}` on this machine (2 cores, everything on it at once: {topology}).",
+        f"Measured with `{command}` on this machine (2 cores, everything on it at once: {topology}; "
+        f"load average {os.getloadavg()[0]:.1f} at the end, other work on the machine included).",
         f"{f.clients} concurrent clients on 10 API keys (4 analysts, 3 pipeline applications, 3 planners) used the "
         f"stack through HAProxy for {f.seconds:.0f} s: pages of items and their next links, vector tiles, one "
         "item, the overlap-check process (synchronous), sensor readings posted in batches of 5. Meanwhile:",
@@ -365,7 +367,6 @@ def main() -> None:  # pragma: no cover - the measurement itself
 
 def _load(settings: Any) -> None:  # pragma: no cover - part of main
     """Every sample layer through the real refresh (skipped by checksum when already loaded), and the styles."""
-    import os
     import subprocess
     import sys
 
