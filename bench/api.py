@@ -38,19 +38,34 @@ class Case:
     key: str
     title: str
     target_vs_tipg: float | None  # our throughput over tipg's that the issue asks for
+    connections: int | None = None  # wrk's (and pgbench's) connections, if not the run's default
+    zoom: int | None = None  # a spread of tiles at this zoom: every tile a map view of the city centre needs
+    database: bool = True  # compared with the database's own limit for the same statement (pgbench)
 
 
 CASES = (
-    Case("items_10", "items `limit=10`", 50),
+    Case("items_10", "items `limit=10`", 20),
     Case("items_100", "items `limit=100`", 20),
+    Case("items_100_c1", "items `limit=100`, 1 connection", 20, connections=1),
+    Case("items_100_c64", "items `limit=100`, 64 connections", 20, connections=64),
     Case("items_1000", "items `limit=1000`", 5),
     Case("bbox_100", "bbox page (about 100 features)", 5),
-    Case("item", "one item by id", 3),
-    Case("cql2", "CQL2 property filter, `limit=100`", None),
-    Case("tile_z14", "z14 vector tile over the city centre", 1.5),
-    Case("tile_304", "the same tile revalidated (`If-None-Match` → 304)", None),
+    Case("bbox_small", "small bbox (about 10 features)", 5),
+    Case("item", "one item by id", 2),
+    Case("cql2", "filter `utility='sewer'`, `limit=100`", 20),
+    Case("cql2_two", "filter `diameter_mm>500 AND material='HDPE'`, `limit=100`", 20),
+    Case("asof_instant", "`datetime` instant (mid-history), `limit=100`", None),
+    Case("asof_interval", "`datetime` interval (two deliveries), `limit=100`", None),
+    Case("asof_item", "one item by id, `datetime` instant", None),
+    Case("tiles_z10", "z10 tiles, a map view's spread", 3, zoom=10),
+    Case("tiles_z12", "z12 tiles, a map view's spread", 3, zoom=12),
+    Case("tiles_z14", "z14 tiles, a map view's spread", 3, zoom=14),
+    Case("tile_304", "a z14 tile revalidated (`If-None-Match` → 304)", None, database=False),
     Case("deep_page", f"page {DEEP_PAGE:,} of {PAGE} (cursor for us, `offset` for peers)", 100),
 )
+AS_OF = frozenset({"asof_instant", "asof_interval", "asof_item"})  # peers keep no history: ours only
+SEWER, TWO_PREDICATES = "utility='sewer'", "diameter_mm>500 AND material='HDPE'"
+VIEW_TILES = (8, 5)  # a 2048 x 1280 pixel map view, in 256-pixel tiles
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,11 @@ class Probe:
     utility: str
     tile: tuple[int, int, int]  # z, x (column), y (row)
     rows: int
+    bbox_small: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    bbox_small_rows: int = 0
+    instant: str | None = None  # between two deliveries (bench/history.py)
+    interval: str | None = None  # from one delivery to two later
+    tiles: dict[int, list[tuple[int, int, int]]] | None = None  # zoom -> the view's tiles that hold data
 
 
 def tile_of(lon: float, lat: float, z: int) -> tuple[int, int, int]:
@@ -74,7 +94,40 @@ def tile_of(lon: float, lat: float, z: int) -> tuple[int, int, int]:
     return z, x, y
 
 
-def probe(url: str) -> Probe:
+def _box_with(conn: psycopg.Connection, table: sql.Composable, lon: float, lat: float,
+              rows: int) -> tuple[tuple[float, float, float, float], int]:
+    """Grow a box around the point until about `rows` segments intersect it (exactly, as the peers test)."""
+    half, count = 0.00005, 0
+    box = (lon, lat, lon, lat)
+    for _ in range(120):
+        box = (lon - half, lat - half * 0.75, lon + half, lat + half * 0.75)
+        counted = conn.execute(sql.SQL(
+            "SELECT count(*) FROM {} WHERE ST_Intersects(geom, ST_MakeEnvelope(%s, %s, %s, %s, 4490))"
+        ).format(table), box).fetchone()
+        count = int(counted[0]) if counted else 0
+        if count >= rows:
+            break
+        half *= 1.1
+    return tuple(round(v, 6) for v in box), count  # type: ignore[return-value]
+
+
+def view_tiles(conn: psycopg.Connection, table: sql.Composable, lon: float, lat: float,
+               z: int) -> list[tuple[int, int, int]]:
+    """The tiles of a map view centred on the point at zoom z that hold at least one segment."""
+    _z, cx, cy = tile_of(lon, lat, z)
+    wide, high = VIEW_TILES
+    found = []
+    for y in range(cy - high // 2, cy - high // 2 + high):
+        for x in range(cx - wide // 2, cx - wide // 2 + wide):
+            row = conn.execute(sql.SQL(
+                "SELECT EXISTS (SELECT 1 FROM {} WHERE geom && ST_Transform(ST_TileEnvelope(%s, %s, %s), 4490))"
+            ).format(table), (z, x, y)).fetchone()
+            if row and row[0]:
+                found.append((z, x, y))
+    return found
+
+
+def probe(url: str, instants: list[str] | None = None) -> Probe:
     table = sql.Identifier("pipeline", LAYER)
     with psycopg.connect(url) as conn:
         row = conn.execute(sql.SQL(
@@ -82,27 +135,21 @@ def probe(url: str) -> Probe:
             "TABLESAMPLE SYSTEM (2) REPEATABLE (7)) s").format(table)).fetchone()
         assert row and row[0] is not None, "the pipelines layer is empty"
         lon, lat = float(row[0]), float(row[1])
-        # Grow a box around the centre until about 120 segments intersect it (exactly, as the peers test):
-        # every server then fills one page of 100 from it.
-        half, count = 0.0005, 0
-        for _ in range(60):
-            box = (lon - half, lat - half * 0.75, lon + half, lat + half * 0.75)
-            counted = conn.execute(sql.SQL(
-                "SELECT count(*) FROM {} WHERE ST_Intersects(geom, ST_MakeEnvelope(%s, %s, %s, %s, 4490))"
-            ).format(table), box).fetchone()
-            count = int(counted[0]) if counted else 0
-            if count >= BBOX_ROWS:
-                break
-            half *= 1.1
+        box, count = _box_with(conn, table, lon, lat, BBOX_ROWS)  # every server fills one page of 100 from it
+        small, small_count = _box_with(conn, table, lon, lat, 10)
         fid_row = conn.execute(sql.SQL(
             "SELECT fid FROM {} WHERE geom && ST_MakeEnvelope(%s, %s, %s, %s, 4490) ORDER BY fid LIMIT 1"
         ).format(table), box).fetchone()
-        utility_row = conn.execute(sql.SQL(
-            "SELECT utility FROM {} GROUP BY utility ORDER BY count(*) DESC LIMIT 1").format(table)).fetchone()
         stats = conn.execute("SELECT row_count FROM ops.layer_stats WHERE layer_id = %s", (LAYER,)).fetchone()
-    assert fid_row and utility_row and stats
-    return Probe(centre=(lon, lat), bbox=tuple(round(v, 6) for v in box), bbox_rows=count,  # type: ignore[arg-type]
-                 fid=str(fid_row[0]), utility=str(utility_row[0]), tile=tile_of(lon, lat, 14), rows=int(stats[0]))
+        tiles = {z: view_tiles(conn, table, lon, lat, z) for z in (10, 12, 14)}
+    assert fid_row and stats
+    instant = interval = None
+    if instants and len(instants) >= 7:  # the deliveries' instants (bench/history.py)
+        instant = instants[4]  # after the 5th delivery, before the 6th
+        interval = f"{instants[2]}/{instants[5]}"
+    return Probe(centre=(lon, lat), bbox=box, bbox_rows=count, fid=str(fid_row[0]), utility="sewer",
+                 tile=tile_of(lon, lat, 14), rows=int(stats[0]), bbox_small=small, bbox_small_rows=small_count,
+                 instant=instant, interval=interval, tiles=tiles)
 
 
 def _query(params: dict[str, str], suffix: str) -> str:
@@ -110,29 +157,53 @@ def _query(params: dict[str, str], suffix: str) -> str:
     return "?" + "&".join(p for p in (text, suffix) if p)
 
 
+def tile_url(endpoint: Endpoint, tile: tuple[int, int, int]) -> str:
+    z, x, y = tile
+    path = f"{z}/{y}/{x}" if endpoint.tile_order == "zyx" else f"{z}/{x}/{y}"
+    tile_suffix = f"?{endpoint.tile_suffix}" if endpoint.tile_suffix else ""
+    return f"{endpoint.server.base}/collections/{endpoint.collection}/tiles/WebMercatorQuad/{path}{tile_suffix}"
+
+
+def case_paths(endpoint: Endpoint, case: Case, p: Probe) -> list[str] | None:
+    """For a spread of tiles, every tile's path (wrk cycles through them); None for a single-URL case."""
+    if case.zoom is None or not p.tiles:
+        return None
+    base = len(endpoint.server.base)
+    return [tile_url(endpoint, t)[base:] for t in p.tiles.get(case.zoom, [])]
+
+
 def case_url(endpoint: Endpoint, case: Case, p: Probe, deep_url: str | None) -> str | None:
-    """The URL this server is asked for in this case; None if it has no way to ask it."""
+    """The URL this server is asked for in this case (a spread's first tile); None if it has no way to ask it."""
     base = f"{endpoint.server.base}/collections/{endpoint.collection}"
     items = f"{base}/items"
     suffix = endpoint.item_suffix
+    page = {"limit": str(PAGE)}
+    if case.key in AS_OF and (endpoint.name not in ("ours", "ours-nocache") or p.instant is None):
+        return None
     match case.key:
-        case "items_10" | "items_100" | "items_1000":
+        case "items_10" | "items_100" | "items_1000" | "items_100_c1" | "items_100_c64":
             return items + _query({"limit": case.key.split("_")[1]}, suffix)
-        case "bbox_100":
-            params = {"bbox": ",".join(str(v) for v in p.bbox), "limit": str(PAGE)}
+        case "bbox_100" | "bbox_small":
+            box = p.bbox if case.key == "bbox_100" else p.bbox_small
+            params = {"bbox": ",".join(str(v) for v in box), "limit": str(PAGE)}
             if endpoint.bbox_crs:
                 params["bbox-crs"] = endpoint.bbox_crs
             return items + _query(params, suffix)
         case "item":
             return f"{items}/{urllib.parse.quote(p.fid)}" + (f"?{suffix}" if suffix else "")
-        case "cql2":
-            return items + _query({"filter": f"utility='{p.utility}'", "filter-lang": "cql2-text",
-                                   "limit": str(PAGE)}, suffix)
-        case "tile_z14" | "tile_304":
-            z, x, y = p.tile
-            path = f"{z}/{y}/{x}" if endpoint.tile_order == "zyx" else f"{z}/{x}/{y}"
-            tile_suffix = f"?{endpoint.tile_suffix}" if endpoint.tile_suffix else ""
-            return f"{base}/tiles/WebMercatorQuad/{path}{tile_suffix}"
+        case "asof_item":
+            return f"{items}/{urllib.parse.quote(p.fid)}" + _query({"datetime": p.instant or ""}, suffix)
+        case "cql2" | "cql2_two":
+            text = SEWER if case.key == "cql2" else TWO_PREDICATES
+            return items + _query({"filter": text, "filter-lang": "cql2-text", **page}, suffix)
+        case "asof_instant" | "asof_interval":
+            when = p.instant if case.key == "asof_instant" else p.interval
+            return items + _query({"datetime": when or "", **page}, suffix)
+        case "tiles_z10" | "tiles_z12" | "tiles_z14":
+            tiles = (p.tiles or {}).get(case.zoom or 0) or [tile_of(*p.centre, case.zoom or 14)]
+            return tile_url(endpoint, tiles[len(tiles) // 2])
+        case "tile_304":
+            return tile_url(endpoint, p.tile)
         case "deep_page":
             if endpoint.name == "ours":
                 return deep_url
@@ -202,7 +273,7 @@ def check(case: Case, url: str, credentials: dict[str, str] | None = None) -> Ch
 def _judge(case: Case, status: int, content_type: str, body: bytes) -> Check:
     if status != 200:
         return Check(False, status, len(body), None, body[:200].decode("utf-8", "replace"))
-    if case.key == "tile_z14":
+    if case.zoom is not None:
         import mapbox_vector_tile  # from the project's test extra, installed by `make bench`
 
         layers = mapbox_vector_tile.decode(body)
@@ -212,15 +283,21 @@ def _judge(case: Case, status: int, content_type: str, body: bytes) -> Check:
         document = json.loads(body)
     except ValueError:
         return Check(False, status, len(body), None, f"not JSON ({content_type})")
-    if case.key == "item":
+    if case.key in ("item", "asof_item"):
         ok = document.get("type") == "Feature"
         return Check(ok, status, len(body), 1 if ok else 0, "" if ok else "not a Feature")
     features = document.get("features")
     if not isinstance(features, list):
         return Check(False, status, len(body), None, "no features array")
+    if case.key == "bbox_small":
+        ok = len(features) > 0
+        return Check(ok, status, len(body), len(features), "" if ok else "nothing found")
     expected = {"items_10": 10, "items_1000": 1000}.get(case.key, PAGE)
     ok = len(features) == expected
     return Check(ok, status, len(body), len(features), "" if ok else f"expected {expected} features")
+
+
+RUNS = 3  # timed runs per case and server: the median is reported, and the spread
 
 
 @dataclass(frozen=True)
@@ -229,21 +306,37 @@ class Measurement:
     case: str
     url: str | None
     check: Check | None
-    result: dict[str, Any] | None
+    result: dict[str, Any] | None  # the median run's numbers, with every run's rate and the spread
     slow: bool = False  # not loaded: one request alone took longer than SLOW_S
     cancelled: int = 0  # queries still running QUIET_WAIT_S after the run, cancelled
-    load_before: float | None = None  # 1-minute load average as the timed run started
+    load_before: float | None = None  # 1-minute load average as the first timed run started
+    paths: int = 0  # a spread: how many different URLs wrk cycled through
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def summarise(runs: list[wrk.WrkResult]) -> dict[str, Any]:
+    """The median run by rate, with every run's rate and the spread (max - min) / median."""
+    ordered = sorted(runs, key=lambda r: r.requests_per_s)
+    median = ordered[len(ordered) // 2]
+    rates = [r.requests_per_s for r in runs]
+    spread = (max(rates) - min(rates)) / median.requests_per_s if median.requests_per_s else 0.0
+    return median.as_dict() | {"runs": rates, "spread": round(spread, 3),
+                               "failed": sum(r.failed for r in runs)}
+
+
+def case_settings(case: Case, settings: wrk.WrkSettings) -> wrk.WrkSettings:
+    connections = case.connections or settings.connections
+    return replace(settings, connections=connections, threads=min(settings.threads, connections))
+
+
 def measure_endpoint(endpoint: Endpoint, p: Probe, settings: wrk.WrkSettings, warmup_s: int,
-                     database_url: str, say: Any = print) -> list[Measurement]:
+                     database_url: str, say: Any = print, runs: int = RUNS) -> list[Measurement]:
     deep_url = None
     if endpoint.name == "ours":
         started = time.perf_counter()
-        first = case_url(endpoint, CASES[1], p, None)
+        first = case_url(endpoint, next(c for c in CASES if c.key == "items_100"), p, None)
         deep_url = follow_next(first, DEEP_PAGE, endpoint.headers) if first else None
         say(f"  ours: page {DEEP_PAGE} cursor found by following next links in {time.perf_counter() - started:.0f}s"
             if deep_url else f"  ours: no next-link chain to page {DEEP_PAGE}")
@@ -252,6 +345,7 @@ def measure_endpoint(endpoint: Endpoint, p: Probe, settings: wrk.WrkSettings, wa
         if endpoint.cases is not None and case.key not in endpoint.cases:
             continue
         url = case_url(endpoint, case, p, deep_url)
+        paths = case_paths(endpoint, case, p)
         headers: dict[str, str] | None = dict(endpoint.headers)
         if url and case.key == "tile_304":
             headers = revalidation_headers(url, endpoint.headers)
@@ -269,20 +363,24 @@ def measure_endpoint(endpoint: Endpoint, p: Probe, settings: wrk.WrkSettings, wa
             say(f"  {endpoint.name} {case.key}: not measured ({checked.status} {checked.note})")
             out.append(Measurement(endpoint.name, case.key, url, checked, None))
             continue
+        own = case_settings(case, settings)
         if checked.seconds < WARMUP_BELOW_S:  # a slower request has warmed what it needs by being checked
-            wrk.run(url, wrk.WrkSettings(warmup_s, settings.threads, settings.connections, settings.timeout_s),
-                    headers)
-            drain(url, settings.connections, headers)
+            wrk.run(url, replace(own, duration_s=warmup_s), headers, paths)
+            drain(url, own.connections, headers)
             quiesce(database_url)
         load = load_average()
-        result = wrk.run(url, settings, headers)
-        drain(url, settings.connections, headers)
-        cancelled = quiesce(database_url)
-        say(f"  {endpoint.name} {case.key}: {result.requests_per_s:,.1f} req/s, p50 {result.latency_ms['p50']} ms"
-            + (f", {result.failed} failed" if result.failed else "")
-            + (f", {cancelled} queries still running after the run cancelled" if cancelled else ""))
-        out.append(Measurement(endpoint.name, case.key, url, checked, result.as_dict(), cancelled=cancelled,
-                               load_before=load))
+        results, cancelled = [], 0
+        for _ in range(runs):
+            results.append(wrk.run(url, own, headers, paths))
+            drain(url, own.connections, headers)
+            cancelled += quiesce(database_url)
+        result = summarise(results)
+        say(f"  {endpoint.name} {case.key}: {result['requests_per_s']:,.1f} req/s (runs {result['runs']}), "
+            f"p50 {result['latency_ms']['p50']} ms"
+            + (f", {result['failed']} failed" if result["failed"] else "")
+            + (f", {cancelled} queries still running after a run cancelled" if cancelled else ""))
+        out.append(Measurement(endpoint.name, case.key, url, checked, result, cancelled=cancelled,
+                               load_before=load, paths=len(paths or [])))
     return out
 
 

@@ -1,7 +1,8 @@
 """The servers compared: ours, tipg and pygeoapi, each from PyPI in its own venv under bench/.peers/.
 
 Every configuration is generated here from the layer registry: the same layers, the same database, the
-same loopback host, the same number of uvicorn worker processes (plain uvicorn in all three).
+same loopback host, the same number of uvicorn worker processes and the same HTTP stack: uvicorn[standard]
+(httptools and uvloop) at the version our service runs, named explicitly on every command line.
 """
 
 import json
@@ -29,10 +30,12 @@ class PeerPackages:
 
 
 # Pinned, so that a result names exactly what was measured; `pip freeze` of each venv goes in the results.
-TIPG = PeerPackages("tipg", ("tipg==1.6.1", "uvicorn==0.54.0"))
+UVICORN = "uvicorn[standard]==0.55.0"  # what `make` installs for our service (pyproject: uvicorn[standard])
+HTTP_STACK = ("--http", "httptools", "--loop", "uvloop")  # the same for every server, never left to detection
+TIPG = PeerPackages("tipg", ("tipg==1.6.1", UVICORN))
 PYGEOAPI = PeerPackages("pygeoapi", (
     "pygeoapi==0.24.0", "SQLAlchemy==2.1.9", "GeoAlchemy2==0.20.0", "psycopg2-binary==2.9.13",
-    "starlette==1.10.0", "uvicorn==0.54.0",
+    "starlette==1.10.0", UVICORN,
 ))
 
 
@@ -142,7 +145,7 @@ def pygeoapi_server(venv: Path, work: Path, registry: LayerRegistry, url: str, p
                    check=True, capture_output=True, env=dict(env))
     server_env = dict(env) | {"PYGEOAPI_CONFIG": str(config), "PYGEOAPI_OPENAPI": str(openapi)}
     args = [str(venv / "bin" / "uvicorn"), "pygeoapi.starlette_app:APP", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", str(WORKERS), "--log-level", "warning", "--no-access-log"]
+            "--workers", str(WORKERS), *HTTP_STACK, "--log-level", "warning", "--no-access-log"]
     return Server("pygeoapi", args, port, server_env, work / "pygeoapi.log", cwd=work)
 
 
@@ -158,7 +161,7 @@ def tipg_server(venv: Path, work: Path, registry: LayerRegistry, url: str, port:
         "TIPG_MAX_FEATURES_PER_QUERY": "10000",
     }
     args = [str(venv / "bin" / "uvicorn"), "tipg.main:app", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", str(WORKERS), "--log-level", "warning", "--no-access-log"]
+            "--workers", str(WORKERS), *HTTP_STACK, "--log-level", "warning", "--no-access-log"]
     return Server("tipg", args, port, server_env, work / "tipg.log", cwd=work)
 
 

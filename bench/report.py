@@ -25,7 +25,8 @@ def _cell(measurement: dict[str, Any] | None) -> str:
         return "not run"
     if measurement.get("result"):
         r = measurement["result"]
-        text = f"{r['requests_per_s']:,.1f} ({r['latency_ms']['p50']:.1f} ms)"
+        spread = f" ±{r['spread'] * 50:.0f}%" if r.get("spread") is not None and len(r.get("runs", ())) > 1 else ""
+        text = f"{r['requests_per_s']:,.1f}{spread} ({r['latency_ms']['p50']:.1f} ms)"
         text += f" ⚠ {r['failed']} failed" if r.get("failed") else ""
         return text + (f" ⚠ {measurement['cancelled']} left running" if measurement.get("cancelled") else "")
     check = measurement.get("check")
@@ -106,51 +107,99 @@ def _timings(timings: dict[str, float]) -> str:
     return ", ".join(f"{key} {value:.1f}" for key, value in ordered) or "not recorded"
 
 
+NOW_CASE = {"asof_instant": "items_100", "asof_interval": "items_100", "asof_item": "item"}
+AS_OF_TARGET = 0.5  # an as-of request costs at most 2x the same request without datetime
+
+
+def _target(case_key: str, target: float | None, ours: float | None, other: float | None) -> tuple[str, bool | None]:
+    if target is None or ours is None or not other:
+        return (f"≥ {target:g}×" if target else "–"), None
+    met = ours / other >= target
+    return f"≥ {target:g}× {_mark(met)}", met
+
+
 def api_section(data: dict[str, Any]) -> list[str]:
     by = {(m["server"], m["case"]): m for m in data["measurements"]}
+    database = data.get("database", {})
     probe = data["probe"]
     settings = data["wrk"]
+    runs = data.get("runs", 1)
     lines = [
-        "## OGC API: this service against tipg and pygeoapi",
+        "## OGC API: this service against tipg and pygeoapi, and against the database alone",
         "",
         f"Each server serves the same `gis_bench` database ({probe['rows']:,} pipeline segments) on 127.0.0.1 "
-        f"with {data['workers']} uvicorn worker processes; wrk runs {settings['threads']} threads and "
-        f"{settings['connections']} connections for {settings['duration_s']} s per request, after a "
-        f"{data['warmup_s']} s warm-up. Cells are requests/s (median latency); a request that does not answer "
-        "200 with what was asked for in a check before the run is not timed.",
+        f"with {data['workers']} uvicorn worker processes on the same HTTP stack; wrk runs {settings['threads']} "
+        f"threads and {settings['connections']} connections (unless the row says otherwise) for "
+        f"{settings['duration_s']} s, {runs} times per request after a {data['warmup_s']} s warm-up. Cells are "
+        "the median run's requests/s, ± half the spread between the fastest and slowest run as a share of the "
+        "median, and its median latency. A request that does not answer 200 with what was asked for in a check "
+        "before the run is not timed. *database alone*: pgbench running the statement our service runs for the "
+        "request, with the same connections, no HTTP (median of the same number of runs).",
         "",
-        "| request | ours | tipg | pygeoapi | ours ÷ tipg | target | ours ÷ pygeoapi |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| request | ours | tipg | pygeoapi | ours ÷ tipg | target | database alone | ours ÷ database | "
+        "ours ÷ pygeoapi |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
+    verdicts: list[tuple[str, bool]] = []
     for case in CASES:
         ours, tipg, pygeoapi = (by.get((s, case.key)) for s in ("ours", "tipg", "pygeoapi"))
-        target = "–"
-        if case.target_vs_tipg:
-            ours_rate, tipg_rate = _rate(ours), _rate(tipg)
-            met = ours_rate is not None and bool(tipg_rate) and ours_rate / tipg_rate >= case.target_vs_tipg
-            target = f"≥ {case.target_vs_tipg:g}× {_mark(met) if ours_rate is not None and tipg_rate else ''}".strip()
-        lines.append(
-            f"| {case.title} | {_cell(ours)} | {_cell(tipg)} | {_cell(pygeoapi)} | "
-            f"{_ratio(_rate(ours), _rate(tipg), _bounded(tipg))} | {target} | "
-            f"{_ratio(_rate(ours), _rate(pygeoapi), _bounded(pygeoapi))} |"
-        )
         uncached = by.get(("ours-nocache", case.key))
-        if uncached:
+        ours_rate = _rate(ours)
+        db = database.get(case.key)
+        share = f"{ours_rate / db['tps']:.0%}" if db and ours_rate and db.get("tps") else "–"
+        db_cell = f"{db['tps']:,.1f}" if db else "–"
+        if case.key in NOW_CASE:  # peers keep no history: compared with our own request without datetime
+            now = _rate(by.get(("ours", NOW_CASE[case.key])))
+            target, met = _target(case.key, AS_OF_TARGET, ours_rate, now)
+            target = target.replace("×", "× of now")
+            vs = f"{ours_rate / now:.2f}× of now" if ours_rate and now else "–"
+            lines.append(f"| {case.title} | {_cell(ours)} | cannot ask | cannot ask | {vs} | {target} | {db_cell} | "
+                         f"{share} | – |")
+        elif case.zoom is not None:  # tiles: ours warm (its cache), then cold (cache off) against the peers
+            target, met = _target(case.key, case.target_vs_tipg, _rate(uncached), _rate(tipg))
+            lines.append(f"| {case.title}, ours warm (cache) | {_cell(ours)} | | | "
+                         f"{_ratio(ours_rate, _rate(tipg), _bounded(tipg))} | | | | |")
+            cold = _rate(uncached)
+            db_share = f"{cold / db['tps']:.0%}" if db and cold and db.get("tps") else "–"
+            lines.append(f"| … cold (our cache off) | {_cell(uncached)} | {_cell(tipg)} | {_cell(pygeoapi)} | "
+                         f"{_ratio(cold, _rate(tipg), _bounded(tipg))} | {target} | {db_cell} | {db_share} | "
+                         f"{_ratio(cold, _rate(pygeoapi), _bounded(pygeoapi))} |")
+        else:
+            target, met = _target(case.key, case.target_vs_tipg, ours_rate, _rate(tipg))
             lines.append(
-                f"| … the same, our tile cache off | {_cell(uncached)} | | | "
-                f"{_ratio(_rate(uncached), _rate(tipg), _bounded(tipg))} | | "
-                f"{_ratio(_rate(uncached), _rate(pygeoapi), _bounded(pygeoapi))} |"
-            )
+                f"| {case.title} | {_cell(ours)} | {_cell(tipg)} | {_cell(pygeoapi)} | "
+                f"{_ratio(ours_rate, _rate(tipg), _bounded(tipg))} | {target} | {db_cell} | {share} | "
+                f"{_ratio(ours_rate, _rate(pygeoapi), _bounded(pygeoapi))} |")
+        if met is not None:
+            verdicts.append((case.title, met))
+        if db and ours_rate and db.get("tps") and case.zoom is None and case.key != "tile_304":
+            verdicts.append((f"{case.title}: ≥ 50% of the database alone", ours_rate / db["tps"] >= 0.5))
+    c8, c64 = _rate(by.get(("ours", "items_100"))), _rate(by.get(("ours", "items_100_c64")))
+    p99 = (by.get(("ours", "items_100_c64")) or {}).get("result") or {}
+    if c8 and c64 and p99:
+        verdicts.append(("64 connections: throughput at least that at 8", c64 >= c8))
+        verdicts.append((f"64 connections: p99 under 250 ms for limit=100 ({p99['latency_ms']['p99']:.0f} ms)",
+                         p99["latency_ms"]["p99"] < 250))
     bbox = ", ".join(f"{v:g}" for v in probe["bbox"])
-    z, x, y = probe["tile"]
+    small = ", ".join(f"{v:g}" for v in probe.get("bbox_small", ()))
+    tiles = {z: len(t) for z, t in (probe.get("tiles") or {}).items()}
     lines += [
         "",
+        "Targets met in this run: " + (", ".join(f"{t} {_mark(ok)}" for t, ok in verdicts) or "none measured") + ".",
+        "",
         "Requests (from the data: the centre is the mean of a sample of segment centroids):",
-        f"- bbox `{bbox}` ({probe['bbox_rows']} segments intersect it), `limit=100`; one item: `{probe['fid']}`;",
-        f"  CQL2: `filter=utility='{probe['utility']}'&filter-lang=cql2-text&limit=100`;",
-        f"  tile: WebMercatorQuad z{z}, column {x}, row {y}; deep page: ours follows `next` links from "
-        "`limit=100` to page 5,000 once and times that cursor URL, tipg and pygeoapi get `limit=100&offset=499900`.",
-        "- Features / bytes of each answer, checked before its run (tiles: features decoded from the MVT):",
+        f"- bbox `{bbox}` ({probe['bbox_rows']} segments intersect it), small bbox `{small}` "
+        f"({probe.get('bbox_small_rows', 0)} segments), `limit=100`; one item: `{probe['fid']}`;",
+        "  filters in CQL2 text (`filter-lang=cql2-text`); as of: `datetime` between the 5th and 6th of ten "
+        "deliveries, and from the 3rd to the 6th; deep page: ours follows `next` links from `limit=100` to page "
+        "5,000 once and times that cursor URL, tipg and pygeoapi get `limit=100&offset=499900`.",
+        f"- Tiles: every tile of a 2048 × 1280 pixel view over the centre that holds data, wrk cycling through "
+        f"them (each thread from its own place): {', '.join(f'z{z} {n}' for z, n in tiles.items())} tiles. "
+        "Warm: our service with its tile cache (each tile built once per process, then served from memory); "
+        "cold: the same service with the cache off, every request building the tile in PostgreSQL as tipg "
+        "and pygeoapi always do.",
+        "- Features / bytes of each answer, checked before its run (tiles: the middle tile of the spread, "
+        "features decoded from the MVT):",
     ]
     for server in SERVERS:
         checks = [f"{m['case']} {m['check']['features']}/{m['check']['bytes']:,} B" for m in data["measurements"]
@@ -165,14 +214,13 @@ def api_section(data: dict[str, Any]) -> list[str]:
     if data.get("credentials"):
         lines.append("- Our service is asked with an API key (`X-API-Key`, role `pipeline_app`): the pipelines "
                      "are an internal layer. Each of its answers therefore also resolves the key (cached per "
-                     "process) and writes one `ops.audit_log` row; tipg and pygeoapi serve everything to anyone.")
+                     "process) and writes one `ops.audit_log` row (not in the database-alone column); tipg and "
+                     "pygeoapi serve everything to anyone.")
     lines += [
-        "- Our tiles: each service process keeps the tiles it built (64 MiB, `GIS_TILE_CACHE_MIB`), keyed by "
-        "layer, tile and the layer's change version; the statement that checks the version builds the tile "
-        "when the version moved, so a cached tile is never stale. A repeated tile is therefore a cache hit "
-        "after its first request; the row below it is the same service with the cache off (every request "
-        "builds the tile in PostgreSQL, as tipg and pygeoapi do). Our tile carries the declared fields and "
-        "`fid`; tipg's all columns (history bookkeeping included), pygeoapi's all columns.",
+        "- Our tiles below z14 carry `fid` and the fields the layer's style draws with (pipelines: `utility`), "
+        "generalised to half a pixel, without lines shorter than a pixel, and at most a zoom's number of rows, "
+        "the longest first; from z14 every declared field. tipg's carry all columns (history bookkeeping "
+        "included), pygeoapi's all columns.",
         "- The revalidation row is what a map client that already holds the tile costs: one primary-key "
         "lookup, a 304 and no body. tipg and pygeoapi send no ETag, so they cannot be asked.",
         "",
@@ -182,25 +230,44 @@ def api_section(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def history_section(data: dict[str, Any]) -> list[str]:
+    seconds = sorted(r["seconds"] for r in data["refreshes"])
+    return [
+        "## History: ten deliveries of the bench layer",
+        "",
+        f"After the refresh benchmark the pipelines are refreshed with {data['deliveries']} successive deliveries "
+        "(`bench/history.py`), each the one before with 5% of the segments changed, 1% removed and 1.5% added, "
+        f"so the as-of requests above read a realistic history: {data['current_rows']:,} current rows and "
+        f"{data['history_rows']:,} closed versions. Each changed delivery's refresh took "
+        f"{seconds[0]:.1f} to {seconds[-1]:.1f} s (median {seconds[len(seconds) // 2]:.1f} s).",
+        "",
+    ]
+
+
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
 def write(path: Path, machine: dict[str, str], refresh: dict[str, Any] | None, api: dict[str, Any] | None,
-          notes: list[str]) -> None:
+          notes: list[str], history: dict[str, Any] | None = None) -> None:
     """Replace this harness's part of the file (between its markers); other sections stay as they are."""
     lines = [
         BEGIN,
         "Written by `make bench` (`bench/run.py`); the raw results are in `bench/results/*.json`.",
         "",
         "```sh",
-        "make bench                                   # everything: data, refresh benchmark, API benchmark",
+        "make bench                                   # everything: data, refresh, ten deliveries, API, burst",
         ".venv/bin/python bench/run.py --skip-refresh  # the API part again, on the loaded gis_bench",
         "```",
+        "",
+        "Two cores run wrk, the servers and PostgreSQL together: figures are only comparable within one run, "
+        "and only on an otherwise idle machine. The load averages below say how idle it was; a run on a "
+        "machine shared with other work is noisy (runs disagree, the spread grows) and must be re-run.",
         "",
         "Machine: " + "; ".join(f"{k}: {v}" for k, v in machine.items()),
         "",
     ]
     lines += refresh_section(refresh) if refresh else ["## Refresh", "", "Not run in this pass.", ""]
+    lines += history_section(history) if history else []
     lines += api_section(api) if api else ["## OGC API", "", "Not run in this pass.", ""]
     if notes:
         lines += ["## Notes", "", *[f"- {note}" for note in notes], ""]

@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:
 
 import psycopg  # noqa: E402
 
-from bench import api, burst, peers, refresh, report, wrk  # noqa: E402
+from bench import api, burst, dblimit, history, peers, refresh, report, wrk  # noqa: E402
 from bench.procs import free_port  # noqa: E402
 from gis.db.cluster import Cluster  # noqa: E402
 from gis.layers import load_registry  # noqa: E402
@@ -82,14 +82,39 @@ def prepare_for_reads(url: str) -> None:
     """The same starting point for every server: statistics and visibility map up to date."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM (ANALYZE) pipeline.pipelines")
+        conn.execute("VACUUM (ANALYZE) pipeline.pipelines_history")
         conn.execute("VACUUM (ANALYZE) ops.layer_stats")
 
 
-def run_api(url: str, servers: list[str], settings: wrk.WrkSettings, warmup_s: int) -> dict[str, object]:
+def measure_database(url: str, measurements: list[api.Measurement], p: api.Probe, settings: wrk.WrkSettings,
+                     runs: int) -> dict[str, dict[str, object]]:
+    """pgbench with the statement our service runs for each of its measured requests (bench/dblimit.py)."""
+    spec = load_registry(ROOT / "layers", ROOT / "styles")[api.LAYER]
+    from gis import tiles as mvt
+
+    drawn = mvt.drawn_fields(spec, ROOT / "styles")
+    found: dict[str, dict[str, object]] = {}
+    for m in measurements:
+        case = next(c for c in api.CASES if c.key == m.case)
+        if m.server not in ("ours", "ours-nocache") or not m.result or not case.database or m.case in found:
+            continue
+        tiles = (p.tiles or {}).get(case.zoom) if case.zoom is not None else None
+        with psycopg.connect(url) as conn:
+            statements = dblimit.statements_for(conn, spec, m.url or "", tiles, drawn)
+        own = api.case_settings(case, settings)
+        tps = sorted(dblimit.run(url, statements, own.connections, own.duration_s).tps for _ in range(runs))
+        found[m.case] = {"tps": tps[len(tps) // 2], "runs": tps, "connections": own.connections,
+                         "statements": len(statements)}
+        say(f"  database alone, {m.case}: {tps[len(tps) // 2]:,.1f} statements/s (runs {tps})")
+    return found
+
+
+def run_api(url: str, servers: list[str], settings: wrk.WrkSettings, warmup_s: int, runs: int,
+            instants: list[str] | None) -> dict[str, object]:
     registry = load_registry(ROOT / "layers", ROOT / "styles")
     gis_settings = Settings()
     prepare_for_reads(url)
-    p = api.probe(url)
+    p = api.probe(url, instants)
     say(f"probe: centre {p.centre[0]:.4f},{p.centre[1]:.4f}; bbox with {p.bbox_rows} segments; tile {p.tile}")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GIS_", "PYGEOAPI_", "TIPG_"))}
     work = RESULTS / "servers"
@@ -105,8 +130,8 @@ def run_api(url: str, servers: list[str], settings: wrk.WrkSettings, warmup_s: i
             endpoint = peers.Endpoint("ours", server, api.LAYER, "zyx", headers=credentials)
         elif name == "ours-nocache":  # the same service with its tile cache off: the tile's compute path
             server = peers.our_server(ROOT, work, url, port, env, tile_cache=False)
-            endpoint = peers.Endpoint("ours-nocache", server, api.LAYER, "zyx", cases=frozenset({"tile_z14"}),
-                                      headers=credentials)
+            tiles = frozenset(c.key for c in api.CASES if c.zoom is not None)
+            endpoint = peers.Endpoint("ours-nocache", server, api.LAYER, "zyx", cases=tiles, headers=credentials)
         elif name == "tipg":
             venv = peers.ensure_venv(PEERS_DIR, peers.TIPG, say)
             versions["tipg"] = next((v.split("==")[1] for v in peers.freeze(venv) if v.startswith("tipg==")), "?")
@@ -130,9 +155,14 @@ def run_api(url: str, servers: list[str], settings: wrk.WrkSettings, warmup_s: i
             except RuntimeError as exc:
                 say(f"{name} not measured: {exc}")
                 continue
-            measurements += api.measure_endpoint(endpoint, p, settings, warmup_s, url, say)
+            measurements += api.measure_endpoint(endpoint, p, settings, warmup_s, url, say, runs)
         api.quiesce(url, wait_s=5)
+    say("the database alone: pgbench with our statements")
+    database = measure_database(url, measurements, p, settings, runs)
+    versions["uvicorn (every server)"] = peers.UVICORN.split("==")[1] + " with httptools and uvloop"
     return {
+        "runs": runs,
+        "database": database,
         "workers": peers.WORKERS,
         "wrk": asdict(settings),
         "warmup_s": warmup_s,
@@ -151,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated: ours,ours-nocache,tipg,pygeoapi")
     parser.add_argument("--duration", type=int, default=10, help="seconds of wrk per request and server")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk before each timed run")
+    parser.add_argument("--runs", type=int, default=api.RUNS, help="timed runs per case (the median is reported)")
+    parser.add_argument("--skip-history", action="store_true",
+                        help="no ten deliveries after the refresh benchmark (as-of cases are then not asked)")
     parser.add_argument("--skip-burst", action="store_true", help="leave out the burst-analysis benchmark")
     parser.add_argument("--only", choices=["burst"], help="run only this benchmark (bench/burst.py, its own database)")
     args = parser.parse_args(argv)
@@ -165,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(database_url=None)  # the embedded cluster, whatever GIS_DATABASE_URL says
     url = bench_url(settings, recreate=not args.skip_refresh)
 
-    refresh_file, api_file = RESULTS / "refresh.json", RESULTS / "api.json"
+    refresh_file, api_file, history_file = RESULTS / "refresh.json", RESULTS / "api.json", RESULTS / "history.json"
     if not args.skip_refresh:
         say("refresh benchmark: ogr2ogr, first refresh, unchanged rerun (checksum), unchanged rerun (--force)")
         log = RESULTS / "refresh.log"
@@ -174,15 +207,23 @@ def main(argv: list[str] | None = None) -> int:
         refresh_file.write_text(json.dumps(result.as_dict(), indent=2), encoding="utf-8")
         say(f"refresh: ogr2ogr {result.ogr2ogr.seconds}s, first {result.first.seconds}s, unchanged "
             f"{result.unchanged_checksum.seconds}s (checksum) / {result.unchanged_force.seconds}s (--force)")
+    if not args.skip_history and (not args.skip_refresh or not history_file.is_file()):
+        say(f"history: {history.DELIVERIES} successive deliveries of the pipelines (5% changed, 1% removed, "
+            "1.5% added each)")
+        made = history.run(ROOT, url, SAMPLES / "pipeline" / "pipelines.gpkg", RESULTS / "history", say)
+        history_file.write_text(json.dumps(made.as_dict(), indent=2), encoding="utf-8")
+    instants = json.loads(history_file.read_text())["instants"] if history_file.is_file() else None
     if not args.skip_api:
         servers = [s.strip() for s in args.servers.split(",") if s.strip()]
         say(f"API benchmark: {', '.join(servers)}")
-        result_api = run_api(url, servers, wrk.WrkSettings(duration_s=args.duration), args.warmup)
+        result_api = run_api(url, servers, wrk.WrkSettings(duration_s=args.duration), args.warmup, args.runs,
+                             instants)
         api_file.write_text(json.dumps(result_api, indent=2), encoding="utf-8")
 
     refresh_data = json.loads(refresh_file.read_text()) if refresh_file.is_file() else None
     api_data = json.loads(api_file.read_text()) if api_file.is_file() else None
-    report.write(ROOT / "docs" / "benchmarks.md", machine(), refresh_data, api_data, [])
+    history_data = json.loads(history_file.read_text()) if history_file.is_file() else None
+    report.write(ROOT / "docs" / "benchmarks.md", machine(), refresh_data, api_data, [], history_data)
     if not args.skip_burst:
         say("burst benchmark: the bench-scale network in gis_burst_bench, library and HTTP")
         burst.run(None, skip_load=False, samples=burst.SAMPLES_DEFAULT, passes=burst.PASSES_DEFAULT)

@@ -1,11 +1,14 @@
 """Running wrk on loopback with a bounded duration and reading its summary (one JSON line from done.lua)."""
 
 import json
+import os
 import subprocess
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 DONE_SCRIPT = Path(__file__).resolve().parent / "done.lua"
+PATHS_SCRIPT = Path(__file__).resolve().parent / "paths.lua"  # a spread of URLs: one run, many paths
 MARK = "WRKJSON "
 
 
@@ -55,19 +58,29 @@ def parse_summary(url: str, output: str) -> WrkResult:
     )
 
 
-def command(url: str, settings: WrkSettings, headers: dict[str, str] | None = None) -> list[str]:
+def command(url: str, settings: WrkSettings, headers: dict[str, str] | None = None,
+            paths_file: Path | None = None) -> list[str]:
+    script = PATHS_SCRIPT if paths_file is not None else DONE_SCRIPT
     args = ["wrk", f"-t{settings.threads}", f"-c{settings.connections}", f"-d{settings.duration_s}s",
-            f"--timeout={settings.timeout_s}s", "-s", str(DONE_SCRIPT)]
+            f"--timeout={settings.timeout_s}s", "-s", str(script)]
     for name, value in (headers or {}).items():
         args += ["-H", f"{name}: {value}"]
-    return [*args, url]
+    return [*args, url] + (["--", str(paths_file)] if paths_file is not None else [])
 
 
-def run(url: str, settings: WrkSettings, headers: dict[str, str] | None = None) -> WrkResult:
+def run(url: str, settings: WrkSettings, headers: dict[str, str] | None = None,
+        paths: list[str] | None = None) -> WrkResult:
+    """One wrk run against `url`, or, with `paths`, against each of them in turn (same host as url)."""
     if not url.startswith(("http://127.0.0.1:", "http://localhost:")):
         raise ValueError(f"load tests run on loopback only, not {url}")
-    out = subprocess.run(command(url, settings, headers), capture_output=True, text=True,
-                         timeout=settings.duration_s + settings.timeout_s + 60, check=False)
+    with tempfile.TemporaryDirectory(prefix="gis-wrk-") as work:
+        paths_file = None
+        if paths:
+            paths_file = Path(work) / "paths.txt"
+            paths_file.write_text("\n".join(paths) + "\n", encoding="utf-8")
+        out = subprocess.run(command(url, settings, headers, paths_file), capture_output=True, text=True,
+                             timeout=settings.duration_s + settings.timeout_s + 60, check=False,
+                             env=os.environ | {"WRK_DONE_SCRIPT": str(DONE_SCRIPT)})
     if out.returncode != 0:
         raise RuntimeError(f"wrk failed ({out.returncode}) for {url}: {out.stderr.strip()[-300:]}")
     return parse_summary(url, out.stdout)

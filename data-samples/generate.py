@@ -1810,6 +1810,7 @@ def pipeline_layers(world: World) -> Iterator[tuple[str, LayerData]]:
     sensors = sensors_layer(world, network, nodes, stream(world.seed, "pipe_sensors"))
     yield "pipe_sensors", sensors
     yield "sensor_readings", readings_layer(sensors, stream(world.seed, "sensor_readings"))
+    yield "inspections", inspections_layer(network, stream(world.seed, "inspections"))
 
 
 def sensors_layer(world: World, network: Network, nodes: Objects, rng: np.random.Generator) -> LayerData:
@@ -1862,6 +1863,41 @@ READING_NORMAL = {
 READING_UNITS = {"pressure": "MPa", "flow": "m³/h", "gas_leak": "%LEL"}
 READING_ANOMALIES = 0.02  # share of readings off normal: pressure drops, flow surges, gas leaks to grade
 READING_QUALITY = (("good", "suspect", "bad"), (0.975, 0.02, 0.005))
+
+
+INSPECTORS = ("王伟", "李娜", "张磊", "刘洋", "陈静", "杨帆")
+# A finding and the severities an inspector gives it (none: nothing to act on).
+FINDINGS = (("normal", "leak", "corrosion", "cover_damaged", "encroachment", "subsidence", "valve_fault"),
+            (0.55, 0.08, 0.1, 0.1, 0.07, 0.04, 0.06))
+SEVERITIES = {"normal": (("none",), (1.0,)),
+              "leak": (("yellow", "orange", "red"), (0.5, 0.35, 0.15)),
+              "subsidence": (("yellow", "orange", "red"), (0.5, 0.35, 0.15))}
+MINOR = (("none", "blue", "yellow"), (0.3, 0.5, 0.2))
+
+
+def inspections_layer(network: Network, rng: np.random.Generator) -> LayerData:
+    """The paper records of past inspection rounds: findings at nodes (some at a pipe), over the last 90 days."""
+    count = int(min(400, max(60, len(network.node_id) // 40)))
+    at_node = rng.choice(len(network.node_id), count, replace=False)
+    x = network.node_x[at_node] + rng.normal(0, 2.0, count)  # the inspector stands beside it
+    y = network.node_y[at_node] + rng.normal(0, 2.0, count)
+    on_pipe = rng.random(count) < 0.3
+    first_segment = np.full(len(network.node_id), -1)
+    first_segment[network.seg_from[::-1]] = np.arange(len(network.seg_from))[::-1]
+    segment = first_segment[at_node]
+    pipe_fid = np.where(on_pipe & (segment >= 0), network.seg_id[np.maximum(segment, 0)], None)
+    node_fid = np.where(pipe_fid == None, network.node_id[at_node], None)  # noqa: E711 (element-wise)
+    finding = weighted(*FINDINGS, count, rng)
+    severity = np.array([weighted(*SEVERITIES.get(f, MINOR), 1, rng)[0] for f in finding.tolist()], dtype=object)
+    minutes = rng.integers(0, 90 * 24 * 60, count).astype("timedelta64[m]")
+    at = (AS_OF - minutes).astype("datetime64[s]")
+    return LayerData(
+        np.array([f"XJ-{i + 1:06d}" for i in range(count)], dtype=object),
+        {"inspected_at": at, "inspector": weighted(INSPECTORS, (1,) * len(INSPECTORS), count, rng),
+         "finding": finding, "pipe_fid": pipe_fid, "node_fid": node_fid, "severity": severity,
+         "note": np.full(count, None, dtype=object)},
+        shapely.points(x, y),
+    )
 
 
 def readings_layer(sensors: LayerData, rng: np.random.Generator) -> LayerData:

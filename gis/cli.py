@@ -150,6 +150,8 @@ def cmd_db_grant(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
     registry = _registry(settings)
+    if args.watch:
+        return _watch(args, settings, registry)
     if args.all == bool(args.layers):
         raise GisError("name the layers to refresh, or --all")
     if args.source and (args.all or len(args.layers) != 1):
@@ -176,6 +178,21 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
             failures += 1
             print(f"gis: refresh {spec.id} failed: {exc}", file=sys.stderr, flush=True)
     return 1 if failures else 0
+
+
+def _watch(args: argparse.Namespace, settings: Settings, registry: LayerRegistry) -> int:
+    """Deliveries dropped into DIR/<layer>/ (gis/deliveries/watch.py), one line each."""
+    from gis.deliveries.watch import watch
+
+    if args.layers or args.all or args.source:
+        raise GisError("--watch takes no layers, --all or --source: the folder names the layer")
+
+    def report(outcome: dict[str, object]) -> None:
+        summary = outcome.get("summary") or outcome.get("message")
+        print(f"{outcome['layer']}: {outcome['status']}: {summary} ({outcome['file']})", flush=True)
+
+    return 1 if watch(database_url(settings), registry, Path(args.watch), settings.city_extent,
+                      settings.rejects_dir, report, once=args.once) else 0
 
 
 def _cut_at(value: str | None) -> datetime | None:
@@ -457,6 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.add_argument("--source", help="a delivered file to load instead of the layer's sample")
     refresh.add_argument("--force", action="store_true", help="compare rows even if the file is unchanged")
     refresh.add_argument("--quiet", action="store_true", help="no progress bar")
+    refresh.add_argument("--watch", metavar="DIR", help="take files dropped into DIR/<layer>/ as deliveries "
+                         "(kept with checksum and sender, loaded by the same job; moved to done/ or failed/)")
+    refresh.add_argument("--once", action="store_true", help="with --watch: take the files there now, then stop")
     refresh.add_argument("--cut-at", help="when the delivery was cut (ISO 8601; default: the file's modification "
                          "time): features edited later are conflicts, settled by the layer's editing.on_conflict")
     refresh.set_defaults(handler=cmd_refresh)

@@ -138,6 +138,23 @@ class SourceSpec(_Strict):
         return self
 
 
+class IndexSpec(_Strict):
+    """A btree index on the layer's current table, declared with the layer: the registry decides, not code.
+
+    Chosen for the filters applications send: an equality column first, then `fid`, lets a keyset page under
+    that filter read the index in fid order and stop after a page; columns after fid are tested inside the
+    index, and a bounded count is answered from the index alone.
+    """
+
+    name: Name = Field(description="The index is named <layer>_<name>.")
+    columns: tuple[Name, ...] = Field(min_length=1, description="Fields (or fid, valid_from, refresh_id), in order.")
+    why: str = Field(min_length=1, description="The reads it serves (a filter, a join, a walk).")
+    history: bool = Field(default=False, description="Also on the history table, for `datetime` reads.")
+
+
+INDEXABLE_COLUMNS = frozenset({"fid", "valid_from", "valid_to", "refresh_id"})
+
+
 class EditingSpec(_Strict):
     """Who keeps the layer: department deliveries (refreshes), edits (OGC API Features Part 4, QGIS), or both."""
 
@@ -149,6 +166,9 @@ class EditingSpec(_Strict):
         "Either way the conflict is reported.")
     require_if_match: bool = Field(
         default=False, description="Refuse updates and deletes that do not send the feature's ETag in If-Match.")
+    lock_with: tuple[Name, ...] = Field(
+        default=(), description="Layers whose write lock an edit takes too, so their writes keep one order (field "
+        "inspections join the sensor readings' warnings, whose watch cursor needs writes in commit order).")
 
     @property
     def edits(self) -> bool:
@@ -175,6 +195,7 @@ class LayerSpec(_Strict):
     update_frequency: str = Field(min_length=1)
     source: SourceSpec
     style: str = Field(description="QML style, relative to the styles directory.")
+    indexes: tuple[IndexSpec, ...] = Field(default=(), description="btree indexes beyond fid, geometry and time.")
     editing: EditingSpec = Field(default_factory=EditingSpec)
 
     @model_validator(mode="after")
@@ -190,6 +211,17 @@ class LayerSpec(_Strict):
             event = self.field(self.temporal.field)
             if event is None or event.type not in (FieldType.date, FieldType.timestamp):
                 raise ValueError(f"temporal.field '{self.temporal.field}' must be a date or timestamp field")
+        return self
+
+    @model_validator(mode="after")
+    def _indexes_known(self) -> "LayerSpec":
+        names = [i.name for i in self.indexes]
+        if len(set(names)) != len(names):
+            raise ValueError("indexes: an index name is given twice")
+        for index in self.indexes:
+            unknown = [c for c in index.columns if c not in INDEXABLE_COLUMNS and self.field(c) is None]
+            if unknown:
+                raise ValueError(f"indexes: '{index.name}' names unknown columns: {', '.join(unknown)}")
         return self
 
     def field(self, name: str) -> FieldSpec | None:

@@ -500,6 +500,24 @@ def style_layers(spec: LayerSpec, qml: str, where: str | None = None) -> LayerSt
                       tuple(sorted(set(renderer.not_converted))), max(solid, default=0.0))
 
 
+def _gets(expression: Expr) -> set[str]:
+    """The properties a MapLibre expression reads (["get", name] anywhere in it)."""
+    if not isinstance(expression, list):
+        return set()
+    if len(expression) == 2 and expression[0] == "get" and isinstance(expression[1], str):
+        return {expression[1]}
+    return set().union(*(_gets(e) for e in expression)) if expression else set()
+
+
+def fields_drawn(spec: LayerSpec, qml: str, where: str | None = None) -> frozenset[str]:
+    """The layer's fields its style reads (the category field, the rules' filters): what a map needs in a tile."""
+    renderer = read_renderer(spec, qml, where or spec.style)
+    found = {renderer.attribute} if renderer.attribute else set()
+    for rule in renderer.rules:
+        found |= _gets(rule.condition)
+    return frozenset(found & set(spec.field_names))
+
+
 def draw_order(styles: list[LayerStyle]) -> list[LayerStyle]:
     """Bottom first: polygons, then lines, then points. Among polygons the most opaque fills go first, so no
     translucent layer (a red line, the districts) vanishes under an opaque one; among equally opaque ones the

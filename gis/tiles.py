@@ -9,6 +9,7 @@ after the layer id.
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -20,6 +21,8 @@ from gis.features.cql2.to_sql import translate
 from gis.features.queries import source, time_params
 from gis.features.temporal import TimeRange
 from gis.layers import FieldType, GeometryType, LayerSpec
+from gis.map_style import fields_drawn
+from gis.styles import style_files
 
 TILE_MATRIX_SET = "WebMercatorQuad"
 TILE_MATRIX_SET_URI = "http://www.opengis.net/def/tilematrixset/OGC/1.0/WebMercatorQuad"
@@ -83,36 +86,44 @@ def tile_matrices() -> list[dict[str, object]]:
     ]
 
 
+DETAIL_ZOOM = 14  # from here on a tile carries every declared field (a click shows them); below, what is drawn
+
+
 @dataclass(frozen=True)
 class ZoomDetail:
     """How much of a layer one tile carries at a zoom level."""
 
-    max_features: int  # rows per tile; a tile that reaches it is cut short (arbitrary rows left out)
+    max_features: int  # rows per tile; past it the least important rows are left out (see tile_sql)
     simplify: float  # Douglas-Peucker tolerance in degrees before transforming; 0 for none
     min_size: float  # lines and polygons whose bbox width + height (degrees) is below this are left out
+    all_fields: bool  # every declared field, or only those the style draws with
 
 
 def zoom_detail(z: int, geometry: GeometryType) -> ZoomDetail:
-    """Tiles stay small at every zoom: below one MVT grid unit nothing is visible anyway.
+    """Tiles stay small at every zoom: what is smaller than the screen shows is left out.
 
-    One grid unit is (360 / 2^z) / 4096 degrees of longitude; at Shenyang's latitude a degree of latitude
-    is longer on the map (1 / cos 41.8° ≈ 1.34), so half a unit keeps simplification under a unit both ways.
+    One pixel of a 256-pixel tile is (360 / 2^z) / 256 degrees of longitude (16 MVT grid units); at
+    Shenyang's latitude a degree of latitude is longer on the map (1 / cos 41.8° ≈ 1.34), so half a
+    pixel keeps simplification under a pixel both ways. Below DETAIL_ZOOM, lines and polygons are
+    generalised to half a pixel and those smaller than a pixel are left out; from DETAIL_ZOOM on, only
+    those below one grid unit (nothing visible either way).
     """
     unit = 360.0 / (1 << z) / EXTENT
-    if z >= 14:
-        max_features = 100_000
-    elif z >= 12:
+    pixel = unit * EXTENT / TILE_SIZE
+    detail = z >= DETAIL_ZOOM
+    if detail:
         max_features = 50_000
+    elif z >= 12:
+        max_features = 12_000
     elif z >= 10:
-        max_features = 10_000
+        max_features = 8_000
     else:
-        max_features = 5_000
+        max_features = 4_000
     if geometry in (GeometryType.Point, GeometryType.MultiPoint):
-        return ZoomDetail(max_features, 0.0, 0.0)
-    # Below z12 a feature smaller than one screen pixel (16 grid units) is left out: long mains and
-    # roads stay, short service pipes come back as the map zooms in.
-    min_size = unit if z >= 12 else unit * EXTENT / TILE_SIZE
-    return ZoomDetail(max_features, unit / 2 if z < 14 else 0.0, min_size)
+        return ZoomDetail(max_features, 0.0, 0.0, detail)
+    if detail:
+        return ZoomDetail(max_features, 0.0, unit, True)
+    return ZoomDetail(max_features, pixel / 2, pixel, False)
 
 
 def _property(spec: LayerSpec, name: str, field_type: FieldType) -> sql.Composable:
@@ -127,8 +138,33 @@ def _property(spec: LayerSpec, name: str, field_type: FieldType) -> sql.Composab
     return sql.SQL("{} AS {}").format(value, sql.Identifier(name))
 
 
+def _size(geom: sql.Composable) -> sql.Composable:
+    """A line's or polygon's bbox width + height in degrees: whether it shows, and its rank in a full tile."""
+    return sql.SQL("((ST_XMax({g}) - ST_XMin({g})) + (ST_YMax({g}) - ST_YMin({g})))").format(g=geom)
+
+
+_drawn: dict[tuple[str, str, Path], frozenset[str]] = {}
+
+
+def drawn_fields(spec: LayerSpec, styles_dir: Path) -> frozenset[str]:
+    """The fields the layer's style draws with, read once per process from its QML."""
+    key = (spec.id, spec.style, styles_dir)
+    found = _drawn.get(key)
+    if found is None:
+        found = _drawn[key] = fields_drawn(spec, style_files(spec, styles_dir).qml, str(styles_dir / spec.style))
+    return found
+
+
+def tile_fields(spec: LayerSpec, z: int, drawn: frozenset[str] | None) -> tuple[str, ...]:
+    """The fields a tile at zoom z carries: all of them, or below DETAIL_ZOOM those the style draws with
+    (`drawn`; None: all, for a caller that does not know the style)."""
+    if drawn is None or zoom_detail(z, spec.geometry).all_fields:
+        return spec.field_names
+    return tuple(name for name in spec.field_names if name in drawn)
+
+
 def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None,
-             rows: sql.Composable | None = None) -> sql.Composed:
+             rows: sql.Composable | None = None, drawn: frozenset[str] | None = None) -> sql.Composed:
     """The statement for one tile of the layer at zoom z; parameters from tile_params.
 
     Returns one row: (version, tile). version is the layer's changed_refresh_id (NULL if never loaded);
@@ -151,19 +187,21 @@ def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None,
                 "ST_TileEnvelope(0, 0, 0)::box2d), {})").format(sql.Literal(int(spec.srid)))
     ]
     if detail.min_size:
-        predicates.append(sql.SQL(
-            "(ST_XMax(geom) - ST_XMin(geom)) + (ST_YMax(geom) - ST_YMin(geom)) >= {}"
-        ).format(sql.Literal(float(detail.min_size))))
+        predicates.append(sql.SQL("{} >= {}").format(_size(sql.SQL("geom")), sql.Literal(float(detail.min_size))))
     if rows is not None:
         predicates.append(rows)
+    fields = tile_fields(spec, z, drawn)
     properties = sql.SQL(", ").join(
-        [sql.SQL("t.fid"), *(_property(spec, f.name, f.type) for f in spec.fields)]
+        [sql.SQL("t.fid"), *(_property(spec, name, spec.field(name).type) for name in fields)]  # type: ignore[union-attr]
     )
+    # A full tile keeps its most important rows, the same ones every time: the largest lines and polygons
+    # (long mains before service pipes), then by fid; points by fid.
+    rank = sql.SQL("t.fid") if not detail.min_size else sql.SQL("{} DESC, t.fid").format(_size(sql.SQL("t.geom")))
     # The rows are found in a materialised CTE so that the planner never hands the per-row functions to
     # parallel workers: each fresh worker pays PROJ's set-up (50-100 ms), ten times the tile's own cost.
     return sql.SQL(
         "SELECT v.version, CASE WHEN v.version = ANY(%(known)s::bigint[]) THEN NULL ELSE ("
-        "WITH t AS MATERIALIZED (SELECT t.fid, {columns}, t.geom FROM {rows} LIMIT {limit}) "
+        "WITH t AS MATERIALIZED (SELECT t.fid, {columns}, t.geom FROM {rows} ORDER BY {rank} LIMIT {limit}) "
         "SELECT ST_AsMVT(m.*, {name}, {extent}, 'geom') FROM ("
         "SELECT ST_AsMVTGeom(ST_Transform({geom}, 3857), ST_TileEnvelope(%(z)s, %(x)s, %(y)s), "
         "{extent}, {buffer}, true) AS geom, {properties} FROM t) m"
@@ -174,9 +212,11 @@ def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None,
         extent=sql.Literal(EXTENT),
         buffer=sql.Literal(BUFFER),
         geom=geom,
-        columns=sql.SQL(", ").join(sql.SQL("t.{}").format(c) for c in ids.field_columns(spec)),
+        columns=sql.SQL(", ").join([sql.SQL("t.{}").format(ids.column(spec, n)) for n in fields]) if fields
+        else sql.SQL("NULL AS _none"),
         properties=properties,
         rows=source(spec, time, predicates),
+        rank=rank,
         limit=sql.Literal(int(detail.max_features)),
     )
 
@@ -202,12 +242,13 @@ class TileResult:
 
 async def fetch_tile(conn: psycopg.AsyncConnection, spec: LayerSpec, tile: Tile,
                      known_versions: tuple[int, ...] = (), time: TimeRange | None = None,
-                     rows: Filter | None = None) -> TileResult:
-    """One tile; `rows` is a row rule (a CQL2 node, geometries in CRS84) the tile's features must pass."""
+                     rows: Filter | None = None, drawn: frozenset[str] | None = None) -> TileResult:
+    """One tile; `rows` is a row rule (a CQL2 node, geometries in CRS84) the tile's features must pass;
+    `drawn` the fields the layer's style reads (below DETAIL_ZOOM a tile carries only those and fid)."""
     params = tile_params(spec, tile, known_versions, time)
     row_sql = translate(rows, spec, crs_.CRS84, params, "rows") if rows is not None else None
     # Binary results: the tile arrives as its bytes, not as hex text to decode.
-    cursor = await conn.execute(tile_sql(spec, tile.z, time, row_sql), params, binary=True)
+    cursor = await conn.execute(tile_sql(spec, tile.z, time, row_sql, drawn), params, binary=True)
     row = await cursor.fetchone()
     assert row is not None  # the statement always returns exactly one row
     version, data = row

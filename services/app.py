@@ -18,6 +18,7 @@ from services import (
     auth,
     catalog,
     coverages,
+    deliveries,
     downloads,
     edits,
     features,
@@ -97,6 +98,7 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     app.include_router(map_tiles.router)
     app.include_router(planning.router)
     app.include_router(sensing.router)
+    app.include_router(deliveries.router)
     app.include_router(processes.router)
     app.include_router(auth.router)
     web_map.install(app)

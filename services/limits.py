@@ -40,7 +40,8 @@ LOGGER = logging.getLogger(__name__)
 # POST endpoints that take files: overlap-check proposals (multipart, or the file as the body) and process
 # execution (files base64-encoded in JSON); and sensor-reading batches (up to 10,000 readings, about 1 MiB).
 # Each still applies its own, smaller cap to what it reads.
-UPLOAD_PATHS = re.compile(r"^/(api/planning/overlap-checks|api/pipeline/sensor-readings|processes/[^/]+/execution)/?$")
+UPLOAD_PATHS = re.compile(
+    r"^/(api/planning/overlap-checks|api/pipeline/sensor-readings|processes/[^/]+/execution|api/deliveries/[^/]+)/?$")
 _MAX_BUCKETS = 100_000
 # A shared budget's statement may take this long before the process decides on its own bucket instead.
 _SHARED_TIMEOUT_S = 0.5

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Annotated, Any
 
 import orjson
@@ -188,6 +189,9 @@ async def sensor_warnings(
     q = _warning_query(request, thresholds, level, sensor, datetime, since, limit)
     if not all(readings_.is_sensor_id(s) for s in q.sensors):
         raise InvalidQuery("sensor", f"sensor ids are 1 to {readings_.MAX_SENSOR_ID} characters, no control characters")
+    inspections = thresholds.inspections
+    if inspections is not None and caller_of(request).role.may_read(inspections.id):
+        q = replace(q, inspections=True)  # field inspections' severities join, for roles that may read them
     shown = tuple(name for name in READING_FIELDS if name not in view.masked)
     if q.sensors and "sensor" not in shown:
         raise InvalidQuery("sensor", "unknown parameter for this role")
@@ -200,6 +204,9 @@ async def sensor_warnings(
             break
         await asyncio.sleep(_POLL_S)
     await audit_read(request, view, len(page.features))
+    if q.inspections and inspections is not None:
+        await audit_read(request, layer_view(request, inspections.id),
+                         sum(1 for x in page.features if str(x["properties"]["threshold"]).startswith("inspection:")))
     if f == "html":
         return HTMLResponse(to_html(_as_result(thresholds, q, page.features)))
     body: dict[str, Any] = {

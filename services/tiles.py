@@ -371,8 +371,9 @@ async def tile(request: Request, state: State, collectionId: CollectionId, tileM
     cache, key = _tile_cache(request, state), (spec.id, variant, address.z, address.x, address.y)
     cached = cache.get(key)
     known = {v for v in (client_version, cached[0] if cached else None) if v is not None}
+    drawn = mvt.drawn_fields(spec, state.settings.styles_dir)
     result = await state.read([spec.id], lambda conn: mvt.fetch_tile(conn, spec, address, tuple(sorted(known)),
-                                                                     time, rows))
+                                                                     time, rows, drawn))
     etag = _etag(spec, result.version, variant, address)
     headers = {"ETag": etag, "Cache-Control": _cache_control(spec)}
     if "*" in tags or etag.removeprefix("W/") in tags:

@@ -50,16 +50,37 @@ def test_each_server_is_asked_in_its_own_spelling() -> None:
     ours = _endpoint("ours", "pipelines", "zyx")
     tipg = _endpoint("tipg", "pipeline.pipelines", "zxy")
     pygeoapi = _endpoint("pygeoapi", "pipelines", "zyx", "f=json")
-    assert api.case_url(ours, _case("tile_z14"), PROBE, None).endswith(
+    assert api.case_url(ours, _case("tile_304"), PROBE, None).endswith(
         "/collections/pipelines/tiles/WebMercatorQuad/14/6093/13809")
-    assert api.case_url(tipg, _case("tile_z14"), PROBE, None).endswith(
+    assert api.case_url(tipg, _case("tile_304"), PROBE, None).endswith(
         "/collections/pipeline.pipelines/tiles/WebMercatorQuad/14/13809/6093")
     assert api.case_url(pygeoapi, _case("item"), PROBE, None).endswith("/items/P1?f=json")
     assert api.case_url(tipg, _case("deep_page"), PROBE, None).endswith("items?limit=100&offset=499900")
     assert api.case_url(ours, _case("deep_page"), PROBE, "http://127.0.0.1:9999/cursor") == \
         "http://127.0.0.1:9999/cursor"
     cql = api.case_url(pygeoapi, _case("cql2"), PROBE, None)
-    assert "filter=utility%3D'water'" in cql and "filter-lang=cql2-text" in cql and cql.endswith("&f=json")
+    assert "filter=utility%3D'sewer'" in cql and "filter-lang=cql2-text" in cql and cql.endswith("&f=json")
+    assert api.case_url(tipg, _case("asof_instant"), PROBE, None) is None  # peers keep no history
+
+
+def test_a_spread_of_tiles_is_every_path_in_each_servers_spelling() -> None:
+    tiles = {14: [(14, 13809, 6093), (14, 13810, 6093)]}
+    probe = api.Probe(**{**PROBE.__dict__, "tiles": tiles})
+    tipg = _endpoint("tipg", "pipeline.pipelines", "zxy")
+    assert api.case_paths(tipg, _case("tiles_z14"), probe) == [
+        "/collections/pipeline.pipelines/tiles/WebMercatorQuad/14/13809/6093",
+        "/collections/pipeline.pipelines/tiles/WebMercatorQuad/14/13810/6093"]
+    args = wrk.command("http://127.0.0.1:9/x", wrk.WrkSettings(10, 2, 8, 30), None, Path("/tmp/p.txt"))
+    assert args[args.index("-s") + 1].endswith("paths.lua") and args[-2:] == ["--", "/tmp/p.txt"]
+
+
+def test_three_runs_report_the_median_and_the_spread() -> None:
+    def result(rate: float) -> wrk.WrkResult:
+        return wrk.WrkResult("u", int(rate * 10), 10.0, rate, 1, {"p50": 1000 / rate, "p99": 1.0}, {"status": 0})
+
+    summary = api.summarise([result(90.0), result(110.0), result(100.0)])
+    assert summary["requests_per_s"] == 100.0 and summary["runs"] == [90.0, 110.0, 100.0]
+    assert summary["spread"] == pytest.approx(0.2) and summary["latency_ms"]["p50"] == 10.0
 
 
 def test_tile_of_the_city_centre() -> None:
@@ -97,14 +118,17 @@ def test_report_states_ratios_and_bounds(tmp_path: Path) -> None:
         "versions": {"tipg": "1"},
         "measurements": [_measurement("ours", "items_10", 1000.0), _measurement("tipg", "items_10", 20.0),
                          _measurement("pygeoapi", "items_10", None, slow_s=4.0),
-                         _measurement("ours-nocache", "tile_z14", 30.0), _measurement("tipg", "tile_z14", 20.0)],
+                         _measurement("ours-nocache", "tiles_z14", 30.0), _measurement("tipg", "tiles_z14", 20.0)],
+        "database": {"items_10": {"tps": 1250.0}},
     }
     out = tmp_path / "benchmarks.md"
     report.write(out, {"CPU": "x"}, None, data, [])
     text = out.read_text()
     assert "| items `limit=10` | 1,000.0 (5.0 ms) | 20.0 (5.0 ms) |" in text
-    assert "| 50.0× | ≥ 50× ✓ | ≥ 2,000.0× |" in text  # pygeoapi's one request took 4 s: at most 2 workers / 4 s
-    assert "| … the same, our tile cache off | 30.0 (5.0 ms) | | | 1.5× |" in text
+    # pygeoapi's one request took 4 s: at most 2 workers / 4 s; the database alone ran 1,250 statements/s
+    assert "| 50.0× | ≥ 20× ✓ | 1,250.0 | 80% | ≥ 2,000.0× |" in text
+    assert "| … cold (our cache off) | 30.0 (5.0 ms) | 20.0 (5.0 ms) | not run | 1.5× | ≥ 3× ✗ |" in text
+    assert "Targets met in this run: items `limit=10` ✓, items `limit=10`: ≥ 50% of the database alone ✓" in text
 
 
 def test_report_keeps_other_sections_of_the_file(tmp_path: Path) -> None:

@@ -110,3 +110,11 @@ def test_event_layer_must_name_a_time_field(layer_tree: Path) -> None:
     path = _edit(layer_tree, "policing/incidents.yml", {"temporal": {"kind": "event"}})
     with pytest.raises(ConfigError, match=rf"{path}: temporal: .*event-time field"):
         _load(layer_tree)
+
+
+def test_index_on_an_unknown_column_names_the_file_and_key(layer_tree: Path) -> None:
+    index = {"name": "colour_idx", "columns": ["colour", "fid"], "why": "a filter on colour"}
+    path = _edit(layer_tree, "base/roads.yml", {"indexes": [index]})
+    with pytest.raises(ConfigError, match=rf"{path}: .*'colour_idx' names unknown columns: colour"):
+        _load(layer_tree)
+

@@ -99,7 +99,7 @@ def storage_geometries(spec: LayerSpec, frame: gpd.GeoDataFrame) -> np.ndarray:
 
 def test_every_layer_source_exists_so_the_registry_loads_against_the_samples(samples: Path) -> None:
     registry = load_registry(ROOT / "layers", ROOT / "styles", samples)
-    assert len(registry) == 20
+    assert len(registry) == 21  # 20, and pipeline.inspections
 
 
 def test_every_layer_reads_with_its_declared_columns_and_rows(layers: LayerRegistry, samples: Path) -> None:

@@ -15,7 +15,7 @@ from psycopg import sql
 
 from gis import identifiers as ids
 from gis import tiles as mvt
-from gis.layers import LayerRegistry, LayerSpec
+from gis.layers import GeometryType, LayerRegistry, LayerSpec
 from gis.refresh.runner import RefreshRequest, run_refresh
 from gis.settings import Settings
 from services.tiles import TileCache
@@ -341,15 +341,46 @@ def test_tile_address_validation() -> None:
         mvt.Tile(True, 0, 0)  # a bool is not a tile matrix
 
 
-def test_zoom_detail_keeps_points_whole_and_thins_only_below_a_pixel() -> None:
-    from gis.layers import GeometryType
-
+def test_zoom_detail_keeps_points_whole_and_generalises_lines_to_the_pixel() -> None:
     assert mvt.zoom_detail(5, GeometryType.Point).min_size == 0
     assert mvt.zoom_detail(5, GeometryType.Point).simplify == 0
     high, low = mvt.zoom_detail(14, GeometryType.LineString), mvt.zoom_detail(10, GeometryType.Polygon)
-    assert high.simplify == 0 and high.min_size == pytest.approx(360 / 2**14 / 4096)
-    assert low.simplify == pytest.approx(360 / 2**10 / 4096 / 2)
-    assert low.max_features < high.max_features
+    assert high.simplify == 0 and high.min_size == pytest.approx(360 / 2**14 / 4096) and high.all_fields
+    pixel = 360 / 2**10 / 256  # one pixel of a 256-pixel tile at z10, in degrees of longitude
+    assert low.simplify == pytest.approx(pixel / 2) and low.min_size == pytest.approx(pixel)
+    assert low.max_features < high.max_features and not low.all_fields
+
+
+def test_tile_below_the_detail_zoom_carries_only_what_the_style_draws(client: httpx.Client, loaded_db_url: str,
+                                                                      registry: LayerRegistry) -> None:
+    # pipelines are drawn by utility (styles/pipeline/pipelines.qml): a city-wide map needs nothing else.
+    row = a_feature(loaded_db_url, registry["pipelines"])
+    for z, wanted in ((12, {"fid", "utility"}), (14, {"fid", *registry["pipelines"].field_names})):
+        layers = decode(client.get(tile_path("pipelines", *tile_of(row["lon"], row["lat"], z))).content)
+        keys = [set(f["properties"]) for f in layers["pipelines"]["features"]]
+        assert keys and all(k <= wanted for k in keys) and set().union(*keys) == wanted, z
+
+
+def test_full_tile_keeps_its_first_rows_by_rank_not_by_storage(
+        clone_db: Callable[[], str], serve_api: Callable[[str], AbstractContextManager[str]],
+        admin_headers: dict[str, str]) -> None:
+    # 22,995 observations at the stations: one z8 tile over the city holds more than its 4,000 rows. It keeps
+    # the first 4,000 by fid (points have no size to rank by), wherever they are stored: here the first half
+    # by fid is rewritten, so it lies after the second half in the table.
+    url = clone_db()
+    z, x, y = tile_of(123.43, 41.8, 8)
+    cap = mvt.zoom_detail(z, GeometryType.Point).max_features
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE environment.observations SET value = value WHERE fid <= "
+                     "(SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY fid) FROM environment.observations)")
+        inside = [r[0] for r in conn.execute(
+            "SELECT fid FROM environment.observations WHERE geom && ST_Transform(ST_TileEnvelope(%s, %s, %s, "
+            "margin => %s), 4490) ORDER BY fid", (z, x, y, mvt.BUFFER / mvt.EXTENT)).fetchall()]
+    assert len(inside) > cap
+    with serve_api(url) as api:
+        answer = httpx.get(api + tile_path("observations", z, x, y), headers=admin_headers, timeout=60)
+    fids = sorted(f["properties"]["fid"] for f in decode(answer.content)["observations"]["features"])
+    assert fids == inside[:cap]
 
 
 def test_tile_sql_names_only_registry_identifiers(registry: LayerRegistry) -> None:

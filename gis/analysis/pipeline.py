@@ -2,7 +2,7 @@
 
 The network is the pipelines table itself (from_node / to_node), walked by recursive CTEs: one source of
 truth, current whenever a refresh changes the pipes, no graph to rebuild. Indexes on from_node and to_node
-(ensure_network_indexes, called by `gis migrate`) keep a walk to index look-ups.
+(declared in layers/pipeline/pipelines.yml) keep a walk to index look-ups.
 
 burst          爆管关阀: from a pipe fid or a point, the open valves to close, the closed valves already
                bounding it, the pipes isolated and the buildings within customers_within_m that lose supply
@@ -29,7 +29,6 @@ from gis import identifiers as ids
 from gis.analysis.pipeline_rules import ClearancePair, PairSide, PipelineRules
 from gis.analysis.proposal import InvalidProposal
 from gis.errors import NotFound
-from gis.layers import LayerRegistry
 
 METRIC_SRID = 4550  # CGCS2000 / 3-degree Gauss-Kruger CM 123E
 DEGREES_PER_METRE = 1 / 60_000  # a generous box in lon/lat degrees at Shenyang's latitude (1° lon ≈ 83 km)
@@ -52,18 +51,6 @@ class PipelineResult:
 
 
 # -- indexes -----------------------------------------------------------------------------------------
-
-def ensure_network_indexes(conn: psycopg.Connection, registry: LayerRegistry, pipelines: str = "pipelines") -> None:
-    """btree indexes on pipelines(from_node) and (to_node), so a network walk is index look-ups."""
-    spec = registry.get(pipelines)
-    if spec is None or spec.field("from_node") is None or spec.field("to_node") is None:
-        return
-    for name in ("from_node", "to_node"):
-        conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
-            ids.index_name(spec, name), ids.current_table(spec), ids.column(spec, name)))
-
-
-# -- helpers -----------------------------------------------------------------------------------------
 
 def _feature(fid: str, geometry: Any, properties: dict[str, Any]) -> dict[str, Any]:
     geom = orjson.loads(geometry) if isinstance(geometry, str | bytes) else geometry

@@ -78,6 +78,28 @@ def create_layer_tables(conn: psycopg.Connection, spec: LayerSpec) -> None:
                 ids.index_name(spec, "time_idx", history), table, ids.column(spec, spec.temporal.field)))
     conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (valid_from, valid_to)").format(
         ids.index_name(spec, "valid_idx", True), ids.history_table(spec)))
+    if spec.temporal.kind == "versioned":
+        # As-of reads page in fid order through both tables; with the validity in the index, the versions
+        # not valid at the instant are passed over in the index and never fetched (gis.features.queries).
+        conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (fid, valid_from)").format(
+            ids.index_name(spec, "as_of_idx"), ids.current_table(spec)))
+        conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (fid, valid_from, valid_to)").format(
+            ids.index_name(spec, "as_of_idx", True), ids.history_table(spec)))
+        # An instant before most current rows began: the few valid then are found by their start instead.
+        conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (valid_from)").format(
+            ids.index_name(spec, "valid_idx"), ids.current_table(spec)))
+
+
+def create_declared_indexes(conn: psycopg.Connection, spec: LayerSpec) -> None:
+    """The btree indexes the layer's file declares (`indexes:`), on its current table and, if asked, its history."""
+    for index in spec.indexes:
+        columns = sql.SQL(", ").join(ids.column(spec, c) for c in index.columns)
+        tables = [(False, ids.current_table(spec))]
+        if index.history:
+            tables.append((True, ids.history_table(spec)))
+        for history, table in tables:
+            conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+                ids.index_name(spec, index.name, history), table, columns))
 
 
 def _existing_columns(conn: psycopg.Connection, schema: str, table: str) -> dict[str, str]:
@@ -118,6 +140,7 @@ def ensure_layer_tables(conn: psycopg.Connection, registry: LayerRegistry, then:
         for spec in registry.values():
             create_layer_tables(conn, spec)
             add_new_fields(conn, spec)
+            create_declared_indexes(conn, spec)
         if then is not None:
             then(conn)
 
@@ -125,10 +148,4 @@ def ensure_layer_tables(conn: psycopg.Connection, registry: LayerRegistry, then:
 def migrate(conn: psycopg.Connection, registry: LayerRegistry, after_tables: TablesHook | None = None) -> list[str]:
     applied = apply_migrations(conn)
     ensure_layer_tables(conn, registry, after_tables)
-    from gis.analysis.pipeline import ensure_network_indexes  # pipelines(from_node), (to_node) for network walks
-
-    ensure_network_indexes(conn, registry)
-    from gis.sensing.readings import ensure_reading_indexes  # readings in write order: the warnings' watch
-
-    ensure_reading_indexes(conn, registry)
     return applied

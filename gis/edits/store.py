@@ -118,7 +118,8 @@ def etag_matches(if_match: str, etag: str) -> bool:
 def _lock(conn: psycopg.Connection, spec: LayerSpec) -> None:
     conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
     try:
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('gis-refresh:' || %s))", (spec.id,))
+        for layer_id in sorted({spec.id, *spec.editing.lock_with}):  # one order: no deadlock between writers
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('gis-refresh:' || %s))", (layer_id,))
     except psycopg.errors.LockNotAvailable:
         raise EditBusy(f"'{spec.id}' is being refreshed; send the edit again in a minute") from None
 

@@ -116,8 +116,12 @@ def time_params(spec: LayerSpec, time: TimeRange | None) -> dict[str, object]:
     return found
 
 
-def _version_predicates(time: TimeRange | _Now, history: bool) -> list[sql.Composable]:
-    """Versions [valid_from, valid_to) that contain the instant or intersect the closed interval."""
+def _version_predicates(time: TimeRange | _Now) -> list[sql.Composable]:
+    """Versions [valid_from, valid_to) that contain the instant or intersect the closed interval.
+
+    Written once for both tables: `_closed` is the constant false (current table) or true (history) of each
+    branch of the union, so the planner reduces the CASE to each table's own, indexable, condition.
+    """
     if isinstance(time, _Now):
         start: sql.Composable | None = sql.SQL("now()")
         end: sql.Composable | None = sql.SQL("now()")
@@ -128,8 +132,8 @@ def _version_predicates(time: TimeRange | _Now, history: bool) -> list[sql.Compo
     if end is not None:
         found.append(sql.SQL("valid_from <= {}").format(end))
     if start is not None:
-        template = "valid_to > {}" if history else "(valid_to IS NULL OR valid_to > {})"
-        found.append(sql.SQL(template).format(start))
+        found.append(sql.SQL("CASE WHEN _closed THEN valid_to > {s} ELSE coalesce(valid_to, 'infinity') > {s} END"
+                             ).format(s=start))
     return found
 
 
@@ -180,27 +184,55 @@ def _reads_versions(spec: LayerSpec, time: TimeRange | None) -> TimeRange | _Now
     return NOW if spec.has_valid_time else None
 
 
+def _is_instant(when: TimeRange | _Now) -> bool:
+    return isinstance(when, _Now) or when.is_instant
+
+
+def _versions(spec: LayerSpec, when: TimeRange | _Now, predicates: list[sql.Composable]) -> sql.Composable:
+    """The versions a versioned read answers with: at most one per fid, without sorting the layer.
+
+    The versions of one fid never overlap, so at an instant the current rows valid then and the history
+    rows whose [valid_from, valid_to) holds it are already one per fid: a plain UNION ALL, which the
+    planner reads in fid order from the two tables' indexes and merges, so a keyset page stops after a page.
+    An interval can hold several versions of one fid; each fid keeps its latest version that intersects
+    the interval and passes the other predicates: the current row, else the history row that no later
+    such version supersedes (an index probe by fid).
+
+    Every condition is on the union, none inside a branch: PostgreSQL merges ordered branches only when
+    they carry no WHERE of their own, and pushes these conditions into each branch itself.
+    """
+    columns = _columns(spec)
+    conditions = _version_predicates(when) + predicates
+    if not _is_instant(when):
+        # Inside a probe, unqualified columns name the probed table's own (the innermost scope). OFFSET 0
+        # keeps each probe a per-row index look-up: PostgreSQL would otherwise hash the whole table for it.
+        probe = [sql.SQL("v.fid = fid"), *conditions]
+        later_current = sql.SQL("NOT EXISTS (SELECT 1 FROM (SELECT *, false AS _closed FROM {}) c WHERE {} OFFSET 0)"
+                                ).format(ids.current_table(spec), sql.SQL(" AND ").join(probe))
+        later_closed = sql.SQL(
+            "NOT EXISTS (SELECT 1 FROM (SELECT *, true AS _closed FROM {}) h WHERE (h.valid_from, h.refresh_id) > "
+            "(v.valid_from, v.refresh_id) AND {} OFFSET 0)").format(ids.history_table(spec),
+                                                                    sql.SQL(" AND ").join(probe))
+        conditions = [*conditions, sql.SQL("(NOT _closed OR ({} AND {}))").format(later_current, later_closed)]
+    return sql.SQL(
+        "(SELECT {cols} FROM (SELECT {cols}, refresh_id, false AS _closed FROM {cur} "
+        "UNION ALL SELECT {cols}, refresh_id, true FROM {hist}) v{where}) t"
+    ).format(cols=columns, cur=ids.current_table(spec), hist=ids.history_table(spec), where=_where(conditions))
+
+
 def source(spec: LayerSpec, time: TimeRange | None, predicates: list[sql.Composable]) -> sql.Composable:
     """A FROM item (aliased t) holding the rows a request reads, with `predicates` applied.
 
-    For versioned reads the predicates go inside, on each version, before each fid's latest one is taken.
-    The time's values are parameters t_start / t_end (see time_params).
+    For versioned reads the predicates go inside, on each version, before each fid's latest one is taken
+    (see _versions). The time's values are parameters t_start / t_end (see time_params).
     """
-    columns = _columns(spec)
     when = _reads_versions(spec, time)
     if when is None:
         own = list(predicates)
         if spec.temporal.kind == "event" and time is not None:
             own = _event_predicates(spec, time) + own
-        return sql.SQL("(SELECT {} FROM {}{}) t").format(columns, ids.current_table(spec), _where(own))
-    current = _version_predicates(when, history=False) + predicates
-    history = _version_predicates(when, history=True) + predicates
-    return sql.SQL(
-        "(SELECT DISTINCT ON (fid) {cols} FROM ("
-        "SELECT {cols} FROM {cur}{cur_where} UNION ALL SELECT {cols} FROM {hist}{hist_where}"
-        ") v ORDER BY fid, valid_from DESC) t"
-    ).format(cols=columns, cur=ids.current_table(spec), cur_where=_where(current),
-             hist=ids.history_table(spec), hist_where=_where(history))
+        return sql.SQL("(SELECT {} FROM {}{}) t").format(_columns(spec), ids.current_table(spec), _where(own))
+    return _versions(spec, when, predicates)
 
 
 def is_fast_path(spec: LayerSpec, q: ItemsQuery) -> bool:
@@ -242,11 +274,16 @@ def _items_params(spec: LayerSpec, q: ItemsQuery) -> dict[str, object]:
     return params
 
 
+def _time_shape(time: TimeRange | None) -> tuple[bool, bool, bool] | None:
+    """What of a `datetime` decides the statement: which ends are open, and an instant (no interval probes)."""
+    return None if time is None else (time.start is None, time.end is None, time.is_instant)
+
+
 def _shape(spec: LayerSpec, q: ItemsQuery) -> tuple[object, ...] | None:
     """What decides an items statement's text (its values aside); None when it has a CQL2 filter."""
     if q.filter is not None:
         return None
-    time = None if q.time is None else (q.time.start is None, q.time.end is None)
+    time = _time_shape(q.time)
     box = None if q.bbox is None else (q.bbox_crs.uri, q.bbox[0] > q.bbox[2])
     return (spec.id, q.limit, q.after is None, box, time, q.properties, q.sortby, q.crs.uri, q.skip_geometry)
 
@@ -318,8 +355,7 @@ def item_statement(spec: LayerSpec, fid: str, out_crs: crs_.Crs, time: TimeRange
     """One feature's GeoJSON (UTF-8 bytes) and its current version's ETag (None when it is no longer current):
     the version valid now, or at `time`; or no row."""
     params: dict[str, object] = {"fid": fid, **time_params(spec, time)}
-    shape = ("item", spec.id, out_crs.uri, None if time is None else (time.start is None, time.end is None),
-             properties)
+    shape = ("item", spec.id, out_crs.uri, _time_shape(time), properties)
     cached = _rendered.get(shape)
     if cached is not None and cached[0] is spec:
         return Statement(cached[1], params)

@@ -8,6 +8,7 @@ import csv
 import hashlib
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +58,7 @@ class RefreshRequest:
     force: bool = False
     progress: bool = True
     cut_at: datetime | None = None  # when the delivery was cut (default: the file's modification time)
+    on_progress: Callable[[int, int], None] | None = None  # (rows read, rows in the file), after each batch
 
 
 class _Timer:
@@ -125,6 +127,8 @@ def _stream(conn: psycopg.Connection, request: RefreshRequest, info: sources.Sou
             copy.write(staging.csv_rows(normalised, spec, mode, refresh_id, skip, delivery, rejects))
             timer.lap("stage")
             bar.update(len(normalised.frame))
+            if request.on_progress is not None:
+                request.on_progress(normalised.first_row - 1 + len(normalised.frame), info.feature_count)
     timer.lap("stage")  # the writer thread's last batches
 
 

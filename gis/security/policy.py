@@ -87,6 +87,8 @@ class RoleSpec(_Strict):
                                      "service (sensor readings posted over HTTP).")
     edits: Mapping[Name, tuple[EditOperation, ...]] = Field(
         default_factory=dict, description="layer -> the edits the role may make (create, update, delete)")
+    deliveries: tuple[Name, ...] = Field(default=(), description="Layers whose delivered files the role may post "
+                                         "(POST /api/deliveries/{layer}): the owning department's key.")
     database: bool = Field(default=False, description="Gets a PostgreSQL role from `gis db grant`.")
 
 
@@ -127,6 +129,9 @@ class Role:
 
     def may_write(self, layer_id: str) -> bool:
         return layer_id in self.spec.writes
+
+    def may_deliver(self, layer_id: str) -> bool:
+        return layer_id in self.spec.deliveries
 
     def may_edit(self, layer_id: str, operation: EditOperation) -> bool:
         return operation in self.spec.edits.get(layer_id, ())
@@ -169,6 +174,9 @@ def _check(name: str, role: RoleSpec, registry: LayerRegistry) -> None:
 
     for layer_id in role.writes:
         known(layer_id, "writes")
+    for layer_id in role.deliveries:
+        if not known(layer_id, "deliveries").editing.deliveries:
+            raise ValueError(f"roles.{name}.deliveries: '{layer_id}' is maintained by edits only")
     for layer_id, operations in role.edits.items():
         if not known(layer_id, "edits").editing.edits:
             raise ValueError(f"roles.{name}.edits: '{layer_id}' is maintained by deliveries only (its layer file's "
@@ -213,7 +221,7 @@ def build_policy(raw: object, registry: LayerRegistry, where: str = "policy") ->
         raise ConfigError(f"{where}: {exc}") from exc
     anon_spec = parsed.roles[parsed.anonymous]
     if anon_spec.all_layers or anon_spec.audiences or anon_spec.restricted or anon_spec.audit or anon_spec.writes \
-            or anon_spec.edits:
+            or anon_spec.edits or anon_spec.deliveries:
         raise ConfigError(f"{where}: anonymous role '{parsed.anonymous}' may only read public layers")
     roles = {
         name: Role(name, spec, MappingProxyType({s.id: _view(registry, spec, s) for s in registry.values()

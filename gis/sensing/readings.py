@@ -23,7 +23,6 @@ from psycopg import sql
 
 from gis import identifiers as ids
 from gis.errors import GisError
-from gis.layers import LayerRegistry
 from gis.sensing.thresholds import READING_FIELDS, Thresholds
 
 MAX_READINGS = 10_000
@@ -70,19 +69,6 @@ class StoreResult:
     inserted: int
     updated: int
     unchanged: int
-
-
-def ensure_reading_indexes(conn: psycopg.Connection, registry: LayerRegistry,
-                           readings: str = "sensor_readings") -> None:
-    """btree indexes on the readings' write order (refresh_id, fid), which the warnings' watch pages through,
-    and on (sensor, observed_at), which a sensor's warnings and time series are read by."""
-    spec = registry.get(readings)
-    if spec is None or spec.field("sensor") is None or spec.temporal.field is None:
-        return
-    for suffix, columns in (("written_idx", [sql.Identifier("refresh_id"), sql.Identifier("fid")]),
-                            ("sensor_idx", [ids.column(spec, "sensor"), ids.column(spec, spec.temporal.field)])):
-        conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
-            ids.index_name(spec, suffix), ids.current_table(spec), sql.SQL(", ").join(columns)))
 
 
 def reading_fid(sensor: str, observed_at: datetime) -> str:

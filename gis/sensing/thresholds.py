@@ -24,6 +24,10 @@ READING_FIELDS: Mapping[str, FieldType] = {
     "observed_at": FieldType.timestamp, "value": FieldType.real, "unit": FieldType.text, "quality": FieldType.text,
 }
 SENSOR_FIELDS: Mapping[str, FieldType] = {"sensor_type": FieldType.text, "utility": FieldType.text}
+INSPECTION_FIELDS: Mapping[str, FieldType] = {
+    "inspected_at": FieldType.timestamp, "finding": FieldType.text, "severity": FieldType.text,
+    "pipe_fid": FieldType.text, "node_fid": FieldType.text}
+NO_WARNING = "none"  # an inspection's severity when it found nothing to warn of
 
 
 class _Strict(BaseModel):
@@ -62,6 +66,8 @@ class Threshold(_Strict):
 class Layers(_Strict):
     readings: Name
     sensors: Name
+    inspections: Name | None = Field(default=None, description="Field inspections whose `severity` (a level id, "
+                                     "or none) joins the warnings: the same levels as the readings'.")
 
 
 class ThresholdsFile(_Strict):
@@ -80,6 +86,7 @@ class Thresholds:
     file: ThresholdsFile
     readings: LayerSpec
     sensors: LayerSpec
+    inspections: LayerSpec | None = None
 
     @property
     def levels(self) -> tuple[Level, ...]:
@@ -115,6 +122,15 @@ def _check(registry: LayerRegistry) -> Callable[[ThresholdsFile], None]:
         if readings.temporal.field != "observed_at":
             raise ValueError(f"layers.readings: '{readings.id}' must be an event layer timed by observed_at")
         ids = [level.id for level in parsed.levels]
+        if parsed.layers.inspections is not None:
+            if parsed.layers.inspections not in registry:
+                raise ValueError(f"layers.inspections: no layer '{parsed.layers.inspections}'")
+            inspections = registry[parsed.layers.inspections]
+            _field_check(inspections, INSPECTION_FIELDS, "layers.inspections")
+            severities = set(inspections.field("severity").values or ())  # type: ignore[union-attr]
+            if severities != {*ids, NO_WARNING}:
+                raise ValueError(f"layers.inspections: '{inspections.id}'.severity's values must be the levels "
+                                 f"and {NO_WARNING}")
         if len(set(ids)) != len(ids):
             raise ValueError("levels: a level id is given twice")
         types = set(sensors.field("sensor_type").values or ())  # type: ignore[union-attr]
@@ -153,4 +169,5 @@ def default_thresholds_path(layers_dir: Path) -> Path:
 
 def load_thresholds(path: Path, registry: LayerRegistry) -> Thresholds:
     parsed = load_checked(path, ThresholdsFile, "sensor thresholds", _check(registry))
-    return Thresholds(path, parsed, registry[parsed.layers.readings], registry[parsed.layers.sensors])
+    inspections = registry[parsed.layers.inspections] if parsed.layers.inspections else None
+    return Thresholds(path, parsed, registry[parsed.layers.readings], registry[parsed.layers.sensors], inspections)

@@ -23,7 +23,7 @@ from psycopg import sql
 
 from gis import identifiers as ids
 from gis.features.temporal import TimeRange
-from gis.sensing.thresholds import READING_FIELDS, Thresholds
+from gis.sensing.thresholds import INSPECTION_FIELDS, READING_FIELDS, Thresholds
 
 MAX_LIMIT = 1000
 
@@ -59,6 +59,7 @@ class WarningQuery:
     time: TimeRange | None = None  # on observed_at
     since: Cursor | None = None
     limit: int = 100
+    inspections: bool = False  # field inspections' severities too (the caller may read that layer)
 
 
 @dataclass(frozen=True)
@@ -81,16 +82,28 @@ WITH t AS (
         AND CASE WHEN t.direction = 'above' THEN r.{value} >= t.lim ELSE r.{value} <= t.lim END
   WHERE r.{quality} IS DISTINCT FROM 'bad'{filters}
   ORDER BY r.refresh_id, r.fid, t.severity DESC
-), page AS (
-  SELECT * FROM graded g WHERE (%(levels)s::text[] IS NULL OR g.level = ANY(%(levels)s::text[]))
+){inspected}, page AS (
+  SELECT * FROM (SELECT * FROM graded{union_inspected}) g
+  WHERE (%(levels)s::text[] IS NULL OR g.level = ANY(%(levels)s::text[]))
   ORDER BY g.refresh_id, g.fid LIMIT %(limit)s
 )
 SELECT p.refresh_id, p.fid, ST_AsGeoJSON(p.geom, 7), {p_fields}, p.threshold, p.direction, p.severity, p.level,
        p.lim, NULL::bigint, NULL::text FROM page p
 UNION ALL
 SELECT NULL, NULL, NULL, {nulls}, NULL, NULL, NULL, NULL, NULL, n.refresh_id, n.fid
-FROM (SELECT refresh_id, fid FROM {readings} ORDER BY refresh_id DESC, fid DESC LIMIT 1) n
+FROM (SELECT * FROM ((SELECT refresh_id, fid FROM {readings} ORDER BY refresh_id DESC, fid DESC LIMIT 1)
+                     {newest_inspected}) x ORDER BY refresh_id DESC, fid DESC LIMIT 1) n
 """
+
+# Field inspections with a severity of a level join the warnings: their finding is the `threshold`
+# (inspection:<finding>), the node or pipe they concern the `sensor`, their time the `observed_at`.
+_INSPECTED = """, inspected AS (
+  SELECT i.refresh_id, i.fid, i.geom, coalesce(i.{node_fid}, i.{pipe_fid}), NULL::text, NULL::text, i.{inspected_at},
+         NULL::float8, NULL::text, NULL::text, 'inspection:' || i.{finding}, NULL::text, l.severity, i.{severity},
+         NULL::float8
+  FROM {inspections} i JOIN unnest(%(l_id)s::text[], %(l_sev)s::int[]) AS l(level, severity) ON l.level = i.{severity}
+  WHERE true{filters}
+)"""
 
 
 def _threshold_params(thresholds: Thresholds) -> dict[str, list[Any]]:
@@ -123,7 +136,9 @@ def _statement(thresholds: Thresholds, q: WarningQuery) -> tuple[sql.Composed, d
     if q.since is not None:
         filters.append(sql.SQL("(r.refresh_id, r.fid) > (%(after_rid)s::bigint, %(after_fid)s::text)"))
         params.update(after_rid=q.since.refresh_id, after_fid=q.since.fid)
+    inspected, union, newest = _inspections(thresholds, q, params)
     query = sql.SQL(_WARNINGS).format(
+        inspected=inspected, union_inspected=union, newest_inspected=newest,
         readings=ids.current_table(spec), sensor_type=col["sensor_type"], utility=col["utility"],
         value=col["value"], quality=col["quality"],
         r_fields=sql.SQL(", ").join(sql.SQL("r.{}").format(c) for c in col.values()),
@@ -131,6 +146,32 @@ def _statement(thresholds: Thresholds, q: WarningQuery) -> tuple[sql.Composed, d
         nulls=sql.SQL(", ").join(sql.SQL("NULL") for _ in col),
         filters=sql.SQL("").join(sql.SQL(" AND ") + f for f in filters))
     return query, params
+
+
+def _inspections(thresholds: Thresholds, q: WarningQuery, params: dict[str, Any]
+                 ) -> tuple[sql.Composable, sql.Composable, sql.Composable]:
+    """The inspections' part of the warnings statement (CTE, its union, its newest row); empty when left out."""
+    spec = thresholds.inspections
+    none = sql.SQL("")
+    if spec is None or not q.inspections or q.sensors:  # a sensor filter asks for sensors' readings only
+        return none, none, none
+    col = {name: ids.column(spec, name) for name in INSPECTION_FIELDS}
+    filters: list[sql.Composable] = []
+    if q.time is not None and q.time.start is not None:
+        filters.append(sql.SQL("i.{} >= %(t_start)s").format(col["inspected_at"]))
+    if q.time is not None and q.time.end is not None:
+        op = "<=" if q.time.end_inclusive else "<"
+        filters.append(sql.SQL("i.{} {} %(t_end)s").format(col["inspected_at"], sql.SQL(op)))
+    if q.since is not None:
+        filters.append(sql.SQL("(i.refresh_id, i.fid) > (%(after_rid)s::bigint, %(after_fid)s::text)"))
+    params.update(l_id=[lv.id for lv in thresholds.levels], l_sev=[thresholds.severity(lv.id)
+                                                                   for lv in thresholds.levels])
+    table = ids.current_table(spec)
+    cte = sql.SQL(_INSPECTED).format(inspections=table, filters=sql.SQL("").join(sql.SQL(" AND ") + f for f in filters),
+                                     **col)
+    newest = sql.SQL(" UNION ALL (SELECT refresh_id, fid FROM {} ORDER BY refresh_id DESC, fid DESC LIMIT 1)").format(
+        table)
+    return cte, sql.SQL(" UNION ALL SELECT * FROM inspected"), newest
 
 
 def _properties(thresholds: Thresholds, row: tuple[Any, ...], shown: tuple[str, ...]) -> dict[str, Any]:
