@@ -72,7 +72,8 @@ def beat(conn: psycopg.Connection, runner: str, job_ids: list[str]) -> int:
 _REAP = """
 WITH lost AS (
     SELECT job_id, execution, attempts FROM ops.jobs
-    WHERE status = 'running' AND coalesce(heartbeat, updated) < clock_timestamp() - make_interval(secs => %(stale)s)
+    -- only jobs whose runner stamps a heartbeat are judged by it (none stamped yet: nothing to go by)
+    WHERE status = 'running' AND heartbeat < clock_timestamp() - make_interval(secs => %(stale)s)
     FOR UPDATE SKIP LOCKED
 )
 UPDATE ops.jobs j SET
