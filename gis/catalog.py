@@ -129,7 +129,8 @@ def _polygon(box: tuple[float, float, float, float]) -> dict[str, Any]:
 
 
 def record(spec: Described, facts: Facts | None, kind: str, tells_counts: bool = True) -> dict[str, Any]:
-    """The record of one layer (without links). `tells_counts` False: a row-limited caller sees no totals."""
+    """The record of one layer (without links). `tells_counts` False: a row-limited caller sees no totals, extents
+    or change time."""
     properties: dict[str, Any] = {
         "type": "dataset",
         "title": f"{spec.title.zh} · {spec.title.en}",
@@ -152,16 +153,18 @@ def record(spec: Described, facts: Facts | None, kind: str, tells_counts: bool =
     time: dict[str, Any] | None = None
     geometry: dict[str, Any] | None = None
     if facts is not None:
-        properties["updated"] = iso(facts.changed_at)
         refresh: dict[str, Any] = {"refreshId": facts.refresh_id, "finishedAt": iso(facts.refreshed_at)}
         if tells_counts:
+            # A row-limited caller sees none of the whole layer's facts: its count, extents and the time of its
+            # last change would tell of the rows it may not read.
+            properties["updated"] = iso(facts.changed_at)
             properties["numberOfFeatures"] = facts.row_count
             refresh.update({name: value for name, value in facts.counts.items()})
+            if facts.extent is not None:
+                geometry = _polygon(facts.extent)
+            if facts.time_extent is not None and facts.time_extent[0] is not None:
+                time = {"interval": [iso(facts.time_extent[0]), iso(facts.time_extent[1]) or ".."]}
         properties["lastRefresh"] = refresh
-        if facts.extent is not None:
-            geometry = _polygon(facts.extent)
-        if facts.time_extent is not None and facts.time_extent[0] is not None:
-            time = {"interval": [iso(facts.time_extent[0]), iso(facts.time_extent[1]) or ".."]}
     return {"id": spec.id, "type": "Feature", "conformsTo": [RECORD_CORE], "geometry": geometry, "time": time,
             "properties": properties}
 

@@ -270,6 +270,34 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_ops(args: argparse.Namespace, settings: Settings) -> int:
+    """gis ops prune: retention of the audit log (monthly partitions) and of synchronous process jobs."""
+    from gis.db.retention import prune
+
+    with psycopg.connect(database_url(settings)) as conn:
+        print(prune(conn, settings).summary())
+    return 0
+
+
+def cmd_settings_doc(args: argparse.Namespace, settings: Settings) -> int:
+    """docs/configuration.md and docs/gis.env.example from the settings classes (gis.settings_reference)."""
+    from gis import settings_reference
+
+    root = Path(args.root)
+    if args.write:
+        for path in settings_reference.write(root):
+            print(f"written: {path}")
+        return 0
+    if args.check:
+        stale = settings_reference.stale(root)
+        if stale:
+            raise GisError(f"out of date: {', '.join(map(str, stale))} ('gis settings-doc --write')")
+        print("docs/configuration.md and docs/gis.env.example are current")
+        return 0
+    print(settings_reference.render_markdown())
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """uvicorn with N workers (a dead one is replaced and its death logged), proxy headers believed only from
     GIS_SERVE_FORWARDED_ALLOW_IPS (services.serving does it, so any ASGI server gets the same), Prometheus
@@ -511,6 +539,15 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("action", choices=["import-db-log"])
     audit.add_argument("--log", help="the server log (default: GIS_DB_LOG_FILE, else the embedded cluster's)")
     audit.set_defaults(handler=cmd_audit)
+    doc = sub.add_parser("settings-doc", help="docs/configuration.md from the settings classes")
+    doc.add_argument("--write", action="store_true", help="rewrite docs/configuration.md and docs/gis.env.example")
+    doc.add_argument("--check", action="store_true", help="fail when either is out of date")
+    doc.add_argument("--root", default=".", help="the checkout (default: the current directory)")
+    doc.set_defaults(handler=cmd_settings_doc)
+    ops = sub.add_parser("ops", help="operations: prune (retention of the audit log and of process jobs)")
+    ops.add_argument("action", choices=["prune"], help="prune: drop audit-log months older than "
+                     "GIS_AUDIT_RETENTION_DAYS, synchronous process jobs older than GIS_SYNC_JOB_RETENTION_MINUTES")
+    ops.set_defaults(handler=cmd_ops)
     serve = sub.add_parser("serve", help="serve the OGC API on http://127.0.0.1:8000")
     serve.add_argument("--host", help="address to listen on (default GIS_HOST or 127.0.0.1; 0.0.0.0 for all)")
     serve.add_argument("--port", type=int, help="port (default GIS_PORT or 8000)")

@@ -15,7 +15,7 @@ class Settings(BaseSettings):
         "target_session_attrs=read-write follows a promotion without a restart.")
     database_read_url: str | None = Field(
         default=None, description="Standbys for reads (libpq multi-host URL, e.g. postgresql://u:p@s1:5432,"
-        "s2:5432/gis?target_session_attrs=prefer-standby). Layer reads go there unless a standby has not "
+        "s2:5432/gis?target_session_attrs=standby). Layer reads go there unless a standby has not "
         "replayed the layer's current version yet; unset: reads go to the primary.")
     read_max_lag_s: float = Field(
         default=5.0, gt=0, description="A standby whose replay lags more than this many seconds is left for "
@@ -33,9 +33,10 @@ class Settings(BaseSettings):
         "and those waiting on the silent database are answered 503.")
     cluster_dir: Path = Field(default=Path(".gisdata/pg"), description="Data directory of the embedded cluster.")
     cluster_port: int = Field(default=54329, ge=1024, le=65535, description="Port of the embedded cluster.")
-    database_name: str = "gis"
-    layers_dir: Path = Path("layers")
-    styles_dir: Path = Path("styles")
+    database_name: str = Field(default="gis", description="The embedded cluster's database.")
+    layers_dir: Path = Field(default=Path("layers"), description="The layer registry: one YAML file per layer, "
+                             "and access-policy.yml.")
+    styles_dir: Path = Field(default=Path("styles"), description="QML, SLD and MapLibre styles per layer.")
     samples_dir: Path = Field(
         default=Path("data-samples/generated/small"),
         description="Where layer sources are found; each layer's source.path is relative to it.",
@@ -48,10 +49,12 @@ class Settings(BaseSettings):
         default=Path(".gisdata/rasters"),
         description="Where raster refreshes write their Cloud-Optimised GeoTIFFs, one file per version.",
     )
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
-    pool_min_size: int = 2
-    pool_max_size: int = 10
+    host: str = Field(default="127.0.0.1", description="Address `gis serve` listens on (0.0.0.0: every one).")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `gis serve` listens on.")
+    pool_min_size: int = Field(default=2, ge=0, description="Connections each service process keeps open, per "
+                               "database (primary; standbys).")
+    pool_max_size: int = Field(default=10, ge=1, description="Most connections each service process opens, per "
+                               "database: processes x this must stay under the server's max_connections.")
     tile_cache_mib: int = Field(
         default=64, ge=0,
         description="MiB of vector tiles each service process keeps (checked against the layer version); 0: none.",

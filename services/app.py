@@ -34,7 +34,7 @@ from services import (
 )
 from services.errors import install_error_handlers
 from services.headers import SecurityHeaders
-from services.serving import Metrics, RequestContext, configure_logging
+from services.serving import Metrics, RequestContext, RootPathLinks, configure_logging
 from services.state import AppState
 
 
@@ -47,7 +47,7 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     registry = load_registry(settings.layers_dir, settings.styles_dir)
     access = auth.Auth.load(auth_settings or AuthSettings(), settings.layers_dir, registry)
     pool = make_pool(database_url(settings), settings, http.statement_timeout_ms)
-    read_pool = (make_pool(settings.database_read_url, settings, http.statement_timeout_ms, "gis-api-read", 30.0)
+    read_pool = (make_pool(settings.database_read_url, settings, http.statement_timeout_ms, "gis-api-read", 10.0)
                  if settings.database_read_url else None)
     pools = [p for p in (pool, read_pool) if p is not None]
     metrics = Metrics()
@@ -83,6 +83,7 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     app.state.jobs = job_settings or JobSettings()
     install_error_handlers(app)
     # Outermost last: gzip sees the final bytes, so the headers layer reads HTML pages uncompressed.
+    app.add_middleware(RootPathLinks)  # innermost: HTML links under the root path, before scripts are hashed
     app.add_middleware(limits.BodyLimit, max_body_bytes=http.max_body_bytes, max_upload_bytes=http.max_upload_bytes)
     app.add_middleware(SecurityHeaders, cors_origins=http.cors_origins)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)

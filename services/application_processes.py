@@ -38,6 +38,10 @@ class ApplicationProcessor(CallerBoundProcessor):
     styles: Mapping[str, Style] = {}
     legend: Mapping[str, str] = {}
 
+    def rows_applied(self) -> tuple[str, ...]:
+        """Layers of `reads` whose row rule `run` applies itself (any other row-limited layer refuses the run)."""
+        return ()
+
     def reads(self, data: dict[str, Any]) -> tuple[str, ...]:
         raise NotImplementedError
 
@@ -55,7 +59,7 @@ class ApplicationProcessor(CallerBoundProcessor):
             raise InvalidProposal("format", f"'{str(fmt)[:20]}' is not json, geojson or html")
         values = {k: input_value(data, k) for k in data if k != "format"}
         layers = self.reads(values)
-        require_full_read(self.access, self.context.registry, layers)
+        require_full_read(self.access, self.context.registry, layers, self.rows_applied())
         with self.context.pool.connection() as conn:
             result = self.run(conn, values)
             counted = self.counted(result)

@@ -32,7 +32,6 @@ from gis.errors import NotFound
 from gis.features import crs as crs_
 from gis.features.cql2 import Filter
 from gis.features.params import ItemsQuery
-from gis.features.queries import items_statement
 from gis.layers import AccessClass, LayerRegistry, RasterSpec
 from gis.security import audit, db_read_audit, keys, rows
 from gis.security.policy import LayerView, Policy, Role, load_policy, policy_path, readable
@@ -228,21 +227,6 @@ async def row_filter(request: Request, view: LayerView, filter_crs: crs_.Crs = c
     if view.rows is None:
         return None
     return await auth_of(request).row_node(app_state(request), caller_of(request), view, filter_crs)
-
-
-async def row_visible(request: Request, view: LayerView, feature_id: str) -> bool:
-    """Whether the feature (as it is now) passes the caller's row rule; True when the layer has none."""
-    if view.rows is None:
-        return True
-    state = app_state(request)
-    q = ItemsQuery(limit=1, filter={"op": "=", "args": [{"property": "id"}, feature_id]},
-                   properties=(), skip_geometry=True)
-    q = await restrict(request, view, q)
-    statement = items_statement(view.spec, q)
-    async with state.pool.connection() as conn:
-        cursor = await conn.execute(statement.query, statement.params)
-        row = await cursor.fetchone()
-    return row is not None and bool(row[1])
 
 
 _AUDITED_PARAMETERS = ("bbox", "bbox-crs", "filter", "filter-lang", "datetime", "properties", "sortby", "limit",

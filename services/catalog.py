@@ -40,7 +40,7 @@ async def _records(request: Request) -> list[dict[str, Any]]:
     found = []
     for view in auth.visible_layers(request).values():
         found.append(_with_links(request, catalog.record(view.spec, facts.get(view.source.id), "vector",
-                                                         tells_counts=view.rows is None)))
+                                                         tells_counts=view.tells_layer_facts)))
     for raster_id, spec in auth.visible_rasters(request).items():
         found.append(_with_links(request, catalog.record(spec, facts.get(raster_id), "raster")))
     return found

@@ -135,10 +135,13 @@ def collection_document(request: Request, spec: LayerSpec, stats: tuple[Any, ...
 
 
 def view_document(request: Request, view: LayerView, stats: tuple[Any, ...] | None) -> dict[str, Any]:
-    """The collection document as the caller sees the layer: a row-limited view does not tell the total."""
+    """The collection document as the caller sees the layer: a row-limited view tells nothing of the whole
+    layer (no total, no extents, no time of its last change), only what every caller may know."""
     document = collection_document(request, view.spec, stats)
-    if view.rows is not None:
+    if not view.tells_layer_facts:
         document.pop("numberOfFeatures", None)
+        document.pop("changedAt", None)
+        document["extent"] = {}
     return document
 
 
@@ -231,9 +234,11 @@ async def item(collection_id: str, feature_id: str, request: Request) -> Respons
         properties = parse_properties(params["properties"], spec) if "properties" in params else None
     if "\x00" in feature_id:
         raise NotFound(f"no feature '{feature_id[:60]}' in '{spec.id}'")
-    row = await fetch_one(state, item_statement(spec, feature_id, out_crs, time, properties), layer=view.source.id)
-    if row is not None and not await auth.row_visible(request, view, feature_id):
-        row = None  # outside the caller's rows: as if it did not exist
+    # The row rule is in the one statement: a feature outside the caller's rows and one that does not exist take
+    # the same query and plan, and answer alike.
+    rule = await auth.row_filter(request, view)
+    row = await fetch_one(state, item_statement(spec, feature_id, out_crs, time, properties, rule),
+                          layer=view.source.id)
     await auth.audit_read(request, view, 0 if row is None else 1, 404 if row is None else 200)
     if row is None:
         raise NotFound(f"no feature '{feature_id[:200]}' in '{spec.id}'")
@@ -262,9 +267,8 @@ async def history(collection_id: str, feature_id: str, request: Request) -> Resp
         out_crs = crs_.parse_crs(params["crs"], "crs") if "crs" in params and not as_html else crs_.CRS84
     if "\x00" in feature_id:
         raise NotFound(f"no feature '{feature_id[:60]}' in '{spec.id}'")
-    row = await fetch_one(state, history_statement(spec, feature_id, out_crs), layer=view.source.id)
-    if row is not None and row[1] and not await auth.row_visible(request, view, feature_id):
-        row = None
+    rule = await auth.row_filter(request, view)
+    row = await fetch_one(state, history_statement(spec, feature_id, out_crs, rule), layer=view.source.id)
     await auth.audit_read(request, view, 0 if row is None else row[1], 404 if row is None or not row[1] else 200)
     if row is None or not row[1]:
         raise NotFound(f"no feature '{feature_id[:200]}' in '{spec.id}'")

@@ -105,6 +105,8 @@ async def collections(request: Request) -> Response:
 async def openapi(request: Request) -> Response:
     params = ogc.query_params(request, ())
     document = _for_caller(request.app.openapi(), [*auth.visible_layers(request), *auth.visible_rasters(request)])
+    # The paths are relative to the server's URL, which is this service's base (a proxy's /gis/ included).
+    document = {**document, "servers": [{"url": ogc.base_url(request)}]}
     if ogc.wants_html(request, params):
         return ogc.html_response(html.api_page(document))
     return ogc.json_response(document, ogc.OPENAPI)

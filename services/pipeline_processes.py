@@ -14,6 +14,7 @@ from gis.analysis.pipeline_rules import PipelineRules, default_pipeline_rules_pa
 from gis.analysis.proposal import InvalidProposal
 from gis.config_files import loaded_once
 from gis.layers import LayerRegistry
+from gis.security.examples import EXAMPLE_PIPE
 from services.process_access import require_full_read
 from services.process_inputs import input_value as _value
 from services.processors import CallerBoundProcessor
@@ -128,7 +129,7 @@ def process_metadata(layers_dir: Path, registry: LayerRegistry) -> dict[str, dic
                              {"pipe": pipe, "point": point,
                               "utility": {"title": "Utility", "minOccurs": 0, "maxOccurs": 1,
                                           "schema": {"type": "string", "enum": list(rules.network.utilities)}}},
-                             {"pipe": "JS-S0000001"}),
+                             {"pipe": EXAMPLE_PIPE}),
         PIPE_TRACE: describe(PIPE_TRACE, "TraceProcessor", {"en": "Connectivity trace", "zh": "连通性分析"},
                              "The pipes connected downstream (from_node to to_node), upstream or both; closed "
                              "valves stop the trace.",
@@ -138,7 +139,7 @@ def process_metadata(layers_dir: Path, registry: LayerRegistry) -> dict[str, dic
                                                        "default": "downstream"}},
                               "utility": {"title": "Utility (with point)", "minOccurs": 0, "maxOccurs": 1,
                                           "schema": {"type": "string", "enum": utilities}}},
-                             {"pipe": "JS-S0000001", "direction": "downstream"}),
+                             {"pipe": EXAMPLE_PIPE, "direction": "downstream"}),
         PIPE_CROSS_SECTION: describe(
             PIPE_CROSS_SECTION, "CrossSectionProcessor", {"en": "Cross-section", "zh": "横断面分析"},
             "The pipes a line drawn across the street crosses, in order along it, with diameter and depth "

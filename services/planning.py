@@ -31,7 +31,7 @@ from gis.analysis.proposal import (
 )
 from gis.analysis.rules import OverlapRules, default_rules_path, load_rules
 from gis.config_files import loaded_once
-from gis.errors import NotFound
+from gis.security.examples import EXAMPLE_PROJECT
 from services.auth import audit_read, layer_view
 from services.process_access import caller_access
 from services.state import AppState, app_state
@@ -193,7 +193,7 @@ def _format(request: Request, f: str | None) -> str:
             "proposed_use": {"type": "string", "description": "GB 50137 code, e.g. R, B, M, R2"},
             "datetime": {"type": "string", "description": "check against the plans in force then"},
             "rules": {"type": "array", "items": {"type": "string"}}}},
-            "example": {"project": "XM202300046", "datetime": "2030-06-01"}},
+            "example": {"project": EXAMPLE_PROJECT, "datetime": "2030-06-01"}},
         "multipart/form-data": {"schema": {"type": "object", "properties": {
             "file": {"type": "string", "format": "binary"}, "crs": {"type": "string"},
             "proposed_use": {"type": "string"}, "datetime": {"type": "string"}, "rules": {"type": "string"}}}},
@@ -233,8 +233,8 @@ async def overlap_check(request: Request, state: Annotated[AppState, Depends(app
             project = fields["project"]
             if not isinstance(project, str) or not project:
                 raise InvalidProposal("project", "the fid of a construction project, as a string")
-            if rules.projects_layer and rules.projects_layer.id not in access:
-                raise NotFound(f"project: no feature '{project[:80]}'")
+            if not overlap.project_readable(rules, access):
+                raise overlap.no_project(project)
             proposal = await overlap.load_project_async(conn, rules, project)
         found = await overlap.check_async(conn, rules, proposal, as_of=fields.get("datetime"),
                                           use=fields.get("proposed_use"), only=only, access=access)
@@ -256,11 +256,14 @@ async def overlap_check(request: Request, state: Annotated[AppState, Depends(app
 @router.get("/overlap-rules", summary="The overlap rules and plan-against-plan checks in force")
 async def overlap_rules(request: Request) -> Response:
     rules = rules_of(request.app)
+    access = caller_access(request)
     body = {
-        "file": str(rules.path),
+        "file": rules.path.name,  # by name: no answer shows where the server keeps its files
         "area_crs": overlap.AREA_CRS,
         "use_codes": list(rules.use_codes),
-        "rules": [r.model_dump(mode="json", exclude_none=True) for r in rules.rules],
-        "plan_conflicts": [c.model_dump(mode="json", exclude_none=True) for c in rules.plan_conflicts],
+        # only the rules on layers the caller may read: the others would name layers it may not know
+        "rules": [r.model_dump(mode="json", exclude_none=True) for r in rules.rules if r.layer in access],
+        "plan_conflicts": [c.model_dump(mode="json", exclude_none=True) for c in rules.plan_conflicts
+                           if c.a.layer in access and c.b.layer in access],
     }
     return Response(orjson.dumps(body), media_type=JSON)

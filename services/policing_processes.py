@@ -60,6 +60,9 @@ class HotspotsProcessor(_PolicingProcessor):
     def reads(self, data: dict[str, Any]) -> tuple[str, ...]:
         return (self.rules.incidents.id,)
 
+    def rows_applied(self) -> tuple[str, ...]:
+        return (self.rules.incidents.id,)
+
     def scope(self) -> policing.RowScope:
         """The incidents the caller may read: its role's row rule on its claim (none outside a request)."""
         if self.caller is None:

@@ -29,10 +29,12 @@ from gis.analysis.proposal import (
 from gis.analysis.rules import OverlapRules
 from gis.db.cluster import database_url
 from gis.db.pool import make_sync_pool
-from gis.errors import NotFound
 from gis.jobs.settings import JobSettings
 from gis.layers import LayerRegistry
+from gis.security import inference
+from gis.security.examples import EXAMPLE_PROJECT
 from gis.security.policy import Policy
+from gis.sensing import readings
 from gis.settings import Settings
 from services import environment_processes, pipeline_processes, policing_processes, raster_processes
 from services.planning import read_body, rules_of
@@ -109,8 +111,8 @@ class OverlapCheckProcessor(_Processor):
             fid = _value(data, "project")
             if not isinstance(fid, str) or not fid:
                 raise InvalidProposal("project", "the fid of a construction project, as a string")
-            if self.access is not None and rules.projects_layer and rules.projects_layer.id not in self.access:
-                raise NotFound(f"project: no feature '{fid[:80]}'")
+            if not overlap.project_readable(rules, self.access):
+                raise overlap.no_project(fid)
             return overlap.load_project(conn, rules, fid)
         if given[0] == "geometry":
             return proposal_from_geojson(_value(data, "geometry"), crs=crs, city_extent=settings.city_extent,
@@ -249,6 +251,13 @@ def process_metadata(rules: OverlapRules) -> dict[str, dict[str, Any]]:
 
 # -- routes ------------------------------------------------------------------------------------------
 
+def check_derive(policy: Policy, rules: OverlapRules) -> None:
+    """The policy's `derive` entries name dependencies the code has, in modes they support (else the service does
+    not start, naming the role and the entry)."""
+    known = overlap.dependencies(rules) | {readings.SENSOR_CHECKS.id: readings.SENSOR_CHECKS}
+    inference.check_declared({name: role.spec.derive for name, role in policy.roles.items()}, known)
+
+
 def make_bridge(settings: Settings, registry: LayerRegistry, rules: OverlapRules, policy: Policy,
                 application_name: str = "gis-processes") -> Bridge:
     """Every process we offer, over a pool of its own (not opened): the service's and `gis worker`'s."""
@@ -264,7 +273,9 @@ def make_bridge(settings: Settings, registry: LayerRegistry, rules: OverlapRules
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: AppState = app.state.gis
-    bridge = make_bridge(state.settings, state.registry, rules_of(app), app.state.auth.policy)
+    rules = rules_of(app)
+    check_derive(app.state.auth.policy, rules)
+    bridge = make_bridge(state.settings, state.registry, rules, app.state.auth.policy)
     jobs: JobSettings = app.state.jobs
     await run_in_threadpool(bridge.open, jobs, jobs.in_service)
     app.state.processes = bridge
@@ -322,7 +333,7 @@ async def describe_process(process_id: ProcessId, request: Request,
                      "inputs": {"type": "object", "description": "The process's inputs, by id (GET /processes/{id})"},
                      "outputs": {"type": "object"},
                      "response": {"type": "string", "enum": ["raw", "document"], "default": "raw"}}},
-                 "example": {"inputs": {"project": "XM202300046", "format": "json"}}}}}})
+                 "example": {"inputs": {"project": EXAMPLE_PROJECT, "format": "json"}}}}}})
 async def execute_process(process_id: ProcessId, request: Request,
                           bridge: Annotated[Bridge, Depends(bridge_of)]) -> Response:
     body = await read_body(request, MAX_EXECUTE_BYTES)

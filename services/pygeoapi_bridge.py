@@ -19,6 +19,7 @@
 import contextvars
 import logging
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typing import Any
 
 import orjson
 import pygeoapi.api as pygeoapi_api
+import pygeoapi.process.manager.base as pygeoapi_manager_base
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -84,6 +86,25 @@ _MINE = sql.SQL("(owner IS NOT DISTINCT FROM %s OR %s)")
 def _mine() -> tuple[str | None, bool]:
     owner = JOB_OWNER.get()
     return (owner.subject, owner.sees_all) if owner else (None, True)
+
+
+def _lists() -> bool:
+    """Whether the caller may list jobs: not anonymous ones, who reach a job only by its (random) id."""
+    owner = JOB_OWNER.get()
+    return owner is None or owner.lists
+
+
+class _RandomJobIds:
+    """pygeoapi names a job uuid1(): the time and the host's node, so one job's id tells its neighbours'. A job's id
+    is an anonymous caller's only claim to it, so every job is named by a random uuid4 (122 random bits)."""
+
+    uuid1 = staticmethod(uuid.uuid4)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(uuid, name)
+
+
+pygeoapi_manager_base.uuid = _RandomJobIds()  # type: ignore[assignment]
 
 
 _COLUMNS = ("status", "message", "progress", "started", "finished", "updated", "mimetype")
@@ -172,6 +193,8 @@ class JobsManager(BaseManager):
                  offset: int | None = None) -> dict[str, Any]:
         where: sql.Composable = sql.SQL("WHERE ") + _MINE + sql.SQL(" ")
         params: list[Any] = list(_mine())
+        if not _lists():
+            where += sql.SQL("AND FALSE ")
         if status is not None:
             where, params = where + sql.SQL("AND status = %s "), [*params, status.value]
         with self._pool().connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -222,8 +245,7 @@ class JobsManager(BaseManager):
                                ) -> tuple[str, None, JobStatus]:
         """Queued for the workers with its inputs and its caller's rights; a worker claims and runs it."""
         request = {"inputs": data_dict, "outputs": requested_outputs, "response": requested_response,
-                   **caller_snapshot(getattr(p, "caller", None), getattr(p, "access", None),
-                                     getattr(p, "rasters", None))}
+                   **caller_snapshot(getattr(p, "caller", None))}
         with self._pool().connection() as conn:
             queue.enqueue(conn, job_id, request)
         return JSON, None, JobStatus.accepted
@@ -232,6 +254,8 @@ class JobsManager(BaseManager):
                               requested_outputs: dict[str, Any] | None = None, subscriber: Any = None,
                               requested_response: str | None = RequestedResponse.raw.value
                               ) -> tuple[str, Any, JobStatus]:
+        with self._pool().connection() as conn:  # its caller gets the result now: kept briefly (gis ops prune)
+            conn.execute("UPDATE ops.jobs SET sync = true WHERE job_id = %s", (job_id,))
         heartbeat = self.context.heartbeat if self.context is not None else None
         if heartbeat is None:
             return self._run(p, job_id, data_dict, requested_outputs, requested_response, False)
@@ -250,7 +274,7 @@ class JobsManager(BaseManager):
             raise RuntimeError("the job manager has no policy to restore a job's caller from")
         request = job.request
         try:
-            restore_caller(request, context.policy)
+            restore_caller(request, context.policy, context.registry)
         except GisError as exc:
             self.update_job(job.job_id, {"status": JobStatus.failed.value, "message": str(exc)[:2000],
                                          "finished": datetime.now(UTC).strftime(DATETIME_FORMAT)})

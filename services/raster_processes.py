@@ -20,6 +20,8 @@ from gis.features.temporal import parse_datetime
 from gis.layers import LayerRegistry, RasterSpec, RenderingKind
 from gis.rasters import profile, versions
 from gis.rasters.versions import RasterVersion
+from gis.security.examples import EXAMPLE_PIPE
+from gis.security.inference import row_limited
 from services.pipeline_processes import rules_for
 from services.process_inputs import input_value as _value
 from services.processors import CallerBoundProcessor
@@ -136,8 +138,10 @@ class ProfileProcessor(_RasterProcessor):
                 raise InvalidProposal("pipes", "a list of pipe fids")
             pipelines = rules_for(self.context.settings.layers_dir, self.context.registry).pipelines
             needed = {"depth_start_m", "depth_end_m", "utility", "diameter_mm"}
-            if self.access is not None and not needed <= self.access.get(pipelines.id, frozenset()):
-                raise NotFound(f"pipes: this process reads layer '{pipelines.id}', which the caller may not read")
+            if self.access is not None and (not needed <= self.access.get(pipelines.id, frozenset())
+                                            or row_limited(self.access, pipelines.id)):
+                # worded alike whether the caller may not read the layer at all or not every pipe of it
+                raise NotFound("pipes: the caller may not read the pipes' depths and diameters")
             with self.context.pool.connection() as conn:
                 parts = list(profile.pipe_segments(conn, pipelines, pipes))
                 self.audit_reads(conn, {pipelines.id: len(parts)}, data)
@@ -206,5 +210,5 @@ def process_metadata(registry: LayerRegistry) -> dict[str, dict[str, Any]]:
                       "schema": {"type": "object", "contentMediaType": "application/geo+json"}},
              "step_m": {"title": "Distance between points (m)", "minOccurs": 0, "maxOccurs": 1,
                         "schema": {"type": "number", "minimum": 0.5, "maximum": 1000, "default": DEFAULT_STEP_M}}},
-            ["json", "svg", "html"], {"pipes": ["JS-S0000001"], "step_m": 10}),
+            ["json", "svg", "html"], {"pipes": [EXAMPLE_PIPE], "step_m": 10}),
     }

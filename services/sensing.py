@@ -26,6 +26,7 @@ from gis.errors import NotFound
 from gis.features.errors import InvalidQuery
 from gis.features.temporal import parse_datetime
 from gis.security import audit
+from gis.security.examples import EXAMPLE_SENSOR
 from gis.sensing import readings as readings_
 from gis.sensing.thresholds import READING_FIELDS, Thresholds, default_thresholds_path, load_thresholds
 from gis.sensing.warnings import MAX_LIMIT, Cursor, InvalidCursor, WarningQuery, read_warnings
@@ -38,6 +39,7 @@ GEOJSON = "application/geo+json"
 MAX_BODY_BYTES = 4 * 2**20  # 10,000 readings of about 120 bytes, with room
 MAX_WAIT_S = 30
 _POLL_S = 1.0
+GRADED_FROM = frozenset({"sensor", "sensor_type", "utility", "value", "quality", "observed_at"})
 _WARNING_PARAMETERS = frozenset({"level", "sensor", "datetime", "since", "limit", "wait", "f", CREDENTIAL_PARAMETER})
 
 
@@ -69,7 +71,7 @@ def _writer(request: Request, layer_id: str) -> None:
         return
     if caller.role.may_read(layer_id):
         raise forbidden(f"role '{caller.role.name}' may read '{layer_id}' but not post readings to it")
-    raise NotFound(f"no layer '{layer_id}'")
+    raise NotFound("this role may not post readings")  # names no layer the caller may not know
 
 
 async def _audit_write(request: Request, layer_id: str, count: int | None, status: int,
@@ -87,7 +89,9 @@ async def _audit_write(request: Request, layer_id: str, count: int | None, statu
     responses={200: {"description": "Stored: counts of inserted, corrected and unchanged readings, and the "
                                     "warnings among them per level"},
                400: {"description": "The batch was refused whole; `errors` lists each bad reading's index, "
-                                    "parameter and problem"},
+                                    "parameter and problem. For a writer that may not read the sensors layer only "
+                                    "problems the body alone shows: readings of unknown sensors, or out of their "
+                                    "type's range or unit, are then dropped without saying which (docs/security.md)"},
                401: {"description": "No or bad credentials"}, 403: {"description": "The role may not post readings"},
                413: {"description": "Body over 4 MiB"}, 503: {"description": "A refresh of the layer is running"}},
     openapi_extra={"requestBody": {"required": True, "content": {JSON: {
@@ -100,7 +104,7 @@ async def _audit_write(request: Request, layer_id: str, count: int | None, statu
                     "value": {"type": "number"},
                     "quality": {"type": "string", "enum": ["good", "suspect", "bad"]},
                     "unit": {"type": "string", "description": "if given, the sensor type's unit"}}}}}},
-        "example": {"readings": [{"sensor": "SN-000001", "observed_at": "2026-10-31T08:30:00+08:00",
+        "example": {"readings": [{"sensor": EXAMPLE_SENSOR, "observed_at": "2026-10-31T08:30:00+08:00",
                                   "value": 0.31, "quality": "good"}]}}}}},
 )
 async def post_readings(request: Request) -> Response:
@@ -113,21 +117,32 @@ async def post_readings(request: Request) -> Response:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise readings_.InvalidReadings("body", f"body: not JSON ({str(exc)[:80]})") from None
+    sight = caller_of(request).role.sight
+    # A writer that may not read the sensors layer (a gateway) gets no answer that depends on it, and one that may
+    # not read the readings layer no counts that tell which readings were there before (gis.security.inference).
+    blind = not sight.whole(thresholds.sensors.id, readings_.SENSOR_CHECKS.fields)
+    tells_counts = sight.whole(layer_id, ())
     try:
         parsed = readings_.parse_batch(body, thresholds)
         async with state.pool.connection() as conn:
-            checked = await readings_.check_against_sensors(conn, thresholds, parsed)
-            result = await readings_.store(conn, thresholds, checked, f"POST {request.url.path} "
-                                           f"({caller_of(request).subject})")
+            if blind:
+                checked = await readings_.check_blind(conn, thresholds, parsed)
+                kept, rejected = checked.kept, checked.dropped
+            else:
+                kept, rejected = await readings_.check_against_sensors(conn, thresholds, parsed), 0
+            result = await readings_.store(conn, thresholds, kept, f"POST {request.url.path} "
+                                           f"({caller_of(request).subject})", rejected)
     except readings_.InvalidReadings as exc:
         await _audit_write(request, layer_id, None, 400, {"refused": str(exc)[:500]})
         raise
-    answer = {"layer": layer_id, "refresh_id": result.refresh_id, "received": len(parsed),
-              "duplicates_in_batch": len(parsed) - result.received, "inserted": result.inserted,
-              "corrected": result.updated, "unchanged": result.unchanged}
+    unique = result.received + rejected
+    answer: dict[str, Any] = {"layer": layer_id, "received": len(parsed), "duplicates_in_batch": len(parsed) - unique}
+    if tells_counts and not blind:
+        answer |= {"refresh_id": result.refresh_id, "inserted": result.inserted, "corrected": result.updated,
+                   "unchanged": result.unchanged}
     await _audit_write(request, layer_id, len(parsed), 200, {"refresh_id": result.refresh_id,
                                                              "inserted": result.inserted,
-                                                             "corrected": result.updated})
+                                                             "corrected": result.updated, "dropped": rejected})
     return Response(orjson.dumps(answer), media_type=JSON)
 
 
@@ -184,6 +199,8 @@ async def sensor_warnings(
     view = layer_view(request, thresholds.readings.id)
     if view.rows is not None:
         raise forbidden(f"warnings of '{view.source.id}' are not yet filtered by row rules; this role has one")
+    if set(view.masked) & GRADED_FROM:  # a warning's level would tell the masked value
+        raise forbidden(f"warnings are graded from fields of '{view.source.id}' this role may not read")
     if f not in (None, "geojson", "json", "html"):
         raise InvalidQuery("f", f"'{f[:20]}' is not geojson or html")
     q = _warning_query(request, thresholds, level, sensor, datetime, since, limit)
@@ -230,4 +247,4 @@ def _as_result(thresholds: Thresholds, q: WarningQuery, features: list[dict[str,
                           {"level": list(q.levels), "sensor": list(q.sensors),
                            "since": q.since.encode() if q.since else None},
                           {"warnings": len(features), **per_level}, {"warnings": places},
-                          str(thresholds.path), styles=styles)
+                          thresholds.path.name, styles=styles)

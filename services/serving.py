@@ -96,9 +96,12 @@ class RequestContext:
         prefix = headers.get("x-forwarded-prefix", "").rstrip("/") if trusted else ""
         root = prefix if prefix and _PREFIX.match(prefix) else self.root_path
         if root and not scope.get("root_path"):
+            # ASGI (and Starlette's routing and mounts) want the path to include root_path: a proxy that strips
+            # the prefix (nginx proxy_pass .../;) gets it put back; one that keeps it is taken as it is.
             scope["root_path"] = root
-            if scope["path"].startswith(root + "/") or scope["path"] == root:  # a proxy that keeps the prefix
-                scope["path"] = scope["path"][len(root):] or "/"
+            if not (scope["path"].startswith(root + "/") or scope["path"] == root):
+                scope["path"] = root + scope["path"]
+                scope["raw_path"] = root.encode() + (scope.get("raw_path") or scope["path"][len(root):].encode())
         forwarded_host = headers.get("x-forwarded-host", "").split(",")[0].strip() if trusted else ""
         if forwarded_host:
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"host"] + [
@@ -181,3 +184,47 @@ def pool_stats(pool: Any) -> dict[str, int]:
     stats = pool.get_stats()
     size, idle = int(stats.get("pool_size", 0)), int(stats.get("pool_available", 0))
     return {"in_use": max(size - idle, 0), "idle": idle, "waiting": int(stats.get("requests_waiting", 0))}
+
+
+_ROOT_RELATIVE = re.compile(rb'(\s(?:href|src|action)=")/(?!/)')
+
+
+class RootPathLinks:
+    """The innermost middleware: under a root path (/gis), root-relative links in our HTML pages (`href="/..."`,
+    `src="/..."`) get the prefix, and <html> carries data-root for the web map's scripts. It runs before the
+    security headers layer hashes inline scripts, so their hashes are of what is sent."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        root = str(scope.get("root_path") or "").rstrip("/") if scope["type"] == "http" else ""
+        if not root or not _PREFIX.match(root):
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def rewrite(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                content_type = dict(message.get("headers", [])).get(b"content-type", b"")
+                if content_type.startswith(b"text/html"):
+                    start = message
+                    return
+                await send(message)
+            elif message["type"] == "http.response.body" and start is not None:
+                chunks.append(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                prefix = root.encode()
+                body = _ROOT_RELATIVE.sub(rb'\1' + prefix + b"/", b"".join(chunks))
+                body = body.replace(b"<html", b'<html data-root="' + prefix + b'"', 1)
+                headers = MutableHeaders(scope=start)
+                headers["content-length"] = str(len(body))
+                await send(start)
+                await send({"type": "http.response.body", "body": body})
+            else:
+                await send(message)
+
+        await self.app(scope, receive, rewrite)

@@ -183,9 +183,12 @@ def _extent(state: AppState, stored: list[float] | None) -> list[float]:
 
 async def _tileset_of(request: Request, state: AppState, collection_id: str,
                       tile_matrix_set_id: str) -> tuple[LayerSpec, list[float], str]:
-    """The layer as the caller may see it, its extent and the service's base URL, for tileset documents."""
+    """The layer as the caller may see it, its extent and the service's base URL, for tileset documents. A caller
+    who sees only some rows gets the city's extent, never the layer's (it would tell where the other rows are)."""
     spec = _layer(request, collection_id)
     _check_tile_matrix_set(tile_matrix_set_id)
+    if not auth.layer_view(request, collection_id).tells_layer_facts:
+        return spec, _extent(state, None), _base(request)
     _version, stored = await state.read([spec.id], lambda conn: mvt.layer_version(conn, spec))
     return spec, _extent(state, stored), _base(request)
 

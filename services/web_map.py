@@ -148,8 +148,10 @@ async def map_style(request: Request) -> Response:
     state = app_state(request)
     views = auth.visible_layers(request)  # tiles apply a row rule themselves (services/tiles.py)
     stats = await layer_stats(state)
-    extents = {layer_id: list(stats[layer_id][2]) for layer_id in views
-               if layer_id in stats and stats[layer_id][2] is not None and None not in stats[layer_id][2]}
+    # a row-limited caller gets no layer extent (it would tell where the rows it may not read are)
+    extents = {layer_id: list(stats[layer_id][2]) for layer_id, view in views.items()
+               if view.tells_layer_facts and layer_id in stats and stats[layer_id][2] is not None
+               and None not in stats[layer_id][2]}
     # A raster not loaded yet has no tiles to draw (they would all be 404s).
     current = await current_versions(request) if auth.visible_rasters(request) else {}
     rasters = {raster_id: (spec, current[raster_id]) for raster_id, spec in auth.visible_rasters(request).items()

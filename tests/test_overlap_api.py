@@ -108,9 +108,11 @@ def test_datetime_is_accepted(api_url: str) -> None:
     assert r.status_code == 200 and r.json()["as_of"] == "2030-06-01"
 
 
-def test_rules_endpoint_lists_the_rules(api_url: str) -> None:
-    body = httpx.get(api_url + "/api/planning/overlap-rules").json()
+def test_rules_endpoint_lists_the_rules_on_layers_the_caller_reads(api_url: str) -> None:
+    body = httpx.get(api_url + "/api/planning/overlap-rules", headers={"X-API-Key": TEST_KEYS["planner"]}).json()
     assert body["rules"][0]["id"] == "ecological_redline" and "R" in body["use_codes"]
+    anonymous = httpx.get(api_url + "/api/planning/overlap-rules").json()
+    assert {r["layer"] for r in anonymous["rules"]} == {"development_boundary", "land_use_plan", "water_bodies"}
 
 
 @pytest.mark.parametrize(("body", "parameter", "message"), [

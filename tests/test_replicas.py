@@ -97,7 +97,7 @@ def test_a_stopped_replica_catches_up_from_its_slot(settings: Settings) -> None:
     assert _count(replicas.url("beta")) == 993
 
 
-def test_read_url_prefers_a_standby(settings: Settings) -> None:
+def test_read_url_names_standbys_only(settings: Settings) -> None:
     with psycopg.connect(read_url(settings, ["alpha"]), connect_timeout=3) as conn:
         row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
     assert row == (True,)
@@ -107,7 +107,7 @@ def test_promote_makes_a_standby_take_writes_and_the_primary_url_follows(setting
     replicas = Replicas(settings)
     url = primary_url(settings, ["alpha"])
     Cluster(settings).stop()  # the old primary goes away first, as an operator does
-    print(replicas.promote("alpha"))
+    replicas.promote("alpha")
     with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:  # the same URL as before
         conn.execute("INSERT INTO replicated VALUES (4)")
         row = conn.execute("SELECT inet_server_port()").fetchone()

@@ -141,6 +141,23 @@ def test_links_carry_the_root_path_behind_a_proxy(logged_service: tuple[str, Pat
     assert forwarded["links"][0]["href"].startswith("https://maps.city.example/geo/collections/roads")
 
 
+def test_html_openapi_tilejson_and_the_map_carry_the_root_path(logged_service: tuple[str, Path]) -> None:
+    import re
+
+    url, _ = logged_service
+    page = httpx.get(f"{url}/collections?f=html").text
+    links = re.findall(r'(?:href|src)="(/[^"]*)"', page)
+    assert links and all(link.startswith("/gis/") for link in links), links
+    api = httpx.get(f"{url}/openapi?f=json").json()
+    assert api["servers"] == [{"url": f"{url}/gis"}]
+    tilejson = httpx.get(f"{url}/collections/roads/tiles/WebMercatorQuad/tilejson.json").json()
+    assert tilejson["tiles"][0].startswith(f"{url}/gis/collections/roads/tiles/")
+    map_page = httpx.get(f"{url}/map").text
+    assert 'data-root="/gis"' in map_page
+    assert all(src.startswith("/gis/static/") for src in re.findall(r'src="([^"]*)"', map_page))
+    assert httpx.get(f"{url}/gis/static/map/web-map.js").status_code == 200  # a proxy that keeps the prefix
+
+
 def test_an_unknown_job_id_is_a_404_without_a_traceback(logged_service: tuple[str, Path]) -> None:
     url, log = logged_service
     answer = httpx.get(f"{url}/jobs/00000000-0000-0000-0000-000000000000?f=json")

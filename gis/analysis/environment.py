@@ -149,7 +149,7 @@ def latest(conn: psycopg.Connection, rules: EnvironmentRules, *, datetime: Any =
                "standard": f"{rules.air_quality.standard} grade {rules.air_quality.grade}"}
     return PlacesResult("env-latest", "最新监测值 · Latest value per station and pollutant",
                         {"datetime": datetime, "stations": params["stations"], "pollutants": params["pollutants"]},
-                        summary, {"stations": features}, str(rules.path))
+                        summary, {"stations": features}, rules.path.name)
 
 
 # -- exceedances of the national limits --------------------------------------------------------------
@@ -213,7 +213,7 @@ def exceedances(conn: psycopg.Connection, rules: EnvironmentRules, *, datetime: 
     }
     return PlacesResult("env-exceedances", "空气质量超标 · Exceedances of the GB 3095-2012 limits",
                         {"datetime": datetime, "stations": params["stations"], "pollutants": params["pollutants"]},
-                        summary, {"stations": list(stations_hit.values()), "exceedances": places}, str(rules.path))
+                        summary, {"stations": list(stations_hit.values()), "exceedances": places}, rules.path.name)
 
 
 # -- pollution sources against the red line and the water bodies -------------------------------------
@@ -291,4 +291,4 @@ def source_buffers(conn: psycopg.Connection, rules: EnvironmentRules, *, sources
                         {"sources": params["sources"], "emission_classes": params["only_classes"],
                          "buffers_m": {**rules.buffers.by_emission_class, **rules.buffers.by_industry}},
                         summary, {"sources": sources_out, "buffers": buffers, "redline_overlaps": red_parts,
-                                  "water_overlaps": water_parts}, str(rules.path))
+                                  "water_overlaps": water_parts}, rules.path.name)

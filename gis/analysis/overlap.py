@@ -33,6 +33,7 @@ from gis.features import queries
 from gis.features.errors import InvalidQuery
 from gis.features.temporal import TimeRange, parse_datetime
 from gis.layers import LayerSpec
+from gis.security import inference
 
 AREA_SRID = 4550  # CGCS2000 / 3-degree Gauss-Kruger CM 123E: Shenyang's own zone
 AREA_CRS = f"EPSG:{AREA_SRID}"
@@ -70,6 +71,11 @@ class RuleResult:
     dropped: int  # parts under min_area_m2, not counted
     message: str
     extra: dict[str, Any] = field(default_factory=dict)
+    names_layer: bool = True  # False: the caller may not read the rule's layer, so the report does not name it
+
+    @property
+    def layer_shown(self) -> str | None:
+        return self.rule.layer if self.names_layer else None
 
     @property
     def conflict(self) -> bool:
@@ -152,10 +158,40 @@ def _where(spec: LayerSpec, where: dict[str, tuple[str, ...]], params: dict[str,
     return found
 
 
-def _width(spec: LayerSpec, rule: Rule, params: dict[str, Any]) -> sql.Composable:
+def _width_entries(rule: Rule, hidden: frozenset[str]) -> list[tuple[str | None, float]]:
+    """(utility or None for any, half-width) as the caller may compute them: with the pressure class hidden, each
+    utility's widest width a pipe of it may get (the entries up to its first one without a class); with the
+    utility hidden too, the widest of all."""
+    assert rule.widths
+    if rule.utility_field in hidden:
+        return [(None, max(w.width_m for w in rule.widths))]
+    found: dict[str, list[float]] = {}
+    closed: set[str] = set()
+    for width in rule.widths:
+        if width.utility in closed:
+            continue  # after an entry without a class, the utility's later entries are never reached
+        found.setdefault(width.utility, []).append(width.width_m)
+        if width.pressure_class is None:
+            closed.add(width.utility)
+    return [(utility, max(widths)) for utility, widths in found.items()]
+
+
+def _width(spec: LayerSpec, rule: Rule, params: dict[str, Any], hidden: frozenset[str] = frozenset()
+           ) -> sql.Composable:
+    """The corridor half-width of each feature: the rule's first matching entry; with fields hidden from the
+    caller, computed from the fields it may read only (_width_entries)."""
     assert rule.widths
     whens: list[sql.Composable] = []
-    for i, width in enumerate(rule.widths):
+    if hidden:
+        for i, (utility, width_m) in enumerate(_width_entries(rule, hidden)):
+            params[f"p_w{i}"] = width_m
+            if utility is None:
+                whens.append(sql.SQL("WHEN TRUE THEN {}::float8").format(sql.Placeholder(f"p_w{i}")))
+                continue
+            params[f"p_u{i}"] = utility
+            whens.append(sql.SQL("WHEN t.{} = {} THEN {}::float8").format(
+                ids.column(spec, rule.utility_field), sql.Placeholder(f"p_u{i}"), sql.Placeholder(f"p_w{i}")))
+    for i, width in enumerate(rule.widths if not hidden else ()):
         params[f"p_u{i}"] = width.utility
         params[f"p_w{i}"] = width.width_m
         conditions = [sql.SQL("t.{} = {}").format(ids.column(spec, rule.utility_field), sql.Placeholder(f"p_u{i}"))]
@@ -187,8 +223,10 @@ def search_margin_degrees(bounds: Sequence[float], metres: float) -> tuple[float
 
 
 def rule_statement(rule: Rule, spec: LayerSpec, proposal: Proposal, time: TimeRange | None,
-                   use: str | None) -> Statement:
-    """One row: proposal_area, conflict_area, conflict_geojson, dropped, features_json, extra_json."""
+                   use: str | None, hidden: frozenset[str] = frozenset()) -> Statement:
+    """One row: proposal_area, conflict_area, conflict_geojson, dropped, features_json, extra_json.
+
+    `hidden`: inputs of the rule the caller may not read, which the rule then does without (corridor widths)."""
     params: dict[str, Any] = {"p_proposal": proposal.wkb, "p_min_area": float(rule.min_area_m2)}
     predicates = _where(spec, rule.where, params, "p")
     reach = rule.max_width_m + (_WALL_MARGIN_M if rule.kind is Kind.corridor and rule.measured_from == "wall" else 0)
@@ -205,7 +243,7 @@ def rule_statement(rule: Rule, spec: LayerSpec, proposal: Proposal, time: TimeRa
     near: sql.Composable = sql.SQL("TRUE")
     buffered = rule.kind is Kind.corridor or rule.buffer_m > 0
     if rule.kind is Kind.corridor:
-        width = _width(spec, rule, params)
+        width = _width(spec, rule, params, hidden)
     elif rule.buffer_m > 0:
         params["p_buffer"] = float(rule.buffer_m)
         width = sql.SQL("%(p_buffer)s::float8")
@@ -321,16 +359,82 @@ def _conflict_message(rule: Rule, features: tuple[FeatureHit, ...], use: str | N
 
 # -- running -----------------------------------------------------------------------------------------
 
-# What a caller may read: layer id -> the fields it may see. None: everything (the CLI, jobs run by admins).
+# What a caller may read: layer id -> the fields it may see (a gis.security.inference.Sight in the service,
+# which also knows the row-limited layers and the role's derive modes). None: everything (the CLI, tests).
 Access = Mapping[str, frozenset[str]] | None
+DEPENDENCY_PREFIX = "overlap-check/"
+NOT_READABLE = "not evaluated: the caller may not read this layer"
+ROWS_HIDDEN = "not evaluated: the caller may read only some features of this layer"
+INPUTS_HIDDEN = "not evaluated: the rule depends on fields the caller may not read"
+FROM_VISIBLE = ("corridor widths from the fields the caller may read: each pipe's the widest a pipe of its "
+                "utility may have")
+
+
+def rule_inputs(rule: Rule) -> frozenset[str]:
+    """The fields a rule's verdict, areas and geometries depend on (the reported attributes aside)."""
+    found = set(rule.where)
+    if rule.kind is Kind.compatible_use and rule.class_field:
+        found.add(rule.class_field)
+    if rule.kind is Kind.corridor and rule.widths:
+        found.add(rule.utility_field)
+        if any(w.pressure_class is not None for w in rule.widths):
+            found.add(rule.pressure_field)
+        if rule.measured_from == "wall":
+            found.add(rule.diameter_field)
+    return frozenset(found)
+
+
+def dependencies(rules: OverlapRules) -> dict[str, inference.Dependency]:
+    """Each rule as a dependency of the overlap check, for the access policy's `derive`."""
+    found = {}
+    for rule in rules.rules:
+        inputs = rule_inputs(rule)
+        # only corridor widths can be computed without some inputs (_blind_ok); other rules are left out
+        modes: tuple[inference.Mode, ...] = ((inference.OMIT, inference.VISIBLE) if rule.kind is Kind.corridor
+                                             else (inference.OMIT,))
+        found[DEPENDENCY_PREFIX + rule.id] = inference.Dependency(
+            DEPENDENCY_PREFIX + rule.id, rule.layer, tuple(sorted(inputs)),
+            f"the {rule.kind} rule '{rule.id}' on {rule.layer}", modes)
+    return found
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one rule runs for the caller: not at all (with the reason), or with some inputs done without."""
+
+    rule: Rule
+    spec: LayerSpec
+    skipped: str | None = None
+    hidden: frozenset[str] = frozenset()
+
+
+def _blind_ok(rule: Rule, hidden: frozenset[str]) -> bool:
+    """Whether the rule can be computed without the hidden inputs: corridor widths without the class or utility."""
+    return rule.kind is Kind.corridor and hidden <= {rule.utility_field, rule.pressure_field}
+
+
+def plan_rule(rule: Rule, spec: LayerSpec, access: Access) -> Plan:
+    """Whether and how a rule runs for a caller: every result it gives rests on what the caller may read."""
+    if access is None:
+        return Plan(rule, spec)
+    if spec.id not in access:
+        return Plan(rule, spec, NOT_READABLE)
+    if inference.row_limited(access, spec.id):
+        return Plan(rule, spec, ROWS_HIDDEN)
+    hidden = rule_inputs(rule) - access[spec.id]
+    if not hidden:
+        return Plan(rule, spec)
+    if inference.mode_of(access, DEPENDENCY_PREFIX + rule.id) == inference.VISIBLE and _blind_ok(rule, hidden):
+        return Plan(rule, spec, hidden=hidden)
+    return Plan(rule, spec, INPUTS_HIDDEN)
 
 
 def statements(rules: OverlapRules, proposal: Proposal, time: TimeRange | None, use: str | None,
-               only: Sequence[str] | None = None, access: Access = None) -> list[tuple[Rule, LayerSpec, Statement]]:
-    """The statements of the rules the caller may run: a rule on a layer it may not read is not run."""
-    chosen = [r for r in select_rules(rules, only) if access is None or rules.layer_of(r).id in access]
-    return [(rule, rules.layer_of(rule), rule_statement(rule, rules.layer_of(rule), proposal, time, use))
-            for rule in chosen]
+               only: Sequence[str] | None = None, access: Access = None) -> list[tuple[Plan, Statement]]:
+    """The statements of the rules that run for the caller (plan_rule); the others are left out."""
+    plans = [plan_rule(r, rules.layer_of(r), access) for r in select_rules(rules, only)]
+    return [(plan, rule_statement(plan.rule, plan.spec, proposal, time, use, plan.hidden))
+            for plan in plans if plan.skipped is None]
 
 
 @lru_cache(maxsize=1)
@@ -343,10 +447,10 @@ def proposal_area_m2(proposal: Proposal) -> float:
     return float(shapely.area(reproject(proposal.geometry, _to_area_crs())))
 
 
-def not_permitted(rule: Rule, spec: LayerSpec) -> RuleResult:
-    """A rule on a layer the caller may not read: no figures, features or geometry from it."""
+def not_permitted(rule: Rule, spec: LayerSpec, reason: str = NOT_READABLE) -> RuleResult:
+    """A rule left out for the caller (plan_rule): no figures, features or geometry from it."""
     return RuleResult(rule=rule, layer=spec, status="not_evaluated", area_m2=0.0, share=0.0, features=(),
-                      geometry=None, dropped=0, message="not evaluated: the caller may not read this layer")
+                      geometry=None, dropped=0, message=reason, names_layer=reason != NOT_READABLE)
 
 
 def _visible(result: RuleResult, access: Access) -> RuleResult:
@@ -359,13 +463,24 @@ def _visible(result: RuleResult, access: Access) -> RuleResult:
     return replace(result, features=features)
 
 
+def _result(plan: Plan, row: tuple[Any, ...], use: str | None, access: Access) -> RuleResult:
+    found = _visible(rule_result(plan.rule, plan.spec, row, use), access)
+    if plan.hidden:
+        found = replace(found, extra={**found.extra, "computed_from": FROM_VISIBLE})
+    return found
+
+
 def _report(rules: OverlapRules, proposal: Proposal, use: str | None, as_of: str | None,
-            done: list[tuple[Rule, LayerSpec, tuple[Any, ...]]], only: Sequence[str] | None,
+            done: list[tuple[Plan, tuple[Any, ...]]], only: Sequence[str] | None,
             access: Access) -> OverlapReport:
-    by_rule = {rule.id: _visible(rule_result(rule, spec, row, use), access) for rule, spec, row in done}
-    results = [by_rule.get(rule.id) or not_permitted(rule, rules.layer_of(rule)) for rule in select_rules(rules, only)]
-    area = float(done[0][2][0]) if done else proposal_area_m2(proposal)
-    return OverlapReport(proposal, area, use, as_of, tuple(results), datetime.now(UTC), str(rules.path))
+    by_rule = {plan.rule.id: _result(plan, row, use, access) for plan, row in done}
+    results = []
+    for rule in select_rules(rules, only):
+        plan = plan_rule(rule, rules.layer_of(rule), access)
+        results.append(by_rule.get(rule.id) or not_permitted(rule, plan.spec, plan.skipped or NOT_READABLE))
+    area = float(done[0][1][0]) if done else proposal_area_m2(proposal)
+    # the rules file by its name: a report never shows where the server keeps its files
+    return OverlapReport(proposal, area, use, as_of, tuple(results), datetime.now(UTC), rules.path.name)
 
 
 def check(conn: psycopg.Connection, rules: OverlapRules, proposal: Proposal, *, as_of: str | None = None,
@@ -375,11 +490,11 @@ def check(conn: psycopg.Connection, rules: OverlapRules, proposal: Proposal, *, 
     use = check_use(rules, use or proposal.proposed_use)
     done = []
     with conn.transaction(), conn.cursor() as cur:
-        for rule, spec, stmt in statements(rules, proposal, time, use, only, access):
+        for plan, stmt in statements(rules, proposal, time, use, only, access):
             cur.execute(stmt.query, stmt.params)
             row = cur.fetchone()
             assert row is not None
-            done.append((rule, spec, row))
+            done.append((plan, row))
     return _report(rules, proposal, use, as_of, done, only, access)
 
 
@@ -393,14 +508,14 @@ async def check_async(conn: psycopg.AsyncConnection, rules: OverlapRules, propos
     done = []
     async with conn.pipeline():
         cursors = []
-        for _rule, _spec, stmt in planned:
+        for _plan, stmt in planned:
             cur = conn.cursor()
             await cur.execute(stmt.query, stmt.params)
             cursors.append(cur)
-    for (rule, spec, _stmt), cur in zip(planned, cursors, strict=True):
+    for (plan, _stmt), cur in zip(planned, cursors, strict=True):
         row = await cur.fetchone()
         assert row is not None
-        done.append((rule, spec, row))
+        done.append((plan, row))
         await cur.close()
     return _report(rules, proposal, use, as_of, done, only, access)
 
@@ -409,7 +524,7 @@ async def check_async(conn: psycopg.AsyncConnection, rules: OverlapRules, propos
 
 def project_statement(rules: OverlapRules, fid: str) -> Statement:
     if rules.projects is None or rules.projects_layer is None:
-        raise InvalidProposal("project", f"{rules.path} names no projects layer to take proposals from")
+        raise InvalidProposal("project", f"{rules.path.name} names no projects layer to take proposals from")
     spec = rules.projects_layer
     use = (sql.SQL("t.{}").format(ids.column(spec, rules.projects.use_field)) if rules.projects.use_field
            else sql.SQL("NULL::text"))
@@ -418,10 +533,20 @@ def project_statement(rules: OverlapRules, fid: str) -> Statement:
     return Statement(query, {"fid": fid})
 
 
+def project_readable(rules: OverlapRules, access: Access) -> bool:
+    """Whether the caller may name a proposal by a project's fid: it reads the projects layer, every row."""
+    layer = rules.projects_layer
+    return access is None or (layer is not None and layer.id in access and not inference.row_limited(access, layer.id))
+
+
+def no_project(fid: str) -> NotFound:
+    """The one answer for a project that does not exist and one the caller may not read."""
+    return NotFound(f"project: no feature '{fid[:80]}'")
+
+
 def project_proposal(rules: OverlapRules, fid: str, row: tuple[Any, ...] | None) -> Proposal:
     if row is None:
-        layer = rules.projects_layer.id if rules.projects_layer else "projects"
-        raise NotFound(f"project: no feature '{fid[:80]}' in {layer}")
+        raise no_project(fid)
     geom = shapely.from_wkb(row[0])
     if geom.geom_type == "Polygon":
         geom = shapely.multipolygons([geom])

@@ -208,7 +208,7 @@ def burst(conn: psycopg.Connection, rules: PipelineRules, *, pipe: str | None = 
         summary["isolated_length_m"] = round(float(length[0] or 0), 1) if length else None
     return PipelineResult("burst", "爆管关阀分析 · Burst isolation",
                           {"pipe": pipe, "point": point, "utility": utility, "customers_within_m": within},
-                          summary, places, str(rules.path))
+                          summary, places, rules.path.name)
 
 
 # -- trace -------------------------------------------------------------------------------------------
@@ -271,7 +271,7 @@ def trace(conn: psycopg.Connection, rules: PipelineRules, *, pipe: str | None = 
                "truncated": total > len(features)}
     return PipelineResult("trace", f"连通性追踪 · Connectivity trace ({direction})",
                           {"pipe": pipe, "point": point, "direction": direction}, summary,
-                          {"traced_pipes": features}, str(rules.path))
+                          {"traced_pipes": features}, rules.path.name)
 
 
 # -- cross-section -----------------------------------------------------------------------------------
@@ -327,7 +327,7 @@ def cross_section(conn: psycopg.Connection, rules: PipelineRules, line: Any,
     summary = {"length_m": round(float(length[0]), 2), "crossings": len(features),
                "utilities": sorted({f["properties"]["utility"] for f in features})}
     return PipelineResult("cross_section", "横断面 · Cross-section", {"line": orjson.loads(text)}, summary,
-                          {"section": [line_feature], "crossings": features}, str(rules.path))
+                          {"section": [line_feature], "crossings": features}, rules.path.name)
 
 
 # -- clearance ---------------------------------------------------------------------------------------
@@ -433,7 +433,7 @@ def clearance(conn: psycopg.Connection, rules: PipelineRules, *, pairs: Iterable
                "truncated": len(violations) > MAX_FEATURES}
     return PipelineResult("clearance", "管线水平净距检查 (GB 50289) · Clearance check",
                           {"pairs": [p.id for p in chosen], "bbox": box}, summary,
-                          {"violations": violations[:MAX_FEATURES]}, str(rules.path))
+                          {"violations": violations[:MAX_FEATURES]}, rules.path.name)
 
 
 # -- cover -------------------------------------------------------------------------------------------
@@ -482,7 +482,7 @@ def cover(conn: psycopg.Connection, rules: PipelineRules, *, utilities: Iterable
                "minimums": {name: req for name, req in zip(u, m, strict=True)},
                "truncated": len(features) > MAX_FEATURES}
     return PipelineResult("cover", "覆土深度检查 · Minimum cover check", {"utilities": u, "bbox": box}, summary,
-                          {"violations": features[:MAX_FEATURES]}, str(rules.path))
+                          {"violations": features[:MAX_FEATURES]}, rules.path.name)
 
 
 # -- output ------------------------------------------------------------------------------------------

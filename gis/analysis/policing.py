@@ -121,7 +121,7 @@ ORDER BY j.fid""").format(J=ids.current_table(j), S=ids.current_table(s), statio
                "station": found[0]["properties"]["station"] if found else None}
     return PlacesResult("police-jurisdiction", "辖区查询 · Jurisdiction of a point", {"point": point}, summary,
                         {"jurisdictions": found, "stations": stations, "point": [_query_point(geojson)]},
-                        str(rules.path))
+                        rules.path.name)
 
 
 # -- nearest stations ------------------------------------------------------------------------------
@@ -343,7 +343,7 @@ FROM {S} s ORDER BY s.fid""").format(S=ids.current_table(s), name=ids.column(s, 
     return PlacesResult("police-nearest", "最近派出所 · Nearest police stations", {"point": point, "count": n},
                         summary, {"stations": stations_out, "routes": routes,
                                   "point": [_query_point(geojson)]},
-                        str(rules.path))
+                        rules.path.name)
 
 
 # -- hotspots --------------------------------------------------------------------------------------
@@ -489,4 +489,4 @@ def hotspots(conn: psycopg.Connection, rules: PolicingRules, registry: LayerRegi
                         {"datetime": datetime, "bbox": box, "cell_m": cell, "categories": categories,
                          "from": iso(window.start) if window else None,
                          "to": iso(window.end) if window else None},
-                        summary, {"cells": cells}, str(rules.path))
+                        summary, {"cells": cells}, rules.path.name)

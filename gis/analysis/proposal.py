@@ -265,8 +265,12 @@ def _read_ogr(path: str, fmt: str, label: str) -> tuple[list[BaseGeometry], list
     return geoms, props, declared
 
 
+_SERVER_PATH = re.compile(r"(/vsi\w+/)?(/[^\s'\"():,]+){2,}")
+
+
 def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
+    """The first line of a reader's error, without the server's file names (GDAL quotes the path it opened)."""
+    text = _SERVER_PATH.sub("<upload>", str(exc).strip())
     return text.splitlines()[0][:200] if text else exc.__class__.__name__
 
 

@@ -28,7 +28,7 @@ def rule_dict(result: RuleResult) -> dict[str, Any]:
     return {
         "id": rule.id,
         "title": {"zh": rule.title.zh, "en": rule.title.en},
-        "layer": rule.layer,
+        "layer": result.layer_shown,
         "kind": rule.kind.value,
         "status": result.status,
         "conflict": result.conflict,
@@ -93,7 +93,7 @@ def to_geojson(report: OverlapReport) -> dict[str, Any]:
         for f in r.features:
             features.append({
                 "type": "Feature", "id": f"{r.rule.id}:{f.fid}", "geometry": f.geometry,
-                "properties": {**f.attributes, "role": "overlap", "rule": r.rule.id, "layer": r.rule.layer,
+                "properties": {**f.attributes, "role": "overlap", "rule": r.rule.id, "layer": r.layer_shown,
                                "fid": f.fid, "conflict": f.conflict, "area_m2": _round(f.area_m2)},
             })
     return {"type": "FeatureCollection", "features": features}
@@ -228,7 +228,7 @@ def to_html(report: OverlapReport) -> str:
         sections.append(
             f'<section><h2>{html.escape(r.rule.title.zh)} · {html.escape(r.rule.title.en)}</h2>'
             f"<p>{STATUS_TEXT[r.status]} — {html.escape(r.message)}; conflict area {_fmt_area(r.area_m2)} m² "
-            f"({r.share * 100:.2f}% of the proposal); layer <code>{html.escape(r.rule.layer)}</code>; "
+            f"({r.share * 100:.2f}% of the proposal); layer <code>{html.escape(r.layer_shown or '-')}</code>; "
             f"parts under {r.rule.min_area_m2:g} m² dropped: {r.dropped}</p>{extra}"
             f'<div class="map">{_svg(rule_frame, layers)}</div>'
             f"<table><thead><tr><th>fid</th><th>冲突 conflict</th><th>面积 area m²</th><th>属性 attributes</th>"

@@ -216,11 +216,11 @@ def _multi_host_url(settings: Settings, ports: list[int], target: str) -> str:
 
 
 def read_url(settings: Settings, names: list[str] | None = None) -> str:
-    """GIS_DATABASE_READ_URL for these standbys (default: every replica): libpq tries each host and takes a
-    standby; `prefer-standby` lets it fall back to the primary (listed last) when no standby answers."""
+    """GIS_DATABASE_READ_URL for these standbys (default: every replica): libpq takes the first that answers
+    as a standby (`target_session_attrs=standby`); with none, the service reads from the primary itself."""
     replicas = Replicas(settings)
     ports = [replicas.cluster(n).port for n in (names if names is not None else replicas.names())]
-    return _multi_host_url(settings, [*ports, replicas.primary.port], "prefer-standby")
+    return _multi_host_url(settings, ports, "standby")
 
 
 def primary_url(settings: Settings, names: list[str] | None = None) -> str:

@@ -24,35 +24,41 @@ from gis.db.pool import GuardedPool
 
 type Work[T] = Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]
 
-_VERSIONS_OF = "SELECT layer_id, changed_refresh_id FROM ops.layer_stats WHERE layer_id = ANY(%s)"
-_ALL_VERSIONS = "SELECT layer_id, changed_refresh_id FROM ops.layer_stats"
+# One row always: is this server a standby, and the layers' versions it sees.
+_VERSIONS_OF = ("SELECT pg_is_in_recovery(), array_agg(layer_id), array_agg(changed_refresh_id) "
+                "FROM ops.layer_stats WHERE layer_id = ANY(%s)")
+_ALL_VERSIONS = "SELECT pg_is_in_recovery(), array_agg(layer_id), array_agg(changed_refresh_id) FROM ops.layer_stats"
 
 
 @dataclass
 class Served:
     """Which server answered ("primary" or "standby") and the layer versions in the snapshot it read."""
 
-    server: str = ""
+    server: str = ""  # what the server was, not which pool: a standbys' URL may fall back to the primary
     versions: dict[str, int] = field(default_factory=dict)
 
 
-async def _versions(conn: psycopg.AsyncConnection[Any], layers: Sequence[str]) -> dict[str, int]:
+async def _versions(conn: psycopg.AsyncConnection[Any], layers: Sequence[str]) -> tuple[bool, dict[str, int]]:
+    """(is this server a standby, {layer: version})."""
     if layers:
         cursor = await conn.execute(_VERSIONS_OF, (list(layers),), prepare=True)
     else:
         cursor = await conn.execute(_ALL_VERSIONS, prepare=True)
-    return {str(layer): int(version) for layer, version in await cursor.fetchall()}
+    row = await cursor.fetchone()
+    assert row is not None
+    standby, names, versions = row
+    return bool(standby), {str(n): int(v) for n, v in zip(names or [], versions or [], strict=True)}
 
 
-async def _run[T](pool: GuardedPool, layers: Sequence[str], work: Work[T], server: str,
-               needed: dict[str, int] | None) -> tuple[T, Served] | None:
+async def _run[T](pool: GuardedPool, layers: Sequence[str], work: Work[T],
+                  needed: dict[str, int] | None) -> tuple[T, Served] | None:
     """work(conn) in one snapshot with the versions read first; None if this server's versions are too old."""
     async with pool.connection() as conn, conn.transaction():
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        seen = await _versions(conn, layers)
+        standby, seen = await _versions(conn, layers)
         if needed and any(seen.get(layer, -1) < version for layer, version in needed.items()):
             return None
-        return await work(conn), Served(server, seen)
+        return await work(conn), Served("standby" if standby else "primary", seen)
 
 
 def _broken(exc: psycopg.Error) -> bool:
@@ -61,7 +67,7 @@ def _broken(exc: psycopg.Error) -> bool:
 
 
 async def run_read[T](primary: GuardedPool, standby: GuardedPool | None, layers: Sequence[str], work: Work[T],
-                   max_lag_s: float) -> tuple[T, Served]:
+                      max_lag_s: float) -> tuple[T, Served]:
     """Run `work` on a connection that sees at least the primary's current versions of `layers` (every layer
     when empty); returns its result and what served it. Errors of the query itself propagate unchanged."""
     if standby is not None and standby.available and (standby.lag_seconds or 0.0) <= max_lag_s:
@@ -69,22 +75,34 @@ async def run_read[T](primary: GuardedPool, standby: GuardedPool | None, layers:
         if primary.available:
             try:
                 async with primary.connection() as conn:
-                    needed = await _versions(conn, layers)
+                    needed = (await _versions(conn, layers))[1]
             except psycopg.Error as exc:
                 if not _broken(exc):
                     raise
+        for attempt in (1, 2):  # a connection the server closed is dropped by the pool; its next one is new
+            try:
+                found = await _run(standby, layers, work, needed)
+                if found is not None:
+                    return found
+                break
+            except psycopg.Error as exc:
+                if not _broken(exc) or (attempt == 2 and not primary.available):
+                    raise
+                await _drop_broken(standby)
+    for attempt in (1, 2):
         try:
-            found = await _run(standby, layers, work, "standby", needed)
-            if found is not None:
-                return found
+            found = await _run(primary, layers, work, None)
+            assert found is not None
+            return found
         except psycopg.Error as exc:
-            if not _broken(exc) or not primary.available:
+            if not _broken(exc) or attempt == 2:
                 raise
-    try:
-        found = await _run(primary, layers, work, "primary", None)
-    except psycopg.Error as exc:
-        if not _broken(exc) or isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
-            raise
-        found = await _run(primary, layers, work, "primary", None)  # a pooled connection the server closed
-    assert found is not None
-    return found
+            await _drop_broken(primary)
+    raise AssertionError("unreachable")
+
+
+async def _drop_broken(pool: GuardedPool) -> None:
+    """After one broken connection the others of that server are likely broken too (it restarted): the pool
+    tests its idle ones now, so the retry gets a working one. Never with the breaker open (a silent server)."""
+    if pool.available:
+        await pool.check()

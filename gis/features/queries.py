@@ -19,6 +19,7 @@ from psycopg import sql
 
 from gis import identifiers as ids
 from gis.features import crs as crs_
+from gis.features.cql2 import Filter
 from gis.features.cql2.to_sql import translate
 from gis.features.params import ItemsQuery
 from gis.features.queryables import queryables, response_properties
@@ -350,16 +351,25 @@ def _build_items_statement(spec: LayerSpec, q: ItemsQuery) -> Statement:
     return Statement(query, params)
 
 
+def _row_rule(spec: LayerSpec, rows: Filter | None, rows_crs: crs_.Crs, params: dict[str, object]
+              ) -> list[sql.Composable]:
+    return [] if rows is None else [translate(rows, spec, rows_crs, params)]
+
+
 def item_statement(spec: LayerSpec, fid: str, out_crs: crs_.Crs, time: TimeRange | None = None,
-                   properties: tuple[str, ...] | None = None) -> Statement:
+                   properties: tuple[str, ...] | None = None, rows: Filter | None = None,
+                   rows_crs: crs_.Crs = crs_.CRS84) -> Statement:
     """One feature's GeoJSON (UTF-8 bytes) and its current version's ETag (None when it is no longer current):
-    the version valid now, or at `time`; or no row."""
+    the version valid now, or at `time`; or no row.
+
+    `rows`: the caller's row rule (a CQL2 node, geometries in rows_crs), in the same statement, so a feature
+    outside the caller's rows and one that does not exist take the same query and the same plan."""
     params: dict[str, object] = {"fid": fid, **time_params(spec, time)}
     shape = ("item", spec.id, out_crs.uri, _time_shape(time), properties)
-    cached = _rendered.get(shape)
+    cached = _rendered.get(shape) if rows is None else None
     if cached is not None and cached[0] is spec:
         return Statement(cached[1], params)
-    predicates: list[sql.Composable] = [sql.SQL("fid = %(fid)s::text")]
+    predicates: list[sql.Composable] = [sql.SQL("fid = %(fid)s::text"), *_row_rule(spec, rows, rows_crs, params)]
     # The second column is the current version's ETag (what If-Match on an edit is compared with).
     query = sql.SQL(
         "SELECT convert_to({feature}, 'UTF8'), (SELECT '\"' || c.refresh_id || '.' || encode(c.row_hash, 'hex') "
@@ -368,21 +378,27 @@ def item_statement(spec: LayerSpec, fid: str, out_crs: crs_.Crs, time: TimeRange
         feature=feature_text(spec, out_crs, properties, False, alias="t"),
         current=ids.current_table(spec), source=source(spec, time, predicates),
     ).as_bytes(None)
-    _remember(shape, spec, query)
+    if rows is None:
+        _remember(shape, spec, query)
     return Statement(query, params)
 
 
-def history_statement(spec: LayerSpec, fid: str, out_crs: crs_.Crs) -> Statement:
-    """Every version of one feature, oldest first: features (UTF-8 bytes) and their count."""
+def history_statement(spec: LayerSpec, fid: str, out_crs: crs_.Crs, rows: Filter | None = None,
+                      rows_crs: crs_.Crs = crs_.CRS84) -> Statement:
+    """Every version of one feature, oldest first: features (UTF-8 bytes) and their count. `rows`: the caller's
+    row rule, applied to each version (as the database's row security does to the history table)."""
     columns = _columns(spec)
+    params: dict[str, object] = {"fid": fid}
+    rule = _row_rule(spec, rows, rows_crs, params)
+    where = sql.SQL(" AND ").join([sql.SQL("fid = %(fid)s::text"), *rule])
     query = sql.SQL(
         "SELECT convert_to(coalesce(string_agg({feature}, ',' ORDER BY p.valid_from, p.valid_to NULLS LAST), ''), "
         "'UTF8'), count(*) "
-        "FROM (SELECT {cols} FROM {cur} WHERE fid = %(fid)s::text "
-        "UNION ALL SELECT {cols} FROM {hist} WHERE fid = %(fid)s::text) p"
+        "FROM (SELECT {cols} FROM {cur} WHERE {where} "
+        "UNION ALL SELECT {cols} FROM {hist} WHERE {where}) p"
     ).format(feature=feature_text(spec, out_crs, None, False), cols=columns,
-             cur=ids.current_table(spec), hist=ids.history_table(spec))
-    return Statement(query, {"fid": fid})
+             cur=ids.current_table(spec), hist=ids.history_table(spec), where=where)
+    return Statement(query, params)
 
 
 def stats_statement() -> Statement:

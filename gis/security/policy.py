@@ -12,6 +12,10 @@ structured condition on a claim of the caller (never SQL text):
         field: station
         equals_claim: station
 
+`derive` says, per dependency of an analysis or answer (gis.security.inference), whether a result that depends
+on a field or rows the role may not see is computed from what it may see (`visible`) or left out (`omit`, the
+default for anything not named).
+
 `writes` names the layers a role may add features to through the service (sensor readings posted over
 HTTP); writing does not imply reading. `edits` grants feature edits (OGC API Features Part 4, and the
 role's database login) per layer: any of create, update, delete; the role must be able to read the layer,
@@ -24,14 +28,17 @@ services' per-spec caches stay valid.
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gis.config_files import describe, read_yaml
 from gis.errors import ConfigError, NotFound
 from gis.layers import AccessClass, Audience, LayerRegistry, LayerSpec, Name, RasterSpec
+from gis.security.inference import Sight
 
 POLICY_FILE = "access-policy.yml"
 
@@ -90,6 +97,11 @@ class RoleSpec(_Strict):
     deliveries: tuple[Name, ...] = Field(default=(), description="Layers whose delivered files the role may post "
                                          "(POST /api/deliveries/{layer}): the owning department's key.")
     database: bool = Field(default=False, description="Gets a PostgreSQL role from `gis db grant`.")
+    derive: Mapping[str, Literal["visible", "omit"]] = Field(
+        default_factory=dict,
+        description="dependency id -> how a result that depends on something this role may not see is treated: "
+                    "computed from what it may see (visible) or left out (omit, the default); "
+                    "gis.security.inference")
 
 
 class PolicyFile(_Strict):
@@ -109,6 +121,12 @@ class LayerView:
     @property
     def audited(self) -> bool:
         return self.source.access is not AccessClass.public
+
+    @property
+    def tells_layer_facts(self) -> bool:
+        """Whether facts of the whole layer (row count, extents, when it last changed) may be shown: not to a
+        caller who sees only some rows (they would tell of the others)."""
+        return self.rows is None
 
 
 @dataclass(frozen=True)
@@ -139,6 +157,14 @@ class Role:
     @property
     def audit(self) -> bool:
         return self.spec.audit
+
+    @cached_property
+    def sight(self) -> Sight:
+        """What this role may see, as analyses need it (fields per layer, row-limited layers, derive modes)."""
+        return Sight(MappingProxyType({layer_id: frozenset(("fid", *view.spec.field_names))
+                                       for layer_id, view in self.views.items()}),
+                     frozenset(layer_id for layer_id, view in self.views.items() if view.rows is not None),
+                     MappingProxyType(dict(self.spec.derive)))
 
 
 def readable(role: RoleSpec, spec: LayerSpec | RasterSpec) -> bool:

@@ -23,6 +23,7 @@ from psycopg import sql
 
 from gis import identifiers as ids
 from gis.errors import GisError
+from gis.security import inference
 from gis.sensing.thresholds import READING_FIELDS, Thresholds
 
 MAX_READINGS = 10_000
@@ -162,14 +163,41 @@ def _sensors_sql(thresholds: Thresholds) -> sql.Composed:
         ids.current_table(thresholds.sensors))
 
 
+# What the checks against the sensors layer depend on. A writer that may not read that layer whole (a sensor
+# gateway: role sensor_writer) learns nothing from them: see check_blind.
+SENSOR_CHECKS = inference.Dependency(
+    "sensor-readings/sensor-checks", "pipe_sensors", ("fid", "sensor_type"),
+    "whether each reading's sensor exists, and its value and unit against the sensor type's range and unit")
+
+
+def _duplicates(readings: list[Reading], errors: list[dict[str, Any]]) -> dict[str, Reading]:
+    """One reading per sensor and instant: an exact repeat is dropped, a conflicting one is an error."""
+    kept: dict[str, Reading] = {}
+    for r in readings:
+        earlier = kept.get(r.fid)
+        if earlier is not None and (earlier.value, earlier.quality) != (r.value, r.quality):
+            _problem(errors, r.index, "observed_at", f"same sensor and instant as readings[{earlier.index}], "
+                     "with another value or quality")
+        elif earlier is None:
+            kept[r.fid] = r
+    return kept
+
+
+async def _sensor_types(conn: psycopg.AsyncConnection, thresholds: Thresholds, readings: list[Reading]
+                        ) -> dict[str, str]:
+    cursor = await conn.execute(_sensors_sql(thresholds), (sorted({r.sensor for r in readings}),))
+    return dict(await cursor.fetchall())
+
+
 async def check_against_sensors(conn: psycopg.AsyncConnection, thresholds: Thresholds,
                                 readings: list[Reading]) -> list[Reading]:
     """Known sensors, values in their type's range, units as declared; one reading per sensor and instant
-    (an exact repeat inside the batch is dropped, a conflicting one refused). InvalidReadings otherwise."""
-    cursor = await conn.execute(_sensors_sql(thresholds), (sorted({r.sensor for r in readings}),))
-    types = dict(await cursor.fetchall())
+    (an exact repeat inside the batch is dropped, a conflicting one refused). InvalidReadings otherwise.
+
+    For writers that may read the sensors layer: the errors name each reading's sensor and its type."""
+    types = await _sensor_types(conn, thresholds, readings)
     errors: list[dict[str, Any]] = []
-    kept: dict[str, Reading] = {}
+    known = []
     for r in readings:
         kind = types.get(r.sensor)
         if kind is None:
@@ -182,15 +210,41 @@ async def check_against_sensors(conn: psycopg.AsyncConnection, thresholds: Thres
                      f"({declared.min:g} to {declared.max:g} {declared.unit})")
         if r.unit is not None and r.unit != declared.unit:
             _problem(errors, r.index, "unit", f"a {kind} sensor reports in {declared.unit}, not '{r.unit[:20]}'")
-        earlier = kept.get(r.fid)
-        if earlier is not None and (earlier.value, earlier.quality) != (r.value, r.quality):
-            _problem(errors, r.index, "observed_at", f"same sensor and instant as readings[{earlier.index}], "
-                     "with another value or quality")
-        elif earlier is None:
-            kept[r.fid] = r
+        known.append(r)
+    kept = _duplicates(known, errors)
     if errors:
         raise _refused(errors, len(readings))
     return list(kept.values())
+
+
+@dataclass(frozen=True)
+class BlindCheck:
+    """The readings to store, and how many were dropped for what only the sensors layer tells."""
+
+    kept: list[Reading]
+    dropped: int
+
+
+async def check_blind(conn: psycopg.AsyncConnection, thresholds: Thresholds, readings: list[Reading]) -> BlindCheck:
+    """The checks for a writer that may not read the sensors layer: whatever they refuse depends only on the body
+    (a conflicting repeat, a unit no sensor type has); a reading whose sensor does not exist, or whose value or unit
+    does not fit its sensor's type, is dropped without saying which, so the answer tells nothing of the sensors
+    (which exist, of what type). The operators see the count in ops.refresh_log (`rejected`)."""
+    errors: list[dict[str, Any]] = []
+    units = {t.unit for t in thresholds.file.sensor_types.values()}
+    for r in readings:
+        if r.unit is not None and r.unit not in units:
+            _problem(errors, r.index, "unit", f"'{r.unit[:20]}' is no sensor type's unit ({', '.join(sorted(units))})")
+    kept = _duplicates(readings, errors)
+    if errors:
+        raise _refused(errors, len(readings))
+    types = await _sensor_types(conn, thresholds, list(kept.values()))
+    fits = []
+    for r in kept.values():
+        declared = thresholds.file.sensor_types.get(types.get(r.sensor, ""))
+        if declared is not None and declared.min <= r.value <= declared.max and r.unit in (None, declared.unit):
+            fits.append(r)
+    return BlindCheck(fits, len(kept) - len(fits))
 
 
 _UPSERT = """
@@ -229,8 +283,8 @@ SELECT (SELECT count(*) FROM written WHERE inserted), (SELECT count(*) FROM writ
 _LOG = """
 INSERT INTO ops.refresh_log (refresh_id, layer_id, status, started_at, source_path, inserted, updated, closed,
                              unchanged, rejected, timings)
-VALUES (%(rid)s, %(layer)s, 'succeeded', %(started)s, %(source)s, %(inserted)s, %(updated)s, 0, %(unchanged)s, 0,
-        '{}'::jsonb)
+VALUES (%(rid)s, %(layer)s, 'succeeded', %(started)s, %(source)s, %(inserted)s, %(updated)s, 0, %(unchanged)s,
+        %(rejected)s, '{}'::jsonb)
 """
 
 # Counts grow by what the batch inserted; the extents widen to the batch's; the version moves when rows changed.
@@ -274,8 +328,9 @@ def _statements(thresholds: Thresholds) -> dict[str, sql.Composed]:
 
 
 async def store(conn: psycopg.AsyncConnection, thresholds: Thresholds, readings: list[Reading],
-                source: str) -> StoreResult:
-    """Write the checked readings in one transaction (the caller's connection, not in a transaction yet)."""
+                source: str, rejected: int = 0) -> StoreResult:
+    """Write the checked readings in one transaction (the caller's connection, not in a transaction yet);
+    `rejected`: readings dropped by check_blind, for the refresh log."""
     spec = thresholds.readings
     statements = _statements(thresholds)
     started = datetime.now(UTC)
@@ -299,7 +354,8 @@ async def store(conn: psycopg.AsyncConnection, thresholds: Thresholds, readings:
         inserted, updated, _closed, extent, t0, t1 = counts
         unchanged = len(readings) - inserted - updated
         await conn.execute(_LOG, {"rid": rid, "layer": spec.id, "started": started, "source": source,
-                                  "inserted": inserted, "updated": updated, "unchanged": unchanged})
+                                  "inserted": inserted, "updated": updated, "unchanged": unchanged,
+                                  "rejected": rejected})
         stats = await conn.execute(_STATS, {"inserted": inserted, "extent": extent, "t0": t0, "t1": t1, "rid": rid,
                                             "changed": bool(inserted or updated), "layer": spec.id})
         if stats.rowcount == 0:

@@ -32,10 +32,13 @@ function setStatus(text, isError = false) {
   status.classList.toggle('error', isError);
 }
 
+// The path the service sits under behind a proxy (/gis), set on <html> by the service; '' at the root.
+const ROOT = document.documentElement.dataset.root || '';
+
 async function fetchJSON(path, init = {}) {
   const headers = { Accept: 'application/json', ...(init.headers || {}) };
   if (apiKey) headers['X-API-Key'] = apiKey;
-  const response = await fetch(path, { ...init, headers });
+  const response = await fetch(path.startsWith('/') ? ROOT + path : path, { ...init, headers });
   const body = await response.json().catch(() => null);
   if (!response.ok) {
     throw new Error(body && body.description ? body.description : `${response.status} ${response.statusText}`);
@@ -258,7 +261,7 @@ function showAttributes(point) {
   if (!found.length) { panel.append(el('p', { className: 'hint' }, 'Nothing here.')); return; }
   for (const [collection, feature] of found) {
     const fid = feature.properties.fid;
-    let href = `/collections/${encodeURIComponent(collection.id)}/items/${encodeURIComponent(fid)}?f=html`;
+    let href = `${ROOT}/collections/${encodeURIComponent(collection.id)}/items/${encodeURIComponent(fid)}?f=html`;
     if (state.datetime) href += `&datetime=${encodeURIComponent(state.datetime)}`;
     const rows = Object.entries(feature.properties).map(([name, value]) => el('tr', {}, el('th', {}, name),
       el('td', {}, value === null || value === undefined ? '' : value)));
