@@ -79,7 +79,14 @@ def bench_url(settings: Settings, recreate: bool) -> str:
 
 
 def prepare_for_reads(url: str) -> None:
-    """The same starting point for every server: statistics and visibility map up to date."""
+    """The same starting point for every server: every table of this checkout's layers (a database loaded by
+    an older checkout lacks newer layers, which pygeoapi refuses to start without), statistics and visibility
+    map up to date."""
+    from gis.db.migrate import migrate
+
+    with psycopg.connect(url) as conn:
+        migrate(conn, load_registry(ROOT / "layers", ROOT / "styles"))
+        conn.commit()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM (ANALYZE) pipeline.pipelines")
         conn.execute("VACUUM (ANALYZE) pipeline.pipelines_history")
@@ -141,7 +148,11 @@ def run_api(url: str, servers: list[str], settings: wrk.WrkSettings, warmup_s: i
             venv = peers.ensure_venv(PEERS_DIR, peers.PYGEOAPI, say)
             versions["pygeoapi"] = next((v.split("==")[1] for v in peers.freeze(venv)
                                          if v.startswith("pygeoapi==")), "?")
-            server = peers.pygeoapi_server(venv, work, registry, url, port, gis_settings.city_extent, env)
+            try:  # its configuration is validated and its OpenAPI document made before it starts
+                server = peers.pygeoapi_server(venv, work, registry, url, port, gis_settings.city_extent, env)
+            except subprocess.CalledProcessError as exc:
+                say(f"pygeoapi not measured: {' '.join(exc.cmd[1:3])} failed: {(exc.stderr or b'')[-300:]!r}")
+                continue
             # pygeoapi reads a CRS84 bbox into EPSG:4490's lat/lon order and finds nothing; given as its
             # storage CRS, it passes the numbers through as PostGIS's lon/lat and answers right.
             endpoint = peers.Endpoint("pygeoapi", server, api.LAYER, "zyx", item_suffix="f=json",

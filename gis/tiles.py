@@ -138,9 +138,15 @@ def _property(spec: LayerSpec, name: str, field_type: FieldType) -> sql.Composab
     return sql.SQL("{} AS {}").format(value, sql.Identifier(name))
 
 
-def _size(geom: sql.Composable) -> sql.Composable:
-    """A line's or polygon's bbox width + height in degrees: whether it shows, and its rank in a full tile."""
-    return sql.SQL("((ST_XMax({g}) - ST_XMin({g})) + (ST_YMax({g}) - ST_YMin({g})))").format(g=geom)
+def size_expression(geom: sql.Composable) -> sql.Composable:
+    """A line's or polygon's bbox width + height in degrees: whether it shows, and its rank in a full tile.
+
+    From the box stored with the geometry (::box2d), so no geometry is read to size it; the layer's
+    `size_idx` indexes this very expression (gis.db.migrate), so a low-zoom tile finds its few large
+    features without visiting the many small ones.
+    """
+    box = sql.SQL("{}::box2d").format(geom)
+    return sql.SQL("((ST_XMax({b}) - ST_XMin({b})) + (ST_YMax({b}) - ST_YMin({b})))").format(b=box)
 
 
 _drawn: dict[tuple[str, str, Path], frozenset[str]] = {}
@@ -187,7 +193,8 @@ def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None,
                 "ST_TileEnvelope(0, 0, 0)::box2d), {})").format(sql.Literal(int(spec.srid)))
     ]
     if detail.min_size:
-        predicates.append(sql.SQL("{} >= {}").format(_size(sql.SQL("geom")), sql.Literal(float(detail.min_size))))
+        predicates.append(sql.SQL("{} >= {}").format(size_expression(sql.SQL("geom")),
+                                                     sql.Literal(float(detail.min_size))))
     if rows is not None:
         predicates.append(rows)
     fields = tile_fields(spec, z, drawn)
@@ -196,7 +203,8 @@ def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None,
     )
     # A full tile keeps its most important rows, the same ones every time: the largest lines and polygons
     # (long mains before service pipes), then by fid; points by fid.
-    rank = sql.SQL("t.fid") if not detail.min_size else sql.SQL("{} DESC, t.fid").format(_size(sql.SQL("t.geom")))
+    rank = sql.SQL("t.fid") if not detail.min_size else sql.SQL("{} DESC, t.fid").format(
+        size_expression(sql.SQL("t.geom")))
     # The rows are found in a materialised CTE so that the planner never hands the per-row functions to
     # parallel workers: each fresh worker pays PROJ's set-up (50-100 ms), ten times the tile's own cost.
     return sql.SQL(

@@ -72,7 +72,6 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
     400: {"description": "The body breaks the layer's rules; `parameter` names the member (properties.x, geometry)"},
     401: {"description": "Editing needs credentials"},
     403: {"description": "The role may not make this edit, write this field, or put the feature outside its rows"},
-    405: {"description": "The layer is maintained by deliveries only"},
     409: {"description": "A feature with this id exists (create)"},
     412: {"description": "If-Match names a version that is no longer current"},
     428: {"description": "The layer requires If-Match"},

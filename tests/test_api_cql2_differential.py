@@ -1,9 +1,10 @@
-"""Differential test: random CQL2 expressions over a layer's queryables, the service against cql2-rs.
+"""Differential test: random CQL2 expressions over two layers' queryables, the service against cql2-rs.
 
 A seeded generator builds a few hundred expressions from the layer's own values (so they select
 something): comparisons, LIKE, BETWEEN, IN, IS NULL (the geometry too), CASEI and ACCENTI on either side,
 property-property comparisons, spatial functions against boxes, points and served geometries, temporal
-functions over the validity columns (whose NULL valid_to must be unknown), under AND, OR and NOT. Each is
+functions over the validity columns (whose NULL valid_to must be unknown; the land-use plan has parcels
+with and without an end), date comparisons, under AND, OR and NOT. Each is
 sent as cql2-text or cql2-json and the ids the service selects must be those the `cql2` package's
 evaluator (Expr.matches) selects over the features as served.
 
@@ -22,10 +23,14 @@ import httpx
 import pytest
 from cql2_reference import selected_ids, served_features
 
-LAYER = "buildings"
 SEED = 20261207
-COUNT = 300
-TEXT, NUMBERS, TIMES = ("use",), ("floors", "height_m", "built_year"), ("valid_from", "valid_to")
+COUNT = 200  # per layer
+TIMES = ("valid_from", "valid_to")
+# layer -> (its text field, its number fields, its date fields)
+LAYERS = {
+    "buildings": ("use", ("floors", "height_m", "built_year"), ()),
+    "land_use_plan": ("land_use_code", ("plot_ratio",), ("approved_on",)),
+}
 ACCENTED = str.maketrans({"a": "á", "e": "é", "i": "ï", "o": "ö", "u": "ü", "c": "ç", "n": "ñ"})
 TEMPORAL = ("t_after", "t_before", "t_contains", "t_disjoint", "t_during", "t_equals", "t_finishedby", "t_finishes",
             "t_intersects", "t_meets", "t_metby", "t_startedby", "t_starts")
@@ -37,16 +42,17 @@ def prop(name: str) -> dict[str, str]:
 
 
 class Generator:
-    def __init__(self, rng: random.Random, items: list[dict[str, Any]]) -> None:
+    def __init__(self, rng: random.Random, items: list[dict[str, Any]], layer: str) -> None:
         self.rng = rng
         self.items = items
+        self.text, self.numbers, self.dates = LAYERS[layer]
 
     def value(self, name: str) -> Any:
         values = [f["properties"].get(name) for f in self.items]
         return self.rng.choice([v for v in values if v is not None] or [0])
 
     def text_literal(self) -> str:
-        word = str(self.value("use"))
+        word = str(self.value(self.text))
         variant = self.rng.choice(["same", "upper", "accent", "both", "other"])
         if variant == "upper":
             return word.upper()
@@ -64,43 +70,47 @@ class Generator:
 
     def comparison(self) -> Any:
         op = self.rng.choice(["=", "<>", "<", "<=", ">", ">="])
-        kind = self.rng.choice(["text", "number", "number", "time", "pair"])
+        kind = self.rng.choice(["text", "number", "number", "time", "pair", "date" if self.dates else "time"])
         if kind == "text":
-            return {"op": op, "args": [self.wrapped(prop("use")), self.wrapped(self.text_literal())]}
+            return {"op": op, "args": [self.wrapped(prop(self.text)), self.wrapped(self.text_literal())]}
         if kind == "number":
-            name = self.rng.choice(NUMBERS)
+            name = self.rng.choice(self.numbers)
             number = self.value(name)
             return {"op": op, "args": [prop(name), number + self.rng.choice([0, 0, 1, -1, 0.5])]}
         if kind == "time":
             return {"op": op, "args": [prop(self.rng.choice(TIMES)), {"timestamp": self.timestamp()}]}
-        a, b = self.rng.sample(NUMBERS, 2)
+        if kind == "date":
+            name = self.rng.choice(self.dates)
+            return {"op": op, "args": [prop(name), {"date": str(self.value(name))}]}
+        a, b = self.rng.choice(self.numbers), self.rng.choice(self.numbers)
         return {"op": op, "args": [prop(a), prop(b)]}
 
     def timestamp(self) -> str:
-        stamps = [f["properties"]["valid_from"] for f in self.items]
-        return self.rng.choice([*stamps[:5], "2028-01-01T00:00:00Z", "2020-06-01T00:00:00Z"]).replace("+00:00", "Z")
+        stamps = [f["properties"][name] for f in self.items[:5] for name in TIMES if f["properties"][name]]
+        return self.rng.choice([*stamps, "2028-01-01T00:00:00Z", "2020-06-01T00:00:00Z"]).replace("+00:00", "Z")
 
     def like(self) -> Any:
-        word = str(self.value("use"))
+        word = str(self.value(self.text))
         cut = self.rng.randrange(len(word) + 1)
         pattern = self.rng.choice([word[:cut] + "%", "%" + word[cut:], word[:cut] + "_" * (len(word) - cut), word])
         if self.rng.random() < 0.4:
             pattern = pattern.upper() if self.rng.random() < 0.5 else pattern.translate(ACCENTED)
-        return {"op": "like", "args": [self.wrapped(prop("use")), self.wrapped(pattern)]}
+        return {"op": "like", "args": [self.wrapped(prop(self.text)), self.wrapped(pattern)]}
 
     def between(self) -> Any:
-        name = self.rng.choice(NUMBERS)
+        name = self.rng.choice(self.numbers)
         low, high = sorted([self.value(name), self.value(name)])
         return {"op": "between", "args": [prop(name), low, high]}
 
     def in_list(self) -> Any:
         if self.rng.random() < 0.5:
-            return {"op": "in", "args": [self.wrapped(prop("use")), [self.text_literal() for _ in range(3)]]}
-        name = self.rng.choice(NUMBERS)
+            return {"op": "in", "args": [self.wrapped(prop(self.text)), [self.text_literal() for _ in range(3)]]}
+        name = self.rng.choice(self.numbers)
         return {"op": "in", "args": [prop(name), [self.value(name) for _ in range(3)]]}
 
     def is_null(self) -> Any:
-        return {"op": "isNull", "args": [prop(self.rng.choice([*TEXT, *NUMBERS, *TIMES, "geometry"]))]}
+        return {"op": "isNull", "args": [prop(self.rng.choice([self.text, *self.numbers, *self.dates, *TIMES,
+                                                              "geometry"]))]}
 
     def spatial(self) -> Any:
         feature = self.rng.choice(self.items)
@@ -133,14 +143,11 @@ class Generator:
         return make()
 
 
-@pytest.fixture(scope="module")
-def items(client: httpx.Client) -> list[dict[str, Any]]:
-    return served_features(client, LAYER)
-
-
-def test_random_expressions_answer_as_cql2_rs(client: httpx.Client, items: list[dict[str, Any]]) -> None:
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_random_expressions_answer_as_cql2_rs(client: httpx.Client, layer: str) -> None:
+    items = served_features(client, layer)
     rng = random.Random(SEED)
-    generator = Generator(rng, items)
+    generator = Generator(rng, items, layer)
     differences, selective = [], 0
     for i in range(COUNT):
         tree = generator.predicate()
@@ -154,7 +161,7 @@ def test_random_expressions_answer_as_cql2_rs(client: httpx.Client, items: list[
                     want.add(feature["id"])
             except Exception:  # unknown (a NULL operand): not selected
                 pass
-        got = selected_ids(client, LAYER, {"filter": sent, "filter-lang": language})
+        got = selected_ids(client, layer, {"filter": sent, "filter-lang": language})
         if not isinstance(got, set) or got != want:
             differences.append((sent, got if not isinstance(got, set) else len(got ^ want)))
         selective += 0 < len(want) < len(items)

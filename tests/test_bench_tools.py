@@ -140,3 +140,14 @@ def test_report_keeps_other_sections_of_the_file(tmp_path: Path) -> None:
     assert text.startswith("# Benchmarks\n\n<!-- bench:begin -->")
     assert text.count("<!-- bench:begin -->") == 1 and "Machine: CPU: y" in text and "Machine: CPU: x" not in text
     assert "## Planning\nkept\n<!-- planning:end -->" in text
+
+
+def test_report_says_when_the_machine_was_busy(tmp_path: Path) -> None:
+    busy = _measurement("ours", "items_10", 1000.0) | {"load_before": 9.5}
+    data = {"workers": 2, "wrk": {"threads": 2, "connections": 8, "duration_s": 10, "timeout_s": 30},
+            "warmup_s": 2, "probe": {"centre": [1, 2], "bbox": [1, 2, 3, 4], "bbox_rows": 120, "fid": "P1",
+                                     "utility": "sewer", "tile": [14, 1, 2], "rows": 1000},
+            "versions": {}, "measurements": [busy]}
+    out = tmp_path / "benchmarks.md"
+    report.write(out, {"CPU": "x"}, None, data, [])
+    assert "**This run was taken on a busy machine** (load average up to 9.5" in out.read_text()

@@ -151,9 +151,17 @@ def test_a_write_without_if_match_is_accepted_unless_the_layer_requires_it(servi
     assert required.status_code == 428 and "If-Match" in required.json()["description"]
 
 
+def count(service: Service, layer: str) -> int:
+    return int(query(service, "SELECT row_count FROM ops.layer_stats WHERE layer_id = %s", layer)[0][0])
+
+
 def test_delete_closes_the_feature_into_history(service: Service) -> None:
+    before = count(service, "pipe_nodes")
     service.call("POST", "/collections/pipe_nodes/items", "pipeline_editor", node("V-EDIT-3"))
+    assert count(service, "pipe_nodes") == before + 1
     assert service.call("DELETE", "/collections/pipe_nodes/items/V-EDIT-3", "pipeline_editor").status_code == 204
+    assert count(service, "pipe_nodes") == before
+    assert count(service, "pipe_nodes") == query(service, "SELECT count(*) FROM pipeline.pipe_nodes")[0][0]
     assert service.call("GET", "/collections/pipe_nodes/items/V-EDIT-3", "admin").status_code == 404
     history = service.call("GET", "/collections/pipe_nodes/items/V-EDIT-3/history", "admin").json()
     assert history["numberReturned"] == 1 and history["features"][0]["properties"]["valid_to"] is not None

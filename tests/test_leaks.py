@@ -10,6 +10,7 @@ hidden data it changes.
 
 import csv
 import io
+import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ from psycopg import sql
 from gis import identifiers as ids
 from gis.analysis import overlap
 from gis.analysis.rules import Rule, load_rules
-from gis.errors import ConfigError
+from gis.errors import ConfigError, NotFound
 from gis.features import crs as crs_
 from gis.features import queries
 from gis.layers import LayerRegistry
@@ -574,3 +575,66 @@ def test_answers_do_not_depend_on_what_the_role_may_not_see(mutable: Service, po
     changed = sorted(k for k in before if before[k] != after[k])
     assert not changed, changed
     assert before["process overlap-check"][0] == 200
+
+
+# -- edits (OGC API Features Part 4) under a row rule ---------------------------------------------------------
+
+class _Recording(psycopg.Connection):
+    """A real connection that keeps the text of every statement it runs (values travel apart, as parameters)."""
+
+    statements: list[bytes]
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
+        self.statements.append(query if isinstance(query, bytes) else
+                               query.encode() if isinstance(query, str) else query.as_bytes(self))
+        return super().execute(query, params, **kwargs)
+
+
+def _edit_cases(policy: Policy) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(role, layer, operations) for every edit grant on a layer the role sees only some rows of."""
+    return [(name, layer_id, tuple(ops)) for name, role in policy.roles.items()
+            for layer_id, ops in role.spec.edits.items() if role.views[layer_id].rows is not None]
+
+
+def test_an_editor_under_a_row_rule_learns_nothing_of_the_other_rows(service: Service, policy: Policy,
+                                                                     registry: LayerRegistry,
+                                                                     settings: Settings) -> None:
+    """Creating with the id of a feature outside the editor's rows answers as with an id nobody has; changing
+    one answers as one that does not exist, by the same statements."""
+    from gis.edits.store import Editor, EditRequest, Operation, apply_edit
+
+    cases = _edit_cases(policy)
+    assert cases, "the policy grants no edit under a row rule"
+    for name, layer_id, operations in cases:
+        role = role_of(policy, name)
+        view = role.views[layer_id]
+        page = service.get(f"/collections/{layer_id}/items", name, limit=10000, skipGeometry="true").json()
+        with psycopg.connect(service.db_url) as conn:
+            claims = _claims(conn, registry, role)
+            outside = conn.execute(sql.SQL("SELECT fid FROM {} WHERE NOT (fid = ANY(%s)) ORDER BY fid LIMIT 1").format(
+                ids.current_table(registry[layer_id])), (sorted(f["id"] for f in page["features"]),)).fetchone()
+        assert outside is not None, (name, layer_id)
+        fid, nobody = str(outside[0]), "no-such-feature"
+        url = f"{service.url}/collections/{layer_id}/items"
+        headers = {**service.headers[name], "Content-Type": "application/geo+json", "If-Match": "*"}
+        if "create" in operations:
+            answers = [service.http.post(url, headers=headers, content=json.dumps(
+                {"type": "Feature", "id": i, "geometry": None, "properties": {}})) for i in (fid, nobody)]
+            assert answers[0].status_code == answers[1].status_code == 400, (name, answers[0].text)
+            assert answers[0].text.replace(fid, "X") == answers[1].text.replace(nobody, "X")
+        if "update" in operations:
+            answers = [service.http.patch(f"{url}/{i}", headers=headers, content=json.dumps({"properties": {}}))
+                       for i in (fid, nobody)]
+            assert answers[0].status_code == answers[1].status_code == 404, (name, answers[0].text)
+            assert answers[0].text.replace(fid, "X") == answers[1].text.replace(nobody, "X")
+            editor = Editor(f"test:{name}", name, "api-key", None, claims, view.rows, view.masked)
+            runs = []
+            for i in (fid, nobody):
+                with _Recording.connect(service.db_url) as conn:
+                    conn.statements = []
+                    with pytest.raises(NotFound):
+                        apply_edit(conn, registry, settings.city_extent, EditRequest(
+                            registry[layer_id], Operation.update, editor, fid=i, body={"properties": {}},
+                            if_match="*"))
+                    runs.append(conn.statements)
+            assert runs[0] == runs[1], (name, layer_id)

@@ -78,6 +78,13 @@ def create_layer_tables(conn: psycopg.Connection, spec: LayerSpec) -> None:
                 ids.index_name(spec, "time_idx", history), table, ids.column(spec, spec.temporal.field)))
     conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (valid_from, valid_to)").format(
         ids.index_name(spec, "valid_idx", True), ids.history_table(spec)))
+    if spec.geometry.value.removeprefix("Multi") != "Point":
+        from gis.tiles import size_expression  # tiles leave out what is smaller than a pixel, found by this
+
+        for history in (False, True):
+            conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+                ids.index_name(spec, "size_idx", history),
+                ids.history_table(spec) if history else ids.current_table(spec), size_expression(sql.SQL("geom"))))
     if spec.temporal.kind == "versioned":
         # As-of reads page in fid order through both tables; with the validity in the index, the versions
         # not valid at the instant are passed over in the index and never fetched (gis.features.queries).

@@ -204,6 +204,13 @@ def _new_version(request: EditRequest, fid: str, current: _Current | None, city_
                          city_extent, masked)
 
 
+_NOWHERE = shapely.Point()  # an empty geometry: inside no one's rows
+
+
+def _chosen_id(request: EditRequest) -> bool:
+    return request.fid is not None or (isinstance(request.body, Mapping) and request.body.get("id") is not None)
+
+
 def _fid_of(request: EditRequest) -> str:
     body_id = (request.body or {}).get("id") if isinstance(request.body, Mapping) else None
     if body_id is not None and not isinstance(body_id, str | int):
@@ -252,11 +259,43 @@ def _write(conn: psycopg.Connection, spec: LayerSpec, new: CheckedFeature, refre
     conn.execute(statement, params)
 
 
+# One edit moves the layer's counts and extents by itself: no scan of the layer (a refresh recomputes them).
+_STATS = """
+UPDATE ops.layer_stats SET row_count = row_count + %(delta)s, last_refresh_id = %(rid)s, changed_refresh_id = %(rid)s,
+  changed_at = now(),
+  extent = CASE WHEN %(box)s::float8[] IS NULL OR extent IS NULL THEN extent ELSE ARRAY[
+    least(extent[1], (%(box)s::float8[])[1]), least(extent[2], (%(box)s::float8[])[2]),
+    greatest(extent[3], (%(box)s::float8[])[3]), greatest(extent[4], (%(box)s::float8[])[4])] END,
+  time_extent = CASE WHEN %(t)s::timestamptz IS NULL OR time_extent IS NULL THEN time_extent ELSE ARRAY[
+    least(time_extent[1], %(t)s::timestamptz), greatest(time_extent[2], %(t)s::timestamptz)] END
+WHERE layer_id = %(layer)s
+"""
+_LOG = """
+INSERT INTO ops.refresh_log (refresh_id, layer_id, status, started_at, source_path, inserted, updated, closed,
+                             unchanged, rejected, timings)
+VALUES (%(rid)s, %(layer)s, 'succeeded', %(started)s, %(source)s, %(inserted)s, %(updated)s, %(closed)s, 0, 0,
+        '{}'::jsonb)
+"""
+
+
+def _bump(conn: psycopg.Connection, spec: LayerSpec, refresh_id: int, started: datetime, source: str,
+          counts: MergeCounts, new: CheckedFeature | None) -> None:
+    """The edit's ops.refresh_log row and the layer's stats, moved to its version."""
+    conn.execute(_LOG, {"rid": refresh_id, "layer": spec.id, "started": started, "source": source,
+                        "inserted": counts.inserted, "updated": counts.updated, "closed": counts.closed})
+    box = list(shapely.bounds(new.geometry)) if new is not None else None
+    when = new.values.get(spec.temporal.field) if new is not None and spec.temporal.field else None
+    moved = conn.execute(_STATS, {"delta": counts.inserted - counts.closed, "rid": refresh_id, "box": box,
+                                  "t": when, "layer": spec.id})
+    if moved.rowcount == 0:  # never refreshed: the stats from the table, once
+        conn.execute("DELETE FROM ops.refresh_log WHERE refresh_id = %s", (refresh_id,))
+        record.write_success(conn, spec, refresh_id, started, source, None, counts, {})
+
+
 def _record(conn: psycopg.Connection, request: EditRequest, fid: str, refresh_id: int, started: datetime,
-            counts: MergeCounts, previous: int | None) -> None:
+            counts: MergeCounts, previous: int | None, new: CheckedFeature | None = None) -> None:
     editor, spec = request.editor, request.spec
-    record.write_success(conn, spec, refresh_id, started, f"edit:{request.operation.value} {fid}"[:300], None,
-                         counts, {})
+    _bump(conn, spec, refresh_id, started, f"edit:{request.operation.value} {fid}"[:300], counts, new)
     conn.execute(
         "INSERT INTO ops.edits (refresh_id, layer_id, fid, operation, subject, role, method, reason, "
         "previous_refresh_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -284,6 +323,10 @@ def apply_edit(conn: psycopg.Connection, registry: LayerRegistry, city_extent: E
     spec = request.spec
     if not spec.editing.edits:
         raise NotEditable(f"layer '{spec.id}' is maintained by deliveries only; it cannot be edited")
+    if request.operation is Operation.create and request.editor.rows is not None and _chosen_id(request):
+        # "exists" (409) against "created" would tell which ids exist outside the editor's rows
+        raise InvalidFeature("id", "a role under a row rule cannot choose the id of a new feature; leave it out and "
+                                   "the service makes one")
     fid = _fid_of(request)
     started = datetime.now(UTC)
     with conn.transaction():
@@ -292,9 +335,12 @@ def apply_edit(conn: psycopg.Connection, registry: LayerRegistry, city_extent: E
         if request.operation is Operation.create:
             if current is not None:
                 raise FeatureExists(f"id: a feature '{fid[:60]}' exists in '{spec.id}'; replace it with PUT")
-        elif current is None or not _inside_rows(conn, registry, request.editor, current.values, current.geometry):
-            raise NotFound(f"no feature '{fid[:200]}' in '{spec.id}'")
         else:
+            # the row test runs for a missing feature too: a 404 outside the rows costs what one for no feature does
+            inside = _inside_rows(conn, registry, request.editor, current.values if current else {},
+                                  current.geometry if current else _NOWHERE)
+            if current is None or not inside:
+                raise NotFound(f"no feature '{fid[:200]}' in '{spec.id}'")
             _precondition(request, current)
         if request.operation is Operation.delete:
             assert current is not None
@@ -313,5 +359,6 @@ def apply_edit(conn: psycopg.Connection, registry: LayerRegistry, city_extent: E
             _close(conn, spec, fid, refresh_id)
         _write(conn, spec, new, refresh_id, insert=current is None)
         counts = MergeCounts(1, 0, 0, 0) if current is None else MergeCounts(0, 1, 0, 0)
-        _record(conn, request, fid, refresh_id, started, counts, None if current is None else current.refresh_id)
+        _record(conn, request, fid, refresh_id, started, counts, None if current is None else current.refresh_id,
+                new)
         return EditResult(fid, etag_of(refresh_id, new.row_hash), refresh_id, True)

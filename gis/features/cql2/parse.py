@@ -26,6 +26,7 @@ from gis.features.errors import InvalidQuery
 Filter = dict[str, Any] | bool
 
 MAX_LENGTH = 100_000
+_NUL = "contains a NUL character, which no text value can hold"
 
 
 def _problem(exc: BaseException) -> str:
@@ -152,6 +153,8 @@ def from_text(text: str, parameter: str = "filter", max_depth: int = 30, max_ope
         raise InvalidQuery(parameter, f"longer than {MAX_LENGTH} characters")
     if not text.strip():
         raise InvalidQuery(parameter, "empty")
+    if "\x00" in text:
+        raise InvalidQuery(parameter, _NUL)
     prepared, wkts = prepare_text(text, parameter, max_depth, max_operators)
     try:
         tree = cql2.parse_text(prepared).to_json()
@@ -188,7 +191,13 @@ def from_json(text: str | bytes, parameter: str = "filter", max_depth: int = 30)
     if depth > 2 * max_depth:
         raise _too_deep(depth // 2, max_depth, parameter)
     try:
-        cql2.parse_json(orjson.dumps(obj).decode())
+        document = orjson.dumps(obj)
+    except TypeError:  # orjson writes at most 254 levels, whatever the settings allow
+        raise _too_deep(depth // 2, max_depth, parameter) from None
+    if b"\\u0000" in document:
+        raise InvalidQuery(parameter, _NUL)
+    try:
+        cql2.parse_json(document.decode())
     except (cql2.ParseError, cql2.ValidationError, ValueError) as exc:
         raise InvalidQuery(parameter, f"not CQL2 JSON: {_problem(exc)}") from None
     if not isinstance(obj, dict | bool):

@@ -180,6 +180,11 @@ class Translator:
         return sql.SQL("({} {} {})").format(lexpr, sql.SQL(op), rexpr)
 
     def like(self, arg: Any, pattern: Any) -> sql.Composable:
+        literal = pattern
+        while self.op_of(literal) in ("casei", "accenti") and isinstance(literal.get("args"), list) and literal["args"]:
+            literal = literal["args"][0]
+        if isinstance(literal, str) and (len(literal) - len(literal.rstrip("\\"))) % 2:
+            raise self.fail("a LIKE pattern cannot end with its escape character (\\)")
         (expr, pat), kind = self.pair(arg, pattern)
         if kind != "text":
             raise self.fail("LIKE compares text")
