@@ -11,8 +11,14 @@ REFRESH_TARGETS = {"first": 1.5, "unchanged": 0.6}
 MEMORY_TARGET_MIB = 4096
 
 
+def _none_finished(measurement: dict[str, Any] | None) -> bool:
+    """Loaded, but no request finished within a run: its one checking request is the only figure."""
+    return bool(measurement and measurement.get("result") and measurement["result"].get("requests") == 0
+                and measurement.get("check"))
+
+
 def _rate(measurement: dict[str, Any] | None) -> float | None:
-    if measurement and measurement.get("slow") and measurement.get("check"):
+    if measurement and (measurement.get("slow") or _none_finished(measurement)) and measurement.get("check"):
         return WORKERS / float(measurement["check"]["seconds"])  # its bound: every worker busy, no contention
     if not measurement or not measurement.get("result"):
         return None
@@ -23,6 +29,9 @@ def _rate(measurement: dict[str, Any] | None) -> float | None:
 def _cell(measurement: dict[str, Any] | None) -> str:
     if not measurement:
         return "not run"
+    if _none_finished(measurement):
+        seconds = measurement["check"]["seconds"]
+        return f"≤ {WORKERS / seconds:.2f} (no request finished within a run; one alone: {seconds:.1f} s)"
     if measurement.get("result"):
         r = measurement["result"]
         spread = f" ±{r['spread'] * 50:.0f}%" if r.get("spread") is not None and len(r.get("runs", ())) > 1 else ""
@@ -46,7 +55,7 @@ def _ratio(ours: float | None, other: float | None, other_bounded: bool = False)
 
 
 def _bounded(measurement: dict[str, Any] | None) -> bool:
-    return bool(measurement and measurement.get("slow"))
+    return bool(measurement and (measurement.get("slow") or _none_finished(measurement)))
 
 
 def refresh_section(data: dict[str, Any]) -> list[str]:

@@ -23,6 +23,7 @@ from services import (
     edits,
     features,
     health,
+    input_guard,
     landing,
     limits,
     map_tiles,
@@ -75,15 +76,17 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     # One auth dependency on every route: the caller (or the anonymous role) is known before any handler runs,
     # and held to its rate limit.
     app = FastAPI(title="时空信息云平台 · Spatio-temporal GIS cloud", lifespan=lifespan,
-                  openapi_url=None, docs_url=None, redoc_url=None, dependencies=[Depends(limits.authenticate)])
+                  openapi_url=None, docs_url=None, redoc_url=None,
+                  dependencies=[Depends(limits.authenticate), Depends(input_guard.check_request)])
     app.state.gis = AppState(settings=settings, registry=registry, pool=pool, read_pool=read_pool)
     app.state.metrics = metrics
     app.state.auth = access
     app.state.guard = limits.Guard.from_settings(http)
     app.state.jobs = job_settings or JobSettings()
     install_error_handlers(app)
-    # Outermost last: gzip sees the final bytes, so the headers layer reads HTML pages uncompressed.
-    app.add_middleware(RootPathLinks)  # innermost: HTML links under the root path, before scripts are hashed
+    # Outermost last: gzip sees the final bytes.
+    app.add_middleware(RootPathLinks)  # innermost: HTML links under the root path
+    app.add_middleware(input_guard.EmptyValuesLeftOut)
     app.add_middleware(limits.BodyLimit, max_body_bytes=http.max_body_bytes, max_upload_bytes=http.max_upload_bytes)
     app.add_middleware(SecurityHeaders, cors_origins=http.cors_origins)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)

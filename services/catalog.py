@@ -7,7 +7,6 @@ sees no totals, as in the collection documents.
 """
 
 from functools import partial
-from html import escape
 from typing import Any
 from urllib.parse import quote
 
@@ -19,7 +18,7 @@ from gis import catalog
 from gis.errors import NotFound
 from services import auth, ogc
 from services.downloads import download_links
-from services.html import html_links, html_page, svg_map
+from services.html import html_page, svg_map
 from services.state import app_state
 
 router = APIRouter(tags=["OGC API Records"])
@@ -128,53 +127,23 @@ async def one_record(record_id: str, request: Request) -> Response:
 _CRUMBS = [("catalog", f"{PATH}?f=html")]
 
 
-def _row(found: dict[str, Any]) -> str:
-    p = found["properties"]
-    count = p.get("numberOfFeatures")
-    refreshed = (p.get("lastRefresh") or {}).get("finishedAt") or ""
-    return (f'<tr><td><a href="{PATH}/items/{quote(found["id"])}?f=html">{escape(found["id"])}</a></td>'
-            f'<td>{escape(p["titles"]["zh"])}</td><td>{escape(p["titles"]["en"])}</td>'
-            f'<td>{escape(p["domain"])}</td><td>{escape(p["department"])}</td><td>{escape(p["accessClass"])}</td>'
-            f'<td>{escape(p["updateFrequency"])}</td><td>{escape(refreshed)}</td>'
-            f'<td>{"" if count is None else count}</td></tr>')
-
-
-def _table(records: list[dict[str, Any]]) -> str:
-    head = ("<tr><th>id</th><th>名称</th><th>title</th><th>domain</th><th>department</th><th>access</th>"
-            "<th>updates</th><th>last refresh</th><th>features</th></tr>")
-    return f"<table>{head}{''.join(_row(r) for r in records)}</table>"
-
-
-def _search_form(q: str) -> str:
-    return (f'<form action="{PATH}/items" method="get"><input type="hidden" name="f" value="html">'
-            f'<input name="q" value="{escape(q)}" placeholder="管线, planning, 市规划局 …"> '
-            '<button>Search / 搜索</button></form>')
-
-
 def catalog_page(document: dict[str, Any], records: list[dict[str, Any]]) -> str:
     # The map is on the records page: its links to records are relative to /catalog/items/.
-    body = (f"<p>{escape(document['description'])}</p>" + _search_form("")
-            + f'<p><a href="{PATH}/items?f=html">Every record, with a map of the extents / 全部记录与范围图</a></p>'
-            + _table(records) + html_links(document["links"]))
-    return html_page(TITLE, body, _CRUMBS)
+    return html_page("ogc/catalog.html", TITLE, _CRUMBS, document=document, records=records, path=PATH)
 
 
 def records_page(document: dict[str, Any], q: str) -> str:
     records = document["features"]
-    nav = "".join(f' · <a href="{escape(link["href"])}">next page ›</a>' for link in document["links"]
-                  if link["rel"] == "next")
-    body = (_search_form(q) + f"<p>{document['numberMatched']} record(s){nav}; click an extent for its record.</p>"
-            + svg_map(records) + _table(records))
-    return html_page(f"{TITLE} · search", body, [*_CRUMBS, ("records", f"{PATH}/items?f=html")])
+    return html_page("ogc/records.html", f"{TITLE} · search", [*_CRUMBS, ("records", f"{PATH}/items?f=html")],
+                     document=document, records=records, q=q, path=PATH, map=svg_map(records))
 
 
 def record_page(found: dict[str, Any]) -> str:
     p = found["properties"]
-    rows = [(k, v) for k, v in p.items() if k not in ("titles", "themes", "contacts", "language")]
+    rows = [(k, v if isinstance(v, str) else orjson.dumps(v).decode()) for k, v in p.items()
+            if k not in ("titles", "themes", "contacts", "language")]
     if found.get("time"):
         rows.append(("time", " / ".join(found["time"]["interval"])))
-    table = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v if isinstance(v, str) else orjson.dumps(v).decode())}"
-                    "</td></tr>" for k, v in rows)
-    body = svg_map([found], 480, 320, item_prefix="") + f"<table>{table}</table>" + html_links(found["links"])
-    return html_page(p["title"], body, [*_CRUMBS, (found["id"], f"{PATH}/items/{quote(found['id'])}?f=html")])
-
+    crumbs = [*_CRUMBS, (found["id"], f"{PATH}/items/{quote(found['id'])}?f=html")]
+    return html_page("ogc/record.html", p["title"], crumbs,
+                     map=svg_map([found], 480, 320, item_prefix=""), rows=rows, links=found["links"])

@@ -9,7 +9,6 @@ configured with one fixed file, while a layer here is a sequence of versioned CO
 
 import math
 from datetime import datetime
-from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,13 +20,14 @@ from starlette.concurrency import run_in_threadpool
 from gis.errors import NotFound
 from gis.features import crs as crs_
 from gis.features.errors import InvalidQuery
+from gis.features.params import check_box_range
 from gis.features.temporal import parse_datetime
 from gis.layers import AccessClass, RasterSpec
 from gis.rasters import read, versions
 from gis.rasters.versions import RasterVersion
 from services import auth, ogc
 from services.errors import InvalidParameter
-from services.html import html_links, html_page
+from services.html import html_page
 from services.state import app_state
 
 router = APIRouter(tags=["OGC API Coverages"])
@@ -140,7 +140,7 @@ def collection_document(request: Request, spec: RasterSpec, version: RasterVersi
     }
 
 
-def preview(layer_id: str, bounds: tuple[float, float, float, float], credential: str = "") -> str:
+def preview(layer_id: str, bounds: tuple[float, float, float, float], credential: str) -> dict[str, Any]:
     """A mosaic of the layer's map tiles over its extent (at most 4 x 3 tiles): a picture without a map library."""
     zoom, cols, rows = 16, range(0), range(0)
     for zoom in range(16, 0, -1):
@@ -149,12 +149,9 @@ def preview(layer_id: str, bounds: tuple[float, float, float, float], credential
         cols, rows = range(x0, x1 + 1), range(y0, y1 + 1)
         if len(cols) <= 4 and len(rows) <= 3:
             break
-    cells = "".join(
-        f'<img src="/collections/{layer_id}/map/tiles/WebMercatorQuad/{zoom}/{y}/{x}{credential}" width="256" '
-        f'height="256" alt="" style="position:absolute;left:{(x - cols.start) * 256}px;top:{(y - rows.start) * 256}px">'
-        for y in rows for x in cols)
-    return (f'<div style="position:relative;width:{len(cols) * 256}px;height:{len(rows) * 256}px;'
-            f'background:#eee;max-width:100%;overflow:auto">{cells}</div>')
+    tiles = [(f"/collections/{layer_id}/map/tiles/WebMercatorQuad/{zoom}/{y}/{x}{credential}",
+              (x - cols.start) * 256, (y - rows.start) * 256) for y in rows for x in cols]
+    return {"width": len(cols) * 256, "height": len(rows) * 256, "tiles": tiles}
 
 
 def collection_page(document: dict[str, Any], version: RasterVersion | None, credential: str) -> str:
@@ -164,10 +161,9 @@ def collection_page(document: dict[str, Any], version: RasterVersion | None, cre
             ("bands", ", ".join(f"{b['name']}{f' ({b['unit']})' if b['unit'] else ''}" for b in document["bands"])),
             ("nodata", f"{document['nodata']:g}"),
             ("version", f"{version.version_id}, since {version.valid_from:%Y-%m-%d %H:%M} UTC" if version else "none")]
-    table = "<table>" + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows) + "</table>"
-    picture = preview(document["id"], version.lonlat_bounds, credential) if version is not None else ""
+    picture = preview(document["id"], version.lonlat_bounds, credential) if version is not None else None
     crumbs = [("collections", "/collections?f=html"), (document["id"], f"/collections/{document['id']}?f=html")]
-    return html_page(document["title"], table + picture + html_links(document["links"]), crumbs)
+    return html_page("ogc/raster.html", document["title"], crumbs, document=document, rows=rows, preview=picture)
 
 
 async def raster_documents(request: Request) -> list[dict[str, Any]]:
@@ -269,6 +265,10 @@ def _numbers(text: str, parameter: str, count: int) -> list[float]:
 
 def _to_layer_crs(spec: RasterSpec, box: list[float], crs: crs_.Crs, parameter: str) -> read.Bounds:
     """A box given in `crs` (in its axis order) as minx, miny, maxx, maxy in the layer's CRS."""
+    try:
+        check_box_range(box, crs, parameter)
+    except InvalidQuery as exc:
+        raise InvalidParameter(exc.parameter, exc.problem) from None
     x0, y0, x1, y1 = (box[1], box[0], box[3], box[2]) if crs.northing_first else box
     if x0 >= x1 or y0 >= y1:
         raise InvalidParameter(parameter, "the lower corner must be below and left of the upper one")

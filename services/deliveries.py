@@ -15,7 +15,6 @@ The job is a row of ops.jobs (`/jobs/{jobId}` shows it to its sender too); this 
 import logging
 import threading
 from datetime import datetime
-from html import escape
 from typing import Annotated, Any
 
 import psycopg
@@ -196,22 +195,11 @@ async def rejects(layer_id: str, delivery_id: int, request: Request) -> Response
 
 def _list_page(request: Request, spec: LayerSpec, found: list[dict[str, Any]], may_post: bool) -> str:
     base = f"/api/deliveries/{spec.id}"
-    form = ""
-    if may_post:
-        action = ogc.url(request, base)
-        form = (f'<form method="post" enctype="multipart/form-data" action="{escape(action)}">'
-                f"<p>File ({escape(spec.source.format.value)}): <input type=\"file\" name=\"file\" required> "
-                "Cut at (optional): <input type=\"text\" name=\"cut_at\" placeholder=\"2026-12-01T18:00+08:00\"> "
-                "<button type=\"submit\">Upload / 上传</button></p></form>")
-    rows = "".join(
-        f"<tr><td><a href=\"{escape(ogc.url(request, f'{base}/{d['delivery_id']}', [('f', 'html')]))}\">"
-        f"{d['delivery_id']}</a></td><td>{escape(d['received_at'])}</td><td>{escape(d['subject'])}</td>"
-        f"<td>{escape(d['filename'])}</td><td><code>{escape(d['checksum'][:16])}</code></td>"
-        f"<td>{escape(d['status'])}</td><td>{escape(_changes(d))}</td></tr>" for d in found)
-    table = ("<table><tr><th>#</th><th>received</th><th>sender</th><th>file</th><th>sha256</th><th>status</th>"
-             f"<th>changes</th></tr>{rows}</table>") if found else "<p>No deliveries yet.</p>"
-    return html.html_page(f"Deliveries · {spec.title.zh} {spec.title.en}", form + table,
-                          [("deliveries", ogc.url(request, base, [("f", "html")]))])
+    rows = [(ogc.url(request, f"{base}/{d['delivery_id']}", [("f", "html")]), d, _changes(d)) for d in found]
+    return html.html_page("ogc/deliveries.html", f"Deliveries · {spec.title.zh} {spec.title.en}",
+                          [("deliveries", ogc.url(request, base, [("f", "html")]))],
+                          action=ogc.url(request, base) if may_post else None, file_format=spec.source.format.value,
+                          rows=rows)
 
 
 def _changes(d: dict[str, Any]) -> str:
@@ -224,18 +212,13 @@ def _changes(d: dict[str, Any]) -> str:
 
 def _delivery_page(request: Request, spec: LayerSpec, d: dict[str, Any]) -> str:
     base = f"/api/deliveries/{spec.id}"
-    running = d["status"] in ("accepted", "running")
-    rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in (
-        ("status", d["status"]), ("progress", f"{d['progress'] or 0}% {d['job_message'] or ''}"),
-        ("received", d["received_at"]), ("sender", f"{d['subject']} ({d['role']})"), ("file", d["filename"]),
-        ("sha256", d["checksum"]), ("bytes", d["size_bytes"]), ("cut at", d["cut_at"]), ("changes", _changes(d))))
-    links = ""
-    if d["has_rejects"]:
-        href = ogc.url(request, f"{base}/{d['delivery_id']}/rejects")
-        links = f'<p><a href="{escape(href)}">Rejects file (CSV) / 拒收清单</a></p>'
-    page = html.html_page(f"Delivery {d['delivery_id']} · {spec.id}", f"<table>{rows}</table>{links}",
-                          [("deliveries", ogc.url(request, base, [("f", "html")]))])
-    if running:  # follow the job: reload every two seconds until it is done
-        page = page.replace("<head>", '<head><meta http-equiv="refresh" content="2">', 1)
-    return page
+    rows = [("status", d["status"]), ("progress", f"{d['progress'] or 0}% {d['job_message'] or ''}"),
+            ("received", d["received_at"]), ("sender", f"{d['subject']} ({d['role']})"), ("file", d["filename"]),
+            ("sha256", d["checksum"]), ("bytes", d["size_bytes"]), ("cut at", d["cut_at"]), ("changes", _changes(d))]
+    rejects = ogc.url(request, f"{base}/{d['delivery_id']}/rejects") if d["has_rejects"] else None
+    # while the job runs the page follows it, reloading every two seconds (no script)
+    running = {"refresh_seconds": 2} if d["status"] in ("accepted", "running") else {}
+    return html.html_page("ogc/delivery.html", f"Delivery {d['delivery_id']} · {spec.id}",
+                          [("deliveries", ogc.url(request, base, [("f", "html")]))], rows=rows, rejects=rejects,
+                          **running)
 

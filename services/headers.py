@@ -1,20 +1,17 @@
 """Security headers on every response, and CORS for the origins the settings name.
 
-The Content-Security-Policy lets our pages run only scripts served by us: files from our own origin
-('self', e.g. the MapLibre web map and its blob: workers) and inline <script> blocks whose SHA-256
-this middleware computes from the HTML page it passes on, so a page may keep an inline script without
-opening the policy to injected ones (nonces would need every page builder to take part; hashes need
-none). Inline styles stay allowed (our pages and reports carry their CSS inline, and MapLibre sets
-style attributes).
+The Content-Security-Policy lets our pages run only scripts served by us as files from our own origin
+('self', e.g. the MapLibre web map and its blob: workers), never an inline <script>: every page is rendered
+from an autoescaped template with no inline script (gis/rendering.py), so anything inline in a page was
+injected, and the browser refuses it. (Hashing the inline scripts of each page into the policy, as this
+middleware once did, allowed an injected script as readily as ours.) Inline styles stay allowed (our
+pages and reports carry their CSS inline, and MapLibre sets style attributes).
 
 CORS: none by default. For an allowed origin, simple requests get Access-Control-Allow-Origin, and
 preflights (OPTIONS with Access-Control-Request-Method) are answered here, before authentication,
 since browsers send them without credentials. A preflight from another origin is a 403.
 """
 
-import base64
-import hashlib
-import re
 from collections.abc import Sequence
 
 import orjson
@@ -37,11 +34,8 @@ _CSP = {
 }
 
 
-def content_security_policy(script_hashes: Sequence[str] = ()) -> str:
-    directives = dict(_CSP)
-    if script_hashes:
-        directives["script-src"] += "".join(f" 'sha256-{h}'" for h in script_hashes)
-    return "; ".join(f"{name} {value}" for name, value in directives.items())
+def content_security_policy() -> str:
+    return "; ".join(f"{name} {value}" for name, value in _CSP.items())
 
 
 SECURITY_HEADERS: dict[str, str] = {
@@ -60,18 +54,8 @@ CORS_REQUEST_HEADERS = ("Accept, Accept-Language, Authorization, Content-Crs, Co
 CORS_EXPOSED_HEADERS = "Content-Crs, ETag, Link, Location, Retry-After, Server-Timing, Preference-Applied"
 CORS_MAX_AGE = "600"
 
-# An inline script: a <script> element without a src attribute, and its text (what a CSP hash covers).
-_INLINE_SCRIPT = re.compile(rb"<script(?![^>]*\ssrc\s*=)[^>]*>(.*?)</script\s*>", re.IGNORECASE | re.DOTALL)
-
-
-def inline_script_hashes(page: bytes) -> list[str]:
-    """Base64 SHA-256 of each inline script of an HTML page, in order, each once."""
-    found = (base64.b64encode(hashlib.sha256(m.group(1)).digest()).decode() for m in _INLINE_SCRIPT.finditer(page))
-    return list(dict.fromkeys(found))
-
-
 class SecurityHeaders:
-    """ASGI middleware: the headers above on every response, CSP hashes for HTML pages, CORS."""
+    """ASGI middleware: the headers above on every response, and CORS."""
 
     def __init__(self, app: ASGIApp, cors_origins: Sequence[str] = ()) -> None:
         self.app = app
@@ -111,32 +95,14 @@ class SecurityHeaders:
             await self._preflight(scope, receive, send, origin)
             return
         extra = self._cors(origin) if cors and origin is not None and self._allowed(origin) else {}
-        start: Message | None = None
-        chunks: list[bytes] = []
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal start
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for name, value in {**SECURITY_HEADERS, **extra}.items():
                     headers[name] = value
                 if cors:
                     headers.add_vary_header("Origin")
-                if headers.get("content-type", "").startswith("text/html"):
-                    start = message  # held back until the page is complete: its script hashes go in the CSP
-                    return
-                await send(message)
-            elif message["type"] == "http.response.body" and start is not None:
-                chunks.append(message.get("body", b""))
-                if message.get("more_body", False):
-                    return
-                page = b"".join(chunks)
-                hashes = inline_script_hashes(page)
-                if hashes:
-                    MutableHeaders(scope=start)["Content-Security-Policy"] = content_security_policy(hashes)
-                await send(start)
-                await send({"type": "http.response.body", "body": page})
-            else:
-                await send(message)
+            await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -212,7 +212,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     document.setdefault("components", {})["parameters"] = _components(layer_ids)
     paths: dict[str, Any] = {}
     for path, operations in document.get("paths", {}).items():
-        ogc_path = path.replace("{collection_id}", "{collectionId}").replace("{feature_id}", "{featureId}")
+        ogc_path = path
+        for route_name, document_name in ogc.DOCUMENT_NAMES.items():
+            ogc_path = ogc_path.replace(f"{{{route_name}}}", f"{{{document_name}}}")
         if ogc_path not in _FEATURE_PATHS:
             ogc_path = path  # another router's path keeps its own parameter names
         for method, operation in operations.items():

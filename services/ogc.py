@@ -10,6 +10,7 @@ from fastapi.responses import Response
 
 from gis.features.errors import InvalidQuery
 from services.errors import InvalidParameter
+from services.negotiation import accepts_html
 
 GEOJSON = "application/geo+json"
 JSON = "application/json"
@@ -20,6 +21,8 @@ SCHEMA_JSON = "application/schema+json"
 CREDENTIAL = "api_key"  # QGIS 3.22 users put their key in the URL; declared in the OpenAPI, never refused
 COMMON = frozenset({"f", CREDENTIAL})
 FORMATS = {"json": False, "geojson": False, "html": True}
+# Path parameters the OpenAPI document (and so every error) names as OGC API does, not as the routes do.
+DOCUMENT_NAMES = {"collection_id": "collectionId", "feature_id": "featureId"}
 
 
 @contextmanager
@@ -52,34 +55,13 @@ def query_params(request: Request, allowed: Iterable[str]) -> dict[str, str]:
     return found
 
 
-def _accepts_html(accept: str) -> bool:
-    """text/html preferred over every JSON type (browsers); clients that name JSON or nothing get JSON."""
-    best_html, best_json = 0.0, 0.0
-    for part in accept.split(","):
-        media, _, rest = part.strip().partition(";")
-        media = media.strip().lower()
-        quality = 1.0
-        for attr in rest.split(";"):
-            key, _, val = attr.strip().partition("=")
-            if key == "q":
-                try:
-                    quality = float(val)
-                except ValueError:
-                    quality = 0.0
-        if media in ("text/html", "application/xhtml+xml"):
-            best_html = max(best_html, quality)
-        elif "json" in media or media in ("*/*", "application/*"):
-            best_json = max(best_json, quality if "json" in media else quality - 0.001)
-    return best_html > 0 and best_html >= best_json
-
-
 def wants_html(request: Request, params: dict[str, str]) -> bool:
     fmt = params.get("f")
     if fmt is not None:
         if fmt not in FORMATS:
             raise InvalidParameter("f", f"'{fmt[:20]}' is not a format here; use json or html")
         return FORMATS[fmt]
-    return _accepts_html(request.headers.get("accept", ""))
+    return accepts_html(request.headers.get("accept", ""))
 
 
 def base_url(request: Request) -> str:

@@ -33,6 +33,7 @@ from gis.analysis.rules import OverlapRules, default_rules_path, load_rules
 from gis.config_files import loaded_once
 from gis.security.examples import EXAMPLE_PROJECT
 from services.auth import audit_read, layer_view
+from services.input_guard import nul_at
 from services.process_access import caller_access
 from services.state import AppState, app_state
 
@@ -122,6 +123,8 @@ async def _inputs(request: Request) -> tuple[dict[str, Any], bytes | None, str |
         if unknown:
             raise InvalidProposal(unknown[0], "unknown member; the body takes geometry, " + ", ".join(_FIELDS[:-1]))
         fields = dict(parsed)
+        if (where := nul_at(parsed, "body")) is not None:
+            raise InvalidProposal(where, "contains a NUL character (\\u0000)")
         file_data, filename, media = None, None, None
     elif content_type == GEOJSON:
         try:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import orjson
 import psycopg
 import pygeoapi.api.processes as processes_api
-from fastapi import APIRouter, Depends, FastAPI, Path, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
@@ -37,6 +37,8 @@ from gis.security.policy import Policy
 from gis.sensing import readings
 from gis.settings import Settings
 from services import environment_processes, pipeline_processes, policing_processes, raster_processes
+from services.errors import InvalidParameter
+from services.input_guard import nul_at
 from services.planning import read_body, rules_of
 from services.process_access import bind_caller, require_full_read
 from services.process_inputs import input_value as _value
@@ -302,9 +304,14 @@ async def _call(request: Request, bridge: Bridge, body: bytes, function: Callabl
         headers, status, content = api.get_format_exception(api_req)
     else:
         headers, status, content = await run_in_threadpool(function, api, api_req, *args)
+    if isinstance(content, dict) and 400 <= int(status) < 500 and "parameter" not in content:
+        # pygeoapi's own refusals name no parameter: the body's (POST) or the query's, as our 400s do
+        content["parameter"] = "body" if request.method == "POST" else "query"
     if isinstance(content, dict | list):
         content = orjson.dumps(content)
     headers = {k: v for k, v in headers.items() if k.lower() not in ("content-length", "content-encoding")}
+    if content and not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = "application/json"  # pygeoapi's dismissal answer (JSON) names no type
     return Response(content=content if status != 204 else b"", status_code=int(status), headers=headers)
 
 
@@ -337,11 +344,35 @@ async def describe_process(process_id: ProcessId, request: Request,
 async def execute_process(process_id: ProcessId, request: Request,
                           bridge: Annotated[Bridge, Depends(bridge_of)]) -> Response:
     body = await read_body(request, MAX_EXECUTE_BYTES)
+    check_execute_request(body)
     return await _call(request, bridge, body, processes_api.execute_process, process_id)
 
 
+def check_execute_request(body: bytes) -> None:
+    """An execute request is a JSON object with an object of inputs: anything else (`[1]`, `"x"`, `null`,
+    `true`, NaN, a number past a double, nesting past orjson's limit) is a 400 here, before pygeoapi reads it."""
+    if not body.strip():
+        raise InvalidParameter("body", 'an execute request is needed: {"inputs": {...}}')
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidParameter("body", f"not valid JSON ({str(exc)[:120]})") from None
+    if not isinstance(parsed, dict):
+        raise InvalidParameter("body", f'a JSON object {{"inputs": {{...}}}}, not {type(parsed).__name__}')
+    for name, kind in (("inputs", dict), ("outputs", dict), ("response", str), ("subscriber", dict)):
+        if parsed.get(name) is not None and not isinstance(parsed[name], kind):
+            raise InvalidParameter(name, f"must be a JSON {'object' if kind is dict else 'string'}")
+    where = nul_at(parsed.get("inputs"), "inputs")
+    if where is not None:
+        raise InvalidParameter(where, "contains a NUL character (\\u0000)")
+
+
 @router.get("/jobs", summary="Jobs, newest first")
-async def list_jobs(request: Request, bridge: Annotated[Bridge, Depends(bridge_of)]) -> Response:
+async def list_jobs(request: Request, bridge: Annotated[Bridge, Depends(bridge_of)],
+                    limit: Annotated[int | None, Query(ge=1, le=1000, description="Jobs per page")] = None,
+                    offset: Annotated[int | None, Query(ge=0, le=2**31, description="Jobs to skip")] = None
+                    ) -> Response:
+    # Declared (and so checked, naming the parameter) here; pygeoapi reads them from the request itself.
     return await _call(request, bridge, b"", processes_api.get_jobs)
 
 

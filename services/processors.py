@@ -9,6 +9,7 @@ asynchronous job keeps its caller's rights after the request has ended.
 from collections.abc import Mapping
 from typing import Any
 
+import jsonschema
 import orjson
 import psycopg
 from pygeoapi.process.base import BaseProcessor
@@ -23,6 +24,22 @@ from services.process_inputs import input_value
 
 MAX_INPUT_CHARS = 2000
 UNAUDITED_INPUTS = frozenset({"file"})  # an uploaded proposal's bytes: the audit row keeps the other inputs
+
+
+_NUMBERS = ("number", "integer")
+
+
+def check_number_input(name: str, value: Any, schema: dict[str, Any]) -> None:
+    """A number input (or an array of numbers) against its declared schema: type, range and count, so 1e308,
+    a huge integer or a string is refused naming the input before any analysis does arithmetic with it."""
+    items = schema.get("items") if isinstance(schema.get("items"), dict) else {}
+    numeric = schema.get("type") in _NUMBERS or (schema.get("type") == "array" and items.get("type") in _NUMBERS)
+    if value is None or not numeric:
+        return
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
+    if error is not None:
+        where = "".join(f"[{p}]" for p in error.absolute_path)
+        raise InvalidProposal(name, f"{where + ': ' if where else ''}{error.message[:200]}")
 
 
 class CallerBoundProcessor(BaseProcessor):
@@ -57,6 +74,8 @@ class CallerBoundProcessor(BaseProcessor):
             raise InvalidProposal(unknown[0], f"unknown input; this process takes {', '.join(sorted(allowed))}")
         if self.context is None:
             raise RuntimeError("process run without a context")
+        for name in data:
+            check_number_input(name, input_value(data, name), self.metadata["inputs"][name].get("schema") or {})
         return data
 
     def audit_reads(self, conn: psycopg.Connection, features: Mapping[str, int | None],

@@ -45,6 +45,7 @@ from gis.jobs import queue
 from gis.jobs.settings import JobSettings
 from gis.jobs.worker import Heartbeat, Worker
 from gis.layers import LayerRegistry
+from gis.rendering import PYGEOAPI_TEMPLATES_DIR
 from gis.security.policy import Policy
 from gis.settings import Settings
 from services.process_access import JOB_OWNER, caller_snapshot, restore_caller
@@ -314,7 +315,10 @@ class JobsManager(BaseManager):
             self.update_job(job_id, {"status": JobStatus.failed.value, "message": description[:2000],
                                      "finished": datetime.now(UTC).strftime(DATETIME_FORMAT)})
             code = "InvalidParameterValue"
-            return JSON, {"type": code, "code": code, "description": description}, JobStatus.failed
+            answer = {"type": code, "code": code, "description": description}
+            if getattr(exc, "parameter", None):  # the input at fault, as the service's own 400s name it
+                answer["parameter"] = str(exc.parameter)
+            return JSON, answer, JobStatus.failed
         except Exception:
             LOGGER.exception("job %s (%s) failed", job_id, p.metadata.get("id"))
             self.update_job(job_id, {"status": JobStatus.failed.value, "message": "internal error",
@@ -340,6 +344,8 @@ def generate_config(settings: Settings, rules: OverlapRules, base_url: str,
             "pretty_print": False,
             "limits": {"default_items": 100, "max_items": 1000},  # /processes lists all (one page)
             "map": {"url": "about:blank", "attribution": ""},
+            # its process and job pages from our templates: no scripts, nothing from other sites
+            "templates": {"path": str(PYGEOAPI_TEMPLATES_DIR)},
             "manager": {"name": MANAGER, "connection": "ops.jobs", "output_dir": "ops.jobs"},
         },
         "logging": {"level": "ERROR"},

@@ -191,8 +191,8 @@ _ROOT_RELATIVE = re.compile(rb'(\s(?:href|src|action)=")/(?!/)')
 
 class RootPathLinks:
     """The innermost middleware: under a root path (/gis), root-relative links in our HTML pages (`href="/..."`,
-    `src="/..."`) get the prefix, and <html> carries data-root for the web map's scripts. It runs before the
-    security headers layer hashes inline scripts, so their hashes are of what is sent."""
+    `src="/..."`) get the prefix, and <html> carries data-root for the web map's scripts (pages have no inline
+    script: the CSP allows none, see services/headers.py)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

@@ -12,7 +12,6 @@ request of its own (tiles, style, collections, overlap checks), never in a tile 
 import statistics
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from html import escape
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -25,6 +24,7 @@ from gis import tiles as mvt
 from gis.layers import LayerRegistry, RasterSpec
 from gis.map_style import LayerStyle, draw_order, style_layers
 from gis.rasters.versions import RasterVersion
+from gis.rendering import render
 from gis.security.policy import LayerView
 from gis.styles import style_files
 from services import auth, landing, ogc
@@ -169,29 +169,5 @@ async def map_page(request: Request) -> Response:
 
 
 def page_html(credential: list[tuple[str, str]]) -> str:
-    suffix = f"&{urlencode(credential)}" if credential else ""
-    static = STATIC_PATH
-    return f"""<!DOCTYPE html><html lang="zh-CN"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
-<title>城市地图 · City map</title>
-<link rel="stylesheet" href="{static}/vendor/maplibre-gl/maplibre-gl.css">
-<link rel="stylesheet" href="{static}/map/web-map.css">
-<script src="{static}/vendor/maplibre-gl/maplibre-gl.js" defer></script>
-<script src="{static}/map/web-map.js" defer></script></head>
-<body><header><a href="/?f=html{escape(suffix)}">时空信息云平台</a> › 城市地图 · City map
-<span id="status" role="status">loading…</span></header>
-<div id="layout"><aside id="panel">
-<section><h2>时间 · Time</h2>
-<label><input type="checkbox" id="time-on"> 按日期 · as of a date</label>
-<input type="range" id="time" min="0" max="0" step="1" value="0" disabled aria-label="date">
-<output id="time-label">now · 现状</output></section>
-<section><h2>提案 · Proposal</h2>
-<button type="button" id="draw">绘制 · Draw</button> <button type="button" id="finish" disabled>完成 · Finish</button>
-<button type="button" id="clear" disabled>清除 · Clear</button><br>
-<label>用途 · use <select id="use"><option value="">—</option></select></label>
-<button type="button" id="check" disabled>冲突检查 · Check overlaps</button>
-<div id="result"></div></section>
-<section><h2>属性 · Attributes</h2><div id="attributes"><p class="hint">Click a feature on the map.</p></div>
-</section>
-<section><h2>图层 · Layers</h2><div id="layers"></div></section>
-</aside><main id="map" aria-label="map"></main></div></body></html>"""
+    """The page (gis/templates/map.html): markup only, its scripts are the static files it names."""
+    return render("map.html", static=STATIC_PATH, suffix=f"&{urlencode(credential)}" if credential else "")

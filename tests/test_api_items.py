@@ -207,5 +207,7 @@ def test_hostile_input_never_is_a_server_error(client: httpx.Client, query: str)
     assert response.status_code in (200, 400), response.text
 
 
-def test_fid_with_nul_is_404(client: httpx.Client) -> None:
-    assert error(client.get("/collections/roads/items/a%00b"), 404).code == "NotFound"
+def test_fid_with_nul_is_400_naming_it(client: httpx.Client) -> None:
+    # a NUL is refused in any path segment before the route runs (services/input_guard.py)
+    found = error(client.get("/collections/roads/items/a%00b"), 400)
+    assert found.code == "InvalidParameterValue" and found.parameter == "featureId"

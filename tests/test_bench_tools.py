@@ -151,3 +151,11 @@ def test_report_says_when_the_machine_was_busy(tmp_path: Path) -> None:
     out = tmp_path / "benchmarks.md"
     report.write(out, {"CPU": "x"}, None, data, [])
     assert "**This run was taken on a busy machine** (load average up to 9.5" in out.read_text()
+
+
+def test_a_run_in_which_no_request_finished_is_a_bound() -> None:
+    stalled = _measurement("pygeoapi", "item", 0.0, None) | {"check": {"ok": True, "status": 200, "bytes": 1,
+                                                                      "features": 1, "note": "", "seconds": 4.0}}
+    stalled["result"] = {"requests": 0, "requests_per_s": 0.0, "latency_ms": {"p50": 0.0}, "failed": 0}
+    assert report._rate(stalled) == 0.5 and report._bounded(stalled)
+    assert report._cell(stalled).startswith("≤ 0.50 (no request finished within a run")

@@ -14,7 +14,6 @@ cover          minimum cover at each end node below the minimum for its utility
 Each returns a PipelineResult: JSON (a dict), GeoJSON (a FeatureCollection) and an HTML page with a map.
 """
 
-import html
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from gis import identifiers as ids
 from gis.analysis.pipeline_rules import ClearancePair, PairSide, PipelineRules
 from gis.analysis.proposal import InvalidProposal
 from gis.errors import NotFound
+from gis.rendering import Drawing, Shape, render
 
 METRIC_SRID = 4550  # CGCS2000 / 3-degree Gauss-Kruger CM 123E
 DEGREES_PER_METRE = 1 / 60_000  # a generous box in lon/lat degrees at Shenyang's latitude (1° lon ≈ 83 km)
@@ -359,6 +359,9 @@ def process_bbox(bbox: Any) -> list[float] | None:
         raise InvalidProposal("bbox", "minlon,minlat,maxlon,maxlat") from None
     if len(box) != 4 or box[0] >= box[2] or box[1] >= box[3]:
         raise InvalidProposal("bbox", "minlon,minlat,maxlon,maxlat")
+    # Degrees: anything past the globe (1e308, inf) would overflow the grid and buffer arithmetic downstream.
+    if not (box[0] >= -180 and box[2] <= 180 and box[1] >= -90 and box[3] <= 90):
+        raise InvalidProposal("bbox", "longitudes lie between -180 and 180, latitudes between -90 and 90")
     return box
 
 
@@ -560,18 +563,18 @@ class SvgFrame:
         return f"{(x * self.k - self.x0) * self.scale:.1f},{(self.y1 - y) * self.scale:.1f}"
 
     def shape(self, geometry: dict[str, Any] | None, role: str, title: str,
-              style: tuple[str, str, float, float] | None = None) -> str:
+              style: tuple[str, str, float, float] | None = None) -> list[Shape]:
+        """The geometry as SVG shapes in the role's style (stroke, fill, width, point radius), `title` its tooltip."""
         if not geometry:
-            return ""
+            return []
         stroke, fill, width, radius = style or _STYLE.get(role, ("#333", "none", 1.5, 3))
         kind, coords = geometry.get("type"), geometry.get("coordinates")
-        tip = f"<title>{html.escape(title)}</title>"
         if kind == "Point":
             x, y = self.xy(*coords[:2]).split(",")
-            return (f'<circle cx="{x}" cy="{y}" r="{radius or 3}" fill="{fill}" stroke="{stroke}" '
-                    f'stroke-width="{width}">{tip}</circle>')
+            return [Shape("circle", {"cx": x, "cy": y, "r": radius or 3, "fill": fill, "stroke": stroke,
+                                     "stroke-width": width}, title)]
         if kind == "MultiPoint":
-            return "".join(self.shape({"type": "Point", "coordinates": c}, role, title, style) for c in coords)
+            return [s for c in coords for s in self.shape({"type": "Point", "coordinates": c}, role, title, style)]
         parts: list[list[list[float]]] = []
         if kind == "LineString":
             parts = [coords]
@@ -581,99 +584,62 @@ class SvgFrame:
             parts = [ring for polygon in coords for ring in polygon]
         close = " Z" if kind in ("Polygon", "MultiPolygon") else ""
         d = " ".join("M" + " L".join(self.xy(*p[:2]) for p in part) + close for part in parts)
-        return (f'<path d="{d}" fill="{fill if close else "none"}" stroke="{stroke}" stroke-width="{width}" '
-                f'fill-rule="evenodd" stroke-linecap="round">{tip}</path>')
+        return [Shape("path", {"d": d, "fill": fill if close else "none", "stroke": stroke, "stroke-width": width,
+                               "fill-rule": "evenodd", "stroke-linecap": "round"}, title)]
 
-    def scale_bar(self) -> str:
+    def scale_bar(self) -> list[Shape]:
         target = self.metres_per_px * self.width / 4
         step = 10 ** math.floor(math.log10(max(target, 1e-3)))
         metres = max(s * step for s in (1, 2, 5) if s * step <= target)
         px = metres / self.metres_per_px
         label = f"{metres / 1000:g} km" if metres >= 1000 else f"{metres:g} m"
         y = self.height - 12
-        return (f'<g class="scale"><line x1="12" y1="{y}" x2="{12 + px:.1f}" y2="{y}" stroke="#111" '
-                f'stroke-width="2"/><text x="12" y="{y - 5}">{label}</text></g>')
+        return [Shape("line", {"x1": 12, "y1": y, "x2": f"{12 + px:.1f}", "y2": y, "stroke": "#111",
+                               "stroke-width": 2}),
+                Shape("text", {"x": 12, "y": y - 5}, text=label)]
+
+    def drawing(self, shapes: list[Shape]) -> Drawing:
+        """The map: the shapes, then the scale bar and the north mark."""
+        return Drawing(self.width, self.height,
+                       [*shapes, *self.scale_bar(), Shape("text", {"x": self.width - 18, "y": 22}, text="N")])
 
 
 _DRAW_ORDER = ("customer", "traced_pipe", "isolated_pipe", "burst_pipe", "section_line", "violation",
                "crossing", "closed_valve", "valve_to_close")
 
 
-def _svg(result: PipelineResult) -> str:
+def _drawing(result: PipelineResult) -> Drawing:
     features = [f for items in result.places.values() for f in items]
     frame = SvgFrame([f["geometry"] for f in features]
                    + [f["properties"].get("pipe_geometry") for f in features])
-    shapes = []
+    shapes: list[Shape] = []
     for role in (*_DRAW_ORDER, *result.styles):
         for f in features:
             p = f["properties"]
             if p.get("role") != role:
                 continue
             if role == "crossing" and p.get("pipe_geometry"):
-                shapes.append(frame.shape(p["pipe_geometry"], "pipe", str(p.get("fid"))))
-            shapes.append(frame.shape(f["geometry"], role, f"{f['id']} {_props_text(p)}", result.styles.get(role)))
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{frame.width}" height="{frame.height}" '
-            f'viewBox="0 0 {frame.width} {frame.height}" role="img"><rect width="100%" height="100%" '
-            f'fill="#f7f7f4"/>{"".join(shapes)}{frame.scale_bar()}<g class="north"><text x="{frame.width - 18}" '
-            f'y="22">N</text></g></svg>')
+                shapes += frame.shape(p["pipe_geometry"], "pipe", str(p.get("fid")))
+            shapes += frame.shape(f["geometry"], role, f"{f['id']} {_props_text(p)}", result.styles.get(role))
+    return frame.drawing(shapes)
 
 
 def _props_text(p: dict[str, Any]) -> str:
     return "; ".join(f"{k}={v}" for k, v in p.items() if v is not None and k not in ("role", "pipe_geometry"))
 
 
-def html_table(items: list[dict[str, Any]]) -> str:
-    if not items:
-        return "<p>— none —</p>"
-    keys = [k for k in items[0]["properties"] if k not in ("role", "pipe_geometry")]
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(html_cell(f['properties'].get(k)))}</td>" for k in keys)
-                   + "</tr>" for f in items[:1000])
-    more = f"<p>… {len(items) - 1000} more in the GeoJSON</p>" if len(items) > 1000 else ""
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
+MAX_TABLE_ROWS = 1000  # per role in a report; the GeoJSON has them all
+HIDDEN_COLUMNS = ("role", "pipe_geometry")
 
 
-def html_cell(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, list | dict):
-        return orjson.dumps(value).decode()
-    return str(value)
-
-
-REPORT_CSS = """\
-body{font-family:system-ui,"Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:2rem;color:#222;max-width:1200px}
-h1{font-size:1.4rem} h2{font-size:1.1rem;margin-top:1.5rem}
-table{border-collapse:collapse;width:100%;margin:.5rem 0;font-size:.85rem}
-th,td{border:1px solid #ccc;padding:.25rem .4rem;text-align:left;vertical-align:top}
-.map svg{border:1px solid #ccc;max-width:100%;height:auto} .map text{font-size:11px}
-ul.legend{list-style:none;padding:0} .swatch{display:inline-block;width:12px;height:12px;margin-right:6px}
-dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem} dt{font-weight:bold}
-"""  # the analysis reports' look (pipeline and place reports)
-
-
-def html_definitions(values: Mapping[str, Any]) -> str:
-    """The <dt>/<dd> pairs of a summary or of the parameters."""
-    return "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(html_cell(v))}</dd>" for k, v in values.items())
+def report_html(result: PipelineResult, drawing: Drawing, legend: list[tuple[str, str, str]],
+                parameters: Mapping[str, Any] | None = None) -> str:
+    """A result's page (gis/templates/reports/places.html); legend: (fill, stroke, text) of each role shown."""
+    return render("reports/places.html", result=result, map=drawing, legend=legend, parameters=parameters or {},
+                  hidden=HIDDEN_COLUMNS, max_rows=MAX_TABLE_ROWS)
 
 
 def to_html(result: PipelineResult) -> str:
-    summary = html_definitions(result.summary)
-    sections = "".join(f"<h2>{html.escape(role)} ({len(items)})</h2>{html_table(items)}"
-                       for role, items in result.places.items())
-    legend = "".join(f'<li><span class="swatch" style="background:{s[0]}"></span>{html.escape(role)}</li>'
-                     for role, s in {**_STYLE, **result.styles}.items()
-                     if any(f["properties"].get("role") == role for items in result.places.values() for f in items))
-    return f"""<!DOCTYPE html>
-<html lang="zh-CN"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(result.title)}</title>
-<style>{REPORT_CSS}</style></head><body>
-<h1>{html.escape(result.title)}</h1>
-<dl>{summary}<dt>computed_at</dt><dd>{html.escape(result.computed_at.isoformat(timespec="seconds"))}</dd>
-<dt>rules</dt><dd><code>{html.escape(result.rules_file)}</code></dd></dl>
-<div class="map">{_svg(result)}</div>
-<ul class="legend">{legend}</ul>
-{sections}
-</body></html>
-"""
+    present = {f["properties"].get("role") for items in result.places.values() for f in items}
+    legend = [(style[0], style[0], role) for role, style in {**_STYLE, **result.styles}.items() if role in present]
+    return report_html(result, _drawing(result), legend)

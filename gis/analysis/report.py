@@ -1,11 +1,10 @@
 """An overlap check as JSON (a dict), GeoJSON (a FeatureCollection) and a self-contained HTML page.
 
-The HTML page needs nothing from the network: inline CSS, and maps drawn as inline SVG from the
-report's own geometries (a local equirectangular projection around the proposal, true to scale at
-this size), one overview and one per rule in conflict, with a table of every figure.
+The HTML page (a template of gis/templates/, autoescaped) needs nothing from the network: inline CSS, and
+maps drawn as inline SVG from the report's own geometries (a local equirectangular projection around the
+proposal, true to scale at this size), one overview and one per rule in conflict, with a table of every figure.
 """
 
-import html
 import math
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import orjson
 
 from gis.analysis.overlap import AREA_CRS, OverlapReport, RuleResult
+from gis.rendering import Drawing, Shape, render
 
 STATUS_TEXT = {"conflict": "冲突 conflict", "clear": "无冲突 clear", "not_evaluated": "未评估 not evaluated"}
 VERDICT_TEXT = {"conflict": "存在冲突 CONFLICT", "clear": "无冲突 CLEAR", "incomplete": "未完成 INCOMPLETE"}
@@ -147,31 +147,30 @@ class _Frame:
             parts.append("M" + " L".join(self.point(x, y) for x, y in ring) + " Z")
         return " ".join(parts)
 
-    def scale_bar(self) -> str:
+    def scale_bar(self) -> list[Shape]:
         target = self.metres_per_px * self.width / 4
         step = 10 ** math.floor(math.log10(max(target, 1e-3)))
         metres = max(s * step for s in (1, 2, 5) if s * step <= target) if target >= step else step
         px = metres / self.metres_per_px
         label = f"{metres / 1000:g} km" if metres >= 1000 else f"{metres:g} m"
         y = self.height - 12
-        return (f'<g class="scale"><line x1="12" y1="{y}" x2="{12 + px:.1f}" y2="{y}"/>'
-                f'<text x="12" y="{y - 5}">{label}</text></g>')
+        return [Shape("line", {"x1": 12, "y1": y, "x2": f"{12 + px:.1f}", "y2": y, "stroke": "#111",
+                               "stroke-width": 2}),
+                Shape("text", {"x": 12, "y": y - 5}, text=label)]
 
 
-def _svg(frame: _Frame, layers: list[tuple[dict[str, Any] | None, str, str, str]]) -> str:
-    """layers: (geometry, fill, stroke, title); drawn in order."""
+def _drawing(frame: _Frame, layers: list[tuple[dict[str, Any] | None, str, str, str]]) -> Drawing:
+    """layers: (geometry, fill, stroke, title); drawn in order, then the scale bar and a north arrow."""
     shapes = []
     for geometry, fill, stroke, title in layers:
         d = frame.path(geometry)
         if d:
             width = 2.5 if fill == "none" else 0.8  # outlines (the proposal, a conflict) stand out
-            shapes.append(f'<path d="{d}" fill="{fill}" stroke="{stroke}" stroke-width="{width}" fill-rule="evenodd">'
-                          f"<title>{html.escape(title)}</title></path>")
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{frame.width}" height="{frame.height}" '
-            f'viewBox="0 0 {frame.width} {frame.height}" role="img">'
-            f'<rect width="100%" height="100%" fill="#f7f7f4"/>{"".join(shapes)}{frame.scale_bar()}'
-            f'<g class="north"><text x="{frame.width - 18}" y="22">N</text>'
-            f'<path d="M{frame.width - 14},26 l-5,14 l5,-4 l5,4 z"/></g></svg>')
+            shapes.append(Shape("path", {"d": d, "fill": fill, "stroke": stroke, "stroke-width": width,
+                                         "fill-rule": "evenodd"}, title))
+    north = [Shape("text", {"x": frame.width - 18, "y": 22}, text="N"),
+             Shape("path", {"d": f"M{frame.width - 14},26 l-5,14 l5,-4 l5,4 z"})]
+    return Drawing(frame.width, frame.height, [*shapes, *frame.scale_bar(), *north])
 
 
 def _fmt_area(value: float) -> str:
@@ -183,6 +182,8 @@ def _attr_text(attributes: dict[str, Any]) -> str:
 
 
 def to_html(report: OverlapReport) -> str:
+    """The report page (gis/templates/reports/overlap.html): the verdict, an overview map, a table of the
+    rules, and a section with its own map per rule that hit something."""
     data = to_json(report)
     proposal_geom = data["proposal"]["geometry"]
     colour = {r.rule.id: COLOURS[i % len(COLOURS)] for i, r in enumerate(report.results)}
@@ -192,20 +193,7 @@ def to_html(report: OverlapReport) -> str:
             overview_layers.append((r.geometry, colour[r.rule.id] + "99", colour[r.rule.id],
                                     f"{r.rule.title.zh} {r.rule.title.en}: {_fmt_area(r.area_m2)} m²"))
     overview_layers.append((proposal_geom, "none", "#111", "proposal 拟建项目"))
-    frame = _Frame([proposal_geom] + [g for g, *_ in overview_layers])
-    legend = "".join(
-        f'<li><span class="swatch" style="background:{colour[r.rule.id]}"></span>'
-        f"{html.escape(r.rule.title.zh)} {html.escape(r.rule.title.en)}</li>"
-        for r in report.results if r.geometry is not None)
-
-    rows = []
-    for r in report.results:
-        rows.append(
-            f'<tr class="{r.status}"><td>{html.escape(r.rule.title.zh)}<br><small>{html.escape(r.rule.title.en)} '
-            f"({html.escape(r.rule.id)})</small></td><td>{html.escape(r.rule.kind.value)}</td>"
-            f"<td>{STATUS_TEXT[r.status]}</td><td class=num>{_fmt_area(r.area_m2)}</td>"
-            f"<td class=num>{r.share * 100:.2f}%</td><td class=num>{len(r.features)}</td>"
-            f"<td class=num>{r.dropped}</td><td>{html.escape(r.message)}</td></tr>")
+    overview = _drawing(_Frame([proposal_geom] + [g for g, *_ in overview_layers]), overview_layers)
 
     sections = []
     for r in report.results:
@@ -218,62 +206,14 @@ def to_html(report: OverlapReport) -> str:
         if r.geometry is not None:
             layers.append((r.geometry, "none", colour[r.rule.id], f"conflict {_fmt_area(r.area_m2)} m²"))
         layers.append((proposal_geom, "none", "#111", "proposal 拟建项目"))
-        rule_frame = _Frame([proposal_geom] + [g for g, *_ in layers])
-        feature_rows = "".join(
-            f"<tr><td>{html.escape(f.fid)}</td><td>{'是 yes' if f.conflict else '否 no'}</td>"
-            f"<td class=num>{_fmt_area(f.area_m2)}</td><td>{html.escape(_attr_text(f.attributes))}</td></tr>"
-            for f in r.features)
-        extra = "".join(f"<p>{html.escape(k)}: {_fmt_area(v) if isinstance(v, float) else html.escape(str(v))}</p>"
-                        for k, v in r.extra.items())
-        sections.append(
-            f'<section><h2>{html.escape(r.rule.title.zh)} · {html.escape(r.rule.title.en)}</h2>'
-            f"<p>{STATUS_TEXT[r.status]} — {html.escape(r.message)}; conflict area {_fmt_area(r.area_m2)} m² "
-            f"({r.share * 100:.2f}% of the proposal); layer <code>{html.escape(r.layer_shown or '-')}</code>; "
-            f"parts under {r.rule.min_area_m2:g} m² dropped: {r.dropped}</p>{extra}"
-            f'<div class="map">{_svg(rule_frame, layers)}</div>'
-            f"<table><thead><tr><th>fid</th><th>冲突 conflict</th><th>面积 area m²</th><th>属性 attributes</th>"
-            f"</tr></thead><tbody>{feature_rows}</tbody></table></section>")
+        drawing = _drawing(_Frame([proposal_geom] + [g for g, *_ in layers]), layers)
+        sections.append((r, drawing, [(f, _attr_text(f.attributes)) for f in r.features]))
 
     p = data["proposal"]
-    title = f"用地冲突检测报告 · Overlap check — {p['source']}"
-    return f"""<!DOCTYPE html>
-<html lang="zh-CN"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title>
-<style>
-body{{font-family:system-ui,"Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:2rem;color:#222;max-width:1100px}}
-h1{{font-size:1.4rem}} h2{{font-size:1.15rem;margin-top:2rem}}
-.verdict{{display:inline-block;padding:.3rem .8rem;border-radius:4px;color:#fff;font-weight:bold}}
-.verdict.conflict{{background:#c0392b}} .verdict.clear{{background:#27ae60}} .verdict.incomplete{{background:#e67e22}}
-table{{border-collapse:collapse;width:100%;margin:.5rem 0;font-size:.9rem}}
-th,td{{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;vertical-align:top}}
-td.num{{text-align:right;font-variant-numeric:tabular-nums}} tr.conflict td{{background:#fdecea}}
-tr.not_evaluated td{{background:#fff4e0}} .map svg{{border:1px solid #ccc;max-width:100%;height:auto}}
-.map .scale line{{stroke:#111;stroke-width:2}} .map text{{font-size:11px}}
-ul.legend{{list-style:none;padding:0}} .swatch{{display:inline-block;width:12px;height:12px;margin-right:6px}}
-dl{{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}} dt{{font-weight:bold}}
-</style></head><body>
-<h1>{html.escape(title)}</h1>
-<p><span class="verdict {report.verdict}">{VERDICT_TEXT[report.verdict]}</span></p>
-<dl>
-<dt>项目 Proposal</dt><dd>{html.escape(p['source'])}</dd>
-<dt>拟用地类型 Proposed use</dt><dd>{html.escape(str(p['proposed_use'] or '—'))}</dd>
-<dt>面积 Area</dt><dd>{_fmt_area(report.proposal_area_m2)} m² ({report.proposal_area_m2 / 10000:,.4f} ha)</dd>
-<dt>输入坐标系 Input CRS</dt><dd>{html.escape(p['crs'])}</dd>
-<dt>面积计算 Areas in</dt><dd>{AREA_CRS} (CGCS2000 / 3-degree Gauss-Kruger CM 123E)</dd>
-<dt>规划时点 Plans as of</dt><dd>{html.escape(report.as_of or '现行 in force now')}</dd>
-<dt>检测时间 Checked at</dt><dd>{html.escape(data['checked_at'])}</dd>
-<dt>规则 Rules</dt><dd><code>{html.escape(report.rules_path)}</code></dd>
-</dl>
-<h2>总览 Overview</h2>
-<div class="map">{_svg(frame, overview_layers)}</div>
-<ul class="legend"><li><span class="swatch" style="border:2px solid #111"></span>拟建项目 proposal</li>{legend}</ul>
-<table><thead><tr><th>规则 Rule</th><th>类型 Kind</th><th>结果 Result</th><th>冲突面积 Area m²</th>
-<th>占比 Share</th><th>要素 Features</th><th>碎片 Slivers</th><th>说明 Note</th></tr></thead>
-<tbody>{"".join(rows)}</tbody></table>
-{"".join(sections)}
-</body></html>
-"""
+    return render("reports/overlap.html", title=f"用地冲突检测报告 · Overlap check — {p['source']}", report=report,
+                  p=p, verdict_text=VERDICT_TEXT[report.verdict], status_text=STATUS_TEXT, area_crs=AREA_CRS,
+                  checked_at=data["checked_at"], overview=overview, sections=sections,
+                  legend=[(colour[r.rule.id], r) for r in report.results if r.geometry is not None])
 
 
 def json_bytes(report: OverlapReport) -> bytes:

@@ -106,14 +106,31 @@ def parse_bbox(value: str, crs: crs_.Crs) -> tuple[float, float, float, float]:
     if not all(math.isfinite(n) for n in nums):
         raise InvalidQuery("bbox", "numbers must be finite")
     box = (nums[0], nums[1], nums[2], nums[3]) if len(nums) == 4 else (nums[0], nums[1], nums[3], nums[4])
-    # Axis order is the CRS's: lon/lat for CRS84, lat/lon for EPSG:4326 and 4490, northing first in the GK zones.
-    if crs.geographic:
-        lat_low, lat_high = (box[0], box[2]) if crs.northing_first else (box[1], box[3])
-        if not -90 <= lat_low <= lat_high <= 90:
-            raise InvalidQuery("bbox", "latitudes lie between -90 and 90, the lower corner first")
+    check_box_range(box, crs, "bbox")
     if box[1] > box[3] or (box[0] > box[2] and crs is not crs_.CRS84):
         raise InvalidQuery("bbox", "the lower corner comes first")
     return box
+
+
+MAX_METRES = 1e8  # past any projected coordinate on Earth (the equator is 4e7 m long)
+
+
+def check_box_range(box: tuple[float, ...] | list[float], crs: crs_.Crs, parameter: str) -> None:
+    """A box's numbers (in `crs` axis order) are ones that CRS can hold: degrees on the globe, metres under
+    MAX_METRES, never NaN; so no extreme value (1e308) overflows the arithmetic downstream."""
+    if not all(math.isfinite(v) for v in box):
+        raise InvalidQuery(parameter, "numbers must be finite")
+    if not crs.geographic:
+        if not all(abs(v) <= MAX_METRES for v in box):
+            raise InvalidQuery(parameter, f"coordinates in {crs.title} lie within ±{MAX_METRES:g} m")
+        return
+    # Axis order is the CRS's: lon/lat for CRS84, lat/lon for EPSG:4326 and 4490.
+    (lat_low, lat_high), lons = ((box[0], box[2]), (box[1], box[3])) if crs.northing_first else \
+        ((box[1], box[3]), (box[0], box[2]))
+    if not -90 <= lat_low <= lat_high <= 90:
+        raise InvalidQuery(parameter, "latitudes lie between -90 and 90, the lower corner first")
+    if not all(-180 <= v <= 180 for v in lons):
+        raise InvalidQuery(parameter, "longitudes lie between -180 and 180")
 
 
 def parse_properties(value: str, spec: LayerSpec) -> tuple[str, ...]:

@@ -7,7 +7,6 @@ ground(end) - depth_end. Distances are measured in EPSG:4550 (Gauss-Krüger CM 1
 the central meridian and a metre is a metre.
 """
 
-import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +24,7 @@ from gis.errors import NotFound
 from gis.layers import LayerSpec, RasterSpec
 from gis.rasters import read
 from gis.rasters.versions import RasterVersion
+from gis.rendering import Drawing, Shape, render, svg
 
 METRIC_CRS = "EPSG:4550"
 MAX_STATIONS = 20_000
@@ -191,14 +191,14 @@ def _nice_step(span: float, ticks: int = 6) -> float:
     return float(next(m * power for m in (1, 2, 5, 10) if m * power >= raw))
 
 
-def chart_svg(found: Profile, width: int = 960, height: int = 360) -> str:
-    """Ground (brown, filled) and pipe top (blue) against distance, with axes; self-contained SVG."""
+def chart(found: Profile, width: int = 960, height: int = 360) -> Drawing:
+    """Ground (brown, filled) and pipe top (blue) against distance, with axes."""
     left, right, top, bottom = 64, 16, 16, 40
     d = [s.distance_m for s in found.stations]
     values = [v for s in found.stations for v in (s.ground_m, s.pipe_top_m) if v is not None]
     if not values:
-        return '<svg xmlns="http://www.w3.org/2000/svg" width="400" height="40"><text x="8" y="24">no elevation ' \
-               'along this route (outside the DEM)</text></svg>'
+        return Drawing(400, 40, [Shape("text", {"x": 8, "y": 24},
+                                       text="no elevation along this route (outside the DEM)")], background=None)
     lo, hi = min(values), max(values)
     pad = max((hi - lo) * 0.1, 1.0)
     lo, hi = lo - pad, hi + pad
@@ -224,38 +224,45 @@ def chart_svg(found: Profile, width: int = 960, height: int = 360) -> str:
             runs.append(current)
         return "".join(f"M{' L'.join(run)}" for run in runs)
 
+    def label(at_x: float, at_y: float, text: str, **attrs: Any) -> Shape:
+        return Shape("text", {"x": f"{at_x:.1f}", "y": f"{at_y:.1f}", "font-size": 11, "font-family": "sans-serif",
+                              **attrs}, text=text)
+
     ground = path("ground_m")
-    fill = ""
+    shapes: list[Shape] = []
     if ground and all(s.ground_m is not None for s in found.stations):
-        fill = (f'<path d="{ground} L{x(d[-1]):.1f},{height - bottom} L{x(0):.1f},{height - bottom} Z" '
-                'fill="#e6d3b3" stroke="none"/>')
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
-             f'height="{height}" font-family="sans-serif" font-size="11">', fill]
+        shapes.append(Shape("path", {"d": f"{ground} L{x(d[-1]):.1f},{height - bottom} L{x(0):.1f},{height - bottom} Z",
+                                     "fill": "#e6d3b3", "stroke": "none"}))
     step = _nice_step(hi - lo)
     for tick in np.arange(np.ceil(lo / step) * step, hi, step):
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" stroke="#ddd"/>'
-                     f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick:g}</text>')
+        shapes += [Shape("line", {"x1": left, "x2": width - right, "y1": f"{y(tick):.1f}", "y2": f"{y(tick):.1f}",
+                                  "stroke": "#ddd"}),
+                   label(left - 6, y(tick) + 4, f"{tick:g}", **{"text-anchor": "end"})]
     xstep = _nice_step(x_max, 8)
     for tick in np.arange(0, x_max + 1e-9, xstep):
-        parts.append(f'<text x="{x(tick):.1f}" y="{height - bottom + 16}" text-anchor="middle">{tick:g}</text>')
+        shapes.append(label(x(tick), height - bottom + 16, f"{tick:g}", **{"text-anchor": "middle"}))
     for pipe in found.pipes[1:]:
-        parts.append(f'<line x1="{x(pipe["from_m"]):.1f}" x2="{x(pipe["from_m"]):.1f}" y1="{top}" '
-                     f'y2="{height - bottom}" stroke="#999" stroke-dasharray="3,3"/>')
+        shapes.append(Shape("line", {"x1": f"{x(pipe['from_m']):.1f}", "x2": f"{x(pipe['from_m']):.1f}", "y1": top,
+                                     "y2": height - bottom, "stroke": "#999", "stroke-dasharray": "3,3"}))
     middle = (top + height - bottom) / 2
-    parts += [f'<path d="{ground}" fill="none" stroke="#8b5a2b" stroke-width="2"/>',
-              f'<path d="{path("pipe_top_m")}" fill="none" stroke="#1f5fbf" stroke-width="2"/>',
-              f'<line x1="{left}" x2="{left}" y1="{top}" y2="{height - bottom}" stroke="#333"/>',
-              f'<line x1="{left}" x2="{width - right}" y1="{height - bottom}" y2="{height - bottom}" stroke="#333"/>',
-              f'<text x="{(left + width - right) / 2}" y="{height - 6}" text-anchor="middle">distance (m)</text>',
-              f'<text x="14" y="{middle}" transform="rotate(-90 14 {middle})" text-anchor="middle">'
-              'elevation (m)</text>',
-              f'<text x="{width - right - 4}" y="{top + 12}" text-anchor="end" fill="#8b5a2b">ground 地面</text>',
-              f'<text x="{width - right - 4}" y="{top + 26}" text-anchor="end" fill="#1f5fbf">pipe top 管顶</text>',
-              "</svg>"]
-    return "".join(parts)
+    shapes += [Shape("path", {"d": ground, "fill": "none", "stroke": "#8b5a2b", "stroke-width": 2}),
+               Shape("path", {"d": path("pipe_top_m"), "fill": "none", "stroke": "#1f5fbf", "stroke-width": 2}),
+               Shape("line", {"x1": left, "x2": left, "y1": top, "y2": height - bottom, "stroke": "#333"}),
+               Shape("line", {"x1": left, "x2": width - right, "y1": height - bottom, "y2": height - bottom,
+                              "stroke": "#333"}),
+               label((left + width - right) / 2, height - 6, "distance (m)", **{"text-anchor": "middle"}),
+               label(14, middle, "elevation (m)", transform=f"rotate(-90 14 {middle})", **{"text-anchor": "middle"}),
+               label(width - right - 4, top + 12, "ground 地面", fill="#8b5a2b", **{"text-anchor": "end"}),
+               label(width - right - 4, top + 26, "pipe top 管顶", fill="#1f5fbf", **{"text-anchor": "end"})]
+    return Drawing(width, height, shapes, background=None)
 
 
-def route_svg(found: Profile, size: int = 360) -> str:
+def chart_svg(found: Profile) -> str:
+    """The chart as a self-contained SVG document (the process's `svg` format)."""
+    return svg(chart(found))
+
+
+def route(found: Profile, size: int = 360) -> Drawing:
     """The route in plan view (north up), start marked, so the chart can be placed on the ground."""
     lon = np.array([s.lon for s in found.stations])
     lat = np.array([s.lat for s in found.stations])
@@ -265,33 +272,14 @@ def route_svg(found: Profile, size: int = 360) -> str:
     xs = 10 + (lon - lon.min()) * scale_x * k
     ys = size - 10 - (lat - lat.min()) * k
     points = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(xs, ys, strict=True))
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {size} {size}" width="{size}" height="{size}">'
-            f'<rect width="{size}" height="{size}" fill="#f8faf8" stroke="#ccc"/>'
-            f'<polyline points="{points}" fill="none" stroke="#1f5fbf" stroke-width="3"/>'
-            f'<circle cx="{xs[0]:.1f}" cy="{ys[0]:.1f}" r="5" fill="#2a2"/>'
-            f'<circle cx="{xs[-1]:.1f}" cy="{ys[-1]:.1f}" r="5" fill="#c22"/>'
-            f'<text x="{size - 14}" y="20" font-size="14">N↑</text></svg>')
+    return Drawing(size, size, [
+        Shape("rect", {"width": size, "height": size, "fill": "#f8faf8", "stroke": "#ccc"}),
+        Shape("polyline", {"points": points, "fill": "none", "stroke": "#1f5fbf", "stroke-width": 3}),
+        Shape("circle", {"cx": f"{xs[0]:.1f}", "cy": f"{ys[0]:.1f}", "r": 5, "fill": "#2a2"}),
+        Shape("circle", {"cx": f"{xs[-1]:.1f}", "cy": f"{ys[-1]:.1f}", "r": 5, "fill": "#c22"}),
+        Shape("text", {"x": size - 14, "y": 20, "font-size": 14}, text="N↑")], background=None)
 
 
 def to_html(found: Profile, title: str) -> str:
-    data = found.as_dict()
-    rows = "".join(f"<tr><td>{html.escape(str(p['fid']))}</td><td>{html.escape(str(p['utility']))}</td>"
-                   f"<td>{p['diameter_mm'] or ''}</td><td>{p['from_m']}</td><td>{p['to_m']}</td>"
-                   f"<td>{p['depth_start_m']}</td><td>{p['depth_end_m']}</td></tr>" for p in found.pipes)
-    summary = "".join(f"<dt>{html.escape(k)}</dt><dd>{v}</dd>" for k, v in data["summary"].items())
-    table = ("<table><tr><th>pipe</th><th>utility</th><th>diameter mm</th><th>from m</th><th>to m</th>"
-             f"<th>depth start m</th><th>depth end m</th></tr>{rows}</table>") if rows else ""
-    return f"""<!DOCTYPE html>
-<html lang="zh-CN"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,"Noto Sans CJK SC",sans-serif;margin:2rem;color:#222;max-width:1200px}}
-table{{border-collapse:collapse;font-size:.85rem}} th,td{{border:1px solid #ccc;padding:.2rem .4rem}}
-svg{{max-width:100%;height:auto}} dl{{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}}
-.row{{display:flex;gap:1rem;flex-wrap:wrap;align-items:flex-start}}</style></head><body>
-<h1>{html.escape(title)}</h1>
-<dl><dt>DEM</dt><dd>{html.escape(found.layer_id)} (version {found.version_id})</dd><dt>length_m</dt>
-<dd>{data["length_m"]}</dd><dt>step_m</dt><dd>{found.step_m:g}</dd>{summary}</dl>
-<div class="row"><div>{chart_svg(found)}</div><div>{route_svg(found)}</div></div>
-{table}
-</body></html>
-"""
+    return render("reports/profile.html", title=title, found=found, data=found.as_dict(), chart=chart(found),
+                  route=route(found))

@@ -32,7 +32,12 @@ Bounds = tuple[float, float, float, float]
 
 def window_of(dataset: rasterio.io.DatasetReader, bounds: Bounds) -> Window:
     """The cells that meet `bounds` (in the dataset's CRS), whole cells outward, cut to the dataset."""
-    wanted = window_from_bounds(*bounds, transform=dataset.transform)
+    # Cut to the dataset first: a box of +-1e308 would overflow the cell arithmetic into inf and NaN.
+    left, bottom, right, top = dataset.bounds
+    x0, y0, x1, y1 = max(bounds[0], left), max(bounds[1], bottom), min(bounds[2], right), min(bounds[3], top)
+    if not (x0 < x1 and y0 < y1):
+        raise InvalidQuery("bbox", "does not meet the coverage's extent")
+    wanted = window_from_bounds(x0, y0, x1, y1, transform=dataset.transform)
     col0, row0 = math.floor(wanted.col_off + 1e-9), math.floor(wanted.row_off + 1e-9)
     col1 = math.ceil(wanted.col_off + wanted.width - 1e-9)
     row1 = math.ceil(wanted.row_off + wanted.height - 1e-9)
