@@ -62,8 +62,6 @@ class Settings(BaseSettings):
     audit_retention_days: int = Field(
         default=400, ge=1, description="Months of ops.audit_log kept, in days: `gis ops prune` drops whole "
         "monthly partitions older than this.")
-    readings_retention_days: int = Field(
-        default=400, ge=1, description="Days of sensor readings kept (`gis ops prune`, monthly partitions).")
     sync_job_retention_minutes: int = Field(
         default=60, ge=1, description="Minutes a synchronous process call's job row (and its result) is kept; "
         "asynchronous jobs follow audit_retention_days.")

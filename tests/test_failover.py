@@ -143,6 +143,8 @@ def test_a_lagging_standby_never_serves_a_version_older_than_one_seen(
     assert any(f["properties"]["name"].endswith("(renamed)") for f in after.json()["features"])
     other = _get(service, INTERNAL, key=True)
     assert other.headers["X-Served-By"] == "standby"  # a layer the refresh did not touch stays on the standby
+    # The probe sees the standby fall behind (what GIS_READ_MAX_LAG_S is compared with; /metrics shows it too).
+    assert _until(lambda: (httpx.get(f"{service}/readyz").json()["standbys"]["lag_seconds"] or 0) > 1)
     _set_apply_delay(topology, "0")
     assert _until(lambda: _get(service, PUBLIC).headers["X-Served-By"] == "standby")
     assert _version(_get(service, PUBLIC), PUBLIC) == _version(after, PUBLIC)
