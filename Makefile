@@ -10,7 +10,7 @@ SAMPLES := data-samples/generated/small
 # Chromium for the web map's browser tests.
 # The metapackages name the release's own PostgreSQL major (Debian 12: 15, Debian 13: 17).
 RUN_PACKAGES := postgresql postgresql-postgis
-TEST_PACKAGES := $(RUN_PACKAGES) gdal-bin python3-qgis qgis-providers chromium
+TEST_PACKAGES := $(RUN_PACKAGES) gdal-bin python3-qgis qgis-providers chromium haproxy
 
 # Python 3.12 or newer: $(PYTHON) if given, else the first that runs among python3.12, python3.13 and
 # pyenv's installs (pyenv's shims exist for versions that are not selected, so each is tried, not looked up).

@@ -333,6 +333,58 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import importlib
+    import logging
+
+    from gis.jobs.settings import JobSettings
+    from gis.security.settings import AuthSettings
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    jobs = JobSettings(**({"concurrency": args.concurrency} if args.concurrency else {}))
+    # the processes live in the service package; like `gis serve`, this command is its entry point
+    runner = importlib.import_module("services.job_runner")
+    return int(runner.run_worker(settings, jobs, AuthSettings()))
+
+
+def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
+    from gis.stack.topology import Plan, Stack, migrate_primary, port_free
+
+    if settings.database_url:
+        raise GisError("stack: GIS_DATABASE_URL is set; the local stack runs the embedded cluster and its standbys")
+    stack = Stack(settings, Path.cwd())
+    if args.action == "up":
+        lb = args.port
+        nodes = tuple(range(lb + 1, lb + 1 + args.nodes))
+        standbys = tuple(range(settings.cluster_port + 1, settings.cluster_port + 1 + args.replicas))
+        running = {s.port for s in stack.status() if s.pid}
+        busy = [p for p in (lb, *nodes) if p not in running and not port_free(p)]
+        if busy:
+            raise GisError(f"stack up: port(s) {', '.join(map(str, busy))} in use; choose another --port")
+        stack.primary.start()
+        print(f"primary: migrations {migrate_primary(settings)}", flush=True)
+        stack.up(Plan(lb, nodes, standbys, args.workers, args.node_workers))
+    elif args.action == "down":
+        for line in stack.down():
+            print(line)
+        return 0
+    elif args.action in ("stop", "start"):
+        if not args.name:
+            raise GisError(f"stack {args.action}: give a member's NAME (gis stack status lists them)")
+        print(getattr(stack, args.action)(args.name))
+        return 0
+    url = stack.url()
+    if url is None:
+        print("no stack here ('gis stack up')")
+        return 3
+    print(f"load balancer: {url}/")
+    print(f"{'name':<10} {'kind':<8} {'pid':>8}  {'state':<22} address")
+    for status in stack.status():
+        print(status.line())
+    return 0
+
+
 def _policy(settings: Settings) -> "tuple[AuthSettings, Policy]":
     from gis.security.policy import load_policy, policy_path
     from gis.security.settings import AuthSettings
@@ -503,6 +555,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--root-path", help="the path the service sits under behind a proxy, e.g. /gis "
                        "(default GIS_SERVE_ROOT_PATH)")
     serve.set_defaults(handler=cmd_serve)
+    worker = sub.add_parser("worker", help="run queued jobs (asynchronous process executions) until stopped")
+    worker.add_argument("--concurrency", type=int, help="jobs at once (default GIS_JOBS_CONCURRENCY or 2)")
+    worker.add_argument("--verbose", action="store_true", help="log each job claimed")
+    worker.set_defaults(handler=cmd_worker)
+    stack = sub.add_parser("stack", help="the whole topology on this machine: primary, standbys, service nodes, "
+                           "workers and HAProxy, from the deploy/ files")
+    stack.add_argument("action", choices=["up", "status", "down", "stop", "start"])
+    stack.add_argument("name", nargs="?", help="stop/start: a member (node1, standby1, worker1, primary, lb)")
+    stack.add_argument("--replicas", type=int, default=2, help="up: streaming standbys (default 2)")
+    stack.add_argument("--nodes", type=int, default=3, help="up: service nodes (default 3)")
+    stack.add_argument("--workers", type=int, default=1, help="up: job workers (default 1)")
+    stack.add_argument("--node-workers", type=int, default=1, help="up: uvicorn processes per node (default 1)")
+    stack.add_argument("--port", type=int, default=8080,
+                       help="up: the load balancer's port (default 8080; nodes on the next ports)")
+    stack.set_defaults(handler=cmd_stack)
     project = sub.add_parser("qgis-project", help="write a QGIS project with every layer a caller may see")
     project.add_argument("out", help="the .qgs file to write")
     project.add_argument("--api-key", help="the caller's key: its role's layers, the key in the OAPIF URLs")

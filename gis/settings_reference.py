@@ -11,11 +11,12 @@ from typing import Any
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
+from gis.jobs.settings import JobSettings
 from gis.security.settings import AuthSettings, HttpSettings
 from gis.settings import ServeSettings, Settings
 
 # In the order a deployer meets them: the database, serving, then hardening and authentication.
-CLASSES: tuple[type[BaseSettings], ...] = (Settings, ServeSettings, HttpSettings, AuthSettings)
+CLASSES: tuple[type[BaseSettings], ...] = (Settings, ServeSettings, HttpSettings, AuthSettings, JobSettings)
 DOC_PATH = Path("docs/configuration.md")
 ENV_PATH = Path("docs/gis.env.example")
 

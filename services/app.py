@@ -10,6 +10,7 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from gis.db.cluster import database_url
 from gis.db.pool import make_pool
+from gis.jobs.settings import JobSettings
 from gis.layers import load_registry
 from gis.security.settings import AuthSettings, HttpSettings
 from gis.settings import ServeSettings, Settings
@@ -39,7 +40,8 @@ from services.state import AppState
 
 
 def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
-               http_settings: HttpSettings | None = None, serve_settings: ServeSettings | None = None) -> FastAPI:
+               http_settings: HttpSettings | None = None, serve_settings: ServeSettings | None = None,
+               job_settings: JobSettings | None = None) -> FastAPI:
     http = http_settings or HttpSettings()
     serve = serve_settings or ServeSettings()
     configure_logging(serve)
@@ -80,6 +82,7 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     app.state.metrics = metrics
     app.state.auth = access
     app.state.guard = limits.Guard.from_settings(http)
+    app.state.jobs = job_settings or JobSettings()
     install_error_handlers(app)
     # Outermost last: gzip sees the final bytes.
     app.add_middleware(RootPathLinks)  # innermost: HTML links under the root path

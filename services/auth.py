@@ -7,7 +7,7 @@ No credential: the anonymous role, with no SQL at all. A credential that does no
 A layer the caller may not read answers exactly as a layer that does not exist (404).
 
 Key lookups are cached per process for GIS_AUTH_KEY_CACHE_SECONDS (a revoked key stops working
-within that time). Reads of internal and restricted layers write one ops.audit_log row each.
+within that time, at most 5 s, on every node). Reads of internal and restricted layers write one ops.audit_log row each.
 """
 
 import base64

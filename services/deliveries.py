@@ -26,6 +26,8 @@ from starlette.datastructures import UploadFile
 from gis.db.cluster import database_url
 from gis.deliveries import store
 from gis.errors import NotFound, SourceError
+from gis.jobs import queue
+from gis.jobs.worker import Heartbeat
 from gis.layers import LayerSpec
 from gis.refresh.normalise import LOCAL_TIME
 from gis.security import audit
@@ -34,7 +36,6 @@ from services import html, ogc
 from services.auth import CREDENTIAL_PARAMETER, caller_of, forbidden, unauthorized
 from services.errors import InvalidParameter
 from services.planning import _replay, read_body
-from services.pygeoapi_bridge import this_runner
 from services.state import AppState, app_state
 
 LOGGER = logging.getLogger(__name__)
@@ -97,10 +98,21 @@ def _run(state: AppState, spec: LayerSpec, delivery_id: int, job_id: str) -> Non
                          "clock_timestamp(), updated = clock_timestamp() WHERE job_id = %s", (job_id,))
 
 
+def _run_alive(heartbeat: Heartbeat | None, state: AppState, spec: LayerSpec, delivery_id: int, job_id: str) -> None:
+    """_run with the job's heartbeat stamped (gis/jobs/): if this process dies, the job is failed with the reason."""
+    if heartbeat is None:
+        _run(state, spec, delivery_id, job_id)
+        return
+    with heartbeat.running(job_id):
+        with heartbeat.pool.connection() as conn:
+            queue.start_sync(conn, job_id, heartbeat.runner)
+        _run(state, spec, delivery_id, job_id)
+
+
 def _receive(state: AppState, spec: LayerSpec, sender: store.Sender, filename: str, content: bytes,
              cut_at: datetime | None, path: str) -> store.Received:
     with psycopg.connect(database_url(state.settings)) as conn:  # the primary: the one write path for deliveries
-        received = store.receive(conn, spec, sender, filename, content, cut_at, this_runner())
+        received = store.receive(conn, spec, sender, filename, content, cut_at, queue.runner_name())
         audit.record(conn, audit.AuditEntry(sender.subject, sender.role, sender.method, sender.key_id,
                                             "delivery:post", spec.id, path,
                                             {"delivery": received.delivery_id, "checksum": received.checksum},
@@ -129,8 +141,9 @@ async def post_delivery(layer_id: str, request: Request) -> Response:
                                            cut_at or datetime.now(LOCAL_TIME), request.url.path)
     except SourceError as exc:
         raise InvalidParameter("file", without_paths(str(exc).removeprefix("file: "))) from None
-    threading.Thread(target=_run, args=(state, spec, received.delivery_id, received.job_id), daemon=True,
-                     name=f"delivery-{received.delivery_id}").start()
+    heartbeat = request.app.state.processes.context.heartbeat
+    threading.Thread(target=_run_alive, args=(heartbeat, state, spec, received.delivery_id, received.job_id),
+                     daemon=True, name=f"delivery-{received.delivery_id}").start()
     path = f"/api/deliveries/{spec.id}/{received.delivery_id}"
     if ogc.wants_html(request, {}):
         return RedirectResponse(ogc.url(request, path, [("f", "html")]), status_code=303)

@@ -6,6 +6,7 @@ trace), a query PostgreSQL cancelled at the statement timeout a 503 saying so, a
 reached a 503 with Retry-After.
 """
 
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -165,7 +166,11 @@ def install_error_handlers(app: FastAPI) -> None:
             "QueryTimeout", f"the query took {took} and was cancelled; ask for less (a smaller bbox or limit, a "
                             "simpler filter) or narrow it in time"), 503)
 
-    async def database_unavailable(request: Request, _exc: Exception) -> Response:
+    async def database_unavailable(request: Request, exc: Exception) -> Response:
+        # the cause in one line, never a traceback: the operator tells an outage from an exhausted pool
+        cause = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+        logging.getLogger(__name__).warning("503 %s %s: %s: %s", request.method, request.url.path,
+                                            exc.__class__.__name__, cause)
         return error_response(request, exception_body("ServiceUnavailable", "the database cannot be reached just now"),
                               503, {"Retry-After": str(DATABASE_RETRY_SECONDS)})
 

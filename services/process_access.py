@@ -4,9 +4,10 @@ The execution route sets it for the request; a processor captures it when the jo
 processor out (still in the request's context), so an asynchronous job keeps its caller's rights.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request
 
@@ -14,6 +15,7 @@ from gis.analysis.overlap import Access
 from gis.errors import NotFound
 from gis.layers import LayerRegistry
 from gis.security.inference import Sight, row_limited
+from gis.security.policy import Policy, readable
 from services.auth import Caller, caller_of, visible_rasters
 
 # Each None outside a request (the CLI, tests of the processors): every layer, every raster, nobody audited.
@@ -74,3 +76,32 @@ def require_full_read(access: Access, registry: LayerRegistry, layer_ids: Iterab
             raise NotFound(f"this process reads layer '{layer_id}', which the caller may not read in full")
         if layer_id not in applied and row_limited(access, layer_id):
             raise NotFound(f"this process reads every row of layer '{layer_id}'; the caller may read some of them")
+
+
+# -- a job's caller, carried to the worker that runs it ------------------------------------------------
+
+def caller_snapshot(caller: Caller | None) -> dict[str, Any]:
+    """What a queued job keeps of its caller (JSON): who, with which role and claims. None outside a request."""
+    return {"caller": None if caller is None else {
+        "subject": caller.subject, "role": caller.role.name, "method": caller.method, "key_id": caller.key_id,
+        "claims": dict(caller.claims)}}
+
+
+def restore_caller(snapshot: Mapping[str, Any], policy: Policy, registry: LayerRegistry) -> None:
+    """Sets the context a processor binds to from a caller_snapshot, as bind_caller does in a request: the
+    caller, what its role may read now (the policy the worker runs with) and its rasters. A role gone from the
+    policy since the job was accepted runs nothing (NotFound, and the job fails saying so)."""
+    found = snapshot.get("caller")
+    if found is None:  # queued outside a request: every layer, every raster, nobody audited
+        CALLER_ACCESS.set(None)
+        CALLER_RASTERS.set(None)
+        PROCESS_CALLER.set(None)
+        return
+    role = policy.role(str(found["role"]))
+    if role is None:
+        raise NotFound(f"the caller's role '{found['role']}' is no longer in the access policy")
+    caller = Caller(str(found["subject"]), role, str(found["method"]), found.get("key_id"),
+                    dict(found.get("claims") or {}))
+    CALLER_ACCESS.set(role.sight)
+    CALLER_RASTERS.set(frozenset(rid for rid, spec in registry.rasters.items() if readable(role.spec, spec)))
+    PROCESS_CALLER.set(caller)

@@ -29,10 +29,13 @@ from gis.analysis.proposal import (
 from gis.analysis.rules import OverlapRules
 from gis.db.cluster import database_url
 from gis.db.pool import make_sync_pool
+from gis.jobs.settings import JobSettings
+from gis.layers import LayerRegistry
 from gis.security import inference
 from gis.security.examples import EXAMPLE_PROJECT
 from gis.security.policy import Policy
 from gis.sensing import readings
+from gis.settings import Settings
 from services import environment_processes, pipeline_processes, policing_processes, raster_processes
 from services.errors import InvalidParameter
 from services.input_guard import nul_at
@@ -257,19 +260,26 @@ def check_derive(policy: Policy, rules: OverlapRules) -> None:
     inference.check_declared({name: role.spec.derive for name, role in policy.roles.items()}, known)
 
 
+def make_bridge(settings: Settings, registry: LayerRegistry, rules: OverlapRules, policy: Policy,
+                application_name: str = "gis-processes") -> Bridge:
+    """Every process we offer, over a pool of its own (not opened): the service's and `gis worker`'s."""
+    url = database_url(settings)
+    pool = make_sync_pool(url, settings, application_name)
+    return Bridge(ProcessContext(settings, registry, rules, url, pool, policy),
+                  process_metadata(rules) | pipeline_processes.process_metadata(settings.layers_dir, registry)
+                  | environment_processes.process_metadata(settings.layers_dir, registry)
+                  | policing_processes.process_metadata(settings.layers_dir, registry)
+                  | raster_processes.process_metadata(registry))
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: AppState = app.state.gis
     rules = rules_of(app)
     check_derive(app.state.auth.policy, rules)
-    pool = make_sync_pool(database_url(state.settings), state.settings, "gis-processes")
-    bridge = Bridge(ProcessContext(state.settings, state.registry, rules, database_url(state.settings), pool),
-                    process_metadata(rules) | pipeline_processes.process_metadata(state.settings.layers_dir,
-                                                                                  state.registry)
-                    | environment_processes.process_metadata(state.settings.layers_dir, state.registry)
-                    | policing_processes.process_metadata(state.settings.layers_dir, state.registry)
-                    | raster_processes.process_metadata(state.registry))
-    await run_in_threadpool(bridge.open)
+    bridge = make_bridge(state.settings, state.registry, rules, app.state.auth.policy)
+    jobs: JobSettings = app.state.jobs
+    await run_in_threadpool(bridge.open, jobs, jobs.in_service)
     app.state.processes = bridge
     try:
         yield

@@ -3,8 +3,11 @@
 - The pygeoapi configuration is generated from the layer registry and the overlap rules (never a file
   to edit): our processes as process plugins (services.processes), our job manager.
 - The job manager keeps jobs in PostgreSQL (ops.jobs, migration 002), so every worker and host of the
-  stateless API sees every job; asynchronous jobs run in a thread of the worker that accepted them
-  (pygeoapi's own way), report progress into ops.jobs, and stop between steps when dismissed.
+  stateless API sees every job. An asynchronous job is queued there with its inputs and its caller
+  (migration 017) and run by whichever `gis worker` claims it (gis/jobs/; a service process runs
+  queued jobs too unless GIS_JOBS_IN_SERVICE is off); jobs report progress into ops.jobs, stop between
+  steps when dismissed, and carry a heartbeat, so a job whose runner died is resumed or failed.
+  A synchronous execution runs in the request's service process, with a heartbeat too.
 - Our routes call pygeoapi's framework-independent API functions (pygeoapi.api.processes: describe,
   execute, jobs, results, dismiss) with an APIRequest built from the Starlette request, in the
   threadpool, and return their (headers, status, content) as our responses; pygeoapi's Starlette app
@@ -13,9 +16,8 @@
   anything else fails it with "internal error" and, when synchronous, reaches our 500 handler.
 """
 
+import contextvars
 import logging
-import os
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -25,7 +27,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import psycopg
 import pygeoapi.api as pygeoapi_api
 import pygeoapi.process.manager.base as pygeoapi_manager_base
 from psycopg import sql
@@ -34,16 +35,21 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 from pygeoapi.api import API, APIRequest
 from pygeoapi.process.base import BaseProcessor, JobNotFoundError, JobResultNotFoundError
-from pygeoapi.process.manager.base import BaseManager
+from pygeoapi.process.manager.base import BaseManager, get_manager
 from pygeoapi.util import DATETIME_FORMAT, JobStatus, RequestedResponse
 
+from gis.analysis import plan_conflicts
 from gis.analysis.rules import OverlapRules
 from gis.errors import GisError
+from gis.jobs import queue
+from gis.jobs.settings import JobSettings
+from gis.jobs.worker import Heartbeat, Worker
 from gis.layers import LayerRegistry
 from gis.rendering import PYGEOAPI_TEMPLATES_DIR
 from gis.security.disclosure import without_paths
+from gis.security.policy import Policy
 from gis.settings import Settings
-from services.process_access import JOB_OWNER
+from services.process_access import JOB_OWNER, caller_snapshot, restore_caller
 
 LOGGER = logging.getLogger(__name__)
 MANAGER = "services.pygeoapi_bridge.JobsManager"
@@ -59,6 +65,8 @@ class ProcessContext:
     rules: OverlapRules
     database_url: str
     pool: ConnectionPool
+    policy: Policy | None = None  # the roles a queued job's caller is restored from (None: no queued jobs run)
+    heartbeat: Heartbeat | None = None  # stamps the jobs this process runs
 
 
 def _stamp(value: datetime | None) -> str | None:
@@ -138,7 +146,7 @@ class JobsManager(BaseManager):
                  int(job_metadata.get("progress") or 0), Jsonb(job_metadata.get("parameters")),
                  _parse_stamp(job_metadata.get("created")) or datetime.now(UTC), None,
                  _parse_stamp(job_metadata.get("updated")) or datetime.now(UTC), job_metadata.get("mimetype"),
-                 _mine()[0], this_runner()))
+                 _mine()[0], queue.runner_name()))
         return job_id
 
     def update_job(self, job_id: str, update_dict: dict[str, Any]) -> bool:
@@ -238,9 +246,11 @@ class JobsManager(BaseManager):
                                requested_outputs: dict[str, Any] | None = None, subscriber: Any = None,
                                requested_response: str | None = RequestedResponse.raw.value
                                ) -> tuple[str, None, JobStatus]:
-        thread = threading.Thread(target=self._run, name=f"job-{job_id[:8]}", daemon=True,
-                                  args=(p, job_id, data_dict, requested_outputs, requested_response, True))
-        thread.start()
+        """Queued for the workers with its inputs and its caller's rights; a worker claims and runs it."""
+        request = {"inputs": data_dict, "outputs": requested_outputs, "response": requested_response,
+                   **caller_snapshot(getattr(p, "caller", None))}
+        with self._pool().connection() as conn:
+            queue.enqueue(conn, job_id, request)
         return JSON, None, JobStatus.accepted
 
     def _execute_handler_sync(self, p: BaseProcessor, job_id: str, data_dict: dict[str, Any],
@@ -249,7 +259,41 @@ class JobsManager(BaseManager):
                               ) -> tuple[str, Any, JobStatus]:
         with self._pool().connection() as conn:  # its caller gets the result now: kept briefly (gis ops prune)
             conn.execute("UPDATE ops.jobs SET sync = true WHERE job_id = %s", (job_id,))
-        return self._run(p, job_id, data_dict, requested_outputs, requested_response, False)
+        heartbeat = self.context.heartbeat if self.context is not None else None
+        if heartbeat is None:
+            return self._run(p, job_id, data_dict, requested_outputs, requested_response, False)
+        with self._pool().connection() as conn:
+            queue.start_sync(conn, job_id, heartbeat.runner)
+        with heartbeat.running(job_id):
+            return self._run(p, job_id, data_dict, requested_outputs, requested_response, False)
+
+    def run_claimed(self, job: queue.ClaimedJob) -> None:
+        """Runs a job a worker claimed, as its caller, in a context of its own (nothing leaks between jobs)."""
+        contextvars.Context().run(self._run_claimed, job)
+
+    def _run_claimed(self, job: queue.ClaimedJob) -> None:
+        context = self.context
+        if context is None or context.policy is None:
+            raise RuntimeError("the job manager has no policy to restore a job's caller from")
+        request = job.request
+        try:
+            restore_caller(request, context.policy, context.registry)
+        except GisError as exc:
+            self.update_job(job.job_id, {"status": JobStatus.failed.value, "message": str(exc)[:2000],
+                                         "finished": datetime.now(UTC).strftime(DATETIME_FORMAT)})
+            return
+        if job.attempts > 1:
+            self.clear_outputs(job.job_id)  # what an interrupted run may have left of its results
+        processor = self.get_processor(job.process_id)
+        processor.set_job_id(job.job_id)
+        self._run(processor, job.job_id, request.get("inputs") or {}, request.get("outputs"),
+                  request.get("response"), True)
+
+    def clear_outputs(self, job_id: str) -> None:
+        with self._pool().connection() as conn, conn.transaction():
+            plan_conflicts.drop_scratch(conn, job_id)
+            conn.execute("DELETE FROM ops.plan_conflict_patches WHERE run_id = %s", (job_id,))
+            conn.execute("DELETE FROM ops.plan_conflict_runs WHERE run_id = %s", (job_id,))
 
     def _run(self, p: BaseProcessor, job_id: str, data_dict: dict[str, Any], requested_outputs: dict[str, Any] | None,
              requested_response: str | None, background: bool) -> tuple[str, Any, JobStatus]:
@@ -284,44 +328,6 @@ class JobsManager(BaseManager):
             if background:
                 return JSON, None, JobStatus.failed
             raise
-
-
-# -- jobs whose process is gone ------------------------------------------------------------------------
-
-ORPHANED_MESSAGE = "the service stopped while the job ran; run it again"
-
-
-def this_runner() -> str:
-    """host:pid of this service process; jobs run in its threads, so it is theirs."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
-def fail_orphaned_jobs(pool: ConnectionPool) -> list[str]:
-    """Mark failed the unfinished jobs of this host whose process is no longer running; their ids.
-
-    Another worker of the same service, alive, keeps its jobs; a job of another host is left to that host.
-    """
-    host = socket.gethostname()
-    with pool.connection() as conn:
-        rows = conn.execute("SELECT job_id, runner FROM ops.jobs WHERE status IN ('accepted', 'running') "
-                            "AND runner LIKE %s", (f"{host}:%",)).fetchall()
-        gone = [job_id for job_id, runner in rows
-                if runner.rpartition(":")[2].isdigit() and not _process_alive(int(runner.rpartition(":")[2]))]
-        if gone:
-            conn.execute("UPDATE ops.jobs SET status = 'failed', message = %s, finished = clock_timestamp(), "
-                         "updated = clock_timestamp() WHERE job_id = ANY(%s) AND status IN ('accepted', 'running')",
-                         (ORPHANED_MESSAGE, gone))
-    return gone
 
 
 # -- the generated configuration ---------------------------------------------------------------------
@@ -387,6 +393,7 @@ class Bridge:
         self.processes = processes
         self._apis: dict[str, API] = {}
         self._lock = threading.Lock()
+        self.worker: Worker | None = None
 
     def config(self, base_url: str) -> dict[str, Any]:
         return generate_config(self.context.settings, self.context.rules, base_url, self.processes)
@@ -407,17 +414,31 @@ class Bridge:
                 self._apis[key] = found
             return found
 
-    def open(self) -> None:
+    def manager(self) -> JobsManager:
+        """A job manager of our own (no base URL needed): the one queued jobs are run through."""
+        with _host_keeps_logging():
+            manager = get_manager(self.config("http://127.0.0.1"))
+        if not isinstance(manager, JobsManager):
+            raise RuntimeError(f"pygeoapi loaded {type(manager).__name__}, not our job manager")
+        manager.context = self.context
+        return manager
+
+    def open(self, jobs: JobSettings, run_queued: bool) -> None:
+        """The pool, the heartbeat of this process's jobs (which reaps lost ones too), and, when `run_queued`,
+        a worker running queued jobs in this process."""
         self.context.pool.open(wait=False)  # the service starts without a database (/readyz says why)
-        try:
-            orphaned = fail_orphaned_jobs(self.context.pool)
-        except psycopg.Error as exc:  # unreachable or not migrated: the next start (or a worker's) marks them
-            LOGGER.warning("unfinished jobs of stopped services not checked: %s", str(exc).strip()[:200])
-            return
-        if orphaned:
-            LOGGER.warning("%d job(s) left unfinished by a stopped service marked failed", len(orphaned))
+        heartbeat = Heartbeat(self.context.pool, jobs)
+        self.context.heartbeat = heartbeat
+        heartbeat.start()
+        self.worker = Worker(self.context.pool, jobs, self.manager().run_claimed, heartbeat) if run_queued else None
+        if self.worker is not None:
+            self.worker.start()
 
     def close(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        elif self.context.heartbeat is not None:
+            self.context.heartbeat.stop()
         self.context.pool.close()
 
 

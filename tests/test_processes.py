@@ -1,18 +1,14 @@
 """OGC API - Processes through the pygeoapi bridge, on the real service with its own writable database."""
 
 import base64
-import os
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
 import httpx
 import process_client
-import psycopg
 import pytest
-from conftest import ADMIN_HEADERS, TEST_KEYS, cloned_database
+from conftest import TEST_KEYS, cloned_database
 from shapely.geometry import box, mapping
 
 SQUARE = box(123.40, 41.75, 123.402, 41.752)
@@ -155,28 +151,3 @@ def test_a_job_is_its_owners_alone(api: str) -> None:
     assert httpx.get(f"{api}/jobs/{job}/results", headers=planner).status_code == 200
     admin = {"X-API-Key": TEST_KEYS["admin"]}
     assert job in {j["jobID"] for j in httpx.get(f"{api}/jobs", headers=admin, params={"limit": 1000}).json()["jobs"]}
-
-
-def test_jobs_of_a_stopped_service_are_failed_when_it_starts_and_live_ones_are_kept(
-        clone_db: Callable[[], str], serve_api: Callable[[str], AbstractContextManager[str]]) -> None:
-    url = clone_db()
-    host = socket.gethostname()
-    runners = {"orphan": f"{host}:{_ended_pid()}", "alive": f"{host}:{os.getpid()}",
-               "elsewhere": "another-host:1"}
-    with psycopg.connect(url, autocommit=True) as conn:
-        for job_id, runner in runners.items():
-            conn.execute("INSERT INTO ops.jobs (job_id, process_id, status, message, runner) "
-                         "VALUES (%s, 'plan-conflicts', 'running', 'running', %s)", (job_id, runner))
-    with serve_api(url) as api:
-        status = {job_id: httpx.get(f"{api}/jobs/{job_id}", headers=ADMIN_HEADERS).json()
-                  for job_id in runners}
-    assert status["orphan"]["status"] == "failed"
-    assert "stopped while the job ran" in status["orphan"]["message"]
-    assert status["alive"]["status"] == "running" and status["elsewhere"]["status"] == "running"
-
-
-def _ended_pid() -> int:
-    """The pid of a child that has exited and been reaped: no process has it (until the kernel reuses it)."""
-    child = subprocess.Popen(["true"])
-    child.wait()
-    return child.pid

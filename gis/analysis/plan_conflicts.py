@@ -89,6 +89,12 @@ def _scratch(run_id: str, name: str) -> sql.Identifier:
     return sql.Identifier(SCRATCH_SCHEMA, f"pc_{run_id.replace('-', '')[:24]}_{name}")
 
 
+def drop_scratch(conn: psycopg.Connection, run_id: str) -> None:
+    """The scratch tables a run left behind when its process died under it (a resumed job starts clean)."""
+    for name in ("fa", "pa", "fb", "pb", "raw"):
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_scratch(run_id, name)))
+
+
 def _side_statement(side: Side, spec: LayerSpec, time: TimeRange | None, features: sql.Identifier,
                     pieces: sql.Identifier) -> list[tuple[sql.Composable, dict[str, Any]]]:
     params: dict[str, Any] = {}

@@ -17,7 +17,10 @@ class AuthSettings(BaseSettings):
         default=SecretStr(""),
         description="Server secret mixed into every API key hash (HMAC-SHA256); a leaked key table alone then "
                     "cannot be checked against candidate keys. Changing it invalidates every key.")
-    key_cache_seconds: float = Field(default=30.0, ge=0, description="How long a process trusts a key lookup.")
+    key_cache_seconds: float = Field(
+        default=4.0, ge=0, le=5,
+        description="How long a process trusts a key lookup: a revoked key stops working on every node within "
+                    "this time (at most 5 s). A lookup is one indexed read per key, process and period.")
     jwks: str | None = Field(
         default=None, description="OIDC signing keys for bearer tokens: a JWKS URL (https://...) or a JWKS file.")
     jwt_issuer: str | None = Field(default=None, description="Required `iss` of bearer tokens.")
@@ -33,11 +36,16 @@ class HttpSettings(BaseSettings):
     rate_per_second: float = Field(
         default=50.0, ge=0,
         description="Requests per second each API key (or each client address, for anonymous callers) may make, "
-                    "sustained, per service process; 0 turns rate limiting off.")
+                    "sustained, across every service node and worker (a budget on the primary); 0 turns rate "
+                    "limiting off.")
     rate_burst: int = Field(
         default=300, ge=1,
         description="Requests a caller may make at once before the sustained rate applies (a web map asks for "
                     "dozens of tiles per view).")
+    continuation_cost: float = Field(
+        default=0.1, ge=0, le=1,
+        description="What a page reached through a `next` link (a keyset cursor) costs, in requests: clients "
+                    "page through a layer as fast as it answers, and a continuation is an index seek.")
     max_body_bytes: int = Field(
         default=2**20, ge=0, description="Largest request body (bytes) anywhere but the upload endpoints.")
     max_upload_bytes: int = Field(
