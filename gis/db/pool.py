@@ -5,7 +5,9 @@ libpq's and the pool's defaults, and must not keep the service from starting. Th
 
 - libpq itself: `connect_timeout` (a connection attempt), TCP keepalives and `tcp_user_timeout` (a
   network that drops packets breaks the connection in seconds instead of the kernel's 15 minutes);
-- the pool: checkout waits `db_pool_timeout_s`, and the pool opens without waiting for the database;
+- the pool: checkout waits `db_pool_timeout_s`, and the pool opens without waiting for the database; a
+  checkout that times out is a 503 for that request only: every connection busy means the service is
+  loaded, not that the database is gone, so it never opens the breaker (only the probe judges that);
 - a circuit breaker per pool, driven by a probe (one tiny query every `db_probe_interval_s` on its own
   connection, bounded on the client side by `db_probe_timeout_s`, so a SIGSTOPped server that still
   accepts TCP is caught too). While it is open every checkout fails at once with DatabaseUnavailable
@@ -32,10 +34,12 @@ from gis.settings import Settings
 LOGGER = logging.getLogger("gis.db")
 
 # On a standby: how far replay is behind what it has received, in seconds (0 when it has replayed all it has).
+# A standby that has received WAL but replayed no transaction since it started has no replay timestamp: it is
+# then counted as behind since its start, never as current (NULL would read as "no lag" and keep it serving).
 _STANDBY_LAG_SQL = (
     "SELECT pg_is_in_recovery(), CASE WHEN NOT pg_is_in_recovery() "
     "OR pg_last_wal_receive_lsn() IS NULL OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
-    "ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END"
+    "ELSE extract(epoch FROM now() - coalesce(pg_last_xact_replay_timestamp(), pg_postmaster_start_time())) END"
 )
 
 
@@ -133,10 +137,6 @@ class GuardedPool(AsyncConnectionPool):
                 self._cancelled.discard(task)
                 task.uncancel()
                 raise DatabaseUnavailable(f"{self.name}: the database stopped answering") from None
-            raise
-        except PoolTimeout as exc:
-            if not isinstance(exc, DatabaseUnavailable):
-                self.breaker.trip(f"no connection within {self.settings.db_pool_timeout_s:g} s")
             raise
 
     # -- the probe -------------------------------------------------------------------------------------
