@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from psycopg import sql
 
 from gis.db.cluster import Cluster
 from gis.db.migrate import migrate
@@ -111,7 +112,8 @@ def _version(response: httpx.Response, layer: str) -> int:
 
 def _set_apply_delay(topology: Settings, delay: str) -> None:
     with psycopg.connect(Replicas(topology).url("one"), autocommit=True) as conn:
-        conn.execute(f"ALTER SYSTEM SET recovery_min_apply_delay = '{delay}'")  # a constant of this test
+        # ALTER SYSTEM takes no parameters: the value goes in as a quoted literal.
+        conn.execute(sql.SQL("ALTER SYSTEM SET recovery_min_apply_delay = {}").format(sql.Literal(delay)))
         conn.execute("SELECT pg_reload_conf()")
 
 
