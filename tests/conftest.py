@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from local_ports import free_port
 from psycopg import sql
 
 from gis.db.cluster import Cluster
@@ -178,13 +179,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 # -- the real service, for API tests (tests/test_api_*.py) ------------------------------------------------
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 @contextlib.contextmanager
 def serve(database_url: str, settings: Settings) -> Iterator[str]:
@@ -195,7 +189,7 @@ def serve(database_url: str, settings: Settings) -> Iterator[str]:
 
     import httpx
 
-    port = _free_port()
+    port = free_port()
     # No rate limit unless a test asks for one (GIS_HTTP_RATE_PER_SECOND): the suite is one very busy caller.
     env = {"GIS_HTTP_RATE_PER_SECOND": "0", **os.environ, "GIS_DATABASE_URL": database_url,
            "GIS_LAYERS_DIR": str(settings.layers_dir), "GIS_STYLES_DIR": str(settings.styles_dir)}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from local_ports import free_port
 
 from gis.db.cluster import Cluster
 from gis.errors import DatabaseError
@@ -20,16 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_DIR = ROOT / ".gisdata" / "test" / "cluster-under-test"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     shutil.rmtree(CLUSTER_DIR, ignore_errors=True)
-    made = Cluster(Settings(cluster_dir=CLUSTER_DIR / "pg", cluster_port=_free_port()))
+    made = Cluster(Settings(cluster_dir=CLUSTER_DIR / "pg", cluster_port=free_port()))
     yield made
     made.stop()
     shutil.rmtree(CLUSTER_DIR, ignore_errors=True)

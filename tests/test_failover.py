@@ -5,16 +5,15 @@ the standby is promoted."""
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
+from local_ports import free_port, until
 from psycopg import sql
 
 from gis.db.cluster import Cluster
@@ -33,26 +32,11 @@ PUBLIC, INTERNAL = "water_bodies", "pollution_sources"
 CLIENT_TIMEOUT = 4.0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _until(check: Callable[[], bool], seconds: float = 30) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 @pytest.fixture(scope="module")
 def topology(registry: LayerRegistry, settings: Settings) -> Iterator[Settings]:
     """Its own primary (the suite's cluster must not be stopped) with two layers and a key, and one standby."""
     shutil.rmtree(HOME, ignore_errors=True)
-    own = Settings(cluster_dir=HOME / "pg", cluster_port=_free_port(), samples_dir=settings.samples_dir,
+    own = Settings(cluster_dir=HOME / "pg", cluster_port=free_port(), samples_dir=settings.samples_dir,
                    rejects_dir=settings.rejects_dir)
     primary = Cluster(own)
     primary.start()
@@ -64,7 +48,7 @@ def topology(registry: LayerRegistry, settings: Settings) -> Iterator[Settings]:
         spec = registry.get_layer(layer)
         run_refresh(primary.url(), RefreshRequest(spec, own.samples_dir / spec.source.path, own.city_extent,
                                                   own.rejects_dir, progress=False))
-    Replicas(own).create("one", _free_port())
+    Replicas(own).create("one", free_port())
     yield own
     replicas = Replicas(own)
     for name in replicas.names():
@@ -75,7 +59,7 @@ def topology(registry: LayerRegistry, settings: Settings) -> Iterator[Settings]:
 
 @pytest.fixture(scope="module")
 def service(topology: Settings, settings: Settings) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     # No lag bound (GIS_READ_MAX_LAG_S): these tests show the version rule alone keeps reads from going back.
     env = {**os.environ, "GIS_HTTP_RATE_PER_SECOND": "0", "GIS_LAYERS_DIR": str(settings.layers_dir),
            "GIS_READ_MAX_LAG_S": "86400",
@@ -86,7 +70,7 @@ def service(topology: Settings, settings: Settings) -> Iterator[str]:
                                env=env, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        assert _until(lambda: _ready(url), 90), "the service did not become ready"
+        assert until(lambda: _ready(url), 90), "the service did not become ready"
         yield url
     finally:
         process.terminate()
@@ -146,9 +130,9 @@ def test_a_lagging_standby_never_serves_a_version_older_than_one_seen(
     other = _get(service, INTERNAL, key=True)
     assert other.headers["X-Served-By"] == "standby"  # a layer the refresh did not touch stays on the standby
     # The probe sees the standby fall behind (what GIS_READ_MAX_LAG_S is compared with; /metrics shows it too).
-    assert _until(lambda: (httpx.get(f"{service}/readyz").json()["standbys"]["lag_seconds"] or 0) > 1)
+    assert until(lambda: (httpx.get(f"{service}/readyz").json()["standbys"]["lag_seconds"] or 0) > 1)
     _set_apply_delay(topology, "0")
-    assert _until(lambda: _get(service, PUBLIC).headers["X-Served-By"] == "standby")
+    assert until(lambda: _get(service, PUBLIC).headers["X-Served-By"] == "standby")
     assert _version(_get(service, PUBLIC), PUBLIC) == _version(after, PUBLIC)
 
 
@@ -160,7 +144,7 @@ def test_a_stopped_standby_costs_no_request(service: str, topology: Settings) ->
         assert statuses == [200] * 30
     finally:
         replicas.start("one")
-    assert _until(lambda: _get(service, PUBLIC).headers["X-Served-By"] == "standby", 60)
+    assert until(lambda: _get(service, PUBLIC).headers["X-Served-By"] == "standby", 60)
 
 
 def test_without_the_primary_public_reads_go_on_and_audited_reads_fail_closed(service: str, topology: Settings
@@ -178,7 +162,7 @@ def test_after_promotion_the_service_writes_to_the_new_primary_without_a_restart
                                                                                  ) -> None:
     replicas = Replicas(topology)
     replicas.promote("one")
-    assert _until(lambda: _get(service, INTERNAL, key=True).status_code == 200, 10)
+    assert until(lambda: _get(service, INTERNAL, key=True).status_code == 200, 10)
     with psycopg.connect(replicas.url("one")) as conn:
         row = conn.execute("SELECT count(*) FROM ops.audit_log WHERE layer_id = %s", (INTERNAL,)).fetchone()
     assert row is not None and row[0] >= 1  # the audit rows went to the promoted server

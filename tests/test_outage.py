@@ -5,17 +5,16 @@ request needs the one database."""
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
+from local_ports import free_port, until
 
 from gis.db.cluster import Cluster
 from gis.db.migrate import migrate
@@ -33,25 +32,10 @@ OUTAGE_TIMEOUT = 8.0
 STEADY_TIMEOUT = 60.0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _until(check: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 @pytest.fixture(scope="module")
 def database(registry: LayerRegistry, settings: Settings) -> Iterator[Cluster]:
     shutil.rmtree(HOME, ignore_errors=True)
-    own = Settings(cluster_dir=HOME / "pg", cluster_port=_free_port(), samples_dir=settings.samples_dir,
+    own = Settings(cluster_dir=HOME / "pg", cluster_port=free_port(), samples_dir=settings.samples_dir,
                    rejects_dir=settings.rejects_dir)
     cluster = Cluster(own)
     cluster.start()
@@ -67,7 +51,7 @@ def database(registry: LayerRegistry, settings: Settings) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def service(database: Cluster, settings: Settings) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "GIS_HTTP_RATE_PER_SECOND": "0", "GIS_DATABASE_URL": database.url(),
            "GIS_LAYERS_DIR": str(settings.layers_dir), "GIS_STYLES_DIR": str(settings.styles_dir)}
     env.pop("GIS_DATABASE_READ_URL", None)
@@ -76,7 +60,7 @@ def service(database: Cluster, settings: Settings) -> Iterator[str]:
                                env=env, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        assert _until(lambda: _status(url, "/readyz") == 200, 90), "the service did not become ready"
+        assert until(lambda: _status(url, "/readyz") == 200, 90), "the service did not become ready"
         yield url
     finally:
         process.terminate()
@@ -115,7 +99,7 @@ def test_a_stopped_database_is_a_prompt_503_and_service_resumes_when_it_returns(
         assert _status(service, "/readyz") == 503
     finally:
         database.start()
-    assert _until(lambda: _status(service) == 200, 10)
+    assert until(lambda: _status(service) == 200, 10)
     assert _burst(service, timeout=STEADY_TIMEOUT) == [200] * 40  # steady: none meets a connection the restart broke
 
 
@@ -130,5 +114,5 @@ def test_a_silent_database_is_a_prompt_503_too(service: str, database: Cluster) 
     finally:
         for pid in frozen:
             os.kill(pid, signal.SIGCONT)
-    assert _until(lambda: _status(service) == 200, 10)
+    assert until(lambda: _status(service) == 200, 10)
     assert _burst(service, timeout=STEADY_TIMEOUT) == [200] * 40

@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from local_ports import free_port
 
 from gis.db.cluster import Cluster
 from gis.db.replicas import Replicas, primary_url, read_url
@@ -19,12 +19,6 @@ from gis.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_DIR = ROOT / ".gisdata" / "test" / "replicas-under-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _until(check: Callable[[], bool], seconds: float = 30) -> None:
@@ -42,7 +36,7 @@ def _until(check: Callable[[], bool], seconds: float = 30) -> None:
 @pytest.fixture(scope="module")
 def settings() -> Iterator[Settings]:
     shutil.rmtree(CLUSTER_DIR, ignore_errors=True)
-    made = Settings(cluster_dir=CLUSTER_DIR / "pg", cluster_port=_free_port())
+    made = Settings(cluster_dir=CLUSTER_DIR / "pg", cluster_port=free_port())
     Cluster(made).start()
     yield made
     replicas = Replicas(made)
@@ -64,7 +58,7 @@ def test_a_replica_streams_the_primarys_writes_and_refuses_its_own(settings: Set
         conn.execute("CREATE TABLE replicated (n int)")
         conn.execute("INSERT INTO replicated VALUES (1)")
     replicas = Replicas(settings)
-    status = replicas.create("alpha", _free_port())
+    status = replicas.create("alpha", free_port())
     assert status.running and status.standby
     with psycopg.connect(primary.url(), autocommit=True) as conn:
         conn.execute("INSERT INTO replicated VALUES (2)")  # after the base backup: only streaming brings it
@@ -77,7 +71,7 @@ def test_a_replica_streams_the_primarys_writes_and_refuses_its_own(settings: Set
 
 def test_list_shows_each_replica_and_its_state(settings: Settings) -> None:
     replicas = Replicas(settings)
-    replicas.create("beta", _free_port())
+    replicas.create("beta", free_port())
     replicas.stop("beta")
     found = {s.name: s.state for s in replicas.list()}
     assert found == {"alpha": "standby", "beta": "stopped"}

@@ -13,23 +13,16 @@ import httpx
 import orjson
 import psycopg
 import pytest
+from local_ports import free_port
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def logged_service(loaded_db_url: str) -> Iterator[tuple[str, Path]]:
     """`gis serve` itself, two workers, behind a (pretend) proxy at /gis, its standard error kept for reading."""
-    port = _free_port()
+    port = free_port()
     log = ROOT / ".gisdata" / "test" / f"serve-{port}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "GIS_DATABASE_URL": loaded_db_url, "GIS_HTTP_RATE_PER_SECOND": "0",
@@ -86,7 +79,7 @@ def test_readyz_names_the_migrations_missing(server_url: str, serve_api: Callabl
 
 def test_the_service_starts_without_a_database_and_says_why(serve_api: Callable[[str], AbstractContextManager[str]]
                                                             ) -> None:
-    nobody = f"postgresql://postgres:x@127.0.0.1:{_free_port()}/gis"
+    nobody = f"postgresql://postgres:x@127.0.0.1:{free_port()}/gis"
     with serve_api(nobody) as url:  # serve_api waits for /conformance, which needs no database
         assert httpx.get(f"{url}/healthz").status_code == 200
         ready = httpx.get(f"{url}/readyz")
