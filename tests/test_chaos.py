@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from conftest import ROOT, _free_port
+from conftest import ROOT
+from local_ports import free_port
 from psycopg import sql
 
 from bench import chaos
@@ -48,14 +49,14 @@ def stack(server_url: str, template_db: str, settings: Settings) -> Iterator[Sta
     if home.exists():  # a run that was killed: its members first, then its files
         Stack(settings.model_copy(update={"cluster_dir": home / "pg"}), ROOT).down()
         shutil.rmtree(home)
-    own = settings.model_copy(update={"cluster_dir": home / "pg", "cluster_port": _free_port(),
+    own = settings.model_copy(update={"cluster_dir": home / "pg", "cluster_port": free_port(),
                                       "database_url": None})
     up = Stack(own, ROOT)
     up.primary.start()
     try:
         _restore(psycopg.conninfo.make_conninfo(server_url, dbname=template_db), up.primary)
-        lb = _free_port()
-        plan = Plan(lb, tuple(_free_port() for _ in range(3)), (_free_port(), _free_port()), workers=1)
+        lb = free_port()
+        plan = Plan(lb, tuple(free_port() for _ in range(3)), (free_port(), free_port()), workers=1)
         up.up(plan)
         yield up
     finally:

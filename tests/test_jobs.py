@@ -20,7 +20,8 @@ import httpx
 import process_client
 import psycopg
 import pytest
-from conftest import ADMIN_HEADERS, ROOT, _free_port
+from conftest import ADMIN_HEADERS, ROOT
+from local_ports import free_port
 from psycopg import sql
 
 from gis.settings import Settings
@@ -56,7 +57,7 @@ def worker(database_url: str, settings: Settings, **extra: str) -> Iterator[subp
 def service_process(database_url: str, settings: Settings,
                     **extra: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """The service as its own process (uvicorn), so a test can kill it; yields (base URL, process)."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "services.asgi:app_from_environment", "--factory", "--host", "127.0.0.1",
          "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=_env(database_url, settings, extra))
