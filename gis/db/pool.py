@@ -133,11 +133,24 @@ class GuardedPool(AsyncConnectionPool):
                     if task is not None:
                         self._inflight.pop(task, None)
         except asyncio.CancelledError:
-            if task is not None and task in self._cancelled:  # cancelled by the probe: the server went silent
-                self._cancelled.discard(task)
-                task.uncancel()
+            if self._cancelled_by_probe(task):  # the server went silent
                 raise DatabaseUnavailable(f"{self.name}: the database stopped answering") from None
             raise
+        except Exception as exc:
+            # Cancelled while psycopg waits on the socket the probe closed, it may raise another error than
+            # CancelledError (seen: RuntimeError, the closed socket's file descriptor already reused by a new
+            # connection). It is still the database going away: a 503, never a 500.
+            if self._cancelled_by_probe(task):
+                raise DatabaseUnavailable(f"{self.name}: the database stopped answering") from exc
+            raise
+
+    def _cancelled_by_probe(self, task: asyncio.Task[Any] | None) -> bool:
+        """Whether the probe cancelled this task (its cancellation is then taken back: it answers 503)."""
+        if task is None or task not in self._cancelled:
+            return False
+        self._cancelled.discard(task)
+        task.uncancel()
+        return True
 
     # -- the probe -------------------------------------------------------------------------------------
     def start_probe(self) -> None:
