@@ -112,8 +112,8 @@ def test_sensor_readings_are_partitioned_by_month_of_observation(db: str) -> Non
             "EXPLAIN SELECT count(*) FROM pipeline.sensor_readings WHERE observed_at >= %s AND observed_at < %s",
             (sample[1], sample[1] + timedelta(hours=1))).fetchall())
     assert kinds == {"sensor_readings": "p", "sensor_readings_history": "p"}
-    month = f"sensor_readings_{sample[1].astimezone(UTC):%Y%m}"
-    assert where == f"pipeline.{month}"
+    month = f"pipeline_sensor_readings_{sample[1].astimezone(UTC):%Y%m}"
+    assert where == f"partitions.{month}"  # out of the domain schema: QGIS and the catalog list only the layer
     assert month in plan and "sensor_readings_default" not in plan
 
 
@@ -122,12 +122,12 @@ def test_prune_drops_reading_months_past_retention_and_moves_the_layer_version(d
     old = now - timedelta(days=800)
     with psycopg.connect(db, autocommit=True) as conn:
         for table in ("sensor_readings", "sensor_readings_history"):
-            conn.execute("SELECT ops.ensure_monthly_partitions(%s::regclass, %s::date, 0)",
+            conn.execute("SELECT ops.ensure_monthly_partitions_in(%s::regclass, 'partitions', %s::date, 0)",
                          (f"pipeline.{table}", old.date()))
         conn.execute(_READING_COPY, {"fid": "SN-OLD@1", "at": old})
         conn.execute("UPDATE ops.layer_stats SET row_count = row_count + 1, time_extent[1] = %s "
                      "WHERE layer_id = 'sensor_readings'", (old,))
-        assert _partition_of(conn, "SN-OLD@1") == f"pipeline.sensor_readings_{old:%Y%m}"
+        assert _partition_of(conn, "SN-OLD@1") == f"partitions.pipeline_sensor_readings_{old:%Y%m}"
         count_before, version_before, _ = _stats(conn)
         recent_before = conn.execute("SELECT count(*) FROM pipeline.sensor_readings WHERE observed_at > %s",
                                      (now - timedelta(days=400),)).fetchone()
@@ -140,8 +140,8 @@ def test_prune_drops_reading_months_past_retention_and_moves_the_layer_version(d
         first = conn.execute("SELECT min(observed_at) FROM pipeline.sensor_readings").fetchone()
         logged = conn.execute("SELECT source_path, message FROM ops.refresh_log WHERE refresh_id = %s",
                               (version_after,)).fetchone()
-    assert f"sensor_readings_{old:%Y%m}" in done.layers["sensor_readings"].partitions
-    assert f"sensor_readings_history_{old:%Y%m}" in done.layers["sensor_readings"].partitions
+    assert f"pipeline_sensor_readings_{old:%Y%m}" in done.layers["sensor_readings"].partitions
+    assert f"pipeline_sensor_readings_history_{old:%Y%m}" in done.layers["sensor_readings"].partitions
     assert done.layers["sensor_readings"].current_rows == 1
     assert gone is None
     assert recent_after == recent_before and recent_after is not None and recent_after[0] > 0  # the rest queryable
@@ -172,7 +172,7 @@ def test_plain_reading_tables_of_an_older_database_become_partitioned_with_every
         kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = 'pipeline.sensor_readings'::regclass").fetchone()
         after = conn.execute("SELECT fid, observed_at, value FROM pipeline.sensor_readings ORDER BY fid").fetchall()
         history_after = conn.execute("SELECT count(*) FROM pipeline.sensor_readings_history").fetchone()
-        in_default = conn.execute("SELECT count(*) FROM pipeline.sensor_readings_default").fetchone()
+        in_default = conn.execute("SELECT count(*) FROM partitions.pipeline_sensor_readings_default").fetchone()
         leftovers = conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE '%%unpartitioned%%'").fetchone()
     assert plain == ("r",) and kind == ("p",)
     assert after == rows and len(rows) > 0

@@ -1,7 +1,7 @@
 """Event layers partitioned by month of their event time (`partition: month` in the layer file: sensor_readings).
 
 Readings only grow (every sensor posts every few minutes), so their current and history tables are range-
-partitioned on the event-time field, one partition a month (ops.ensure_monthly_partitions, migration 014),
+partitioned on the event-time field, one partition a month in the schema `partitions` (migration 020),
 plus a default partition that takes rows of months with none yet, so a write never fails. Retention then drops
 whole months (`gis ops prune`, GIS_EVENT_RETENTION_DAYS): no row-by-row delete, no bloat. Reads go through the
 parent tables as before, so every query (`datetime` ranges, items by id, tiles, warnings) still sees every
@@ -29,6 +29,11 @@ MONTHS_AHEAD = 3
 # in monthly partitions (older rows go to the default partition, deleted there by retention).
 BACKFILL_MONTHS = 13
 _SET_ASIDE = "_unpartitioned"
+SCHEMA = "partitions"  # where the partitions live (migration 020), out of the domain schemas
+
+
+def default_partition(spec: LayerSpec, table: str) -> sql.Identifier:
+    return sql.Identifier(SCHEMA, f"{spec.domain.value}_{table}_default")
 _PARTITIONS = """
 SELECT n.nspname, c.relname, pg_get_expr(c.relpartbound, c.oid)
 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -102,12 +107,10 @@ def ensure_partitions(conn: psycopg.Connection, spec: LayerSpec, from_month: dat
     months_back = BACKFILL_MONTHS if backfill else 0
     made = 0
     for table in _names(spec):
-        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} DEFAULT").format(
-            sql.Identifier(spec.domain.value, table + "_default"), sql.Identifier(spec.domain.value, table)))
         row = conn.execute(
-            "SELECT ops.ensure_monthly_partitions(format('%%I.%%I', %s::text, %s::text)::regclass, "
+            "SELECT ops.ensure_monthly_partitions_in(format('%%I.%%I', %s::text, %s::text)::regclass, %s, "
             "coalesce(%s::timestamptz, now() - make_interval(months => %s))::date, %s)",
-            (spec.domain.value, table, from_month, months_back, MONTHS_AHEAD)).fetchone()
+            (spec.domain.value, table, SCHEMA, from_month, months_back, MONTHS_AHEAD)).fetchone()
         made += int(row[0]) if row else 0
     return made
 
@@ -183,7 +186,7 @@ def drop_old_rows(conn: psycopg.Connection, spec: LayerSpec, cutoff: datetime) -
     for table in _names(spec):
         gone = drop_months_before(conn, sql.Identifier(schema, table), schema, table, cutoff)
         deleted = conn.execute(sql.SQL("DELETE FROM {} WHERE {} < %s").format(
-            sql.Identifier(schema, table + "_default"), key), (cutoff,)).rowcount
+            default_partition(spec, table), key), (cutoff,)).rowcount
         result.partitions.extend(name for name, _ in gone)
         if table == spec.id:
             result.current_rows += sum(count for _, count in gone) + deleted
