@@ -319,15 +319,26 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     os.environ["GIS_HOST"], os.environ["GIS_PORT"] = host, str(port)
     if args.root_path is not None:
         os.environ["GIS_SERVE_ROOT_PATH"] = args.root_path
+    from gis import serve_workers
+
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="gis-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    elif os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # the operator's: what a previous run left is stale
+        serve_workers.clear_stale_files(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     print(f"serving on http://{host}:{port}{os.environ.get('GIS_SERVE_ROOT_PATH', serve.root_path)}/ "
           f"({workers} worker(s))", flush=True)
+    config = uvicorn.Config("services.asgi:app_from_environment", factory=True, host=host, port=port,
+                            workers=workers, log_level="info", access_log=False, proxy_headers=False,
+                            server_header=False)
     try:
-        uvicorn.run("services.asgi:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                    log_level="info", access_log=False, proxy_headers=False, server_header=False)
+        if workers > 1:
+            serve_workers.run(config, os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        else:
+            uvicorn.Server(config).run()
+    except KeyboardInterrupt:
+        pass
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
