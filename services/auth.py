@@ -44,7 +44,6 @@ CHALLENGE = {"WWW-Authenticate": 'Basic realm="gis", charset="UTF-8", Bearer'}
 API_KEY_HEADER = "x-api-key"
 CREDENTIAL_PARAMETER = "api_key"
 _CACHE_MAX = 10_000
-_AREA_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ class Auth:
         self.policy = policy
         self.anonymous = Caller("anonymous", policy.anonymous, "anonymous")
         self._keys: dict[str, tuple[float, keys.KeyRecord | None]] = {}
-        self._areas: dict[tuple[str, str, str], tuple[float, Filter]] = {}
+        self._areas = rows.AreaCache(_CACHE_MAX)  # keyed by the version of the layer each area is read from
         self._jwks: jwt.PyJWKClient | jwt.PyJWKSet | None = None
         if settings.jwks:
             if settings.jwks.startswith(("https://", "http://")):
@@ -132,16 +131,8 @@ class Auth:
             return rows.attribute_node(rule, value)
         if value is None:
             return rows.NOTHING
-        key, now = (view.source.id, value, filter_crs.uri), time.monotonic()
-        cached = self._areas.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        async with state.pool.connection() as conn:
-            node = await rows.spatial_node(conn, rule, state.registry, value, filter_crs)
-        if len(self._areas) >= _CACHE_MAX:
-            self._areas.clear()
-        self._areas[key] = (now + _AREA_SECONDS, node)
-        return node
+        async with state.pool.connection() as conn:  # the area's layer version, on the primary: edits count at once
+            return await self._areas.node(conn, rule, state.registry, value, filter_crs)
 
 
 def unauthorized(message: str) -> HTTPException:
