@@ -1,13 +1,16 @@
 """What every router needs, built once by create_app and reached through a dependency."""
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
+import psycopg
 from fastapi import Request
 
 from gis.db.pool import GuardedPool
-from gis.db.routing import Served, Work, run_read
+from gis.db.routing import Served, Work, read_connection, run_read
 from gis.layers import LayerRegistry
 from gis.settings import Settings
 
@@ -28,11 +31,24 @@ class AppState:
         versions or else the primary, in one snapshot (gis.db.routing). The version served becomes the
         response's X-Layer-Version header."""
         result, served = await run_read(self.pool, self.read_pool, layers, work, self.settings.read_max_lag_s)
-        holder = SERVED.get()
-        if holder is not None:
-            holder.server = served.server
-            holder.versions.update(served.versions if layers else {})
+        _report(served, layers)
         return result
+
+    @asynccontextmanager
+    async def reading(self, layers: Sequence[str]) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """As read, for a read streamed while it is read (a CSV download): a routed connection in one snapshot,
+        held until the block ends."""
+        async with read_connection(self.pool, self.read_pool, layers, self.settings.read_max_lag_s) as (conn, served):
+            _report(served, layers)
+            yield conn
+
+
+def _report(served: Served, layers: Sequence[str]) -> None:
+    """What served the request, for its X-Served-By and X-Layer-Version headers."""
+    holder = SERVED.get()
+    if holder is not None:
+        holder.server = served.server
+        holder.versions.update(served.versions if layers else {})
 
 
 def app_state(request: Request) -> AppState:
