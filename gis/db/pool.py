@@ -104,6 +104,7 @@ class GuardedPool(AsyncConnectionPool):
         )
         self.name = name
         self.settings = settings
+        self._probe_conninfo = conninfo  # the pool's own `conninfo` may also be a callable; ours is a string
         self.breaker = Breaker()
         self.breaker.trip("not probed yet")
         self.lag_seconds: float | None = None
@@ -171,7 +172,7 @@ class GuardedPool(AsyncConnectionPool):
             if self._probe_conn is None or self._probe_conn.closed:
                 async with asyncio.timeout(self.settings.db_connect_timeout_s + 1):  # libpq's own bound, and ours
                     self._probe_conn = await psycopg.AsyncConnection.connect(
-                        self.conninfo, **connection_kwargs(self.settings, f"{self.name}-probe"))
+                        self._probe_conninfo, **connection_kwargs(self.settings, f"{self.name}-probe"))
             conn = self._probe_conn
             row = await _bounded(conn, _fetch_lag(conn), self.settings.db_probe_timeout_s)
         except (psycopg.Error, TimeoutError, OSError) as exc:
