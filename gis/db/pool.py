@@ -266,7 +266,7 @@ class GuardedSyncPool(ConnectionPool):
                          reconnect_timeout=0, kwargs=connection_kwargs(settings, name))
         self.name = name
         self.leader: GuardedPool | None = None
-        self._lock = threading.Lock()
+        self._inflight_lock = threading.Lock()  # ours; the pool's own _lock is its RLock
         self._inflight: dict[int, tuple[int, psycopg.Connection[Any]]] = {}  # id(conn) -> (thread, conn)
         self._aborted: set[int] = set()  # threads whose connection the breaker shut
 
@@ -281,15 +281,15 @@ class GuardedSyncPool(ConnectionPool):
         thread = threading.get_ident()
         try:
             with super().connection(timeout) as conn:
-                with self._lock:
+                with self._inflight_lock:
                     self._inflight[id(conn)] = (thread, conn)
                 try:
                     yield conn
                 finally:
-                    with self._lock:
+                    with self._inflight_lock:
                         self._inflight.pop(id(conn), None)
         except Exception as exc:
-            with self._lock:
+            with self._inflight_lock:
                 aborted = thread in self._aborted
                 self._aborted.discard(thread)
             if aborted:
@@ -298,7 +298,7 @@ class GuardedSyncPool(ConnectionPool):
 
     def abort_inflight(self) -> None:
         """Called by the leader's probe (event loop thread) when the database stops answering."""
-        with self._lock:
+        with self._inflight_lock:
             for thread, conn in list(self._inflight.values()):
                 self._aborted.add(thread)
                 _shut_down(conn)
