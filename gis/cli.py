@@ -239,7 +239,7 @@ def cmd_layers(args: argparse.Namespace, settings: Settings) -> int:
 
     registry = _registry(settings)
     with psycopg.connect(database_url(settings)) as conn:
-        stats = dict(conn.execute(
+        stats: dict[str, int] = dict(conn.execute(
             "SELECT layer_id, row_count FROM ops.layer_stats").fetchall())
         current = {v.layer_id: v for v in map(versions.from_row, conn.execute(versions.CURRENT_SQL).fetchall())}
     print(f"{'layer':<24} {'domain':<12} {'geometry':<16} {'access':<11} {'rows':>9}")
