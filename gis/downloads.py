@@ -199,9 +199,10 @@ def _zip_shapefile(spec: LayerSpec, folder: Path, target: Path) -> None:
 
 
 async def write_file(conn: AsyncConnection, spec: LayerSpec, statement: Statement, fmt: Format,
-                     batch_rows: int = BATCH_ROWS) -> Written:
-    """Write the rows into a temporary file of the format; the caller sends it and removes `workdir`."""
-    workdir = Path(tempfile.mkdtemp(prefix=f"gis-download-{spec.id}-"))
+                     batch_rows: int = BATCH_ROWS, scratch_dir: Path | None = None) -> Written:
+    """Write the rows into a temporary file of the format (in `scratch_dir`, the temp_dir setting; None: the
+    system's); the caller sends it and removes `workdir`."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"gis-download-{spec.id}-", dir=scratch_dir))
     loop = asyncio.get_running_loop()
     counter = [0]
     try:
