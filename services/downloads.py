@@ -81,7 +81,8 @@ async def download(collection_id: str, request: Request) -> Response:
         return await _stream_csv(request, view, statement, blame(q))
     state = app_state(request)
     try:  # routed like items: a standby with the layer's current version, else the primary (X-Layer-Version)
-        written = await state.read([spec.id], lambda conn: downloads.write_file(conn, spec, statement, fmt))
+        written = await state.read([spec.id], lambda conn: downloads.write_file(
+            conn, spec, statement, fmt, scratch_dir=state.settings.temp_dir))
     except psycopg.Error as exc:
         raise _refused(exc, blame(q)) from None
     try:

@@ -90,10 +90,6 @@ class AreaCache:
         return node
 
 
-def combine(rule_node: Filter, request_filter: Filter | None) -> Filter:
-    return rule_node if request_filter is None else {"op": "and", "args": [rule_node, request_filter]}
-
-
 # -- row-level security in PostgreSQL ------------------------------------------------------------------
 
 CLAIMS_TABLE = sql.Identifier("ops", "db_role_claims")
