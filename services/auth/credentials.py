@@ -1,4 +1,4 @@
-"""Who is calling: request -> credential -> caller and role (services/auth/rows.py: what that role may read).
+"""Who is calling: request -> credential -> caller and role (services/auth/visibility.py: what that role may read).
 
 Credentials, in this order: `X-API-Key` header; `Authorization: Basic` (the key as password, any user
 name, or the key as user name with no password: QGIS's authcfg); `Authorization: Bearer` (an OIDC JWT
