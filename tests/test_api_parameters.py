@@ -68,7 +68,7 @@ def test_the_document_lists_the_declared_parameters(document: dict[str, Any], pa
     assert set(documented(document, path)) == ENDPOINTS[path].names()
 
 
-def test_the_document_names_the_collection_collection_id_everywhere(document: dict[str, Any]) -> None:
+def test_every_collection_path_names_the_layer_collection_id(document: dict[str, Any]) -> None:
     templates = [path for path in document["paths"] if path.startswith("/collections/")]
     assert templates and all(path.startswith("/collections/{collectionId}") for path in templates)
     for path in templates:

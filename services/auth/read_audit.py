@@ -13,7 +13,7 @@ from gis.layers import AccessClass, RasterSpec
 from gis.security import audit
 from gis.security.policy import LayerView
 from services.auth.credentials import caller_of
-from services.common.parameters import recorded
+from services.common.parameters import route_parameters
 from services.common.state import app_state
 
 
@@ -33,7 +33,7 @@ async def audit_raster_read(request: Request, spec: RasterSpec, extra: Mapping[s
 async def _audit(request: Request, layer_id: str, features: int | None, status: int,
                  extra: Mapping[str, Any] | None) -> None:
     caller = caller_of(request)
-    declared = recorded(request)  # the query parameters the route declares (services.common.parameters)
+    declared = route_parameters(request)  # the query parameters the route declares (services.common.parameters)
     query = {k: v[:2000] for k, v in request.query_params.items() if k in declared}
     if extra:
         query.update(extra)

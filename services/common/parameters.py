@@ -7,8 +7,8 @@ The same declaration is
 - the OpenAPI document's parameters of the operation (`document_parameters`: one component per parameter, a
   `$ref` to it from each operation that declares it),
 - the unknown-parameter check's list (`Declaration.names`, also named in its 400),
-- the list of parameters the audit records (`recorded`: the query parameters the route declares, read from the
-  route FastAPI matched).
+- the list of parameters the audit records (`route_parameters`: the query parameters the route FastAPI matched
+  declares).
 So adding a query parameter to an endpoint is one field in its declaration (and the code that uses the value).
 
 Values stay text here: the parsers in gis read them, so every refusal names the parameter and the problem as the
@@ -282,9 +282,10 @@ def _query_names(dependant: Dependant) -> Iterator[str]:
         yield from _query_names(sub)
 
 
-def recorded(request: Request) -> frozenset[str]:
-    """The parameters the audit records of a request: the query parameters its route declares (through its
-    declarations, or as FastAPI parameters of its own); never the credential."""
+def route_parameters(request: Request) -> frozenset[str]:
+    """The query parameters the request's route declares (through its declarations, or as FastAPI parameters of its
+    own), never the credential: what the audit records of a request, and what a route without a declaration of its
+    own checks the query against."""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return frozenset()
