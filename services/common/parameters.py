@@ -115,7 +115,7 @@ def _declared(cls: type[Declaration]) -> tuple[QueryParameter, ...]:
 
 # -- the parameters -------------------------------------------------------------------------------------------
 
-CITY_BOX = [123.2, 41.6, 123.7, 42.0]
+_CITY_BOX = [123.2, 41.6, 123.7, 42.0]  # examples are values every layer takes (tests send them)
 
 F = QueryParameter("f", "Response format (default: by the Accept header).",
                    {"type": "string", "enum": ["json", "html"]}, "json")
@@ -128,7 +128,7 @@ OFFSET = QueryParameter("offset", "Features to skip (the `next` link uses a curs
 CURSOR = QueryParameter("cursor", "Opaque position of the next page, as written in a `next` link.",
                         {"type": "string"}, encode_cursor("0"))
 BBOX = QueryParameter("bbox", "Features that intersect the box: minx,miny,maxx,maxy in `bbox-crs` axis order.",
-                      {"type": "array", "minItems": 4, "maxItems": 6, "items": {"type": "number"}}, CITY_BOX,
+                      {"type": "array", "minItems": 4, "maxItems": 6, "items": {"type": "number"}}, _CITY_BOX,
                       explode=False)
 BBOX_CRS = QueryParameter("bbox-crs", "CRS of `bbox` (default CRS84).",
                           {"type": "string", "format": "uri", "enum": _CRS_LIST}, crs_.CRS84.uri)
