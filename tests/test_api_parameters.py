@@ -65,7 +65,7 @@ def as_query_value(example: Any) -> str:
 
 @pytest.mark.parametrize("path", ENDPOINTS)
 def test_the_document_lists_the_declared_parameters(document: dict[str, Any], path: str) -> None:
-    assert set(documented(document, path)) == ENDPOINTS[path].names()
+    assert set(documented(document, path)) == ENDPOINTS[path].names
 
 
 def test_every_collection_path_names_the_layer_collection_id(document: dict[str, Any]) -> None:
@@ -81,7 +81,7 @@ def test_the_unknown_parameter_check_takes_the_declared_parameters_and_the_query
     assert refused.parameter == "colour"
     takes = set(refused.description.split("this endpoint takes ", 1)[1].split(", "))
     queryables = set(client.get(f"/collections/{AUDITED}/queryables").json()["properties"]) - {"geometry"}
-    assert takes == ItemsParameters.names() | queryables
+    assert takes == ItemsParameters.names | queryables
 
 
 def test_the_audit_records_each_declared_items_parameter(client: httpx.Client, document: dict[str, Any],
@@ -106,4 +106,4 @@ def test_the_audit_records_each_declared_items_parameter(client: httpx.Client, d
             assert [row[0] for row in rows] == [given]
             recorded |= given.keys()
             pending = {k: v for k, v in pending.items() if k not in given}
-    assert recorded == ItemsParameters.names()
+    assert recorded == ItemsParameters.names

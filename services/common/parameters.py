@@ -17,12 +17,11 @@ share (`collectionId`, `featureId`) are declared here too, so every route and th
 """
 
 import copy
-import functools
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
-from typing import Annotated, Any, get_type_hints
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, get_type_hints
 
-from fastapi import Depends, Request, params
+from fastapi import Depends, Path, Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
@@ -34,53 +33,74 @@ from services.common import ogc
 _CRS_LIST = [c.uri for c in crs_.SUPPORTED]
 _REF = "#/components/parameters/"
 _MARK = "x-declared"  # in FastAPI's schema of a declared parameter: its key, until document_parameters refers to it
-DECLARED: dict[str, "QueryParameter"] = {}  # every query parameter, by its component key
 
 
-class QueryParameter(params.Query):
-    """One query parameter: its name in URLs, what it means, its OpenAPI schema and an example value that any layer
-    accepts. `key` names its component in the OpenAPI document (parameters of one name but different meaning, like
-    the download's `f`, take their own)."""
+@dataclass(frozen=True)
+class QueryParameter:
+    """One query parameter: its name in URLs, what it means, its OpenAPI schema and an example value (one every layer
+    takes: tests send it). `key` names its component in the OpenAPI document (parameters of one name but another
+    meaning, like the download's `f`, take their own)."""
 
-    def __init__(self, name: str, description: str, schema: dict[str, Any], example: Any = None, *,
-                 key: str | None = None, explode: bool | None = None) -> None:
-        self.key = key or name
-        super().__init__(alias=name, description=description, json_schema_extra={_MARK: self.key})
-        self.parameter = name
-        self.openapi_schema = schema
-        self.sample = example
-        self.explode = explode  # False: one value, comma-separated (an OGC list or box)
-        if DECLARED.setdefault(self.key, self) is not self:  # one declaration per component
-            raise ValueError(f"a query parameter '{self.key}' is declared already: give this one its own key")
+    name: str
+    description: str
+    schema: dict[str, Any] = field(compare=False)
+    example: Any = None
+    key: str = ""
+    explode: bool | None = None  # False: one value, comma-separated (an OGC list or box)
+
+    @property
+    def component(self) -> str:
+        return self.key or self.name
 
     def openapi(self) -> dict[str, Any]:
-        found: dict[str, Any] = {"name": self.parameter, "in": "query", "description": self.description,
-                                 "required": False, "schema": copy.deepcopy(self.openapi_schema)}
+        found: dict[str, Any] = {"name": self.name, "in": "query", "description": self.description,
+                                 "required": False, "schema": copy.deepcopy(self.schema)}
         if self.explode is not None:
             found.update(style="form", explode=self.explode)
-        if self.sample is not None:
-            found["example"] = self.sample
+        if self.example is not None:
+            found["example"] = self.example
         return found
 
 
-class PathParameter(params.Path):
+DECLARED: dict[str, QueryParameter] = {}  # every query parameter, by its component
+
+
+def declare(name: str, description: str, schema: dict[str, Any], example: Any, *, key: str = "",
+            explode: bool | None = None) -> Any:
+    """Declares a query parameter; what it returns (FastAPI's Query, marked with the component) annotates a field of a
+    `Declaration`: `limit: Annotated[Text, LIMIT] = None`."""
+    parameter = QueryParameter(name, description, schema, example, key, explode)
+    if DECLARED.setdefault(parameter.component, parameter) is not parameter:
+        raise ValueError(f"a query parameter '{parameter.component}' is declared already: give this one its own key")
+    return Query(alias=name, description=description, json_schema_extra={_MARK: parameter.component})
+
+
+def _component_of(annotation: Any) -> str | None:
+    for meta in getattr(annotation, "__metadata__", ()):
+        extra = getattr(meta, "json_schema_extra", None)
+        component = extra.get(_MARK) if isinstance(extra, dict) else None
+        if isinstance(component, str):
+            return component
+    return None
+
+
+@dataclass(frozen=True)
+class PathParameter:
     """A path parameter shared by OGC paths, one component in the OpenAPI document."""
 
-    def __init__(self, name: str, description: str) -> None:
-        super().__init__(description=description)
-        self.parameter = name
+    name: str
+    description: str
 
     def openapi(self, values: list[str] | None = None) -> dict[str, Any]:
         schema: dict[str, Any] = {"type": "string", **({"enum": values} if values is not None else {})}
-        return {"name": self.parameter, "in": "path", "description": self.description, "required": True,
-                "schema": schema}
+        return {"name": self.name, "in": "path", "description": self.description, "required": True, "schema": schema}
 
 
 COLLECTION_ID = PathParameter("collectionId", "A layer id.")
 FEATURE_ID = PathParameter("featureId", "A feature id (the source's stable id).")
-CollectionId = Annotated[str, COLLECTION_ID]
-FeatureId = Annotated[str, FEATURE_ID]
-PATH_PARAMETERS = {p.parameter: p for p in (COLLECTION_ID, FEATURE_ID)}
+CollectionId = Annotated[str, Path(description=COLLECTION_ID.description)]
+FeatureId = Annotated[str, Path(description=FEATURE_ID.description)]
+PATH_PARAMETERS = {p.name: p for p in (COLLECTION_ID, FEATURE_ID)}
 
 # Sent by clients that cannot send headers (QGIS 3.22); services.auth reads it. Taken by every route, never refused
 # and never recorded, so it is in no declaration: the document lists it on every operation.
@@ -90,88 +110,83 @@ CREDENTIAL = QueryParameter(ogc.CREDENTIAL, "Credential for clients that cannot 
 
 @dataclass(frozen=True)
 class Declaration:
-    """Base of the typed parameter dependencies: each field `Annotated[str | None, QueryParameter(...)] = None`."""
+    """Base of the typed parameter dependencies: each field `Annotated[Text, declare(...)] = None`. A subclass knows
+    its parameters from its fields (and its bases'), once, when it is made."""
 
-    @classmethod
-    def parameters(cls) -> tuple[QueryParameter, ...]:
-        return _declared(cls)
+    parameters: ClassVar[tuple[QueryParameter, ...]] = ()
+    names: ClassVar[frozenset[str]] = frozenset()
 
-    @classmethod
-    def names(cls) -> frozenset[str]:
-        return frozenset(p.parameter for p in _declared(cls))
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        components = (_component_of(hint) for hint in get_type_hints(cls, include_extras=True).values())
+        cls.parameters = tuple(DECLARED[key] for key in components if key is not None)
+        cls.names = frozenset(p.name for p in cls.parameters)
 
     def check(self, request: Request, extra: frozenset[str] = frozenset()) -> dict[str, str]:
         """The query (each parameter once, in the order sent) if it names only this declaration's parameters and
         `extra` (an endpoint's own, such as a layer's queryables); else a 400 naming the first unknown one."""
-        return ogc.query_params(request, self.names() | extra)
-
-
-@functools.cache  # per declaration class: classes are fixed at import
-def _declared(cls: type[Declaration]) -> tuple[QueryParameter, ...]:
-    hints = get_type_hints(cls, include_extras=True)
-    return tuple(meta for f in fields(cls) for meta in getattr(hints[f.name], "__metadata__", ())
-                 if isinstance(meta, QueryParameter))
+        return ogc.query_params(request, self.names | extra)
 
 
 # -- the parameters -------------------------------------------------------------------------------------------
 
 _CITY_BOX = [123.2, 41.6, 123.7, 42.0]  # examples are values every layer takes (tests send them)
 
-F = QueryParameter("f", "Response format (default: by the Accept header).",
-                   {"type": "string", "enum": ["json", "html"]}, "json")
-LIMIT = QueryParameter("limit", f"Features per page: default {DEFAULT_LIMIT}, maximum {MAX_LIMIT} (more is served as "
-                       "the maximum).",
-                       {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}, 10,
-                       explode=False)
-OFFSET = QueryParameter("offset", "Features to skip (the `next` link uses a cursor instead, which is faster).",
-                        {"type": "integer", "minimum": 0, "default": 0}, 0)
-CURSOR = QueryParameter("cursor", "Opaque position of the next page, as written in a `next` link.",
-                        {"type": "string"}, encode_cursor("0"))
-BBOX = QueryParameter("bbox", "Features that intersect the box: minx,miny,maxx,maxy in `bbox-crs` axis order.",
-                      {"type": "array", "minItems": 4, "maxItems": 6, "items": {"type": "number"}}, _CITY_BOX,
-                      explode=False)
-BBOX_CRS = QueryParameter("bbox-crs", "CRS of `bbox` (default CRS84).",
-                          {"type": "string", "format": "uri", "enum": _CRS_LIST}, crs_.CRS84.uri)
-CRS = QueryParameter("crs", "CRS of the response geometries (default CRS84); see Content-Crs.",
+F = declare("f", "Response format (default: by the Accept header).",
+            {"type": "string", "enum": ["json", "html"]}, "json")
+LIMIT = declare("limit", f"Features per page: default {DEFAULT_LIMIT}, maximum {MAX_LIMIT} (more is served as "
+                "the maximum).",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}, 10,
+                explode=False)
+OFFSET = declare("offset", "Features to skip (the `next` link uses a cursor instead, which is faster).",
+                 {"type": "integer", "minimum": 0, "default": 0}, 0)
+CURSOR = declare("cursor", "Opaque position of the next page, as written in a `next` link.",
+                 {"type": "string"}, encode_cursor("0"))
+BBOX = declare("bbox", "Features that intersect the box: minx,miny,maxx,maxy in `bbox-crs` axis order.",
+               {"type": "array", "minItems": 4, "maxItems": 6, "items": {"type": "number"}}, _CITY_BOX,
+               explode=False)
+BBOX_CRS = declare("bbox-crs", "CRS of `bbox` (default CRS84).",
+                   {"type": "string", "format": "uri", "enum": _CRS_LIST}, crs_.CRS84.uri)
+CRS = declare("crs", "CRS of the response geometries (default CRS84); see Content-Crs.",
+              {"type": "string", "format": "uri", "enum": _CRS_LIST}, crs_.CRS84.uri)
+DATETIME = declare("datetime", "An instant or interval (RFC 3339, `..` for an open end). Versioned layers "
+                   "answer as they were (or as a plan says they will be) then; event layers filter on their "
+                   "event time. Dates without an offset are local time (UTC+8).", {"type": "string"},
+                   "2026-01-01T00:00:00Z")
+FILTER = declare("filter", "A CQL2 filter (text or JSON, see filter-lang).", {"type": "string"},
+                 "valid_from <= TIMESTAMP('2026-01-01T00:00:00Z')")
+FILTER_LANG = declare("filter-lang", "The filter's encoding.",
+                      {"type": "string", "enum": list(LANGUAGES), "default": "cql2-text"}, "cql2-text")
+FILTER_CRS = declare("filter-crs", "CRS of the filter's geometries (default CRS84).",
                      {"type": "string", "format": "uri", "enum": _CRS_LIST}, crs_.CRS84.uri)
-DATETIME = QueryParameter("datetime", "An instant or interval (RFC 3339, `..` for an open end). Versioned layers "
-                          "answer as they were (or as a plan says they will be) then; event layers filter on their "
-                          "event time. Dates without an offset are local time (UTC+8).", {"type": "string"},
-                          "2026-01-01T00:00:00Z")
-FILTER = QueryParameter("filter", "A CQL2 filter (text or JSON, see filter-lang).", {"type": "string"},
-                        "valid_from <= TIMESTAMP('2026-01-01T00:00:00Z')")
-FILTER_LANG = QueryParameter("filter-lang", "The filter's encoding.",
-                             {"type": "string", "enum": list(LANGUAGES), "default": "cql2-text"}, "cql2-text")
-FILTER_CRS = QueryParameter("filter-crs", "CRS of the filter's geometries (default CRS84).",
-                            {"type": "string", "format": "uri", "enum": _CRS_LIST}, crs_.CRS84.uri)
-PROPERTIES = QueryParameter("properties", "Only these properties in each feature (comma-separated).",
-                            {"type": "array", "items": {"type": "string"}}, ["valid_from"], explode=False)
-SORTBY = QueryParameter("sortby", "Sort keys, comma-separated, `-` for descending (default: by id).",
-                        {"type": "array", "items": {"type": "string"}}, ["-valid_from"], explode=False)
-SKIP_GEOMETRY = QueryParameter("skipGeometry", "Leave out geometries.", {"type": "boolean", "default": False}, True)
-DOWNLOAD_FORMAT = QueryParameter("f", "File format of the download (default gpkg): GeoPackage, FlatGeobuf, zipped "
-                                 "Shapefile or CSV (geometry as WKT).",
-                                 {"type": "string", "enum": ["gpkg", "fgb", "shp", "csv"], "default": "gpkg"}, "csv",
-                                 key="downloadFormat")
-Q = QueryParameter("q", "Catalog search: terms separated by commas; a record matches if any term is in its id, titles, "
-                   "description, keywords, department or domain (case-insensitive).", {"type": "string"}, "water")
-TILE_DATETIME = QueryParameter("datetime", "An instant or interval (RFC 3339, '..' for an open end): the features as "
-                               "they were then, as the items of this collection answer it", {"type": "string"},
-                               "2026-01-01T00:00:00Z", key="tileDatetime")
-RASTER_DATETIME = QueryParameter("datetime", "An instant (or a date / interval: its end): the version of the layer in "
-                                 "force then", {"type": "string"}, "2026-01-01T00:00:00Z", key="rasterDatetime")
-COVERAGE_BBOX = QueryParameter("bbox", "The part of the coverage within the box: minx,miny,maxx,maxy in `bbox-crs` "
-                               "axis order (not with subset).",
-                               {"type": "array", "minItems": 4, "maxItems": 4, "items": {"type": "number"}},
-                               [123.40, 41.74, 123.42, 41.76], key="coverageBbox", explode=False)
-SUBSET = QueryParameter("subset", "The part of the coverage within axis ranges: Lon(low:high),Lat(low:high) (or x/E "
-                        "and y/N) in `subset-crs` (not with bbox).", {"type": "string"},
-                        "Lon(123.40:123.42),Lat(41.74:41.76)")
-SUBSET_CRS = QueryParameter("subset-crs", "CRS of `subset` (default CRS84).",
-                            {"type": "string", "format": "uri", "enum": _CRS_LIST}, crs_.CRS84.uri)
-COVERAGE_FORMAT = QueryParameter("f", "File format of the coverage: GeoTIFF (also written tif or tiff).",
-                                 {"type": "string", "enum": ["geotiff", "tif", "tiff"], "default": "geotiff"},
-                                 "geotiff", key="coverageFormat")
+PROPERTIES = declare("properties", "Only these properties in each feature (comma-separated).",
+                     {"type": "array", "items": {"type": "string"}}, ["valid_from"], explode=False)
+SORTBY = declare("sortby", "Sort keys, comma-separated, `-` for descending (default: by id).",
+                 {"type": "array", "items": {"type": "string"}}, ["-valid_from"], explode=False)
+SKIP_GEOMETRY = declare("skipGeometry", "Leave out geometries.", {"type": "boolean", "default": False}, True)
+DOWNLOAD_FORMAT = declare("f", "File format of the download (default gpkg): GeoPackage, FlatGeobuf, zipped "
+                          "Shapefile or CSV (geometry as WKT).",
+                          {"type": "string", "enum": ["gpkg", "fgb", "shp", "csv"], "default": "gpkg"}, "csv",
+                          key="downloadFormat")
+Q = declare("q", "Catalog search: terms separated by commas; a record matches if any term is in its id, titles, "
+            "description, keywords, department or domain (case-insensitive).", {"type": "string"}, "water")
+TILE_DATETIME = declare("datetime", "An instant or interval (RFC 3339, '..' for an open end): the features as "
+                        "they were then, as the items of this collection answer it", {"type": "string"},
+                        "2026-01-01T00:00:00Z", key="tileDatetime")
+RASTER_DATETIME = declare("datetime", "An instant (or a date / interval: its end): the version of the layer in "
+                          "force then", {"type": "string"}, "2026-01-01T00:00:00Z", key="rasterDatetime")
+COVERAGE_BBOX = declare("bbox", "The part of the coverage within the box: minx,miny,maxx,maxy in `bbox-crs` "
+                        "axis order (not with subset).",
+                        {"type": "array", "minItems": 4, "maxItems": 4, "items": {"type": "number"}},
+                        [123.40, 41.74, 123.42, 41.76], key="coverageBbox", explode=False)
+SUBSET = declare("subset", "The part of the coverage within axis ranges: Lon(low:high),Lat(low:high) (or x/E "
+                 "and y/N) in `subset-crs` (not with bbox).", {"type": "string"},
+                 "Lon(123.40:123.42),Lat(41.74:41.76)")
+SUBSET_CRS = declare("subset-crs", "CRS of `subset` (default CRS84).",
+                     {"type": "string", "format": "uri", "enum": _CRS_LIST}, crs_.CRS84.uri)
+COVERAGE_FORMAT = declare("f", "File format of the coverage: GeoTIFF (also written tif or tiff).",
+                          {"type": "string", "enum": ["geotiff", "tif", "tiff"], "default": "geotiff"},
+                          "geotiff", key="coverageFormat")
 Text = str | None  # a parameter's value as sent; None when left out
 
 
@@ -276,8 +291,8 @@ class CoverageParameters(Declaration):
 # -- what the declarations feed: the OpenAPI document and the audit -------------------------------------------
 
 def _query_names(dependant: Dependant) -> Iterator[str]:
-    for field in dependant.query_params:
-        yield field.alias
+    for query in dependant.query_params:
+        yield query.alias
     for sub in dependant.dependencies:
         yield from _query_names(sub)
 
@@ -289,7 +304,7 @@ def route_parameters(request: Request) -> frozenset[str]:
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return frozenset()
-    return frozenset(_query_names(route.dependant)) - {CREDENTIAL.parameter}
+    return frozenset(_query_names(route.dependant)) - {CREDENTIAL.name}
 
 
 def _ref(key: str) -> dict[str, str]:
@@ -300,8 +315,8 @@ def document_parameters(document: dict[str, Any], layer_ids: list[str]) -> None:
     """Every operation's parameters in an OpenAPI document (as FastAPI wrote it from the routes) as the declarations
     say: each declared query parameter and shared path parameter a component the operations refer to, and the
     credential on every operation."""
-    components: dict[str, Any] = {COLLECTION_ID.parameter: COLLECTION_ID.openapi(layer_ids),
-                                  FEATURE_ID.parameter: FEATURE_ID.openapi()}
+    components: dict[str, Any] = {COLLECTION_ID.name: COLLECTION_ID.openapi(layer_ids),
+                                  FEATURE_ID.name: FEATURE_ID.openapi()}
     for operations in document.get("paths", {}).values():
         for operation in operations.values():
             if not isinstance(operation, dict) or "responses" not in operation:
@@ -316,6 +331,6 @@ def document_parameters(document: dict[str, Any], layer_ids: list[str]) -> None:
                     parameters.append(_ref(generated["name"]))
                 else:
                     parameters.append(generated)
-            operation["parameters"] = [*parameters, _ref(CREDENTIAL.key)]
-    components[CREDENTIAL.key] = CREDENTIAL.openapi()
+            operation["parameters"] = [*parameters, _ref(CREDENTIAL.component)]
+    components[CREDENTIAL.component] = CREDENTIAL.openapi()
     document.setdefault("components", {})["parameters"] = components

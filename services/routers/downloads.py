@@ -26,12 +26,12 @@ from services.auth import read_audit, visibility
 from services.common import limits, ogc
 from services.common.collections import blame, download_links
 from services.common.errors import InvalidParameter
-from services.common.parameters import DOWNLOAD_FORMAT, CollectionId, DownloadParameters
+from services.common.parameters import CollectionId, DownloadParameters
 from services.common.state import app_state
 
 router = APIRouter(tags=["Downloads"])
 
-FORMAT_PARAMETER = DOWNLOAD_FORMAT.parameter
+FORMAT_PARAMETER = "f"
 
 
 def collection_links(base: str, layer_id: str) -> list[dict[str, str]]:
@@ -67,7 +67,7 @@ async def download(collectionId: CollectionId, given: Annotated[DownloadParamete
                    request: Request) -> Response:
     view = visibility.layer_view(request, collectionId)
     spec = view.spec
-    declared = given.names()
+    declared = given.names
     params = given.check(request, property_parameters(spec, declared))
     fmt = _format(params)
     with ogc.client_input():

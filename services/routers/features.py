@@ -94,7 +94,7 @@ async def items(collectionId: CollectionId, given: Annotated[ItemsParameters, De
     state, view = _layer(request, collectionId)
     spec = view.spec
     # besides the declared parameters, the layer's queryables as `name=value` filters
-    declared = given.names()
+    declared = given.names
     params = given.check(request, property_parameters(spec, declared))
     as_html = ogc.wants_html(request, params)
     with ogc.client_input():
