@@ -21,6 +21,7 @@ from gis.features.queries import Statement, history_statement, item_statement, i
 from gis.features.queryables import json_schema
 from gis.features.temporal import parse_datetime
 from gis.security.policy import LayerView
+from services import encoded_paths
 from services.auth import read_audit, visibility
 from services.common import html, limits, ogc, rasters
 from services.common.collections import blame, iso_time, layer_stats, view_document
@@ -138,7 +139,7 @@ async def items(collectionId: CollectionId, given: Annotated[ItemsParameters, De
 async def item(collectionId: CollectionId, featureId: FeatureId, given: Annotated[ItemParameters, Depends()],
                request: Request) -> Response:
     state, view, params, as_html, out_crs = _feature_request(request, collectionId, given)
-    spec, feature_id = view.spec, featureId
+    spec, feature_id = view.spec, encoded_paths.original(request, featureId)
     with ogc.client_input():
         time = parse_datetime(given.datetime) if given.datetime is not None else None
         properties = parse_properties(given.properties, spec) if given.properties is not None else None
@@ -171,7 +172,7 @@ async def item(collectionId: CollectionId, featureId: FeatureId, given: Annotate
 async def history(collectionId: CollectionId, featureId: FeatureId, given: Annotated[HistoryParameters, Depends()],
                   request: Request) -> Response:
     state, view, params, as_html, out_crs = _feature_request(request, collectionId, given)
-    spec, feature_id = view.spec, featureId
+    spec, feature_id = view.spec, encoded_paths.original(request, featureId)
     if "\x00" in feature_id:
         raise NotFound(f"no feature '{feature_id[:60]}' in '{spec.id}'")
     rule = await visibility.row_filter(request, view)
