@@ -196,6 +196,15 @@ async def history(collectionId: CollectionId, featureId: FeatureId, given: Annot
     return Response(body, media_type=ogc.GEOJSON, headers={"Content-Crs": f"<{out_crs.uri}>"})
 
 
+# Clients that put an id into the path as it is (OWSLib's collection_item) send its slashes as slashes: a GET
+# that no route above takes is the item whose id is the rest of the path. Its history needs the id encoded
+# (`A%2F12/history`), as every link the service writes has it: `A/12/history` is the item "A/12/history".
+@router.get("/collections/{collectionId}/items/{featureId:path}", include_in_schema=False)
+async def item_with_slashes(collectionId: CollectionId, featureId: FeatureId,
+                            given: Annotated[ItemParameters, Depends()], request: Request) -> Response:
+    return await item(collectionId, featureId, given, request)
+
+
 def _feature_request(request: Request, collection_id: str, given: HistoryParameters
                      ) -> tuple[AppState, LayerView, dict[str, str], bool, crs_.Crs]:
     """For one feature's routes: the layer as the caller sees it, the checked query, whether HTML is wanted and the
