@@ -33,6 +33,7 @@ from services import (
     tiles,
     web_map,
 )
+from services.encoded_paths import EncodedSlashes
 from services.errors import install_error_handlers
 from services.headers import SecurityHeaders
 from services.serving import Metrics, RequestContext, RootPathLinks, configure_logging
@@ -85,7 +86,8 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     app.state.jobs = job_settings or JobSettings()
     install_error_handlers(app)
     # Outermost last: gzip sees the final bytes.
-    app.add_middleware(RootPathLinks)  # innermost: HTML links under the root path
+    app.add_middleware(EncodedSlashes)  # innermost: ids with an encoded slash reach their route
+    app.add_middleware(RootPathLinks)  # HTML links under the root path
     app.add_middleware(input_guard.EmptyValuesLeftOut)
     app.add_middleware(limits.BodyLimit, max_body_bytes=http.max_body_bytes, max_upload_bytes=http.max_upload_bytes)
     app.add_middleware(SecurityHeaders, cors_origins=http.cors_origins)
