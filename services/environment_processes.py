@@ -3,12 +3,13 @@ env-exceedances and env-source-buffers, run by the same pygeoapi machinery and j
 services.processes (which registers them). Each answers JSON (default), GeoJSON or an HTML page with a map.
 """
 
-from pathlib import Path
-from typing import Any
+from functools import partial
+from typing import Annotated, Any
 
 import psycopg
+from pydantic import Field, create_model
 
-from gis.analysis import environment
+from gis.analysis import environment, place_report
 from gis.analysis.environment_rules import (
     EnvironmentRules,
     default_environment_rules_path,
@@ -16,8 +17,9 @@ from gis.analysis.environment_rules import (
 )
 from gis.analysis.place_report import PlacesResult
 from gis.config_files import loaded_once
-from gis.layers import LayerRegistry
-from services.application_processes import ApplicationProcessor, describe
+from services.process_inputs import Format, Inputs, names_of
+from services.processors import Process, Report
+from services.pygeoapi_bridge import ProcessContext
 
 ENV_LATEST = "env-latest"
 ENV_EXCEEDANCES = "env-exceedances"
@@ -27,82 +29,123 @@ PROCESS_IDS = (ENV_LATEST, ENV_EXCEEDANCES, ENV_SOURCE_BUFFERS)
 rules_for = loaded_once(load_environment_rules, default_environment_rules_path)
 
 
-class _EnvironmentProcessor(ApplicationProcessor):
-    styles = environment.STYLES
-    legend = environment.LEGEND
+def _rules(context: ProcessContext) -> EnvironmentRules:
+    return rules_for(context.settings.layers_dir, context.registry)
+
+
+def _series_inputs(name: str, rules: EnvironmentRules) -> type[Inputs]:
+    pollutants = list(rules.observations.field("pollutant").values or ())  # type: ignore[union-attr]
+    return create_model(
+        name, __base__=Inputs,
+        datetime=(str | None, Field(None, title="Time (RFC 3339 instant or interval start/end, '..' open)")),
+        stations=(FIDS | None, Field(None, title="Station fids (default all)")),
+        pollutants=(names_of(pollutants, min_items=1, split=False) | None,
+                    Field(None, title="Pollutants (default all)")),
+        format=(Format, "json"))
+
+
+FIDS = Annotated[list[str], Field(min_length=1)]
+
+
+def _standard(rules: EnvironmentRules) -> str:
+    return f"{rules.air_quality.standard} grade {rules.air_quality.grade}"
+
+
+class _Environment(Process):
+    keywords = ("environment", "智慧环保")
+    report = Report(place_report.to_json, place_report.to_geojson,
+                    partial(place_report.to_html, styles=environment.STYLES, legend=environment.LEGEND))
+    unaudited = frozenset({"file", "format"})
 
     @property
     def rules(self) -> EnvironmentRules:
-        return rules_for(self.context.settings.layers_dir, self.context.registry)
+        return _rules(self.context)
 
 
-class LatestProcessor(_EnvironmentProcessor):
-    def reads(self, data: dict[str, Any]) -> tuple[str, ...]:
+class LatestProcessor(_Environment):
+    id = ENV_LATEST
+    title = ("Latest value per station and pollutant", "站点最新监测值")
+
+    @classmethod
+    def inputs(cls, context: ProcessContext) -> type[Inputs]:
+        return _series_inputs("LatestInputs", _rules(context))
+
+    @classmethod
+    def summary(cls, context: ProcessContext) -> str:
+        return ("Per station, the latest value of each pollutant at or before an instant (or within an interval; "
+                f"default: the latest stored), flagged against its {_standard(_rules(context))} limit.")
+
+    def reads(self, inputs: Any) -> tuple[str, ...]:
         return self.rules.stations.id, self.rules.observations.id
 
-    def run(self, conn: psycopg.Connection, data: dict[str, Any]) -> PlacesResult:
-        return environment.latest(conn, self.rules, datetime=data.get("datetime"), stations=data.get("stations"),
-                                  pollutants=data.get("pollutants"))
+    def analyse(self, conn: psycopg.Connection, inputs: Any) -> PlacesResult:
+        return environment.latest(conn, self.rules, datetime=inputs.datetime, stations=inputs.stations,
+                                  pollutants=inputs.pollutants)
 
 
 class ExceedancesProcessor(LatestProcessor):
-    def run(self, conn: psycopg.Connection, data: dict[str, Any]) -> PlacesResult:
-        return environment.exceedances(conn, self.rules, datetime=data.get("datetime"),
-                                       stations=data.get("stations"), pollutants=data.get("pollutants"))
+    id = ENV_EXCEEDANCES
+
+    @classmethod
+    def inputs(cls, context: ProcessContext) -> type[Inputs]:
+        return _series_inputs("ExceedancesInputs", _rules(context))
+
+    @classmethod
+    def summary(cls, context: ProcessContext) -> str:
+        rules = _rules(context)
+        return (f"Every observation above its {_standard(rules)} limit (periods the series holds: "
+                f"{', '.join(rules.series.periods)}) in the window, with counts over all observations checked; "
+                "limits of other periods are listed as not evaluated.")
+
+    @classmethod
+    def titles(cls, context: ProcessContext) -> tuple[str, str]:
+        return f"Exceedances of {_standard(_rules(context))}", "空气质量超标分析"
+
+    @classmethod
+    def example(cls, context: ProcessContext) -> dict[str, Any]:
+        return {"datetime": "2026-01-01/2026-01-31", "pollutants": ["PM2.5"]}
+
+    def analyse(self, conn: psycopg.Connection, inputs: Any) -> PlacesResult:
+        return environment.exceedances(conn, self.rules, datetime=inputs.datetime, stations=inputs.stations,
+                                       pollutants=inputs.pollutants)
 
     def counted(self, result: PlacesResult) -> int | None:
         return int(result.summary["observations_checked"])
 
 
-class SourceBuffersProcessor(_EnvironmentProcessor):
-    def reads(self, data: dict[str, Any]) -> tuple[str, ...]:
+class SourceBuffersProcessor(_Environment):
+    id = ENV_SOURCE_BUFFERS
+    title = ("Pollution source buffers", "污染源缓冲区分析")
+
+    @classmethod
+    def inputs(cls, context: ProcessContext) -> type[Inputs]:
+        return create_model(
+            "SourceBuffersInputs", __base__=Inputs,
+            sources=(FIDS | None, Field(None, title="Source fids (default all)")),
+            emission_classes=(names_of(_rules(context).buffers.by_emission_class, min_items=1, split=False) | None,
+                              Field(None, title="Emission classes (default all)")),
+            format=(Format, "json"))
+
+    @classmethod
+    def summary(cls, context: ProcessContext) -> str:
+        return ("Pollution sources buffered by emission class (" + ", ".join(
+            f"{k} {v:g} m" for k, v in _rules(context).buffers.by_emission_class.items())
+            + ") or industry, checked against the ecological red line and the water bodies (areas in m², "
+            "EPSG:4550).")
+
+    @classmethod
+    def example(cls, context: ProcessContext) -> dict[str, Any]:
+        return {"emission_classes": ["key"]}
+
+    def reads(self, inputs: Any) -> tuple[str, ...]:
         return self.rules.sources.id, self.rules.redline.id, self.rules.water.id
 
-    def run(self, conn: psycopg.Connection, data: dict[str, Any]) -> PlacesResult:
-        return environment.source_buffers(conn, self.rules, sources=data.get("sources"),
-                                          emission_classes=data.get("emission_classes"))
+    def analyse(self, conn: psycopg.Connection, inputs: Any) -> PlacesResult:
+        return environment.source_buffers(conn, self.rules, sources=inputs.sources,
+                                          emission_classes=inputs.emission_classes)
 
     def counted(self, result: PlacesResult) -> int | None:
         return int(result.summary["sources"])
 
 
-def process_metadata(layers_dir: Path, registry: LayerRegistry) -> dict[str, dict[str, Any]]:
-    """The environmental processes' descriptions (the rules file is checked here, so a broken one stops the start)."""
-    rules = rules_for(layers_dir, registry)
-    pollutants = list(rules.observations.field("pollutant").values or ())  # type: ignore[union-attr]
-    classes = list(rules.buffers.by_emission_class)
-    when = {"title": "Time (RFC 3339 instant or interval start/end, '..' open)", "minOccurs": 0, "maxOccurs": 1,
-            "schema": {"type": "string"}}
-    strings = {"type": "array", "items": {"type": "string"}, "minItems": 1}
-    series_inputs = {
-        "datetime": when,
-        "stations": {"title": "Station fids (default all)", "minOccurs": 0, "maxOccurs": 1, "schema": strings},
-        "pollutants": {"title": "Pollutants (default all)", "minOccurs": 0, "maxOccurs": 1,
-                       "schema": {**strings, "items": {"type": "string", "enum": pollutants}}}}
-    standard = f"{rules.air_quality.standard} grade {rules.air_quality.grade}"
-    keywords = ["environment", "智慧环保"]
-    return {
-        ENV_LATEST: describe(
-            __name__, ENV_LATEST, "LatestProcessor", {"en": "Latest value per station and pollutant",
-                                                      "zh": "站点最新监测值"},
-            "Per station, the latest value of each pollutant at or before an instant (or within an interval; "
-            f"default: the latest stored), flagged against its {standard} limit.", keywords, series_inputs, {}),
-        ENV_EXCEEDANCES: describe(
-            __name__, ENV_EXCEEDANCES, "ExceedancesProcessor", {"en": f"Exceedances of {standard}",
-                                                                "zh": "空气质量超标分析"},
-            f"Every observation above its {standard} limit (periods the series holds: "
-            f"{', '.join(rules.series.periods)}) in the window, with counts over all observations checked; "
-            "limits of other periods are listed as not evaluated.", keywords, series_inputs,
-            {"datetime": "2026-01-01/2026-01-31", "pollutants": ["PM2.5"]}),
-        ENV_SOURCE_BUFFERS: describe(
-            __name__, ENV_SOURCE_BUFFERS, "SourceBuffersProcessor", {"en": "Pollution source buffers",
-                                                                     "zh": "污染源缓冲区分析"},
-            "Pollution sources buffered by emission class (" + ", ".join(
-                f"{k} {v:g} m" for k, v in rules.buffers.by_emission_class.items())
-            + ") or industry, checked against the ecological red line and the water bodies (areas in m², "
-            "EPSG:4550).", keywords,
-            {"sources": {"title": "Source fids (default all)", "minOccurs": 0, "maxOccurs": 1, "schema": strings},
-             "emission_classes": {"title": "Emission classes (default all)", "minOccurs": 0, "maxOccurs": 1,
-                                  "schema": {**strings, "items": {"type": "string", "enum": classes}}}},
-            {"emission_classes": ["key"]}),
-    }
+PROCESSES = (LatestProcessor, ExceedancesProcessor, SourceBuffersProcessor)

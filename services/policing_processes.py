@@ -7,18 +7,20 @@ they count only the rows the caller may read (the policy's row rule on the calle
 the Features routes apply); every run is audited.
 """
 
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import psycopg
+from pydantic import Field, create_model
 
-from gis.analysis import policing
+from gis.analysis import place_report, policing
 from gis.analysis.place_report import PlacesResult
 from gis.analysis.policing_rules import PolicingRules, default_policing_rules_path, load_policing_rules
 from gis.config_files import loaded_once
-from gis.layers import LayerRegistry
 from gis.security import rows
-from services.application_processes import ApplicationProcessor, describe
+from services.process_inputs import Bbox, Format, GeoJSON, Inputs, names_of
+from services.processors import Process, Report
+from services.pygeoapi_bridge import ProcessContext
 
 POLICE_JURISDICTION = "police-jurisdiction"
 POLICE_NEAREST = "police-nearest"
@@ -26,41 +28,111 @@ POLICE_HOTSPOTS = "police-hotspots"
 PROCESS_IDS = (POLICE_JURISDICTION, POLICE_NEAREST, POLICE_HOTSPOTS)
 
 rules_for = loaded_once(load_policing_rules, default_policing_rules_path)
+POINT = Field(title="Point (GeoJSON Point or [lon, lat], CGCS2000 / CRS84)")
 
 
-class _PolicingProcessor(ApplicationProcessor):
-    styles = policing.STYLES
-    legend = policing.LEGEND
+def _rules(context: ProcessContext) -> PolicingRules:
+    return rules_for(context.settings.layers_dir, context.registry)
+
+
+class _Policing(Process):
+    keywords = ("policing", "智慧警务")
+    report = Report(place_report.to_json, place_report.to_geojson,
+                    partial(place_report.to_html, styles=policing.STYLES, legend=policing.LEGEND))
+    unaudited = frozenset({"file", "format"})
 
     @property
     def rules(self) -> PolicingRules:
-        return rules_for(self.context.settings.layers_dir, self.context.registry)
+        return _rules(self.context)
 
 
-class JurisdictionProcessor(_PolicingProcessor):
-    def reads(self, data: dict[str, Any]) -> tuple[str, ...]:
+class PointInputs(Inputs):
+    point: GeoJSON = POINT
+    format: Format = "json"
+
+
+class JurisdictionProcessor(_Policing):
+    id = POLICE_JURISDICTION
+    title = ("Jurisdiction of a point", "辖区查询")
+    Inputs = PointInputs
+
+    @classmethod
+    def summary(cls, context: ProcessContext) -> str:
+        return "The police jurisdiction a point lies in, with its police station."
+
+    @classmethod
+    def example(cls, context: ProcessContext) -> dict[str, Any]:
+        return {"point": [123.42, 41.76]}
+
+    def reads(self, inputs: Any) -> tuple[str, ...]:
         return self.rules.jurisdictions.id, self.rules.stations.id
 
-    def run(self, conn: psycopg.Connection, data: dict[str, Any]) -> PlacesResult:
-        return policing.jurisdiction(conn, self.rules, data.get("point"))
+    def analyse(self, conn: psycopg.Connection, inputs: Any) -> PlacesResult:
+        return policing.jurisdiction(conn, self.rules, inputs.point)
 
     def counted(self, result: PlacesResult) -> int | None:
         return int(result.summary["jurisdictions"])
 
 
-class NearestProcessor(_PolicingProcessor):
-    def reads(self, data: dict[str, Any]) -> tuple[str, ...]:
+class NearestProcessor(_Policing):
+    id = POLICE_NEAREST
+    title = ("Nearest police stations", "最近派出所")
+
+    @classmethod
+    def inputs(cls, context: ProcessContext) -> type[Inputs]:
+        near = _rules(context).nearest
+        return create_model("NearestInputs", __base__=PointInputs, count=(int, Field(
+            near.default_count, title="How many stations", ge=1, le=near.max_count)))
+
+    @classmethod
+    def summary(cls, context: ProcessContext) -> str:
+        return ("The nearest police stations to a point: by distance along the roads when the road layer is a graph "
+                f"(segment ends shared; point and station within {_rules(context).nearest.snap_within_m:g} m of a "
+                "road), else in a straight line; each station says which (method).")
+
+    @classmethod
+    def example(cls, context: ProcessContext) -> dict[str, Any]:
+        return {"point": [123.42, 41.76], "count": 3}
+
+    def reads(self, inputs: Any) -> tuple[str, ...]:
         return self.rules.stations.id, self.rules.roads.id
 
-    def run(self, conn: psycopg.Connection, data: dict[str, Any]) -> PlacesResult:
-        return policing.nearest(conn, self.rules, data.get("point"), data.get("count"))
+    def analyse(self, conn: psycopg.Connection, inputs: Any) -> PlacesResult:
+        return policing.nearest(conn, self.rules, inputs.point, inputs.count)
 
 
-class HotspotsProcessor(_PolicingProcessor):
-    def reads(self, data: dict[str, Any]) -> tuple[str, ...]:
-        return (self.rules.incidents.id,)
+class HotspotsProcessor(_Policing):
+    id = POLICE_HOTSPOTS
+    title = ("Incident hotspots (Getis-Ord Gi*)", "警情热点分析")
+    rows_applied = True  # only the incidents the caller may read are counted (`scope`)
 
-    def rows_applied(self) -> tuple[str, ...]:
+    @classmethod
+    def inputs(cls, context: ProcessContext) -> type[Inputs]:
+        rules = _rules(context)
+        h = rules.hotspots
+        field = context.registry[rules.incidents.id].field(rules.category_field)
+        categories = list(field.values or ())  # type: ignore[union-attr]
+        return create_model(
+            "HotspotsInputs", __base__=Inputs,
+            datetime=(str | None, Field(None, title="Time window (RFC 3339 interval start/end, '..' open)")),
+            bbox=(Bbox | None, Field(None, title="Extent (minlon,minlat,maxlon,maxlat); default: the incidents "
+                                                 "counted")),
+            cell_m=(float, Field(h.cell_m, title="Cell size (m)", ge=h.min_cell_m, le=h.max_cell_m)),
+            categories=(names_of(categories, split=False) | None,
+                        Field(None, title="Incident categories (default all)")),
+            format=(Format, "json"))
+
+    @classmethod
+    def summary(cls, context: ProcessContext) -> str:
+        return (f"Incidents of a time window counted on a square grid (default {_rules(context).hotspots.cell_m:g} m, "
+                "EPSG:4550) with the Getis-Ord Gi* z-score of each cell (the cell and its 8 neighbours); only the "
+                "incidents the caller may read are counted. Restricted: policing roles only.")
+
+    @classmethod
+    def example(cls, context: ProcessContext) -> dict[str, Any]:
+        return {"datetime": "2026-01-01/2026-03-31", "cell_m": 500}
+
+    def reads(self, inputs: Any) -> tuple[str, ...]:
         return (self.rules.incidents.id,)
 
     def scope(self) -> policing.RowScope:
@@ -72,51 +144,12 @@ class HotspotsProcessor(_PolicingProcessor):
             return policing.RowScope()
         return policing.RowScope(view.rows, rows.claim_value(self.caller.claims, view.rows))
 
-    def run(self, conn: psycopg.Connection, data: dict[str, Any]) -> PlacesResult:
-        return policing.hotspots(conn, self.rules, self.context.registry, self.scope(),
-                                 datetime=data.get("datetime"), bbox=data.get("bbox"), cell_m=data.get("cell_m"),
-                                 categories=data.get("categories"))
+    def analyse(self, conn: psycopg.Connection, inputs: Any) -> PlacesResult:
+        return policing.hotspots(conn, self.rules, self.context.registry, self.scope(), datetime=inputs.datetime,
+                                 bbox=inputs.bbox, cell_m=inputs.cell_m, categories=inputs.categories)
 
     def counted(self, result: PlacesResult) -> int | None:
         return int(result.summary["incidents"])
 
 
-def process_metadata(layers_dir: Path, registry: LayerRegistry) -> dict[str, dict[str, Any]]:
-    """The policing processes' descriptions (the rules file is checked here, so a broken one stops the start)."""
-    rules = rules_for(layers_dir, registry)
-    h, near = rules.hotspots, rules.nearest
-    point = {"title": "Point (GeoJSON Point or [lon, lat], CGCS2000 / CRS84)", "minOccurs": 1, "maxOccurs": 1,
-             "schema": {"type": "object", "contentMediaType": "application/geo+json"}}
-    categories = list(registry[rules.incidents.id].field(rules.category_field).values or ())  # type: ignore[union-attr]
-    keywords = ["policing", "智慧警务"]
-    return {
-        POLICE_JURISDICTION: describe(
-            __name__, POLICE_JURISDICTION, "JurisdictionProcessor", {"en": "Jurisdiction of a point",
-                                                                     "zh": "辖区查询"},
-            "The police jurisdiction a point lies in, with its police station.", keywords, {"point": point},
-            {"point": [123.42, 41.76]}),
-        POLICE_NEAREST: describe(
-            __name__, POLICE_NEAREST, "NearestProcessor", {"en": "Nearest police stations", "zh": "最近派出所"},
-            "The nearest police stations to a point: by distance along the roads when the road layer is a graph "
-            f"(segment ends shared; point and station within {near.snap_within_m:g} m of a road), else in a "
-            "straight line; each station says which (method).", keywords,
-            {"point": point, "count": {"title": "How many stations", "minOccurs": 0, "maxOccurs": 1, "schema": {
-                "type": "integer", "minimum": 1, "maximum": near.max_count, "default": near.default_count}}},
-            {"point": [123.42, 41.76], "count": 3}),
-        POLICE_HOTSPOTS: describe(
-            __name__, POLICE_HOTSPOTS, "HotspotsProcessor", {"en": "Incident hotspots (Getis-Ord Gi*)",
-                                                             "zh": "警情热点分析"},
-            f"Incidents of a time window counted on a square grid (default {h.cell_m:g} m, EPSG:4550) with the "
-            "Getis-Ord Gi* z-score of each cell (the cell and its 8 neighbours); only the incidents the caller "
-            "may read are counted. Restricted: policing roles only.", keywords,
-            {"datetime": {"title": "Time window (RFC 3339 interval start/end, '..' open)", "minOccurs": 0,
-                          "maxOccurs": 1, "schema": {"type": "string"}},
-             "bbox": {"title": "Extent (minlon,minlat,maxlon,maxlat); default: the incidents counted",
-                      "minOccurs": 0, "maxOccurs": 1,
-                      "schema": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4}},
-             "cell_m": {"title": "Cell size (m)", "minOccurs": 0, "maxOccurs": 1, "schema": {
-                 "type": "number", "minimum": h.min_cell_m, "maximum": h.max_cell_m, "default": h.cell_m}},
-             "categories": {"title": "Incident categories (default all)", "minOccurs": 0, "maxOccurs": 1,
-                            "schema": {"type": "array", "items": {"type": "string", "enum": categories}}}},
-            {"datetime": "2026-01-01/2026-03-31", "cell_m": 500}),
-    }
+PROCESSES = (JurisdictionProcessor, NearestProcessor, HotspotsProcessor)

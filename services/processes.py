@@ -2,23 +2,22 @@
 
 /processes and /jobs are answered by pygeoapi's process machinery (services.pygeoapi_bridge) from these
 routes, so they sit under our one landing page and OpenAPI document. The processes themselves are
-pygeoapi process plugins (BaseProcessor subclasses) over gis.analysis.
+pygeoapi process plugins (services.processors.Process subclasses) over gis.analysis.
 """
 
-import base64
-import binascii
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import orjson
-import psycopg
 import pygeoapi.api.processes as processes_api
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import Response
+from pydantic import AfterValidator, Field, ValidationInfo, create_model, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from gis.analysis import overlap, plan_conflicts, report
+from gis.analysis.overlap import Access
 from gis.analysis.proposal import (
     MAX_UPLOAD_BYTES,
     InvalidProposal,
@@ -40,9 +39,18 @@ from services import environment_processes, pipeline_processes, policing_process
 from services.errors import InvalidParameter
 from services.input_guard import nul_at
 from services.planning import read_body, rules_of
-from services.process_access import bind_caller, require_full_read
-from services.process_inputs import input_value as _value
-from services.processors import CallerBoundProcessor
+from services.process_access import bind_caller
+from services.process_inputs import (
+    JSON_RESULT,
+    Base64File,
+    Format,
+    GeoJSON,
+    Inputs,
+    Names,
+    names_of,
+    one_of,
+)
+from services.processors import Process, Report
 from services.pygeoapi_bridge import Bridge, ProcessContext, api_request
 from services.state import AppState
 
@@ -63,96 +71,144 @@ LANDING_LINKS = (
 
 # -- the processes -----------------------------------------------------------------------------------
 
+REPORT = Report(report.to_json, report.to_geojson, report.to_html)
 
 
-class _Processor(CallerBoundProcessor):
-    def _context(self) -> ProcessContext:
-        if self.context is None:
-            raise RuntimeError("process run without a context")
-        context: ProcessContext = self.context
-        return context
+def _fid(value: str) -> str:
+    if not value:
+        raise ValueError("the fid of a construction project, as a string")
+    return value
 
 
-class OverlapCheckProcessor(_Processor):
+class OverlapInputs(Inputs):
+    """An overlap check's input, wherever it comes from (the process's inputs, the planning API's JSON body, form
+    fields or query): exactly one of geometry, file and project, and what the check is asked for."""
+
+    qualified: ClassVar[frozenset[str]] = frozenset({"file"})
+
+    geometry: GeoJSON | None = Field(None, title="Proposal (GeoJSON)", description="Polygon, MultiPolygon, Feature "
+                                     "or FeatureCollection; x = longitude/easting first")
+    file: Base64File | None = Field(None, title="Proposal file", description="GeoPackage, zipped Shapefile, GeoJSON "
+                                    "or KML, base64 ({\"value\": ..., \"mediaType\": ...})")
+    filename: str | None = Field(None, title="File name", description="The file's name (its extension is checked)")
+    project: Annotated[str, AfterValidator(_fid)] | None = Field(None, title="Construction project fid")
+    crs: str | None = Field(None, title="CRS of the coordinates", description="EPSG:NNNN, its OGC URI, CRS84 or "
+                            "GCJ-02", json_schema_extra={"default": "OGC:CRS84"})
+    proposed_use: str | None = Field(None, title="Proposed use (GB 50137)")
+    datetime: str | None = Field(None, title="Plans in force at",
+                                 description="An instant or a date (future plans too)")
+    rules: Names | None = Field(None, title="Rules to check (default all)")
+    format: Format = Field("json", title="Report format")
+
+    @model_validator(mode="after")
+    def _one_proposal(self, info: ValidationInfo) -> "OverlapInputs":
+        given = [k for k in ("geometry", "file", "project") if getattr(self, k) is not None]
+        if len(given) != 1:
+            where = (info.context or {}).get("where", "inputs")
+            raise InvalidProposal(where, "give exactly one of geometry, file and project"
+                                  + (f" (got {', '.join(given)})" if given else ""))
+        return self
+
+    def proposal(self, city_extent: tuple[float, float, float, float]) -> Proposal | None:
+        """The proposal from the geometry or the file (None for a project, which the caller loads)."""
+        if self.geometry is not None:
+            return proposal_from_geojson(self.geometry, crs=self.crs, city_extent=city_extent,
+                                         proposed_use=self.proposed_use)
+        if self.file is not None:
+            return proposal_from_file(self.file.content, self.filename, media_type=self.file.media_type, crs=self.crs,
+                                      city_extent=city_extent, proposed_use=self.proposed_use)
+        return None
+
+    def check_project(self, rules: OverlapRules, access: Access) -> str:
+        """The project's fid, if the caller may name proposals by fid (else as for a project that does not exist)."""
+        fid = str(self.project)
+        if not overlap.project_readable(rules, access):
+            raise overlap.no_project(fid)
+        return fid
+
+
+class OverlapCheckProcessor(Process):
     """A proposal (GeoJSON, an uploaded file, or a construction project's fid) against the overlap rules."""
 
-    def execute(self, data: dict[str, Any], outputs: dict[str, Any] | None = None) -> tuple[str, Any]:
-        self.known_inputs(data)
-        context = self._context()
+    id = OVERLAP_CHECK
+    title = ("Overlap check of a proposed project", "建设项目用地冲突检测")
+    keywords = ("overlap", "planning", "多规合一")
+    Inputs = OverlapInputs
+    Outputs = create_model("OverlapOutputs", report=(JSON_RESULT, Field(title="Overlap report")))
+
+    @classmethod
+    def inputs(cls, context: ProcessContext) -> type[Inputs]:
         rules = context.rules
-        fmt = _value(data, "format") or "json"
-        if fmt not in ("json", "geojson", "html"):
-            raise InvalidProposal("format", f"'{str(fmt)[:20]}' is not json, geojson or html")
-        only = _value(data, "rules")
-        if isinstance(only, str):
-            only = [r.strip() for r in only.split(",") if r.strip()]
-        if only is not None and not (isinstance(only, list) and all(isinstance(r, str) for r in only)):
-            raise InvalidProposal("rules", "a list of rule ids")
-        with context.pool.connection() as conn:
-            proposal = self._proposal(data, conn, rules)
-            found = overlap.check(conn, rules, proposal, as_of=_value(data, "datetime"),
-                                  use=_value(data, "proposed_use"), only=only, access=self.access)
+        return create_model("OverlapInputsDescribed", __base__=OverlapInputs, proposed_use=(
+            one_of(rules.use_codes) | None, Field(None, title="Proposed use (GB 50137)")), rules=(
+            names_of(r.id for r in rules.rules) | None, Field(None, title="Rules to check (default all)")))
+
+    @classmethod
+    def summary(cls, context: ProcessContext) -> dict[str, str]:
+        return {"en": "Checks a proposal (GeoJSON, an uploaded GeoPackage / zipped Shapefile / GeoJSON / KML, or a "
+                      "construction project's fid) against " + ", ".join(r.id for r in context.rules.rules)
+                      + ": per rule conflict or not, overlap area (m², EPSG:4550), share, the features hit and the "
+                      "overlap geometries.",
+                "zh": "对拟建项目检测生态保护红线、永久基本农田、城镇开发边界、控规用地性质、管线保护范围与水系冲突。"}
+
+    @classmethod
+    def example(cls, context: ProcessContext) -> dict[str, Any]:
+        return {"geometry": {"type": "Polygon", "coordinates": [[
+            [123.40, 41.75], [123.402, 41.75], [123.402, 41.752], [123.40, 41.752], [123.40, 41.75]]]},
+            "proposed_use": "R"}
+
+    def run(self, inputs: OverlapInputs) -> tuple[str, Any]:
+        rules = self.context.rules
+        with self.connection() as conn:
+            proposal = inputs.proposal(self.context.settings.city_extent)
+            if proposal is None:
+                proposal = overlap.load_project(conn, rules, inputs.check_project(rules, self.access))
+            found = overlap.check(conn, rules, proposal, as_of=inputs.datetime, use=inputs.proposed_use,
+                                  only=inputs.rules, access=self.access)
             self.audit_reads(conn, {r.layer.id: len(r.features) for r in found.results
-                                    if r.status != "not_evaluated"},
-                             data)
-        if fmt == "geojson":
-            return "application/geo+json", orjson.dumps(report.to_geojson(found))
-        if fmt == "html":
-            return "text/html", report.to_html(found)
-        return "application/json", report.to_json(found)
-
-    def _proposal(self, data: dict[str, Any], conn: psycopg.Connection, rules: OverlapRules) -> Proposal:
-        settings = self._context().settings
-        given = [k for k in ("geometry", "file", "project") if data.get(k) is not None]
-        if len(given) != 1:
-            raise InvalidProposal("inputs", "give exactly one of geometry, file and project"
-                                  + (f" (got {', '.join(given)})" if given else ""))
-        crs = _value(data, "crs")
-        use = _value(data, "proposed_use")
-        if given[0] == "project":
-            fid = _value(data, "project")
-            if not isinstance(fid, str) or not fid:
-                raise InvalidProposal("project", "the fid of a construction project, as a string")
-            if not overlap.project_readable(rules, self.access):
-                raise overlap.no_project(fid)
-            return overlap.load_project(conn, rules, fid)
-        if given[0] == "geometry":
-            return proposal_from_geojson(_value(data, "geometry"), crs=crs, city_extent=settings.city_extent,
-                                         proposed_use=use)
-        raw = data["file"]
-        media_type = raw.get("mediaType") if isinstance(raw, dict) else None
-        encoded = _value(data, "file")
-        if not isinstance(encoded, str):
-            raise InvalidProposal("file", "the file's bytes as a base64 string "
-                                  "(or {\"value\": ..., \"mediaType\": ...})")
-        if len(encoded) > MAX_UPLOAD_BYTES * 4 // 3 + 4:
-            raise InvalidProposal("file", f"larger than {MAX_UPLOAD_BYTES:,} bytes")
-        try:
-            content = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidProposal("file", "not valid base64") from None
-        filename = _value(data, "filename")
-        return proposal_from_file(content, filename if isinstance(filename, str) else None, media_type=media_type,
-                                  crs=crs, city_extent=settings.city_extent, proposed_use=use)
+                                    if r.status != "not_evaluated"})
+        return REPORT.answer(found, inputs.format)
 
 
-class PlanConflictsProcessor(_Processor):
+class PlanConflictsInputs(Inputs):
+    check: str = Field(title="Check")
+    datetime: str | None = Field(None, title="Plans in force at")
+    min_area_m2: float | None = Field(None, title="Sliver threshold (m²)", ge=0)
+    patches: bool = Field(True, title="Include the patches (GeoJSON)")
+
+
+class PlanConflictsProcessor(Process):
     """Conflict patches of one plan layer against another, with progress; usually run asynchronously."""
 
-    def execute(self, data: dict[str, Any], outputs: dict[str, Any] | None = None) -> tuple[str, Any]:
-        self.known_inputs(data)
-        context = self._context()
-        check_id = _value(data, "check")
-        if not isinstance(check_id, str):
-            raise InvalidProposal("check", "name the check: " + ", ".join(c.id for c in context.rules.plan_conflicts))
-        check = next((c for c in context.rules.plan_conflicts if c.id == check_id), None)
+    id = PLAN_CONFLICTS
+    title = ("Plan-against-plan conflict patches", "多规冲突图斑分析")
+    keywords = ("conflict", "planning", "冲突图斑")
+    job_control = ("async-execute", "sync-execute")
+    Inputs = PlanConflictsInputs
+    Outputs = create_model("PlanConflictsOutputs", result=(JSON_RESULT, Field(title="Summary and patches")))
+
+    @classmethod
+    def inputs(cls, context: ProcessContext) -> type[Inputs]:
+        return create_model("PlanConflictsInputsDescribed", __base__=PlanConflictsInputs, check=(
+            one_of(c.id for c in context.rules.plan_conflicts), Field(title="Check")))
+
+    @classmethod
+    def summary(cls, context: ProcessContext) -> dict[str, str]:
+        return {"en": "Conflict patches between two plan layers (" + ", ".join(
+                    c.id for c in context.rules.plan_conflicts) + ") with area, class and a suggested disposal "
+                      "(keep / withdraw / deduct); slivers dropped and counted.",
+                "zh": "两规叠加冲突图斑：面积、类别与处置建议（保留 / 退出 / 扣除）。"}
+
+    @classmethod
+    def example(cls, context: ProcessContext) -> dict[str, Any]:
+        checks = context.rules.plan_conflicts
+        return {"check": checks[0].id if checks else "", "min_area_m2": 50}
+
+    def run(self, inputs: PlanConflictsInputs) -> tuple[str, Any]:
+        context = self.context
+        check = next((c for c in context.rules.plan_conflicts if c.id == inputs.check), None)
         if check is not None:
-            require_full_read(self.access, context.registry, (check.a.layer, check.b.layer))
-        min_area = _value(data, "min_area_m2")
-        if min_area is not None and (isinstance(min_area, bool) or not isinstance(min_area, int | float)):
-            raise InvalidProposal("min_area_m2", "a number of square metres")
-        with_patches = _value(data, "patches")
-        with_patches = True if with_patches is None else bool(with_patches)
+            self.require_full_read((check.a.layer, check.b.layer))
         job_id = self.job_id
         manager = self.manager
 
@@ -164,91 +220,20 @@ class PlanConflictsProcessor(_Processor):
             return manager is not None and job_id is not None and manager.is_dismissed(job_id)
 
         summary = plan_conflicts.run_plan_conflicts(
-            context.database_url, context.rules, check_id, run_id=job_id, as_of=_value(data, "datetime"),
-            min_area_m2=min_area, workers=2, progress=progress, cancelled=cancelled)
+            context.database_url, context.rules, inputs.check, run_id=job_id, as_of=inputs.datetime,
+            min_area_m2=inputs.min_area_m2, workers=2, progress=progress, cancelled=cancelled)
         result: dict[str, Any] = {"summary": summary.as_dict()}
-        with context.pool.connection() as conn:
-            self.audit_reads(conn, {summary.a_layer: summary.a_features, summary.b_layer: summary.b_features},
-                             data)
-            if with_patches:
+        with self.connection() as conn:
+            self.audit_reads(conn, {summary.a_layer: summary.a_features, summary.b_layer: summary.b_features})
+            if inputs.patches:
                 result["patches"] = orjson.loads(plan_conflicts.patches_geojson(conn, summary.run_id, MAX_PATCHES))
-        if with_patches:
+        if inputs.patches:
             result["patches_truncated"] = summary.patches > MAX_PATCHES
         result["patches_table"] = f"ops.plan_conflict_patches WHERE run_id = '{summary.run_id}'"
         return "application/json", result
 
 
-def process_metadata(rules: OverlapRules) -> dict[str, dict[str, Any]]:
-    """Process descriptions from the rules file (ids, titles, the codes and rules it knows)."""
-    rule_ids = [r.id for r in rules.rules]
-    check_ids = [c.id for c in rules.plan_conflicts]
-    string = {"type": "string"}
-    overlap_md = {
-        "version": "1.0.0", "id": OVERLAP_CHECK,
-        "title": {"en": "Overlap check of a proposed project", "zh": "建设项目用地冲突检测"},
-        "description": {
-            "en": "Checks a proposal (GeoJSON, an uploaded GeoPackage / zipped Shapefile / GeoJSON / KML, or a "
-                  "construction project's fid) against " + ", ".join(rule_ids) + ": per rule conflict or not, "
-                  "overlap area (m², EPSG:4550), share, the features hit and the overlap geometries.",
-            "zh": "对拟建项目检测生态保护红线、永久基本农田、城镇开发边界、控规用地性质、管线保护范围与水系冲突。"},
-        "jobControlOptions": ["sync-execute", "async-execute"],
-        "outputTransmission": ["value"],
-        "keywords": ["overlap", "planning", "多规合一"],
-        "links": [],
-        "inputs": {
-            "geometry": {"title": "Proposal (GeoJSON)", "description": "Polygon, MultiPolygon, Feature or "
-                         "FeatureCollection; x = longitude/easting first", "minOccurs": 0, "maxOccurs": 1,
-                         "schema": {"type": "object", "contentMediaType": "application/geo+json"}},
-            "file": {"title": "Proposal file", "description": "GeoPackage, zipped Shapefile, GeoJSON or KML, base64 "
-                     "({\"value\": ..., \"mediaType\": ...})", "minOccurs": 0, "maxOccurs": 1,
-                     "schema": {"type": "string", "contentEncoding": "base64"}},
-            "filename": {"title": "File name", "description": "The file's name (its extension is checked)",
-                         "minOccurs": 0, "maxOccurs": 1, "schema": string},
-            "project": {"title": "Construction project fid", "minOccurs": 0, "maxOccurs": 1, "schema": string},
-            "crs": {"title": "CRS of the coordinates", "description": "EPSG:NNNN, its OGC URI, CRS84 or GCJ-02",
-                    "minOccurs": 0, "maxOccurs": 1, "schema": {"type": "string", "default": "OGC:CRS84"}},
-            "proposed_use": {"title": "Proposed use (GB 50137)", "minOccurs": 0, "maxOccurs": 1,
-                             "schema": {"type": "string", "enum": list(rules.use_codes)}},
-            "datetime": {"title": "Plans in force at", "description": "An instant or a date (future plans too)",
-                         "minOccurs": 0, "maxOccurs": 1, "schema": {"type": "string"}},
-            "rules": {"title": "Rules to check (default all)", "minOccurs": 0, "maxOccurs": 1,
-                      "schema": {"type": "array", "items": {"type": "string", "enum": rule_ids}}},
-            "format": {"title": "Report format", "minOccurs": 0, "maxOccurs": 1,
-                       "schema": {"type": "string", "enum": ["json", "geojson", "html"], "default": "json"}},
-        },
-        "outputs": {"report": {"title": "Overlap report", "schema": {"type": "object",
-                                                                     "contentMediaType": "application/json"}}},
-        "example": {"inputs": {"geometry": {"type": "Polygon", "coordinates": [[
-            [123.40, 41.75], [123.402, 41.75], [123.402, 41.752], [123.40, 41.752], [123.40, 41.75]]]},
-            "proposed_use": "R"}},
-    }
-    conflicts_md = {
-        "version": "1.0.0", "id": PLAN_CONFLICTS,
-        "title": {"en": "Plan-against-plan conflict patches", "zh": "多规冲突图斑分析"},
-        "description": {"en": "Conflict patches between two plan layers (" + ", ".join(check_ids) + ") with area, "
-                              "class and a suggested disposal (keep / withdraw / deduct); slivers dropped and counted.",
-                        "zh": "两规叠加冲突图斑：面积、类别与处置建议（保留 / 退出 / 扣除）。"},
-        "jobControlOptions": ["async-execute", "sync-execute"],
-        "outputTransmission": ["value"],
-        "keywords": ["conflict", "planning", "冲突图斑"],
-        "links": [],
-        "inputs": {
-            "check": {"title": "Check", "minOccurs": 1, "maxOccurs": 1,
-                      "schema": {"type": "string", "enum": check_ids}},
-            "datetime": {"title": "Plans in force at", "minOccurs": 0, "maxOccurs": 1, "schema": string},
-            "min_area_m2": {"title": "Sliver threshold (m²)", "minOccurs": 0, "maxOccurs": 1,
-                            "schema": {"type": "number", "minimum": 0}},
-            "patches": {"title": "Include the patches (GeoJSON)", "minOccurs": 0, "maxOccurs": 1,
-                        "schema": {"type": "boolean", "default": True}},
-        },
-        "outputs": {"result": {"title": "Summary and patches", "schema": {"type": "object",
-                                                                          "contentMediaType": "application/json"}}},
-        "example": {"inputs": {"check": check_ids[0] if check_ids else "", "min_area_m2": 50}},
-    }
-    return {
-        OVERLAP_CHECK: {"name": f"{__name__}.OverlapCheckProcessor", "metadata": overlap_md},
-        PLAN_CONFLICTS: {"name": f"{__name__}.PlanConflictsProcessor", "metadata": conflicts_md},
-    }
+PROCESSES = (OverlapCheckProcessor, PlanConflictsProcessor)
 
 
 # -- routes ------------------------------------------------------------------------------------------
@@ -260,16 +245,24 @@ def check_derive(policy: Policy, rules: OverlapRules) -> None:
     inference.check_declared({name: role.spec.derive for name, role in policy.roles.items()}, known)
 
 
+def process_classes() -> list[type[Process]]:
+    """Every process we offer."""
+    return [*PROCESSES, *pipeline_processes.PROCESSES, *environment_processes.PROCESSES,
+            *policing_processes.PROCESSES, *raster_processes.PROCESSES]
+
+
 def make_bridge(settings: Settings, registry: LayerRegistry, rules: OverlapRules, policy: Policy,
                 application_name: str = "gis-processes") -> Bridge:
-    """Every process we offer, over a pool of its own (not opened): the service's and `gis worker`'s."""
+    """Every process we offer, over a pool of its own (not opened): the service's and `gis worker`'s. Each one's
+    inputs model is built here, once (a broken rules file it reads stops the start)."""
     url = database_url(settings)
     pool = make_sync_pool(url, settings, application_name)
-    return Bridge(ProcessContext(settings, registry, rules, url, pool, policy),
-                  process_metadata(rules) | pipeline_processes.process_metadata(settings.layers_dir, registry)
-                  | environment_processes.process_metadata(settings.layers_dir, registry)
-                  | policing_processes.process_metadata(settings.layers_dir, registry)
-                  | raster_processes.process_metadata(registry))
+    context = ProcessContext(settings, registry, rules, url, pool, policy)
+    processes: dict[str, dict[str, Any]] = {}
+    for cls in process_classes():
+        context.inputs[cls.id] = cls.inputs(context)
+        processes[cls.id] = cls.describe(context, context.inputs[cls.id])
+    return Bridge(context, processes)
 
 
 @asynccontextmanager

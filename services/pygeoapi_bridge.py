@@ -22,7 +22,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +50,7 @@ from gis.security.disclosure import without_paths
 from gis.security.policy import Policy
 from gis.settings import Settings
 from services.process_access import JOB_OWNER, caller_snapshot, restore_caller
+from services.process_inputs import Inputs
 
 LOGGER = logging.getLogger(__name__)
 MANAGER = "services.pygeoapi_bridge.JobsManager"
@@ -67,6 +68,7 @@ class ProcessContext:
     pool: ConnectionPool
     policy: Policy | None = None  # the roles a queued job's caller is restored from (None: no queued jobs run)
     heartbeat: Heartbeat | None = None  # stamps the jobs this process runs
+    inputs: dict[str, type[Inputs]] = field(default_factory=dict)  # process id -> its inputs model
 
 
 def _stamp(value: datetime | None) -> str | None:
