@@ -13,7 +13,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 
-from gis.analysis.proposal import MAX_UPLOAD_BYTES, InvalidProposal
+from gis.analysis.proposal import MAX_UPLOAD_BYTES
+from gis.errors import InvalidInput
 
 _QUALIFIED = frozenset({"value", "mediaType", "encoding", "schema"})
 
@@ -25,7 +26,7 @@ def input_value(inputs: Mapping[str, Any], name: str) -> Any:
 
 def _unwrapped(name: str, value: Any) -> Any:
     if isinstance(value, dict) and "href" in value and "value" not in value:
-        raise InvalidProposal(name, "inputs by reference (href) are not accepted; send the value")
+        raise InvalidInput(name, "inputs by reference (href) are not accepted; send the value")
     if isinstance(value, dict) and "value" in value and set(value) <= _QUALIFIED:
         return value["value"]
     return value
@@ -42,9 +43,9 @@ class Inputs(BaseModel):
 
 
 def parse_inputs(model: type[Inputs], data: Any, where: str = "inputs") -> Any:
-    """`data` (an execute request's inputs) validated by `model`, or InvalidProposal naming the input at fault."""
+    """`data` (an execute request's inputs) validated by `model`, or InvalidInput naming the input at fault."""
     if not isinstance(data, dict):
-        raise InvalidProposal(where, "an object of named inputs")
+        raise InvalidInput(where, "an object of named inputs")
     values = {name: value if name in model.qualified else _unwrapped(name, value) for name, value in data.items()}
     try:
         return model.model_validate({k: v for k, v in values.items() if v is not None}, context={"where": where})
@@ -52,15 +53,15 @@ def parse_inputs(model: type[Inputs], data: Any, where: str = "inputs") -> Any:
         raise _invalid(model, exc) from None
 
 
-def _invalid(model: type[Inputs], exc: ValidationError) -> InvalidProposal:
+def _invalid(model: type[Inputs], exc: ValidationError) -> InvalidInput:
     error = exc.errors(include_url=False, include_context=False)[0]
     loc = error.get("loc") or ()
     name = str(loc[0]) if loc else "inputs"
     if error["type"] == "extra_forbidden":
-        return InvalidProposal(name, f"unknown input; this process takes {', '.join(sorted(_declared(model)))}")
+        return InvalidInput(name, f"unknown input; this process takes {', '.join(sorted(_declared(model)))}")
     where = "".join(f"[{p}]" for p in loc[1:] if not isinstance(p, str) or not p.startswith("function-"))
     message = str(error["msg"]).removeprefix("Value error, ")[:200]
-    return InvalidProposal(name, f"{where}: {message}" if where else message)
+    return InvalidInput(name, f"{where}: {message}" if where else message)
 
 
 def _declared(model: type[Inputs]) -> list[str]:
@@ -130,13 +131,13 @@ def _upload(value: Any) -> Any:
     media_type = value.get("mediaType") if isinstance(value, dict) else None
     encoded = _unwrapped("file", value)
     if not isinstance(encoded, str):
-        raise InvalidProposal("file", "the file's bytes as a base64 string (or {\"value\": ..., \"mediaType\": ...})")
+        raise InvalidInput("file", "the file's bytes as a base64 string (or {\"value\": ..., \"mediaType\": ...})")
     if len(encoded) > MAX_UPLOAD_BYTES * 4 // 3 + 4:
-        raise InvalidProposal("file", f"larger than {MAX_UPLOAD_BYTES:,} bytes")
+        raise InvalidInput("file", f"larger than {MAX_UPLOAD_BYTES:,} bytes")
     try:
         content = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidProposal("file", "not valid base64") from None
+        raise InvalidInput("file", "not valid base64") from None
     return Upload(content, media_type if isinstance(media_type, str) else None)
 
 

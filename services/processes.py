@@ -20,7 +20,6 @@ from gis.analysis import overlap, plan_conflicts, report
 from gis.analysis.overlap import Access
 from gis.analysis.proposal import (
     MAX_UPLOAD_BYTES,
-    InvalidProposal,
     Proposal,
     proposal_from_file,
     proposal_from_geojson,
@@ -28,6 +27,7 @@ from gis.analysis.proposal import (
 from gis.analysis.rules import OverlapRules
 from gis.db.cluster import database_url
 from gis.db.pool import make_sync_pool
+from gis.errors import InvalidInput
 from gis.jobs.settings import JobSettings
 from gis.layers import LayerRegistry
 from gis.security import inference
@@ -36,7 +36,6 @@ from gis.security.policy import Policy
 from gis.sensing import readings
 from gis.settings import Settings
 from services import environment_processes, pipeline_processes, policing_processes, raster_processes
-from services.errors import InvalidParameter
 from services.input_guard import nul_at
 from services.planning import read_body, rules_of
 from services.process_access import bind_caller
@@ -105,7 +104,7 @@ class OverlapInputs(Inputs):
         given = [k for k in ("geometry", "file", "project") if getattr(self, k) is not None]
         if len(given) != 1:
             where = (info.context or {}).get("where", "inputs")
-            raise InvalidProposal(where, "give exactly one of geometry, file and project"
+            raise InvalidInput(where, "give exactly one of geometry, file and project"
                                   + (f" (got {', '.join(given)})" if given else ""))
         return self
 
@@ -345,19 +344,19 @@ def check_execute_request(body: bytes) -> None:
     """An execute request is a JSON object with an object of inputs: anything else (`[1]`, `"x"`, `null`,
     `true`, NaN, a number past a double, nesting past orjson's limit) is a 400 here, before pygeoapi reads it."""
     if not body.strip():
-        raise InvalidParameter("body", 'an execute request is needed: {"inputs": {...}}')
+        raise InvalidInput("body", 'an execute request is needed: {"inputs": {...}}')
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidParameter("body", f"not valid JSON ({str(exc)[:120]})") from None
+        raise InvalidInput("body", f"not valid JSON ({str(exc)[:120]})") from None
     if not isinstance(parsed, dict):
-        raise InvalidParameter("body", f'a JSON object {{"inputs": {{...}}}}, not {type(parsed).__name__}')
+        raise InvalidInput("body", f'a JSON object {{"inputs": {{...}}}}, not {type(parsed).__name__}')
     for name, kind in (("inputs", dict), ("outputs", dict), ("response", str), ("subscriber", dict)):
         if parsed.get(name) is not None and not isinstance(parsed[name], kind):
-            raise InvalidParameter(name, f"must be a JSON {'object' if kind is dict else 'string'}")
+            raise InvalidInput(name, f"must be a JSON {'object' if kind is dict else 'string'}")
     where = nul_at(parsed.get("inputs"), "inputs")
     if where is not None:
-        raise InvalidParameter(where, "contains a NUL character (\\u0000)")
+        raise InvalidInput(where, "contains a NUL character (\\u0000)")
 
 
 @router.get("/jobs", summary="Jobs, newest first")

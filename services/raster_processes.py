@@ -14,9 +14,8 @@ from pydantic import Field, WithJsonSchema, create_model, model_validator
 from shapely.geometry import LineString, MultiPoint, Point
 
 from gis import crs as crs_
-from gis.analysis.proposal import InvalidProposal, read_geojson, resolve_crs
-from gis.errors import NotFound, SourceError
-from gis.features.errors import InvalidQuery
+from gis.analysis.proposal import read_geojson, resolve_crs
+from gis.errors import InvalidInput, NotFound, SourceError
 from gis.features.temporal import parse_datetime
 from gis.layers import LayerRegistry, RasterSpec, RenderingKind
 from gis.rasters import profile, versions
@@ -37,10 +36,7 @@ DEFAULT_STEP_M = 10.0
 def _time(text: str | None) -> datetime | None:
     if text is None:
         return None
-    try:
-        found = parse_datetime(text)
-    except InvalidQuery as exc:
-        raise InvalidProposal("datetime", exc.problem) from None
+    found = parse_datetime(text)
     return found.end or found.start
 
 
@@ -49,7 +45,7 @@ def _lonlat(geoms: list[Any], crs: str | None, declared: str | None, parameter: 
     try:
         return list(crs_.to_storage_crs(np.array(geoms, dtype=object), name))
     except SourceError as exc:
-        raise InvalidProposal(parameter, str(exc)) from None
+        raise InvalidInput(parameter, str(exc)) from None
 
 
 class RasterInputs(Inputs):
@@ -121,11 +117,11 @@ class SampleProcessor(_Raster):
         for index, geom in enumerate(geoms):
             parts = list(geom.geoms) if isinstance(geom, MultiPoint) else [geom]
             if not all(isinstance(p, Point) and not p.is_empty for p in parts):
-                raise InvalidProposal("points", f"feature {index} is a {geom.geom_type}; give points")
+                raise InvalidInput("points", f"feature {index} is a {geom.geom_type}; give points")
             points += parts
             owners += [index] * len(parts)
         if len(points) > MAX_POINTS:
-            raise InvalidProposal("points", f"{len(points):,} points; at most {MAX_POINTS:,}")
+            raise InvalidInput("points", f"{len(points):,} points; at most {MAX_POINTS:,}")
         stored = _lonlat(points, inputs.crs, declared, "points")
         lonlat = shapely.get_coordinates(np.array(stored, dtype=object))
         version = self.version(spec, _time(inputs.datetime))
@@ -151,7 +147,7 @@ class ProfileInputs(RasterInputs):
     @model_validator(mode="after")
     def _pipes_or_line(self) -> "ProfileInputs":
         if (self.pipes is None) == (self.line is None):
-            raise InvalidProposal("inputs", "give pipes (fids) or line (a GeoJSON LineString), one of them")
+            raise InvalidInput("inputs", "give pipes (fids) or line (a GeoJSON LineString), one of them")
         return self
 
 
@@ -194,7 +190,7 @@ class ProfileProcessor(_Raster):
         else:
             geoms, _, declared = read_geojson(inputs.line, "line")
             if len(geoms) != 1 or not isinstance(geoms[0], LineString) or geoms[0].is_empty:
-                raise InvalidProposal("line", "one GeoJSON LineString")
+                raise InvalidInput("line", "one GeoJSON LineString")
             stored = _lonlat(geoms, inputs.crs, declared, "line")
             parts = [profile.line_in_metres(stored[0])]
             title = "地面纵断面 · Ground profile along a line"

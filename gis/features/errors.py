@@ -1,15 +1,5 @@
-"""The one error a feature query raises for bad client input: it names the parameter at fault.
+"""Transitional: InvalidQuery is gis.errors.InvalidInput (removed once services/ names it so)."""
 
-services/ turns it into a 400 with an OGC exception body; nothing here knows about HTTP.
-"""
+from gis.errors import InvalidInput as InvalidQuery
 
-from gis.errors import GisError
-
-
-class InvalidQuery(GisError):
-    """A request parameter (bbox, datetime, filter, ...) that cannot be understood or is not allowed."""
-
-    def __init__(self, parameter: str, problem: str) -> None:
-        super().__init__(f"{parameter}: {problem}")
-        self.parameter = parameter
-        self.problem = problem
+__all__ = ["InvalidQuery"]
