@@ -3,7 +3,6 @@ env-exceedances and env-source-buffers, run by the same pygeoapi machinery and j
 services.processes (which registers them). Each answers JSON (default), GeoJSON or an HTML page with a map.
 """
 
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -11,12 +10,9 @@ import psycopg
 from gis.analysis import environment
 from gis.analysis.environment_rules import (
     EnvironmentRules,
-    default_environment_rules_path,
-    load_environment_rules,
 )
 from gis.analysis.place_report import PlacesResult
-from gis.config_files import loaded_once
-from gis.layers import LayerRegistry
+from gis.project import Project
 from services.application_processes import ApplicationProcessor, describe
 
 ENV_LATEST = "env-latest"
@@ -24,16 +20,13 @@ ENV_EXCEEDANCES = "env-exceedances"
 ENV_SOURCE_BUFFERS = "env-source-buffers"
 PROCESS_IDS = (ENV_LATEST, ENV_EXCEEDANCES, ENV_SOURCE_BUFFERS)
 
-rules_for = loaded_once(load_environment_rules, default_environment_rules_path)
-
-
 class _EnvironmentProcessor(ApplicationProcessor):
     styles = environment.STYLES
     legend = environment.LEGEND
 
     @property
     def rules(self) -> EnvironmentRules:
-        return rules_for(self.context.settings.layers_dir, self.context.registry)
+        return self.context.project.environment_rules
 
 
 class LatestProcessor(_EnvironmentProcessor):
@@ -66,9 +59,9 @@ class SourceBuffersProcessor(_EnvironmentProcessor):
         return int(result.summary["sources"])
 
 
-def process_metadata(layers_dir: Path, registry: LayerRegistry) -> dict[str, dict[str, Any]]:
-    """The environmental processes' descriptions (the rules file is checked here, so a broken one stops the start)."""
-    rules = rules_for(layers_dir, registry)
+def process_metadata(project: Project) -> dict[str, dict[str, Any]]:
+    """The environmental processes' descriptions."""
+    rules = project.environment_rules
     pollutants = list(rules.observations.field("pollutant").values or ())  # type: ignore[union-attr]
     classes = list(rules.buffers.by_emission_class)
     when = {"title": "Time (RFC 3339 instant or interval start/end, '..' open)", "minOccurs": 0, "maxOccurs": 1,

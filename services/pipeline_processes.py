@@ -4,16 +4,14 @@ services.processes (which registers them). Each answers JSON (default), GeoJSON 
 map (input `format`).
 """
 
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from gis.analysis import pipeline
-from gis.analysis.pipeline_rules import PipelineRules, default_pipeline_rules_path, load_pipeline_rules
+from gis.analysis.pipeline_rules import PipelineRules
 from gis.analysis.proposal import InvalidProposal
-from gis.config_files import loaded_once
-from gis.layers import LayerRegistry
+from gis.project import Project
 from gis.security.examples import EXAMPLE_PIPE
 from services.process_access import require_full_read
 from services.process_inputs import input_value as _value
@@ -25,9 +23,6 @@ PIPE_CROSS_SECTION = "pipe-cross-section"
 PIPE_CLEARANCE = "pipe-clearance"
 PIPE_COVER = "pipe-cover"
 PROCESS_IDS = (PIPE_BURST, PIPE_TRACE, PIPE_CROSS_SECTION, PIPE_CLEARANCE, PIPE_COVER)
-
-rules_for = loaded_once(load_pipeline_rules, default_pipeline_rules_path)
-
 
 
 
@@ -56,7 +51,7 @@ class _PipelineProcessor(CallerBoundProcessor):
         fmt = _value(data, "format") or "json"
         if fmt not in ("json", "geojson", "html"):
             raise InvalidProposal("format", f"'{str(fmt)[:20]}' is not json, geojson or html")
-        rules = rules_for(self.context.settings.layers_dir, self.context.registry)
+        rules = self.context.project.pipeline_rules
         layers = (rules.pipelines.id, rules.nodes.id, rules.buildings.id)
         require_full_read(self.access, self.context.registry, layers)
         with self.context.pool.connection() as conn:
@@ -97,9 +92,9 @@ class CoverProcessor(_PipelineProcessor):
         return pipeline.cover(conn, rules, utilities=_list(data, "utilities"), bbox=_value(data, "bbox"))
 
 
-def process_metadata(layers_dir: Path, registry: LayerRegistry) -> dict[str, dict[str, Any]]:
-    """The pipeline processes' descriptions (the rules file is checked here, so a broken one stops the start)."""
-    rules = rules_for(layers_dir, registry)
+def process_metadata(project: Project) -> dict[str, dict[str, Any]]:
+    """The pipeline processes' descriptions."""
+    rules = project.pipeline_rules
     string = {"type": "string"}
     point = {"title": "Point (GeoJSON, lon/lat)", "description": "instead of pipe: the nearest pipe in service "
              f"within {rules.network.snap_within_m:g} m", "minOccurs": 0, "maxOccurs": 1,

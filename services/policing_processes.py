@@ -7,16 +7,14 @@ they count only the rows the caller may read (the policy's row rule on the calle
 the Features routes apply); every run is audited.
 """
 
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from gis.analysis import policing
 from gis.analysis.place_report import PlacesResult
-from gis.analysis.policing_rules import PolicingRules, default_policing_rules_path, load_policing_rules
-from gis.config_files import loaded_once
-from gis.layers import LayerRegistry
+from gis.analysis.policing_rules import PolicingRules
+from gis.project import Project
 from gis.security import rows
 from services.application_processes import ApplicationProcessor, describe
 
@@ -25,16 +23,13 @@ POLICE_NEAREST = "police-nearest"
 POLICE_HOTSPOTS = "police-hotspots"
 PROCESS_IDS = (POLICE_JURISDICTION, POLICE_NEAREST, POLICE_HOTSPOTS)
 
-rules_for = loaded_once(load_policing_rules, default_policing_rules_path)
-
-
 class _PolicingProcessor(ApplicationProcessor):
     styles = policing.STYLES
     legend = policing.LEGEND
 
     @property
     def rules(self) -> PolicingRules:
-        return rules_for(self.context.settings.layers_dir, self.context.registry)
+        return self.context.project.policing_rules
 
 
 class JurisdictionProcessor(_PolicingProcessor):
@@ -81,9 +76,9 @@ class HotspotsProcessor(_PolicingProcessor):
         return int(result.summary["incidents"])
 
 
-def process_metadata(layers_dir: Path, registry: LayerRegistry) -> dict[str, dict[str, Any]]:
-    """The policing processes' descriptions (the rules file is checked here, so a broken one stops the start)."""
-    rules = rules_for(layers_dir, registry)
+def process_metadata(project: Project) -> dict[str, dict[str, Any]]:
+    """The policing processes' descriptions."""
+    rules, registry = project.policing_rules, project.registry
     h, near = rules.hotspots, rules.nearest
     point = {"title": "Point (GeoJSON Point or [lon, lat], CGCS2000 / CRS84)", "minOccurs": 1, "maxOccurs": 1,
              "schema": {"type": "object", "contentMediaType": "application/geo+json"}}

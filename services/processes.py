@@ -7,14 +7,13 @@ pygeoapi process plugins (BaseProcessor subclasses) over gis.analysis.
 
 import base64
 import binascii
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
 import psycopg
 import pygeoapi.api.processes as processes_api
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
@@ -29,8 +28,7 @@ from gis.analysis.proposal import (
 from gis.analysis.rules import OverlapRules
 from gis.db.cluster import database_url
 from gis.db.pool import make_sync_pool
-from gis.jobs.settings import JobSettings
-from gis.layers import LayerRegistry
+from gis.project import Project
 from gis.security import inference
 from gis.security.examples import EXAMPLE_PROJECT
 from gis.security.policy import Policy
@@ -40,12 +38,11 @@ from services import environment_processes, pipeline_processes, policing_process
 from services.common.bodies import read_body
 from services.common.errors import InvalidParameter
 from services.common.input_guard import nul_at
-from services.common.state import AppState
+from services.common.state import app_state
 from services.process_access import bind_caller, require_full_read
 from services.process_inputs import input_value as _value
 from services.processors import CallerBoundProcessor
 from services.pygeoapi_bridge import Bridge, ProcessContext, api_request
-from services.routers.planning import rules_of
 
 OVERLAP_CHECK = "overlap-check"
 PLAN_CONFLICTS = "plan-conflicts"
@@ -261,39 +258,22 @@ def check_derive(policy: Policy, rules: OverlapRules) -> None:
     inference.check_declared({name: role.spec.derive for name, role in policy.roles.items()}, known)
 
 
-def make_bridge(settings: Settings, registry: LayerRegistry, rules: OverlapRules, policy: Policy,
-                application_name: str = "gis-processes") -> Bridge:
+def make_bridge(settings: Settings, project: Project, application_name: str = "gis-processes") -> Bridge:
     """Every process we offer, over a pool of its own (not opened): the service's and `gis worker`'s."""
     url = database_url(settings)
     pool = make_sync_pool(url, settings, application_name)
-    return Bridge(ProcessContext(settings, registry, rules, url, pool, policy),
-                  process_metadata(rules) | pipeline_processes.process_metadata(settings.layers_dir, registry)
-                  | environment_processes.process_metadata(settings.layers_dir, registry)
-                  | policing_processes.process_metadata(settings.layers_dir, registry)
-                  | raster_processes.process_metadata(registry))
+    return Bridge(ProcessContext(settings, project, url, pool),
+                  process_metadata(project.overlap_rules) | pipeline_processes.process_metadata(project)
+                  | environment_processes.process_metadata(project)
+                  | policing_processes.process_metadata(project)
+                  | raster_processes.process_metadata(project.registry))
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    state: AppState = app.state.gis
-    rules = rules_of(app)
-    check_derive(app.state.auth.policy, rules)
-    bridge = make_bridge(state.settings, state.registry, rules, app.state.auth.policy)
-    jobs: JobSettings = app.state.jobs
-    await run_in_threadpool(bridge.open, jobs, jobs.in_service)
-    app.state.processes = bridge
-    try:
-        yield
-    finally:
-        await run_in_threadpool(bridge.close)
-
-
-router = APIRouter(tags=["Processes"], lifespan=lifespan)
+router = APIRouter(tags=["Processes"])
 
 
 def bridge_of(request: Request) -> Bridge:
-    bridge: Bridge = request.app.state.processes
-    return bridge
+    return app_state(request).processes
 
 
 async def _call(request: Request, bridge: Bridge, body: bytes, function: Callable[..., tuple[dict[str, Any], int, Any]],

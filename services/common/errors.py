@@ -34,6 +34,7 @@ from gis.rendering import render
 from gis.sensing.readings import InvalidReadings, WriteBusy
 from services.common.headers import SECURITY_HEADERS
 from services.common.negotiation import accepts_html
+from services.common.state import app_state
 
 DATABASE_RETRY_SECONDS = 5
 
@@ -99,8 +100,7 @@ def exception_body(code: str, description: str, parameter: str | None = None) ->
 
 
 def _statement_timeout_ms(request: Request) -> int:
-    guard = getattr(request.app.state, "guard", None)
-    return int(guard.settings.statement_timeout_ms) if guard is not None else 0
+    return int(app_state(request).guard.settings.statement_timeout_ms)
 
 
 def _wants_html(request: Request) -> bool:

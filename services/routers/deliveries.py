@@ -141,7 +141,7 @@ async def post_delivery(layer_id: str, request: Request) -> Response:
                                            cut_at or datetime.now(LOCAL_TIME), request.url.path)
     except SourceError as exc:
         raise InvalidParameter("file", without_paths(str(exc).removeprefix("file: "))) from None
-    heartbeat = request.app.state.processes.context.heartbeat
+    heartbeat = state.processes.context.heartbeat
     threading.Thread(target=_run_alive, args=(heartbeat, state, spec, received.delivery_id, received.job_id),
                      daemon=True, name=f"delivery-{received.delivery_id}").start()
     path = f"/api/deliveries/{spec.id}/{received.delivery_id}"

@@ -26,7 +26,6 @@ from gis.features.params import (
 from gis.features.queries import Statement, history_statement, item_statement, items_statement
 from gis.features.queryables import json_schema
 from gis.features.temporal import parse_datetime
-from gis.layers import LayerSpec
 from gis.security.policy import LayerView
 from services.auth import read_audit, visibility
 from services.common import html, limits, ogc, rasters
@@ -38,19 +37,11 @@ router = APIRouter(tags=["OGC API Features"])
 
 ITEM_PARAMETERS = frozenset({"crs", "datetime", "properties"})
 HISTORY_PARAMETERS = frozenset({"crs"})
-_ALLOWED_ITEMS: dict[int, frozenset[str]] = {}
 
 
 def _layer(request: Request, collection_id: str) -> tuple[AppState, LayerView]:
     """The layer as the caller may see it (masked fields left out); 404 as for no such layer if hidden."""
     return app_state(request), visibility.layer_view(request, collection_id)
-
-
-def _items_parameters(spec: LayerSpec) -> frozenset[str]:
-    found = _ALLOWED_ITEMS.get(id(spec))
-    if found is None:
-        found = _ALLOWED_ITEMS[id(spec)] = ITEMS_PARAMETERS | property_parameters(spec)
-    return found
 
 
 async def fetch_one(state: AppState, statement: Statement, blame: str | None = None,
@@ -101,7 +92,7 @@ async def queryables(collection_id: str, request: Request) -> Response:
 async def items(collection_id: str, request: Request) -> Response:
     state, view = _layer(request, collection_id)
     spec = view.spec
-    params = ogc.query_params(request, _items_parameters(spec))
+    params = ogc.query_params(request, ITEMS_PARAMETERS | property_parameters(spec))
     as_html = ogc.wants_html(request, params)
     with ogc.client_input():
         q = parse_items_query(spec, params, limits.cql2_limits(request))
