@@ -6,16 +6,26 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware.gzip import GZipMiddleware
 
 from gis.db.cluster import database_url
 from gis.db.pool import make_pool
 from gis.jobs.settings import JobSettings
-from gis.layers import load_registry
+from gis.project import load_project
 from gis.security.settings import AuthSettings, HttpSettings
 from gis.settings import ServeSettings, Settings
-from services import (
-    auth,
+from services import processes
+from services.auth.credentials import Auth
+from services.auth.visibility import RowAreas
+from services.common import input_guard, limits
+from services.common.errors import install_error_handlers
+from services.common.headers import SecurityHeaders
+from services.common.serving import Metrics, RequestContext, RootPathLinks, configure_logging
+from services.common.state import AppState
+from services.common.tile_cache import TileCache
+from services.routers import (
+    audit,
     catalog,
     coverages,
     deliveries,
@@ -23,20 +33,13 @@ from services import (
     edits,
     features,
     health,
-    input_guard,
     landing,
-    limits,
     map_tiles,
     planning,
-    processes,
     sensing,
     tiles,
     web_map,
 )
-from services.errors import install_error_handlers
-from services.headers import SecurityHeaders
-from services.serving import Metrics, RequestContext, RootPathLinks, configure_logging
-from services.state import AppState
 
 
 def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
@@ -44,14 +47,22 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
                job_settings: JobSettings | None = None) -> FastAPI:
     http = http_settings or HttpSettings()
     serve = serve_settings or ServeSettings()
+    auth = auth_settings or AuthSettings()
+    jobs = job_settings or JobSettings()
     configure_logging(serve)
-    registry = load_registry(settings.layers_dir, settings.styles_dir)
-    access = auth.Auth.load(auth_settings or AuthSettings(), settings.layers_dir, registry)
+    # Every file the service runs on, read and checked once, here: a broken one stops the start, naming it.
+    project = load_project(settings, auth.policy_file)
+    processes.check_derive(project.policy, project.overlap_rules)
     pool = make_pool(database_url(settings), settings, http.statement_timeout_ms)
     read_pool = (make_pool(settings.database_read_url, settings, http.statement_timeout_ms, "gis-api-read", 10.0)
                  if settings.database_read_url else None)
     pools = [p for p in (pool, read_pool) if p is not None]
     metrics = Metrics()
+    state = AppState(settings=settings, project=project, pool=pool, read_pool=read_pool,
+                     auth=Auth(auth, project.policy), row_areas=RowAreas(), guard=limits.Guard.from_settings(http),
+                     metrics=metrics, jobs=jobs, tile_cache=TileCache(settings.tile_cache_mib * 2**20),
+                     processes=processes.make_bridge(settings, project),
+                     map_styles=web_map.load_styles(project.registry, settings.styles_dir))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -61,9 +72,13 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
         await asyncio.gather(*(each.probe_once() for each in pools))
         for each in pools:
             each.start_probe()
-        gauges = asyncio.get_running_loop().create_task(health.gauges_loop(_app.state.gis, metrics))
+        gauges = asyncio.get_running_loop().create_task(health.gauges_loop(state, metrics))
         try:
-            yield
+            await run_in_threadpool(state.processes.open, jobs, jobs.in_service)
+            try:
+                yield
+            finally:
+                await run_in_threadpool(state.processes.close)
         finally:
             gauges.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -72,17 +87,13 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
                 await each.stop_probe()
                 await each.close()
 
-    # The OpenAPI document is served by services.landing at /openapi (OGC's service-desc), with its own HTML.
-    # One auth dependency on every route: the caller (or the anonymous role) is known before any handler runs,
-    # and held to its rate limit.
+    # The OpenAPI document is served by services.routers.landing at /openapi (OGC's service-desc), with its own
+    # HTML. One auth dependency on every route: the caller (or the anonymous role) is known before any handler
+    # runs, and held to its rate limit.
     app = FastAPI(title="时空信息云平台 · Spatio-temporal GIS cloud", lifespan=lifespan,
                   openapi_url=None, docs_url=None, redoc_url=None,
                   dependencies=[Depends(limits.authenticate), Depends(input_guard.check_request)])
-    app.state.gis = AppState(settings=settings, registry=registry, pool=pool, read_pool=read_pool)
-    app.state.metrics = metrics
-    app.state.auth = access
-    app.state.guard = limits.Guard.from_settings(http)
-    app.state.jobs = job_settings or JobSettings()
+    app.state.gis = state  # the one attribute: everything per app is a typed field of AppState
     install_error_handlers(app)
     # Outermost last: gzip sees the final bytes.
     app.add_middleware(RootPathLinks)  # innermost: HTML links under the root path
@@ -104,8 +115,10 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     app.include_router(sensing.router)
     app.include_router(deliveries.router)
     app.include_router(processes.router)
-    app.include_router(auth.router)
+    app.include_router(audit.router)
     web_map.install(app)
+    landing.add_landing_link(app, web_map.LANDING_LINK["href"], web_map.LANDING_LINK["rel"],
+                             web_map.LANDING_LINK["type"], web_map.LANDING_LINK["title"])
     landing.add_conformance(app, *processes.CONFORMANCE)
     for link in processes.LANDING_LINKS:
         landing.add_landing_link(app, link["href"], link["rel"], link["type"], link["title"])
@@ -117,5 +130,5 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     landing.add_conformance(app, *edits.CONFORMANCE)
     landing.add_landing_link(app, catalog.LANDING_LINK["href"], catalog.LANDING_LINK["rel"],
                              catalog.LANDING_LINK["type"], catalog.LANDING_LINK["title"])
-    app.state.collection_links = [tiles.collection_links, downloads.collection_links]
+    state.discovery.collection_links.extend((tiles.collection_links, downloads.collection_links))
     return app

@@ -10,13 +10,8 @@ import psycopg
 from pydantic import Field, create_model
 
 from gis.analysis import environment, place_report
-from gis.analysis.environment_rules import (
-    EnvironmentRules,
-    default_environment_rules_path,
-    load_environment_rules,
-)
+from gis.analysis.environment_rules import EnvironmentRules
 from gis.analysis.place_report import PlacesResult
-from gis.config_files import loaded_once
 from services.process_inputs import Format, Inputs, names_of
 from services.processors import Process, Report
 from services.pygeoapi_bridge import ProcessContext
@@ -26,11 +21,10 @@ ENV_EXCEEDANCES = "env-exceedances"
 ENV_SOURCE_BUFFERS = "env-source-buffers"
 PROCESS_IDS = (ENV_LATEST, ENV_EXCEEDANCES, ENV_SOURCE_BUFFERS)
 
-rules_for = loaded_once(load_environment_rules, default_environment_rules_path)
 
 
 def _rules(context: ProcessContext) -> EnvironmentRules:
-    return rules_for(context.settings.layers_dir, context.registry)
+    return context.project.environment_rules
 
 
 def _series_inputs(name: str, rules: EnvironmentRules) -> type[Inputs]:

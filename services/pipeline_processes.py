@@ -10,8 +10,7 @@ import psycopg
 from pydantic import Field, create_model
 
 from gis.analysis import pipeline
-from gis.analysis.pipeline_rules import PipelineRules, default_pipeline_rules_path, load_pipeline_rules
-from gis.config_files import loaded_once
+from gis.analysis.pipeline_rules import PipelineRules
 from gis.security.examples import EXAMPLE_PIPE
 from services.process_inputs import Bbox, Format, GeoJSON, Inputs, Names, names_of, one_of
 from services.processors import Process, Report
@@ -24,12 +23,11 @@ PIPE_CLEARANCE = "pipe-clearance"
 PIPE_COVER = "pipe-cover"
 PROCESS_IDS = (PIPE_BURST, PIPE_TRACE, PIPE_CROSS_SECTION, PIPE_CLEARANCE, PIPE_COVER)
 
-rules_for = loaded_once(load_pipeline_rules, default_pipeline_rules_path)
 REPORT = Report(pipeline.to_json, pipeline.to_geojson, pipeline.to_html)
 
 
 def _rules(context: ProcessContext) -> PipelineRules:
-    return rules_for(context.settings.layers_dir, context.registry)
+    return context.project.pipeline_rules
 
 
 def _point(rules: PipelineRules) -> Any:

@@ -15,8 +15,7 @@ from pydantic import Field, create_model
 
 from gis.analysis import place_report, policing
 from gis.analysis.place_report import PlacesResult
-from gis.analysis.policing_rules import PolicingRules, default_policing_rules_path, load_policing_rules
-from gis.config_files import loaded_once
+from gis.analysis.policing_rules import PolicingRules
 from gis.security import rows
 from services.process_inputs import Bbox, Format, GeoJSON, Inputs, names_of
 from services.processors import Process, Report
@@ -27,12 +26,11 @@ POLICE_NEAREST = "police-nearest"
 POLICE_HOTSPOTS = "police-hotspots"
 PROCESS_IDS = (POLICE_JURISDICTION, POLICE_NEAREST, POLICE_HOTSPOTS)
 
-rules_for = loaded_once(load_policing_rules, default_policing_rules_path)
 POINT = Field(title="Point (GeoJSON Point or [lon, lat], CGCS2000 / CRS84)")
 
 
 def _rules(context: ProcessContext) -> PolicingRules:
-    return rules_for(context.settings.layers_dir, context.registry)
+    return context.project.policing_rules
 
 
 class _Policing(Process):

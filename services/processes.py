@@ -5,13 +5,12 @@ routes, so they sit under our one landing page and OpenAPI document. The process
 pygeoapi process plugins (services.processors.Process subclasses) over gis.analysis.
 """
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar
 
 import orjson
 import pygeoapi.api.processes as processes_api
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import AfterValidator, Field, ValidationInfo, create_model, model_validator
 from starlette.concurrency import run_in_threadpool
@@ -28,16 +27,16 @@ from gis.analysis.rules import OverlapRules
 from gis.db.cluster import database_url
 from gis.db.pool import make_sync_pool
 from gis.errors import InvalidInput
-from gis.jobs.settings import JobSettings
-from gis.layers import LayerRegistry
+from gis.project import Project
 from gis.security import inference
 from gis.security.examples import EXAMPLE_PROJECT
 from gis.security.policy import Policy
 from gis.sensing import readings
 from gis.settings import Settings
 from services import environment_processes, pipeline_processes, policing_processes, raster_processes
-from services.input_guard import nul_at
-from services.planning import read_body, rules_of
+from services.common.bodies import read_body
+from services.common.input_guard import nul_at
+from services.common.state import app_state
 from services.process_access import bind_caller
 from services.process_inputs import (
     JSON_RESULT,
@@ -51,7 +50,6 @@ from services.process_inputs import (
 )
 from services.processors import Process, Report
 from services.pygeoapi_bridge import Bridge, ProcessContext, api_request
-from services.state import AppState
 
 OVERLAP_CHECK = "overlap-check"
 PLAN_CONFLICTS = "plan-conflicts"
@@ -250,13 +248,12 @@ def process_classes() -> list[type[Process]]:
             *policing_processes.PROCESSES, *raster_processes.PROCESSES]
 
 
-def make_bridge(settings: Settings, registry: LayerRegistry, rules: OverlapRules, policy: Policy,
-                application_name: str = "gis-processes") -> Bridge:
+def make_bridge(settings: Settings, project: Project, application_name: str = "gis-processes") -> Bridge:
     """Every process we offer, over a pool of its own (not opened): the service's and `gis worker`'s. Each one's
-    inputs model is built here, once (a broken rules file it reads stops the start)."""
+    inputs model is built here, once."""
     url = database_url(settings)
     pool = make_sync_pool(url, settings, application_name)
-    context = ProcessContext(settings, registry, rules, url, pool, policy)
+    context = ProcessContext(settings, project, url, pool)
     processes: dict[str, dict[str, Any]] = {}
     for cls in process_classes():
         context.inputs[cls.id] = cls.inputs(context)
@@ -264,27 +261,11 @@ def make_bridge(settings: Settings, registry: LayerRegistry, rules: OverlapRules
     return Bridge(context, processes)
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    state: AppState = app.state.gis
-    rules = rules_of(app)
-    check_derive(app.state.auth.policy, rules)
-    bridge = make_bridge(state.settings, state.registry, rules, app.state.auth.policy)
-    jobs: JobSettings = app.state.jobs
-    await run_in_threadpool(bridge.open, jobs, jobs.in_service)
-    app.state.processes = bridge
-    try:
-        yield
-    finally:
-        await run_in_threadpool(bridge.close)
-
-
-router = APIRouter(tags=["Processes"], lifespan=lifespan)
+router = APIRouter(tags=["Processes"])
 
 
 def bridge_of(request: Request) -> Bridge:
-    bridge: Bridge = request.app.state.processes
-    return bridge
+    return app_state(request).processes
 
 
 async def _call(request: Request, bridge: Bridge, body: bytes, function: Callable[..., tuple[dict[str, Any], int, Any]],

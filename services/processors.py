@@ -24,7 +24,7 @@ from pygeoapi.process.base import BaseProcessor
 from gis.analysis.overlap import Access
 from gis.layers import AccessClass, LayerRegistry
 from gis.security import audit
-from services.auth import Caller
+from services.auth.credentials import Caller
 from services.process_access import CALLER_ACCESS, CALLER_RASTERS, PROCESS_CALLER, require_full_read
 from services.process_inputs import Inputs, Result, described, input_value, parse_inputs
 from services.pygeoapi_bridge import ProcessContext

@@ -45,6 +45,7 @@ from gis.jobs import queue
 from gis.jobs.settings import JobSettings
 from gis.jobs.worker import Heartbeat, Worker
 from gis.layers import LayerRegistry
+from gis.project import Project
 from gis.rendering import PYGEOAPI_TEMPLATES_DIR
 from gis.security.disclosure import without_paths
 from gis.security.policy import Policy
@@ -59,16 +60,27 @@ JSON = "application/json"
 
 @dataclass
 class ProcessContext:
-    """What our processors need: the settings, registry, rules, and a database to work in."""
+    """What our processors need: the settings, the project (registry, policy, rules), and a database to work in."""
 
     settings: Settings
-    registry: LayerRegistry
-    rules: OverlapRules
+    project: Project
     database_url: str
     pool: ConnectionPool
-    policy: Policy | None = None  # the roles a queued job's caller is restored from (None: no queued jobs run)
     heartbeat: Heartbeat | None = None  # stamps the jobs this process runs
     inputs: dict[str, type[Inputs]] = field(default_factory=dict)  # process id -> its inputs model
+
+    @property
+    def registry(self) -> LayerRegistry:
+        return self.project.registry
+
+    @property
+    def rules(self) -> OverlapRules:
+        return self.project.overlap_rules
+
+    @property
+    def policy(self) -> Policy:
+        """The roles a queued job's caller is restored from."""
+        return self.project.policy
 
 
 def _stamp(value: datetime | None) -> str | None:
@@ -275,8 +287,8 @@ class JobsManager(BaseManager):
 
     def _run_claimed(self, job: queue.ClaimedJob) -> None:
         context = self.context
-        if context is None or context.policy is None:
-            raise RuntimeError("the job manager has no policy to restore a job's caller from")
+        if context is None:
+            raise RuntimeError("the job manager has no process context (its project restores a job's caller)")
         request = job.request
         try:
             restore_caller(request, context.policy, context.registry)

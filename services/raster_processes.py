@@ -22,7 +22,6 @@ from gis.rasters import profile, versions
 from gis.rasters.versions import RasterVersion
 from gis.security.examples import EXAMPLE_PIPE
 from gis.security.inference import row_limited
-from services.pipeline_processes import rules_for
 from services.process_inputs import GeoJSON, Inputs, Names, formats
 from services.processors import Process
 from services.pygeoapi_bridge import ProcessContext
@@ -177,7 +176,7 @@ class ProfileProcessor(_Raster):
         parts: list[profile.Segment | LineString]
         if inputs.pipes is not None:
             pipes = inputs.pipes
-            pipelines = rules_for(self.context.settings.layers_dir, self.context.registry).pipelines
+            pipelines = self.context.project.pipeline_rules.pipelines
             needed = {"depth_start_m", "depth_end_m", "utility", "diameter_mm"}
             if self.access is not None and (not needed <= self.access.get(pipelines.id, frozenset())
                                             or row_limited(self.access, pipelines.id)):

@@ -18,8 +18,8 @@ from fastapi.responses import JSONResponse, Response
 from gis.db.migrate import migration_files
 from gis.db.pool import GuardedPool
 from gis.security.disclosure import without_paths
-from services.serving import Metrics, metrics_text, pool_stats
-from services.state import AppState, app_state
+from services.common.serving import Metrics, metrics_text, pool_stats
+from services.common.state import AppState, app_state
 
 LOGGER = logging.getLogger("gis.health")
 router = APIRouter(include_in_schema=False)
@@ -70,7 +70,7 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    content, media_type = metrics_text(request.app.state.metrics)
+    content, media_type = metrics_text(app_state(request).metrics)
     return Response(content, media_type=media_type, headers={"Cache-Control": "no-store"})
 
 

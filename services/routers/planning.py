@@ -10,12 +10,10 @@ GET /api/planning/overlap-rules lists the rules and the use codes they know.
 """
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -25,17 +23,16 @@ from gis.analysis.proposal import (
     MAX_UPLOAD_BYTES,
     InvalidProposal,
     Proposal,
-    ProposalTooLarge,
     proposal_from_file,
     proposal_from_geojson,
 )
-from gis.analysis.rules import OverlapRules, default_rules_path, load_rules
-from gis.config_files import loaded_once
 from gis.security.examples import EXAMPLE_PROJECT
-from services.auth import audit_read, layer_view
-from services.input_guard import nul_at
+from services.auth.read_audit import audit_read
+from services.auth.visibility import layer_view
+from services.common.bodies import read_body, replay
+from services.common.input_guard import nul_at
+from services.common.state import ProjectState, State
 from services.process_access import caller_access
-from services.state import AppState, app_state
 
 GEOJSON = "application/geo+json"
 JSON = "application/json"
@@ -44,50 +41,7 @@ _FILE_TYPES = ("application/geopackage+sqlite3", "application/x-sqlite3", "appli
                "application/x-zip-compressed", "application/vnd.google-earth.kml+xml", "application/octet-stream")
 
 
-_rules = loaded_once(load_rules, default_rules_path)
-
-
-def rules_of(app: FastAPI) -> OverlapRules:
-    """The app's overlap rules (layers/overlap-rules.yml checked against the registry)."""
-    state: AppState = app.state.gis
-    return _rules(state.settings.layers_dir, state.registry)
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    rules_of(app)  # a broken rules file stops the service at start, naming the file and the key
-    yield
-
-
-router = APIRouter(prefix="/api/planning", tags=["Planning"], lifespan=lifespan)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused (413) as soon as it passes `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ProposalTooLarge("body", f"{int(declared):,} bytes; at most {limit:,}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ProposalTooLarge("body", f"more than {limit:,} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _replay(request: Request, body: bytes) -> Request:
-    """The same request with its (already read) body, for Starlette's form parser."""
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return Request(request.scope, receive)
+router = APIRouter(prefix="/api/planning", tags=["Planning"])
 
 
 def _merge(name: str, first: Any, second: Any) -> Any:
@@ -133,7 +87,7 @@ async def _inputs(request: Request) -> tuple[dict[str, Any], bytes | None, str |
             raise InvalidProposal("body", f"not valid GeoJSON: {exc}") from None
         file_data, filename, media = None, None, None
     elif content_type == "multipart/form-data":
-        form = await _replay(request, body).form(max_files=1, max_fields=20)
+        form = await replay(request, body).form(max_files=1, max_fields=20)
         upload = form.get("file")
         if upload is not None and not isinstance(upload, UploadFile):
             raise InvalidProposal("file", "the file part must be a file upload")
@@ -206,12 +160,12 @@ def _format(request: Request, f: str | None) -> str:
         "application/vnd.google-earth.kml+xml": {"schema": {"type": "string", "format": "binary"}},
     }}},
 )
-async def overlap_check(request: Request, state: Annotated[AppState, Depends(app_state)],
+async def overlap_check(request: Request, state: State,
                         f: Annotated[str | None, Query(description="json (default), geojson or html")] = None
                         ) -> Response:
     started = time.perf_counter()
     fmt = _format(request, f)
-    rules = rules_of(request.app)
+    rules = state.project.overlap_rules
     fields, file_data, filename, media = await _inputs(request)
     sources = [n for n, v in (("geometry", fields.get("geometry")), ("file", file_data),
                               ("project", fields.get("project"))) if v is not None]
@@ -257,8 +211,8 @@ async def overlap_check(request: Request, state: Annotated[AppState, Depends(app
 
 
 @router.get("/overlap-rules", summary="The overlap rules and plan-against-plan checks in force")
-async def overlap_rules(request: Request) -> Response:
-    rules = rules_of(request.app)
+async def overlap_rules(request: Request, project: ProjectState) -> Response:
+    rules = project.overlap_rules
     access = caller_access(request)
     body = {
         "file": rules.path.name,  # by name: no answer shows where the server keeps its files

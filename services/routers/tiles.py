@@ -9,12 +9,11 @@ the caller's rule in the statement, and its tiles are cached and tagged per set 
 
 import hashlib
 import re
-from collections import OrderedDict
 from datetime import datetime as DateTime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response
 
 from gis import tiles as mvt
@@ -23,9 +22,9 @@ from gis.features.cql2 import Filter
 from gis.features.errors import InvalidQuery
 from gis.features.temporal import CITY_TIME, TimeRange, parse_datetime
 from gis.layers import AccessClass, FieldType, LayerSpec
-from services import auth
-from services.errors import InvalidParameter
-from services.state import AppState, app_state
+from services.auth import read_audit, visibility
+from services.common.errors import InvalidParameter
+from services.common.state import AppState, State
 
 router = APIRouter(tags=["Tiles"])
 
@@ -76,7 +75,6 @@ _SCHEMA_TYPES = {
     FieldType.timestamp: {"type": "string", "format": "date-time"},
 }
 
-State = Annotated[AppState, Depends(app_state)]
 CollectionId = Annotated[str, Path(description="A layer id from /collections")]
 
 
@@ -97,7 +95,7 @@ def _json(document: dict[str, Any], max_age: int | None = None) -> Response:
 
 def _layer(request: Request, collection_id: str) -> LayerSpec:
     """The layer as the caller sees it (masked fields left out); 404 as for no such layer if hidden."""
-    return auth.layer_view(request, collection_id).spec
+    return visibility.layer_view(request, collection_id).spec
 
 
 def _check_tile_matrix_set(tile_matrix_set_id: str) -> None:
@@ -187,7 +185,7 @@ async def _tileset_of(request: Request, state: AppState, collection_id: str,
     who sees only some rows gets the city's extent, never the layer's (it would tell where the other rows are)."""
     spec = _layer(request, collection_id)
     _check_tile_matrix_set(tile_matrix_set_id)
-    if not auth.layer_view(request, collection_id).tells_layer_facts:
+    if not visibility.layer_view(request, collection_id).tells_layer_facts:
         return spec, _extent(state, None), _base(request)
     _version, stored = await state.read([spec.id], lambda conn: mvt.layer_version(conn, spec))
     return spec, _extent(state, stored), _base(request)
@@ -297,50 +295,6 @@ def _known_version(tags: list[str], spec: LayerSpec, variant: str, tile: mvt.Til
     return None
 
 
-class TileCache:
-    """The tiles one app served last, by (layer, z, x, y), each with the layer version it was built from.
-
-    A tile is only ever served from here after the database has said, in the same statement that would
-    otherwise build it, that the layer is still at that version: a refresh that changes the layer makes
-    every cached tile of it a miss. Bounded by bytes, least recently used first out.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple[str, str, int, int, int], tuple[int, bytes]] = OrderedDict()
-        self._bytes = 0
-
-    def get(self, key: tuple[str, str, int, int, int]) -> tuple[int, bytes] | None:
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._entries.move_to_end(key)
-        return entry
-
-    def put(self, key: tuple[str, str, int, int, int], version: int, data: bytes) -> None:
-        if self.max_bytes <= 0 or len(data) > self.max_bytes // 16:
-            return  # a few huge low-zoom tiles must not push out everything else
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self._bytes -= len(old[1])
-        self._entries[key] = (version, data)
-        self._bytes += len(data)
-        while self._bytes > self.max_bytes:
-            _key, (_version, evicted) = self._entries.popitem(last=False)
-            self._bytes -= len(evicted)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-def _tile_cache(request: Request, state: AppState) -> TileCache:
-    """One cache per app (so per database): kept on the app's state, made on first use."""
-    cache = getattr(request.app.state, "tile_cache", None)
-    if cache is None:
-        cache = TileCache(state.settings.tile_cache_mib * 2**20)
-        request.app.state.tile_cache = cache
-    return cache
-
-
 def _cache_control(spec: LayerSpec) -> str:
     # Only open data may sit in shared caches; internal and restricted layers stay in the client's own.
     scope = "public" if spec.access is AccessClass.public else "private"
@@ -358,7 +312,7 @@ async def tile(request: Request, state: State, collectionId: CollectionId, tileM
                tileMatrix: int, tileRow: int, tileCol: int,
                datetime: Annotated[str | None, Query(description=DATETIME_HELP)] = None,
                if_none_match: Annotated[str | None, Header()] = None) -> Response:
-    view = auth.layer_view(request, collectionId)
+    view = visibility.layer_view(request, collectionId)
     spec = view.spec
     _check_tile_matrix_set(tileMatrixSetId)
     try:
@@ -366,12 +320,12 @@ async def tile(request: Request, state: State, collectionId: CollectionId, tileM
         time = parse_datetime(datetime) if datetime is not None else None
     except (mvt.TileOutOfRange, InvalidQuery) as exc:
         raise InvalidParameter(exc.parameter, exc.problem) from None
-    rows = await auth.row_filter(request, view)
-    variant = (_variant(spec, time) + (f".m{auth.mask_tag(view)}" if view.masked else "")
+    rows = await visibility.row_filter(request, view)
+    variant = (_variant(spec, time) + (f".m{visibility.mask_tag(view)}" if view.masked else "")
                + (_rows_tag(rows) if rows is not None else ""))
     tags = _client_tags(if_none_match)
     client_version = _known_version(tags, spec, variant, address)
-    cache, key = _tile_cache(request, state), (spec.id, variant, address.z, address.x, address.y)
+    cache, key = state.tile_cache, (spec.id, variant, address.z, address.x, address.y)
     cached = cache.get(key)
     known = {v for v in (client_version, cached[0] if cached else None) if v is not None}
     drawn = mvt.drawn_fields(spec, state.settings.styles_dir)
@@ -388,7 +342,7 @@ async def tile(request: Request, state: State, collectionId: CollectionId, tileM
     else:  # the layer is still at the cached tile's version (the client's would have matched above)
         assert cached is not None
         data = cached[1]
-    await auth.audit_read(request, view, None, 204 if not data else 200,
+    await read_audit.audit_read(request, view, None, 204 if not data else 200,
                           {"tile": f"{address.z}/{address.y}/{address.x}"})
     if not data:
         return Response(status_code=204, headers=headers)

@@ -11,28 +11,27 @@ The readings themselves are the registry layer `sensor_readings`, served by /col
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from gis.analysis.pipeline import PipelineResult, to_html
-from gis.config_files import loaded_once
 from gis.errors import NotFound
 from gis.features.errors import InvalidQuery
 from gis.features.temporal import parse_datetime
 from gis.security import audit
 from gis.security.examples import EXAMPLE_SENSOR
 from gis.sensing import readings as readings_
-from gis.sensing.thresholds import READING_FIELDS, Thresholds, default_thresholds_path, load_thresholds
+from gis.sensing.thresholds import READING_FIELDS, Thresholds
 from gis.sensing.warnings import MAX_LIMIT, Cursor, InvalidCursor, WarningQuery, read_warnings
-from services.auth import CREDENTIAL_PARAMETER, audit_read, caller_of, forbidden, layer_view, unauthorized
-from services.planning import read_body
-from services.state import app_state
+from services.auth.credentials import CREDENTIAL_PARAMETER, caller_of, forbidden, unauthorized
+from services.auth.read_audit import audit_read
+from services.auth.visibility import layer_view
+from services.common.bodies import read_body
+from services.common.state import ProjectState, State, app_state
 
 JSON = "application/json"
 GEOJSON = "application/geo+json"
@@ -43,22 +42,7 @@ GRADED_FROM = frozenset({"sensor", "sensor_type", "utility", "value", "quality",
 _WARNING_PARAMETERS = frozenset({"level", "sensor", "datetime", "since", "limit", "wait", "f", CREDENTIAL_PARAMETER})
 
 
-_thresholds = loaded_once(load_thresholds, default_thresholds_path)
-
-
-def thresholds_of(app: FastAPI) -> Thresholds:
-    """The app's thresholds (layers/sensor-thresholds.yml checked against the registry)."""
-    state = app.state.gis
-    return _thresholds(state.settings.layers_dir, state.registry)
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    thresholds_of(app)  # a broken thresholds file stops the service at start, naming the file and the key
-    yield
-
-
-router = APIRouter(prefix="/api/pipeline", tags=["Pipeline sensing"], lifespan=lifespan)
+router = APIRouter(prefix="/api/pipeline", tags=["Pipeline sensing"])
 
 
 def _writer(request: Request, layer_id: str) -> None:
@@ -107,11 +91,10 @@ async def _audit_write(request: Request, layer_id: str, count: int | None, statu
         "example": {"readings": [{"sensor": EXAMPLE_SENSOR, "observed_at": "2026-10-31T08:30:00+08:00",
                                   "value": 0.31, "quality": "good"}]}}}}},
 )
-async def post_readings(request: Request) -> Response:
-    thresholds = thresholds_of(request.app)
+async def post_readings(request: Request, state: State) -> Response:
+    thresholds = state.project.thresholds
     layer_id = thresholds.readings.id
     _writer(request, layer_id)
-    state = app_state(request)
     raw = await read_body(request, MAX_BODY_BYTES)
     try:
         body = orjson.loads(raw)
@@ -186,6 +169,7 @@ def _next_link(request: Request, cursor: Cursor) -> str:
 )
 async def sensor_warnings(
     request: Request,
+    project: ProjectState,
     level: Annotated[str | None, Query(description="comma-separated levels: blue, yellow, orange, red")] = None,
     sensor: Annotated[str | None, Query(description="comma-separated sensor ids")] = None,
     datetime: Annotated[str | None, Query(description="instant or interval on observed_at (as /items)")] = None,
@@ -195,7 +179,7 @@ async def sensor_warnings(
                                                                  "warning arrives (long poll)")] = 0,
     f: Annotated[str | None, Query(description="geojson (default) or html")] = None,
 ) -> Response:
-    thresholds = thresholds_of(request.app)
+    thresholds = project.thresholds
     view = layer_view(request, thresholds.readings.id)
     if view.rows is not None:
         raise forbidden(f"warnings of '{view.source.id}' are not yet filtered by row rules; this role has one")
