@@ -32,7 +32,7 @@ from services.auth.visibility import layer_view
 from services.common.bodies import read_body, replay
 from services.common.input_guard import nul_at
 from services.common.state import ProjectState, State
-from services.process_access import caller_access
+from services.processes.access import caller_access
 
 GEOJSON = "application/geo+json"
 JSON = "application/json"

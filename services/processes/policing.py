@@ -17,9 +17,9 @@ from gis.analysis import place_report, policing
 from gis.analysis.place_report import PlacesResult
 from gis.analysis.policing_rules import PolicingRules
 from gis.security import rows
-from services.process_inputs import Bbox, Format, GeoJSON, Inputs, names_of
-from services.processors import Process, Report
-from services.pygeoapi_bridge import ProcessContext
+from services.processes.base import Process, Report
+from services.processes.inputs import Bbox, Format, GeoJSON, Inputs, names_of
+from services.processes.pygeoapi_bridge import ProcessContext
 
 POLICE_JURISDICTION = "police-jurisdiction"
 POLICE_NEAREST = "police-nearest"

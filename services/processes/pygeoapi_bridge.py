@@ -50,11 +50,11 @@ from gis.rendering import PYGEOAPI_TEMPLATES_DIR
 from gis.security.disclosure import without_paths
 from gis.security.policy import Policy
 from gis.settings import Settings
-from services.process_access import JOB_OWNER, caller_snapshot, restore_caller
-from services.process_inputs import Inputs
+from services.processes.access import JOB_OWNER, caller_snapshot, restore_caller
+from services.processes.inputs import Inputs
 
 LOGGER = logging.getLogger(__name__)
-MANAGER = "services.pygeoapi_bridge.JobsManager"
+MANAGER = "services.processes.pygeoapi_bridge.JobsManager"
 JSON = "application/json"
 
 

@@ -12,9 +12,9 @@ from pydantic import Field, create_model
 from gis.analysis import pipeline
 from gis.analysis.pipeline_rules import PipelineRules
 from gis.security.examples import EXAMPLE_PIPE
-from services.process_inputs import Bbox, Format, GeoJSON, Inputs, Names, names_of, one_of
-from services.processors import Process, Report
-from services.pygeoapi_bridge import ProcessContext
+from services.processes.base import Process, Report
+from services.processes.inputs import Bbox, Format, GeoJSON, Inputs, Names, names_of, one_of
+from services.processes.pygeoapi_bridge import ProcessContext
 
 PIPE_BURST = "pipe-burst"
 PIPE_TRACE = "pipe-trace"

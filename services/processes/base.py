@@ -6,8 +6,8 @@ A process is a subclass in a module of its domain that gives its id, title, `sum
 `inputs(context)` where a rules file decides choices or bounds) and either `analyse` (the usual shape: read some
 layers whole, analyse, render in the format asked for) or `run` (anything else).
 
-The job manager hands a processor out while still in the request's context (services.pygeoapi_bridge), so
-`bind` captures the caller's identity, readable layers and rasters there (services.process_access) and an
+The job manager hands a processor out while still in the request's context (services.processes.pygeoapi_bridge), so
+`bind` captures the caller's identity, readable layers and rasters there (services.processes.access) and an
 asynchronous job keeps its caller's rights after the request has ended.
 """
 
@@ -25,9 +25,9 @@ from gis.analysis.overlap import Access
 from gis.layers import AccessClass, LayerRegistry
 from gis.security import audit
 from services.auth.credentials import Caller
-from services.process_access import CALLER_ACCESS, CALLER_RASTERS, PROCESS_CALLER, require_full_read
-from services.process_inputs import Inputs, Result, described, input_value, parse_inputs
-from services.pygeoapi_bridge import ProcessContext
+from services.processes.access import CALLER_ACCESS, CALLER_RASTERS, PROCESS_CALLER, require_full_read
+from services.processes.inputs import Inputs, Result, described, input_value, parse_inputs
+from services.processes.pygeoapi_bridge import ProcessContext
 
 MAX_INPUT_CHARS = 2000
 

@@ -12,9 +12,9 @@ from pydantic import Field, create_model
 from gis.analysis import environment, place_report
 from gis.analysis.environment_rules import EnvironmentRules
 from gis.analysis.place_report import PlacesResult
-from services.process_inputs import Format, Inputs, names_of
-from services.processors import Process, Report
-from services.pygeoapi_bridge import ProcessContext
+from services.processes.base import Process, Report
+from services.processes.inputs import Format, Inputs, names_of
+from services.processes.pygeoapi_bridge import ProcessContext
 
 ENV_LATEST = "env-latest"
 ENV_EXCEEDANCES = "env-exceedances"

@@ -22,9 +22,9 @@ from gis.rasters import profile, versions
 from gis.rasters.versions import RasterVersion
 from gis.security.examples import EXAMPLE_PIPE
 from gis.security.inference import row_limited
-from services.process_inputs import GeoJSON, Inputs, Names, formats
-from services.processors import Process
-from services.pygeoapi_bridge import ProcessContext
+from services.processes.base import Process
+from services.processes.inputs import GeoJSON, Inputs, Names, formats
+from services.processes.pygeoapi_bridge import ProcessContext
 
 RASTER_SAMPLE = "raster-sample"
 DEM_PROFILE = "dem-profile"
