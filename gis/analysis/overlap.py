@@ -130,7 +130,7 @@ def check_use(rules: OverlapRules, use: str | None) -> str | None:
         if rule.kind is Kind.compatible_use and rule.allowed_classes(use) is None:
             known = ", ".join(rule.compatibility or {})
             raise InvalidInput("proposed_use", f"'{use}' is not in the compatibility table of rule "
-                                  f"'{rule.id}' ({known})")
+                               f"'{rule.id}' ({known})")
     return use
 
 

@@ -90,7 +90,7 @@ def locate_pipe(conn: psycopg.Connection, rules: PipelineRules, *, pipe: str | N
             raise NotFound(f"no pipe '{pipe}'")
         if found[0] not in tuple(utilities):
             raise InvalidInput("pipe", f"'{pipe}' is {found[0]}; this analysis takes "
-                                  + ", ".join(utilities))
+                               + ", ".join(utilities))
         return pipe, None
     if point is None:
         raise InvalidInput("inputs", "give a pipe fid or a point")
@@ -103,7 +103,7 @@ def locate_pipe(conn: psycopg.Connection, rules: PipelineRules, *, pipe: str | N
         {"pt": geojson, "u": list(utilities), "ok": list(rules.network.traversed_status)}).fetchone()
     if row is None or row[1] > rules.network.snap_within_m:
         raise InvalidInput(name, f"no {'/'.join(utilities)} pipe in service within "
-                              f"{rules.network.snap_within_m:g} m")
+                           f"{rules.network.snap_within_m:g} m")
     return str(row[0]), round(float(row[1]), 2)
 
 
@@ -401,7 +401,7 @@ def clearance(conn: psycopg.Connection, rules: PipelineRules, *, pairs: Iterable
         unknown = [p for p in wanted if rules.pair(p) is None]
         if unknown:
             raise InvalidInput("pairs", f"unknown pair '{unknown[0][:40]}'; one of "
-                                  + ", ".join(p.id for p in rules.clearances.pairs))
+                               + ", ".join(p.id for p in rules.clearances.pairs))
         chosen = [p for p in chosen if p.id in wanted]
     violations: list[dict[str, Any]] = []
     per_pair: dict[str, int] = {}

@@ -452,7 +452,7 @@ def hotspots(conn: psycopg.Connection, rules: PolicingRules, registry: LayerRegi
     nx, ny = ix1 - ix0 + 1, iy1 - iy0 + 1
     if nx * ny > rules.hotspots.max_cells:
         raise InvalidInput("cell_m", f"{nx * ny:,} cells of {cell:g} m over this extent; at most "
-                              f"{rules.hotspots.max_cells:,} (a larger cell or a smaller bbox)")
+                           f"{rules.hotspots.max_cells:,} (a larger cell or a smaller bbox)")
     grid = np.zeros((ny, nx), dtype=np.int64)
     for ix, iy, n in counted:
         grid[iy - iy0, ix - ix0] += n

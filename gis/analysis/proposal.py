@@ -215,7 +215,7 @@ def claimed_format(filename: str | None, media_type: str | None) -> str | None:
         if suffix:
             if suffix not in _EXTENSIONS:
                 raise InvalidInput("file", f"'{filename[:80]}': unsupported file type '{suffix}'; send a "
-                                      "GeoPackage (.gpkg), zipped Shapefile (.zip), GeoJSON (.geojson) or KML (.kml)")
+                                   "GeoPackage (.gpkg), zipped Shapefile (.zip), GeoJSON (.geojson) or KML (.kml)")
             return _EXTENSIONS[suffix]
     if media_type:
         base = media_type.split(";")[0].strip().lower()
@@ -233,7 +233,7 @@ def _read_ogr(path: str, fmt: str, label: str) -> tuple[list[BaseGeometry], list
         raise InvalidInput("file", f"{label}: no layer with geometries")
     if fmt == "gpkg" and len(names) > 1:
         raise InvalidInput("file", f"{label}: the GeoPackage has {len(names)} layers with geometries "
-                              f"({', '.join(names[:10])}); send one")
+                           f"({', '.join(names[:10])}); send one")
     geoms: list[BaseGeometry] = []
     props: list[Mapping[str, Any]] = []
     declared: str | None = None
@@ -371,7 +371,7 @@ def _check_extent(stored: np.ndarray, source: list[BaseGeometry], crs_name: str,
         hint = f"; are the coordinates really in {crs_name}? give crs"
     where = "not within" if not np.isfinite(bounds).all() else f"{_distance_km(bounds, city):,.1f} km from"
     raise InvalidInput(parameter, f"the proposal lies outside the city: {where} the city's extent "
-                          f"{list(city)} (lon/lat){hint}")
+                       f"{list(city)} (lon/lat){hint}")
 
 
 def build_proposal(geoms: list[BaseGeometry], properties: Iterable[Mapping[str, Any]], *, crs: str | None,
@@ -468,6 +468,3 @@ def proposal_from_path(path: Path, *, crs: str | None, city_extent: tuple[float,
         raise ProposalTooLarge("file", f"{path.name} is {path.stat().st_size:,} bytes; at most {MAX_UPLOAD_BYTES:,}")
     return proposal_from_file(path.read_bytes(), path.name, crs=crs, city_extent=city_extent,
                               proposed_use=proposed_use)
-
-
-InvalidProposal = InvalidInput  # transitional: removed once services/ names it InvalidInput

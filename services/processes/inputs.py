@@ -42,11 +42,13 @@ class Inputs(BaseModel):
     qualified: ClassVar[frozenset[str]] = frozenset()
 
 
-def parse_inputs(model: type[Inputs], data: Any, where: str = "inputs") -> Any:
-    """`data` (an execute request's inputs) validated by `model`, or InvalidInput naming the input at fault."""
+def parse_inputs(model: type[Inputs], data: Any, where: str = "inputs", unwrap: bool = True) -> Any:
+    """`data` (an execute request's inputs, or with `unwrap` False plain values) validated by `model`, or
+    InvalidInput naming the input at fault (`where` for the whole of them)."""
     if not isinstance(data, dict):
         raise InvalidInput(where, "an object of named inputs")
-    values = {name: value if name in model.qualified else _unwrapped(name, value) for name, value in data.items()}
+    values = {name: value if name in model.qualified or not unwrap else _unwrapped(name, value)
+              for name, value in data.items()}
     try:
         return model.model_validate({k: v for k, v in values.items() if v is not None}, context={"where": where})
     except ValidationError as exc:
@@ -113,7 +115,8 @@ def formats(*names: str) -> Any:
                      Field(title="Output format")]
 
 
-Format = formats("json", "geojson", "html")
+FORMATS = ("json", "geojson", "html")
+Format = formats(*FORMATS)
 
 
 @dataclass(frozen=True)

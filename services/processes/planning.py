@@ -74,7 +74,7 @@ class OverlapInputs(Inputs):
         if len(given) != 1:
             where = (info.context or {}).get("where", "inputs")
             raise InvalidInput(where, "give exactly one of geometry, file and project"
-                                  + (f" (got {', '.join(given)})" if given else ""))
+                               + (f" (got {', '.join(given)})" if given else ""))
         return self
 
     def proposal(self, city_extent: tuple[float, float, float, float]) -> Proposal | None:

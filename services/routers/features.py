@@ -14,7 +14,7 @@ import psycopg
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gis.errors import NotFound
+from gis.errors import InvalidInput, NotFound
 from gis.features import crs as crs_
 from gis.features.params import (
     ITEMS_PARAMETERS,
@@ -30,7 +30,6 @@ from gis.security.policy import LayerView
 from services.auth import read_audit, visibility
 from services.common import html, limits, ogc, rasters
 from services.common.collections import blame, iso_time, layer_stats, view_document
-from services.common.errors import InvalidParameter
 from services.common.state import AppState, app_state
 
 router = APIRouter(tags=["OGC API Features"])
@@ -60,7 +59,7 @@ async def fetch_one(state: AppState, statement: Statement, blame: str | None = N
         if blame is None:
             raise
         message = exc.diag.message_primary or str(exc)
-        raise InvalidParameter(blame, f"cannot be evaluated: {message}") from None
+        raise InvalidInput(blame, f"cannot be evaluated: {message}") from None
 
 
 @router.get("/collections/{collection_id}", summary="A layer's metadata")
@@ -94,14 +93,12 @@ async def items(collection_id: str, request: Request) -> Response:
     spec = view.spec
     params = ogc.query_params(request, ITEMS_PARAMETERS | property_parameters(spec))
     as_html = ogc.wants_html(request, params)
-    with ogc.client_input():
-        q = parse_items_query(spec, params, limits.cql2_limits(request))
-        if as_html:
-            q = replace(q, crs=crs_.CRS84)  # the HTML map draws lon/lat
+    q = parse_items_query(spec, params, limits.cql2_limits(request))
+    if as_html:
+        q = replace(q, crs=crs_.CRS84)  # the HTML map draws lon/lat
     asked = q
     q = await visibility.restrict(request, view, q)
-    with ogc.client_input():
-        statement = items_statement(spec, q)
+    statement = items_statement(spec, q)
     row = await fetch_one(state, statement, blame(q), view.source.id)
     assert row is not None
     features, returned, more, last_fid, matched = row
@@ -137,10 +134,9 @@ async def item(collection_id: str, feature_id: str, request: Request) -> Respons
     spec = view.spec
     params = ogc.query_params(request, ITEM_PARAMETERS)
     as_html = ogc.wants_html(request, params)
-    with ogc.client_input():
-        out_crs = crs_.parse_crs(params["crs"], "crs") if "crs" in params and not as_html else crs_.CRS84
-        time = parse_datetime(params["datetime"]) if "datetime" in params else None
-        properties = parse_properties(params["properties"], spec) if "properties" in params else None
+    out_crs = crs_.parse_crs(params["crs"], "crs") if "crs" in params and not as_html else crs_.CRS84
+    time = parse_datetime(params["datetime"]) if "datetime" in params else None
+    properties = parse_properties(params["properties"], spec) if "properties" in params else None
     if "\x00" in feature_id:
         raise NotFound(f"no feature '{feature_id[:60]}' in '{spec.id}'")
     # The row rule is in the one statement: a feature outside the caller's rows and one that does not exist take
@@ -172,8 +168,7 @@ async def history(collection_id: str, feature_id: str, request: Request) -> Resp
     spec = view.spec
     params = ogc.query_params(request, HISTORY_PARAMETERS)
     as_html = ogc.wants_html(request, params)
-    with ogc.client_input():
-        out_crs = crs_.parse_crs(params["crs"], "crs") if "crs" in params and not as_html else crs_.CRS84
+    out_crs = crs_.parse_crs(params["crs"], "crs") if "crs" in params and not as_html else crs_.CRS84
     if "\x00" in feature_id:
         raise NotFound(f"no feature '{feature_id[:60]}' in '{spec.id}'")
     rule = await visibility.row_filter(request, view)

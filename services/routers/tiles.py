@@ -19,11 +19,9 @@ from fastapi.responses import Response
 from gis import tiles as mvt
 from gis.errors import NotFound
 from gis.features.cql2 import Filter
-from gis.features.errors import InvalidQuery
 from gis.features.temporal import CITY_TIME, TimeRange, parse_datetime
 from gis.layers import AccessClass, FieldType, LayerSpec
 from services.auth import read_audit, visibility
-from services.common.errors import InvalidParameter
 from services.common.state import AppState, State
 
 router = APIRouter(tags=["Tiles"])
@@ -315,11 +313,8 @@ async def tile(request: Request, state: State, collectionId: CollectionId, tileM
     view = visibility.layer_view(request, collectionId)
     spec = view.spec
     _check_tile_matrix_set(tileMatrixSetId)
-    try:
-        address = mvt.Tile(tileMatrix, tileCol, tileRow)
-        time = parse_datetime(datetime) if datetime is not None else None
-    except (mvt.TileOutOfRange, InvalidQuery) as exc:
-        raise InvalidParameter(exc.parameter, exc.problem) from None
+    address = mvt.Tile(tileMatrix, tileCol, tileRow)
+    time = parse_datetime(datetime) if datetime is not None else None
     rows = await visibility.row_filter(request, view)
     variant = (_variant(spec, time) + (f".m{visibility.mask_tag(view)}" if view.masked else "")
                + (_rows_tag(rows) if rows is not None else ""))
