@@ -271,11 +271,12 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_ops(args: argparse.Namespace, settings: Settings) -> int:
-    """gis ops prune: retention of the audit log (monthly partitions) and of synchronous process jobs."""
+    """gis ops prune: retention of the audit log and the readings (monthly partitions), and of synchronous
+    process jobs."""
     from gis.db.retention import prune
 
     with psycopg.connect(database_url(settings)) as conn:
-        print(prune(conn, settings).summary())
+        print(prune(conn, settings, registry=_registry(settings)).summary())
     return 0
 
 
@@ -318,15 +319,26 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     os.environ["GIS_HOST"], os.environ["GIS_PORT"] = host, str(port)
     if args.root_path is not None:
         os.environ["GIS_SERVE_ROOT_PATH"] = args.root_path
+    from gis import serve_workers
+
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="gis-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    elif os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # the operator's: what a previous run left is stale
+        serve_workers.clear_stale_files(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     print(f"serving on http://{host}:{port}{os.environ.get('GIS_SERVE_ROOT_PATH', serve.root_path)}/ "
           f"({workers} worker(s))", flush=True)
+    config = uvicorn.Config("services.asgi:app_from_environment", factory=True, host=host, port=port,
+                            workers=workers, log_level="info", access_log=False, proxy_headers=False,
+                            server_header=False)
     try:
-        uvicorn.run("services.asgi:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                    log_level="info", access_log=False, proxy_headers=False, server_header=False)
+        if workers > 1:
+            serve_workers.run(config, os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        else:
+            uvicorn.Server(config).run()
+    except KeyboardInterrupt:
+        pass
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -544,9 +556,10 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--check", action="store_true", help="fail when either is out of date")
     doc.add_argument("--root", default=".", help="the checkout (default: the current directory)")
     doc.set_defaults(handler=cmd_settings_doc)
-    ops = sub.add_parser("ops", help="operations: prune (retention of the audit log and of process jobs)")
+    ops = sub.add_parser("ops", help="operations: prune (retention of the audit log, readings and process jobs)")
     ops.add_argument("action", choices=["prune"], help="prune: drop audit-log months older than "
-                     "GIS_AUDIT_RETENTION_DAYS, synchronous process jobs older than GIS_SYNC_JOB_RETENTION_MINUTES")
+                     "GIS_AUDIT_RETENTION_DAYS, sensor-reading months older than GIS_EVENT_RETENTION_DAYS, "
+                     "synchronous process jobs older than GIS_SYNC_JOB_RETENTION_MINUTES")
     ops.set_defaults(handler=cmd_ops)
     serve = sub.add_parser("serve", help="serve the OGC API on http://127.0.0.1:8000")
     serve.add_argument("--host", help="address to listen on (default GIS_HOST or 127.0.0.1; 0.0.0.0 for all)")

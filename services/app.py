@@ -64,6 +64,7 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
                      metrics=metrics, jobs=jobs, tile_cache=TileCache(settings.tile_cache_mib * 2**20),
                      processes=make_bridge(settings, project),
                      map_styles=web_map.load_styles(project.registry, settings.styles_dir))
+    state.processes.context.pool.follow(pool)  # the service's breaker: 503 at once while the database is away
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -32,7 +32,6 @@ import pygeoapi.process.manager.base as pygeoapi_manager_base
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
 from pygeoapi.api import API, APIRequest
 from pygeoapi.process.base import BaseProcessor, JobNotFoundError, JobResultNotFoundError
 from pygeoapi.process.manager.base import BaseManager, get_manager
@@ -40,6 +39,7 @@ from pygeoapi.util import DATETIME_FORMAT, JobStatus, RequestedResponse
 
 from gis.analysis import plan_conflicts
 from gis.analysis.rules import OverlapRules
+from gis.db.pool import GuardedSyncPool
 from gis.errors import GisError
 from gis.jobs import queue
 from gis.jobs.settings import JobSettings
@@ -65,7 +65,7 @@ class ProcessContext:
     settings: Settings
     project: Project
     database_url: str
-    pool: ConnectionPool
+    pool: GuardedSyncPool
     heartbeat: Heartbeat | None = None  # stamps the jobs this process runs
     inputs: dict[str, type[Inputs]] = field(default_factory=dict)  # process id -> its inputs model
 
@@ -145,7 +145,7 @@ class JobsManager(BaseManager):
         return processor
 
     # -- storage -------------------------------------------------------------------------------------
-    def _pool(self) -> ConnectionPool:
+    def _pool(self) -> GuardedSyncPool:
         if self.context is None:
             raise RuntimeError("the job manager is not bound to a database")
         return self.context.pool
