@@ -14,6 +14,7 @@ asynchronous job keeps its caller's rights after the request has ended.
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import orjson
@@ -21,7 +22,9 @@ import psycopg
 from pydantic import BaseModel
 from pygeoapi.process.base import BaseProcessor
 
+from gis.analysis import place_report
 from gis.analysis.overlap import Access
+from gis.analysis.place_report import Style
 from gis.layers import AccessClass, LayerRegistry
 from gis.security import audit
 from services.auth.credentials import Caller
@@ -48,11 +51,18 @@ class Report:
         return "application/json", self.json(result)
 
 
+def places_report(styles: Mapping[str, Style], legend: Mapping[str, str]) -> Report:
+    """The answers of the analyses that find places (environment, policing): JSON, GeoJSON, a page with a map."""
+    return Report(place_report.to_json, place_report.to_geojson,
+                  partial(place_report.to_html, styles=styles, legend=legend))
+
+
 class Process(BaseProcessor):
     """One OGC API process. Subclasses with an `id` are the processes services.processes registers."""
 
     id: ClassVar[str] = ""
     title: ClassVar[tuple[str, str]] = ("", "")  # English, Chinese
+    abstract: ClassVar[str] = ""  # what it does, in English (or `summary`, where the rules in force say more)
     keywords: ClassVar[tuple[str, ...]] = ()
     job_control: ClassVar[tuple[str, ...]] = ("sync-execute", "async-execute")
     Inputs: ClassVar[type[Inputs]] = Inputs
@@ -69,8 +79,8 @@ class Process(BaseProcessor):
 
     @classmethod
     def summary(cls, context: ProcessContext) -> str | dict[str, str]:
-        """What the process does (English, or by language)."""
-        raise NotImplementedError
+        """What the process does (English, or by language): `abstract`, unless the rules in force say more."""
+        return cls.abstract
 
     @classmethod
     def titles(cls, context: ProcessContext) -> tuple[str, str]:

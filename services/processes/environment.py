@@ -3,16 +3,15 @@ env-exceedances and env-source-buffers, run by the same pygeoapi machinery and j
 services.processes (which registers them). Each answers JSON (default), GeoJSON or an HTML page with a map.
 """
 
-from functools import partial
 from typing import Annotated, Any
 
 import psycopg
 from pydantic import Field, create_model
 
-from gis.analysis import environment, place_report
+from gis.analysis import environment
 from gis.analysis.environment_rules import EnvironmentRules
 from gis.analysis.place_report import PlacesResult
-from services.processes.base import Process, Report
+from services.processes.base import Process, places_report
 from services.processes.inputs import Format, Inputs, names_of
 from services.processes.pygeoapi_bridge import ProcessContext
 
@@ -47,8 +46,7 @@ def _standard(rules: EnvironmentRules) -> str:
 
 class _Environment(Process):
     keywords = ("environment", "智慧环保")
-    report = Report(place_report.to_json, place_report.to_geojson,
-                    partial(place_report.to_html, styles=environment.STYLES, legend=environment.LEGEND))
+    report = places_report(environment.STYLES, environment.LEGEND)
     unaudited = frozenset({"file", "format"})
 
     @property

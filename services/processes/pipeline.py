@@ -30,9 +30,12 @@ def _rules(context: ProcessContext) -> PipelineRules:
     return context.project.pipeline_rules
 
 
-def _point(rules: PipelineRules) -> Any:
-    return Field(None, title="Point (GeoJSON, lon/lat)",
-                 description=f"instead of pipe: the nearest pipe in service within {rules.network.snap_within_m:g} m")
+def _from_a_pipe(name: str, rules: PipelineRules, **fields: Any) -> type[Inputs]:
+    """The inputs of an analysis that starts from a pipe (its fid, or a point near it), with `fields`."""
+    point = Field(None, title="Point (GeoJSON, lon/lat)",
+                  description=f"instead of pipe: the nearest pipe in service within {rules.network.snap_within_m:g} m")
+    return create_model(name, __base__=Inputs, pipe=(str | None, Field(None, title="Pipe fid")),
+                        point=(GeoJSON | None, point), **fields, format=(Format, "json"))
 
 
 def _utilities(rules: PipelineRules) -> list[str]:
@@ -63,11 +66,8 @@ class BurstProcessor(_Pipeline):
     @classmethod
     def inputs(cls, context: ProcessContext) -> type[Inputs]:
         rules = _rules(context)
-        return create_model("BurstInputs", __base__=Inputs,
-                            pipe=(str | None, Field(None, title="Pipe fid")),
-                            point=(GeoJSON | None, _point(rules)),
-                            utility=(one_of(rules.network.utilities) | None, Field(None, title="Utility")),
-                            format=(Format, "json"))
+        return _from_a_pipe("BurstInputs", rules,
+                            utility=(one_of(rules.network.utilities) | None, Field(None, title="Utility")))
 
     @classmethod
     def summary(cls, context: ProcessContext) -> str:
@@ -90,17 +90,12 @@ class TraceProcessor(_Pipeline):
     @classmethod
     def inputs(cls, context: ProcessContext) -> type[Inputs]:
         rules = _rules(context)
-        return create_model("TraceInputs", __base__=Inputs,
-                            pipe=(str | None, Field(None, title="Pipe fid")),
-                            point=(GeoJSON | None, _point(rules)),
+        return _from_a_pipe("TraceInputs", rules,
                             direction=(Literal["downstream", "upstream", "both"],
                                        Field("downstream", title="Direction")),
-                            utility=(one_of(_utilities(rules)) | None, Field(None, title="Utility (with point)")),
-                            format=(Format, "json"))
+                            utility=(one_of(_utilities(rules)) | None, Field(None, title="Utility (with point)")))
 
-    @classmethod
-    def summary(cls, context: ProcessContext) -> str:
-        return ("The pipes connected downstream (from_node to to_node), upstream or both; closed valves stop the "
+    abstract = ("The pipes connected downstream (from_node to to_node), upstream or both; closed valves stop the "
                 "trace.")
 
     @classmethod
@@ -124,9 +119,7 @@ class CrossSectionProcessor(_Pipeline):
                                        Field(None, title="Utilities (default all)")),
                             format=(Format, "json"))
 
-    @classmethod
-    def summary(cls, context: ProcessContext) -> str:
-        return ("The pipes a line drawn across the street crosses, in order along it, with diameter and depth "
+    abstract = ("The pipes a line drawn across the street crosses, in order along it, with diameter and depth "
                 "interpolated at the crossing.")
 
     @classmethod

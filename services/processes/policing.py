@@ -7,17 +7,16 @@ they count only the rows the caller may read (the policy's row rule on the calle
 the Features routes apply); every run is audited.
 """
 
-from functools import partial
 from typing import Any
 
 import psycopg
 from pydantic import Field, create_model
 
-from gis.analysis import place_report, policing
+from gis.analysis import policing
 from gis.analysis.place_report import PlacesResult
 from gis.analysis.policing_rules import PolicingRules
 from gis.security import rows
-from services.processes.base import Process, Report
+from services.processes.base import Process, places_report
 from services.processes.inputs import Bbox, Format, GeoJSON, Inputs, names_of
 from services.processes.pygeoapi_bridge import ProcessContext
 
@@ -35,8 +34,7 @@ def _rules(context: ProcessContext) -> PolicingRules:
 
 class _Policing(Process):
     keywords = ("policing", "智慧警务")
-    report = Report(place_report.to_json, place_report.to_geojson,
-                    partial(place_report.to_html, styles=policing.STYLES, legend=policing.LEGEND))
+    report = places_report(policing.STYLES, policing.LEGEND)
     unaudited = frozenset({"file", "format"})
 
     @property
@@ -54,9 +52,7 @@ class JurisdictionProcessor(_Policing):
     title = ("Jurisdiction of a point", "辖区查询")
     Inputs = PointInputs
 
-    @classmethod
-    def summary(cls, context: ProcessContext) -> str:
-        return "The police jurisdiction a point lies in, with its police station."
+    abstract = "The police jurisdiction a point lies in, with its police station."
 
     @classmethod
     def example(cls, context: ProcessContext) -> dict[str, Any]:

@@ -57,15 +57,16 @@ class RasterInputs(Inputs):
                             "GCJ-02; x first", json_schema_extra={"default": "OGC:CRS84"})
 
 
-def _with_rasters(name: str, base: type[RasterInputs], context: ProcessContext) -> type[Inputs]:
-    """`base` with the layer input listing the single-band rasters."""
-    single = [r for r, s in context.registry.rasters.items() if len(s.bands) == 1]
-    layer = Annotated[Any, WithJsonSchema({"type": "string", "enum": single, "default": DEFAULT_DEM})]
-    return create_model(name, __base__=base, layer=(layer, Field(DEFAULT_DEM, title="Raster layer")))
-
-
 class _Raster(Process):
     keywords = ("raster", "DEM", "高程")
+
+    @classmethod
+    def inputs(cls, context: ProcessContext) -> type[Inputs]:
+        """`Inputs` with the layer input listing the single-band rasters."""
+        single = [r for r, s in context.registry.rasters.items() if len(s.bands) == 1]
+        layer = Annotated[Any, WithJsonSchema({"type": "string", "enum": single, "default": DEFAULT_DEM})]
+        return create_model(f"{cls.Inputs.__name__}Described", __base__=cls.Inputs,
+                            layer=(layer, Field(DEFAULT_DEM, title="Raster layer")))
 
     def raster(self, raster_id: Any) -> RasterSpec:
         registry: LayerRegistry = self.context.registry
@@ -93,14 +94,9 @@ class SampleProcessor(_Raster):
 
     id = RASTER_SAMPLE
     title = ("Raster values at points", "高程（栅格值）查询")
+    Inputs = SampleInputs
 
-    @classmethod
-    def inputs(cls, context: ProcessContext) -> type[Inputs]:
-        return _with_rasters("SampleInputsDescribed", SampleInputs, context)
-
-    @classmethod
-    def summary(cls, context: ProcessContext) -> str:
-        return ("The value of a raster (elevation in metres from the DEM by default) at each point: bilinear between "
+    abstract = ("The value of a raster (elevation in metres from the DEM by default) at each point: bilinear between "
                 "cell centres for measured values, the cell's own value for classes (or as `method` says).")
 
     @classmethod
@@ -155,14 +151,9 @@ class ProfileProcessor(_Raster):
 
     id = DEM_PROFILE
     title = ("Longitudinal profile along pipes", "管线纵断面分析")
+    Inputs = ProfileInputs
 
-    @classmethod
-    def inputs(cls, context: ProcessContext) -> type[Inputs]:
-        return _with_rasters("ProfileInputsDescribed", ProfileInputs, context)
-
-    @classmethod
-    def summary(cls, context: ProcessContext) -> str:
-        return ("Ground elevation every `step_m` along pipes (fids, joined in the order given) or a line, and for "
+    abstract = ("Ground elevation every `step_m` along pipes (fids, joined in the order given) or a line, and for "
                 "pipes the pipe top (ground minus cover depth at each end, straight between) and the cover; as JSON, "
                 "an SVG chart or an HTML page with the chart and the route.")
 
