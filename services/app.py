@@ -64,7 +64,6 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
                      metrics=metrics, jobs=jobs, tile_cache=TileCache(settings.tile_cache_mib * 2**20),
                      processes=make_bridge(settings, project),
                      map_styles=web_map.load_styles(project.registry, settings.styles_dir))
-    state.processes.context.pool.follow(pool)  # the service's breaker: 503 at once while the database is away
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -76,6 +75,7 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
             each.start_probe()
         gauges = asyncio.get_running_loop().create_task(health.gauges_loop(state, metrics))
         try:
+            state.processes.context.pool.follow(pool)  # the service's breaker: 503 at once while the database is away
             await run_in_threadpool(state.processes.open, jobs, jobs.in_service)
             try:
                 yield
