@@ -239,7 +239,7 @@ def cmd_layers(args: argparse.Namespace, settings: Settings) -> int:
 
     registry = _registry(settings)
     with psycopg.connect(database_url(settings)) as conn:
-        stats = dict(conn.execute(
+        stats: dict[str, int] = dict(conn.execute(
             "SELECT layer_id, row_count FROM ops.layer_stats").fetchall())
         current = {v.layer_id: v for v in map(versions.from_row, conn.execute(versions.CURRENT_SQL).fetchall())}
     print(f"{'layer':<24} {'domain':<12} {'geometry':<16} {'access':<11} {'rows':>9}")
@@ -358,6 +358,18 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     # the processes live in the service package; like `gis serve`, this command is its entry point
     runner = importlib.import_module("services.processes.job_runner")
     return int(runner.run_worker(settings, jobs, AuthSettings()))
+
+
+def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
+    """gis deploy render VALUES.yml --out DIR: deploy/'s templates filled in with one deployment's values."""
+    from gis.config_files import read_yaml
+    from gis.stack import deploy_files
+
+    deploy_dir = Path(__file__).resolve().parent.parent / "deploy"
+    for path in deploy_files.render_all(deploy_dir, read_yaml(Path(args.values), "deployment values"),
+                                        Path(args.out)):
+        print(f"written: {path}")
+    return 0
 
 
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
@@ -572,6 +584,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, help="jobs at once (default GIS_JOBS_CONCURRENCY or 2)")
     worker.add_argument("--verbose", action="store_true", help="log each job claimed")
     worker.set_defaults(handler=cmd_worker)
+    deploy = sub.add_parser("deploy", help="render deploy/'s systemd units, environment file and HAProxy "
+                            "configuration for your own hosts (docs/deployment.md)")
+    deploy.add_argument("action", choices=["render"])
+    deploy.add_argument("values", help="a YAML file of the deployment's values (deploy/values.example.yml)")
+    deploy.add_argument("--out", required=True, help="the folder to write the files into")
+    deploy.set_defaults(handler=cmd_deploy)
     stack = sub.add_parser("stack", help="the whole topology on this machine: primary, standbys, service nodes, "
                            "workers and HAProxy, from the deploy/ files")
     stack.add_argument("action", choices=["up", "status", "down", "stop", "start"])

@@ -120,6 +120,7 @@ def export_statement(spec: LayerSpec, q: ItemsQuery, fmt: Format) -> Statement:
     if q.bbox is not None:
         params.update(bbox_params(q.bbox))
     predicates = filter_predicates(spec, q, params)
+    selected: list[sql.Composable]
     if fmt is Format.csv:
         selected = [sql.SQL("{} AS {}").format(_text(spec, n), sql.Identifier(n)) for n in columns(spec)]
         selected.append(sql.SQL("ST_AsText(t.geom) AS {}").format(sql.Identifier(WKT_COLUMN)))

@@ -9,6 +9,7 @@ import process_client
 import psycopg
 import pytest
 from conftest import cloned_database
+from local_ports import until
 from shapely.geometry import box, mapping
 
 from gis.db.retention import prune
@@ -66,14 +67,23 @@ def test_synchronous_process_jobs_are_pruned_and_asynchronous_ones_kept(
         assert sync.status_code == 200
         queued = process_client.execute(api, "overlap-check", {"project": "XM202300046"}, "respond-async", "planner")
         assert queued.status_code == 201
+        with psycopg.connect(db, autocommit=True) as conn:  # run by the service itself (GIS_JOBS_IN_SERVICE)
+            assert until(lambda: conn.execute("SELECT status FROM ops.jobs WHERE job_id = %s",
+                                              (queued.json()["jobID"],)).fetchone() == ("successful",), 60)
     with psycopg.connect(db, autocommit=True) as conn:
-        kinds = dict(conn.execute("SELECT sync, count(*) FROM ops.jobs GROUP BY sync").fetchall())
-        assert kinds.get(True) == 1
+        kept = dict(conn.execute("SELECT execution, count(result) FROM ops.jobs GROUP BY execution").fetchall())
+        kinds = dict(conn.execute("SELECT execution, count(*) FROM ops.jobs GROUP BY execution").fetchall())
+        columns = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns "
+                                              "WHERE table_schema = 'ops' AND table_name = 'jobs'").fetchall()}
+        assert kinds.get("sync") == 1
         with conn.transaction():
             done = prune(conn, Settings(sync_job_retention_minutes=1), datetime.now(UTC) + timedelta(minutes=5))
-        left = dict(conn.execute("SELECT sync, count(*) FROM ops.jobs GROUP BY sync").fetchall())
+        left = dict(conn.execute("SELECT execution, count(*) FROM ops.jobs GROUP BY execution").fetchall())
+    assert kept.get("sync") == 0  # the synchronous caller had its result in the response: no copy kept
+    assert kept.get("async", 0) >= 1  # an asynchronous job's result is read later from /jobs/{id}/results
+    assert "sync" not in columns  # one column says how a job ran: execution
     assert done.sync_jobs_deleted == 1
-    assert True not in left and left.get(False, 0) >= 1
+    assert "sync" not in left and left.get("async", 0) >= 1
 
 
 # -- sensor readings: partitioned by month of observed_at, with retention -------------------------------------

@@ -107,10 +107,8 @@ def _epsg(code: int, text: str, parameter: str) -> str:
     return f"EPSG:{code}"
 
 
-def _file_crs(declared: str | None, parameter: str) -> str | None:
-    """The CRS a file declares (an EPSG code or WKT from GDAL), usable by gis.crs; None if it declares none."""
-    if not declared:
-        return None
+def _file_crs(declared: str, parameter: str) -> str:
+    """The CRS a file declares (an EPSG code or WKT from GDAL), usable by gis.crs."""
     try:
         found = pyproj.CRS.from_user_input(declared)
     except pyproj.exceptions.CRSError:
@@ -134,7 +132,7 @@ def _geometry_of(obj: Any, where: str) -> BaseGeometry:
     if not isinstance(obj, Mapping) or "type" not in obj:
         raise InvalidInput(where, "not a GeoJSON geometry (an object with 'type' and 'coordinates')")
     try:
-        geom = shape(obj)
+        geom = shape(dict(obj))
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, shapely.errors.GEOSException) as exc:
         raise InvalidInput(where, f"not a valid GeoJSON {obj.get('type')!s:.40}: {exc}") from None
     return geom

@@ -114,6 +114,6 @@ def prune(conn: psycopg.Connection, settings: Settings, now: datetime | None = N
         for spec in layer_partitions.partitioned_layers(registry) if registry is not None else []:
             result.layers[spec.id] = _prune_layer(conn, spec, event_cutoff)
         result.sync_jobs_deleted = conn.execute(
-            "DELETE FROM ops.jobs WHERE sync AND status IN ('successful', 'failed', 'dismissed') "
+            "DELETE FROM ops.jobs WHERE execution = 'sync' AND status IN ('successful', 'failed', 'dismissed') "
             "AND finished < %s", (now - timedelta(minutes=settings.sync_job_retention_minutes),)).rowcount
     return result

@@ -156,4 +156,5 @@ async def rejects_of(conn: psycopg.AsyncConnection, layer_id: str, delivery_id: 
     row = await cursor.fetchone()
     if row is None:
         raise NotFound(f"no delivery {delivery_id} of '{layer_id}'")
-    return row[0]
+    rejects: str | None = row[0]
+    return rejects

@@ -37,7 +37,7 @@ MAX_FID = 200
 
 class Operation(StrEnum):
     create = "create"  # POST /items
-    replace = "replace"  # PUT /items/{fid}
+    replace = "replace"  # type: ignore[assignment]  # PUT /items/{fid}; hides str.replace, never called on one
     update = "update"  # PATCH /items/{fid} (JSON merge patch)
     delete = "delete"  # DELETE /items/{fid}
 

@@ -32,7 +32,7 @@ COUNT_BOUND = 1000  # numberMatched of a filtered request is given when at most 
 
 @dataclass(frozen=True)
 class Statement:
-    query: sql.Composable | bytes  # bytes: rendered once for its shape and reused
+    query: sql.Composed | sql.SQL | bytes  # bytes: rendered once for its shape and reused
     params: dict[str, object]
 
 
@@ -305,7 +305,7 @@ def items_statement(spec: LayerSpec, q: ItemsQuery) -> Statement:
         if cached is not None and cached[0] is spec:
             return Statement(cached[1], _items_params(spec, q))
     statement = _build_items_statement(spec, q)
-    if shape is not None and isinstance(statement.query, sql.Composable):
+    if shape is not None and isinstance(statement.query, sql.Composed | sql.SQL):
         rendered = statement.query.as_bytes(None)
         _remember(shape, spec, rendered)
         return Statement(rendered, statement.params)

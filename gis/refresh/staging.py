@@ -142,10 +142,10 @@ def csv_rows(batch: NormalisedBatch, spec: LayerSpec, mode: LoadMode, refresh_id
     if not len(positions):
         return ""
     buffer = io.StringIO()
-    for position, line in zip(positions, _csv_lines(frame.iloc[positions]), strict=True):
-        digest = hashes[position].hex()
+    for sent, line in zip(positions.tolist(), _csv_lines(frame.iloc[positions]), strict=True):
+        digest = hashes[sent].hex()
         if mode is LoadMode.merge:
-            buffer.write(f"{batch.first_row + position},{line},\\x{digest}\n")
+            buffer.write(f"{batch.first_row + sent},{line},\\x{digest}\n")
         else:
             buffer.write(f"{line},\\x{digest},{refresh_id}\n")
     return buffer.getvalue()

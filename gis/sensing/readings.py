@@ -141,7 +141,7 @@ def parse_batch(body: object, thresholds: Thresholds, now: datetime | None = Non
         raise InvalidReadings("readings", "readings: a non-empty list of readings")
     if len(raw) > MAX_READINGS:
         raise InvalidReadings("readings", f"readings: {len(raw):,} readings; at most {MAX_READINGS:,} per batch")
-    qualities = frozenset(thresholds.readings.field("quality").values or ())  # type: ignore[union-attr]
+    qualities = frozenset(thresholds.readings.known_field("quality").values or ())
     moment = now or datetime.now(UTC)
     errors: list[dict[str, Any]] = []
     readings = [r for i, item in enumerate(raw) if (r := _one(item, i, qualities, moment, errors)) is not None]

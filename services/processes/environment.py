@@ -27,7 +27,7 @@ def _rules(context: ProcessContext) -> EnvironmentRules:
 
 
 def _series_inputs(name: str, rules: EnvironmentRules) -> type[Inputs]:
-    pollutants = list(rules.observations.field("pollutant").values or ())  # type: ignore[union-attr]
+    pollutants = list(rules.observations.known_field("pollutant").values or ())
     return create_model(
         name, __base__=Inputs,
         datetime=(str | None, Field(None, title="Time (RFC 3339 instant or interval start/end, '..' open)")),

@@ -39,7 +39,7 @@ def _from_a_pipe(name: str, rules: PipelineRules, **fields: Any) -> type[Inputs]
 
 
 def _utilities(rules: PipelineRules) -> list[str]:
-    return list(rules.pipelines.field("utility").values or ())  # type: ignore[union-attr]
+    return list(rules.pipelines.known_field("utility").values or ())
 
 
 BBOX = Field(None, title="Window (minlon,minlat,maxlon,maxlat)")

@@ -104,8 +104,7 @@ class HotspotsProcessor(_Policing):
     def inputs(cls, context: ProcessContext) -> type[Inputs]:
         rules = _rules(context)
         h = rules.hotspots
-        field = context.registry[rules.incidents.id].field(rules.category_field)
-        categories = list(field.values or ())  # type: ignore[union-attr]
+        categories = list(context.registry[rules.incidents.id].known_field(rules.category_field).values or ())
         return create_model(
             "HotspotsInputs", __base__=Inputs,
             datetime=(str | None, Field(None, title="Time window (RFC 3339 interval start/end, '..' open)")),

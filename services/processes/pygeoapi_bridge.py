@@ -271,8 +271,6 @@ class JobsManager(BaseManager):
                               requested_outputs: dict[str, Any] | None = None, subscriber: Any = None,
                               requested_response: str | None = RequestedResponse.raw.value
                               ) -> tuple[str, Any, JobStatus]:
-        with self._pool().connection() as conn:  # its caller gets the result now: kept briefly (gis ops prune)
-            conn.execute("UPDATE ops.jobs SET sync = true WHERE job_id = %s", (job_id,))
         heartbeat = self.context.heartbeat if self.context is not None else None
         if heartbeat is None:
             return self._run(p, job_id, data_dict, requested_outputs, requested_response, False)
@@ -320,11 +318,13 @@ class JobsManager(BaseManager):
             if requested_response == RequestedResponse.document.value:
                 outputs = {"outputs": [outputs]}
                 mimetype = JSON
-            stored = outputs if isinstance(outputs, bytes) else (
-                outputs.encode("utf-8") if isinstance(outputs, str) else orjson.dumps(outputs))
+            # A synchronous caller gets the result in the response: only a job's (asynchronous) result is kept.
+            # The synchronous job's row (status, times) goes after GIS_SYNC_JOB_RETENTION_MINUTES (gis ops prune).
+            kept = {"result": outputs if isinstance(outputs, bytes) else (
+                outputs.encode("utf-8") if isinstance(outputs, str) else orjson.dumps(outputs))} if background else {}
             self.update_job(job_id, {"status": JobStatus.successful.value, "message": "job complete",
                                      "progress": 100, "finished": datetime.now(UTC).strftime(DATETIME_FORMAT),
-                                     "mimetype": mimetype, "result": stored})
+                                     "mimetype": mimetype, **kept})
             return mimetype, outputs, JobStatus.successful
         except GisError as exc:
             description = str(exc)
