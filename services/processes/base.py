@@ -29,7 +29,7 @@ from gis.layers import AccessClass, LayerRegistry
 from gis.security import audit
 from services.auth.credentials import Caller
 from services.processes.access import CALLER_ACCESS, CALLER_RASTERS, PROCESS_CALLER, require_full_read
-from services.processes.inputs import Inputs, Result, described, input_value, parse_inputs
+from services.processes.inputs import ProcessInputs, Result, described, input_value, parse_inputs
 from services.processes.pygeoapi_bridge import ProcessContext
 
 MAX_INPUT_CHARS = 2000
@@ -57,7 +57,7 @@ def places_report(styles: Mapping[str, Style], legend: Mapping[str, str]) -> Rep
                   partial(place_report.to_html, styles=styles, legend=legend))
 
 
-class Process(BaseProcessor):
+class Process(BaseProcessor):  # type: ignore[misc]  # pygeoapi ships no type hints
     """One OGC API process. Subclasses with an `id` are the processes services.processes registers."""
 
     id: ClassVar[str] = ""
@@ -65,7 +65,7 @@ class Process(BaseProcessor):
     abstract: ClassVar[str] = ""  # what it does, in English (or `summary`, where the rules in force say more)
     keywords: ClassVar[tuple[str, ...]] = ()
     job_control: ClassVar[tuple[str, ...]] = ("sync-execute", "async-execute")
-    Inputs: ClassVar[type[Inputs]] = Inputs
+    Inputs: ClassVar[type[ProcessInputs]] = ProcessInputs
     Outputs: ClassVar[type[BaseModel]] = Result
     report: ClassVar[Report | None] = None  # for `analyse`: how its result is answered
     rows_applied: ClassVar[bool] = False  # `analyse` applies the caller's row rule on `reads` itself
@@ -73,7 +73,7 @@ class Process(BaseProcessor):
 
     # -- the description ---------------------------------------------------------------------------------
     @classmethod
-    def inputs(cls, context: ProcessContext) -> type[Inputs]:
+    def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
         """The inputs model: `Inputs`, unless the rules in force decide a choice or a bound of it."""
         return cls.Inputs
 
@@ -92,7 +92,7 @@ class Process(BaseProcessor):
         return {}
 
     @classmethod
-    def describe(cls, context: ProcessContext, inputs: type[Inputs]) -> dict[str, Any]:
+    def describe(cls, context: ProcessContext, inputs: type[ProcessInputs]) -> dict[str, Any]:
         """The process for pygeoapi's configuration: the class by dotted path, and its description."""
         summary, (english, chinese) = cls.summary(context), cls.titles(context)
         return {"name": f"{cls.__module__}.{cls.__qualname__}", "metadata": {

@@ -12,7 +12,7 @@ from gis.analysis import environment
 from gis.analysis.environment_rules import EnvironmentRules
 from gis.analysis.place_report import PlacesResult
 from services.processes.base import Process, places_report
-from services.processes.inputs import Format, Inputs, names_of
+from services.processes.inputs import Format, ProcessInputs, names_of
 from services.processes.pygeoapi_bridge import ProcessContext
 
 ENV_LATEST = "env-latest"
@@ -26,10 +26,10 @@ def _rules(context: ProcessContext) -> EnvironmentRules:
     return context.project.environment_rules
 
 
-def _series_inputs(name: str, rules: EnvironmentRules) -> type[Inputs]:
+def _series_inputs(name: str, rules: EnvironmentRules) -> type[ProcessInputs]:
     pollutants = list(rules.observations.known_field("pollutant").values or ())
     return create_model(
-        name, __base__=Inputs,
+        name, __base__=ProcessInputs,
         datetime=(str | None, Field(None, title="Time (RFC 3339 instant or interval start/end, '..' open)")),
         stations=(FIDS | None, Field(None, title="Station fids (default all)")),
         pollutants=(names_of(pollutants, min_items=1, split=False) | None,
@@ -59,7 +59,7 @@ class LatestProcessor(_Environment):
     title = ("Latest value per station and pollutant", "站点最新监测值")
 
     @classmethod
-    def inputs(cls, context: ProcessContext) -> type[Inputs]:
+    def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
         return _series_inputs("LatestInputs", _rules(context))
 
     @classmethod
@@ -79,7 +79,7 @@ class ExceedancesProcessor(LatestProcessor):
     id = ENV_EXCEEDANCES
 
     @classmethod
-    def inputs(cls, context: ProcessContext) -> type[Inputs]:
+    def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
         return _series_inputs("ExceedancesInputs", _rules(context))
 
     @classmethod
@@ -110,9 +110,9 @@ class SourceBuffersProcessor(_Environment):
     title = ("Pollution source buffers", "污染源缓冲区分析")
 
     @classmethod
-    def inputs(cls, context: ProcessContext) -> type[Inputs]:
+    def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
         return create_model(
-            "SourceBuffersInputs", __base__=Inputs,
+            "SourceBuffersInputs", __base__=ProcessInputs,
             sources=(FIDS | None, Field(None, title="Source fids (default all)")),
             emission_classes=(names_of(_rules(context).buffers.by_emission_class, min_items=1, split=False) | None,
                               Field(None, title="Emission classes (default all)")),

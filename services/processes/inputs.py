@@ -32,7 +32,7 @@ def _unwrapped(name: str, value: Any) -> Any:
     return value
 
 
-class Inputs(BaseModel):
+class ProcessInputs(BaseModel):
     """The base of every process's inputs: no input it does not declare, each of the type it declares (strictly:
     "3" is not a number), numbers within their bounds. A null input counts as one left out."""
 
@@ -42,7 +42,7 @@ class Inputs(BaseModel):
     qualified: ClassVar[frozenset[str]] = frozenset()
 
 
-def parse_inputs(model: type[Inputs], data: Any, where: str = "inputs", unwrap: bool = True) -> Any:
+def parse_inputs(model: type[ProcessInputs], data: Any, where: str = "inputs", unwrap: bool = True) -> Any:
     """`data` (an execute request's inputs, or with `unwrap` False plain values) validated by `model`, or
     InvalidInput naming the input at fault (`where` for the whole of them)."""
     if not isinstance(data, dict):
@@ -55,7 +55,7 @@ def parse_inputs(model: type[Inputs], data: Any, where: str = "inputs", unwrap: 
         raise _invalid(model, exc) from None
 
 
-def _invalid(model: type[Inputs], exc: ValidationError) -> InvalidInput:
+def _invalid(model: type[ProcessInputs], exc: ValidationError) -> InvalidInput:
     error = exc.errors(include_url=False, include_context=False)[0]
     loc = error.get("loc") or ()
     name = str(loc[0]) if loc else "inputs"
@@ -66,7 +66,7 @@ def _invalid(model: type[Inputs], exc: ValidationError) -> InvalidInput:
     return InvalidInput(name, f"{where}: {message}" if where else message)
 
 
-def _declared(model: type[Inputs]) -> list[str]:
+def _declared(model: type[ProcessInputs]) -> list[str]:
     return list(model.model_fields)
 
 
@@ -111,8 +111,7 @@ def _json_by_default(value: Any) -> Any:
 
 def formats(*names: str) -> Any:
     """The output format input: one of `names`, the first by default."""
-    return Annotated[Literal[names], BeforeValidator(_json_by_default),  # type: ignore[valid-type]
-                     Field(title="Output format")]
+    return Annotated[Literal[names], BeforeValidator(_json_by_default), Field(title="Output format")]
 
 
 FORMATS = ("json", "geojson", "html")

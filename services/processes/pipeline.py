@@ -13,7 +13,7 @@ from gis.analysis import pipeline
 from gis.analysis.pipeline_rules import PipelineRules
 from gis.security.examples import EXAMPLE_PIPE
 from services.processes.base import Process, Report
-from services.processes.inputs import Bbox, Format, GeoJSON, Inputs, Names, names_of, one_of
+from services.processes.inputs import Bbox, Format, GeoJSON, Names, ProcessInputs, names_of, one_of
 from services.processes.pygeoapi_bridge import ProcessContext
 
 PIPE_BURST = "pipe-burst"
@@ -30,11 +30,11 @@ def _rules(context: ProcessContext) -> PipelineRules:
     return context.project.pipeline_rules
 
 
-def _from_a_pipe(name: str, rules: PipelineRules, **fields: Any) -> type[Inputs]:
+def _from_a_pipe(name: str, rules: PipelineRules, **fields: Any) -> type[ProcessInputs]:
     """The inputs of an analysis that starts from a pipe (its fid, or a point near it), with `fields`."""
     point = Field(None, title="Point (GeoJSON, lon/lat)",
                   description=f"instead of pipe: the nearest pipe in service within {rules.network.snap_within_m:g} m")
-    return create_model(name, __base__=Inputs, pipe=(str | None, Field(None, title="Pipe fid")),
+    return create_model(name, __base__=ProcessInputs, pipe=(str | None, Field(None, title="Pipe fid")),
                         point=(GeoJSON | None, point), **fields, format=(Format, "json"))
 
 
@@ -64,7 +64,7 @@ class BurstProcessor(_Pipeline):
     title = ("Burst isolation", "爆管关阀分析")
 
     @classmethod
-    def inputs(cls, context: ProcessContext) -> type[Inputs]:
+    def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
         rules = _rules(context)
         return _from_a_pipe("BurstInputs", rules,
                             utility=(one_of(rules.network.utilities) | None, Field(None, title="Utility")))
@@ -88,7 +88,7 @@ class TraceProcessor(_Pipeline):
     title = ("Connectivity trace", "连通性分析")
 
     @classmethod
-    def inputs(cls, context: ProcessContext) -> type[Inputs]:
+    def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
         rules = _rules(context)
         return _from_a_pipe("TraceInputs", rules,
                             direction=(Literal["downstream", "upstream", "both"],
@@ -112,8 +112,8 @@ class CrossSectionProcessor(_Pipeline):
     title = ("Cross-section", "横断面分析")
 
     @classmethod
-    def inputs(cls, context: ProcessContext) -> type[Inputs]:
-        return create_model("CrossSectionInputs", __base__=Inputs,
+    def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
+        return create_model("CrossSectionInputs", __base__=ProcessInputs,
                             line=(GeoJSON, Field(title="Section line (GeoJSON LineString, lon/lat)")),
                             utilities=(names_of(_utilities(_rules(context))) | None,
                                        Field(None, title="Utilities (default all)")),
@@ -135,8 +135,8 @@ class ClearanceProcessor(_Pipeline):
     title = ("Clearance check (GB 50289)", "管线水平净距检查")
 
     @classmethod
-    def inputs(cls, context: ProcessContext) -> type[Inputs]:
-        return create_model("ClearanceInputs", __base__=Inputs,
+    def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
+        return create_model("ClearanceInputs", __base__=ProcessInputs,
                             pairs=(names_of(p.id for p in _rules(context).clearances.pairs) | None,
                                    Field(None, title="Rules (default all)")),
                             bbox=(Bbox | None, BBOX), format=(Format, "json"))
@@ -150,7 +150,7 @@ class ClearanceProcessor(_Pipeline):
         return pipeline.clearance(conn, self.rules, pairs=inputs.pairs, bbox=inputs.bbox)
 
 
-class CoverInputs(Inputs):
+class CoverInputs(ProcessInputs):
     utilities: Names | None = Field(None, title="Utilities (default all with a minimum)")
     bbox: Bbox | None = BBOX
     format: Format = "json"

@@ -25,8 +25,8 @@ from services.processes.inputs import (
     Base64File,
     Format,
     GeoJSON,
-    Inputs,
     Names,
+    ProcessInputs,
     names_of,
     one_of,
 )
@@ -48,7 +48,7 @@ def _fid(value: str) -> str:
     return value
 
 
-class OverlapInputs(Inputs):
+class OverlapInputs(ProcessInputs):
     """An overlap check's input, wherever it comes from (the process's inputs, the planning API's JSON body, form
     fields or query): exactly one of geometry, file and project, and what the check is asked for."""
 
@@ -105,7 +105,7 @@ class OverlapCheckProcessor(Process):
     Outputs = create_model("OverlapOutputs", report=(JSON_RESULT, Field(title="Overlap report")))
 
     @classmethod
-    def inputs(cls, context: ProcessContext) -> type[Inputs]:
+    def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
         rules = context.rules
         return create_model("OverlapInputsDescribed", __base__=OverlapInputs, proposed_use=(
             one_of(rules.use_codes) | None, Field(None, title="Proposed use (GB 50137)")), rules=(
@@ -138,7 +138,7 @@ class OverlapCheckProcessor(Process):
         return REPORT.answer(found, inputs.format)
 
 
-class PlanConflictsInputs(Inputs):
+class PlanConflictsInputs(ProcessInputs):
     check: str = Field(title="Check")
     datetime: str | None = Field(None, title="Plans in force at")
     min_area_m2: float | None = Field(None, title="Sliver threshold (m²)", ge=0)
@@ -156,7 +156,7 @@ class PlanConflictsProcessor(Process):
     Outputs = create_model("PlanConflictsOutputs", result=(JSON_RESULT, Field(title="Summary and patches")))
 
     @classmethod
-    def inputs(cls, context: ProcessContext) -> type[Inputs]:
+    def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
         return create_model("PlanConflictsInputsDescribed", __base__=PlanConflictsInputs, check=(
             one_of(c.id for c in context.rules.plan_conflicts), Field(title="Check")))
 

@@ -17,7 +17,7 @@ from gis.analysis.place_report import PlacesResult
 from gis.analysis.policing_rules import PolicingRules
 from gis.security import rows
 from services.processes.base import Process, places_report
-from services.processes.inputs import Bbox, Format, GeoJSON, Inputs, names_of
+from services.processes.inputs import Bbox, Format, GeoJSON, ProcessInputs, names_of
 from services.processes.pygeoapi_bridge import ProcessContext
 
 POLICE_JURISDICTION = "police-jurisdiction"
@@ -42,7 +42,7 @@ class _Policing(Process):
         return _rules(self.context)
 
 
-class PointInputs(Inputs):
+class PointInputs(ProcessInputs):
     point: GeoJSON = POINT
     format: Format = "json"
 
@@ -73,7 +73,7 @@ class NearestProcessor(_Policing):
     title = ("Nearest police stations", "最近派出所")
 
     @classmethod
-    def inputs(cls, context: ProcessContext) -> type[Inputs]:
+    def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
         near = _rules(context).nearest
         return create_model("NearestInputs", __base__=PointInputs, count=(int, Field(
             near.default_count, title="How many stations", ge=1, le=near.max_count)))
@@ -101,12 +101,12 @@ class HotspotsProcessor(_Policing):
     rows_applied = True  # only the incidents the caller may read are counted (`scope`)
 
     @classmethod
-    def inputs(cls, context: ProcessContext) -> type[Inputs]:
+    def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
         rules = _rules(context)
         h = rules.hotspots
         categories = list(context.registry[rules.incidents.id].known_field(rules.category_field).values or ())
         return create_model(
-            "HotspotsInputs", __base__=Inputs,
+            "HotspotsInputs", __base__=ProcessInputs,
             datetime=(str | None, Field(None, title="Time window (RFC 3339 interval start/end, '..' open)")),
             bbox=(Bbox | None, Field(None, title="Extent (minlon,minlat,maxlon,maxlat); default: the incidents "
                                                  "counted")),

@@ -51,7 +51,7 @@ from gis.security.disclosure import without_paths
 from gis.security.policy import Policy
 from gis.settings import Settings
 from services.processes.access import JOB_OWNER, caller_snapshot, restore_caller
-from services.processes.inputs import Inputs
+from services.processes.inputs import ProcessInputs
 
 LOGGER = logging.getLogger(__name__)
 MANAGER = "services.processes.pygeoapi_bridge.JobsManager"
@@ -67,7 +67,7 @@ class ProcessContext:
     database_url: str
     pool: GuardedSyncPool
     heartbeat: Heartbeat | None = None  # stamps the jobs this process runs
-    inputs: dict[str, type[Inputs]] = field(default_factory=dict)  # process id -> its inputs model
+    inputs: dict[str, type[ProcessInputs]] = field(default_factory=dict)  # process id -> its inputs model
 
     @property
     def registry(self) -> LayerRegistry:
@@ -120,13 +120,13 @@ class _RandomJobIds:
         return getattr(uuid, name)
 
 
-pygeoapi_manager_base.uuid = _RandomJobIds()  # type: ignore[assignment]
+pygeoapi_manager_base.uuid = _RandomJobIds()
 
 
 _COLUMNS = ("status", "message", "progress", "started", "finished", "updated", "mimetype")
 
 
-class JobsManager(BaseManager):
+class JobsManager(BaseManager):  # type: ignore[misc]  # pygeoapi ships no type hints
     """pygeoapi job manager over ops.jobs; results are stored with the job."""
 
     def __init__(self, manager_def: dict[str, Any]) -> None:
@@ -332,8 +332,9 @@ class JobsManager(BaseManager):
                                      "finished": datetime.now(UTC).strftime(DATETIME_FORMAT)})
             code = "InvalidParameterValue"
             answer = {"type": code, "code": code, "description": description}
-            if getattr(exc, "parameter", None):  # the input at fault, as the service's own 400s name it
-                answer["parameter"] = str(exc.parameter)
+            parameter = getattr(exc, "parameter", None)
+            if parameter:  # the input at fault, as the service's own 400s name it
+                answer["parameter"] = str(parameter)
             return JSON, answer, JobStatus.failed
         except Exception:
             LOGGER.exception("job %s (%s) failed", job_id, p.metadata.get("id"))

@@ -23,7 +23,7 @@ from gis.rasters.versions import RasterVersion
 from gis.security.examples import EXAMPLE_PIPE
 from gis.security.inference import row_limited
 from services.processes.base import Process
-from services.processes.inputs import GeoJSON, Inputs, Names, formats
+from services.processes.inputs import GeoJSON, Names, ProcessInputs, formats
 from services.processes.pygeoapi_bridge import ProcessContext
 
 RASTER_SAMPLE = "raster-sample"
@@ -47,7 +47,7 @@ def _lonlat(geoms: list[Any], crs: str | None, declared: str | None, parameter: 
         raise InvalidInput(parameter, str(exc)) from None
 
 
-class RasterInputs(Inputs):
+class RasterInputs(ProcessInputs):
     # any value: one the caller may not read (or not a name) is answered as a raster that does not exist (404)
     layer: Annotated[Any, WithJsonSchema({"type": "string", "default": DEFAULT_DEM})] = Field(
         DEFAULT_DEM, title="Raster layer")
@@ -61,7 +61,7 @@ class _Raster(Process):
     keywords = ("raster", "DEM", "高程")
 
     @classmethod
-    def inputs(cls, context: ProcessContext) -> type[Inputs]:
+    def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
         """`Inputs` with the layer input listing the single-band rasters."""
         single = [r for r, s in context.registry.rasters.items() if len(s.bands) == 1]
         layer = Annotated[Any, WithJsonSchema({"type": "string", "enum": single, "default": DEFAULT_DEM})]
@@ -113,7 +113,7 @@ class SampleProcessor(_Raster):
             parts = list(geom.geoms) if isinstance(geom, MultiPoint) else [geom]
             if not all(isinstance(p, Point) and not p.is_empty for p in parts):
                 raise InvalidInput("points", f"feature {index} is a {geom.geom_type}; give points")
-            points += parts
+            points += [p for p in parts if isinstance(p, Point)]
             owners += [index] * len(parts)
         if len(points) > MAX_POINTS:
             raise InvalidInput("points", f"{len(points):,} points; at most {MAX_POINTS:,}")
