@@ -201,6 +201,9 @@ class LayerSpec(_Strict):
     style: str = Field(description="QML style, relative to the styles directory.")
     indexes: tuple[IndexSpec, ...] = Field(default=(), description="btree indexes beyond fid, geometry and time.")
     editing: EditingSpec = Field(default_factory=EditingSpec)
+    partition: Literal["month"] | None = Field(
+        default=None, description="An append-only event layer (readings): its tables are partitioned by month of "
+        "the event-time field, and `gis ops prune` drops months older than GIS_EVENT_RETENTION_DAYS.")
 
     @model_validator(mode="after")
     def _fields_consistent(self) -> "LayerSpec":
@@ -215,6 +218,11 @@ class LayerSpec(_Strict):
             event = self.field(self.temporal.field)
             if event is None or event.type not in (FieldType.date, FieldType.timestamp):
                 raise ValueError(f"temporal.field '{self.temporal.field}' must be a date or timestamp field")
+        if self.partition is not None:
+            event = self.field(self.temporal.field or "")
+            if self.temporal.kind != "event" or event is None or event.type != FieldType.timestamp \
+                    or not event.required:
+                raise ValueError("partition: only an event layer whose temporal.field is a required timestamp")
         return self
 
     @model_validator(mode="after")
@@ -230,6 +238,13 @@ class LayerSpec(_Strict):
 
     def field(self, name: str) -> FieldSpec | None:
         return next((f for f in self.fields if f.name == name), None)
+
+    def known_field(self, name: str) -> FieldSpec:
+        """The field `name`, which the layer was checked to have (by the rules file naming it, say)."""
+        found = self.field(name)
+        if found is None:
+            raise KeyError(f"layer '{self.id}' has no field '{name}'")
+        return found
 
     @property
     def field_names(self) -> tuple[str, ...]:
@@ -431,7 +446,8 @@ def load_registry(layers_dir: Path, styles_dir: Path, samples_dir: Path | None =
     raster_files = sorted((layers_dir / RASTERS_FOLDER).glob("*/*.yml"))
     rasters = [load_raster_file(f, samples_dir) for f in raster_files]
     seen: dict[str, Path] = {}
-    for spec, file in zip([*specs, *rasters], [*files, *raster_files], strict=True):
+    declared: list[LayerSpec | RasterSpec] = [*specs, *rasters]
+    for spec, file in zip(declared, [*files, *raster_files], strict=True):
         if spec.id in seen:
             raise ConfigError(f"{file}: id: '{spec.id}' is already declared by {seen[spec.id]}")
         seen[spec.id] = file

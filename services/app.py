@@ -24,6 +24,7 @@ from services.common.headers import SecurityHeaders
 from services.common.serving import Metrics, RequestContext, RootPathLinks, configure_logging
 from services.common.state import AppState
 from services.common.tile_cache import TileCache
+from services.encoded_paths import EncodedSlashes
 from services.routers import (
     audit,
     catalog,
@@ -58,10 +59,12 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
                  if settings.database_read_url else None)
     pools = [p for p in (pool, read_pool) if p is not None]
     metrics = Metrics()
+    bridge = processes.make_bridge(settings, project)
+    bridge.context.pool.follow(pool)  # the service's breaker: 503 at once while the database is away
     state = AppState(settings=settings, project=project, pool=pool, read_pool=read_pool,
                      auth=Auth(auth, project.policy), row_areas=RowAreas(), guard=limits.Guard.from_settings(http),
                      metrics=metrics, jobs=jobs, tile_cache=TileCache(settings.tile_cache_mib * 2**20),
-                     processes=processes.make_bridge(settings, project),
+                     processes=bridge,
                      map_styles=web_map.load_styles(project.registry, settings.styles_dir))
 
     @asynccontextmanager
@@ -96,7 +99,8 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     app.state.gis = state  # the one attribute: everything per app is a typed field of AppState
     install_error_handlers(app)
     # Outermost last: gzip sees the final bytes.
-    app.add_middleware(RootPathLinks)  # innermost: HTML links under the root path
+    app.add_middleware(EncodedSlashes)  # innermost: ids with an encoded slash reach their route
+    app.add_middleware(RootPathLinks)  # HTML links under the root path
     app.add_middleware(input_guard.EmptyValuesLeftOut)
     app.add_middleware(limits.BodyLimit, max_body_bytes=http.max_body_bytes, max_upload_bytes=http.max_upload_bytes)
     app.add_middleware(SecurityHeaders, cors_origins=http.cors_origins)

@@ -131,7 +131,8 @@ class OverlapCheckProcessor(_Processor):
             raise InvalidProposal("file", "not valid base64") from None
         filename = _value(data, "filename")
         return proposal_from_file(content, filename if isinstance(filename, str) else None, media_type=media_type,
-                                  crs=crs, city_extent=settings.city_extent, proposed_use=use)
+                                  crs=crs, city_extent=settings.city_extent, proposed_use=use,
+                                  scratch_dir=settings.temp_dir)
 
 
 class PlanConflictsProcessor(_Processor):

@@ -14,7 +14,8 @@ primary unreachable, a standby serves what it has replayed: public reads go on; 
 included, so restricted reads) fail with DatabaseUnavailable -> 503.
 """
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,10 +25,15 @@ from gis.db.pool import GuardedPool
 
 type Work[T] = Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]
 
-# One row always: is this server a standby, and the layers' versions it sees.
-_VERSIONS_OF = ("SELECT pg_is_in_recovery(), array_agg(layer_id), array_agg(changed_refresh_id) "
-                "FROM ops.layer_stats WHERE layer_id = ANY(%s)")
-_ALL_VERSIONS = "SELECT pg_is_in_recovery(), array_agg(layer_id), array_agg(changed_refresh_id) FROM ops.layer_stats"
+# One row always: is this server a standby, and the layers' versions it sees. A raster layer's version is the
+# refresh that made its newest version (ops.raster_versions): coverages are routed like vector layers.
+_VERSIONS_OF = ("SELECT pg_is_in_recovery(), array_agg(layer_id), array_agg(version) FROM ("
+                "SELECT layer_id, changed_refresh_id AS version FROM ops.layer_stats WHERE layer_id = ANY(%(layers)s) "
+                "UNION ALL SELECT layer_id, max(refresh_id) FROM ops.raster_versions WHERE layer_id = ANY(%(layers)s) "
+                "GROUP BY layer_id) v")
+_ALL_VERSIONS = ("SELECT pg_is_in_recovery(), array_agg(layer_id), array_agg(version) FROM ("
+                 "SELECT layer_id, changed_refresh_id AS version FROM ops.layer_stats "
+                 "UNION ALL SELECT layer_id, max(refresh_id) FROM ops.raster_versions GROUP BY layer_id) v")
 
 
 @dataclass
@@ -41,7 +47,7 @@ class Served:
 async def _versions(conn: psycopg.AsyncConnection[Any], layers: Sequence[str]) -> tuple[bool, dict[str, int]]:
     """(is this server a standby, {layer: version})."""
     if layers:
-        cursor = await conn.execute(_VERSIONS_OF, (list(layers),), prepare=True)
+        cursor = await conn.execute(_VERSIONS_OF, {"layers": list(layers)}, prepare=True)
     else:
         cursor = await conn.execute(_ALL_VERSIONS, prepare=True)
     row = await cursor.fetchone()
@@ -53,12 +59,12 @@ async def _versions(conn: psycopg.AsyncConnection[Any], layers: Sequence[str]) -
 async def _run[T](pool: GuardedPool, layers: Sequence[str], work: Work[T],
                   needed: dict[str, int] | None) -> tuple[T, Served] | None:
     """work(conn) in one snapshot with the versions read first; None if this server's versions are too old."""
-    async with pool.connection() as conn, conn.transaction():
-        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        standby, seen = await _versions(conn, layers)
-        if needed and any(seen.get(layer, -1) < version for layer, version in needed.items()):
+    async with AsyncExitStack() as stack:
+        found = await _open(stack, pool, layers, needed)
+        if found is None:
             return None
-        return await work(conn), Served("standby" if standby else "primary", seen)
+        conn, served = found
+        return await work(conn), served
 
 
 def _broken(exc: psycopg.Error) -> bool:
@@ -99,6 +105,53 @@ async def run_read[T](primary: GuardedPool, standby: GuardedPool | None, layers:
                 raise
             await _drop_broken(primary)
     raise AssertionError("unreachable")
+
+
+async def _open(stack: AsyncExitStack, pool: GuardedPool, layers: Sequence[str], needed: dict[str, int] | None
+                ) -> tuple[psycopg.AsyncConnection[Any], Served] | None:
+    """A connection of `pool` in its snapshot (held by `stack`); None if its versions are older than needed."""
+    conn = await stack.enter_async_context(pool.connection())
+    await stack.enter_async_context(conn.transaction())
+    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    standby, seen = await _versions(conn, layers)
+    if needed and any(seen.get(layer, -1) < version for layer, version in needed.items()):
+        return None
+    return conn, Served("standby" if standby else "primary", seen)
+
+
+@asynccontextmanager
+async def read_connection(primary: GuardedPool, standby: GuardedPool | None, layers: Sequence[str],
+                          max_lag_s: float) -> AsyncIterator[tuple[psycopg.AsyncConnection[Any], Served]]:
+    """As run_read, for a read that outlives one call (a download streamed as it is read): the connection, in one
+    snapshot with at least the primary's versions of `layers`, held until the block ends. The same choice of
+    server; a standby that fails before the block starts is left for the primary, never once it has begun."""
+    if standby is not None and standby.available and (standby.lag_seconds or 0.0) <= max_lag_s:
+        needed: dict[str, int] | None = None
+        if primary.available:
+            try:
+                async with primary.connection() as conn:
+                    needed = (await _versions(conn, layers))[1]
+            except psycopg.Error as exc:
+                if not _broken(exc):
+                    raise
+        stack = AsyncExitStack()
+        try:
+            found = await _open(stack, standby, layers, needed)
+        except psycopg.Error as exc:
+            await stack.aclose()
+            if not _broken(exc) or not primary.available:
+                raise
+            await _drop_broken(standby)
+            found = None
+        if found is not None:
+            async with stack:
+                yield found
+            return
+        await stack.aclose()
+    async with AsyncExitStack() as stack:
+        found = await _open(stack, primary, layers, None)
+        assert found is not None
+        yield found
 
 
 async def _drop_broken(pool: GuardedPool) -> None:

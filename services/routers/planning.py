@@ -184,7 +184,7 @@ async def overlap_check(request: Request, state: State,
         assert file_data is not None
         proposal = await run_in_threadpool(
             proposal_from_file, file_data, filename, media_type=media, crs=fields.get("crs"),
-            city_extent=settings.city_extent, proposed_use=fields.get("proposed_use"))
+            city_extent=settings.city_extent, proposed_use=fields.get("proposed_use"), scratch_dir=settings.temp_dir)
     async with state.pool.connection() as conn:
         if proposal is None:
             project = fields["project"]
