@@ -19,12 +19,12 @@ from services import processes
 from services.auth.credentials import Auth
 from services.auth.visibility import RowAreas
 from services.common import input_guard, limits
+from services.common.encoded_paths import EncodedSlashes
 from services.common.errors import install_error_handlers
 from services.common.headers import SecurityHeaders
 from services.common.serving import Metrics, RequestContext, RootPathLinks, configure_logging
 from services.common.state import AppState
 from services.common.tile_cache import TileCache
-from services.encoded_paths import EncodedSlashes
 from services.routers import (
     audit,
     catalog,

@@ -25,9 +25,9 @@ from gis.edits.store import Editor, EditRequest, EditResult, Operation, apply_ed
 from gis.features import crs as crs_
 from gis.features.errors import InvalidQuery
 from gis.security.policy import EditOperation
-from services import encoded_paths
 from services.auth.credentials import caller_of, forbidden, unauthorized
 from services.auth.visibility import layer_view
+from services.common import encoded_paths
 from services.common.bodies import read_body
 from services.common.errors import InvalidParameter
 from services.common.state import AppState, app_state

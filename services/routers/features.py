@@ -27,9 +27,8 @@ from gis.features.queries import Statement, history_statement, item_statement, i
 from gis.features.queryables import json_schema
 from gis.features.temporal import parse_datetime
 from gis.security.policy import LayerView
-from services import encoded_paths
 from services.auth import read_audit, visibility
-from services.common import html, limits, ogc, rasters
+from services.common import encoded_paths, html, limits, ogc, rasters
 from services.common.collections import blame, iso_time, layer_stats, view_document
 from services.common.errors import InvalidParameter
 from services.common.state import AppState, app_state
