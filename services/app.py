@@ -18,6 +18,7 @@ from gis.settings import ServeSettings, Settings
 from services.auth.credentials import Auth
 from services.auth.visibility import RowAreas
 from services.common import input_guard, limits
+from services.common.encoded_paths import EncodedSlashes
 from services.common.errors import install_error_handlers
 from services.common.headers import SecurityHeaders
 from services.common.serving import Metrics, RequestContext, RootPathLinks, configure_logging
@@ -75,7 +76,9 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
             each.start_probe()
         gauges = asyncio.get_running_loop().create_task(health.gauges_loop(state, metrics))
         try:
-            state.processes.context.pool.follow(pool)  # the service's breaker: 503 at once while the database is away
+            # the service's breaker (503 at once while the database is away), once the pools are open and probed:
+            # the probe checks its followers too
+            state.processes.context.pool.follow(pool)
             await run_in_threadpool(state.processes.open, jobs, jobs.in_service)
             try:
                 yield
@@ -98,7 +101,8 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     app.state.gis = state  # the one attribute: everything per app is a typed field of AppState
     install_error_handlers(app)
     # Outermost last: gzip sees the final bytes.
-    app.add_middleware(RootPathLinks)  # innermost: HTML links under the root path
+    app.add_middleware(EncodedSlashes)  # innermost: ids with an encoded slash reach their route
+    app.add_middleware(RootPathLinks)  # HTML links under the root path
     app.add_middleware(input_guard.EmptyValuesLeftOut)
     app.add_middleware(limits.BodyLimit, max_body_bytes=http.max_body_bytes, max_upload_bytes=http.max_upload_bytes)
     app.add_middleware(SecurityHeaders, cors_origins=http.cors_origins)

@@ -75,9 +75,10 @@ def visible_rasters(request: Request) -> Mapping[str, RasterSpec]:
 
 
 async def restrict(request: Request, view: LayerView, q: ItemsQuery) -> ItemsQuery:
-    """The request's query with the caller's row rule ANDed into its filter (unchanged when there is none)."""
+    """The request's query with the caller's row rule (unchanged when there is none): the statement reads the rows
+    with the rule first and applies the request's filter to what it lets through (gis.features.queries.source)."""
     node = await row_filter(request, view, q.filter_crs)
-    return q if node is None else replace(q, filter=rows.combine(node, q.filter))
+    return q if node is None else replace(q, rows=node)
 
 
 async def row_filter(request: Request, view: LayerView, filter_crs: crs_.Crs = crs_.CRS84) -> Filter | None:

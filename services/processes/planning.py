@@ -5,6 +5,7 @@
 POST /api/planning/overlap-checks (services.routers.planning) both validate with it, and answer with REPORT.
 """
 
+from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import orjson
@@ -77,14 +78,15 @@ class OverlapInputs(ProcessInputs):
                                + (f" (got {', '.join(given)})" if given else ""))
         return self
 
-    def proposal(self, city_extent: tuple[float, float, float, float]) -> Proposal | None:
-        """The proposal from the geometry or the file (None for a project, which the caller loads)."""
+    def proposal(self, city_extent: tuple[float, float, float, float], scratch_dir: Path | None) -> Proposal | None:
+        """The proposal from the geometry or the file (None for a project, which the caller loads); an uploaded file
+        is read in `scratch_dir`."""
         if self.geometry is not None:
             return proposal_from_geojson(self.geometry, crs=self.crs, city_extent=city_extent,
                                          proposed_use=self.proposed_use)
         if self.file is not None:
             return proposal_from_file(self.file.content, self.filename, media_type=self.file.media_type, crs=self.crs,
-                                      city_extent=city_extent, proposed_use=self.proposed_use)
+                                      city_extent=city_extent, proposed_use=self.proposed_use, scratch_dir=scratch_dir)
         return None
 
     def check_project(self, rules: OverlapRules, access: Access) -> str:
@@ -128,7 +130,7 @@ class OverlapCheckProcessor(Process):
     def run(self, inputs: OverlapInputs) -> tuple[str, Any]:
         rules = self.context.rules
         with self.connection() as conn:
-            proposal = inputs.proposal(self.context.settings.city_extent)
+            proposal = inputs.proposal(self.context.settings.city_extent, self.context.settings.temp_dir)
             if proposal is None:
                 proposal = overlap.load_project(conn, rules, inputs.check_project(rules, self.access))
             found = overlap.check(conn, rules, proposal, as_of=inputs.datetime, use=inputs.proposed_use,

@@ -88,7 +88,8 @@ def _run(state: AppState, spec: LayerSpec, delivery_id: int, job_id: str) -> Non
     """The job, in a thread of this process; a failure nobody foresaw fails the job, never silently."""
     url = database_url(state.settings)
     try:
-        store.run_delivery(url, spec, delivery_id, state.settings.city_extent, state.settings.rejects_dir)
+        store.run_delivery(url, spec, delivery_id, state.settings.city_extent, state.settings.rejects_dir,
+                           state.settings.temp_dir)
     except Exception:
         LOGGER.exception("delivery %s of %s failed", delivery_id, spec.id)
         with psycopg.connect(url, autocommit=True) as conn:

@@ -76,7 +76,8 @@ async def download(collection_id: str, request: Request) -> Response:
     state = app_state(request)
     try:
         async with state.pool.connection() as conn:
-            written = await downloads.write_file(conn, spec, statement, fmt)
+            written = await downloads.write_file(conn, spec, statement, fmt,
+                                                     scratch_dir=state.settings.temp_dir)
     except psycopg.Error as exc:
         raise _refused(exc, blame(q)) from None
     try:

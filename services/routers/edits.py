@@ -27,6 +27,7 @@ from gis.features import crs as crs_
 from gis.security.policy import EditOperation
 from services.auth.credentials import caller_of, forbidden, unauthorized
 from services.auth.visibility import layer_view
+from services.common import encoded_paths
 from services.common.bodies import read_body
 from services.common.state import AppState, app_state
 
@@ -133,6 +134,8 @@ def _apply(state: AppState, edit: EditRequest) -> EditResult:
 
 async def _edit(request: Request, collection_id: str, operation: Operation, feature_id: str | None) -> EditResult:
     state = app_state(request)
+    if feature_id is not None:
+        feature_id = encoded_paths.original(request, feature_id)
     editor = _editor(request, collection_id, operation)
     spec = state.registry[collection_id]
     body = None if operation is Operation.delete else await _json_body(request)

@@ -28,7 +28,7 @@ from gis.features.queryables import json_schema
 from gis.features.temporal import parse_datetime
 from gis.security.policy import LayerView
 from services.auth import read_audit, visibility
-from services.common import html, limits, ogc, rasters
+from services.common import encoded_paths, html, limits, ogc, rasters
 from services.common.collections import blame, iso_time, layer_stats, view_document
 from services.common.state import AppState, app_state
 
@@ -130,6 +130,7 @@ async def items(collection_id: str, request: Request) -> Response:
 
 @router.get("/collections/{collection_id}/items/{feature_id}", summary="One feature")
 async def item(collection_id: str, feature_id: str, request: Request) -> Response:
+    feature_id = encoded_paths.original(request, feature_id)
     state, view = _layer(request, collection_id)
     spec = view.spec
     params = ogc.query_params(request, ITEM_PARAMETERS)
@@ -164,6 +165,7 @@ async def item(collection_id: str, feature_id: str, request: Request) -> Respons
 
 @router.get("/collections/{collection_id}/items/{feature_id}/history", summary="Every version of one feature")
 async def history(collection_id: str, feature_id: str, request: Request) -> Response:
+    feature_id = encoded_paths.original(request, feature_id)
     state, view = _layer(request, collection_id)
     spec = view.spec
     params = ogc.query_params(request, HISTORY_PARAMETERS)
@@ -190,6 +192,14 @@ async def history(collection_id: str, feature_id: str, request: Request) -> Resp
     if as_html:
         return ogc.html_response(html.history_page(spec, feature_id, orjson.loads(body)))
     return Response(body, media_type=ogc.GEOJSON, headers={"Content-Crs": f"<{out_crs.uri}>"})
+
+
+# Clients that put an id into the path as it is (OWSLib's collection_item) send its slashes as slashes: a GET
+# that no route above takes is the item whose id is the rest of the path. Its history needs the id encoded
+# (`A%2F12/history`), as every link the service writes has it: `A/12/history` is the item "A/12/history".
+@router.get("/collections/{collection_id}/items/{feature_id:path}", include_in_schema=False)
+async def item_with_slashes(collection_id: str, feature_id: str, request: Request) -> Response:
+    return await item(collection_id, feature_id, request)
 
 
 def _quote(fid: str) -> str:

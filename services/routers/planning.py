@@ -157,7 +157,7 @@ async def overlap_check(request: Request, state: State,
     upload = {"file": Upload(file_data, media), "filename": filename} if file_data is not None else {}
     inputs: OverlapInputs = parse_inputs(OverlapInputs, {**fields, **upload, "format": fmt}, "body", unwrap=False)
     access = caller_access(request)
-    proposal = await run_in_threadpool(inputs.proposal, state.settings.city_extent)
+    proposal = await run_in_threadpool(inputs.proposal, state.settings.city_extent, state.settings.temp_dir)
     async with state.pool.connection() as conn:
         if proposal is None:
             proposal = await overlap.load_project_async(conn, rules, inputs.check_project(rules, access))
