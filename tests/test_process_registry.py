@@ -1,5 +1,5 @@
 """Processes are registered by discovery: a module with a Process subclass is a process, described from its input
-model and checked by it. The example docs/processes.md gives is run here as written, from a package of its own."""
+model and checked by it. The example docs/architecture.md gives is run here as written, from a package of its own."""
 
 import re
 import sys
@@ -14,13 +14,14 @@ from gis.settings import Settings
 from services.processes import make_bridge, process_classes
 from services.processes.pygeoapi_bridge import Bridge
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "processes.md"
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "architecture.md"
 
 
 def _example() -> str:
-    """The first Python block of docs/processes.md (the process the section on adding one shows)."""
-    found = re.search(r"```python\n(.*?)```", DOCS.read_text(), re.S)
-    assert found is not None, "docs/processes.md shows no example process"
+    """The Python block of docs/architecture.md's section on adding a process."""
+    section = DOCS.read_text().split("## A process, and adding one", 1)[-1]
+    found = re.search(r"```python\n(.*?)```", section, re.S)
+    assert found is not None, "docs/architecture.md shows no example process"
     return found.group(1)
 
 

@@ -2,7 +2,7 @@
 policing, raster), on one base (base.Process) and pygeoapi's machinery (pygeoapi_bridge).
 
 Registration is discovery: every `Process` subclass with an `id` defined in a module of this package is offered,
-so adding a process is adding a module (docs/processes.md).
+so adding a process is adding a module (docs/architecture.md, "A process, and adding one").
 """
 
 import importlib
