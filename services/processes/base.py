@@ -57,7 +57,7 @@ def places_report(styles: Mapping[str, Style], legend: Mapping[str, str]) -> Rep
                   partial(place_report.to_html, styles=styles, legend=legend))
 
 
-class Process(BaseProcessor):  # type: ignore[misc]  # pygeoapi ships no type hints
+class Process(BaseProcessor):
     """One OGC API process. Subclasses with an `id` are the processes services.processes registers."""
 
     id: ClassVar[str] = ""

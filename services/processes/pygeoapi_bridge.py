@@ -120,13 +120,13 @@ class _RandomJobIds:
         return getattr(uuid, name)
 
 
-pygeoapi_manager_base.uuid = _RandomJobIds()
+pygeoapi_manager_base.uuid = _RandomJobIds()  # type: ignore[assignment]
 
 
 _COLUMNS = ("status", "message", "progress", "started", "finished", "updated", "mimetype")
 
 
-class JobsManager(BaseManager):  # type: ignore[misc]  # pygeoapi ships no type hints
+class JobsManager(BaseManager):
     """pygeoapi job manager over ops.jobs; results are stored with the job."""
 
     def __init__(self, manager_def: dict[str, Any]) -> None:
