@@ -60,7 +60,6 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     pools = [p for p in (pool, read_pool) if p is not None]
     metrics = Metrics()
     bridge = processes.make_bridge(settings, project)
-    bridge.context.pool.follow(pool)  # the service's breaker: 503 at once while the database is away
     state = AppState(settings=settings, project=project, pool=pool, read_pool=read_pool,
                      auth=Auth(auth, project.policy), row_areas=RowAreas(), guard=limits.Guard.from_settings(http),
                      metrics=metrics, jobs=jobs, tile_cache=TileCache(settings.tile_cache_mib * 2**20),
@@ -77,11 +76,14 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
             each.start_probe()
         gauges = asyncio.get_running_loop().create_task(health.gauges_loop(state, metrics))
         try:
-            await run_in_threadpool(state.processes.open, jobs, jobs.in_service)
+            # The processes' pool follows the service's breaker (503 at once while the database is away); the
+            # breaker's probe checks its followers, so it follows only now, as it is about to be opened.
+            bridge.context.pool.follow(pool)
+            await run_in_threadpool(bridge.open, jobs, jobs.in_service)
             try:
                 yield
             finally:
-                await run_in_threadpool(state.processes.close)
+                await run_in_threadpool(bridge.close)
         finally:
             gauges.cancel()
             with contextlib.suppress(asyncio.CancelledError):
