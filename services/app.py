@@ -60,10 +60,11 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
                  if settings.database_read_url else None)
     pools = [p for p in (pool, read_pool) if p is not None]
     metrics = Metrics()
+    bridge = make_bridge(settings, project)
     state = AppState(settings=settings, project=project, pool=pool, read_pool=read_pool,
                      auth=Auth(auth, project.policy), row_areas=RowAreas(), guard=limits.Guard.from_settings(http),
                      metrics=metrics, jobs=jobs, tile_cache=TileCache(settings.tile_cache_mib * 2**20),
-                     processes=make_bridge(settings, project),
+                     processes=bridge,
                      map_styles=web_map.load_styles(project.registry, settings.styles_dir))
 
     @asynccontextmanager
@@ -76,14 +77,14 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
             each.start_probe()
         gauges = asyncio.get_running_loop().create_task(health.gauges_loop(state, metrics))
         try:
-            # the service's breaker (503 at once while the database is away), once the pools are open and probed:
-            # the probe checks its followers too
-            state.processes.context.pool.follow(pool)
-            await run_in_threadpool(state.processes.open, jobs, jobs.in_service)
+            # The processes' pool follows the service's breaker (503 at once while the database is away); the
+            # breaker's probe checks its followers, so it follows only now, as it is about to be opened.
+            bridge.context.pool.follow(pool)
+            await run_in_threadpool(bridge.open, jobs, jobs.in_service)
             try:
                 yield
             finally:
-                await run_in_threadpool(state.processes.close)
+                await run_in_threadpool(bridge.close)
         finally:
             gauges.cancel()
             with contextlib.suppress(asyncio.CancelledError):
