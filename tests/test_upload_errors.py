@@ -19,7 +19,8 @@ import pytest
 from conftest import TEST_KEYS
 from shapely.geometry import box
 
-from gis.analysis.proposal import InvalidProposal, proposal_from_file
+from gis.analysis.proposal import proposal_from_file
+from gis.errors import InvalidInput
 
 SQUARE = box(123.40, 41.75, 123.402, 41.752)
 CITY = (122.2, 41.0, 124.0, 43.2)
@@ -76,7 +77,7 @@ def test_damaged_files_are_refused_without_naming_the_scratch_directory(
         for data in _damaged(samples[fmt], seed=len(fmt)):
             try:
                 proposal_from_file(data, f"plan.{fmt}", crs=None, city_extent=CITY, scratch_dir=scratch)
-            except InvalidProposal as exc:
+            except InvalidInput as exc:
                 refused += 1
                 assert exc.parameter.startswith("file") or exc.parameter in ("crs", "proposed_use"), exc
                 _names_no_path(str(exc), scratch)

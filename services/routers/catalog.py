@@ -96,8 +96,7 @@ async def catalog_collection(given: Document, request: Request) -> Response:
 async def search(given: Annotated[CatalogParameters, Depends()], request: Request) -> Response:
     params = given.check(request)
     as_html = ogc.wants_html(request, params)
-    with ogc.client_input():
-        q = catalog.parse_catalog_query(params)
+    q = catalog.parse_catalog_query(params)
     matched = catalog.search(await _records(request), q)
     page = matched[q.offset:q.offset + q.limit]
     kept = [(k, v) for k, v in params.items() if k not in ("offset", "f")]

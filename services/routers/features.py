@@ -14,18 +14,16 @@ import psycopg
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from gis.errors import NotFound
+from gis.errors import InvalidInput, NotFound
 from gis.features import crs as crs_
 from gis.features.params import encode_cursor, parse_items_query, parse_properties, property_parameters
 from gis.features.queries import Statement, history_statement, item_statement, items_statement
 from gis.features.queryables import json_schema
 from gis.features.temporal import parse_datetime
 from gis.security.policy import LayerView
-from services import encoded_paths
 from services.auth import read_audit, visibility
-from services.common import html, limits, ogc, rasters
+from services.common import encoded_paths, html, limits, ogc, rasters
 from services.common.collections import blame, iso_time, layer_stats, view_document
-from services.common.errors import InvalidParameter
 from services.common.parameters import (
     CollectionId,
     Document,
@@ -61,7 +59,7 @@ async def fetch_one(state: AppState, statement: Statement, blame: str | None = N
         if blame is None:
             raise
         message = exc.diag.message_primary or str(exc)
-        raise InvalidParameter(blame, f"cannot be evaluated: {message}") from None
+        raise InvalidInput(blame, f"cannot be evaluated: {message}") from None
 
 
 @router.get("/collections/{collectionId}", summary="A layer's metadata")
@@ -98,14 +96,12 @@ async def items(collectionId: CollectionId, given: Annotated[ItemsParameters, De
     declared = given.names
     params = given.check(request, property_parameters(spec, declared))
     as_html = ogc.wants_html(request, params)
-    with ogc.client_input():
-        q = parse_items_query(spec, params, limits.cql2_limits(request), declared)
-        if as_html:
-            q = replace(q, crs=crs_.CRS84)  # the HTML map draws lon/lat
+    q = parse_items_query(spec, params, limits.cql2_limits(request), declared)
+    if as_html:
+        q = replace(q, crs=crs_.CRS84)  # the HTML map draws lon/lat
     asked = q
     q = await visibility.restrict(request, view, q)
-    with ogc.client_input():
-        statement = items_statement(spec, q)
+    statement = items_statement(spec, q)
     row = await fetch_one(state, statement, blame(q), view.source.id)
     assert row is not None
     features, returned, more, last_fid, matched = row
@@ -140,9 +136,8 @@ async def item(collectionId: CollectionId, featureId: FeatureId, given: Annotate
                request: Request) -> Response:
     state, view, params, as_html, out_crs = _feature_request(request, collectionId, given)
     spec, feature_id = view.spec, encoded_paths.original(request, featureId)
-    with ogc.client_input():
-        time = parse_datetime(given.datetime) if given.datetime is not None else None
-        properties = parse_properties(given.properties, spec) if given.properties is not None else None
+    time = parse_datetime(given.datetime) if given.datetime is not None else None
+    properties = parse_properties(given.properties, spec) if given.properties is not None else None
     if "\x00" in feature_id:
         raise NotFound(f"no feature '{feature_id[:60]}' in '{spec.id}'")
     # The row rule is in the one statement: a feature outside the caller's rows and one that does not exist take
@@ -212,8 +207,7 @@ def _feature_request(request: Request, collection_id: str, given: HistoryParamet
     state, view = _layer(request, collection_id)
     params = given.check(request)
     as_html = ogc.wants_html(request, params)
-    with ogc.client_input():
-        out_crs = crs_.parse_crs(given.crs, "crs") if given.crs is not None and not as_html else crs_.CRS84
+    out_crs = crs_.parse_crs(given.crs, "crs") if given.crs is not None and not as_html else crs_.CRS84
     return state, view, params, as_html, out_crs
 
 
