@@ -124,10 +124,7 @@ async def _tile(request: Request, spec: RasterSpec, style: str, tms: str, z: int
                 given: RasterParameters, if_none_match: str | None) -> Response:
     _check_tms(tms)
     given.check(request)
-    try:
-        address = mvt.Tile(z, col, row)
-    except mvt.TileOutOfRange as exc:
-        raise InvalidInput(exc.parameter, exc.problem) from None
+    address = mvt.Tile(z, col, row)  # out of range: a 400 naming the parameter (gis.tiles.TileOutOfRange)
     if z > MAX_ZOOM:
         raise InvalidInput("tileMatrix", f"raster map tiles go to tile matrix {MAX_ZOOM}")
     version = await version_of(request, spec, parse_time(given.datetime))
