@@ -301,7 +301,7 @@ def cmd_settings_doc(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """uvicorn with N workers (a dead one is replaced and its death logged), proxy headers believed only from
-    GIS_SERVE_FORWARDED_ALLOW_IPS (services.serving does it, so any ASGI server gets the same), Prometheus
+    GIS_SERVE_FORWARDED_ALLOW_IPS (services.common.serving does it, so any ASGI server gets the same), Prometheus
     multiprocess mode when there is more than one worker."""
     import os
     import shutil

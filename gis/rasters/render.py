@@ -1,6 +1,6 @@
 """Cells to colours: the colour ramp, relief shading, class palettes and true colour, as RGBA arrays.
 
-Pure numpy; the map tiles (services/map_tiles.py) and the sample generator's imagery use it.
+Pure numpy; the map tiles (services/routers/map_tiles.py) and the sample generator's imagery use it.
 """
 
 import numpy as np

@@ -26,10 +26,11 @@ from gis.features import crs as crs_
 from gis.features.errors import InvalidQuery
 from gis.security.policy import EditOperation
 from services import encoded_paths
-from services.auth import caller_of, forbidden, layer_view, unauthorized
-from services.errors import InvalidParameter
-from services.planning import read_body
-from services.state import AppState, app_state
+from services.auth.credentials import caller_of, forbidden, unauthorized
+from services.auth.visibility import layer_view
+from services.common.bodies import read_body
+from services.common.errors import InvalidParameter
+from services.common.state import AppState, app_state
 
 router = APIRouter(tags=["OGC API Features: editing (Part 4)"])
 
