@@ -21,8 +21,9 @@ import pytest
 from conftest import TEST_KEYS, cloned_database
 from shapely.geometry import box
 
-from gis.analysis.proposal import InvalidProposal, proposal_from_file
+from gis.analysis.proposal import proposal_from_file
 from gis.deliveries import store
+from gis.errors import InvalidInput
 from gis.layers import LayerRegistry
 from gis.settings import Settings
 
@@ -81,7 +82,7 @@ def test_damaged_files_are_refused_without_naming_the_scratch_directory(
         for data in _damaged(samples[fmt], seed=len(fmt)):
             try:
                 proposal_from_file(data, f"plan.{fmt}", crs=None, city_extent=CITY, scratch_dir=scratch)
-            except InvalidProposal as exc:
+            except InvalidInput as exc:
                 refused += 1
                 assert exc.parameter.startswith("file") or exc.parameter in ("crs", "proposed_use"), exc
                 _names_no_path(str(exc), scratch)
