@@ -32,8 +32,9 @@ _NUMBERS = ("number", "integer")
 def check_number_input(name: str, value: Any, schema: dict[str, Any]) -> None:
     """A number input (or an array of numbers) against its declared schema: type, range and count, so 1e308,
     a huge integer or a string is refused naming the input before any analysis does arithmetic with it."""
-    items = schema.get("items") if isinstance(schema.get("items"), dict) else {}
-    numeric = schema.get("type") in _NUMBERS or (schema.get("type") == "array" and items.get("type") in _NUMBERS)
+    items = schema.get("items")
+    numeric = schema.get("type") in _NUMBERS or (
+        schema.get("type") == "array" and isinstance(items, dict) and items.get("type") in _NUMBERS)
     if value is None or not numeric:
         return
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))

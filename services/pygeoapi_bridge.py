@@ -318,8 +318,9 @@ class JobsManager(BaseManager):
                                      "finished": datetime.now(UTC).strftime(DATETIME_FORMAT)})
             code = "InvalidParameterValue"
             answer = {"type": code, "code": code, "description": description}
-            if getattr(exc, "parameter", None):  # the input at fault, as the service's own 400s name it
-                answer["parameter"] = str(exc.parameter)
+            parameter = getattr(exc, "parameter", None)  # the input at fault, as the service's own 400s name it
+            if parameter:
+                answer["parameter"] = str(parameter)
             return JSON, answer, JobStatus.failed
         except Exception:
             LOGGER.exception("job %s (%s) failed", job_id, p.metadata.get("id"))

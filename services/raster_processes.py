@@ -93,9 +93,10 @@ class SampleProcessor(_RasterProcessor):
         owners: list[int] = []
         for index, geom in enumerate(geoms):
             parts = list(geom.geoms) if isinstance(geom, MultiPoint) else [geom]
-            if not all(isinstance(p, Point) and not p.is_empty for p in parts):
+            found = [p for p in parts if isinstance(p, Point) and not p.is_empty]
+            if len(found) != len(parts):
                 raise InvalidProposal("points", f"feature {index} is a {geom.geom_type}; give points")
-            points += parts
+            points += found
             owners += [index] * len(parts)
         if len(points) > MAX_POINTS:
             raise InvalidProposal("points", f"{len(points):,} points; at most {MAX_POINTS:,}")
