@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 from psycopg import AsyncConnection
 
+from gis.errors import InvalidInput
 from gis.features import crs as crs_
-from gis.features.errors import InvalidQuery
 from gis.features.params import parse_bbox, parse_limit, parse_offset
 from gis.features.temporal import TimeRange, parse_datetime
 from gis.layers import AccessClass, Domain, LayerSpec
@@ -105,7 +105,7 @@ def parse_catalog_query(params: Mapping[str, str]) -> CatalogQuery:
     if "q" in params:
         terms = tuple(t.strip().casefold() for t in params["q"].split(",") if t.strip())
         if not terms:
-            raise InvalidQuery("q", "give one or more search terms, separated by commas")
+            raise InvalidInput("q", "give one or more search terms, separated by commas")
     return CatalogQuery(
         terms=terms,
         bbox=parse_bbox(params["bbox"], crs_.CRS84) if "bbox" in params else None,

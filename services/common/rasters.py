@@ -13,14 +13,12 @@ from fastapi.responses import Response
 
 from gis.errors import NotFound
 from gis.features import crs as crs_
-from gis.features.errors import InvalidQuery
 from gis.features.temporal import parse_datetime
 from gis.layers import AccessClass, RasterSpec
 from gis.rasters import read, versions
 from gis.rasters.versions import RasterVersion
 from services.auth import visibility
 from services.common import ogc
-from services.common.errors import InvalidParameter
 from services.common.html import html_page
 from services.common.state import app_state
 
@@ -41,10 +39,7 @@ def parse_time(value: str | None) -> datetime | None:
     """The instant whose version is wanted: an instant, or the end of a date or interval (None: now)."""
     if value is None:
         return None
-    try:
-        found = parse_datetime(value)
-    except InvalidQuery as exc:
-        raise InvalidParameter(exc.parameter, exc.problem) from None
+    found = parse_datetime(value)
     return found.end or found.start
 
 

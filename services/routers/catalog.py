@@ -95,8 +95,7 @@ async def catalog_collection(request: Request) -> Response:
 async def search(request: Request) -> Response:
     params = ogc.query_params(request, catalog.QUERY_PARAMETERS)
     as_html = ogc.wants_html(request, params)
-    with ogc.client_input():
-        q = catalog.parse_catalog_query(params)
+    q = catalog.parse_catalog_query(params)
     matched = catalog.search(await _records(request), q)
     page = matched[q.offset:q.offset + q.limit]
     kept = [(k, v) for k, v in params.items() if k not in ("offset", "f")]

@@ -15,14 +15,13 @@ from fastapi.responses import Response
 from rasterio.warp import transform_bounds
 from starlette.concurrency import run_in_threadpool
 
+from gis.errors import InvalidInput
 from gis.features import crs as crs_
-from gis.features.errors import InvalidQuery
 from gis.features.params import check_box_range
 from gis.layers import RasterSpec
 from gis.rasters import read
 from services.auth import read_audit, visibility
 from services.common import ogc
-from services.common.errors import InvalidParameter
 from services.common.rasters import GEOTIFF, cache_scope, crs_uri, matches, parse_time, version_of
 
 router = APIRouter(tags=["OGC API Coverages"])
@@ -111,36 +110,30 @@ def _numbers(text: str, parameter: str, count: int) -> list[float]:
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
-        raise InvalidParameter(parameter, f"'{text[:80]}' is not {count} comma-separated numbers") from None
+        raise InvalidInput(parameter, f"'{text[:80]}' is not {count} comma-separated numbers") from None
     if len(values) != count:
-        raise InvalidParameter(parameter, f"needs {count} numbers, got {len(values)}")
+        raise InvalidInput(parameter, f"needs {count} numbers, got {len(values)}")
     if not all(math.isfinite(v) for v in values):
-        raise InvalidParameter(parameter, "numbers must be finite")
+        raise InvalidInput(parameter, "numbers must be finite")
     return values
 
 
 def _to_layer_crs(spec: RasterSpec, box: list[float], crs: crs_.Crs, parameter: str) -> read.Bounds:
     """A box given in `crs` (in its axis order) as minx, miny, maxx, maxy in the layer's CRS."""
-    try:
-        check_box_range(box, crs, parameter)
-    except InvalidQuery as exc:
-        raise InvalidParameter(exc.parameter, exc.problem) from None
+    check_box_range(box, crs, parameter)
     x0, y0, x1, y1 = (box[1], box[0], box[3], box[2]) if crs.northing_first else box
     if x0 >= x1 or y0 >= y1:
-        raise InvalidParameter(parameter, "the lower corner must be below and left of the upper one")
+        raise InvalidInput(parameter, "the lower corner must be below and left of the upper one")
     if f"EPSG:{crs.srid}" == spec.crs:
         return x0, y0, x1, y1
     found = tuple(float(v) for v in transform_bounds(f"EPSG:{crs.srid}", spec.crs, x0, y0, x1, y1, densify_pts=21))
     if not all(math.isfinite(v) for v in found):
-        raise InvalidParameter(parameter, f"lies outside the area where {crs.uri} can be transformed")
+        raise InvalidInput(parameter, f"lies outside the area where {crs.uri} can be transformed")
     return found[0], found[1], found[2], found[3]
 
 
 def _crs_param(params: dict[str, str], name: str) -> crs_.Crs:
-    try:
-        return crs_.parse_crs(params[name], name) if name in params else crs_.CRS84
-    except InvalidQuery as exc:
-        raise InvalidParameter(exc.parameter, exc.problem) from None
+    return crs_.parse_crs(params[name], name) if name in params else crs_.CRS84
 
 
 def _subset(spec: RasterSpec, text: str, crs: crs_.Crs) -> read.Bounds:
@@ -152,15 +145,15 @@ def _subset(spec: RasterSpec, text: str, crs: crs_.Crs) -> read.Bounds:
         axis = name.strip().lower()
         key = "x" if axis in _X_AXES else "y" if axis in _Y_AXES else None
         if key is None or not rest.endswith(")") or not colon:
-            raise InvalidParameter("subset", f"'{part[:60]}' is not Axis(low:high) with axis Lon/Lat, x/y or E/N")
+            raise InvalidInput("subset", f"'{part[:60]}' is not Axis(low:high) with axis Lon/Lat, x/y or E/N")
         try:
             ranges[key] = (float(low), float(high))
         except ValueError:
-            raise InvalidParameter("subset", f"'{part[:60]}': the bounds are not numbers") from None
+            raise InvalidInput("subset", f"'{part[:60]}': the bounds are not numbers") from None
         if not all(math.isfinite(v) for v in ranges[key]):
-            raise InvalidParameter("subset", f"'{part[:60]}': the bounds must be finite")
+            raise InvalidInput("subset", f"'{part[:60]}': the bounds must be finite")
     if set(ranges) != {"x", "y"}:
-        raise InvalidParameter("subset", "give both axes, e.g. Lon(123.40:123.42),Lat(41.74:41.76)")
+        raise InvalidInput("subset", "give both axes, e.g. Lon(123.40:123.42),Lat(41.74:41.76)")
     (x0, x1), (y0, y1) = ranges["x"], ranges["y"]
     box = [y0, x0, y1, x1] if crs.northing_first else [x0, y0, x1, y1]
     return _to_layer_crs(spec, box, crs, "subset")
@@ -168,7 +161,7 @@ def _subset(spec: RasterSpec, text: str, crs: crs_.Crs) -> read.Bounds:
 
 def coverage_bounds(spec: RasterSpec, params: dict[str, str]) -> read.Bounds | None:
     if "bbox" in params and "subset" in params:
-        raise InvalidParameter("subset", "give bbox or subset, not both")
+        raise InvalidInput("subset", "give bbox or subset, not both")
     if "bbox" in params:
         return _to_layer_crs(spec, _numbers(params["bbox"], "bbox", 4), _crs_param(params, "bbox-crs"), "bbox")
     if "subset" in params:
@@ -183,7 +176,7 @@ async def coverage(collectionId: str, request: Request, if_none_match: str | Non
     params = ogc.query_params(request, COVERAGE_PARAMETERS)
     fmt = params.get("f", "geotiff")
     if fmt not in GEOTIFF_FORMATS:
-        raise InvalidParameter("f", f"'{fmt[:20]}' is not offered; coverages are served as geotiff")
+        raise InvalidInput("f", f"'{fmt[:20]}' is not offered; coverages are served as geotiff")
     bounds = coverage_bounds(spec, params)
     version = await version_of(request, spec, parse_time(params.get("datetime")))
     area = "all" if bounds is None else ",".join(f"{v:.9g}" for v in bounds)
@@ -192,9 +185,6 @@ async def coverage(collectionId: str, request: Request, if_none_match: str | Non
                "Content-Disposition": f'inline; filename="{spec.id}-v{version.version_id}.tif"'}
     if matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
-    try:
-        data = await run_in_threadpool(read.coverage_geotiff, version, bounds)
-    except InvalidQuery as exc:
-        raise InvalidParameter(exc.parameter, exc.problem) from None
+    data = await run_in_threadpool(read.coverage_geotiff, version, bounds)
     await read_audit.audit_raster_read(request, spec, {"version": str(version.version_id)})
     return Response(data, media_type=GEOTIFF, headers=headers)

@@ -22,14 +22,13 @@ from starlette.concurrency import run_in_threadpool
 from gis.db.cluster import database_url
 from gis.edits.feature import InvalidFeature
 from gis.edits.store import Editor, EditRequest, EditResult, Operation, apply_edit, connect_primary
+from gis.errors import InvalidInput
 from gis.features import crs as crs_
-from gis.features.errors import InvalidQuery
 from gis.security.policy import EditOperation
-from services import encoded_paths
 from services.auth.credentials import caller_of, forbidden, unauthorized
 from services.auth.visibility import layer_view
+from services.common import encoded_paths
 from services.common.bodies import read_body
-from services.common.errors import InvalidParameter
 from services.common.state import AppState, app_state
 
 router = APIRouter(tags=["OGC API Features: editing (Part 4)"])
@@ -101,10 +100,7 @@ def _content_crs(request: Request) -> crs_.Crs:
     value = request.headers.get("content-crs")
     if value is None:
         return crs_.CRS84
-    try:
-        return crs_.parse_crs(value.strip().removeprefix("<").removesuffix(">"), "Content-Crs")
-    except InvalidQuery as exc:
-        raise InvalidParameter("Content-Crs", exc.problem) from None
+    return crs_.parse_crs(value.strip().removeprefix("<").removesuffix(">"), "Content-Crs")
 
 
 def _reason(request: Request) -> str | None:
@@ -114,9 +110,9 @@ def _reason(request: Request) -> str | None:
     try:
         text = unquote(value.strip(), errors="strict") if "%" in value else value.strip()
     except UnicodeDecodeError:
-        raise InvalidParameter("X-Edit-Reason", "percent-encode UTF-8 text") from None
+        raise InvalidInput("X-Edit-Reason", "percent-encode UTF-8 text") from None
     if len(text) > MAX_REASON:
-        raise InvalidParameter("X-Edit-Reason", f"at most {MAX_REASON} characters")
+        raise InvalidInput("X-Edit-Reason", f"at most {MAX_REASON} characters")
     return text
 
 
@@ -125,9 +121,9 @@ async def _json_body(request: Request) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidParameter("body", f"not JSON ({str(exc)[:80]})") from None
+        raise InvalidInput("body", f"not JSON ({str(exc)[:80]})") from None
     if not isinstance(body, dict):
-        raise InvalidParameter("body", "must be a JSON object (a GeoJSON Feature, or a merge patch for PATCH)")
+        raise InvalidInput("body", "must be a JSON object (a GeoJSON Feature, or a merge patch for PATCH)")
     return body
 
 
@@ -148,7 +144,7 @@ async def _edit(request: Request, collection_id: str, operation: Operation, feat
     try:
         return await run_in_threadpool(_apply, state, edit)
     except InvalidFeature as exc:
-        raise InvalidParameter(exc.parameter, str(exc).partition(": ")[2]) from None
+        raise InvalidInput(exc.parameter, str(exc).partition(": ")[2]) from None
 
 
 def _location(request: Request, collection_id: str, fid: str) -> str:

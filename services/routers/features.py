@@ -14,7 +14,7 @@ import psycopg
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gis.errors import NotFound
+from gis.errors import InvalidInput, NotFound
 from gis.features import crs as crs_
 from gis.features.params import (
     ITEMS_PARAMETERS,
@@ -26,32 +26,21 @@ from gis.features.params import (
 from gis.features.queries import Statement, history_statement, item_statement, items_statement
 from gis.features.queryables import json_schema
 from gis.features.temporal import parse_datetime
-from gis.layers import LayerSpec
 from gis.security.policy import LayerView
-from services import encoded_paths
 from services.auth import read_audit, visibility
-from services.common import html, limits, ogc, rasters
+from services.common import encoded_paths, html, limits, ogc, rasters
 from services.common.collections import blame, iso_time, layer_stats, view_document
-from services.common.errors import InvalidParameter
 from services.common.state import AppState, app_state
 
 router = APIRouter(tags=["OGC API Features"])
 
 ITEM_PARAMETERS = frozenset({"crs", "datetime", "properties"})
 HISTORY_PARAMETERS = frozenset({"crs"})
-_ALLOWED_ITEMS: dict[int, frozenset[str]] = {}
 
 
 def _layer(request: Request, collection_id: str) -> tuple[AppState, LayerView]:
     """The layer as the caller may see it (masked fields left out); 404 as for no such layer if hidden."""
     return app_state(request), visibility.layer_view(request, collection_id)
-
-
-def _items_parameters(spec: LayerSpec) -> frozenset[str]:
-    found = _ALLOWED_ITEMS.get(id(spec))
-    if found is None:
-        found = _ALLOWED_ITEMS[id(spec)] = ITEMS_PARAMETERS | property_parameters(spec)
-    return found
 
 
 async def fetch_one(state: AppState, statement: Statement, blame: str | None = None,
@@ -70,7 +59,7 @@ async def fetch_one(state: AppState, statement: Statement, blame: str | None = N
         if blame is None:
             raise
         message = exc.diag.message_primary or str(exc)
-        raise InvalidParameter(blame, f"cannot be evaluated: {message}") from None
+        raise InvalidInput(blame, f"cannot be evaluated: {message}") from None
 
 
 @router.get("/collections/{collection_id}", summary="A layer's metadata")
@@ -102,16 +91,14 @@ async def queryables(collection_id: str, request: Request) -> Response:
 async def items(collection_id: str, request: Request) -> Response:
     state, view = _layer(request, collection_id)
     spec = view.spec
-    params = ogc.query_params(request, _items_parameters(spec))
+    params = ogc.query_params(request, ITEMS_PARAMETERS | property_parameters(spec))
     as_html = ogc.wants_html(request, params)
-    with ogc.client_input():
-        q = parse_items_query(spec, params, limits.cql2_limits(request))
-        if as_html:
-            q = replace(q, crs=crs_.CRS84)  # the HTML map draws lon/lat
+    q = parse_items_query(spec, params, limits.cql2_limits(request))
+    if as_html:
+        q = replace(q, crs=crs_.CRS84)  # the HTML map draws lon/lat
     asked = q
     q = await visibility.restrict(request, view, q)
-    with ogc.client_input():
-        statement = items_statement(spec, q)
+    statement = items_statement(spec, q)
     row = await fetch_one(state, statement, blame(q), view.source.id)
     assert row is not None
     features, returned, more, last_fid, matched = row
@@ -148,10 +135,9 @@ async def item(collection_id: str, feature_id: str, request: Request) -> Respons
     spec = view.spec
     params = ogc.query_params(request, ITEM_PARAMETERS)
     as_html = ogc.wants_html(request, params)
-    with ogc.client_input():
-        out_crs = crs_.parse_crs(params["crs"], "crs") if "crs" in params and not as_html else crs_.CRS84
-        time = parse_datetime(params["datetime"]) if "datetime" in params else None
-        properties = parse_properties(params["properties"], spec) if "properties" in params else None
+    out_crs = crs_.parse_crs(params["crs"], "crs") if "crs" in params and not as_html else crs_.CRS84
+    time = parse_datetime(params["datetime"]) if "datetime" in params else None
+    properties = parse_properties(params["properties"], spec) if "properties" in params else None
     if "\x00" in feature_id:
         raise NotFound(f"no feature '{feature_id[:60]}' in '{spec.id}'")
     # The row rule is in the one statement: a feature outside the caller's rows and one that does not exist take
@@ -184,8 +170,7 @@ async def history(collection_id: str, feature_id: str, request: Request) -> Resp
     spec = view.spec
     params = ogc.query_params(request, HISTORY_PARAMETERS)
     as_html = ogc.wants_html(request, params)
-    with ogc.client_input():
-        out_crs = crs_.parse_crs(params["crs"], "crs") if "crs" in params and not as_html else crs_.CRS84
+    out_crs = crs_.parse_crs(params["crs"], "crs") if "crs" in params and not as_html else crs_.CRS84
     if "\x00" in feature_id:
         raise NotFound(f"no feature '{feature_id[:60]}' in '{spec.id}'")
     rule = await visibility.row_filter(request, view)

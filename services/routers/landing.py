@@ -18,7 +18,7 @@ from services.auth import visibility
 from services.common import html, ogc, rasters
 from services.common.collections import layer_stats, view_document
 from services.common.errors import document_errors
-from services.common.state import app_state
+from services.common.state import app_state, state_of
 
 router = APIRouter(tags=["Service"])
 
@@ -42,18 +42,18 @@ FEATURES_CONFORMANCE = (
 
 def install(app: FastAPI) -> None:
     """Registers the landing routes and the OpenAPI generator; call before other routers add links."""
-    app.state.landing_links = []
-    app.state.conformance = list(FEATURES_CONFORMANCE)
+    state_of(app).discovery.conformance.extend(FEATURES_CONFORMANCE)
     app.include_router(router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
 
 def add_landing_link(app: FastAPI, path: str, rel: str, media_type: str, title: str) -> None:
-    app.state.landing_links.append({"path": path, "rel": rel, "type": media_type, "title": title})
+    state_of(app).discovery.landing_links.append({"path": path, "rel": rel, "type": media_type, "title": title})
 
 
 def add_conformance(app: FastAPI, *uris: str) -> None:
-    app.state.conformance.extend(u for u in uris if u not in app.state.conformance)
+    conformance = state_of(app).discovery.conformance
+    conformance.extend(u for u in uris if u not in conformance)
 
 
 @router.get("/", summary="Landing page")
@@ -67,7 +67,7 @@ async def landing(request: Request) -> Response:
         ogc.link(ogc.url(request, "/conformance"), "conformance", ogc.JSON, "conformance classes"),
         ogc.link(ogc.url(request, "/collections"), "data", ogc.JSON, "the layers"),
         *(ogc.link(ogc.url(request, extra["path"]), extra["rel"], extra["type"], extra["title"])
-          for extra in request.app.state.landing_links),
+          for extra in app_state(request).discovery.landing_links),
     ]
     document = {"title": TITLE, "description": DESCRIPTION, "links": links}
     if as_html:
@@ -78,7 +78,7 @@ async def landing(request: Request) -> Response:
 @router.get("/conformance", summary="Conformance classes implemented")
 async def conformance(request: Request) -> Response:
     params = ogc.query_params(request, ())
-    document = {"conformsTo": list(request.app.state.conformance)}
+    document = {"conformsTo": list(app_state(request).discovery.conformance)}
     if ogc.wants_html(request, params):
         return ogc.html_response(html.conformance_page(document))
     return ogc.json_response(document)
@@ -210,7 +210,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         return app.openapi_schema
     document = get_openapi(title=TITLE, version="1.0.0", openapi_version="3.0.3", description=DESCRIPTION,
                            routes=app.routes)
-    layer_ids = [*app.state.gis.registry, *app.state.gis.registry.rasters]
+    registry = state_of(app).registry
+    layer_ids = [*registry, *registry.rasters]
     document.setdefault("components", {})["parameters"] = _components(layer_ids)
     paths: dict[str, Any] = {}
     for path, operations in document.get("paths", {}).items():

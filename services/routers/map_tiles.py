@@ -13,12 +13,11 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from gis import tiles as mvt
-from gis.errors import NotFound
+from gis.errors import InvalidInput, NotFound
 from gis.layers import RasterSpec
 from gis.rasters import read
 from services.auth import read_audit, visibility
 from services.common import ogc
-from services.common.errors import InvalidParameter
 from services.common.rasters import MAX_ZOOM, cache_scope, matches, parse_time, version_of
 
 router = APIRouter(tags=["OGC API Maps (tiles)"])
@@ -124,12 +123,9 @@ async def _tile(request: Request, spec: RasterSpec, style: str, tms: str, z: int
                 when: str | None, if_none_match: str | None) -> Response:
     _check_tms(tms)
     ogc.query_params(request, ("datetime",))
-    try:
-        address = mvt.Tile(z, col, row)
-    except mvt.TileOutOfRange as exc:
-        raise InvalidParameter(exc.parameter, exc.problem) from None
+    address = mvt.Tile(z, col, row)
     if z > MAX_ZOOM:
-        raise InvalidParameter("tileMatrix", f"raster map tiles go to tile matrix {MAX_ZOOM}")
+        raise InvalidInput("tileMatrix", f"raster map tiles go to tile matrix {MAX_ZOOM}")
     version = await version_of(request, spec, parse_time(when))
     etag = f'"{version.etag}.{style}.{address.z}.{address.y}.{address.x}"'
     headers = {"ETag": etag, "Cache-Control": f"{cache_scope(spec)}, max-age={TILE_MAX_AGE}"}
