@@ -32,7 +32,6 @@ DOMAIN_SCHEME = "https://gis.shenyang.example/def/domain"  # our own vocabulary 
 DOMAIN_TITLES = {Domain.base: "基础地理 · base", Domain.pipeline: "地下管线 · pipelines",
                  Domain.planning: "规划 · planning", Domain.environment: "生态环境 · environment",
                  Domain.policing: "公安 · policing"}
-QUERY_PARAMETERS = frozenset({"q", "bbox", "datetime", "limit", "offset"})
 
 
 class Described(Protocol):

@@ -22,11 +22,6 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
 MAX_OFFSET = 2**53
 
-# The parameters /items understands (besides property=value filters on queryables).
-ITEMS_PARAMETERS = frozenset({
-    "limit", "offset", "cursor", "bbox", "bbox-crs", "crs", "datetime", "filter", "filter-lang", "filter-crs",
-    "properties", "sortby", "skipGeometry",
-})
 _INTEGER = re.compile(r"^\+?\d{1,20}$")
 _CURSOR_PREFIX = "k1"
 
@@ -200,14 +195,16 @@ def equality_filter(spec: LayerSpec, name: str, value: str) -> Filter:
     return {"op": "=", "args": [{"property": name}, literal]}
 
 
-def property_parameters(spec: LayerSpec) -> frozenset[str]:
-    """Queryables usable as `?name=value` (all but the geometry, and not shadowing a standard parameter)."""
-    return frozenset(n for n in queryables(spec) if n != GEOMETRY and n not in ITEMS_PARAMETERS)
+def property_parameters(spec: LayerSpec, reserved: frozenset[str] = frozenset()) -> frozenset[str]:
+    """Queryables usable as `?name=value`: all but the geometry, and none that would shadow one of the endpoint's
+    own parameters (`reserved`: the web layer declares them)."""
+    return frozenset(n for n in queryables(spec) if n != GEOMETRY and n not in reserved)
 
 
-def parse_items_query(spec: LayerSpec, params: Mapping[str, str],
-                      filter_limits: Cql2Limits = DEFAULT_LIMITS) -> ItemsQuery:
-    """The /items parameters (already checked to be known ones) -> ItemsQuery; a filter past `filter_limits` is
+def parse_items_query(spec: LayerSpec, params: Mapping[str, str], filter_limits: Cql2Limits = DEFAULT_LIMITS,
+                      reserved: frozenset[str] = frozenset()) -> ItemsQuery:
+    """The /items parameters (already checked to be known ones) -> ItemsQuery; the queryables named in `params`
+    (but those `reserved` as the endpoint's own parameters) filter for equality. A filter past `filter_limits` is
     refused like a malformed one."""
     get = params.get
     crs = crs_.parse_crs(get("crs", ""), "crs") if get("crs") is not None else crs_.CRS84
@@ -223,7 +220,7 @@ def parse_items_query(spec: LayerSpec, params: Mapping[str, str],
         nodes.append(parse_filter(get("filter", ""), language, limits=filter_limits))
     elif language is not None:
         parse_filter("TRUE" if language == "cql2-text" else "true", language)  # an unknown language is a 400
-    for name in sorted(property_parameters(spec) & params.keys()):
+    for name in sorted(property_parameters(spec, reserved) & params.keys()):
         nodes.append(equality_filter(spec, name, get(name, "")))
     combined: Filter | None = None if not nodes else nodes[0] if len(nodes) == 1 else {"op": "and", "args": nodes}
     cursor = get("cursor")

@@ -16,7 +16,6 @@ from fastapi import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gis.errors import InvalidInput
-from services.common.ogc import DOCUMENT_NAMES
 
 NUL = "\x00"
 
@@ -42,7 +41,7 @@ async def check_request(request: Request) -> None:
     """An app-wide dependency: no NUL in the path parameters or the query."""
     for name, value in request.path_params.items():
         if isinstance(value, str) and NUL in value:
-            raise InvalidInput(DOCUMENT_NAMES.get(name, name), "contains a NUL character (%00)")
+            raise InvalidInput(name, "contains a NUL character (%00)")
     for name, value in request.query_params.multi_items():
         if NUL in name:
             raise InvalidInput("query", "a parameter name contains a NUL character (%00)")

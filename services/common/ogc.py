@@ -17,14 +17,12 @@ OPENAPI = "application/vnd.oai.openapi+json;version=3.0"
 SCHEMA_JSON = "application/schema+json"
 
 CREDENTIAL = "api_key"  # QGIS 3.22 users put their key in the URL; declared in the OpenAPI, never refused
-COMMON = frozenset({"f", CREDENTIAL})
 FORMATS = {"json": False, "geojson": False, "html": True}
-# Path parameters the OpenAPI document (and so every error) names as OGC API does, not as the routes do.
-DOCUMENT_NAMES = {"collection_id": "collectionId", "feature_id": "featureId"}
 
 
 def query_params(request: Request, allowed: Iterable[str]) -> dict[str, str]:
     """Each known parameter once; an unknown one is a 400 (OGC API Features Part 1, /req/core/query-param-unknown).
+    Routes pass their declaration's names (services.common.parameters.Declaration.check).
 
     The credential parameter is always accepted and may repeat (clients re-append it to `next` links).
     """
@@ -33,8 +31,8 @@ def query_params(request: Request, allowed: Iterable[str]) -> dict[str, str]:
     for name, value in request.query_params.multi_items():
         if name == CREDENTIAL:
             continue
-        if name not in allowed_set and name not in COMMON:
-            known = ", ".join(sorted((set(allowed_set) | COMMON) - {CREDENTIAL}))
+        if name not in allowed_set:
+            known = ", ".join(sorted(set(allowed_set) - {CREDENTIAL}))
             raise InvalidInput(name[:60], f"unknown parameter; this endpoint takes {known}")
         if "\x00" in value:
             raise InvalidInput(name, "contains a NUL character")

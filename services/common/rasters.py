@@ -20,6 +20,7 @@ from gis.rasters.versions import RasterVersion
 from services.auth import visibility
 from services.common import ogc
 from services.common.html import html_page
+from services.common.parameters import DocumentParameters
 from services.common.state import app_state
 
 GEOTIFF = "image/tiff; application=geotiff"
@@ -150,10 +151,10 @@ async def raster_documents(request: Request) -> list[dict[str, Any]]:
     return [collection_document(request, spec, current.get(raster_id)) for raster_id, spec in visible.items()]
 
 
-async def collection(collection_id: str, request: Request) -> Response:
-    """/collections/{id} for a raster layer (the features router hands raster ids here)."""
+async def collection(collection_id: str, request: Request, given: DocumentParameters) -> Response:
+    """/collections/{id} for a raster layer (the features router hands raster ids here, with its parameters)."""
     spec = visibility.raster_view(request, collection_id)
-    params = ogc.query_params(request, ())
+    params = given.check(request)
     current = (await current_versions(request)).get(spec.id)
     document = collection_document(request, spec, current)
     if ogc.wants_html(request, params):

@@ -8,9 +8,9 @@ configured with one fixed file, while a layer here is a sequence of versioned CO
 """
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
 from rasterio.warp import transform_bounds
 from starlette.concurrency import run_in_threadpool
@@ -22,6 +22,7 @@ from gis.layers import RasterSpec
 from gis.rasters import read
 from services.auth import read_audit, visibility
 from services.common import ogc
+from services.common.parameters import CollectionId, CoverageParameters, Document, RasterParameters
 from services.common.rasters import GEOTIFF, cache_scope, crs_uri, matches, parse_time, version_of
 
 router = APIRouter(tags=["OGC API Coverages"])
@@ -33,7 +34,6 @@ CONFORMANCE = (
     "http://www.opengis.net/spec/ogcapi-coverages-1/1.0/conf/bbox",
     "http://www.opengis.net/spec/ogcapi-coverages-1/1.0/conf/datetime",
 )
-COVERAGE_PARAMETERS = frozenset({"bbox", "bbox-crs", "subset", "subset-crs", "datetime"})
 GEOTIFF_FORMATS = frozenset({"geotiff", "tif", "tiff"})
 _X_AXES = frozenset({"lon", "long", "x", "e", "easting"})
 _Y_AXES = frozenset({"lat", "y", "n", "northing"})
@@ -65,23 +65,24 @@ SCHEMA_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {ogc.SCHEMA
 
 @router.get("/collections/{collectionId}/coverage/rangetype", summary="A raster's bands (range type)",
             response_class=Response, responses=SCHEMA_RESPONSE)
-async def rangetype(collectionId: str, request: Request) -> Response:
+async def rangetype(collectionId: CollectionId, given: Document, request: Request) -> Response:
     spec = visibility.raster_view(request, collectionId)
-    ogc.query_params(request, ())
+    given.check(request)
     return ogc.json_response(range_type(spec), ogc.SCHEMA_JSON)
 
 
 @router.get("/collections/{collectionId}/schema", summary="A raster's bands as JSON Schema",
             response_class=Response, responses=SCHEMA_RESPONSE)
-async def schema(collectionId: str, request: Request) -> Response:
-    return await rangetype(collectionId, request)
+async def schema(collectionId: CollectionId, given: Document, request: Request) -> Response:
+    return await rangetype(collectionId, given, request)
 
 
 @router.get("/collections/{collectionId}/coverage/domainset", summary="A raster's grid (domain set)")
-async def domainset(collectionId: str, request: Request) -> Response:
+async def domainset(collectionId: CollectionId, given: Annotated[RasterParameters, Depends()],
+                    request: Request) -> Response:
     spec = visibility.raster_view(request, collectionId)
-    params = ogc.query_params(request, ("datetime",))
-    version = await version_of(request, spec, parse_time(params.get("datetime")))
+    given.check(request)
+    version = await version_of(request, spec, parse_time(given.datetime))
     x0, y0, x1, y1 = version.bounds
     geographic = spec.crs == "EPSG:4490"
     x_label, y_label = ("Lon", "Lat") if geographic else ("E", "N")
@@ -171,9 +172,10 @@ def coverage_bounds(spec: RasterSpec, params: dict[str, str]) -> read.Bounds | N
 
 @router.get("/collections/{collectionId}/coverage", summary="A raster as GeoTIFF, whole or a subset",
             response_class=Response, responses={200: {"content": {GEOTIFF: {}}}, 304: {"description": "Not modified"}})
-async def coverage(collectionId: str, request: Request, if_none_match: str | None = Header(default=None)) -> Response:
+async def coverage(collectionId: CollectionId, given: Annotated[CoverageParameters, Depends()], request: Request,
+                   if_none_match: str | None = Header(default=None)) -> Response:
     spec = visibility.raster_view(request, collectionId)
-    params = ogc.query_params(request, COVERAGE_PARAMETERS)
+    params = given.check(request)
     fmt = params.get("f", "geotiff")
     if fmt not in GEOTIFF_FORMATS:
         raise InvalidInput("f", f"'{fmt[:20]}' is not offered; coverages are served as geotiff")

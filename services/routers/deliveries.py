@@ -32,15 +32,15 @@ from gis.layers import LayerSpec
 from gis.refresh.normalise import LOCAL_TIME
 from gis.security import audit
 from gis.security.disclosure import scrubbed, without_paths
-from services.auth.credentials import CREDENTIAL_PARAMETER, caller_of, forbidden, unauthorized
+from services.auth.credentials import caller_of, forbidden, unauthorized
 from services.common import html, ogc
 from services.common.bodies import read_body, replay
+from services.common.parameters import Document, route_parameters
 from services.common.state import AppState, app_state
 
 LOGGER = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/deliveries", tags=["Deliveries"])
 MAX_FILE_BYTES = 27 * 2**20  # under GIS_HTTP_MAX_UPLOAD_BYTES' default, with the form around it
-_LIST_PARAMETERS = frozenset({"f", "limit", CREDENTIAL_PARAMETER})
 
 
 def _layer(request: Request, layer_id: str, post: bool) -> LayerSpec:
@@ -158,10 +158,10 @@ async def post_delivery(layer_id: str, request: Request) -> Response:
 
 
 @router.get("/{layer_id}", summary="A layer's deliveries, newest first (with an upload form as HTML)")
-async def list_deliveries(layer_id: str, request: Request,
+async def list_deliveries(layer_id: str, given: Document, request: Request,
                           limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
     spec = _layer(request, layer_id, post=False)
-    params = ogc.query_params(request, _LIST_PARAMETERS)
+    params = ogc.query_params(request, route_parameters(request))
     async with app_state(request).pool.connection() as conn:
         found = await store.list_deliveries(conn, spec.id, limit)
     if ogc.wants_html(request, params):
@@ -171,9 +171,9 @@ async def list_deliveries(layer_id: str, request: Request,
 
 
 @router.get("/{layer_id}/{delivery_id}", summary="One delivery: sender, checksum, job progress, result")
-async def delivery(layer_id: str, delivery_id: int, request: Request) -> Response:
+async def delivery(layer_id: str, delivery_id: int, given: Document, request: Request) -> Response:
     spec = _layer(request, layer_id, post=False)
-    params = ogc.query_params(request, {"f", CREDENTIAL_PARAMETER})
+    params = given.check(request)
     async with app_state(request).pool.connection() as conn:
         record = await store.get_delivery(conn, spec.id, delivery_id)
     if ogc.wants_html(request, params):

@@ -31,6 +31,7 @@ from services.auth.credentials import CREDENTIAL_PARAMETER, caller_of, forbidden
 from services.auth.read_audit import audit_read
 from services.auth.visibility import layer_view
 from services.common.bodies import read_body
+from services.common.parameters import route_parameters
 from services.common.state import ProjectState, State, app_state
 
 JSON = "application/json"
@@ -39,7 +40,6 @@ MAX_BODY_BYTES = 4 * 2**20  # 10,000 readings of about 120 bytes, with room
 MAX_WAIT_S = 30
 _POLL_S = 1.0
 GRADED_FROM = frozenset({"sensor", "sensor_type", "utility", "value", "quality", "observed_at"})
-_WARNING_PARAMETERS = frozenset({"level", "sensor", "datetime", "since", "limit", "wait", "f", CREDENTIAL_PARAMETER})
 
 
 router = APIRouter(prefix="/api/pipeline", tags=["Pipeline sensing"])
@@ -135,10 +135,10 @@ def _csv(value: str | None) -> tuple[str, ...]:
 
 def _warning_query(request: Request, thresholds: Thresholds, level: str | None, sensor: str | None,
                    datetime_: str | None, since: str | None, limit: int) -> WarningQuery:
-    unknown = sorted(set(request.query_params) - _WARNING_PARAMETERS)
+    declared = route_parameters(request)  # the route's own FastAPI parameters
+    unknown = sorted(set(request.query_params) - declared - {CREDENTIAL_PARAMETER})
     if unknown:
-        raise InvalidInput(unknown[0], "unknown parameter; this endpoint takes " + ", ".join(
-            sorted(_WARNING_PARAMETERS - {CREDENTIAL_PARAMETER})))
+        raise InvalidInput(unknown[0], "unknown parameter; this endpoint takes " + ", ".join(sorted(declared)))
     levels = _csv(level)
     known = [lv.id for lv in thresholds.levels]
     bad = [lv for lv in levels if lv not in known]
