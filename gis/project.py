@@ -1,6 +1,6 @@
 """The project: the layer registry and every file checked against it, loaded once and held together.
 
-One `Project` is what the service (services.app.create_app) and `gis worker` (services.job_runner) run on:
+One `Project` is what the service (services.app.create_app) and `gis worker` (services.processes.job_runner) run on:
 the layers, the access policy, the overlap, pipeline, environment and policing rules and the sensor
 thresholds. Each file is read and checked against the registry here, at start,
 so a broken file stops the process naming the file and the key, and nothing is loaded again later.

@@ -15,7 +15,6 @@ from gis.jobs.settings import JobSettings
 from gis.project import load_project
 from gis.security.settings import AuthSettings, HttpSettings
 from gis.settings import ServeSettings, Settings
-from services import processes
 from services.auth.credentials import Auth
 from services.auth.visibility import RowAreas
 from services.common import input_guard, limits
@@ -25,6 +24,7 @@ from services.common.headers import SecurityHeaders
 from services.common.serving import Metrics, RequestContext, RootPathLinks, configure_logging
 from services.common.state import AppState
 from services.common.tile_cache import TileCache
+from services.processes import check_derive, make_bridge
 from services.routers import (
     audit,
     catalog,
@@ -37,6 +37,7 @@ from services.routers import (
     landing,
     map_tiles,
     planning,
+    processes,
     sensing,
     tiles,
     web_map,
@@ -53,13 +54,13 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     configure_logging(serve)
     # Every file the service runs on, read and checked once, here: a broken one stops the start, naming it.
     project = load_project(settings, auth.policy_file)
-    processes.check_derive(project.policy, project.overlap_rules)
+    check_derive(project.policy, project.overlap_rules)
     pool = make_pool(database_url(settings), settings, http.statement_timeout_ms)
     read_pool = (make_pool(settings.database_read_url, settings, http.statement_timeout_ms, "gis-api-read", 10.0)
                  if settings.database_read_url else None)
     pools = [p for p in (pool, read_pool) if p is not None]
     metrics = Metrics()
-    bridge = processes.make_bridge(settings, project)
+    bridge = make_bridge(settings, project)
     state = AppState(settings=settings, project=project, pool=pool, read_pool=read_pool,
                      auth=Auth(auth, project.policy), row_areas=RowAreas(), guard=limits.Guard.from_settings(http),
                      metrics=metrics, jobs=jobs, tile_cache=TileCache(settings.tile_cache_mib * 2**20),

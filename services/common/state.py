@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # each of these modules reaches the state through app_state: 
     from services.common.limits import Guard
     from services.common.serving import Metrics
     from services.common.tile_cache import TileCache
-    from services.pygeoapi_bridge import Bridge
+    from services.processes.pygeoapi_bridge import Bridge
 
 # The served versions of the request being answered: set (to a fresh Served) by services.common.serving's
 # middleware, filled by AppState.read, turned into the X-Layer-Version header. A mutable holder, so it crosses

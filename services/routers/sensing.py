@@ -19,8 +19,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from gis.analysis.pipeline import PipelineResult, to_html
-from gis.errors import NotFound
-from gis.features.errors import InvalidQuery
+from gis.errors import InvalidInput, NotFound
 from gis.features.temporal import parse_datetime
 from gis.security import audit
 from gis.security.examples import EXAMPLE_SENSOR
@@ -32,6 +31,7 @@ from services.auth.credentials import CREDENTIAL_PARAMETER, caller_of, forbidden
 from services.auth.read_audit import audit_read
 from services.auth.visibility import layer_view
 from services.common.bodies import read_body
+from services.common.parameters import route_parameters
 from services.common.state import ProjectState, State, app_state
 
 JSON = "application/json"
@@ -40,7 +40,6 @@ MAX_BODY_BYTES = 4 * 2**20  # 10,000 readings of about 120 bytes, with room
 MAX_WAIT_S = 30
 _POLL_S = 1.0
 GRADED_FROM = frozenset({"sensor", "sensor_type", "utility", "value", "quality", "observed_at"})
-_WARNING_PARAMETERS = frozenset({"level", "sensor", "datetime", "since", "limit", "wait", "f", CREDENTIAL_PARAMETER})
 
 
 router = APIRouter(prefix="/api/pipeline", tags=["Pipeline sensing"])
@@ -136,19 +135,19 @@ def _csv(value: str | None) -> tuple[str, ...]:
 
 def _warning_query(request: Request, thresholds: Thresholds, level: str | None, sensor: str | None,
                    datetime_: str | None, since: str | None, limit: int) -> WarningQuery:
-    unknown = sorted(set(request.query_params) - _WARNING_PARAMETERS)
+    declared = route_parameters(request)  # the route's own FastAPI parameters
+    unknown = sorted(set(request.query_params) - declared - {CREDENTIAL_PARAMETER})
     if unknown:
-        raise InvalidQuery(unknown[0], "unknown parameter; this endpoint takes " + ", ".join(
-            sorted(_WARNING_PARAMETERS - {CREDENTIAL_PARAMETER})))
+        raise InvalidInput(unknown[0], "unknown parameter; this endpoint takes " + ", ".join(sorted(declared)))
     levels = _csv(level)
     known = [lv.id for lv in thresholds.levels]
     bad = [lv for lv in levels if lv not in known]
     if bad:
-        raise InvalidQuery("level", f"'{bad[0][:20]}' is not a level; levels are {', '.join(known)}")
+        raise InvalidInput("level", f"'{bad[0][:20]}' is not a level; levels are {', '.join(known)}")
     try:
         cursor = Cursor.decode(since) if since else None
     except InvalidCursor as exc:
-        raise InvalidQuery("since", str(exc)) from None
+        raise InvalidInput("since", str(exc)) from None
     return WarningQuery(levels=levels, sensors=_csv(sensor),
                         time=parse_datetime(datetime_) if datetime_ else None, since=cursor, limit=limit)
 
@@ -187,16 +186,16 @@ async def sensor_warnings(
     if set(view.masked) & GRADED_FROM:  # a warning's level would tell the masked value
         raise forbidden(f"warnings are graded from fields of '{view.source.id}' this role may not read")
     if f not in (None, "geojson", "json", "html"):
-        raise InvalidQuery("f", f"'{f[:20]}' is not geojson or html")
+        raise InvalidInput("f", f"'{f[:20]}' is not geojson or html")
     q = _warning_query(request, thresholds, level, sensor, datetime, since, limit)
     if not all(readings_.is_sensor_id(s) for s in q.sensors):
-        raise InvalidQuery("sensor", f"sensor ids are 1 to {readings_.MAX_SENSOR_ID} characters, no control characters")
+        raise InvalidInput("sensor", f"sensor ids are 1 to {readings_.MAX_SENSOR_ID} characters, no control characters")
     inspections = thresholds.inspections
     if inspections is not None and caller_of(request).role.may_read(inspections.id):
         q = replace(q, inspections=True)  # field inspections' severities join, for roles that may read them
     shown = tuple(name for name in READING_FIELDS if name not in view.masked)
     if q.sensors and "sensor" not in shown:
-        raise InvalidQuery("sensor", "unknown parameter for this role")
+        raise InvalidInput("sensor", "unknown parameter for this role")
     state = app_state(request)
     deadline = time.monotonic() + wait
     while True:

@@ -13,17 +13,16 @@ from datetime import datetime as DateTime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
 
 from gis import tiles as mvt
 from gis.errors import NotFound
 from gis.features.cql2 import Filter
-from gis.features.errors import InvalidQuery
 from gis.features.temporal import CITY_TIME, TimeRange, parse_datetime
 from gis.layers import AccessClass, FieldType, LayerSpec
 from services.auth import read_audit, visibility
-from services.common.errors import InvalidParameter
+from services.common.parameters import CollectionId, TileParameters
 from services.common.state import AppState, State
 
 router = APIRouter(tags=["Tiles"])
@@ -33,10 +32,6 @@ JSON_MEDIA_TYPE = "application/json"
 TILE_MAX_AGE = 300  # seconds a client may reuse a tile before revalidating it with its ETag
 TILE_PATH = "tiles/WebMercatorQuad/{tileMatrix}/{tileRow}/{tileCol}"
 
-DATETIME_HELP = (
-    "An instant or interval (RFC 3339, '..' for an open end): the features as they were then, "
-    "as the items of this collection answer it"
-)
 REL_TILING_SCHEME = "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme"
 REL_TILESETS_VECTOR = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
 REL_GEODATA = "http://www.opengis.net/def/rel/ogc/1.0/geodata"
@@ -74,9 +69,6 @@ _SCHEMA_TYPES = {
     FieldType.date: {"type": "string", "format": "date"},
     FieldType.timestamp: {"type": "string", "format": "date-time"},
 }
-
-CollectionId = Annotated[str, Path(description="A layer id from /collections")]
-
 
 def collection_links(base: str, layer_id: str) -> list[dict[str, str]]:
     """Links a collection document (/collections/{id}) carries to its tilesets."""
@@ -309,17 +301,13 @@ def _cache_control(spec: LayerSpec) -> str:
                304: {"description": "Not modified"}},
 )
 async def tile(request: Request, state: State, collectionId: CollectionId, tileMatrixSetId: str,
-               tileMatrix: int, tileRow: int, tileCol: int,
-               datetime: Annotated[str | None, Query(description=DATETIME_HELP)] = None,
+               tileMatrix: int, tileRow: int, tileCol: int, given: Annotated[TileParameters, Depends()],
                if_none_match: Annotated[str | None, Header()] = None) -> Response:
     view = visibility.layer_view(request, collectionId)
     spec = view.spec
     _check_tile_matrix_set(tileMatrixSetId)
-    try:
-        address = mvt.Tile(tileMatrix, tileCol, tileRow)
-        time = parse_datetime(datetime) if datetime is not None else None
-    except (mvt.TileOutOfRange, InvalidQuery) as exc:
-        raise InvalidParameter(exc.parameter, exc.problem) from None
+    address = mvt.Tile(tileMatrix, tileCol, tileRow)
+    time = parse_datetime(given.datetime) if given.datetime is not None else None
     rows = await visibility.row_filter(request, view)
     variant = (_variant(spec, time) + (f".m{visibility.mask_tag(view)}" if view.masked else "")
                + (_rows_tag(rows) if rows is not None else ""))

@@ -29,6 +29,7 @@ from gis.styles import style_files
 from services.auth import visibility
 from services.common import ogc
 from services.common.collections import layer_stats
+from services.common.parameters import Document
 from services.common.rasters import MAX_ZOOM as RASTER_MAX_ZOOM
 from services.common.rasters import current_versions
 from services.common.state import AppState, app_state
@@ -129,8 +130,8 @@ def style_document(request: Request, state: AppState, views: Mapping[str, LayerV
 
 
 @router.get("/map/style.json", summary="The web map's MapLibre style: the layers the caller may see")
-async def map_style(request: Request) -> Response:
-    ogc.query_params(request, ())
+async def map_style(given: Document, request: Request) -> Response:
+    given.check(request)
     state = app_state(request)
     views = visibility.visible_layers(request)  # tiles apply a row rule themselves (services/routers/tiles.py)
     stats = await layer_stats(state)
@@ -148,8 +149,8 @@ async def map_style(request: Request) -> Response:
 
 
 @router.get("/map", summary="The web map of the city (HTML)", responses={200: {"content": {"text/html": {}}}})
-async def map_page(request: Request) -> Response:
-    ogc.query_params(request, ())
+async def map_page(given: Document, request: Request) -> Response:
+    given.check(request)
     # No inline script: the service's Content-Security-Policy (services/common/headers.py) allows ours from /static.
     return ogc.html_response(page_html(ogc.credential_suffix(request)))
 

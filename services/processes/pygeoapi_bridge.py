@@ -22,7 +22,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,10 +50,11 @@ from gis.rendering import PYGEOAPI_TEMPLATES_DIR
 from gis.security.disclosure import without_paths
 from gis.security.policy import Policy
 from gis.settings import Settings
-from services.process_access import JOB_OWNER, caller_snapshot, restore_caller
+from services.processes.access import JOB_OWNER, caller_snapshot, restore_caller
+from services.processes.inputs import ProcessInputs
 
 LOGGER = logging.getLogger(__name__)
-MANAGER = "services.pygeoapi_bridge.JobsManager"
+MANAGER = "services.processes.pygeoapi_bridge.JobsManager"
 JSON = "application/json"
 
 
@@ -66,6 +67,7 @@ class ProcessContext:
     database_url: str
     pool: GuardedSyncPool
     heartbeat: Heartbeat | None = None  # stamps the jobs this process runs
+    inputs: dict[str, type[ProcessInputs]] = field(default_factory=dict)  # process id -> its inputs model
 
     @property
     def registry(self) -> LayerRegistry:
@@ -330,8 +332,9 @@ class JobsManager(BaseManager):
                                      "finished": datetime.now(UTC).strftime(DATETIME_FORMAT)})
             code = "InvalidParameterValue"
             answer = {"type": code, "code": code, "description": description}
-            if getattr(exc, "parameter", None):  # the input at fault, as the service's own 400s name it
-                answer["parameter"] = str(exc.parameter)
+            parameter = getattr(exc, "parameter", None)
+            if parameter:  # the input at fault, as the service's own 400s name it
+                answer["parameter"] = str(parameter)
             return JSON, answer, JobStatus.failed
         except Exception:
             LOGGER.exception("job %s (%s) failed", job_id, p.metadata.get("id"))
