@@ -192,7 +192,9 @@ class GuardedPool(AsyncConnectionPool):
         if self.breaker.open:
             await self.check()  # the connections the outage broke are dropped, not handed to requests
             for follower in self.followers:
-                await asyncio.to_thread(follower.check)
+                # a follower not open yet, or closing, must never end the probe loop (the breaker would stick)
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(follower.check)
             if self.breaker.close() and self._probed:
                 LOGGER.warning("database %s reachable again", self.name)
         self._probed = True
