@@ -1,13 +1,14 @@
 """What every router needs, built once by create_app and reached through a dependency."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request
 
 from gis.db.pool import GuardedPool
-from gis.db.routing import Served, Work, run_read
+from gis.db.routing import Served, Work, run_read, run_row
 from gis.layers import LayerRegistry
 from gis.settings import Settings
 
@@ -28,11 +29,23 @@ class AppState:
         versions or else the primary, in one snapshot (gis.db.routing). The version served becomes the
         response's X-Layer-Version header."""
         result, served = await run_read(self.pool, self.read_pool, layers, work, self.settings.read_max_lag_s)
-        holder = SERVED.get()
-        if holder is not None:
-            holder.server = served.server
-            holder.versions.update(served.versions if layers else {})
+        _report(served, layers)
         return result
+
+    async def read_row(self, layers: Sequence[str], query: Any, params: Mapping[str, object],
+                       binary: bool = False) -> tuple[Any, ...] | None:
+        """One statement's one row (None: it found none), read as `read` reads, in one round trip."""
+        row, served = await run_row(self.pool, self.read_pool, layers, query, params, self.settings.read_max_lag_s,
+                                    binary)
+        _report(served, layers)
+        return row
+
+
+def _report(served: Served, layers: Sequence[str]) -> None:
+    holder = SERVED.get()
+    if holder is not None:
+        holder.server = served.server
+        holder.versions.update(served.versions if layers else {})
 
 
 def app_state(request: Request) -> AppState:
