@@ -179,8 +179,11 @@ _wrapped: dict[tuple[bytes, bool], bytes] = {}
 _WRAPPED_MAX = 4096
 
 
-def _row_statement(query: sql.Composable | bytes, every_layer: bool) -> bytes:
-    """The work's statement inside _ROW_WITH_VERSIONS, rendered once per statement shape."""
+def row_statement(query: sql.Composable | bytes | str, every_layer: bool) -> bytes:
+    """The work's statement inside _ROW_WITH_VERSIONS (its layers as %(gis_read_layers)s unless every_layer),
+    rendered once per statement shape."""
+    if isinstance(query, str):
+        query = query.encode()
     work = query if isinstance(query, bytes) else query.as_bytes(None)
     key = (work, every_layer)
     found = _wrapped.get(key)
@@ -195,12 +198,12 @@ def _row_statement(query: sql.Composable | bytes, every_layer: bool) -> bytes:
 
 
 async def run_row(primary: GuardedPool, standby: GuardedPool | None, layers: Sequence[str],
-                  query: sql.Composable | bytes, params: Mapping[str, object], max_lag_s: float,
+                  query: sql.Composable | bytes | str, params: Mapping[str, object], max_lag_s: float,
                   binary: bool = False) -> tuple[tuple[Any, ...] | None, Served]:
     """One read-only statement with named parameters that returns at most one row: that row (None when it
     finds none) and what served it. The same promise as run_read in one statement and one round trip: the
     versions and the row come from the statement's one snapshot, with no transaction to open or close."""
-    statement = _row_statement(query, not layers)
+    statement = row_statement(query, not layers)
     values = {**params, _LAYERS_PARAMETER: list(layers)} if layers else dict(params)
 
     async def attempt(pool: GuardedPool, needed: dict[str, int] | None) -> tuple[tuple[Any, ...] | None, Served] | None:
