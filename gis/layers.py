@@ -197,6 +197,9 @@ class LayerSpec(_Strict):
     style: str = Field(description="QML style, relative to the styles directory.")
     indexes: tuple[IndexSpec, ...] = Field(default=(), description="btree indexes beyond fid, geometry and time.")
     editing: EditingSpec = Field(default_factory=EditingSpec)
+    partition: Literal["month"] | None = Field(
+        default=None, description="An append-only event layer (readings): its tables are partitioned by month of "
+        "the event-time field, and `gis ops prune` drops months older than GIS_EVENT_RETENTION_DAYS.")
 
     @model_validator(mode="after")
     def _fields_consistent(self) -> "LayerSpec":
@@ -211,6 +214,11 @@ class LayerSpec(_Strict):
             event = self.field(self.temporal.field)
             if event is None or event.type not in (FieldType.date, FieldType.timestamp):
                 raise ValueError(f"temporal.field '{self.temporal.field}' must be a date or timestamp field")
+        if self.partition is not None:
+            event = self.field(self.temporal.field or "")
+            if self.temporal.kind != "event" or event is None or event.type != FieldType.timestamp \
+                    or not event.required:
+                raise ValueError("partition: only an event layer whose temporal.field is a required timestamp")
         return self
 
     @model_validator(mode="after")

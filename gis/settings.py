@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     audit_retention_days: int = Field(
         default=400, ge=1, description="Months of ops.audit_log kept, in days: `gis ops prune` drops whole "
         "monthly partitions older than this.")
+    event_retention_days: int = Field(
+        default=400, ge=1, description="Days of readings kept in the event layers partitioned by month (`partition: "
+        "month`, sensor_readings): `gis ops prune` drops whole months older than this, corrections with them.")
     sync_job_retention_minutes: int = Field(
         default=60, ge=1, description="Minutes a synchronous process call's job row (and its result) is kept; "
         "asynchronous jobs follow audit_retention_days.")

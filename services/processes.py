@@ -278,6 +278,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     rules = rules_of(app)
     check_derive(app.state.auth.policy, rules)
     bridge = make_bridge(state.settings, state.registry, rules, app.state.auth.policy)
+    bridge.context.pool.follow(state.pool)  # the service's breaker: 503 at once while the database is away
     jobs: JobSettings = app.state.jobs
     await run_in_threadpool(bridge.open, jobs, jobs.in_service)
     app.state.processes = bridge

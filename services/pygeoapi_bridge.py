@@ -32,7 +32,6 @@ import pygeoapi.process.manager.base as pygeoapi_manager_base
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
 from pygeoapi.api import API, APIRequest
 from pygeoapi.process.base import BaseProcessor, JobNotFoundError, JobResultNotFoundError
 from pygeoapi.process.manager.base import BaseManager, get_manager
@@ -40,6 +39,7 @@ from pygeoapi.util import DATETIME_FORMAT, JobStatus, RequestedResponse
 
 from gis.analysis import plan_conflicts
 from gis.analysis.rules import OverlapRules
+from gis.db.pool import GuardedSyncPool
 from gis.errors import GisError
 from gis.jobs import queue
 from gis.jobs.settings import JobSettings
@@ -64,7 +64,7 @@ class ProcessContext:
     registry: LayerRegistry
     rules: OverlapRules
     database_url: str
-    pool: ConnectionPool
+    pool: GuardedSyncPool
     policy: Policy | None = None  # the roles a queued job's caller is restored from (None: no queued jobs run)
     heartbeat: Heartbeat | None = None  # stamps the jobs this process runs
 
@@ -131,7 +131,7 @@ class JobsManager(BaseManager):
         return processor
 
     # -- storage -------------------------------------------------------------------------------------
-    def _pool(self) -> ConnectionPool:
+    def _pool(self) -> GuardedSyncPool:
         if self.context is None:
             raise RuntimeError("the job manager is not bound to a database")
         return self.context.pool
@@ -257,8 +257,6 @@ class JobsManager(BaseManager):
                               requested_outputs: dict[str, Any] | None = None, subscriber: Any = None,
                               requested_response: str | None = RequestedResponse.raw.value
                               ) -> tuple[str, Any, JobStatus]:
-        with self._pool().connection() as conn:  # its caller gets the result now: kept briefly (gis ops prune)
-            conn.execute("UPDATE ops.jobs SET sync = true WHERE job_id = %s", (job_id,))
         heartbeat = self.context.heartbeat if self.context is not None else None
         if heartbeat is None:
             return self._run(p, job_id, data_dict, requested_outputs, requested_response, False)
@@ -306,11 +304,13 @@ class JobsManager(BaseManager):
             if requested_response == RequestedResponse.document.value:
                 outputs = {"outputs": [outputs]}
                 mimetype = JSON
-            stored = outputs if isinstance(outputs, bytes) else (
-                outputs.encode("utf-8") if isinstance(outputs, str) else orjson.dumps(outputs))
+            # A synchronous caller gets the result in the response: only a job's (asynchronous) result is kept.
+            # The synchronous job's row (status, times) goes after GIS_SYNC_JOB_RETENTION_MINUTES (gis ops prune).
+            kept = {"result": outputs if isinstance(outputs, bytes) else (
+                outputs.encode("utf-8") if isinstance(outputs, str) else orjson.dumps(outputs))} if background else {}
             self.update_job(job_id, {"status": JobStatus.successful.value, "message": "job complete",
                                      "progress": 100, "finished": datetime.now(UTC).strftime(DATETIME_FORMAT),
-                                     "mimetype": mimetype, "result": stored})
+                                     "mimetype": mimetype, **kept})
             return mimetype, outputs, JobStatus.successful
         except GisError as exc:
             description = str(exc)

@@ -51,6 +51,12 @@ def test_plan_instant_timestamp(client: httpx.Client, db: psycopg.Connection) ->
     assert set(all_ids(client, "land_use_plan", datetime="2024-03-01T12:00:00Z")) == want
 
 
+def test_plan_instant_without_offset_is_city_time(client: httpx.Client, db: psycopg.Connection) -> None:
+    t = datetime(2024, 3, 1, 12, tzinfo=UTC)  # 20:00 in Shenyang (UTC+8)
+    want = {r[0] for r in db.execute(AS_OF, {"t": t}).fetchall()}
+    assert set(all_ids(client, "land_use_plan", datetime="2024-03-01T20:00:00")) == want
+
+
 def test_plan_interval_returns_each_parcel_once(client: httpx.Client, db: psycopg.Connection) -> None:
     ids = all_ids(client, "land_use_plan", datetime="2020-01-01/2030-01-01")
     want = fids(db, "SELECT fid FROM planning.land_use_plan WHERE valid_from <= '2030-01-01T23:59:59.999999+08' "

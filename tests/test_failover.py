@@ -59,10 +59,20 @@ def topology(registry: LayerRegistry, settings: Settings) -> Iterator[Settings]:
 
 @pytest.fixture(scope="module")
 def service(topology: Settings, settings: Settings) -> Iterator[str]:
-    port = free_port()
     # No lag bound (GIS_READ_MAX_LAG_S): these tests show the version rule alone keeps reads from going back.
+    yield from _serve(topology, settings, "86400")
+
+
+@pytest.fixture(scope="module")
+def bounded_service(topology: Settings, settings: Settings) -> Iterator[str]:
+    """Another node of the same topology, with a lag bound of 2 s."""
+    yield from _serve(topology, settings, "2")
+
+
+def _serve(topology: Settings, settings: Settings, max_lag_s: str) -> Iterator[str]:
+    port = free_port()
     env = {**os.environ, "GIS_HTTP_RATE_PER_SECOND": "0", "GIS_LAYERS_DIR": str(settings.layers_dir),
-           "GIS_READ_MAX_LAG_S": "86400",
+           "GIS_READ_MAX_LAG_S": max_lag_s,
            "GIS_STYLES_DIR": str(settings.styles_dir),
            "GIS_DATABASE_URL": primary_url(topology, ["one"]), "GIS_DATABASE_READ_URL": read_url(topology, ["one"])}
     process = subprocess.Popen([sys.executable, "-m", "uvicorn", "services.asgi:app_from_environment", "--factory",
@@ -101,10 +111,10 @@ def _set_apply_delay(topology: Settings, delay: str) -> None:
         conn.execute("SELECT pg_reload_conf()")
 
 
-def _changed_delivery(topology: Settings, registry: LayerRegistry, tmp: Path) -> None:
+def _changed_delivery(topology: Settings, registry: LayerRegistry, tmp: Path, suffix: str = " (renamed)") -> None:
     spec = registry.get_layer(PUBLIC)
     data = json.loads((topology.samples_dir / spec.source.path).read_text())
-    data["features"][0]["properties"]["name"] += " (renamed)"
+    data["features"][0]["properties"]["name"] += suffix
     changed = tmp / "water_bodies.geojson"
     changed.write_text(json.dumps(data, ensure_ascii=False))
     run_refresh(Cluster(topology).url(), RefreshRequest(spec, changed, topology.city_extent, topology.rejects_dir,
@@ -134,6 +144,24 @@ def test_a_lagging_standby_never_serves_a_version_older_than_one_seen(
     _set_apply_delay(topology, "0")
     assert until(lambda: _get(service, PUBLIC).headers["X-Served-By"] == "standby")
     assert _version(_get(service, PUBLIC), PUBLIC) == _version(after, PUBLIC)
+
+
+def test_a_standby_lagging_past_the_bound_leaves_every_read_to_the_primary(
+        bounded_service: str, topology: Settings, registry: LayerRegistry, tmp_path: Path) -> None:
+    """GIS_READ_MAX_LAG_S: even a layer whose version the standby has goes to the primary while replay lags."""
+    assert until(lambda: _get(bounded_service, INTERNAL, key=True).headers["X-Served-By"] == "standby")
+    version = _version(_get(bounded_service, INTERNAL, key=True), INTERNAL)
+    _set_apply_delay(topology, "1h")
+    try:
+        _changed_delivery(topology, registry, tmp_path, " (lagging)")  # received by the standby, not replayed
+        assert until(lambda: (httpx.get(f"{bounded_service}/readyz").json()["standbys"]["lag_seconds"] or 0) > 2)
+        answers = [_get(bounded_service, INTERNAL, key=True) for _ in range(5)]
+        assert [a.status_code for a in answers] == [200] * 5
+        assert {a.headers["X-Served-By"] for a in answers} == {"primary"}
+        assert {_version(a, INTERNAL) for a in answers} == {version}  # the same layer version, from the primary
+    finally:
+        _set_apply_delay(topology, "0")
+    assert until(lambda: _get(bounded_service, INTERNAL, key=True).headers["X-Served-By"] == "standby")
 
 
 def test_a_stopped_standby_costs_no_request(service: str, topology: Settings) -> None:

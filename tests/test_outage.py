@@ -116,3 +116,33 @@ def test_a_silent_database_is_a_prompt_503_too(service: str, database: Cluster) 
             os.kill(pid, signal.SIGCONT)
     assert until(lambda: _status(service) == 200, 10)
     assert _burst(service, timeout=STEADY_TIMEOUT) == [200] * 40
+
+
+def _process_status(url: str, timeout: float = OUTAGE_TIMEOUT) -> int:
+    """A synchronous process call (pygeoapi's machinery, threads and a blocking pool of its own)."""
+    try:
+        return httpx.post(url + "/processes/env-latest/execution", json={"inputs": {}}, timeout=timeout).status_code
+    except httpx.TransportError:
+        return -1
+
+
+def _process_burst(url: str, n: int = 8, timeout: float = OUTAGE_TIMEOUT) -> list[int]:
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(lambda _: _process_status(url, timeout), range(n)))
+
+
+def test_a_synchronous_process_call_waiting_on_a_silent_database_is_answered_503(service: str, database: Cluster
+                                                                                 ) -> None:
+    assert _process_status(service, STEADY_TIMEOUT) == 200
+    frozen = _server_pids(database)
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        # sent at once: they take pooled connections and wait on the frozen server until the probe notices
+        statuses = _process_burst(service)
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    assert statuses == [503] * 8, statuses
+    assert until(lambda: _process_status(service, STEADY_TIMEOUT) == 200, 10)
+    assert _process_burst(service, timeout=STEADY_TIMEOUT) == [200] * 8

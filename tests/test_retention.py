@@ -9,6 +9,7 @@ import process_client
 import psycopg
 import pytest
 from conftest import cloned_database
+from local_ports import until
 from shapely.geometry import box, mapping
 
 from gis.db.retention import prune
@@ -66,11 +67,125 @@ def test_synchronous_process_jobs_are_pruned_and_asynchronous_ones_kept(
         assert sync.status_code == 200
         queued = process_client.execute(api, "overlap-check", {"project": "XM202300046"}, "respond-async", "planner")
         assert queued.status_code == 201
+        with psycopg.connect(db, autocommit=True) as conn:  # run by the service itself (GIS_JOBS_IN_SERVICE)
+            assert until(lambda: conn.execute("SELECT status FROM ops.jobs WHERE job_id = %s",
+                                              (queued.json()["jobID"],)).fetchone() == ("successful",), 60)
     with psycopg.connect(db, autocommit=True) as conn:
-        kinds = dict(conn.execute("SELECT sync, count(*) FROM ops.jobs GROUP BY sync").fetchall())
-        assert kinds.get(True) == 1
+        kept = dict(conn.execute("SELECT execution, count(result) FROM ops.jobs GROUP BY execution").fetchall())
+        kinds = dict(conn.execute("SELECT execution, count(*) FROM ops.jobs GROUP BY execution").fetchall())
+        columns = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns "
+                                              "WHERE table_schema = 'ops' AND table_name = 'jobs'").fetchall()}
+        assert kinds.get("sync") == 1
         with conn.transaction():
             done = prune(conn, Settings(sync_job_retention_minutes=1), datetime.now(UTC) + timedelta(minutes=5))
-        left = dict(conn.execute("SELECT sync, count(*) FROM ops.jobs GROUP BY sync").fetchall())
+        left = dict(conn.execute("SELECT execution, count(*) FROM ops.jobs GROUP BY execution").fetchall())
+    assert kept.get("sync") == 0  # the synchronous caller had its result in the response: no copy kept
+    assert kept.get("async", 0) >= 1  # an asynchronous job's result is read later from /jobs/{id}/results
+    assert "sync" not in columns  # one column says how a job ran: execution
     assert done.sync_jobs_deleted == 1
-    assert True not in left and left.get(False, 0) >= 1
+    assert "sync" not in left and left.get("async", 0) >= 1
+
+
+# -- sensor readings: partitioned by month of observed_at, with retention -------------------------------------
+
+_READING_COPY = """
+INSERT INTO pipeline.sensor_readings (fid, sensor, sensor_type, utility, observed_at, value, unit, quality, geom,
+                                      valid_from, row_hash, refresh_id)
+SELECT %(fid)s, sensor, sensor_type, utility, %(at)s, value, unit, quality, geom, valid_from, row_hash, refresh_id
+FROM pipeline.sensor_readings ORDER BY fid LIMIT 1
+"""
+
+
+def _partition_of(conn: psycopg.Connection, fid: str) -> str | None:
+    row = conn.execute("SELECT tableoid::regclass::text FROM pipeline.sensor_readings WHERE fid = %s",
+                       (fid,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _stats(conn: psycopg.Connection) -> tuple[int, int, datetime]:
+    row = conn.execute("SELECT row_count, changed_refresh_id, time_extent[1] FROM ops.layer_stats "
+                       "WHERE layer_id = 'sensor_readings'").fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), row[2]
+
+
+def test_sensor_readings_are_partitioned_by_month_of_observation(db: str) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        kinds = dict(conn.execute("SELECT relname, relkind FROM pg_class WHERE relnamespace = 'pipeline'::regnamespace "
+                                  "AND relname IN ('sensor_readings', 'sensor_readings_history')").fetchall())
+        # the sample readings (delivered by the template's refresh) sit in their months' partitions
+        sample = conn.execute("SELECT fid, observed_at FROM pipeline.sensor_readings ORDER BY fid LIMIT 1").fetchone()
+        assert sample is not None
+        where = _partition_of(conn, sample[0])
+        # a time range reads only its month's partition
+        plan = "\n".join(r[0] for r in conn.execute(
+            "EXPLAIN SELECT count(*) FROM pipeline.sensor_readings WHERE observed_at >= %s AND observed_at < %s",
+            (sample[1], sample[1] + timedelta(hours=1))).fetchall())
+    assert kinds == {"sensor_readings": "p", "sensor_readings_history": "p"}
+    month = f"pipeline_sensor_readings_{sample[1].astimezone(UTC):%Y%m}"
+    assert where == f"partitions.{month}"  # out of the domain schema: QGIS and the catalog list only the layer
+    assert month in plan and "sensor_readings_default" not in plan
+
+
+def test_prune_drops_reading_months_past_retention_and_moves_the_layer_version(db: str, registry) -> None:
+    now = datetime.now(UTC)
+    old = now - timedelta(days=800)
+    with psycopg.connect(db, autocommit=True) as conn:
+        for table in ("sensor_readings", "sensor_readings_history"):
+            conn.execute("SELECT ops.ensure_monthly_partitions_in(%s::regclass, 'partitions', %s::date, 0)",
+                         (f"pipeline.{table}", old.date()))
+        conn.execute(_READING_COPY, {"fid": "SN-OLD@1", "at": old})
+        conn.execute("UPDATE ops.layer_stats SET row_count = row_count + 1, time_extent[1] = %s "
+                     "WHERE layer_id = 'sensor_readings'", (old,))
+        assert _partition_of(conn, "SN-OLD@1") == f"partitions.pipeline_sensor_readings_{old:%Y%m}"
+        count_before, version_before, _ = _stats(conn)
+        recent_before = conn.execute("SELECT count(*) FROM pipeline.sensor_readings WHERE observed_at > %s",
+                                     (now - timedelta(days=400),)).fetchone()
+        with conn.transaction():
+            done = prune(conn, Settings(event_retention_days=400), now, registry)
+        count_after, version_after, first_after = _stats(conn)
+        recent_after = conn.execute("SELECT count(*) FROM pipeline.sensor_readings WHERE observed_at > %s",
+                                    (now - timedelta(days=400),)).fetchone()
+        gone = _partition_of(conn, "SN-OLD@1")
+        first = conn.execute("SELECT min(observed_at) FROM pipeline.sensor_readings").fetchone()
+        logged = conn.execute("SELECT source_path, message FROM ops.refresh_log WHERE refresh_id = %s",
+                              (version_after,)).fetchone()
+    assert f"pipeline_sensor_readings_{old:%Y%m}" in done.layers["sensor_readings"].partitions
+    assert f"pipeline_sensor_readings_history_{old:%Y%m}" in done.layers["sensor_readings"].partitions
+    assert done.layers["sensor_readings"].current_rows == 1
+    assert gone is None
+    assert recent_after == recent_before and recent_after is not None and recent_after[0] > 0  # the rest queryable
+    assert count_after == count_before - 1
+    assert version_after > version_before  # caches and ETags keyed by the version renew
+    assert first is not None and first_after == first[0]
+    assert logged is not None and logged[0] == "gis ops prune" and "1 rows" in logged[1]
+
+
+def test_plain_reading_tables_of_an_older_database_become_partitioned_with_every_row(
+        clone_db: Callable[[], str], registry) -> None:
+    from gis.db.migrate import create_layer_tables, ensure_layer_tables
+
+    spec = registry["sensor_readings"]
+    with psycopg.connect(clone_db()) as conn:
+        with conn.transaction():
+            rows = conn.execute("SELECT fid, observed_at, value FROM pipeline.sensor_readings ORDER BY fid").fetchall()
+            history = conn.execute("SELECT count(*) FROM pipeline.sensor_readings_history").fetchone()
+            conn.execute("CREATE TABLE keep_current AS SELECT * FROM pipeline.sensor_readings")
+            conn.execute("CREATE TABLE keep_history AS SELECT * FROM pipeline.sensor_readings_history")
+            conn.execute("DROP TABLE pipeline.sensor_readings, pipeline.sensor_readings_history")
+            create_layer_tables(conn, spec.model_copy(update={"partition": None}))  # as made before migration
+            conn.execute("INSERT INTO pipeline.sensor_readings SELECT * FROM keep_current")
+            conn.execute("INSERT INTO pipeline.sensor_readings_history SELECT * FROM keep_history")
+            plain = conn.execute("SELECT relkind FROM pg_class WHERE oid = 'pipeline.sensor_readings'::regclass"
+                                 ).fetchone()
+        ensure_layer_tables(conn, registry)
+        kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = 'pipeline.sensor_readings'::regclass").fetchone()
+        after = conn.execute("SELECT fid, observed_at, value FROM pipeline.sensor_readings ORDER BY fid").fetchall()
+        history_after = conn.execute("SELECT count(*) FROM pipeline.sensor_readings_history").fetchone()
+        in_default = conn.execute("SELECT count(*) FROM partitions.pipeline_sensor_readings_default").fetchone()
+        leftovers = conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE '%%unpartitioned%%'").fetchone()
+    assert plain == ("r",) and kind == ("p",)
+    assert after == rows and len(rows) > 0
+    assert history_after == history
+    assert in_default == (0,)  # months were made for the rows' own months
+    assert leftovers == (0,)

@@ -175,3 +175,43 @@ def test_a_killed_worker_is_replaced_and_its_death_logged(logged_service: tuple[
         replaced = bool(seen - pids)
     assert replaced
     assert f"Child process [{victim}] died".encode() in log.read_bytes()
+
+
+def _live_files(directory: Path, pid: int) -> list[str]:
+    return sorted(p.name for p in directory.glob(f"gauge_live*_{pid}.db"))
+
+
+def test_dead_workers_live_metrics_are_forgotten_and_a_new_run_starts_clean(loaded_db_url: str,
+                                                                             tmp_path: Path) -> None:
+    """PROMETHEUS_MULTIPROC_DIR set by the operator (as a systemd unit would): a previous run's files are
+    cleared at start, and a killed worker's live gauges leave /metrics when it is replaced."""
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    stale = metrics_dir / "gauge_livesum_999999.db"
+    stale.write_bytes(b"left by an earlier run")
+    port = free_port()
+    env = {**os.environ, "GIS_DATABASE_URL": loaded_db_url, "GIS_HTTP_RATE_PER_SECOND": "0",
+           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    process = subprocess.Popen([sys.executable, "-m", "gis.cli", "serve", "--port", str(port), "--workers", "2"],
+                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, process)
+        assert not stale.exists()
+        pids: set[int] = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (len(pids) == 2 and all(_live_files(metrics_dir, p) for p in pids)):
+            pids |= {httpx.get(f"{url}/healthz", timeout=5).json()["pid"] for _ in range(10)}
+            time.sleep(0.5)
+        victim, survivor = sorted(pids)
+        assert _live_files(metrics_dir, victim)  # the pool, breaker and lag gauges every worker writes
+        os.kill(victim, 9)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _live_files(metrics_dir, victim):
+            time.sleep(0.5)
+        assert _live_files(metrics_dir, victim) == []
+        assert _live_files(metrics_dir, survivor)  # the living keep theirs
+        assert httpx.get(f"{url}/metrics", timeout=10).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

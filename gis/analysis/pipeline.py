@@ -11,13 +11,11 @@ cross_section  the pipes a drawn line crosses, in order along it, with depth int
 clearance      GB 50289 horizontal clearances between parallel runs (and buildings), measured in EPSG:4550
 cover          minimum cover at each end node below the minimum for its utility
 
-Each returns a PipelineResult: JSON (a dict), GeoJSON (a FeatureCollection) and an HTML page with a map.
+Each returns a PlacesResult (gis.analysis.place_report: JSON, GeoJSON and an HTML page with a map).
 """
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -26,28 +24,21 @@ from psycopg import sql
 
 from gis import identifiers as ids
 from gis.analysis.pipeline_rules import ClearancePair, PairSide, PipelineRules
+from gis.analysis.place_report import PlacesResult, fetch_dicts, report_html, to_geojson, to_json
 from gis.analysis.proposal import InvalidProposal
 from gis.errors import NotFound
-from gis.rendering import Drawing, Shape, render
+from gis.rendering import Drawing, Shape
+from gis.svg import DEFAULT_STYLE, MapFrame, Style
+
+# The services still import these from here; they move to gis.analysis.place_report with the services' layout.
+PipelineResult = PlacesResult
+__all__ = ["PipelineResult", "PlacesResult", "burst", "clearance", "cover", "cross_section", "locate_pipe",
+           "process_bbox", "process_point", "to_geojson", "to_html", "to_json", "trace"]
 
 METRIC_SRID = 4550  # CGCS2000 / 3-degree Gauss-Kruger CM 123E
 DEGREES_PER_METRE = 1 / 60_000  # a generous box in lon/lat degrees at Shenyang's latitude (1° lon ≈ 83 km)
 MAX_FEATURES = 5_000  # places returned per list; counts are always complete
 MAX_SECTION_M = 2_000.0
-
-
-@dataclass
-class PipelineResult:
-    analysis: str
-    title: str
-    parameters: dict[str, Any]
-    summary: dict[str, Any]
-    # role -> GeoJSON features (geometry in CGCS2000 lon/lat); the order is the order of the tables
-    places: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    rules_file: str = ""
-    # roles beyond the built-in ones: role -> (stroke, fill, width, radius), drawn after them (sensor warnings)
-    styles: dict[str, tuple[str, str, float, int]] = field(default_factory=dict)
-    computed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 # -- indexes -----------------------------------------------------------------------------------------
@@ -88,11 +79,6 @@ def _pipe_props(row: dict[str, Any]) -> dict[str, Any]:
 
 _PIPE_COLS = ("p.fid, p.utility, p.diameter_mm, p.pressure_class, p.material, p.status, p.depth_start_m, "
               "p.depth_end_m, p.from_node, p.to_node, ST_AsGeoJSON(p.geom, 7) AS geometry")
-
-
-def _rows(conn: psycopg.Connection, query: sql.Composable, params: dict[str, Any]) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        return cur.execute(query, params).fetchall()
 
 
 def locate_pipe(conn: psycopg.Connection, rules: PipelineRules, *, pipe: str | None, point: Any,
@@ -164,7 +150,7 @@ SELECT 'building', b.fid, b.use, ST_AsGeoJSON(b.geom, 7), json_build_object('use
 
 
 def burst(conn: psycopg.Connection, rules: PipelineRules, *, pipe: str | None = None, point: Any = None,
-          utility: str | None = None) -> PipelineResult:
+          utility: str | None = None) -> PlacesResult:
     """爆管关阀: the valves that isolate a burst on `pipe` (or the pipe nearest `point`)."""
     net = rules.network
     utilities = (utility,) if utility else net.utilities
@@ -173,7 +159,7 @@ def burst(conn: psycopg.Connection, rules: PipelineRules, *, pipe: str | None = 
     fid, snapped = locate_pipe(conn, rules, pipe=pipe, point=point, utilities=utilities)
     within = net.customers_within_m
     query = sql.SQL(_BURST).format(bm=_metric("b.geom"), pm=_metric("p.geom"), **_tables(rules))
-    rows = _rows(conn, query, {"fid": fid, "ok": list(net.traversed_status), "valve": net.valve_type,
+    rows = fetch_dicts(conn, query, {"fid": fid, "ok": list(net.traversed_status), "valve": net.valve_type,
                                "box": within * DEGREES_PER_METRE, "within": within})
     places: dict[str, list[dict[str, Any]]] = {"burst": [], "valves_to_close": [], "closed_valves": [],
                                                 "isolated_pipes": [], "customers": []}
@@ -206,7 +192,7 @@ def burst(conn: psycopg.Connection, rules: PipelineRules, *, pipe: str | None = 
         length = conn.execute(sql.SQL("SELECT sum(ST_Length({pm})) FROM {P} p WHERE p.fid = ANY(%s)").format(
             pm=_metric("p.geom"), **_tables(rules)), ([f["id"] for f in places["isolated_pipes"]],)).fetchone()
         summary["isolated_length_m"] = round(float(length[0] or 0), 1) if length else None
-    return PipelineResult("burst", "爆管关阀分析 · Burst isolation",
+    return PlacesResult("burst", "爆管关阀分析 · Burst isolation",
                           {"pipe": pipe, "point": point, "utility": utility, "customers_within_m": within},
                           summary, places, rules.path.name)
 
@@ -240,7 +226,7 @@ _UP_PIPES = "SELECT p.* FROM open_nodes x JOIN {P} p ON p.to_node = x.node AND p
 
 
 def trace(conn: psycopg.Connection, rules: PipelineRules, *, pipe: str | None = None, point: Any = None,
-          direction: str = "downstream", utility: str | None = None) -> PipelineResult:
+          direction: str = "downstream", utility: str | None = None) -> PlacesResult:
     """The pipes connected to a pipe, following from_node -> to_node (downstream), against it, or both;
     closed valves stop the trace and pipes not in service are not walked."""
     if direction not in ("downstream", "upstream", "both"):
@@ -262,14 +248,14 @@ def trace(conn: psycopg.Connection, rules: PipelineRules, *, pipe: str | None = 
         seed=sql.SQL(seed), step=sql.SQL(" UNION ALL ".join(steps)).format(**t),
         pipes=sql.SQL(" UNION ".join(pipes)).format(**t), pm=_metric("p.geom"), cols=sql.SQL(_PIPE_COLS), **t)
     net = rules.network
-    rows = _rows(conn, query, {"fid": fid, "ok": list(net.traversed_status), "valve": net.valve_type,
+    rows = fetch_dicts(conn, query, {"fid": fid, "ok": list(net.traversed_status), "valve": net.valve_type,
                                "closed": net.closed_state, "limit": MAX_FEATURES})
     features = [_feature(r["fid"], r["geometry"], {**_pipe_props(r), "role": "traced_pipe"}) for r in rows]
     total = int(rows[0]["total"]) if rows else 0
     summary = {"pipe": fid, "snapped_m": snapped, "direction": direction, "pipes": total,
                "length_m": round(float(rows[0]["length_m"]), 1) if rows else 0.0,
                "truncated": total > len(features)}
-    return PipelineResult("trace", f"连通性追踪 · Connectivity trace ({direction})",
+    return PlacesResult("trace", f"连通性追踪 · Connectivity trace ({direction})",
                           {"pipe": pipe, "point": point, "direction": direction}, summary,
                           {"traced_pipes": features}, rules.path.name)
 
@@ -303,7 +289,7 @@ def _line(value: Any) -> str:
 
 
 def cross_section(conn: psycopg.Connection, rules: PipelineRules, line: Any,
-                  utilities: Iterable[str] | None = None) -> PipelineResult:
+                  utilities: Iterable[str] | None = None) -> PlacesResult:
     """The pipes a line crosses, ordered by distance along it, with depth (cover) at the crossing."""
     text = _line(line)
     t = _tables(rules)
@@ -312,7 +298,7 @@ def cross_section(conn: psycopg.Connection, rules: PipelineRules, line: Any,
     if length is None or not (0 < float(length[0]) <= MAX_SECTION_M):
         raise InvalidProposal("line", f"between 0 and {MAX_SECTION_M:g} m long")
     status = rules.pipelines.field("status").values or ()  # type: ignore[union-attr]
-    rows = _rows(conn, sql.SQL(_SECTION).format(cols=sql.SQL(_PIPE_COLS), **t),
+    rows = fetch_dicts(conn, sql.SQL(_SECTION).format(cols=sql.SQL(_PIPE_COLS), **t),
                  {"line": text, "status": [s for s in status if s != "abandoned"] or list(status)})
     wanted = set(utilities) if utilities else None
     features = []
@@ -326,7 +312,7 @@ def cross_section(conn: psycopg.Connection, rules: PipelineRules, line: Any,
     line_feature = _feature("section", text, {"role": "section_line", "length_m": round(float(length[0]), 2)})
     summary = {"length_m": round(float(length[0]), 2), "crossings": len(features),
                "utilities": sorted({f["properties"]["utility"] for f in features})}
-    return PipelineResult("cross_section", "横断面 · Cross-section", {"line": orjson.loads(text)}, summary,
+    return PlacesResult("cross_section", "横断面 · Cross-section", {"line": orjson.loads(text)}, summary,
                           {"section": [line_feature], "crossings": features}, rules.path.name)
 
 
@@ -407,7 +393,7 @@ def clearance_statement(rules: PipelineRules, pair: ClearancePair, bbox: list[fl
 
 
 def clearance(conn: psycopg.Connection, rules: PipelineRules, *, pairs: Iterable[str] | None = None,
-              bbox: Any = None) -> PipelineResult:
+              bbox: Any = None) -> PlacesResult:
     """Parallel runs closer than GB 50289 allows: per violation the rule, required and measured distance."""
     box = process_bbox(bbox)
     chosen = list(rules.clearances.pairs)
@@ -422,7 +408,7 @@ def clearance(conn: psycopg.Connection, rules: PipelineRules, *, pairs: Iterable
     per_pair: dict[str, int] = {}
     for pair in chosen:
         query, params = clearance_statement(rules, pair, box)
-        rows = _rows(conn, query, params)
+        rows = fetch_dicts(conn, query, params)
         per_pair[pair.id] = len(rows)
         for r in rows:
             violations.append(_feature(f"{pair.id}:{r['a_fid']}:{r['b_fid']}", r["geometry"], {
@@ -434,7 +420,7 @@ def clearance(conn: psycopg.Connection, rules: PipelineRules, *, pairs: Iterable
     summary = {"violations": len(violations), "per_rule": per_pair,
                "measured_from": rules.clearances.measured_from, "max_angle_deg": rules.clearances.max_angle_deg,
                "truncated": len(violations) > MAX_FEATURES}
-    return PipelineResult("clearance", "管线水平净距检查 (GB 50289) · Clearance check",
+    return PlacesResult("clearance", "管线水平净距检查 (GB 50289) · Clearance check",
                           {"pairs": [p.id for p in chosen], "bbox": box}, summary,
                           {"violations": violations[:MAX_FEATURES]}, rules.path.name)
 
@@ -459,7 +445,7 @@ GROUP BY 1, 2, 3, 4 ORDER BY measured, node
 
 
 def cover(conn: psycopg.Connection, rules: PipelineRules, *, utilities: Iterable[str] | None = None,
-          bbox: Any = None) -> PipelineResult:
+          bbox: Any = None) -> PlacesResult:
     """End nodes whose cover (depth to the pipe top) is below the minimum for the utility."""
     box = process_bbox(bbox)
     c = rules.cover
@@ -475,7 +461,7 @@ def cover(conn: psycopg.Connection, rules: PipelineRules, *, utilities: Iterable
     if box is not None:
         params["bbox"] = box
         window = sql.SQL(" AND p.geom && ST_MakeEnvelope(%(bbox)s[1], %(bbox)s[2], %(bbox)s[3], %(bbox)s[4], 4490)")
-    rows = _rows(conn, sql.SQL(_COVER).format(window=window, **_tables(rules)), params)
+    rows = fetch_dicts(conn, sql.SQL(_COVER).format(window=window, **_tables(rules)), params)
     sources = {x.id: x.source for x in c.minimums}
     features = [_feature(r["node"], r["geometry"], {
         "role": "violation", "node": r["node"], "utility": r["utility"], "rule": r["rule"],
@@ -484,134 +470,31 @@ def cover(conn: psycopg.Connection, rules: PipelineRules, *, utilities: Iterable
     summary = {"violations": len(features), "location": c.location,
                "minimums": {name: req for name, req in zip(u, m, strict=True)},
                "truncated": len(features) > MAX_FEATURES}
-    return PipelineResult("cover", "覆土深度检查 · Minimum cover check", {"utilities": u, "bbox": box}, summary,
+    return PlacesResult("cover", "覆土深度检查 · Minimum cover check", {"utilities": u, "bbox": box}, summary,
                           {"violations": features[:MAX_FEATURES]}, rules.path.name)
 
 
 # -- output ------------------------------------------------------------------------------------------
 
-def to_json(result: PipelineResult) -> dict[str, Any]:
-    return {
-        "analysis": result.analysis, "title": result.title,
-        "computed_at": result.computed_at.isoformat(timespec="seconds"), "rules_file": result.rules_file,
-        "parameters": result.parameters, "summary": result.summary,
-        **{role: [{**f["properties"], "geometry": f["geometry"]} for f in items]
-           for role, items in result.places.items()},
-    }
+def _style(result: PlacesResult, role: str) -> Style:
+    return result.styles.get(role) or _STYLE.get(role, DEFAULT_STYLE)
 
 
-def to_geojson(result: PipelineResult) -> dict[str, Any]:
-    seen: set[tuple[str, Any]] = set()
-    features = []
-    for items in result.places.values():
-        for f in items:
-            key = (f["properties"].get("role"), f["id"])
-            if key not in seen:
-                seen.add(key)
-                features.append(f)
-    return {"type": "FeatureCollection", "analysis": result.analysis, "summary": result.summary,
-            "features": features}
-
-
-_STYLE = {  # role -> (stroke, fill, width, radius)
+_STYLE: dict[str, Style] = {  # role -> (stroke, fill, width, radius)
     "section_line": ("#111", "none", 2.0, 0), "isolated_pipe": ("#d62728", "none", 3.0, 0),
     "burst_pipe": ("#000", "none", 5.0, 0), "valve_to_close": ("#1f77b4", "#1f77b4", 1.0, 5),
     "closed_valve": ("#555", "#fff", 1.5, 5), "customer": ("#8c564b", "#e377c299", 0.6, 0),
     "traced_pipe": ("#2ca02c", "none", 2.5, 0), "crossing": ("#d62728", "#d62728", 1.0, 4),
     "violation": ("#d62728", "#d62728", 3.0, 4),
 }
-
-
-def _positions(geometry: dict[str, Any] | None) -> Iterator[list[float]]:
-    if not geometry:
-        return
-    coords = geometry.get("coordinates")
-    kind = geometry.get("type")
-    if kind == "Point":
-        yield coords
-    elif kind in ("LineString", "MultiPoint"):
-        yield from coords
-    elif kind in ("Polygon", "MultiLineString"):
-        for part in coords:
-            yield from part
-    elif kind == "MultiPolygon":
-        for polygon in coords:
-            for ring in polygon:
-                yield from ring
-
-
-class SvgFrame:
-    """lon/lat -> SVG pixels, equirectangular about the centre (metre-true at a street's scale)."""
-
-    def __init__(self, geometries: Iterable[dict[str, Any] | None], width: int = 760, height: int = 480) -> None:
-        xs, ys = [], []
-        for g in geometries:
-            for x, y, *_ in _positions(g):
-                xs.append(x)
-                ys.append(y)
-        if not xs:
-            xs, ys = [0.0, 1e-6], [0.0, 1e-6]
-        self.k = math.cos(math.radians((min(ys) + max(ys)) / 2))
-        x0, x1, y0, y1 = min(xs) * self.k, max(xs) * self.k, min(ys), max(ys)
-        pad = 0.06 * max(x1 - x0, y1 - y0, 2e-5)
-        self.x0, self.y1 = x0 - pad, y1 + pad
-        self.scale = min(width / (x1 - x0 + 2 * pad), height / (y1 - y0 + 2 * pad))
-        self.width, self.height = width, height
-        self.metres_per_px = 111_320.0 / self.scale
-
-    def xy(self, x: float, y: float) -> str:
-        return f"{(x * self.k - self.x0) * self.scale:.1f},{(self.y1 - y) * self.scale:.1f}"
-
-    def shape(self, geometry: dict[str, Any] | None, role: str, title: str,
-              style: tuple[str, str, float, float] | None = None) -> list[Shape]:
-        """The geometry as SVG shapes in the role's style (stroke, fill, width, point radius), `title` its tooltip."""
-        if not geometry:
-            return []
-        stroke, fill, width, radius = style or _STYLE.get(role, ("#333", "none", 1.5, 3))
-        kind, coords = geometry.get("type"), geometry.get("coordinates")
-        if kind == "Point":
-            x, y = self.xy(*coords[:2]).split(",")
-            return [Shape("circle", {"cx": x, "cy": y, "r": radius or 3, "fill": fill, "stroke": stroke,
-                                     "stroke-width": width}, title)]
-        if kind == "MultiPoint":
-            return [s for c in coords for s in self.shape({"type": "Point", "coordinates": c}, role, title, style)]
-        parts: list[list[list[float]]] = []
-        if kind == "LineString":
-            parts = [coords]
-        elif kind in ("MultiLineString", "Polygon"):
-            parts = coords
-        elif kind == "MultiPolygon":
-            parts = [ring for polygon in coords for ring in polygon]
-        close = " Z" if kind in ("Polygon", "MultiPolygon") else ""
-        d = " ".join("M" + " L".join(self.xy(*p[:2]) for p in part) + close for part in parts)
-        return [Shape("path", {"d": d, "fill": fill if close else "none", "stroke": stroke, "stroke-width": width,
-                               "fill-rule": "evenodd", "stroke-linecap": "round"}, title)]
-
-    def scale_bar(self) -> list[Shape]:
-        target = self.metres_per_px * self.width / 4
-        step = 10 ** math.floor(math.log10(max(target, 1e-3)))
-        metres = max(s * step for s in (1, 2, 5) if s * step <= target)
-        px = metres / self.metres_per_px
-        label = f"{metres / 1000:g} km" if metres >= 1000 else f"{metres:g} m"
-        y = self.height - 12
-        return [Shape("line", {"x1": 12, "y1": y, "x2": f"{12 + px:.1f}", "y2": y, "stroke": "#111",
-                               "stroke-width": 2}),
-                Shape("text", {"x": 12, "y": y - 5}, text=label)]
-
-    def drawing(self, shapes: list[Shape]) -> Drawing:
-        """The map: the shapes, then the scale bar and the north mark."""
-        return Drawing(self.width, self.height,
-                       [*shapes, *self.scale_bar(), Shape("text", {"x": self.width - 18, "y": 22}, text="N")])
-
-
 _DRAW_ORDER = ("customer", "traced_pipe", "isolated_pipe", "burst_pipe", "section_line", "violation",
                "crossing", "closed_valve", "valve_to_close")
 
 
-def _drawing(result: PipelineResult) -> Drawing:
+def _drawing(result: PlacesResult) -> Drawing:
     features = [f for items in result.places.values() for f in items]
-    frame = SvgFrame([f["geometry"] for f in features]
-                   + [f["properties"].get("pipe_geometry") for f in features])
+    frame = MapFrame([f["geometry"] for f in features]
+                     + [f["properties"].get("pipe_geometry") for f in features])
     shapes: list[Shape] = []
     for role in (*_DRAW_ORDER, *result.styles):
         for f in features:
@@ -619,8 +502,8 @@ def _drawing(result: PipelineResult) -> Drawing:
             if p.get("role") != role:
                 continue
             if role == "crossing" and p.get("pipe_geometry"):
-                shapes += frame.shape(p["pipe_geometry"], "pipe", str(p.get("fid")))
-            shapes += frame.shape(f["geometry"], role, f"{f['id']} {_props_text(p)}", result.styles.get(role))
+                shapes += frame.shapes(p["pipe_geometry"], str(p.get("fid")))  # the crossed pipe, plain
+            shapes += frame.shapes(f["geometry"], f"{f['id']} {_props_text(p)}", _style(result, role))
     return frame.drawing(shapes)
 
 
@@ -628,18 +511,8 @@ def _props_text(p: dict[str, Any]) -> str:
     return "; ".join(f"{k}={v}" for k, v in p.items() if v is not None and k not in ("role", "pipe_geometry"))
 
 
-MAX_TABLE_ROWS = 1000  # per role in a report; the GeoJSON has them all
-HIDDEN_COLUMNS = ("role", "pipe_geometry")
-
-
-def report_html(result: PipelineResult, drawing: Drawing, legend: list[tuple[str, str, str]],
-                parameters: Mapping[str, Any] | None = None) -> str:
-    """A result's page (gis/templates/reports/places.html); legend: (fill, stroke, text) of each role shown."""
-    return render("reports/places.html", result=result, map=drawing, legend=legend, parameters=parameters or {},
-                  hidden=HIDDEN_COLUMNS, max_rows=MAX_TABLE_ROWS)
-
-
-def to_html(result: PipelineResult) -> str:
+def to_html(result: PlacesResult) -> str:
+    """The page of a pipeline analysis (or of the sensor warnings): its map with every role in its style."""
     present = {f["properties"].get("role") for items in result.places.values() for f in items}
     legend = [(style[0], style[0], role) for role, style in {**_STYLE, **result.styles}.items() if role in present]
     return report_html(result, _drawing(result), legend)

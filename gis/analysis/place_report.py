@@ -1,25 +1,41 @@
-"""Environmental and policing analyses as JSON, GeoJSON and a self-contained HTML page with a map.
+"""The result of the pipeline, environmental and policing analyses (a summary and places by role) as JSON,
+GeoJSON and a self-contained HTML page with a map.
 
-A result has the pipeline analyses' shape (gis.analysis.pipeline.PipelineResult: a summary and places by
-role), so JSON and GeoJSON are theirs; the page reuses their map frame (equirectangular about the centre,
-with a scale bar) and draws each role in a style the analysis passes, so hotspot classes, buffers and
-routes each get their own colour.
+The page's map (gis.svg) draws each role in a style: the pipeline analyses have their own table of roles
+(gis.analysis.pipeline), the others pass one, so hotspot classes, buffers and routes each get their own colour.
 """
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg.abc import QueryNoTemplate
 from psycopg.rows import dict_row
 
-from gis.analysis.pipeline import PipelineResult, SvgFrame, report_html, to_geojson, to_json
-from gis.rendering import Drawing, cell
+from gis.rendering import Drawing, cell, render
+from gis.svg import MapFrame, Style
 
-PlacesResult = PipelineResult
-Style = tuple[str, str, float, float]  # stroke, fill, stroke width, point radius
+__all__ = ["PlacesResult", "Style", "feature", "fetch_dicts", "iso", "report_html", "to_geojson", "to_html",
+           "to_json"]
 
-__all__ = ["PlacesResult", "Style", "feature", "fetch_dicts", "iso", "to_geojson", "to_html", "to_json"]
+MAX_TABLE_ROWS = 1000  # per role in a report; the GeoJSON has them all
+HIDDEN_COLUMNS = ("role", "pipe_geometry")
+
+
+@dataclass
+class PlacesResult:
+    analysis: str
+    title: str
+    parameters: dict[str, Any]
+    summary: dict[str, Any]
+    # role -> GeoJSON features (geometry in CGCS2000 lon/lat); the order is the order of the tables
+    places: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    rules_file: str = ""
+    # roles beyond the pipeline analyses' own: role -> style, drawn after them (sensor warnings)
+    styles: dict[str, Style] = field(default_factory=dict)
+    computed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 def feature(fid: str, geometry: Any, properties: dict[str, Any]) -> dict[str, Any]:
@@ -27,7 +43,8 @@ def feature(fid: str, geometry: Any, properties: dict[str, Any]) -> dict[str, An
     return {"type": "Feature", "id": fid, "geometry": geometry, "properties": properties}
 
 
-def fetch_dicts(conn: psycopg.Connection, query: sql.Composable, params: dict[str, Any]) -> list[dict[str, Any]]:
+def fetch_dicts(conn: psycopg.Connection[Any], query: QueryNoTemplate, params: Mapping[str, Any]
+                ) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(query, params).fetchall()
 
@@ -37,12 +54,43 @@ def iso(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
+def to_json(result: PlacesResult) -> dict[str, Any]:
+    return {
+        "analysis": result.analysis, "title": result.title,
+        "computed_at": result.computed_at.isoformat(timespec="seconds"), "rules_file": result.rules_file,
+        "parameters": result.parameters, "summary": result.summary,
+        **{role: [{**f["properties"], "geometry": f["geometry"]} for f in items]
+           for role, items in result.places.items()},
+    }
+
+
+def to_geojson(result: PlacesResult) -> dict[str, Any]:
+    """Every place once (a place listed under two roles is one feature, with its first role)."""
+    seen: set[tuple[str, Any]] = set()
+    features = []
+    for items in result.places.values():
+        for f in items:
+            key = (f["properties"].get("role"), f["id"])
+            if key not in seen:
+                seen.add(key)
+                features.append(f)
+    return {"type": "FeatureCollection", "analysis": result.analysis, "summary": result.summary,
+            "features": features}
+
+
+def report_html(result: PlacesResult, drawing: Drawing, legend: list[tuple[str, str, str]],
+                parameters: Mapping[str, Any] | None = None) -> str:
+    """A result's page (gis/templates/reports/places.html); legend: (fill, stroke, text) of each role shown."""
+    return render("reports/places.html", result=result, map=drawing, legend=legend, parameters=parameters or {},
+                  hidden=HIDDEN_COLUMNS, max_rows=MAX_TABLE_ROWS)
+
+
 def _drawing(result: PlacesResult, styles: Mapping[str, Style]) -> Drawing:
     features = [f for items in result.places.values() for f in items]
-    frame = SvgFrame([f["geometry"] for f in features])
+    frame = MapFrame([f["geometry"] for f in features])
     return frame.drawing([shape for role in styles for f in features if f["properties"].get("role") == role
-                          for shape in frame.shape(f["geometry"], role, f"{f['id']} {_title(f['properties'])}",
-                                                   styles[role])])
+                          for shape in frame.shapes(f["geometry"], f"{f['id']} {_title(f['properties'])}",
+                                                    styles[role])])
 
 
 def _title(p: dict[str, Any]) -> str:

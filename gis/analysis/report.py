@@ -5,14 +5,13 @@ maps drawn as inline SVG from the report's own geometries (a local equirectangul
 proposal, true to scale at this size), one overview and one per rule in conflict, with a table of every figure.
 """
 
-import math
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
 
 from gis.analysis.overlap import AREA_CRS, OverlapReport, RuleResult
 from gis.rendering import Drawing, Shape, render
+from gis.svg import MapFrame, polygon_vertices
 
 STATUS_TEXT = {"conflict": "冲突 conflict", "clear": "无冲突 clear", "not_evaluated": "未评估 not evaluated"}
 VERDICT_TEXT = {"conflict": "存在冲突 CONFLICT", "clear": "无冲突 CLEAR", "incomplete": "未完成 INCOMPLETE"}
@@ -101,76 +100,18 @@ def to_geojson(report: OverlapReport) -> dict[str, Any]:
 
 # -- HTML --------------------------------------------------------------------------------------------
 
-def _rings(geometry: dict[str, Any] | None) -> Iterator[list[list[float]]]:
-    if not geometry:
-        return
-    kind, coords = geometry.get("type"), geometry.get("coordinates")
-    if kind == "Polygon":
-        yield from coords
-    elif kind == "MultiPolygon":
-        for polygon in coords:
-            yield from polygon
-    elif kind == "GeometryCollection":
-        for g in geometry.get("geometries", []):
-            yield from _rings(g)
-
-
-class _Frame:
-    """lon/lat -> SVG pixels, equirectangular about the centre (metre-true at a project's scale)."""
-
-    def __init__(self, geometries: Iterable[dict[str, Any] | None], width: int = 560, height: int = 380) -> None:
-        xs, ys = [], []
-        for g in geometries:
-            for ring in _rings(g):
-                for x, y in ring:
-                    xs.append(x)
-                    ys.append(y)
-        if not xs:
-            xs, ys = [0.0, 1e-6], [0.0, 1e-6]
-        self.lat0 = (min(ys) + max(ys)) / 2
-        self.k = math.cos(math.radians(self.lat0))
-        x0, x1 = min(xs) * self.k, max(xs) * self.k
-        y0, y1 = min(ys), max(ys)
-        pad = 0.06 * max(x1 - x0, y1 - y0, 1e-7)
-        x0, x1, y0, y1 = x0 - pad, x1 + pad, y0 - pad, y1 + pad
-        self.scale = min(width / (x1 - x0), height / (y1 - y0))
-        self.x0, self.y1 = x0, y1
-        self.width, self.height = width, height
-        self.metres_per_px = 111_320.0 / self.scale
-
-    def point(self, x: float, y: float) -> str:
-        return f"{(x * self.k - self.x0) * self.scale:.1f},{(self.y1 - y) * self.scale:.1f}"
-
-    def path(self, geometry: dict[str, Any] | None) -> str:
-        parts = []
-        for ring in _rings(geometry):
-            parts.append("M" + " L".join(self.point(x, y) for x, y in ring) + " Z")
-        return " ".join(parts)
-
-    def scale_bar(self) -> list[Shape]:
-        target = self.metres_per_px * self.width / 4
-        step = 10 ** math.floor(math.log10(max(target, 1e-3)))
-        metres = max(s * step for s in (1, 2, 5) if s * step <= target) if target >= step else step
-        px = metres / self.metres_per_px
-        label = f"{metres / 1000:g} km" if metres >= 1000 else f"{metres:g} m"
-        y = self.height - 12
-        return [Shape("line", {"x1": 12, "y1": y, "x2": f"{12 + px:.1f}", "y2": y, "stroke": "#111",
-                               "stroke-width": 2}),
-                Shape("text", {"x": 12, "y": y - 5}, text=label)]
-
-
-def _drawing(frame: _Frame, layers: list[tuple[dict[str, Any] | None, str, str, str]]) -> Drawing:
-    """layers: (geometry, fill, stroke, title); drawn in order, then the scale bar and a north arrow."""
+def _drawing(layers: list[tuple[dict[str, Any] | None, str, str, str]]) -> Drawing:
+    """layers: (geometry, fill, stroke, title); drawn in order over a frame fitted to their polygons, then the
+    scale bar and a north arrow."""
+    frame = MapFrame([g for g, *_ in layers], 560, 380, min_span=1e-7, vertices=polygon_vertices)
     shapes = []
     for geometry, fill, stroke, title in layers:
-        d = frame.path(geometry)
+        d = frame.polygon_path(geometry)
         if d:
             width = 2.5 if fill == "none" else 0.8  # outlines (the proposal, a conflict) stand out
             shapes.append(Shape("path", {"d": d, "fill": fill, "stroke": stroke, "stroke-width": width,
                                          "fill-rule": "evenodd"}, title))
-    north = [Shape("text", {"x": frame.width - 18, "y": 22}, text="N"),
-             Shape("path", {"d": f"M{frame.width - 14},26 l-5,14 l5,-4 l5,4 z"})]
-    return Drawing(frame.width, frame.height, [*shapes, *frame.scale_bar(), *north])
+    return frame.drawing(shapes, north_arrow=True)
 
 
 def _fmt_area(value: float) -> str:
@@ -193,7 +134,7 @@ def to_html(report: OverlapReport) -> str:
             overview_layers.append((r.geometry, colour[r.rule.id] + "99", colour[r.rule.id],
                                     f"{r.rule.title.zh} {r.rule.title.en}: {_fmt_area(r.area_m2)} m²"))
     overview_layers.append((proposal_geom, "none", "#111", "proposal 拟建项目"))
-    overview = _drawing(_Frame([proposal_geom] + [g for g, *_ in overview_layers]), overview_layers)
+    overview = _drawing(overview_layers)
 
     sections = []
     for r in report.results:
@@ -206,7 +147,7 @@ def to_html(report: OverlapReport) -> str:
         if r.geometry is not None:
             layers.append((r.geometry, "none", colour[r.rule.id], f"conflict {_fmt_area(r.area_m2)} m²"))
         layers.append((proposal_geom, "none", "#111", "proposal 拟建项目"))
-        drawing = _drawing(_Frame([proposal_geom] + [g for g, *_ in layers]), layers)
+        drawing = _drawing(layers)
         sections.append((r, drawing, [(f, _attr_text(f.attributes)) for f in r.features]))
 
     p = data["proposal"]

@@ -13,6 +13,7 @@ import psycopg
 from psycopg import sql
 
 from gis import identifiers as ids
+from gis.db import layer_partitions
 from gis.errors import ConfigError
 from gis.layers import LayerRegistry, LayerSpec
 
@@ -58,17 +59,19 @@ def _field_definitions(spec: LayerSpec) -> list[sql.Composed]:
 def create_layer_tables(conn: psycopg.Connection, spec: LayerSpec) -> None:
     fields = sql.SQL(", ").join(_field_definitions(spec))
     geom = ids.geometry_type(spec)
+    key, partitioned = layer_partitions.table_clauses(spec, history=False)
     conn.execute(sql.SQL(
-        "CREATE TABLE IF NOT EXISTS {table} (fid text PRIMARY KEY, {fields}, geom {geom} NOT NULL, "
+        "CREATE TABLE IF NOT EXISTS {table} (fid text NOT NULL, {fields}, geom {geom} NOT NULL, "
         "valid_from timestamptz NOT NULL DEFAULT now(), valid_to timestamptz, row_hash bytea NOT NULL, "
-        "refresh_id bigint NOT NULL)"
-    ).format(table=ids.current_table(spec), fields=fields, geom=geom))
+        "refresh_id bigint NOT NULL, PRIMARY KEY ({key})){partitioned}"
+    ).format(table=ids.current_table(spec), fields=fields, geom=geom, key=key, partitioned=partitioned))
     # A history row is one closed version: the refresh that wrote it and the one that closed it.
+    key, partitioned = layer_partitions.table_clauses(spec, history=True)
     conn.execute(sql.SQL(
         "CREATE TABLE IF NOT EXISTS {table} (fid text NOT NULL, {fields}, geom {geom} NOT NULL, "
         "valid_from timestamptz NOT NULL, valid_to timestamptz NOT NULL, row_hash bytea NOT NULL, "
-        "refresh_id bigint NOT NULL, closed_refresh_id bigint NOT NULL, PRIMARY KEY (fid, refresh_id))"
-    ).format(table=ids.history_table(spec), fields=fields, geom=geom))
+        "refresh_id bigint NOT NULL, closed_refresh_id bigint NOT NULL, PRIMARY KEY ({key})){partitioned}"
+    ).format(table=ids.history_table(spec), fields=fields, geom=geom, key=key, partitioned=partitioned))
     for history in (False, True):
         table = ids.history_table(spec) if history else ids.current_table(spec)
         conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING gist (geom)").format(
@@ -145,9 +148,13 @@ def ensure_layer_tables(conn: psycopg.Connection, registry: LayerRegistry, then:
     """`then` runs in the same transaction: e.g. database grants, so no new column is readable before they are."""
     with conn.transaction():
         for spec in registry.values():
+            new = layer_partitions.is_new(conn, spec)
+            aside = layer_partitions.set_aside_plain_tables(conn, spec)  # declared partitioned since made
             create_layer_tables(conn, spec)
             add_new_fields(conn, spec)
             create_declared_indexes(conn, spec)
+            layer_partitions.move_rows_back(conn, spec, aside)
+            layer_partitions.ensure_partitions(conn, spec, backfill=new)
         if then is not None:
             then(conn)
 

@@ -22,8 +22,11 @@ received), which gis.db.routing uses to leave a standby that lags past `read_max
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import threading
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any
 
 import psycopg
@@ -113,6 +116,7 @@ class GuardedPool(AsyncConnectionPool):
         self._probe_task: asyncio.Task[None] | None = None
         self._probe_conn: psycopg.AsyncConnection[Any] | None = None
         self._probed = False  # the first probe's finding is the starting state, not news for the log
+        self.followers: list[GuardedSyncPool] = []  # blocking pools of the same database (see GuardedSyncPool)
 
     @property
     def available(self) -> bool:
@@ -186,6 +190,8 @@ class GuardedPool(AsyncConnectionPool):
         self.lag_seconds = float(row[1]) if row and row[1] is not None else None
         if self.breaker.open:
             await self.check()  # the connections the outage broke are dropped, not handed to requests
+            for follower in self.followers:
+                await asyncio.to_thread(follower.check)
             if self.breaker.close() and self._probed:
                 LOGGER.warning("database %s reachable again", self.name)
         self._probed = True
@@ -203,6 +209,8 @@ class GuardedPool(AsyncConnectionPool):
                 close_socket(conn)
                 self._cancelled.add(task)
                 task.cancel()
+        for follower in self.followers:
+            follower.abort_inflight()
 
     async def _drop_probe_conn(self) -> None:
         conn, self._probe_conn = self._probe_conn, None
@@ -258,7 +266,67 @@ def make_pool(url: str, settings: Settings, statement_timeout_ms: int = 0, name:
     return GuardedPool(url, settings, name, statement_timeout_ms, max_lifetime_s)
 
 
-def make_sync_pool(url: str, settings: Settings, name: str, max_size: int = 8) -> ConnectionPool:
-    """A blocking pool (pygeoapi's process machinery runs in threads) with the same bounded waits; not opened."""
-    return ConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=settings.db_pool_timeout_s,
-                          reconnect_timeout=0, kwargs=connection_kwargs(settings, name))
+class GuardedSyncPool(ConnectionPool):
+    """A blocking pool (pygeoapi's process machinery runs in threads) that follows the breaker of the service's
+    GuardedPool of the same database (`follow`): while it is open a checkout fails at once with
+    DatabaseUnavailable, and when it opens, the threads waiting on the silent server are woken (their sockets
+    shut down: libpq then sees the connection end) and answer DatabaseUnavailable too. When the breaker closes,
+    the idle connections the outage broke are dropped. Without a leader (`gis worker`) it is a plain pool."""
+
+    def __init__(self, conninfo: str, settings: Settings, name: str, max_size: int) -> None:
+        super().__init__(conninfo, min_size=1, max_size=max_size, open=False, timeout=settings.db_pool_timeout_s,
+                         reconnect_timeout=0, kwargs=connection_kwargs(settings, name))
+        self.name = name
+        self.leader: GuardedPool | None = None
+        self._lock = threading.Lock()
+        self._inflight: dict[int, tuple[int, psycopg.Connection[Any]]] = {}  # id(conn) -> (thread, conn)
+        self._aborted: set[int] = set()  # threads whose connection the breaker shut
+
+    def follow(self, leader: GuardedPool) -> None:
+        self.leader = leader
+        leader.followers.append(self)
+
+    @contextlib.contextmanager
+    def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:
+        if self.leader is not None and self.leader.breaker.open:
+            raise DatabaseUnavailable(f"{self.name}: the database cannot be reached ({self.leader.breaker.reason})")
+        thread = threading.get_ident()
+        try:
+            with super().connection(timeout) as conn:
+                with self._lock:
+                    self._inflight[id(conn)] = (thread, conn)
+                try:
+                    yield conn
+                finally:
+                    with self._lock:
+                        self._inflight.pop(id(conn), None)
+        except Exception as exc:
+            with self._lock:
+                aborted = thread in self._aborted
+                self._aborted.discard(thread)
+            if aborted:
+                raise DatabaseUnavailable(f"{self.name}: the database stopped answering") from exc
+            raise
+
+    def abort_inflight(self) -> None:
+        """Called by the leader's probe (event loop thread) when the database stops answering."""
+        with self._lock:
+            for thread, conn in list(self._inflight.values()):
+                self._aborted.add(thread)
+                _shut_down(conn)
+
+
+def _shut_down(conn: psycopg.Connection[Any]) -> None:
+    """Wake a thread blocked on this connection's socket: shutdown() acts on the socket itself (through a
+    duplicate descriptor), so the descriptor libpq holds stays valid and libpq sees the connection end."""
+    with contextlib.suppress(OSError, psycopg.Error):
+        duplicate = socket.socket(fileno=os.dup(conn.pgconn.socket))
+        try:
+            duplicate.shutdown(socket.SHUT_RDWR)
+        finally:
+            duplicate.close()
+
+
+def make_sync_pool(url: str, settings: Settings, name: str, max_size: int = 8) -> GuardedSyncPool:
+    """A blocking pool with the same bounded waits; not opened. `follow(pool)` gives it the service's breaker."""
+    return GuardedSyncPool(url, settings, name, max_size)

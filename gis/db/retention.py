@@ -3,6 +3,9 @@
 - ops.audit_log is partitioned by month (migration 014): a month older than the retention is dropped
   whole (DETACH, then DROP: no row-by-row delete, no bloat); rows of the default partition older than
   the retention are deleted; the coming months' partitions are made.
+- event layers declared `partition: month` (sensor_readings, gis.db.layer_partitions): months of readings (and
+  their corrections in history) older than event_retention_days dropped whole; the layer's count, time extent
+  and version move with them (one ops.refresh_log row), so caches and ETags keyed by the version renew.
 - ops.jobs rows of synchronous process calls (their caller has had the answer) go after
   sync_job_retention_minutes.
 Partition names come from the catalog and are composed with psycopg.sql, never from input.
@@ -14,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg import sql
 
+from gis.db import layer_partitions
+from gis.layers import LayerRegistry, LayerSpec
 from gis.settings import Settings
 
 MONTHS_AHEAD = 3
@@ -31,12 +36,17 @@ class PruneResult:
     made_partitions: int = 0
     audit_rows_deleted: int = 0
     sync_jobs_deleted: int = 0
+    layers: dict[str, layer_partitions.Dropped] = field(default_factory=dict)  # partitioned event layers
 
     def summary(self) -> str:
         dropped = ", ".join(self.dropped_partitions) or "none"
-        return (f"audit log: partitions dropped: {dropped}; {self.audit_rows_deleted} older rows deleted from the "
-                f"default partition; {self.made_partitions} partitions made ahead; "
-                f"synchronous process jobs deleted: {self.sync_jobs_deleted}")
+        lines = [f"audit log: partitions dropped: {dropped}; {self.audit_rows_deleted} older rows deleted from the "
+                 f"default partition; {self.made_partitions} partitions made ahead; "
+                 f"synchronous process jobs deleted: {self.sync_jobs_deleted}"]
+        for layer, gone in self.layers.items():
+            lines.append(f"{layer}: {gone.current_rows} rows past retention removed; partitions dropped: "
+                         f"{', '.join(gone.partitions) or 'none'}")
+        return "\n".join(lines)
 
 
 def _upper_bound(bound: str) -> datetime | None:
@@ -47,8 +57,43 @@ def _upper_bound(bound: str) -> datetime | None:
     return datetime.fromisoformat(text)
 
 
-def prune(conn: psycopg.Connection, settings: Settings, now: datetime | None = None) -> PruneResult:
-    """One transaction: partitions made ahead, old months dropped, old sync jobs deleted."""
+# A prune that removed rows is a change of the layer: logged like a write, with the version moved.
+_PRUNE_LOG = """
+INSERT INTO ops.refresh_log (refresh_id, layer_id, status, started_at, source_path, inserted, updated, closed,
+                             unchanged, message)
+VALUES (%(rid)s, %(layer)s, 'succeeded', %(started)s, 'gis ops prune', 0, 0, 0, 0, %(message)s)
+"""
+_PRUNE_STATS = sql.SQL("""
+UPDATE ops.layer_stats SET row_count = greatest(row_count - %(removed)s, 0),
+  time_extent = CASE WHEN time_extent IS NULL THEN NULL
+                     ELSE ARRAY[(SELECT min({key}) FROM {table}), time_extent[2]] END,
+  last_refresh_id = %(rid)s, changed_refresh_id = %(rid)s, changed_at = now()
+WHERE layer_id = %(layer)s
+""")
+
+
+def _prune_layer(conn: psycopg.Connection, spec: LayerSpec, cutoff: datetime) -> layer_partitions.Dropped:
+    """Under the layer's write lock (as a refresh or a readings post takes it), so refresh ids stay in commit
+    order for the warnings' watch."""
+    started = datetime.now(UTC)
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('gis-refresh:' || %s))", (spec.id,))
+    layer_partitions.ensure_partitions(conn, spec)
+    gone = layer_partitions.drop_old_rows(conn, spec, cutoff)
+    if gone.current_rows or gone.partitions:
+        row = conn.execute("SELECT nextval('ops.refresh_log_refresh_id_seq')").fetchone()
+        assert row is not None
+        rid = int(row[0])
+        message = f"retention: {gone.current_rows} rows observed before {cutoff.isoformat(timespec='seconds')} removed"
+        conn.execute(_PRUNE_LOG, {"rid": rid, "layer": spec.id, "started": started, "message": message})
+        conn.execute(_PRUNE_STATS.format(key=layer_partitions.key_column(spec), table=sql.Identifier(
+            spec.domain.value, spec.id)), {"removed": gone.current_rows, "rid": rid, "layer": spec.id})
+    return gone
+
+
+def prune(conn: psycopg.Connection, settings: Settings, now: datetime | None = None,
+          registry: LayerRegistry | None = None) -> PruneResult:
+    """One transaction: partitions made ahead, old months dropped (the audit log's, and the partitioned event
+    layers' of `registry`), old sync jobs deleted."""
     now = now or datetime.now(UTC)
     cutoff = now - timedelta(days=settings.audit_retention_days)
     result = PruneResult()
@@ -65,7 +110,10 @@ def prune(conn: psycopg.Connection, settings: Settings, now: datetime | None = N
                 result.dropped_partitions.append(name)
         result.audit_rows_deleted = conn.execute(
             "DELETE FROM ops.audit_log_default WHERE at < %s", (cutoff,)).rowcount
+        event_cutoff = now - timedelta(days=settings.event_retention_days)
+        for spec in layer_partitions.partitioned_layers(registry) if registry is not None else []:
+            result.layers[spec.id] = _prune_layer(conn, spec, event_cutoff)
         result.sync_jobs_deleted = conn.execute(
-            "DELETE FROM ops.jobs WHERE sync AND status IN ('successful', 'failed', 'dismissed') "
+            "DELETE FROM ops.jobs WHERE execution = 'sync' AND status IN ('successful', 'failed', 'dismissed') "
             "AND finished < %s", (now - timedelta(minutes=settings.sync_job_retention_minutes),)).rowcount
     return result

@@ -22,7 +22,8 @@ included, so restricted reads) fail with DatabaseUnavailable -> 503.
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,15 +34,22 @@ from gis.db.pool import GuardedPool
 
 type Work[T] = Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]
 
-# One row always: is this server a standby, and the layers' versions it sees.
-_VERSIONS_OF = ("SELECT pg_is_in_recovery(), array_agg(layer_id), array_agg(changed_refresh_id) "
-                "FROM ops.layer_stats WHERE layer_id = ANY(%s)")
-_ALL_VERSIONS = "SELECT pg_is_in_recovery(), array_agg(layer_id), array_agg(changed_refresh_id) FROM ops.layer_stats"
-# One statement, one snapshot: the versions, then whether the work found a row, then the work's columns. The
-# work is a subquery that refers to nothing outside it, so its plan is its own (run once, for v's one row).
+# One row always: is this server a standby, and the layers' versions it sees. A raster layer's version is the
+# refresh that made its newest version (ops.raster_versions): coverages are routed like vector layers.
+_VERSIONS_OF = ("SELECT pg_is_in_recovery(), array_agg(layer_id), array_agg(version) FROM ("
+                "SELECT layer_id, changed_refresh_id AS version FROM ops.layer_stats WHERE layer_id = ANY(%(layers)s) "
+                "UNION ALL SELECT layer_id, max(refresh_id) FROM ops.raster_versions WHERE layer_id = ANY(%(layers)s) "
+                "GROUP BY layer_id) v")
+_ALL_VERSIONS = ("SELECT pg_is_in_recovery(), array_agg(layer_id), array_agg(version) FROM ("
+                 "SELECT layer_id, changed_refresh_id AS version FROM ops.layer_stats "
+                 "UNION ALL SELECT layer_id, max(refresh_id) FROM ops.raster_versions GROUP BY layer_id) v")
+# One statement, one snapshot: the versions (as _VERSIONS_OF), then whether the work found a row, then the work's
+# columns. The work is a subquery that refers to nothing outside it, so its plan is its own (run once, for v's row).
 _ROW_WITH_VERSIONS = sql.SQL(
     "SELECT v.standby, v.names, v.versions, w.* FROM (SELECT pg_is_in_recovery() AS standby, "
-    "array_agg(layer_id) AS names, array_agg(changed_refresh_id) AS versions FROM ops.layer_stats{where}) AS v "
+    "array_agg(layer_id) AS names, array_agg(version) AS versions FROM ("
+    "SELECT layer_id, changed_refresh_id AS version FROM ops.layer_stats{where} "
+    "UNION ALL SELECT layer_id, max(refresh_id) FROM ops.raster_versions{where} GROUP BY layer_id) AS lv) AS v "
     "LEFT JOIN LATERAL (SELECT true AS found, x.* FROM ({work}) AS x) AS w ON true")
 _LAYERS_PARAMETER = "gis_read_layers"
 
@@ -57,7 +65,7 @@ class Served:
 async def _versions(conn: psycopg.AsyncConnection[Any], layers: Sequence[str]) -> tuple[bool, dict[str, int]]:
     """(is this server a standby, {layer: version})."""
     if layers:
-        cursor = await conn.execute(_VERSIONS_OF, (list(layers),), prepare=True)
+        cursor = await conn.execute(_VERSIONS_OF, {"layers": list(layers)}, prepare=True)
     else:
         cursor = await conn.execute(_ALL_VERSIONS, prepare=True)
     row = await cursor.fetchone()
@@ -165,14 +173,54 @@ async def run_read[T](primary: GuardedPool, standby: GuardedPool | None, layers:
     """Run `work` on a connection that sees at least the primary's current versions of `layers` (every layer
     when empty); returns its result and what served it. Errors of the query itself propagate unchanged."""
     async def attempt(pool: GuardedPool, needed: dict[str, int] | None) -> tuple[T, Served] | None:
-        async with pool.connection() as conn, conn.transaction():
-            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            standby, seen = await _versions(conn, layers)
-            if _too_old(seen, needed, layers):
+        async with AsyncExitStack() as stack:
+            found = await _open(stack, pool, layers, needed)
+            if found is None:
                 return None
-            return await work(conn), Served("standby" if standby else "primary", seen)
+            conn, served = found
+            return await work(conn), served
 
     return await _on_servers(primary, standby, max_lag_s, attempt)
+
+
+async def _open(stack: AsyncExitStack, pool: GuardedPool, layers: Sequence[str], needed: dict[str, int] | None
+                ) -> tuple[psycopg.AsyncConnection[Any], Served] | None:
+    """A connection of `pool` in its snapshot (held by `stack`); None if its versions are older than needed."""
+    conn = await stack.enter_async_context(pool.connection())
+    await stack.enter_async_context(conn.transaction())
+    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    standby, seen = await _versions(conn, layers)
+    if _too_old(seen, needed, layers):
+        return None
+    return conn, Served("standby" if standby else "primary", seen)
+
+
+@asynccontextmanager
+async def read_connection(primary: GuardedPool, standby: GuardedPool | None, layers: Sequence[str],
+                          max_lag_s: float) -> AsyncIterator[tuple[psycopg.AsyncConnection[Any], Served]]:
+    """As run_read, for a read that outlives one call (a download streamed as it is read): the connection, in one
+    snapshot with at least the primary's versions of `layers`, held until the block ends. The same choice of
+    server; a standby that fails before the block starts is left for the primary, never once it has begun."""
+    if standby is not None and standby.available and (standby.lag_seconds or 0.0) <= max_lag_s:
+        needed = await _needed(primary)
+        stack = AsyncExitStack()
+        try:
+            found = await _open(stack, standby, layers, needed)
+        except psycopg.Error as exc:
+            await stack.aclose()
+            if not _broken(exc) or not primary.available:
+                raise
+            await _drop_broken(standby)
+            found = None
+        if found is not None:
+            async with stack:
+                yield found
+            return
+        await stack.aclose()
+    async with AsyncExitStack() as stack:
+        found = await _open(stack, primary, layers, None)
+        assert found is not None
+        yield found
 
 
 _wrapped: dict[tuple[bytes, bool], bytes] = {}

@@ -50,9 +50,9 @@ def parse_timestamp(text: str, parameter: str, zone: tzinfo = CITY_TIME) -> date
         raise InvalidQuery(parameter, f"'{text[:60]}' is not an RFC 3339 date-time (e.g. 2024-05-01T08:00:00Z)")
     day, clock, fraction, offset = match.groups()
     fraction = (fraction or "")[:7]  # Python keeps microseconds
-    zone = "" if offset is None else ("+00:00" if offset.upper() == "Z" else offset)
+    suffix = "" if offset is None else ("+00:00" if offset.upper() == "Z" else offset)
     try:
-        stamp = datetime.fromisoformat(f"{day}T{clock}{fraction}{zone}")
+        stamp = datetime.fromisoformat(f"{day}T{clock}{fraction}{suffix}")
     except ValueError as exc:
         raise InvalidQuery(parameter, f"'{text[:60]}' is not a valid date-time: {exc}") from None
     return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=zone)

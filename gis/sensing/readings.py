@@ -247,6 +247,9 @@ async def check_blind(conn: psycopg.AsyncConnection, thresholds: Thresholds, rea
     return BlindCheck(fits, len(kept) - len(fits))
 
 
+# The layer is partitioned by month of observed_at (layers/pipeline/sensor_readings.yml, gis.db.layer_partitions),
+# so its unique key is (fid, observed_at). A posted reading's fid is its sensor and instant, so a fid has one
+# instant; `moved` still removes a delivered row whose fid held another instant, so a fid is never current twice.
 _UPSERT = """
 WITH incoming AS (
   SELECT i.fid, i.sensor, s.{sensor_type} AS sensor_type, s.{utility} AS utility, i.observed_at, i.value,
@@ -256,7 +259,7 @@ WITH incoming AS (
   JOIN {sensors} s ON s.fid = i.sensor
   JOIN unnest(%(types)s::text[], %(units)s::text[]) AS u(sensor_type, unit) ON u.sensor_type = s.{sensor_type}
 ), changed AS (
-  SELECT i.* FROM incoming i LEFT JOIN {readings} c ON c.fid = i.fid
+  SELECT i.*, c.fid IS NULL AS is_new FROM incoming i LEFT JOIN {readings} c ON c.fid = i.fid
   WHERE c.fid IS NULL OR ({c_mine}, c.geom) IS DISTINCT FROM
         (i.sensor, i.sensor_type, i.utility, i.observed_at, i.value, i.unit, i.quality, i.geom)
 ), closed AS (
@@ -264,17 +267,20 @@ WITH incoming AS (
   SELECT c.fid, {c_all}, c.geom, c.valid_from, greatest(now(), c.valid_from), c.row_hash, c.refresh_id, %(rid)s
   FROM {readings} c JOIN changed x ON x.fid = c.fid
   RETURNING 1
+), moved AS (
+  DELETE FROM {readings} c USING changed x WHERE c.fid = x.fid AND c.{observed_at} <> x.observed_at
+  RETURNING 1
 ), written AS (
   INSERT INTO {readings} AS c (fid, {mine}, geom, valid_from, row_hash, refresh_id)
   SELECT x.fid, x.sensor, x.sensor_type, x.utility, x.observed_at, x.value, x.unit, x.quality, x.geom, now(),
          substring(sha256(convert_to(concat_ws('|', x.fid, x.sensor, x.observed_at, x.value, x.quality), 'UTF8'))
                    FOR 8), %(rid)s
   FROM changed x
-  ON CONFLICT (fid) DO UPDATE SET {set_mine}, geom = EXCLUDED.geom, valid_from = EXCLUDED.valid_from,
+  ON CONFLICT (fid, {observed_at}) DO UPDATE SET {set_mine}, geom = EXCLUDED.geom, valid_from = EXCLUDED.valid_from,
     row_hash = EXCLUDED.row_hash, refresh_id = EXCLUDED.refresh_id
-  RETURNING (xmax = 0) AS inserted
+  RETURNING 1
 )
-SELECT (SELECT count(*) FROM written WHERE inserted), (SELECT count(*) FROM written WHERE NOT inserted),
+SELECT (SELECT count(*) FROM changed WHERE is_new), (SELECT count(*) FROM changed WHERE NOT is_new),
        (SELECT count(*) FROM closed),
        (SELECT ARRAY[ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e)] FROM (SELECT ST_Extent(geom) e FROM changed) b),
        (SELECT min(observed_at) FROM changed), (SELECT max(observed_at) FROM changed)

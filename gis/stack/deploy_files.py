@@ -17,9 +17,11 @@ NODE_UNIT = "systemd/gis-node@.service.j2"
 WORKER_UNIT = "systemd/gis-worker@.service.j2"
 REFRESH_UNIT = "systemd/gis-refresh.service.j2"
 REFRESH_TIMER = "systemd/gis-refresh.timer.j2"
+PRUNE_UNIT = "systemd/gis-prune.service.j2"
+PRUNE_TIMER = "systemd/gis-prune.timer.j2"
 ENV_FILE = "gis.env.j2"
 HAPROXY = "haproxy/haproxy.cfg.j2"
-TEMPLATES = (ENV_FILE, NODE_UNIT, WORKER_UNIT, REFRESH_UNIT, REFRESH_TIMER, HAPROXY)
+TEMPLATES = (ENV_FILE, NODE_UNIT, WORKER_UNIT, REFRESH_UNIT, REFRESH_TIMER, PRUNE_UNIT, PRUNE_TIMER, HAPROXY)
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -37,6 +39,20 @@ def render(deploy_dir: Path, template: str, values: dict[str, Any]) -> str:
 
 def rendered_name(template: str) -> str:
     return Path(template).name.removesuffix(".j2")
+
+
+def render_all(deploy_dir: Path, values: dict[str, Any], out: Path) -> list[Path]:
+    """Every template rendered into `out` (`gis deploy render`: the files a city's hosts install); the
+    environment file, which holds the database passwords, readable by its owner only."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for template in TEMPLATES:
+        target = out / rendered_name(template)
+        target.write_text(render(deploy_dir, template, values))
+        if template == ENV_FILE:
+            target.chmod(0o600)
+        written.append(target)
+    return written
 
 
 def read_env_file(text: str) -> dict[str, str]:

@@ -241,13 +241,7 @@ class Stack:
         }
 
     def _write_config(self, plan: Plan, members: dict[str, Member]) -> None:
-        values = self._values(plan, members)
-        self.etc.mkdir(parents=True, exist_ok=True)
-        for template in files.TEMPLATES:
-            target = self.etc / files.rendered_name(template)
-            target.write_text(files.render(self.deploy_dir, template, values))
-            if template == files.ENV_FILE:
-                target.chmod(0o600)  # database passwords
+        files.render_all(self.deploy_dir, self._values(plan, members), self.etc)
 
     def _command(self, member: Member) -> tuple[list[str], dict[str, str], Path]:
         if member.kind == "lb":
