@@ -16,8 +16,11 @@ from gis.settings import Settings
 
 
 def _versions(url: str) -> dict[str, int]:
+    """Every layer's version: a vector layer's last change, a raster layer's newest refresh."""
     with psycopg.connect(url) as conn:
-        return {r[0]: int(r[1]) for r in conn.execute("SELECT layer_id, changed_refresh_id FROM ops.layer_stats")}
+        return {r[0]: int(r[1]) for r in conn.execute(
+            "SELECT layer_id, changed_refresh_id FROM ops.layer_stats UNION ALL "
+            "SELECT layer_id, max(refresh_id) FROM ops.raster_versions GROUP BY layer_id")}
 
 
 async def _opened(url: str, settings: Settings, size: int) -> GuardedPool:
