@@ -284,6 +284,7 @@ def write(path: Path, machine: dict[str, str], refresh: dict[str, Any] | None, a
         "```sh",
         "make bench                                   # everything: data, refresh, ten deliveries, API, burst",
         ".venv/bin/python bench/run.py --skip-refresh  # the API part again, on the loaded gis_bench",
+        ".venv/bin/python bench/run.py --skip-refresh --skip-burst --cases asof,filter,tiles  # some cases again",
         "```",
         "",
         "Two cores run wrk, the servers and PostgreSQL together: figures are only comparable within one run, "
