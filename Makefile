@@ -17,7 +17,7 @@ TEST_PACKAGES := $(RUN_PACKAGES) gdal-bin python3-qgis qgis-providers chromium h
 PYTHON ?= $(shell for p in python3.12 python3.13 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -V); do \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { command -v $$p || echo $$p; } && break; done)
 
-.PHONY: help run test bench lint system-run system-test samples setup serve clean-db
+.PHONY: help run test bench lint lock system-run system-test samples setup serve clean-db
 
 help:
 	@echo "make run   set up everything, load the sample layers, serve on http://127.0.0.1:8000"
@@ -30,13 +30,25 @@ system-run:
 system-test:
 	@.ci/ensure-debian-packages $(TEST_PACKAGES)
 
-$(BIN)/gis: pyproject.toml
+# Every Python package, the extras' too, is pinned with its hashes in requirements.lock, one resolution for
+# Python 3.12 and 3.13 (Debian 13's own). After changing a dependency in pyproject.toml, `make lock`
+# regenerates it (uv pip compile, also to take newer releases within the bounds); commit both files.
+LOCK := requirements.lock
+
+$(BIN)/gis: pyproject.toml $(LOCK)
 	@test -n "$(PYTHON)" || { echo "make: Python 3.12 or newer not found: install python3.12 (or set PYTHON=/path/to/python3.12)"; exit 1; }
 	@echo "creating $(VENV) with $(PYTHON)"
 	@$(PYTHON) -m venv --clear $(VENV)
 	@$(BIN)/pip install -qq --upgrade pip
-	@$(BIN)/pip install -qq -e '.[test,dev]'
+	@$(BIN)/pip install -qq --require-hashes -r $(LOCK)
+	@$(BIN)/pip install -qq --no-deps -e .
+	@$(BIN)/pip check >/dev/null || { $(BIN)/pip check; echo "make: $(LOCK) does not satisfy pyproject.toml: run make lock"; exit 1; }
 	@touch $(BIN)/gis
+
+lock:
+	@test -x $(BIN)/uv || { test -x $(BIN)/pip || $(PYTHON) -m venv $(VENV); $(BIN)/pip install -qq uv; }
+	@$(BIN)/uv pip compile pyproject.toml --extra test --extra dev --universal --python-version 3.12 \
+		--generate-hashes --quiet -o $(LOCK)
 
 $(SAMPLES)/.done: data-samples/generate.py $(wildcard layers/*/*.yml) $(wildcard layers/rasters/*/*.yml) | $(BIN)/gis
 	@$(BIN)/python data-samples/generate.py --scale small --out $(SAMPLES)

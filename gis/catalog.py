@@ -83,7 +83,7 @@ async def read_facts(conn: AsyncConnection) -> dict[str, Facts]:
     for row in await cursor.fetchall():
         extent = tuple(row[2]) if row[2] is not None and None not in row[2] else None
         times = (row[3] + [None, None])[:2] if row[3] is not None else None
-        found[row[0]] = Facts(row[1], extent, None if times is None else (times[0], times[1]),  # type: ignore[arg-type]
+        found[row[0]] = Facts(row[1], extent, None if times is None else (times[0], times[1]),
                               row[4], row[5], row[6], dict(zip(_COUNT_NAMES, row[7:12], strict=True)))
     return found
 
@@ -182,7 +182,7 @@ def _overlaps_box(found: dict[str, Any], box: tuple[float, float, float, float])
     if geometry is None:
         return False
     ring = geometry["coordinates"][0]
-    x0, y0, x1, y1 = ring[0][0], ring[0][1], ring[2][0], ring[2][1]
+    x0, y0, x1, y1 = (float(v) for v in (ring[0][0], ring[0][1], ring[2][0], ring[2][1]))
     if box[0] > box[2]:  # across the antimeridian: either half
         return (y0 <= box[3] and box[1] <= y1) and (x1 >= box[0] or x0 <= box[2])
     return x0 <= box[2] and box[0] <= x1 and y0 <= box[3] and box[1] <= y1

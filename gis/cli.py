@@ -239,7 +239,7 @@ def cmd_layers(args: argparse.Namespace, settings: Settings) -> int:
 
     registry = _registry(settings)
     with psycopg.connect(database_url(settings)) as conn:
-        stats = dict(conn.execute(
+        stats: dict[str, int] = dict(conn.execute(
             "SELECT layer_id, row_count FROM ops.layer_stats").fetchall())
         current = {v.layer_id: v for v in map(versions.from_row, conn.execute(versions.CURRENT_SQL).fetchall())}
     print(f"{'layer':<24} {'domain':<12} {'geometry':<16} {'access':<11} {'rows':>9}")
@@ -271,8 +271,8 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_ops(args: argparse.Namespace, settings: Settings) -> int:
-    """gis ops prune: retention of the audit log and the readings (monthly partitions), and of synchronous
-    process jobs."""
+    """gis ops prune: retention of the audit log and the readings (monthly partitions), of synchronous process
+    jobs and of the bytes of finished deliveries."""
     from gis.db.retention import prune
 
     with psycopg.connect(database_url(settings)) as conn:
@@ -301,7 +301,7 @@ def cmd_settings_doc(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """uvicorn with N workers (a dead one is replaced and its death logged), proxy headers believed only from
-    GIS_SERVE_FORWARDED_ALLOW_IPS (services.serving does it, so any ASGI server gets the same), Prometheus
+    GIS_SERVE_FORWARDED_ALLOW_IPS (services.common.serving does it, so any ASGI server gets the same), Prometheus
     multiprocess mode when there is more than one worker."""
     import os
     import shutil
@@ -568,10 +568,12 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--check", action="store_true", help="fail when either is out of date")
     doc.add_argument("--root", default=".", help="the checkout (default: the current directory)")
     doc.set_defaults(handler=cmd_settings_doc)
-    ops = sub.add_parser("ops", help="operations: prune (retention of the audit log, readings and process jobs)")
+    ops = sub.add_parser("ops", help="operations: prune (retention of the audit log, readings, process jobs and "
+                         "delivered files)")
     ops.add_argument("action", choices=["prune"], help="prune: drop audit-log months older than "
                      "GIS_AUDIT_RETENTION_DAYS, sensor-reading months older than GIS_EVENT_RETENTION_DAYS, "
-                     "synchronous process jobs older than GIS_SYNC_JOB_RETENTION_MINUTES")
+                     "synchronous process jobs older than GIS_SYNC_JOB_RETENTION_MINUTES, the bytes of finished "
+                     "deliveries older than GIS_DELIVERY_RETENTION_DAYS")
     ops.set_defaults(handler=cmd_ops)
     serve = sub.add_parser("serve", help="serve the OGC API on http://127.0.0.1:8000")
     serve.add_argument("--host", help="address to listen on (default GIS_HOST or 127.0.0.1; 0.0.0.0 for all)")

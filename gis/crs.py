@@ -7,6 +7,7 @@ to WGS 84 is taken as EPSG:4490.
 """
 
 from functools import lru_cache
+from typing import overload
 
 import numpy as np
 import pyproj
@@ -104,9 +105,15 @@ def to_storage_crs(geometries: NDArray[np.object_], source_crs: str) -> NDArray[
     return reproject(geometries, _to_storage(crs))
 
 
+@overload
+def reproject[G: shapely.Geometry](geometries: G, transformer: pyproj.Transformer) -> G: ...
+@overload
+def reproject(geometries: NDArray[np.object_], transformer: pyproj.Transformer) -> NDArray[np.object_]: ...
+
+
 def reproject(geometries: NDArray[np.object_] | shapely.Geometry, transformer: pyproj.Transformer
-              ) -> NDArray[np.object_]:
-    """Geometries through an always_xy transformer (x = easting/longitude in and out)."""
+              ) -> NDArray[np.object_] | shapely.Geometry:
+    """Geometries (an array, or one) through an always_xy transformer (x = easting/longitude in and out)."""
     return shapely.transform(geometries, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
 
 

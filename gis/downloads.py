@@ -119,7 +119,8 @@ def export_statement(spec: LayerSpec, q: ItemsQuery, fmt: Format) -> Statement:
     params: dict[str, object] = {**time_params(spec, q.time)}
     if q.bbox is not None:
         params.update(bbox_params(q.bbox))
-    predicates = filter_predicates(spec, q, params)
+    predicates, caller = filter_predicates(spec, q, params)
+    selected: list[sql.Composable]
     if fmt is Format.csv:
         selected = [sql.SQL("{} AS {}").format(_text(spec, n), sql.Identifier(n)) for n in columns(spec)]
         selected.append(sql.SQL("ST_AsText(t.geom) AS {}").format(sql.Identifier(WKT_COLUMN)))
@@ -127,7 +128,7 @@ def export_statement(spec: LayerSpec, q: ItemsQuery, fmt: Format) -> Statement:
         selected = [sql.SQL("t.fid"), *(sql.SQL("t.{}").format(sql.Identifier(n)) for n in columns(spec)[1:]),
                     sql.SQL("ST_AsBinary(t.geom)")]
     query = sql.SQL("SELECT {} FROM {} ORDER BY t.fid").format(sql.SQL(", ").join(selected),
-                                                               source(spec, q.time, predicates))
+                                                               source(spec, q.time, predicates, caller))
     if fmt is Format.csv:
         query = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(query)
     return Statement(query, params)
@@ -199,9 +200,10 @@ def _zip_shapefile(spec: LayerSpec, folder: Path, target: Path) -> None:
 
 
 async def write_file(conn: AsyncConnection, spec: LayerSpec, statement: Statement, fmt: Format,
-                     batch_rows: int = BATCH_ROWS) -> Written:
-    """Write the rows into a temporary file of the format; the caller sends it and removes `workdir`."""
-    workdir = Path(tempfile.mkdtemp(prefix=f"gis-download-{spec.id}-"))
+                     batch_rows: int = BATCH_ROWS, scratch_dir: Path | None = None) -> Written:
+    """Write the rows into a temporary file of the format (in `scratch_dir`, the temp_dir setting; None: the
+    system's); the caller sends it and removes `workdir`."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"gis-download-{spec.id}-", dir=scratch_dir))
     loop = asyncio.get_running_loop()
     counter = [0]
     try:

@@ -1,4 +1,4 @@
-"""Typed domain errors. services/errors.py maps them to HTTP statuses once; the CLI prints their text."""
+"""Typed domain errors. services/common/errors.py maps them to HTTP statuses once; the CLI prints their text."""
 
 
 class GisError(Exception):

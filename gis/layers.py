@@ -235,6 +235,13 @@ class LayerSpec(_Strict):
     def field(self, name: str) -> FieldSpec | None:
         return next((f for f in self.fields if f.name == name), None)
 
+    def known_field(self, name: str) -> FieldSpec:
+        """The field `name`, which the layer was checked to have (by the rules file naming it, say)."""
+        found = self.field(name)
+        if found is None:
+            raise KeyError(f"layer '{self.id}' has no field '{name}'")
+        return found
+
     @property
     def field_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields)
@@ -426,7 +433,8 @@ def load_registry(layers_dir: Path, styles_dir: Path, samples_dir: Path | None =
     raster_files = sorted((layers_dir / RASTERS_FOLDER).glob("*/*.yml"))
     rasters = [load_raster_file(f, samples_dir) for f in raster_files]
     seen: dict[str, Path] = {}
-    for spec, file in zip([*specs, *rasters], [*files, *raster_files], strict=True):
+    declared: list[LayerSpec | RasterSpec] = [*specs, *rasters]
+    for spec, file in zip(declared, [*files, *raster_files], strict=True):
         if spec.id in seen:
             raise ConfigError(f"{file}: id: '{spec.id}' is already declared by {seen[spec.id]}")
         seen[spec.id] = file

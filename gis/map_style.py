@@ -222,11 +222,11 @@ def read_renderer(spec: LayerSpec, qml: str, where: str) -> Renderer:
             raise ConfigError(f"{where}: categorised by '{attribute}', which layer '{spec.id}' does not have")
         categories = renderer.findall("categories/category")
         values = tuple(c.get("value", "") for c in categories)
-        rules = tuple(rule(c.get("symbol", ""), None, c.get("value", ""), c.get("label") or c.get("value", ""))
+        rules = tuple(rule(c.get("symbol", ""), None, c.get("value", ""), c.get("label") or c.get("value") or "")
                       for c in categories if c.get("render", "true") == "true")
         return Renderer(attribute, values, rules, tuple(skipped))
     if kind == "RuleRenderer":
-        rules = []
+        listed: list[Rule] = []
         for element in renderer.findall("rules/rule"):
             if element.find("rule") is not None:
                 raise ConfigError(f"{where}: nested rules are not converted")
@@ -236,8 +236,8 @@ def read_renderer(spec: LayerSpec, qml: str, where: str) -> Renderer:
             if element.get("filter") == "ELSE":
                 raise ConfigError(f"{where}: ELSE rules are not converted")
             condition = FilterParser(text, fields, where).parse() if text.strip() else None
-            rules.append(rule(element.get("symbol", ""), condition, None, element.get("label") or text))
-        return Renderer(None, (), tuple(rules), tuple(skipped))
+            listed.append(rule(element.get("symbol", ""), condition, None, element.get("label") or text))
+        return Renderer(None, (), tuple(listed), tuple(skipped))
     raise ConfigError(f"{where}: renderer '{kind}' is not converted (singleSymbol, categorizedSymbol, RuleRenderer)")
 
 

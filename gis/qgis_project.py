@@ -158,16 +158,19 @@ def write_project(path: Path, document: ET.ElementTree) -> None:
         document.write(out, encoding="utf-8", xml_declaration=False)
 
 
-def connection_from(parameters: Mapping[str, str], user: str | None, password: str | None) -> PostgisConnection:
+def connection_from(parameters: Mapping[str, str | int | None], user: str | None, password: str | None
+                    ) -> PostgisConnection:
     """The PostGIS connection for QGIS from libpq parameters, with the login role given instead if any.
 
     The service's own password never goes into a project file; only one given explicitly does
     (otherwise QGIS finds it as libpq does, PGPASSWORD or ~/.pgpass, or asks).
     """
-    return PostgisConnection(
-        host=parameters.get("host", "localhost"), port=parameters.get("port", "5432"),
-        dbname=parameters.get("dbname", "gis"), user=user or parameters.get("user", ""), password=password,
-    )
+    def text(key: str, default: str) -> str:
+        value = parameters.get(key)
+        return default if value is None else str(value)
+
+    return PostgisConnection(host=text("host", "localhost"), port=text("port", "5432"), dbname=text("dbname", "gis"),
+                             user=user or text("user", ""), password=password)
 
 
 @dataclass(frozen=True)

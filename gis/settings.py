@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     sync_job_retention_minutes: int = Field(
         default=60, ge=1, description="Minutes a synchronous process call's job row (and its result) is kept; "
         "asynchronous jobs follow audit_retention_days.")
+    delivery_retention_days: int = Field(
+        default=90, ge=1, description="Days the bytes of a finished delivery (ops.deliveries.content) are kept: "
+        "`gis ops prune` drops older ones; who sent what, when, its checksum and its result stay.")
+    temp_dir: Path | None = Field(
+        default=None, description="Where the service and jobs write scratch files (downloads being written, "
+        "uploaded files being read, deliveries unpacked), each in a directory of its own removed afterwards; "
+        "default: the system's (TMPDIR).")
     city_extent: tuple[float, float, float, float] = Field(
         default=(122.2, 41.0, 124.0, 43.2),
         description="lon/lat box (EPSG:4490) every feature must fall inside; Shenyang with a margin.",

@@ -184,7 +184,7 @@ def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None,
     SQL) narrows them further.
     """
     detail = zoom_detail(z, spec.geometry)
-    geom = sql.SQL("t.geom")
+    geom: sql.Composable = sql.SQL("t.geom")
     if detail.simplify:
         geom = sql.SQL("ST_Simplify(t.geom, {})").format(sql.Literal(float(detail.simplify)))
     predicates: list[sql.Composable] = [
@@ -199,9 +199,9 @@ def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None,
     if rows is not None:
         predicates.append(rows)
     fields = tile_fields(spec, z, drawn)
-    properties = sql.SQL(", ").join(
-        [sql.SQL("t.fid"), *(_property(spec, name, spec.field(name).type) for name in fields)]  # type: ignore[union-attr]
-    )
+    columns: list[sql.Composable] = [sql.SQL("t.fid"),
+                                     *(_property(spec, name, spec.known_field(name).type) for name in fields)]
+    properties = sql.SQL(", ").join(columns)
     # A full tile keeps its most important rows, the same ones every time: the largest lines and polygons
     # (long mains before service pipes), then by fid; points by fid.
     rank = sql.SQL("t.fid") if not detail.min_size else sql.SQL("{} DESC, t.fid").format(

@@ -14,8 +14,17 @@ from gis.jobs.settings import JobSettings
 from gis.layers import load_registry
 from gis.security.settings import AuthSettings, HttpSettings
 from gis.settings import ServeSettings, Settings
-from services import (
-    auth,
+from services import processes
+from services.auth.credentials import Auth
+from services.auth.visibility import RowAreas
+from services.common import input_guard, limits
+from services.common.errors import install_error_handlers
+from services.common.headers import SecurityHeaders
+from services.common.serving import Metrics, RequestContext, RootPathLinks, configure_logging
+from services.common.state import AppState
+from services.encoded_paths import EncodedSlashes
+from services.routers import (
+    audit,
     catalog,
     coverages,
     deliveries,
@@ -23,20 +32,13 @@ from services import (
     edits,
     features,
     health,
-    input_guard,
     landing,
-    limits,
     map_tiles,
     planning,
-    processes,
     sensing,
     tiles,
     web_map,
 )
-from services.errors import install_error_handlers
-from services.headers import SecurityHeaders
-from services.serving import Metrics, RequestContext, RootPathLinks, configure_logging
-from services.state import AppState
 
 
 def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
@@ -46,7 +48,7 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     serve = serve_settings or ServeSettings()
     configure_logging(serve)
     registry = load_registry(settings.layers_dir, settings.styles_dir)
-    access = auth.Auth.load(auth_settings or AuthSettings(), settings.layers_dir, registry)
+    access = Auth.load(auth_settings or AuthSettings(), settings.layers_dir, registry)
     pool = make_pool(database_url(settings), settings, http.statement_timeout_ms)
     read_pool = (make_pool(settings.database_read_url, settings, http.statement_timeout_ms, "gis-api-read", 10.0)
                  if settings.database_read_url else None)
@@ -72,7 +74,7 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
                 await each.stop_probe()
                 await each.close()
 
-    # The OpenAPI document is served by services.landing at /openapi (OGC's service-desc), with its own HTML.
+    # The OpenAPI document is served by services.routers.landing at /openapi (OGC's service-desc), with its own HTML.
     # One auth dependency on every route: the caller (or the anonymous role) is known before any handler runs,
     # and held to its rate limit.
     app = FastAPI(title="时空信息云平台 · Spatio-temporal GIS cloud", lifespan=lifespan,
@@ -81,11 +83,13 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     app.state.gis = AppState(settings=settings, registry=registry, pool=pool, read_pool=read_pool)
     app.state.metrics = metrics
     app.state.auth = access
+    app.state.row_areas = RowAreas()
     app.state.guard = limits.Guard.from_settings(http)
     app.state.jobs = job_settings or JobSettings()
     install_error_handlers(app)
     # Outermost last: gzip sees the final bytes.
-    app.add_middleware(RootPathLinks)  # innermost: HTML links under the root path
+    app.add_middleware(EncodedSlashes)  # innermost: ids with an encoded slash reach their route
+    app.add_middleware(RootPathLinks)  # HTML links under the root path
     app.add_middleware(input_guard.EmptyValuesLeftOut)
     app.add_middleware(limits.BodyLimit, max_body_bytes=http.max_body_bytes, max_upload_bytes=http.max_upload_bytes)
     app.add_middleware(SecurityHeaders, cors_origins=http.cors_origins)
@@ -104,8 +108,10 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     app.include_router(sensing.router)
     app.include_router(deliveries.router)
     app.include_router(processes.router)
-    app.include_router(auth.router)
+    app.include_router(audit.router)
     web_map.install(app)
+    landing.add_landing_link(app, web_map.LANDING_LINK["href"], web_map.LANDING_LINK["rel"],
+                             web_map.LANDING_LINK["type"], web_map.LANDING_LINK["title"])
     landing.add_conformance(app, *processes.CONFORMANCE)
     for link in processes.LANDING_LINKS:
         landing.add_landing_link(app, link["href"], link["rel"], link["type"], link["title"])

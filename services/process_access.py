@@ -16,7 +16,8 @@ from gis.errors import NotFound
 from gis.layers import LayerRegistry
 from gis.security.inference import Sight, row_limited
 from gis.security.policy import Policy, readable
-from services.auth import Caller, caller_of, visible_rasters
+from services.auth.credentials import Caller, caller_of
+from services.auth.visibility import visible_rasters
 
 # Each None outside a request (the CLI, tests of the processors): every layer, every raster, nobody audited.
 CALLER_ACCESS: ContextVar[Access] = ContextVar("caller_access", default=None)

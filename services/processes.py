@@ -37,14 +37,15 @@ from gis.security.policy import Policy
 from gis.sensing import readings
 from gis.settings import Settings
 from services import environment_processes, pipeline_processes, policing_processes, raster_processes
-from services.errors import InvalidParameter
-from services.input_guard import nul_at
-from services.planning import read_body, rules_of
+from services.common.bodies import read_body
+from services.common.errors import InvalidParameter
+from services.common.input_guard import nul_at
+from services.common.state import AppState
 from services.process_access import bind_caller, require_full_read
 from services.process_inputs import input_value as _value
 from services.processors import CallerBoundProcessor
 from services.pygeoapi_bridge import Bridge, ProcessContext, api_request
-from services.state import AppState
+from services.routers.planning import rules_of
 
 OVERLAP_CHECK = "overlap-check"
 PLAN_CONFLICTS = "plan-conflicts"
@@ -133,7 +134,8 @@ class OverlapCheckProcessor(_Processor):
             raise InvalidProposal("file", "not valid base64") from None
         filename = _value(data, "filename")
         return proposal_from_file(content, filename if isinstance(filename, str) else None, media_type=media_type,
-                                  crs=crs, city_extent=settings.city_extent, proposed_use=use)
+                                  crs=crs, city_extent=settings.city_extent, proposed_use=use,
+                                  scratch_dir=settings.temp_dir)
 
 
 class PlanConflictsProcessor(_Processor):

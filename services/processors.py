@@ -18,7 +18,7 @@ from gis.analysis.overlap import Access
 from gis.analysis.proposal import InvalidProposal
 from gis.layers import AccessClass, LayerRegistry
 from gis.security import audit
-from services.auth import Caller
+from services.auth.credentials import Caller
 from services.process_access import CALLER_ACCESS, CALLER_RASTERS, PROCESS_CALLER
 from services.process_inputs import input_value
 

@@ -208,6 +208,6 @@ def test_hostile_input_never_is_a_server_error(client: httpx.Client, query: str)
 
 
 def test_fid_with_nul_is_400_naming_it(client: httpx.Client) -> None:
-    # a NUL is refused in any path segment before the route runs (services/input_guard.py)
+    # a NUL is refused in any path segment before the route runs (services/common/input_guard.py)
     found = error(client.get("/collections/roads/items/a%00b"), 400)
     assert found.code == "InvalidParameterValue" and found.parameter == "featureId"

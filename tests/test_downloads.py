@@ -4,7 +4,6 @@ Each format is compared with the API's own GeoJSON for the same filter: ids, att
 """
 
 import math
-import tempfile
 import zipfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -26,6 +25,7 @@ from gis.security import keys
 FORMATS = ("gpkg", "fgb", "shp", "csv")
 # pipelines: a LineString layer with integers, reals and text; a filter that matches a few hundred segments.
 LAYER = "pipelines"
+ADMIN = {"X-API-Key": TEST_KEYS["admin"]}
 FILTER = "utility = 'gas' AND diameter_mm >= 200"
 
 
@@ -252,11 +252,19 @@ def test_a_filter_the_database_cannot_evaluate_is_a_400(client: httpx.Client, fm
     assert response.json()["parameter"] == "filter"
 
 
-def test_no_temporary_file_is_left_even_when_the_client_leaves(client: httpx.Client) -> None:
-    before = set(Path(tempfile.gettempdir()).glob("gis-download-*"))
-    with client.stream("GET", f"/collections/{LAYER}/download", params={"f": "gpkg"}) as response:
-        assert response.status_code == 200
-        next(response.iter_raw(1024))  # then hang up
-    response = client.get(f"/collections/{LAYER}/download", params={"f": "shp"})
-    assert response.status_code == 200
-    assert set(Path(tempfile.gettempdir()).glob("gis-download-*")) <= before
+def test_no_temporary_file_is_left_even_when_the_client_leaves(
+        loaded_db_url: str, serve_api: Callable[[str], AbstractContextManager[str]], tmp_path: Path) -> None:
+    # The service's own scratch directory (GIS_TEMP_DIR), so another suite's downloads in /tmp cannot interfere.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    before = scratch.stat().st_mtime_ns
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GIS_TEMP_DIR", str(scratch))
+        with serve_api(loaded_db_url) as api, httpx.Client(base_url=api, headers=ADMIN, timeout=60) as client:
+            with client.stream("GET", f"/collections/{LAYER}/download", params={"f": "gpkg"}) as response:
+                assert response.status_code == 200
+                next(response.iter_raw(1024))  # then hang up
+            response = client.get(f"/collections/{LAYER}/download", params={"f": "shp"})
+            assert response.status_code == 200
+    assert scratch.stat().st_mtime_ns > before  # the files were written there (and removed)
+    assert list(scratch.iterdir()) == []

@@ -1,5 +1,5 @@
-"""Growth: the audit log partitioned by month with retention (`gis ops prune`), history still queryable, and
-synchronous process jobs kept only briefly."""
+"""Growth: the audit log partitioned by month with retention (`gis ops prune`), history still queryable,
+synchronous process jobs kept only briefly, and delivered files' bytes dropped after their retention."""
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -13,6 +13,9 @@ from local_ports import until
 from shapely.geometry import box, mapping
 
 from gis.db.retention import prune
+from gis.deliveries import store
+from gis.errors import NotFound
+from gis.layers import LayerRegistry
 from gis.settings import Settings
 
 SQUARE = box(123.40, 41.75, 123.402, 41.752)
@@ -84,6 +87,35 @@ def test_synchronous_process_jobs_are_pruned_and_asynchronous_ones_kept(
     assert "sync" not in columns  # one column says how a job ran: execution
     assert done.sync_jobs_deleted == 1
     assert "sync" not in left and left.get("async", 0) >= 1
+
+
+def test_prune_drops_the_bytes_of_finished_deliveries_and_keeps_their_records(
+        db: str, settings: Settings, registry: LayerRegistry) -> None:
+    spec = registry["pipe_nodes"]
+    path = settings.samples_dir / spec.source.path
+    sender = store.Sender("retention-test", "pipeline_office", "api")
+    with psycopg.connect(db) as conn:
+        finished = store.receive(conn, spec, sender, path.name, path.read_bytes(), None, None)
+        waiting = store.receive(conn, spec, sender, path.name, path.read_bytes(), None, None)
+    result = store.run_delivery(db, spec, finished.delivery_id, settings.city_extent, settings.rejects_dir)
+    assert result["status"] == "succeeded"
+    columns = "delivery_id, status, content IS NULL, content_pruned_at IS NOT NULL, checksum, size_bytes, result"
+    with psycopg.connect(db, autocommit=True) as conn:
+        before = {r[0]: r for r in conn.execute(f"SELECT {columns} FROM ops.deliveries").fetchall()}
+        with conn.transaction():  # a day short of the retention: nothing goes
+            early = prune(conn, Settings(delivery_retention_days=30), datetime.now(UTC) + timedelta(days=29))
+        with conn.transaction():
+            done = prune(conn, Settings(delivery_retention_days=30), datetime.now(UTC) + timedelta(days=31))
+        after = {r[0]: r for r in conn.execute(f"SELECT {columns} FROM ops.deliveries").fetchall()}
+    assert early.deliveries_pruned == 0
+    assert done.deliveries_pruned == 1 and done.delivery_bytes_dropped == path.stat().st_size
+    kept = before[finished.delivery_id]
+    assert kept[2:4] == (False, False)
+    assert after[finished.delivery_id] == (*kept[:2], True, True, *kept[4:])  # the record, without its bytes
+    assert after[waiting.delivery_id] == before[waiting.delivery_id]  # its job still needs the bytes
+    assert after[waiting.delivery_id][1:3] == ("accepted", False)
+    with pytest.raises(NotFound, match="no longer kept"):
+        store.run_delivery(db, spec, finished.delivery_id, settings.city_extent, settings.rejects_dir)
 
 
 # -- sensor readings: partitioned by month of observed_at, with retention -------------------------------------

@@ -24,7 +24,7 @@ GL_ARGS = ["--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftsh
 VIEWPORT = {"width": 900, "height": 600}
 IDLE = "() => window.gisMap && window.gisMap.loaded() && window.gisMap.areTilesLoaded() && !window.gisMap.isMoving()"
 ADMIN = TEST_KEYS["admin"]
-BACKGROUND = (0xF4, 0xF3, 0xEF)  # services/web_map.py BACKGROUND
+BACKGROUND = (0xF4, 0xF3, 0xEF)  # services/routers/web_map.py BACKGROUND
 
 
 @dataclass

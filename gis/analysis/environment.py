@@ -76,7 +76,7 @@ _FILTERS = """ AND (%(stations)s::text[] IS NULL OR o.{station} = ANY(%(stations
 
 
 def _pollutants(rules: EnvironmentRules) -> tuple[str, ...]:
-    return tuple(rules.observations.field("pollutant").values or ())  # type: ignore[union-attr]
+    return tuple(rules.observations.known_field("pollutant").values or ())
 
 
 def _limits_params(rules: EnvironmentRules) -> dict[str, Any]:
@@ -266,7 +266,10 @@ def source_buffers(conn: psycopg.Connection, rules: EnvironmentRules, *, sources
               "sources": _list(sources, "sources"),
               "only_classes": _list(emission_classes, "emission_classes", classes), "deg": DEGREES_PER_METRE * 2}
     rows = fetch_dicts(conn, buffer_statement(rules), params)
-    sources_out, buffers, red_parts, water_parts = [], [], [], []
+    sources_out: list[dict[str, Any]] = []
+    buffers: list[dict[str, Any]] = []
+    red_parts: list[dict[str, Any]] = []
+    water_parts: list[dict[str, Any]] = []
     for r in rows:
         red, water = r["redline"] or [], r["water"] or []
         props = {"fid": r["fid"], "name": r["name"], "industry": r["industry"], "emission_class": r["emission_class"],

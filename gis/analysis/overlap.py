@@ -46,7 +46,7 @@ Verdict = Literal["conflict", "clear", "incomplete"]
 
 @dataclass(frozen=True)
 class Statement:
-    query: sql.Composable
+    query: sql.Composed
     params: dict[str, Any]
 
 

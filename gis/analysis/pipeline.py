@@ -53,7 +53,7 @@ def _tables(rules: PipelineRules) -> dict[str, sql.Composable]:
             "B": ids.current_table(rules.buildings), "srid": sql.Literal(METRIC_SRID)}
 
 
-def _metric(expr: str) -> sql.Composable:
+def _metric(expr: str) -> sql.Composed:
     return sql.SQL("ST_Transform({}, {})").format(sql.SQL(expr), sql.Literal(METRIC_SRID))
 
 
@@ -232,7 +232,7 @@ def trace(conn: psycopg.Connection, rules: PipelineRules, *, pipe: str | None = 
     if direction not in ("downstream", "upstream", "both"):
         raise InvalidProposal("direction", "downstream, upstream or both")
     t = _tables(rules)
-    all_utilities = rules.pipelines.field("utility").values or ()  # type: ignore[union-attr]
+    all_utilities = rules.pipelines.known_field("utility").values or ()
     fid, snapped = locate_pipe(conn, rules, pipe=pipe, point=point,
                                utilities=(utility,) if utility else tuple(all_utilities))
     steps, pipes = [], []
@@ -297,7 +297,7 @@ def cross_section(conn: psycopg.Connection, rules: PipelineRules, line: Any,
                           (text,)).fetchone()
     if length is None or not (0 < float(length[0]) <= MAX_SECTION_M):
         raise InvalidProposal("line", f"between 0 and {MAX_SECTION_M:g} m long")
-    status = rules.pipelines.field("status").values or ()  # type: ignore[union-attr]
+    status = rules.pipelines.known_field("status").values or ()
     rows = fetch_dicts(conn, sql.SQL(_SECTION).format(cols=sql.SQL(_PIPE_COLS), **t),
                  {"line": text, "status": [s for s in status if s != "abandoned"] or list(status)})
     wanted = set(utilities) if utilities else None
@@ -318,7 +318,7 @@ def cross_section(conn: psycopg.Connection, rules: PipelineRules, line: Any,
 
 # -- clearance ---------------------------------------------------------------------------------------
 
-def _side_predicates(side: PairSide, alias: str, params: dict[str, Any], key: str) -> list[sql.Composable]:
+def _side_predicates(side: PairSide, alias: str, params: dict[str, Any], key: str) -> list[sql.Composed]:
     a = sql.Identifier(alias)
     preds = [sql.SQL("{}.utility = ANY({})").format(a, sql.Placeholder(f"{key}_u"))]
     params[f"{key}_u"] = list(side.utility)
@@ -352,7 +352,7 @@ def process_bbox(bbox: Any) -> list[float] | None:
 
 
 def clearance_statement(rules: PipelineRules, pair: ClearancePair, bbox: list[float] | None
-                        ) -> tuple[sql.Composable, dict[str, Any]]:
+                        ) -> tuple[sql.Composed, dict[str, Any]]:
     c = rules.clearances
     params: dict[str, Any] = {"min": pair.min_m, "box": (pair.min_m + 3.0) * DEGREES_PER_METRE,
                               "status": list(c.status), "cos": math.cos(math.radians(c.max_angle_deg))}

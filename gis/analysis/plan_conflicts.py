@@ -96,7 +96,7 @@ def drop_scratch(conn: psycopg.Connection, run_id: str) -> None:
 
 
 def _side_statement(side: Side, spec: LayerSpec, time: TimeRange | None, features: sql.Identifier,
-                    pieces: sql.Identifier) -> list[tuple[sql.Composable, dict[str, Any]]]:
+                    pieces: sql.Identifier) -> list[tuple[sql.Composed, dict[str, Any]]]:
     params: dict[str, Any] = {}
     predicates: list[sql.Composable] = []
     for i, (name, values) in enumerate(side.where.items()):
@@ -123,7 +123,7 @@ def _side_statement(side: Side, spec: LayerSpec, time: TimeRange | None, feature
     ]
 
 
-def _chunk_statement(a_pieces: sql.Identifier, b_pieces: sql.Identifier, raw: sql.Identifier) -> sql.Composable:
+def _chunk_statement(a_pieces: sql.Identifier, b_pieces: sql.Identifier, raw: sql.Identifier) -> sql.Composed:
     """Patches of side-a features lo..hi: overlaps of pieces, unioned per feature pair, split into polygons."""
     return sql.SQL(
         "INSERT INTO {raw} (an, bn, area, g) "
@@ -176,7 +176,7 @@ def _disposal(check: PlanConflictCheck, params: dict[str, Any]) -> sql.Composabl
 
 
 def _finish_statement(check: PlanConflictCheck, a: LayerSpec, b: LayerSpec, features_a: sql.Identifier,
-                      features_b: sql.Identifier, raw: sql.Identifier, params: dict[str, Any]) -> sql.Composable:
+                      features_b: sql.Identifier, raw: sql.Identifier, params: dict[str, Any]) -> sql.Composed:
     choice = _disposal(check, params)
     return sql.SQL(
         "INSERT INTO ops.plan_conflict_patches (run_id, check_id, patch_no, a_layer, a_fid, a_class, b_layer, b_fid, "
@@ -193,7 +193,7 @@ def _finish_statement(check: PlanConflictCheck, a: LayerSpec, b: LayerSpec, feat
     ).format(raw=raw, fa=features_a, fb=features_b, choice=choice)
 
 
-def _summary_statement() -> sql.Composable:
+def _summary_statement() -> sql.SQL:
     return sql.SQL(
         "SELECT count(*), coalesce(sum(area_m2), 0), "
         "(SELECT coalesce(json_agg(x ORDER BY x.area_m2 DESC), '[]'::json)::text "
@@ -244,8 +244,8 @@ def run_plan_conflicts(url: str, rules: OverlapRules, check_id: str, *, run_id: 
             report(2, f"reading {a.id} and {b.id}")
             t = time.perf_counter()
             for side, spec, features, pieces in ((check.a, a, fa, pa), (check.b, b, fb, pb)):
-                for stmt, params in _side_statement(side, spec, time_range, features, pieces):
-                    conn.execute(stmt, params)
+                for stmt, stmt_params in _side_statement(side, spec, time_range, features, pieces):
+                    conn.execute(stmt, stmt_params)
             conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} (id bigserial, an int NOT NULL, bn int NOT NULL, "
                                  "area double precision NOT NULL, g geometry NOT NULL)").format(raw))
             t = lap("prepare", t)
@@ -285,7 +285,7 @@ def run_plan_conflicts(url: str, rules: OverlapRules, check_id: str, *, run_id: 
                 conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
 
 
-def _run_chunks(url: str, a_count: int, workers: int, statement: sql.Composable, report: Progress,
+def _run_chunks(url: str, a_count: int, workers: int, statement: sql.Composed, report: Progress,
                 is_cancelled: Callable[[], bool]) -> None:
     """Side-a feature ranges on `workers` connections at once (one each, reused); progress per chunk done."""
     workers = max(1, min(int(workers), 8))

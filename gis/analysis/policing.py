@@ -25,12 +25,13 @@ import psycopg
 import pyproj
 import shapely
 from psycopg import sql
+from shapely.geometry.base import BaseGeometry
 
 from gis import identifiers as ids
 from gis.analysis.environment import parse_window
 from gis.analysis.pipeline import process_bbox, process_point
 from gis.analysis.place_report import PlacesResult, Style, feature, fetch_dicts, iso
-from gis.analysis.policing_rules import PolicingRules
+from gis.analysis.policing_rules import ConfidenceLevel, PolicingRules
 from gis.analysis.proposal import InvalidProposal
 from gis.layers import LayerRegistry
 from gis.security.policy import RowRule
@@ -79,7 +80,7 @@ class RowScope:
                 .format(sql.Identifier(alias), ids.current_table(area), ids.column(area, self.rule.within.field)),
                 {"scope_claim": self.value})
 
-    def area(self, conn: psycopg.Connection, registry: LayerRegistry) -> shapely.Geometry | None:
+    def area(self, conn: psycopg.Connection, registry: LayerRegistry) -> BaseGeometry | None:
         """The area a spatial rule confines the caller to, in EPSG:4550 (None: no such rule, no confinement)."""
         if self.rule is None or self.rule.within is None:
             return None
@@ -155,6 +156,7 @@ def road_graph(conn: psycopg.Connection, rules: PolicingRules) -> RoadGraph:
         "SELECT inet_server_addr(), inet_server_port(), (SELECT oid FROM pg_database WHERE datname = "
         "current_database()), (SELECT max(refresh_id) FROM ops.refresh_log WHERE layer_id = %s "
         "AND status = 'succeeded')", (rules.roads.id,)).fetchone()
+    assert key is not None  # a SELECT without FROM gives one row
     with _GRAPHS_LOCK:
         found = _GRAPHS.get(key)
     if found is None:
@@ -308,15 +310,14 @@ FROM {S} s ORDER BY s.fid""").format(S=ids.current_table(s), name=ids.column(s, 
             targets = {st["fid"]: snap for st, snap in zip(stations, snaps, strict=True)
                        if snap is not None and snap.distance_m <= within}
             paths = shortest_paths(graph, start, targets)
-    ranked = []
+    ranked: list[tuple[float, str, dict[str, Any], float | None, list[Step]]] = []
     for i, st in enumerate(stations):
         found = paths.get(st["fid"])
         if found is not None and start is not None:
             snap = snaps[i]
             assert snap is not None
-            along, steps = found
-            total = start.distance_m + along + snap.distance_m
-            ranked.append((total, "network", st, along, steps))
+            road_m, path = found
+            ranked.append((start.distance_m + road_m + snap.distance_m, "network", st, road_m, path))
         else:
             ranked.append((float(st["straight_m"]), "straight_line", st, None, []))
     ranked.sort(key=lambda item: (item[0], item[2]["fid"]))
@@ -412,7 +413,7 @@ def _cell_size(rules: PolicingRules, value: Any) -> float:
     return float(value)
 
 
-def _classify(z: float, confidence: dict[str, float]) -> str:
+def _classify(z: float, confidence: dict[ConfidenceLevel, float]) -> str:
     if math.isnan(z):
         return "cell"
     for level in sorted(confidence, reverse=True):
@@ -427,7 +428,7 @@ def hotspots(conn: psycopg.Connection, rules: PolicingRules, registry: LayerRegi
     cell = _cell_size(rules, cell_m)
     window = parse_window(datetime)
     box = process_bbox(bbox)
-    allowed = tuple(registry[rules.incidents.id].field(rules.category_field).values or ())  # type: ignore[union-attr]
+    allowed = tuple(registry[rules.incidents.id].known_field(rules.category_field).values or ())
     if categories is not None and not (isinstance(categories, list) and categories
                                        and all(isinstance(c, str) and (not allowed or c in allowed)
                                                for c in categories)):
@@ -438,8 +439,10 @@ def hotspots(conn: psycopg.Connection, rules: PolicingRules, registry: LayerRegi
     counted = conn.execute(query, params).fetchall()
     # The study area: the bbox, else the area the caller is confined to, else where the incidents are.
     area = scope.area(conn, registry)
-    if box is not None or (area is not None and not area.is_empty):
-        x0, y0, x1, y1 = _metric_box(box) if box is not None else area.bounds  # type: ignore[union-attr]
+    bounds = _metric_box(box) if box is not None else (
+        area.bounds if area is not None and not area.is_empty else None)
+    if bounds is not None:
+        x0, y0, x1, y1 = bounds
         ix0, iy0, ix1, iy1 = math.floor(x0 / cell), math.floor(y0 / cell), math.floor(x1 / cell), math.floor(y1 / cell)
     elif counted:
         ix0, iy0 = min(r[0] for r in counted), min(r[1] for r in counted)
@@ -463,7 +466,7 @@ def hotspots(conn: psycopg.Connection, rules: PolicingRules, registry: LayerRegi
                                                      (gy_all + 1) * cell))
     z = gi_star(grid, study)
     in_study = np.ones(grid.shape, dtype=bool) if study is None else study
-    kinds = np.array([[_classify(float(v), rules.hotspots.confidence) for v in row] for row in z], dtype=object)
+    kinds = np.array([[_classify(float(v), rules.hotspots.confidence) for v in row] for row in z], dtype=np.object_)
     classes = {str(k): int(n) for k, n in zip(*np.unique(kinds[in_study], return_counts=True), strict=True)}
     rows_, cols = np.nonzero(in_study & ((grid > 0) | (kinds != "cell")))
     gx, gy = ix0 + cols, iy0 + rows_

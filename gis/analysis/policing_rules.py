@@ -16,6 +16,9 @@ from gis.layers import GeometryType, LayerRegistry, LayerSpec, Name
 RULES_FILE = "policing-rules.yml"
 
 
+ConfidenceLevel = Literal["90", "95", "99"]  # per cent
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -54,7 +57,7 @@ class Hotspots(_Strict):
     min_cell_m: float = Field(gt=0)
     max_cell_m: float = Field(gt=0)
     max_cells: int = Field(gt=8, le=1_000_000)
-    confidence: dict[Literal["90", "95", "99"], float]
+    confidence: dict[ConfidenceLevel, float]
 
     @model_validator(mode="after")
     def _ordered(self) -> "Hotspots":

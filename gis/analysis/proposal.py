@@ -116,10 +116,8 @@ def _epsg(code: int, text: str, parameter: str) -> str:
     return f"EPSG:{code}"
 
 
-def _file_crs(declared: str | None, parameter: str) -> str | None:
-    """The CRS a file declares (an EPSG code or WKT from GDAL), usable by gis.crs; None if it declares none."""
-    if not declared:
-        return None
+def _file_crs(declared: str, parameter: str) -> str:
+    """The CRS a file declares (an EPSG code or WKT from GDAL), usable by gis.crs."""
     try:
         found = pyproj.CRS.from_user_input(declared)
     except pyproj.exceptions.CRSError:
@@ -143,7 +141,7 @@ def _geometry_of(obj: Any, where: str) -> BaseGeometry:
     if not isinstance(obj, Mapping) or "type" not in obj:
         raise InvalidProposal(where, "not a GeoJSON geometry (an object with 'type' and 'coordinates')")
     try:
-        geom = shape(obj)
+        geom = shape(dict(obj))
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, shapely.errors.GEOSException) as exc:
         raise InvalidProposal(where, f"not a valid GeoJSON {obj.get('type')!s:.40}: {exc}") from None
     return geom
@@ -232,11 +230,20 @@ def claimed_format(filename: str | None, media_type: str | None) -> str | None:
     return None
 
 
-def _read_ogr(path: str, fmt: str, label: str) -> tuple[list[BaseGeometry], list[Mapping[str, Any]], str | None]:
+def _read_ogr(path: str, fmt: str, label: str, scratch: str) -> tuple[list[BaseGeometry], list[Mapping[str, Any]],
+                                                                   str | None]:
+    """Read the upload GDAL opens at `path`; a failure is the file's (InvalidProposal), its message scrubbed of
+    `path` and of the `scratch` directory the upload was written to."""
+    def refused(problem: str, exc: BaseException) -> InvalidProposal:
+        return InvalidProposal("file", f"{label}: {problem} ({_first_line(exc, (path, scratch))})")
+
+    # Any exception of the reader on an untrusted file is the file's fault, not the server's: GDAL and pyogrio
+    # raise their own errors, but also ValueError, NotImplementedError, GEOS errors or a pyogrio bug's
+    # UnboundLocalError on damaged bytes (tests/test_upload_errors.py finds them by damaging real files).
     try:
         layers = pyogrio.list_layers(path)
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise InvalidProposal("file", f"{label}: cannot be read as {FORMAT_NAMES[fmt]} ({_first_line(exc)})") from None
+    except Exception as exc:
+        raise refused(f"cannot be read as {FORMAT_NAMES[fmt]}", exc) from None
     names = [str(row[0]) for row in layers if row[1] is not None]
     if not names:
         raise InvalidProposal("file", f"{label}: no layer with geometries")
@@ -249,13 +256,14 @@ def _read_ogr(path: str, fmt: str, label: str) -> tuple[list[BaseGeometry], list
     for name in names:  # KML: each folder is a layer, all of them make the proposal
         try:
             frame = pyogrio.read_dataframe(path, layer=name)
-        except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, ValueError) as exc:
-            raise InvalidProposal("file", f"{label}: layer '{name}' cannot be read ({_first_line(exc)})") from None
-        if frame.crs is not None and declared is None:
-            declared = frame.crs.to_wkt()
+            crs = frame.crs.to_wkt() if frame.crs is not None else None
+        except Exception as exc:
+            raise refused(f"layer '{name[:80]}' cannot be read", exc) from None
+        if crs is not None and declared is None:
+            declared = crs
         for i, geom in enumerate(frame.geometry.to_numpy()):
             if geom is None:
-                raise InvalidProposal("file", f"{label}: feature {i + 1} of layer '{name}' has no geometry")
+                raise InvalidProposal("file", f"{label}: feature {i + 1} of layer '{name[:80]}' has no geometry")
             geoms.append(geom)
         records = frame.drop(columns=frame.geometry.name).to_dict("records")
         props.extend(records)
@@ -266,9 +274,10 @@ def _read_ogr(path: str, fmt: str, label: str) -> tuple[list[BaseGeometry], list
     return geoms, props, declared
 
 
-def _first_line(exc: Exception) -> str:
-    """The first line of a reader's error, without the server's file names (GDAL quotes the path it opened)."""
-    text = without_paths(str(exc).strip(), "<upload>")
+def _first_line(exc: BaseException, known: Iterable[str] = ()) -> str:
+    """The first line of a reader's error, without the server's file names: GDAL quotes the path it opened, which
+    is our scratch directory; those `known` paths go exactly, anything else path-like by pattern."""
+    text = without_paths(str(exc).strip(), "<upload>", known)
     return text.splitlines()[0][:200] if text else exc.__class__.__name__
 
 
@@ -277,7 +286,7 @@ def _shapefile_in_zip(data: bytes, label: str) -> tuple[str, bool]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = archive.infolist()
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError) as exc:
         raise InvalidProposal("file", f"{label}: not a readable zip archive ({exc})") from None
     if sum(m.file_size for m in members) > MAX_UNZIPPED_BYTES:
         raise ProposalTooLarge("file", f"{label}: unpacks to more than {MAX_UNZIPPED_BYTES // 2**20} MiB")
@@ -292,9 +301,12 @@ def _shapefile_in_zip(data: bytes, label: str) -> tuple[str, bool]:
     return shps[0], stem + ".prj" in present
 
 
-def read_file(data: bytes, filename: str | None, media_type: str | None = None
+def read_file(data: bytes, filename: str | None, media_type: str | None = None, scratch_dir: Path | None = None
               ) -> tuple[list[BaseGeometry], list[Mapping[str, Any]], str | None, str]:
-    """(geometries, properties, declared CRS, format) of an uploaded GeoPackage, zipped Shapefile, GeoJSON or KML."""
+    """(geometries, properties, declared CRS, format) of an uploaded GeoPackage, zipped Shapefile, GeoJSON or KML.
+
+    GDAL reads files, so the upload is written to a directory of its own under `scratch_dir` (the temp_dir
+    setting; None: the system's), removed afterwards."""
     label = f"'{filename[:80]}'" if filename else "the upload"
     if len(data) > MAX_UPLOAD_BYTES:
         raise ProposalTooLarge("file", f"{label} is {len(data):,} bytes; at most {MAX_UPLOAD_BYTES:,}")
@@ -315,18 +327,18 @@ def read_file(data: bytes, filename: str | None, media_type: str | None = None
             raise InvalidProposal("file", f"{label}: not valid GeoJSON ({exc})") from None
         geoms, props, declared = read_geojson(obj, "file")
         return geoms, props, declared, fmt
-    with tempfile.TemporaryDirectory(prefix="gis-proposal-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gis-proposal-", dir=scratch_dir) as tmp:
         if fmt == "shp":
             member, has_prj = _shapefile_in_zip(data, label)
             archive = Path(tmp) / "upload.zip"
             archive.write_bytes(data)
-            geoms, props, declared = _read_ogr(f"/vsizip/{archive}/{member}", fmt, label)
+            geoms, props, declared = _read_ogr(f"/vsizip/{archive}/{member}", fmt, label, tmp)
             if not has_prj:
                 declared = None
         else:
             path = Path(tmp) / f"upload.{fmt}"
             path.write_bytes(data)
-            geoms, props, declared = _read_ogr(str(path), fmt, label)
+            geoms, props, declared = _read_ogr(str(path), fmt, label, tmp)
     return geoms, props, declared, fmt
 
 
@@ -447,8 +459,9 @@ def proposal_from_geojson(obj: Any, *, crs: str | None, city_extent: tuple[float
 
 
 def proposal_from_file(data: bytes, filename: str | None, *, media_type: str | None = None, crs: str | None,
-                       city_extent: tuple[float, float, float, float], proposed_use: str | None = None) -> Proposal:
-    geoms, props, declared, fmt = read_file(data, filename, media_type)
+                       city_extent: tuple[float, float, float, float], proposed_use: str | None = None,
+                       scratch_dir: Path | None = None) -> Proposal:
+    geoms, props, declared, fmt = read_file(data, filename, media_type, scratch_dir)
     if declared is None and crs is None and fmt == "shp":
         raise InvalidProposal("crs", "the zipped Shapefile has no .prj: give its CRS (e.g. EPSG:4549)")
     name = f"'{Path(filename).name}'" if filename else "upload"

@@ -53,7 +53,7 @@ def key_column(spec: LayerSpec) -> sql.Identifier:
 
 def table_clauses(spec: LayerSpec, history: bool) -> tuple[sql.Composable, sql.Composable]:
     """(the primary key's columns, the PARTITION BY clause) of one of the layer's tables."""
-    base: list[sql.Composable] = [sql.SQL("fid")] + ([sql.SQL("refresh_id")] if history else [])
+    base: list[sql.Composable] = [sql.SQL("fid"), *([sql.SQL("refresh_id")] if history else [])]
     if spec.partition is None:
         return sql.SQL(", ").join(base), sql.SQL("")
     key = key_column(spec)

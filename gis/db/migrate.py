@@ -16,6 +16,7 @@ from gis import identifiers as ids
 from gis.db import layer_partitions
 from gis.errors import ConfigError
 from gis.layers import LayerRegistry, LayerSpec
+from gis.refresh import row_hash
 
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
@@ -152,6 +153,7 @@ def ensure_layer_tables(conn: psycopg.Connection, registry: LayerRegistry, then:
             aside = layer_partitions.set_aside_plain_tables(conn, spec)  # declared partitioned since made
             create_layer_tables(conn, spec)
             add_new_fields(conn, spec)
+            row_hash.ensure_hashed(conn, spec)  # versions hashed before, or before a new field, as now
             create_declared_indexes(conn, spec)
             layer_partitions.move_rows_back(conn, spec, aside)
             layer_partitions.ensure_partitions(conn, spec, backfill=new)

@@ -107,6 +107,7 @@ class GuardedPool(AsyncConnectionPool):
         )
         self.name = name
         self.settings = settings
+        self._probe_conninfo = conninfo  # the pool's own `conninfo` may also be a callable; ours is a string
         self.breaker = Breaker()
         self.breaker.trip("not probed yet")
         self.lag_seconds: float | None = None
@@ -175,7 +176,7 @@ class GuardedPool(AsyncConnectionPool):
             if self._probe_conn is None or self._probe_conn.closed:
                 async with asyncio.timeout(self.settings.db_connect_timeout_s + 1):  # libpq's own bound, and ours
                     self._probe_conn = await psycopg.AsyncConnection.connect(
-                        self.conninfo, **connection_kwargs(self.settings, f"{self.name}-probe"))
+                        self._probe_conninfo, **connection_kwargs(self.settings, f"{self.name}-probe"))
             conn = self._probe_conn
             row = await _bounded(conn, _fetch_lag(conn), self.settings.db_probe_timeout_s)
         except (psycopg.Error, TimeoutError, OSError) as exc:
@@ -278,7 +279,7 @@ class GuardedSyncPool(ConnectionPool):
                          reconnect_timeout=0, kwargs=connection_kwargs(settings, name))
         self.name = name
         self.leader: GuardedPool | None = None
-        self._lock = threading.Lock()
+        self._inflight_lock = threading.Lock()  # ours; the pool's own _lock is its RLock
         self._inflight: dict[int, tuple[int, psycopg.Connection[Any]]] = {}  # id(conn) -> (thread, conn)
         self._aborted: set[int] = set()  # threads whose connection the breaker shut
 
@@ -293,15 +294,15 @@ class GuardedSyncPool(ConnectionPool):
         thread = threading.get_ident()
         try:
             with super().connection(timeout) as conn:
-                with self._lock:
+                with self._inflight_lock:
                     self._inflight[id(conn)] = (thread, conn)
                 try:
                     yield conn
                 finally:
-                    with self._lock:
+                    with self._inflight_lock:
                         self._inflight.pop(id(conn), None)
         except Exception as exc:
-            with self._lock:
+            with self._inflight_lock:
                 aborted = thread in self._aborted
                 self._aborted.discard(thread)
             if aborted:
@@ -310,7 +311,7 @@ class GuardedSyncPool(ConnectionPool):
 
     def abort_inflight(self) -> None:
         """Called by the leader's probe (event loop thread) when the database stops answering."""
-        with self._lock:
+        with self._inflight_lock:
             for thread, conn in list(self._inflight.values()):
                 self._aborted.add(thread)
                 _shut_down(conn)

@@ -8,6 +8,9 @@
   and version move with them (one ops.refresh_log row), so caches and ETags keyed by the version renew.
 - ops.jobs rows of synchronous process calls (their caller has had the answer) go after
   sync_job_retention_minutes.
+- the bytes of finished deliveries (ops.deliveries.content) go after delivery_retention_days; the row stays
+  (sender, file name, checksum, size, result, rejects) with content_pruned_at set. A delivery still accepted
+  or running keeps its bytes: its job needs them.
 Partition names come from the catalog and are composed with psycopg.sql, never from input.
 """
 
@@ -36,13 +39,17 @@ class PruneResult:
     made_partitions: int = 0
     audit_rows_deleted: int = 0
     sync_jobs_deleted: int = 0
+    delivery_bytes_dropped: int = 0
+    deliveries_pruned: int = 0
     layers: dict[str, layer_partitions.Dropped] = field(default_factory=dict)  # partitioned event layers
 
     def summary(self) -> str:
         dropped = ", ".join(self.dropped_partitions) or "none"
         lines = [f"audit log: partitions dropped: {dropped}; {self.audit_rows_deleted} older rows deleted from the "
                  f"default partition; {self.made_partitions} partitions made ahead; "
-                 f"synchronous process jobs deleted: {self.sync_jobs_deleted}"]
+                 f"synchronous process jobs deleted: {self.sync_jobs_deleted}",
+                 f"delivery files dropped: {self.deliveries_pruned} ({self.delivery_bytes_dropped:,} bytes; "
+                 "their records kept)"]
         for layer, gone in self.layers.items():
             lines.append(f"{layer}: {gone.current_rows} rows past retention removed; partitions dropped: "
                          f"{', '.join(gone.partitions) or 'none'}")
@@ -116,4 +123,10 @@ def prune(conn: psycopg.Connection, settings: Settings, now: datetime | None = N
         result.sync_jobs_deleted = conn.execute(
             "DELETE FROM ops.jobs WHERE execution = 'sync' AND status IN ('successful', 'failed', 'dismissed') "
             "AND finished < %s", (now - timedelta(minutes=settings.sync_job_retention_minutes),)).rowcount
+        row = conn.execute(
+            "WITH pruned AS (UPDATE ops.deliveries SET content = NULL, content_pruned_at = %s "
+            "WHERE content_pruned_at IS NULL AND status IN ('succeeded', 'failed') AND received_at < %s "
+            "RETURNING size_bytes) SELECT count(*), coalesce(sum(size_bytes), 0) FROM pruned",
+            (now, now - timedelta(days=settings.delivery_retention_days))).fetchone()
+        result.deliveries_pruned, result.delivery_bytes_dropped = (int(row[0]), int(row[1])) if row else (0, 0)
     return result

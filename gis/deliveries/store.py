@@ -75,14 +75,18 @@ def _job(conn: psycopg.Connection, job_id: str, **values: Any) -> None:
                          "AND status <> 'dismissed'").format(sets), {**values, "job": job_id})
 
 
-def run_delivery(url: str, spec: LayerSpec, delivery_id: int, city_extent: Extent, rejects_dir: Path) -> dict[str, Any]:
-    """The job: load the delivery with the refresh job; its result, also kept on the delivery and the job."""
+def run_delivery(url: str, spec: LayerSpec, delivery_id: int, city_extent: Extent, rejects_dir: Path,
+                 scratch_dir: Path | None = None) -> dict[str, Any]:
+    """The job: load the delivery with the refresh job (unpacked in `scratch_dir`, the temp_dir setting); its
+    result, also kept on the delivery and the job."""
     with psycopg.connect(url, autocommit=True, application_name=f"gis-delivery:{delivery_id}") as conn:
         row = conn.execute("SELECT filename, content, cut_at, job_id FROM ops.deliveries WHERE delivery_id = %s "
                            "AND layer_id = %s", (delivery_id, spec.id)).fetchone()
         if row is None:
             raise NotFound(f"no delivery {delivery_id} of '{spec.id}'")
         filename, content, cut_at, job_id = row
+        if content is None:  # only a finished delivery's bytes are ever pruned (gis/db/retention.py)
+            raise NotFound(f"delivery {delivery_id} of '{spec.id}' is finished and its file is no longer kept")
         conn.execute("UPDATE ops.deliveries SET status = 'running' WHERE delivery_id = %s", (delivery_id,))
         _job(conn, job_id, status="running", message="reading the delivery", progress=5, started=datetime.now(UTC))
         last = [0.0]
@@ -96,7 +100,7 @@ def run_delivery(url: str, spec: LayerSpec, delivery_id: int, city_extent: Exten
 
         rejects: str | None = None
         try:
-            with tempfile.TemporaryDirectory(prefix="gis-delivery-") as directory:
+            with tempfile.TemporaryDirectory(prefix="gis-delivery-", dir=scratch_dir) as directory:
                 path = unpack(filename, bytes(content), spec.source, Path(directory))
                 refreshed = run_refresh(url, RefreshRequest(spec, path, city_extent, rejects_dir, progress=False,
                                                             cut_at=cut_at, on_progress=progress))
@@ -156,4 +160,5 @@ async def rejects_of(conn: psycopg.AsyncConnection, layer_id: str, delivery_id: 
     row = await cursor.fetchone()
     if row is None:
         raise NotFound(f"no delivery {delivery_id} of '{layer_id}'")
-    return row[0]
+    rejects: str | None = row[0]
+    return rejects

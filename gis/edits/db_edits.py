@@ -23,6 +23,7 @@ from psycopg import sql
 
 from gis import identifiers as ids
 from gis.layers import LayerRegistry, LayerSpec
+from gis.refresh import row_hash
 from gis.refresh.validate import Extent
 from gis.security import rows
 from gis.security.policy import EditOperation, Policy
@@ -153,8 +154,7 @@ def install_trigger(conn: psycopg.Connection, spec: LayerSpec, city_extent: Exte
         new_fields=sql.SQL(", ").join(sql.SQL("NEW.{}").format(f) for f in fields),
         old_fields=sql.SQL(", ").join(sql.SQL("OLD.{}").format(f) for f in fields),
         new_validity=new_validity, old_validity=old_validity, xmin=xmin, ymin=ymin, xmax=xmax, ymax=ymax,
-        hash=sql.SQL("substring(sha256(convert_to(concat_ws('|', NEW.fid, {}, ST_AsEWKT(NEW.geom)), 'UTF8')) FOR 8)"
-                     ).format(sql.SQL(", ").join(sql.SQL("NEW.{}").format(f) for f in fields))))
+        hash=row_hash.hash_sql(spec, "new")))
     table = ids.current_table(spec)
     conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(TRIGGER, table))
     # Not for the owner: refreshes and the API's edits (gis/edits/store.py) write their versions themselves.

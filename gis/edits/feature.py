@@ -20,7 +20,7 @@ from gis.features import crs as crs_
 from gis.layers import LayerSpec
 from gis.refresh.normalise import Rejects, normalise_batch, resolve_columns
 from gis.refresh.sources import SourceBatch
-from gis.refresh.staging import canonical_frame, row_hashes
+from gis.refresh.staging import row_hashes
 from gis.refresh.validate import Extent, validate_batch
 
 VALIDITY = ("valid_from", "valid_to")
@@ -130,7 +130,7 @@ def check_feature(spec: LayerSpec, fid: str, properties: Mapping[str, Any], geom
     if rejects:
         problem = rejects.rows[1][1][0]
         raise InvalidFeature(_parameter(spec, problem), problem.partition(": ")[2] if ": " in problem else problem)
-    hashes = row_hashes(canonical_frame(normalised, as_input))
+    hashes = row_hashes(normalised, spec)  # the layer's own columns: as a refresh and the edit trigger hash it
     record = normalised.frame.iloc[0]
     values = {name: _plain(record[name]) for name in spec.field_names}
     return CheckedFeature(fid, values, _plain(record["valid_from"]), _plain(record["valid_to"]),

@@ -37,7 +37,7 @@ MAX_FID = 200
 
 class Operation(StrEnum):
     create = "create"  # POST /items
-    replace = "replace"  # PUT /items/{fid}
+    replace = "replace"  # type: ignore[assignment]  # PUT /items/{fid}; hides str.replace, never called on one
     update = "update"  # PATCH /items/{fid} (JSON merge patch)
     delete = "delete"  # DELETE /items/{fid}
 
@@ -224,8 +224,11 @@ def _fid_of(request: EditRequest) -> str:
     else:
         fid = uuid.uuid4().hex
     fid = fid.strip()
-    if not fid or len(fid) > MAX_FID or any(ord(c) < 32 for c in fid) or "/" in fid:
-        raise InvalidFeature("id", f"an id is 1 to {MAX_FID} characters, without '/' or control characters")
+    # Any other character is fine: a path carries it percent-encoded (a slash as %2F, services/encoded_paths.py).
+    # "." and ".." are not: URL clients resolve them as dot-segments, encoded or not (RFC 3986, 6.2.2.2).
+    if not fid or len(fid) > MAX_FID or any(ord(c) < 32 for c in fid) or fid in (".", ".."):
+        raise InvalidFeature("id", f"an id is 1 to {MAX_FID} characters, without control characters, "
+                             "and neither '.' nor '..'")
     return fid
 
 

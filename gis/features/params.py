@@ -40,6 +40,9 @@ class ItemsQuery:
     bbox_crs: crs_.Crs = crs_.CRS84
     time: TimeRange | None = None
     filter: Filter | None = None  # CQL2 (its JSON form) and property=value filters, combined
+    # The caller's row rule (CQL2, in filter_crs), set by the service, never by the request: the rows are read
+    # with it first and the filter is applied only to what it lets through (gis.features.queries.source).
+    rows: Filter | None = None
     filter_crs: crs_.Crs = crs_.CRS84
     properties: tuple[str, ...] | None = None  # None: all
     sortby: tuple[tuple[str, bool], ...] = ()  # (queryable, descending)
@@ -49,7 +52,7 @@ class ItemsQuery:
     @property
     def selects_all(self) -> bool:
         """No bbox, filter or datetime: the layer's recorded row count is numberMatched."""
-        return self.bbox is None and self.time is None and self.filter is None
+        return self.bbox is None and self.time is None and self.filter is None and self.rows is None
 
     @property
     def keyset(self) -> bool:

@@ -12,6 +12,7 @@ Which rows a request reads (the temporal model):
 - event layer: the current table, filtered on its event-time field.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -32,7 +33,7 @@ COUNT_BOUND = 1000  # numberMatched of a filtered request is given when at most 
 
 @dataclass(frozen=True)
 class Statement:
-    query: sql.Composable | bytes  # bytes: rendered once for its shape and reused
+    query: sql.Composed | sql.SQL | bytes  # bytes: rendered once for its shape and reused
     params: dict[str, object]
 
 
@@ -189,7 +190,19 @@ def _is_instant(when: TimeRange | _Now) -> bool:
     return isinstance(when, _Now) or when.is_instant
 
 
-def _versions(spec: LayerSpec, when: TimeRange | _Now, predicates: list[sql.Composable]) -> sql.Composable:
+def _fenced(inner: sql.Composable, caller: Sequence[sql.Composable], alias: str = "r") -> sql.Composable:
+    """`inner` (a SELECT) with the caller's own conditions applied only to the rows it yields.
+
+    OFFSET 0 is PostgreSQL's optimisation fence: no condition of the outer query is pushed into a subquery
+    with OFFSET, and the subquery is never flattened into it. So a caller's filter, which the planner would
+    otherwise order freely among the row rule's conditions (by cost), never meets a row outside the rule: no
+    answer, count or error can come from a row the caller may not read."""
+    return sql.SQL("SELECT * FROM ({} OFFSET 0) {} WHERE {}").format(inner, sql.Identifier(alias),
+                                                                     sql.SQL(" AND ").join(caller))
+
+
+def _versions(spec: LayerSpec, when: TimeRange | _Now, predicates: list[sql.Composable],
+              caller: Sequence[sql.Composable] = ()) -> sql.Composable:
     """The versions a versioned read answers with: at most one per fid, without sorting the layer.
 
     The versions of one fid never overlap, so at an instant the current rows valid then and the history
@@ -201,39 +214,55 @@ def _versions(spec: LayerSpec, when: TimeRange | _Now, predicates: list[sql.Comp
 
     Every condition is on the union, none inside a branch: PostgreSQL merges ordered branches only when
     they carry no WHERE of their own, and pushes these conditions into each branch itself.
+
+    `caller`: the caller's own filter where a row rule is among `predicates`: applied above a fence (_fenced),
+    in the probes too, so it never meets a version outside the rule.
     """
     columns = _columns(spec)
     conditions = _version_predicates(when) + predicates
+    outer = list(caller)
     if not _is_instant(when):
         # Inside a probe, unqualified columns name the probed table's own (the innermost scope). OFFSET 0
         # keeps each probe a per-row index look-up: PostgreSQL would otherwise hash the whole table for it.
-        probe = [sql.SQL("v.fid = fid"), *conditions]
-        later_current = sql.SQL("NOT EXISTS (SELECT 1 FROM (SELECT *, false AS _closed FROM {}) c WHERE {} OFFSET 0)"
-                                ).format(ids.current_table(spec), sql.SQL(" AND ").join(probe))
-        later_closed = sql.SQL(
-            "NOT EXISTS (SELECT 1 FROM (SELECT *, true AS _closed FROM {}) h WHERE (h.valid_from, h.refresh_id) > "
-            "(v.valid_from, v.refresh_id) AND {} OFFSET 0)").format(ids.history_table(spec),
-                                                                    sql.SQL(" AND ").join(probe))
-        conditions = [*conditions, sql.SQL("(NOT _closed OR ({} AND {}))").format(later_current, later_closed)]
-    return sql.SQL(
-        "(SELECT {cols} FROM (SELECT {cols}, refresh_id, false AS _closed FROM {cur} "
-        "UNION ALL SELECT {cols}, refresh_id, true FROM {hist}) v{where}) t"
-    ).format(cols=columns, cur=ids.current_table(spec), hist=ids.history_table(spec), where=_where(conditions))
+        def later(table: sql.Composable, closed: str, newer: str) -> sql.Composable:
+            found = sql.SQL("SELECT * FROM (SELECT *, {} AS _closed FROM {}) c WHERE {}{}").format(
+                sql.SQL(closed), table, sql.SQL(newer), sql.SQL(" AND ").join([sql.SQL("v.fid = fid"), *conditions]))
+            return sql.SQL("NOT EXISTS ({})").format(_fenced(found, outer) if outer else found + sql.SQL(" OFFSET 0"))
+
+        newest = sql.SQL("(NOT _closed OR ({} AND {}))").format(
+            later(ids.current_table(spec), "false", ""),
+            later(ids.history_table(spec), "true", "(c.valid_from, c.refresh_id) > (v.valid_from, v.refresh_id) AND "))
+        if outer:
+            outer.append(newest)
+        else:
+            conditions = [*conditions, newest]
+    union = sql.SQL("SELECT * FROM (SELECT {cols}, refresh_id, false AS _closed FROM {cur} "
+                    "UNION ALL SELECT {cols}, refresh_id, true FROM {hist}) v{where}").format(
+        cols=columns, cur=ids.current_table(spec), hist=ids.history_table(spec), where=_where(conditions))
+    if outer:
+        union = _fenced(union, outer, "v")
+    return sql.SQL("(SELECT {} FROM ({}) v) t").format(columns, union)
 
 
-def source(spec: LayerSpec, time: TimeRange | None, predicates: list[sql.Composable]) -> sql.Composable:
+def source(spec: LayerSpec, time: TimeRange | None, predicates: list[sql.Composable],
+           caller: Sequence[sql.Composable] = ()) -> sql.Composable:
     """A FROM item (aliased t) holding the rows a request reads, with `predicates` applied.
 
     For versioned reads the predicates go inside, on each version, before each fid's latest one is taken
     (see _versions). The time's values are parameters t_start / t_end (see time_params).
+    `caller`: conditions of the caller's own (its CQL2 filter) when `predicates` hold its row rule: evaluated
+    only on rows the rule and the other predicates let through (_fenced), never beside them.
     """
     when = _reads_versions(spec, time)
     if when is None:
         own = list(predicates)
         if spec.temporal.kind == "event" and time is not None:
             own = _event_predicates(spec, time) + own
-        return sql.SQL("(SELECT {} FROM {}{}) t").format(_columns(spec), ids.current_table(spec), _where(own))
-    return _versions(spec, when, predicates)
+        rows: sql.Composable = sql.SQL("SELECT * FROM {}{}").format(ids.current_table(spec), _where(own))
+        if caller:
+            rows = _fenced(rows, caller)
+        return sql.SQL("(SELECT {} FROM ({}) r) t").format(_columns(spec), rows)
+    return _versions(spec, when, predicates, caller)
 
 
 def is_fast_path(spec: LayerSpec, q: ItemsQuery) -> bool:
@@ -252,15 +281,22 @@ def _order(spec: LayerSpec, q: ItemsQuery) -> sql.Composable:
     return sql.SQL(", ").join(keys)
 
 
-def filter_predicates(spec: LayerSpec, q: ItemsQuery, params: dict[str, object]) -> list[sql.Composable]:
+def filter_predicates(spec: LayerSpec, q: ItemsQuery, params: dict[str, object]
+                      ) -> tuple[list[sql.Composable], list[sql.Composable]]:
+    """(predicates, caller): the conditions for source(). With a row rule (q.rows) the rule, the bbox and the
+    keyset are the predicates and the caller's CQL2 filter goes above the fence; without one, all are predicates
+    (the planner may then use the filter's indexes)."""
     found: list[sql.Composable] = []
+    caller: list[sql.Composable] = []
+    if q.rows is not None:
+        found.append(translate(q.rows, spec, q.filter_crs, params, "rows"))
     if q.bbox is not None:
         found.append(_bbox_predicate(q.bbox, q.bbox_crs))
     if q.filter is not None:
-        found.append(translate(q.filter, spec, q.filter_crs, params))
+        (found if q.rows is None else caller).append(translate(q.filter, spec, q.filter_crs, params))
     if q.after is not None:
         found.append(sql.SQL("fid > %(after)s::text"))
-    return found
+    return found, caller
 
 
 def _items_params(spec: LayerSpec, q: ItemsQuery) -> dict[str, object]:
@@ -282,7 +318,7 @@ def _time_shape(time: TimeRange | None) -> tuple[bool, bool, bool] | None:
 
 def _shape(spec: LayerSpec, q: ItemsQuery) -> tuple[object, ...] | None:
     """What decides an items statement's text (its values aside); None when it has a CQL2 filter."""
-    if q.filter is not None:
+    if q.filter is not None or q.rows is not None:
         return None
     time = _time_shape(q.time)
     box = None if q.bbox is None else (q.bbox_crs.uri, q.bbox[0] > q.bbox[2])
@@ -305,7 +341,7 @@ def items_statement(spec: LayerSpec, q: ItemsQuery) -> Statement:
         if cached is not None and cached[0] is spec:
             return Statement(cached[1], _items_params(spec, q))
     statement = _build_items_statement(spec, q)
-    if shape is not None and isinstance(statement.query, sql.Composable):
+    if shape is not None and isinstance(statement.query, sql.Composed | sql.SQL):
         rendered = statement.query.as_bytes(None)
         _remember(shape, spec, rendered)
         return Statement(rendered, statement.params)
@@ -320,7 +356,7 @@ def _remember(shape: tuple[object, ...], spec: LayerSpec, query: bytes) -> None:
 
 def _build_items_statement(spec: LayerSpec, q: ItemsQuery) -> Statement:
     params = _items_params(spec, q)
-    predicates = filter_predicates(spec, q, params)
+    predicates, caller = filter_predicates(spec, q, params)
     order = _order(spec, q)
     if is_fast_path(spec, q):
         matched: sql.Composable = sql.SQL("(SELECT row_count FROM ops.layer_stats WHERE layer_id = %(layer_id)s)")
@@ -331,7 +367,7 @@ def _build_items_statement(spec: LayerSpec, q: ItemsQuery) -> Statement:
             "(SELECT CASE WHEN n <= {bound} THEN n END FROM (SELECT count(*) AS n FROM "
             "(SELECT 1 FROM {source} LIMIT {bound_plus}) c) b)"
         ).format(bound=sql.Literal(COUNT_BOUND), bound_plus=sql.Literal(COUNT_BOUND + 1),
-                 source=source(spec, q.time, predicates))
+                 source=source(spec, q.time, predicates, caller))
     else:
         matched = sql.SQL("NULL::bigint")
     limit = int(q.limit)
@@ -346,7 +382,7 @@ def _build_items_statement(spec: LayerSpec, q: ItemsQuery) -> Statement:
     ).format(
         feature=feature_text(spec, q.crs, q.properties, q.skip_geometry),
         limit=sql.Literal(limit), limit_plus=sql.Literal(limit + 1), matched=matched, order=order,
-        source=source(spec, q.time, predicates),
+        source=source(spec, q.time, predicates, caller),
     )
     return Statement(query, params)
 

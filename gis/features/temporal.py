@@ -81,9 +81,9 @@ def parse_datetime(value: str, parameter: str = "datetime") -> TimeRange:
         if text in _OPEN:
             raise InvalidQuery(parameter, "an instant or an interval start/end is needed")
         if _DATE.match(text):
-            start, _ = _bound(text, parameter, is_end=False)
-            end, inclusive = _bound(text, parameter, is_end=True)
-            return TimeRange(start, end, inclusive)
+            opens, _ = _bound(text, parameter, is_end=False)
+            closes, inclusive = _bound(text, parameter, is_end=True)
+            return TimeRange(opens, closes, inclusive)
         stamp = parse_timestamp(text, parameter)
         return TimeRange(stamp, stamp)
     parts = text.split("/")

@@ -118,6 +118,7 @@ def pipe_segments(conn: psycopg.Connection, pipelines: LayerSpec, fids: Sequence
     for fid in fids:
         _, wkb, d0, d1, utility, diameter = rows[fid]
         line = shapely.from_wkb(bytes(wkb))
+        assert isinstance(line, LineString)  # the pipelines layer's geometry type
         if segments:
             end = shapely.Point(segments[-1].line.coords[-1])
             first, last = shapely.Point(line.coords[0]), shapely.Point(line.coords[-1])
@@ -211,7 +212,8 @@ def chart(found: Profile, width: int = 960, height: int = 360) -> Drawing:
         return top + (height - top - bottom) * (hi - v) / (hi - lo)
 
     def path(key: str) -> str:
-        runs, current = [], []
+        runs: list[list[str]] = []
+        current: list[str] = []
         for s in found.stations:
             value = getattr(s, key)
             if value is None:

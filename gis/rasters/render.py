@@ -1,6 +1,6 @@
 """Cells to colours: the colour ramp, relief shading, class palettes and true colour, as RGBA arrays.
 
-Pure numpy; the map tiles (services/map_tiles.py) and the sample generator's imagery use it.
+Pure numpy; the map tiles (services/routers/map_tiles.py) and the sample generator's imagery use it.
 """
 
 import numpy as np
@@ -25,7 +25,8 @@ def hillshade(elevation: NDArray[np.floating], cell_x: float, cell_y: float) -> 
     aspect = np.arctan2(dz_south, -dz_east)
     azimuth, altitude = np.radians(360.0 - SUN_AZIMUTH + 90.0), np.radians(SUN_ALTITUDE)
     shade = np.sin(altitude) * np.cos(slope) + np.cos(altitude) * np.sin(slope) * np.cos(azimuth - aspect)
-    return np.clip(shade, 0.0, 1.0)
+    clipped: NDArray[np.float64] = np.clip(shade, 0.0, 1.0)
+    return clipped
 
 
 def ramp(values: NDArray[np.floating], spec: RasterSpec) -> NDArray[np.float64]:

@@ -3,14 +3,17 @@
 A value that cannot be made to fit is not guessed at: the row becomes a reject with its reason.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 import shapely
 from numpy.typing import NDArray
+from shapely.geometry.base import BaseGeometry
 
 from gis.crs import to_storage_crs
 from gis.errors import SourceError
@@ -111,7 +114,7 @@ def _timestamp(value: object) -> pd.Timestamp | None:
     if isinstance(value, date) and not isinstance(value, datetime):
         value = datetime(value.year, value.month, value.day)
     stamp = pd.Timestamp(value)  # type: ignore[arg-type]
-    if stamp is pd.NaT:
+    if pd.isna(stamp):  # pd.Timestamp gives NaT for some texts instead of raising
         raise ValueError(f"{value!r} is not a time")
     return stamp.tz_localize(LOCAL_TIME) if stamp.tzinfo is None else stamp
 
@@ -143,13 +146,15 @@ def _parse_column(values: pd.Series, kind: FieldType) -> tuple[pd.Series, NDArra
         return numbers, present & numbers.isna().to_numpy()
     if kind is FieldType.boolean:
         lowered = values.astype(str).str.strip().str.lower()
-        parsed = pd.Series(np.where(lowered.isin(_TRUE), True, np.where(lowered.isin(_FALSE), False, None)),
-                           index=values.index, dtype=object)
-        return parsed, present & parsed.isna().to_numpy()
+        flags = np.full(len(values), None, dtype=object)  # None where neither true nor false
+        flags[lowered.isin(_TRUE).to_numpy()] = True
+        flags[lowered.isin(_FALSE).to_numpy()] = False
+        return pd.Series(flags, index=values.index, dtype=object), present & pd.isna(flags)
     return _parse_times(values, as_date=kind is FieldType.date)
 
 
-_MULTI_OF = {
+# The single type's number -> the constructor of its multi type (shapely's constructors differ in their overloads).
+_MULTI_OF: dict[int, Callable[..., Any]] = {
     shapely.GeometryType.POINT: shapely.multipoints,
     shapely.GeometryType.LINESTRING: shapely.multilinestrings,
     shapely.GeometryType.POLYGON: shapely.multipolygons,
@@ -181,8 +186,8 @@ def _fit_family(geometries: NDArray[np.object_], target: GeometryType) -> tuple[
     return out, problems
 
 
-def _fit_one(geometry: object, target: GeometryType, single: int, wanted: int, out: NDArray[np.object_],
-             i: int) -> str | None:
+def _fit_one(geometry: BaseGeometry | None, target: GeometryType, single: int, wanted: int,
+             out: NDArray[np.object_], i: int) -> str | None:
     if geometry is None or shapely.is_empty(geometry):
         return "no geometry"
     kind = shapely.get_type_id(geometry)
@@ -246,7 +251,7 @@ def normalise_batch(
             rejects.add(batch.first_row + int(position), frame["fid"].iloc[position],
                         f"{spec_field.name}: {raw.iloc[position]!r} is not a {spec_field.type.value}")
     geometries, problems = normalise_geometries(batch.geometries, spec)
-    for position, problem in enumerate(problems):
+    for row, problem in enumerate(problems):
         if problem:
-            rejects.add(batch.first_row + position, frame["fid"].iloc[position], problem)
+            rejects.add(batch.first_row + row, frame["fid"].iloc[row], problem)
     return NormalisedBatch(batch.first_row, frame, geometries)

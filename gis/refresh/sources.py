@@ -6,6 +6,7 @@ Batches keep memory flat however large the delivery is (a million pipe segments 
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,7 @@ def checksum(path: Path, fmt: SourceFormat) -> str:
     digest = hashlib.sha256()
     for part in _files_of(path, fmt):
         with part.open("rb") as stream:
-            for block in iter(lambda s=stream: s.read(1 << 20), b""):
+            for block in iter(partial(stream.read, 1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
 
@@ -82,12 +83,13 @@ def _read_csv(path: Path, spec: SourceSpec) -> Iterator[SourceBatch]:
                          encoding=spec.encoding or "utf-8")
     for chunk in chunks:
         chunk = chunk.replace("", None)
-        x = pd.to_numeric(chunk.get(spec.x), errors="coerce")
-        y = pd.to_numeric(chunk.get(spec.y), errors="coerce")
-        if x is None or y is None:
+        if spec.x not in chunk.columns or spec.y not in chunk.columns:
             raise SourceError(f"{path}: coordinate columns '{spec.x}', '{spec.y}' missing")
-        points = shapely.points(np.column_stack([x.to_numpy(float), y.to_numpy(float)]))
-        points[np.isnan(x.to_numpy(float)) | np.isnan(y.to_numpy(float))] = None
+        x = pd.to_numeric(chunk[spec.x], errors="coerce").to_numpy(float)
+        y = pd.to_numeric(chunk[spec.y], errors="coerce").to_numpy(float)
+        points = shapely.points(np.column_stack([x, y]))
+        assert isinstance(points, np.ndarray)  # an array of coordinates gives an array of points
+        points[np.isnan(x) | np.isnan(y)] = None
         yield SourceBatch(first, chunk.drop(columns=[spec.x, spec.y]).reset_index(drop=True), points)
         first += len(chunk)
 

@@ -5,9 +5,10 @@ layer (one write, one GiST build at the end); every later load copies into a scr
 merge compares with the layer. The COPY is written through a queue drained by psycopg's writer
 thread, so PostgreSQL ingests one batch while Python normalises the next.
 
-A row's hash covers its canonical values (fid, fields, EWKB geometry and the validity the source
-gives) and is computed column-wise before any CSV is written: rows whose hash equals the layer's are
-counted and never formatted or sent, so a rerun of the same delivery writes nothing.
+A row's hash covers its canonical values (fid, fields, geometry and the validity the source gives) and is
+computed before any CSV is written: rows whose hash equals the layer's are counted and never formatted or
+sent, so a rerun of the same delivery writes nothing. The hash is gis.refresh.row_hash's, the one the PostGIS
+edit trigger computes in SQL too.
 """
 
 import csv
@@ -26,11 +27,10 @@ from psycopg.copy import Copy, QueuedLibpqWriter
 
 from gis import identifiers as ids
 from gis.layers import LayerSpec
+from gis.refresh import row_hash
 from gis.refresh.normalise import NormalisedBatch, Rejects
 
 DUPLICATE = "fid: appears more than once in the delivery"
-# The key of the row hash (pandas' keyed SipHash; any fixed 16 characters, never to change).
-_HASH_KEY = "gis-row-hash-key"
 # Ends each canonical record, so the batch's CSV text splits into rows even where a value holds a newline.
 _RECORD_END = "\x1e"
 
@@ -86,15 +86,15 @@ def canonical_frame(batch: NormalisedBatch, spec: LayerSpec) -> pd.DataFrame:
     return frame
 
 
-def row_hashes(frame: pd.DataFrame) -> list[bytes]:
-    """A keyed 64-bit SipHash per canonical row, computed column-wise in C.
+def row_hashes(batch: NormalisedBatch, spec: LayerSpec) -> list[bytes]:
+    """Each row's version hash (gis.refresh.row_hash; the same as the edit trigger's in SQL).
 
     64 bits suffice: a hash only has to tell a row's new version from its old one, and the chance that
     a change keeps the hash is 2^-64 per changed row.
     """
-    hashes = pd.util.hash_pandas_object(frame, index=False, hash_key=_HASH_KEY).to_numpy(np.uint64)
-    raw = hashes.astype("<u8").tobytes()
-    return [raw[i:i + 8] for i in range(0, len(raw), 8)]
+    frame = batch.frame[[c for c in canonical_columns(spec) if c != "geom"]].copy()
+    frame["geom"] = batch.geometries
+    return row_hash.row_hashes(frame, spec)
 
 
 def _csv_lines(frame: pd.DataFrame) -> list[str]:
@@ -123,7 +123,7 @@ def csv_rows(batch: NormalisedBatch, spec: LayerSpec, mode: LoadMode, refresh_id
     Rows already rejected (`skip`) are left out; a fid seen twice rejects both rows.
     """
     frame = canonical_frame(batch, spec)
-    hashes = row_hashes(frame)
+    hashes = row_hashes(batch, spec)
     send = np.zeros(len(frame), dtype=bool)
     for position, fid in enumerate(frame["fid"].tolist()):
         if skip[position]:
@@ -142,10 +142,10 @@ def csv_rows(batch: NormalisedBatch, spec: LayerSpec, mode: LoadMode, refresh_id
     if not len(positions):
         return ""
     buffer = io.StringIO()
-    for position, line in zip(positions, _csv_lines(frame.iloc[positions]), strict=True):
-        digest = hashes[position].hex()
+    for sent, line in zip(positions.tolist(), _csv_lines(frame.iloc[positions]), strict=True):
+        digest = hashes[sent].hex()
         if mode is LoadMode.merge:
-            buffer.write(f"{batch.first_row + position},{line},\\x{digest}\n")
+            buffer.write(f"{batch.first_row + sent},{line},\\x{digest}\n")
         else:
             buffer.write(f"{line},\\x{digest},{refresh_id}\n")
     return buffer.getvalue()

@@ -283,18 +283,18 @@ def _row_security(conn: psycopg.Connection, plans: list[GroupPlan], registry: La
             readers.setdefault((table.schema, table.table), []).append((group.name, table))
     for spec in registry.values():
         for table_name in (spec.id, spec.history_table):
-            table = sql.Identifier(spec.domain.value, table_name)
+            qualified = sql.Identifier(spec.domain.value, table_name)
             grants = readers.get((spec.domain.value, table_name), [])
             enabled, policies = _row_security_state(conn, spec.domain.value, table_name)
             if not any(g.rule is not None for _, g in grants):
                 if enabled and policies == 0:  # nothing limits its rows any more (ours were dropped before)
-                    conn.execute(sql.SQL("ALTER TABLE {} DISABLE ROW LEVEL SECURITY").format(table))
+                    conn.execute(sql.SQL("ALTER TABLE {} DISABLE ROW LEVEL SECURITY").format(qualified))
                 continue
             if not enabled:
-                conn.execute(sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(table))
+                conn.execute(sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(qualified))
             for name, grant in grants:
                 conn.execute(sql.SQL("CREATE POLICY {} ON {} AS PERMISSIVE FOR SELECT TO {} USING ({})").format(
-                    sql.Identifier(name), table, sql.Identifier(name), grant.rule or sql.SQL("true")))
+                    sql.Identifier(name), qualified, sql.Identifier(name), grant.rule or sql.SQL("true")))
 
 
 def _styles(conn: psycopg.Connection, plans: list[GroupPlan]) -> None:

@@ -5,6 +5,7 @@ answers show `<file>` instead. The CLI keeps the paths (the operator's own files
 """
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 # An absolute path of two segments or more (GDAL's /vsizip/ and the like in front included), not inside a URL
@@ -12,7 +13,12 @@ from typing import Any
 _SERVER_PATH = re.compile(r"(?<![\w:/.])(/vsi\w+/)?(/[^\s'\"():,<>]+){2,}")
 
 
-def without_paths(text: str, placeholder: str = "<file>") -> str:
+def without_paths(text: str, placeholder: str = "<file>", known: Iterable[str] = ()) -> str:
+    """`text` with server paths replaced: first the `known` ones (the paths the caller itself handed a reader,
+    replaced exactly, so a scratch directory with spaces or unusual characters goes too), then anything that
+    looks like an absolute path."""
+    for path in sorted((p for p in known if p), key=len, reverse=True):
+        text = text.replace(path, placeholder)
     return _SERVER_PATH.sub(placeholder, text)
 
 

@@ -55,10 +55,6 @@ async def spatial_node(conn: psycopg.AsyncConnection, rule: RowRule, registry: L
     return {"op": "s_intersects", "args": [{"property": "geometry"}, area]}
 
 
-def combine(rule_node: Filter, request_filter: Filter | None) -> Filter:
-    return rule_node if request_filter is None else {"op": "and", "args": [rule_node, request_filter]}
-
-
 # -- row-level security in PostgreSQL ------------------------------------------------------------------
 
 CLAIMS_TABLE = sql.Identifier("ops", "db_role_claims")

@@ -23,6 +23,7 @@ from psycopg import sql
 
 from gis import identifiers as ids
 from gis.errors import GisError
+from gis.refresh import row_hash
 from gis.security import inference
 from gis.sensing.thresholds import READING_FIELDS, Thresholds
 
@@ -141,7 +142,7 @@ def parse_batch(body: object, thresholds: Thresholds, now: datetime | None = Non
         raise InvalidReadings("readings", "readings: a non-empty list of readings")
     if len(raw) > MAX_READINGS:
         raise InvalidReadings("readings", f"readings: {len(raw):,} readings; at most {MAX_READINGS:,} per batch")
-    qualities = frozenset(thresholds.readings.field("quality").values or ())  # type: ignore[union-attr]
+    qualities = frozenset(thresholds.readings.known_field("quality").values or ())
     moment = now or datetime.now(UTC)
     errors: list[dict[str, Any]] = []
     readings = [r for i, item in enumerate(raw) if (r := _one(item, i, qualities, moment, errors)) is not None]
@@ -259,7 +260,7 @@ WITH incoming AS (
   JOIN {sensors} s ON s.fid = i.sensor
   JOIN unnest(%(types)s::text[], %(units)s::text[]) AS u(sensor_type, unit) ON u.sensor_type = s.{sensor_type}
 ), changed AS (
-  SELECT i.*, c.fid IS NULL AS is_new FROM incoming i LEFT JOIN {readings} c ON c.fid = i.fid
+  SELECT i.*, c.fid IS NULL AS is_new{c_kept} FROM incoming i LEFT JOIN {readings} c ON c.fid = i.fid
   WHERE c.fid IS NULL OR ({c_mine}, c.geom) IS DISTINCT FROM
         (i.sensor, i.sensor_type, i.utility, i.observed_at, i.value, i.unit, i.quality, i.geom)
 ), closed AS (
@@ -273,8 +274,7 @@ WITH incoming AS (
 ), written AS (
   INSERT INTO {readings} AS c (fid, {mine}, geom, valid_from, row_hash, refresh_id)
   SELECT x.fid, x.sensor, x.sensor_type, x.utility, x.observed_at, x.value, x.unit, x.quality, x.geom, now(),
-         substring(sha256(convert_to(concat_ws('|', x.fid, x.sensor, x.observed_at, x.value, x.quality), 'UTF8'))
-                   FOR 8), %(rid)s
+         {row_hash}, %(rid)s
   FROM changed x
   ON CONFLICT (fid, {observed_at}) DO UPDATE SET {set_mine}, geom = EXCLUDED.geom, valid_from = EXCLUDED.valid_from,
     row_hash = EXCLUDED.row_hash, refresh_id = EXCLUDED.refresh_id
@@ -320,6 +320,9 @@ def _statements(thresholds: Thresholds) -> dict[str, sql.Composed]:
     spec = thresholds.readings
     mine = [ids.column(spec, name) for name in READING_FIELDS]
     every = ids.field_columns(spec)
+    # Fields the readings do not set keep the stored version's values; the hash is the refresh's (row_hash), so a
+    # file delivery of a posted reading leaves it alone.
+    kept = [ids.column(spec, name) for name in spec.field_names if name not in READING_FIELDS]
     names = {
         "readings": ids.current_table(spec), "history": ids.history_table(spec),
         "sensors": ids.current_table(thresholds.sensors),
@@ -329,6 +332,8 @@ def _statements(thresholds: Thresholds) -> dict[str, sql.Composed]:
         "all_fields": sql.SQL(", ").join(every), "c_all": sql.SQL(", ").join(sql.SQL("c.{}").format(c) for c in every),
         "set_mine": sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(c) for c in mine),
         "observed_at": ids.column(spec, "observed_at"),
+        "c_kept": sql.SQL("").join(sql.SQL(", c.{}").format(c) for c in kept),
+        "row_hash": row_hash.hash_sql(spec, "x"),
     }
     return {"upsert": sql.SQL(_UPSERT).format(**names), "first_stats": sql.SQL(_FIRST_STATS).format(**names)}
 

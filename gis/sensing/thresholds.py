@@ -127,14 +127,14 @@ def _check(registry: LayerRegistry) -> Callable[[ThresholdsFile], None]:
                 raise ValueError(f"layers.inspections: no layer '{parsed.layers.inspections}'")
             inspections = registry[parsed.layers.inspections]
             _field_check(inspections, INSPECTION_FIELDS, "layers.inspections")
-            severities = set(inspections.field("severity").values or ())  # type: ignore[union-attr]
+            severities = set(inspections.known_field("severity").values or ())
             if severities != {*ids, NO_WARNING}:
                 raise ValueError(f"layers.inspections: '{inspections.id}'.severity's values must be the levels "
                                  f"and {NO_WARNING}")
         if len(set(ids)) != len(ids):
             raise ValueError("levels: a level id is given twice")
-        types = set(sensors.field("sensor_type").values or ())  # type: ignore[union-attr]
-        utilities = set(sensors.field("utility").values or ())  # type: ignore[union-attr]
+        types = set(sensors.known_field("sensor_type").values or ())
+        utilities = set(sensors.known_field("utility").values or ())
         for name in parsed.sensor_types:
             if name not in types:
                 raise ValueError(f"sensor_types.{name}: not a sensor_type of '{sensors.id}'")

@@ -129,9 +129,8 @@ class Translator:
 
     @staticmethod
     def op_of(node: Any) -> str | None:
-        if isinstance(node, dict) and isinstance(node.get("op"), str):
-            return node["op"].lower()
-        return None
+        op = node.get("op") if isinstance(node, dict) else None
+        return op.lower() if isinstance(op, str) else None
 
     # -- predicates -------------------------------------------------------------------------------
     def predicate(self, node: Any) -> sql.Composable:

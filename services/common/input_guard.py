@@ -4,7 +4,7 @@ A NUL character (`%00`) in a path segment or a query value cannot reach PostgreS
 one) nor mean anything to us: it is refused here with a 400 naming the parameter, so no route has to
 remember it. (Routes are matched first, so the parameter is named as the route names it.) JSON bodies are
 their routes' to read: `nul_at` names where one holds an escaped NUL (`\\u0000`); what a route lets through
-PostgreSQL refuses, and services.errors answers that with a 400 naming the body.
+PostgreSQL refuses, and services.common.errors answers that with a 400 naming the body.
 
 And an empty query value is the parameter left out (EmptyValuesLeftOut), for every route.
 """
@@ -15,8 +15,8 @@ from urllib.parse import unquote_to_bytes
 from fastapi import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.errors import InvalidParameter
-from services.ogc import DOCUMENT_NAMES
+from services.common.errors import InvalidParameter
+from services.common.ogc import DOCUMENT_NAMES
 
 NUL = "\x00"
 

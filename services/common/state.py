@@ -12,7 +12,7 @@ from gis.db.routing import Served, Work, run_read, run_row
 from gis.layers import LayerRegistry
 from gis.settings import Settings
 
-# The served versions of the request being answered: set (to a fresh Served) by services.serving's middleware,
+# The served versions of the request being answered: set (to a fresh Served) by services.common.serving's middleware,
 # filled by AppState.read, turned into the X-Layer-Version header. A mutable holder, so it crosses tasks.
 SERVED: ContextVar[Served | None] = ContextVar("served", default=None)
 

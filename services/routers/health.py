@@ -18,8 +18,8 @@ from fastapi.responses import JSONResponse, Response
 from gis.db.migrate import migration_files
 from gis.db.pool import GuardedPool
 from gis.security.disclosure import without_paths
-from services.serving import Metrics, metrics_text, pool_stats
-from services.state import AppState, app_state
+from services.common.serving import Metrics, metrics_text, pool_stats
+from services.common.state import AppState, app_state
 
 LOGGER = logging.getLogger("gis.health")
 router = APIRouter(include_in_schema=False)

@@ -14,10 +14,11 @@ from gis.features import crs as crs_
 from gis.features.cql2 import CONFORMANCE as CQL2_CONFORMANCE
 from gis.features.cql2 import LANGUAGES
 from gis.features.params import DEFAULT_LIMIT, MAX_LIMIT
-from services import auth, coverages, html, ogc
-from services.errors import document_errors
-from services.features import layer_stats, view_document
-from services.state import app_state
+from services.auth import visibility
+from services.common import html, ogc, rasters
+from services.common.collections import layer_stats, view_document
+from services.common.errors import document_errors
+from services.common.state import app_state
 
 router = APIRouter(tags=["Service"])
 
@@ -93,8 +94,8 @@ async def collections(request: Request) -> Response:
         "links": ogc.self_links(request, "/collections", html=as_html),
         "crs": [c.uri for c in crs_.SUPPORTED],
         "collections": [view_document(request, view, stats.get(layer_id))
-                        for layer_id, view in auth.visible_layers(request).items()]
-                       + await coverages.raster_documents(request),
+                        for layer_id, view in visibility.visible_layers(request).items()]
+                       + await rasters.raster_documents(request),
     }
     if as_html:
         return ogc.html_response(html.collections_page(document))
@@ -104,7 +105,8 @@ async def collections(request: Request) -> Response:
 @router.get("/openapi", summary="This API's definition (OpenAPI 3.0)")
 async def openapi(request: Request) -> Response:
     params = ogc.query_params(request, ())
-    document = _for_caller(request.app.openapi(), [*auth.visible_layers(request), *auth.visible_rasters(request)])
+    document = _for_caller(request.app.openapi(),
+                           [*visibility.visible_layers(request), *visibility.visible_rasters(request)])
     # The paths are relative to the server's URL, which is this service's base (a proxy's /gis/ included).
     document = {**document, "servers": [{"url": ogc.base_url(request)}]}
     if ogc.wants_html(request, params):

@@ -32,8 +32,8 @@ from gis.errors import GisError, NotFound, SourceError
 from gis.features.errors import InvalidQuery
 from gis.rendering import render
 from gis.sensing.readings import InvalidReadings, WriteBusy
-from services.headers import SECURITY_HEADERS
-from services.negotiation import accepts_html
+from services.common.headers import SECURITY_HEADERS
+from services.common.negotiation import accepts_html
 
 DATABASE_RETRY_SECONDS = 5
 
@@ -222,7 +222,7 @@ _ERRORS = {
 }
 
 
-NO_NUL = "^[^\\u0000]*$"  # a string without NUL: what the service takes (services.input_guard)
+NO_NUL = "^[^\\u0000]*$"  # a string without NUL: what the service takes (services.common.input_guard)
 
 
 def _strings_without_nul(node: Any) -> None:
@@ -242,7 +242,7 @@ def _strings_without_nul(node: Any) -> None:
 
 def _empty_means_left_out(document: dict[str, Any]) -> None:
     """Every optional query parameter may be sent empty (`?f=`), and is then taken as left out
-    (services.input_guard.EmptyValuesLeftOut): the document says so with allowEmptyValue."""
+    (services.common.input_guard.EmptyValuesLeftOut): the document says so with allowEmptyValue."""
     shared = document.get("components", {}).get("parameters", {}).values()
     inline = [p for operations in document.get("paths", {}).values() for operation in operations.values()
               if isinstance(operation, dict) for p in operation.get("parameters", [])]

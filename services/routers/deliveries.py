@@ -32,11 +32,11 @@ from gis.layers import LayerSpec
 from gis.refresh.normalise import LOCAL_TIME
 from gis.security import audit
 from gis.security.disclosure import scrubbed, without_paths
-from services import html, ogc
-from services.auth import CREDENTIAL_PARAMETER, caller_of, forbidden, unauthorized
-from services.errors import InvalidParameter
-from services.planning import _replay, read_body
-from services.state import AppState, app_state
+from services.auth.credentials import CREDENTIAL_PARAMETER, caller_of, forbidden, unauthorized
+from services.common import html, ogc
+from services.common.bodies import read_body, replay
+from services.common.errors import InvalidParameter
+from services.common.state import AppState, app_state
 
 LOGGER = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/deliveries", tags=["Deliveries"])
@@ -71,7 +71,7 @@ async def _upload(request: Request) -> tuple[str, bytes, datetime | None]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await read_body(request, MAX_FILE_BYTES + 2**20)
     if content_type == "multipart/form-data":
-        form = await _replay(request, body).form(max_files=1, max_fields=5)
+        form = await replay(request, body).form(max_files=1, max_fields=5)
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise InvalidParameter("file", "the form needs a file part named 'file'")
@@ -89,7 +89,8 @@ def _run(state: AppState, spec: LayerSpec, delivery_id: int, job_id: str) -> Non
     """The job, in a thread of this process; a failure nobody foresaw fails the job, never silently."""
     url = database_url(state.settings)
     try:
-        store.run_delivery(url, spec, delivery_id, state.settings.city_extent, state.settings.rejects_dir)
+        store.run_delivery(url, spec, delivery_id, state.settings.city_extent, state.settings.rejects_dir,
+                           state.settings.temp_dir)
     except Exception:
         LOGGER.exception("delivery %s of %s failed", delivery_id, spec.id)
         with psycopg.connect(url, autocommit=True) as conn:

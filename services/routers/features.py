@@ -18,20 +18,22 @@ from gis.errors import NotFound
 from gis.features import crs as crs_
 from gis.features.params import (
     ITEMS_PARAMETERS,
-    ItemsQuery,
     encode_cursor,
     parse_items_query,
     parse_properties,
     property_parameters,
 )
-from gis.features.queries import Statement, history_statement, item_statement, items_statement, stats_statement
+from gis.features.queries import Statement, history_statement, item_statement, items_statement
 from gis.features.queryables import json_schema
 from gis.features.temporal import parse_datetime
 from gis.layers import LayerSpec
 from gis.security.policy import LayerView
-from services import auth, coverages, html, limits, ogc
-from services.errors import InvalidParameter
-from services.state import AppState, app_state
+from services import encoded_paths
+from services.auth import read_audit, visibility
+from services.common import html, limits, ogc, rasters
+from services.common.collections import blame, iso_time, layer_stats, view_document
+from services.common.errors import InvalidParameter
+from services.common.state import AppState, app_state
 
 router = APIRouter(tags=["OGC API Features"])
 
@@ -42,7 +44,7 @@ _ALLOWED_ITEMS: dict[int, frozenset[str]] = {}
 
 def _layer(request: Request, collection_id: str) -> tuple[AppState, LayerView]:
     """The layer as the caller may see it (masked fields left out); 404 as for no such layer if hidden."""
-    return app_state(request), auth.layer_view(request, collection_id)
+    return app_state(request), visibility.layer_view(request, collection_id)
 
 
 def _items_parameters(spec: LayerSpec) -> frozenset[str]:
@@ -67,84 +69,10 @@ async def fetch_one(state: AppState, statement: Statement, blame: str | None = N
         raise InvalidParameter(blame, f"cannot be evaluated: {message}") from None
 
 
-async def layer_stats(state: AppState) -> dict[str, tuple[Any, ...]]:
-    """layer_id -> (layer_id, row_count, extent, time_extent, changed_refresh_id, changed_at)."""
-    statement = stats_statement()
-
-    async def work(conn: psycopg.AsyncConnection[Any]) -> dict[str, tuple[Any, ...]]:
-        cursor = await conn.execute(statement.query, prepare=True)
-        return {row[0]: row for row in await cursor.fetchall()}
-
-    return await state.read([], work)
-
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None or value in (datetime.min, datetime.max):
-        return None
-    try:
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (OverflowError, ValueError):
-        return None
-
-
-def collection_document(request: Request, spec: LayerSpec, stats: tuple[Any, ...] | None) -> dict[str, Any]:
-    path = f"/collections/{spec.id}"
-    extent: dict[str, Any] = {}
-    if stats is not None and stats[2] is not None and None not in stats[2]:
-        extent["spatial"] = {"bbox": [list(stats[2])], "crs": crs_.CRS84.uri}
-    if stats is not None and stats[3] is not None:
-        start, end = (stats[3] + [None, None])[:2]
-        extent["temporal"] = {"interval": [[_iso(start), _iso(end)]],
-                              "trs": "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"}
-    document: dict[str, Any] = {
-        "id": spec.id,
-        "title": f"{spec.title.zh} · {spec.title.en}",
-        "titles": {"zh": spec.title.zh, "en": spec.title.en},
-        "description": spec.description,
-        "keywords": list(spec.keywords),
-        "itemType": "feature",
-        "crs": [c.uri for c in crs_.SUPPORTED],
-        "storageCrs": crs_.STORAGE_CRS.uri,
-        "extent": extent,
-        "links": [
-            *ogc.self_links(request, path),
-            ogc.link(ogc.url(request, f"{path}/items"), "items", ogc.GEOJSON, "features as GeoJSON"),
-            ogc.link(ogc.url(request, f"{path}/items", [("f", "html")]), "items", "text/html", "features as HTML"),
-            ogc.link(ogc.url(request, f"{path}/queryables"), "http://www.opengis.net/def/rel/ogc/1.0/queryables",
-                     ogc.SCHEMA_JSON, "queryable properties"),
-            *(extra for provider in getattr(request.app.state, "collection_links", ())
-              for extra in provider(ogc.base_url(request), spec.id)),
-        ],
-        "geometryType": spec.geometry.value,
-        "domain": spec.domain.value,
-        "department": spec.department,
-        "access": spec.access.value,
-        "updateFrequency": spec.update_frequency,
-        "temporal": {"kind": spec.temporal.kind, **({"field": spec.temporal.field} if spec.temporal.field else {}),
-                     "featuresCarryValidity": spec.has_valid_time},
-    }
-    if stats is not None:
-        if not spec.has_valid_time:  # a plan's table also holds parcels not (or no longer) in force
-            document["numberOfFeatures"] = stats[1]
-        document["changedAt"] = _iso(stats[5])
-    return document
-
-
-def view_document(request: Request, view: LayerView, stats: tuple[Any, ...] | None) -> dict[str, Any]:
-    """The collection document as the caller sees the layer: a row-limited view tells nothing of the whole
-    layer (no total, no extents, no time of its last change), only what every caller may know."""
-    document = collection_document(request, view.spec, stats)
-    if not view.tells_layer_facts:
-        document.pop("numberOfFeatures", None)
-        document.pop("changedAt", None)
-        document["extent"] = {}
-    return document
-
-
 @router.get("/collections/{collection_id}", summary="A layer's metadata")
 async def collection(collection_id: str, request: Request) -> Response:
     if collection_id in app_state(request).registry.rasters:
-        return await coverages.collection(collection_id, request)
+        return await rasters.collection(collection_id, request)
     state, view = _layer(request, collection_id)
     params = ogc.query_params(request, ())
     as_html = ogc.wants_html(request, params)
@@ -166,15 +94,6 @@ async def queryables(collection_id: str, request: Request) -> Response:
     return ogc.json_response(schema, ogc.SCHEMA_JSON)
 
 
-def blame(q: ItemsQuery) -> str | None:
-    """The parameter to name when the database refuses a value of this query."""
-    if q.filter is not None:
-        return "filter"
-    if q.bbox is not None:
-        return "bbox"
-    return "datetime" if q.time is not None else None
-
-
 @router.get("/collections/{collection_id}/items", summary="Features of a layer, one page")
 async def items(collection_id: str, request: Request) -> Response:
     state, view = _layer(request, collection_id)
@@ -186,13 +105,13 @@ async def items(collection_id: str, request: Request) -> Response:
         if as_html:
             q = replace(q, crs=crs_.CRS84)  # the HTML map draws lon/lat
     asked = q
-    q = await auth.restrict(request, view, q)
+    q = await visibility.restrict(request, view, q)
     with ogc.client_input():
         statement = items_statement(spec, q)
     row = await fetch_one(state, statement, blame(q), view.source.id)
     assert row is not None
     features, returned, more, last_fid, matched = row
-    await auth.audit_read(request, view, returned)
+    await read_audit.audit_read(request, view, returned)
     q = asked  # links and pages show the caller's own query, not the row rule
     if matched is None and not more and q.after is None:
         matched = q.offset + returned  # the whole rest fits in this page, so the count is known
@@ -207,7 +126,7 @@ async def items(collection_id: str, request: Request) -> Response:
         links.append(ogc.link(ogc.url(request, path, [*kept, *position, *fmt]), "next",
                               "text/html" if as_html else ogc.GEOJSON, "next page"))
     links.append(ogc.link(ogc.url(request, f"/collections/{spec.id}"), "collection", ogc.JSON, spec.title.en))
-    head: dict[str, Any] = {"type": "FeatureCollection", "timeStamp": _iso(datetime.now(UTC))}
+    head: dict[str, Any] = {"type": "FeatureCollection", "timeStamp": iso_time(datetime.now(UTC))}
     if matched is not None:
         head["numberMatched"] = matched
     head["numberReturned"] = returned
@@ -220,6 +139,7 @@ async def items(collection_id: str, request: Request) -> Response:
 
 @router.get("/collections/{collection_id}/items/{feature_id}", summary="One feature")
 async def item(collection_id: str, feature_id: str, request: Request) -> Response:
+    feature_id = encoded_paths.original(request, feature_id)
     state, view = _layer(request, collection_id)
     spec = view.spec
     params = ogc.query_params(request, ITEM_PARAMETERS)
@@ -232,10 +152,10 @@ async def item(collection_id: str, feature_id: str, request: Request) -> Respons
         raise NotFound(f"no feature '{feature_id[:60]}' in '{spec.id}'")
     # The row rule is in the one statement: a feature outside the caller's rows and one that does not exist take
     # the same query and plan, and answer alike.
-    rule = await auth.row_filter(request, view)
+    rule = await visibility.row_filter(request, view)
     row = await fetch_one(state, item_statement(spec, feature_id, out_crs, time, properties, rule),
                           layer=view.source.id)
-    await auth.audit_read(request, view, 0 if row is None else 1, 404 if row is None else 200)
+    await read_audit.audit_read(request, view, 0 if row is None else 1, 404 if row is None else 200)
     if row is None:
         raise NotFound(f"no feature '{feature_id[:200]}' in '{spec.id}'")
     path = f"/collections/{spec.id}/items/{_quote(feature_id)}"
@@ -255,6 +175,7 @@ async def item(collection_id: str, feature_id: str, request: Request) -> Respons
 
 @router.get("/collections/{collection_id}/items/{feature_id}/history", summary="Every version of one feature")
 async def history(collection_id: str, feature_id: str, request: Request) -> Response:
+    feature_id = encoded_paths.original(request, feature_id)
     state, view = _layer(request, collection_id)
     spec = view.spec
     params = ogc.query_params(request, HISTORY_PARAMETERS)
@@ -263,9 +184,9 @@ async def history(collection_id: str, feature_id: str, request: Request) -> Resp
         out_crs = crs_.parse_crs(params["crs"], "crs") if "crs" in params and not as_html else crs_.CRS84
     if "\x00" in feature_id:
         raise NotFound(f"no feature '{feature_id[:60]}' in '{spec.id}'")
-    rule = await auth.row_filter(request, view)
+    rule = await visibility.row_filter(request, view)
     row = await fetch_one(state, history_statement(spec, feature_id, out_crs, rule), layer=view.source.id)
-    await auth.audit_read(request, view, 0 if row is None else row[1], 404 if row is None or not row[1] else 200)
+    await read_audit.audit_read(request, view, 0 if row is None else row[1], 404 if row is None or not row[1] else 200)
     if row is None or not row[1]:
         raise NotFound(f"no feature '{feature_id[:200]}' in '{spec.id}'")
     path = f"/collections/{spec.id}/items/{_quote(feature_id)}/history"
@@ -282,6 +203,14 @@ async def history(collection_id: str, feature_id: str, request: Request) -> Resp
     if as_html:
         return ogc.html_response(html.history_page(spec, feature_id, orjson.loads(body)))
     return Response(body, media_type=ogc.GEOJSON, headers={"Content-Crs": f"<{out_crs.uri}>"})
+
+
+# Clients that put an id into the path as it is (OWSLib's collection_item) send its slashes as slashes: a GET
+# that no route above takes is the item whose id is the rest of the path. Its history needs the id encoded
+# (`A%2F12/history`), as every link the service writes has it: `A/12/history` is the item "A/12/history".
+@router.get("/collections/{collection_id}/items/{feature_id:path}", include_in_schema=False)
+async def item_with_slashes(collection_id: str, feature_id: str, request: Request) -> Response:
+    return await item(collection_id, feature_id, request)
 
 
 def _quote(fid: str) -> str:

@@ -25,10 +25,12 @@ from gis.edits.store import Editor, EditRequest, EditResult, Operation, apply_ed
 from gis.features import crs as crs_
 from gis.features.errors import InvalidQuery
 from gis.security.policy import EditOperation
-from services.auth import caller_of, forbidden, layer_view, unauthorized
-from services.errors import InvalidParameter
-from services.planning import read_body
-from services.state import AppState, app_state
+from services import encoded_paths
+from services.auth.credentials import caller_of, forbidden, unauthorized
+from services.auth.visibility import layer_view
+from services.common.bodies import read_body
+from services.common.errors import InvalidParameter
+from services.common.state import AppState, app_state
 
 router = APIRouter(tags=["OGC API Features: editing (Part 4)"])
 
@@ -136,6 +138,8 @@ def _apply(state: AppState, edit: EditRequest) -> EditResult:
 
 async def _edit(request: Request, collection_id: str, operation: Operation, feature_id: str | None) -> EditResult:
     state = app_state(request)
+    if feature_id is not None:
+        feature_id = encoded_paths.original(request, feature_id)
     editor = _editor(request, collection_id, operation)
     spec = state.registry[collection_id]
     body = None if operation is Operation.delete else await _json_body(request)

@@ -1,4 +1,4 @@
-"""Content negotiation shared by the routes (services.ogc) and the error handlers (services.errors)."""
+"""Content negotiation shared by the routes (services.common.ogc) and the error handlers (services.common.errors)."""
 
 
 def accepts_html(accept: str) -> bool:

@@ -16,10 +16,11 @@ from fastapi.responses import Response
 
 from gis import catalog
 from gis.errors import NotFound
-from services import auth, ogc
-from services.downloads import download_links
-from services.html import html_page, svg_map
-from services.state import app_state
+from services.auth import visibility
+from services.common import ogc
+from services.common.collections import download_links
+from services.common.html import html_page, svg_map
+from services.common.state import app_state
 
 router = APIRouter(tags=["OGC API Records"])
 
@@ -37,10 +38,10 @@ async def _records(request: Request) -> list[dict[str, Any]]:
     async with state.pool.connection() as conn:
         facts = await catalog.read_facts(conn)
     found = []
-    for view in auth.visible_layers(request).values():
+    for view in visibility.visible_layers(request).values():
         found.append(_with_links(request, catalog.record(view.spec, facts.get(view.source.id), "vector",
                                                          tells_counts=view.tells_layer_facts)))
-    for raster_id, spec in auth.visible_rasters(request).items():
+    for raster_id, spec in visibility.visible_rasters(request).items():
         found.append(_with_links(request, catalog.record(spec, facts.get(raster_id), "raster")))
     return found
 

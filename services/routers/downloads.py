@@ -7,7 +7,7 @@ and deleted; CSV streams straight from PostgreSQL's COPY.
 """
 
 import shutil
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import BinaryIO
 from urllib.parse import urlencode
@@ -22,21 +22,16 @@ from gis.features.params import parse_items_query, property_parameters
 from gis.features.queries import Statement
 from gis.layers import LayerSpec
 from gis.security.policy import LayerView
-from services import auth, limits, ogc
-from services.errors import InvalidParameter
-from services.features import blame
-from services.state import app_state
+from services.auth import read_audit, visibility
+from services.common import limits, ogc
+from services.common.collections import blame, download_links
+from services.common.errors import InvalidParameter
+from services.common.state import app_state
 
 router = APIRouter(tags=["Downloads"])
 
 FILTER_PARAMETERS = frozenset({"bbox", "bbox-crs", "datetime", "filter", "filter-lang", "filter-crs"})
 FORMAT_PARAMETER = "f"
-
-
-def download_links(url_of: Callable[[str, list[tuple[str, str]]], str], layer_id: str) -> list[dict[str, str]]:
-    """One link per format (rel enclosure), with URLs made by `url_of(path, params)`."""
-    return [ogc.link(url_of(f"/collections/{layer_id}/download", [("f", fmt.value)]), "enclosure",
-                     info.media_type, f"download as {info.title}") for fmt, info in FORMATS.items()]
 
 
 def collection_links(base: str, layer_id: str) -> list[dict[str, str]]:
@@ -69,24 +64,25 @@ def _refused(exc: psycopg.Error, parameter: str | None) -> Exception:
             "zipped Shapefile or CSV file, with the filters of /items",
             responses={200: {"content": {info.media_type.split(";")[0]: {} for info in FORMATS.values()}}})
 async def download(collection_id: str, request: Request) -> Response:
-    view = auth.layer_view(request, collection_id)
+    view = visibility.layer_view(request, collection_id)
     spec = view.spec
     params = ogc.query_params(request, FILTER_PARAMETERS | property_parameters(spec))
     fmt = _format(params)
     with ogc.client_input():
         q = parse_items_query(spec, params, limits.cql2_limits(request))
-    q = await auth.restrict(request, view, q)
+    q = await visibility.restrict(request, view, q)
     statement = downloads.export_statement(spec, q, fmt)
     if fmt is Format.csv:
         return await _stream_csv(request, view, statement, blame(q))
     state = app_state(request)
     try:
         async with state.pool.connection() as conn:
-            written = await downloads.write_file(conn, spec, statement, fmt)
+            written = await downloads.write_file(conn, spec, statement, fmt,
+                                                     scratch_dir=state.settings.temp_dir)
     except psycopg.Error as exc:
         raise _refused(exc, blame(q)) from None
     try:
-        await auth.audit_read(request, view, written.features, extra={"format": fmt.value})
+        await read_audit.audit_read(request, view, written.features, extra={"format": fmt.value})
         handle = written.path.open("rb")
         size = written.path.stat().st_size
     finally:
@@ -115,7 +111,7 @@ async def _stream_csv(request: Request, view: LayerView, statement: Statement, p
             finally:
                 # One audit row per download, when it ends; the count is left open (a quoted value may
                 # hold a line break, so lines are not features).
-                await auth.audit_read(request, view, None, extra={"format": Format.csv.value})
+                await read_audit.audit_read(request, view, None, extra={"format": Format.csv.value})
 
     chunks = body()
     try:

@@ -9,8 +9,8 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from gis.features.errors import InvalidQuery
-from services.errors import InvalidParameter
-from services.negotiation import accepts_html
+from services.common.errors import InvalidParameter
+from services.common.negotiation import accepts_html
 
 GEOJSON = "application/geo+json"
 JSON = "application/json"

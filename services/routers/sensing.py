@@ -30,9 +30,11 @@ from gis.security.examples import EXAMPLE_SENSOR
 from gis.sensing import readings as readings_
 from gis.sensing.thresholds import READING_FIELDS, Thresholds, default_thresholds_path, load_thresholds
 from gis.sensing.warnings import MAX_LIMIT, Cursor, InvalidCursor, WarningQuery, read_warnings
-from services.auth import CREDENTIAL_PARAMETER, audit_read, caller_of, forbidden, layer_view, unauthorized
-from services.planning import read_body
-from services.state import app_state
+from services.auth.credentials import CREDENTIAL_PARAMETER, caller_of, forbidden, unauthorized
+from services.auth.read_audit import audit_read
+from services.auth.visibility import layer_view
+from services.common.bodies import read_body
+from services.common.state import app_state
 
 JSON = "application/json"
 GEOJSON = "application/geo+json"

@@ -16,14 +16,14 @@ from gis import tiles as mvt
 from gis.errors import NotFound
 from gis.layers import RasterSpec
 from gis.rasters import read
-from services import auth, ogc
-from services.coverages import cache_scope, matches, parse_time, version_of
-from services.errors import InvalidParameter
+from services.auth import read_audit, visibility
+from services.common import ogc
+from services.common.errors import InvalidParameter
+from services.common.rasters import MAX_ZOOM, cache_scope, matches, parse_time, version_of
 
 router = APIRouter(tags=["OGC API Maps (tiles)"])
 
 PNG = "image/png"
-MAX_ZOOM = 20  # deeper tiles only magnify the cells
 TILE_MAX_AGE = 300
 DATETIME_HELP = "An instant (or a date / interval: its end): the version of the layer in force then"
 REL_TILING_SCHEME = "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme"
@@ -75,7 +75,7 @@ def tileset_document(request: Request, spec: RasterSpec, style: str) -> dict[str
 
 @router.get("/collections/{collectionId}/map/tiles", summary="A raster's map tilesets (one per style)")
 async def tilesets(collectionId: str, request: Request) -> Response:
-    spec = auth.raster_view(request, collectionId)
+    spec = visibility.raster_view(request, collectionId)
     ogc.query_params(request, ())
     return ogc.json_response({"tilesets": [tileset_document(request, spec, s.id) for s in read.styles(spec)],
                               "links": [ogc.link(ogc.url(request, f"/collections/{spec.id}/map/tiles"), "self",
@@ -84,7 +84,7 @@ async def tilesets(collectionId: str, request: Request) -> Response:
 
 @router.get("/collections/{collectionId}/map/tiles/{tileMatrixSetId}", summary="A raster's map tileset")
 async def tileset(collectionId: str, tileMatrixSetId: str, request: Request) -> Response:
-    spec = auth.raster_view(request, collectionId)
+    spec = visibility.raster_view(request, collectionId)
     _check_tms(tileMatrixSetId)
     ogc.query_params(request, ())
     return ogc.json_response(tileset_document(request, spec, "default"))
@@ -107,7 +107,7 @@ async def _tilejson(request: Request, spec: RasterSpec, style: str) -> Response:
 
 @router.get("/collections/{collectionId}/map/tiles/{tileMatrixSetId}/tilejson.json", summary="TileJSON 3.0.0")
 async def tilejson(collectionId: str, tileMatrixSetId: str, request: Request) -> Response:
-    spec = auth.raster_view(request, collectionId)
+    spec = visibility.raster_view(request, collectionId)
     _check_tms(tileMatrixSetId)
     return await _tilejson(request, spec, "default")
 
@@ -115,7 +115,7 @@ async def tilejson(collectionId: str, tileMatrixSetId: str, request: Request) ->
 @router.get("/collections/{collectionId}/styles/{styleId}/map/tiles/{tileMatrixSetId}/tilejson.json",
             summary="TileJSON 3.0.0 of a style")
 async def styled_tilejson(collectionId: str, styleId: str, tileMatrixSetId: str, request: Request) -> Response:
-    spec = auth.raster_view(request, collectionId)
+    spec = visibility.raster_view(request, collectionId)
     _check_tms(tileMatrixSetId)
     return await _tilejson(request, spec, _style(spec, styleId))
 
@@ -136,7 +136,7 @@ async def _tile(request: Request, spec: RasterSpec, style: str, tms: str, z: int
     if matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     png = await run_in_threadpool(read.tile_png, version, spec, address.z, address.x, address.y, style)
-    await auth.audit_raster_read(request, spec, {"tile": f"{address.z}/{address.y}/{address.x}", "style": style})
+    await read_audit.audit_raster_read(request, spec, {"tile": f"{address.z}/{address.y}/{address.x}", "style": style})
     return Response(png, media_type=PNG, headers=headers)
 
 
@@ -149,7 +149,7 @@ TileResponses: dict[int | str, dict[str, Any]] = {200: {"content": {PNG: {}}}, 3
 async def tile(collectionId: str, tileMatrixSetId: str, tileMatrix: int, tileRow: int, tileCol: int,
                request: Request, datetime: Annotated[str | None, Query(description=DATETIME_HELP)] = None,
                if_none_match: Annotated[str | None, Header()] = None) -> Response:
-    spec = auth.raster_view(request, collectionId)
+    spec = visibility.raster_view(request, collectionId)
     return await _tile(request, spec, "default", tileMatrixSetId, tileMatrix, tileRow, tileCol, datetime,
                        if_none_match)
 
@@ -160,6 +160,6 @@ async def styled_tile(collectionId: str, styleId: str, tileMatrixSetId: str, til
                       tileCol: int, request: Request,
                       datetime: Annotated[str | None, Query(description=DATETIME_HELP)] = None,
                       if_none_match: Annotated[str | None, Header()] = None) -> Response:
-    spec = auth.raster_view(request, collectionId)
+    spec = visibility.raster_view(request, collectionId)
     return await _tile(request, spec, _style(spec, styleId), tileMatrixSetId, tileMatrix, tileRow, tileCol,
                        datetime, if_none_match)

@@ -29,7 +29,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gis.db.routing import Served
 from gis.settings import ServeSettings
-from services.state import SERVED
+from services.common.state import SERVED
 
 ACCESS = logging.getLogger("gis.access")
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -192,7 +192,7 @@ _ROOT_RELATIVE = re.compile(rb'(\s(?:href|src|action)=")/(?!/)')
 class RootPathLinks:
     """The innermost middleware: under a root path (/gis), root-relative links in our HTML pages (`href="/..."`,
     `src="/..."`) get the prefix, and <html> carries data-root for the web map's scripts (pages have no inline
-    script: the CSP allows none, see services/headers.py)."""
+    script: the CSP allows none, see services/common/headers.py)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

@@ -1,8 +1,8 @@
 """The web map of the whole city: /map (the page) and /map/style.json (its MapLibre style, per caller).
 
 The style names only the layers the caller may see: each vector layer as a vector tile source of this
-service (services/tiles.py) drawn with the style layers gis.map_style makes from the layer's QML, each
-loaded raster layer as a source of its PNG map tiles (services/map_tiles.py). The page
+service (services/routers/tiles.py) drawn with the style layers gis.map_style makes from the layer's QML, each
+loaded raster layer as a source of its PNG map tiles (services/routers/map_tiles.py). The page
 (plain HTML, no inline script) loads MapLibre GL and our one script from /static: nothing from the
 network, so it works offline and under a Content-Security-Policy of script-src 'self'.
 The caller's key reaches the page as `?api_key=` and the script sends it as X-API-Key on every
@@ -27,19 +27,21 @@ from gis.rasters.versions import RasterVersion
 from gis.rendering import render
 from gis.security.policy import LayerView
 from gis.styles import style_files
-from services import auth, landing, ogc
-from services.coverages import current_versions
-from services.features import layer_stats
-from services.map_tiles import MAX_ZOOM as RASTER_MAX_ZOOM
-from services.state import AppState, app_state
+from services.auth import visibility
+from services.common import ogc
+from services.common.collections import layer_stats
+from services.common.rasters import MAX_ZOOM as RASTER_MAX_ZOOM
+from services.common.rasters import current_versions
+from services.common.state import AppState, app_state
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 STATIC_PATH = "/static"
 # Vector tiles are requested up to this zoom and drawn larger beyond it: our tiles keep every vertex
 # that matters at z16 (a pixel is 2.4 m there), and deeper requests would only multiply the requests.
 SOURCE_MAX_ZOOM = 16
 RASTER_TILE_SIZE = 256  # gis.rasters.read draws 256-pixel PNG tiles
 BACKGROUND = "#f4f3ef"
+LANDING_LINK = {"href": "/map", "rel": "related", "type": "text/html", "title": "城市地图 · web map of the city"}
 
 
 def load_styles(registry: LayerRegistry, styles_dir: Path) -> dict[str, LayerStyle]:
@@ -67,10 +69,9 @@ router = APIRouter(tags=["Web map"], lifespan=lifespan)
 
 
 def install(app: FastAPI) -> None:
-    """The map's routes, the static files it loads (public: code and MapLibre, no data), its landing link."""
+    """The map's routes and the static files it loads (public: code and MapLibre, no data)."""
     app.include_router(router)
     app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="static")
-    landing.add_landing_link(app, "/map", "related", "text/html", "城市地图 · web map of the city")
 
 
 def _hidden(layer: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +92,7 @@ def _tiles(base: str, collection_id: str, kind: str) -> str:
 
 def _raster_parts(base: str, rasters: Mapping[str, tuple[RasterSpec, RasterVersion]]
                   ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Sources, style layers and page metadata of the raster layers (PNG map tiles, services/map_tiles.py).
+    """Sources, style layers and page metadata of the raster layers (PNG map tiles, services/routers/map_tiles.py).
     They start hidden: the DEM, imagery and land cover are opaque and would cover one another."""
     sources, layers, infos = {}, [], []
     for raster_id, (spec, version) in rasters.items():
@@ -146,15 +147,15 @@ def style_document(request: Request, state: AppState, views: Mapping[str, LayerV
 async def map_style(request: Request) -> Response:
     ogc.query_params(request, ())
     state = app_state(request)
-    views = auth.visible_layers(request)  # tiles apply a row rule themselves (services/tiles.py)
+    views = visibility.visible_layers(request)  # tiles apply a row rule themselves (services/routers/tiles.py)
     stats = await layer_stats(state)
     # a row-limited caller gets no layer extent (it would tell where the rows it may not read are)
     extents = {layer_id: list(stats[layer_id][2]) for layer_id, view in views.items()
                if view.tells_layer_facts and layer_id in stats and stats[layer_id][2] is not None
                and None not in stats[layer_id][2]}
     # A raster not loaded yet has no tiles to draw (they would all be 404s).
-    current = await current_versions(request) if auth.visible_rasters(request) else {}
-    rasters = {raster_id: (spec, current[raster_id]) for raster_id, spec in auth.visible_rasters(request).items()
+    current = await current_versions(request) if visibility.visible_rasters(request) else {}
+    rasters = {raster_id: (spec, current[raster_id]) for raster_id, spec in visibility.visible_rasters(request).items()
                if raster_id in current}
     document = style_document(request, state, views, rasters, extents)
     # Per caller: a shared cache must not hand one caller's layers to another.
@@ -164,7 +165,7 @@ async def map_style(request: Request) -> Response:
 @router.get("/map", summary="The web map of the city (HTML)", responses={200: {"content": {"text/html": {}}}})
 async def map_page(request: Request) -> Response:
     ogc.query_params(request, ())
-    # No inline script: the service's Content-Security-Policy (services/headers.py) allows ours from /static.
+    # No inline script: the service's Content-Security-Policy (services/common/headers.py) allows ours from /static.
     return ogc.html_response(page_html(ogc.credential_suffix(request)))
 
 

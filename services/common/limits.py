@@ -9,7 +9,7 @@ a bucket of its own (the same rate, per process), so a database outage never tur
 
 What a request costs fits how clients page: following a `next` link (a keyset `cursor`) costs
 GIS_HTTP_CONTINUATION_COST of a token, a new query one token. The client address of an anonymous caller
-is the one the trusted proxies (GIS_SERVE_FORWARDED_ALLOW_IPS, services/serving.py) report in
+is the one the trusted proxies (GIS_SERVE_FORWARDED_ALLOW_IPS, services/common/serving.py) report in
 X-Forwarded-For; docs/security.md says what the limits protect against.
 
 Body: every request body is capped at GIS_HTTP_MAX_BODY_BYTES, the upload endpoints' at
@@ -31,9 +31,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gis.features.cql2.complexity import Cql2Limits
 from gis.security.settings import HttpSettings
-from services import auth
-from services.errors import BodyTooLarge, RateLimited
-from services.state import app_state
+from services.auth import credentials
+from services.common.errors import BodyTooLarge, RateLimited
+from services.common.state import app_state
 
 LOGGER = logging.getLogger(__name__)
 
@@ -175,22 +175,22 @@ def guard_of(request: Request) -> Guard:
 
 def _address(request: Request) -> str:
     # behind a trusted proxy this is the client it reports in X-Forwarded-For (uvicorn's ProxyHeadersMiddleware,
-    # services/serving.py), so 200 clients behind one proxy have 200 budgets
+    # services/common/serving.py), so 200 clients behind one proxy have 200 budgets
     return f"addr:{request.client.host if request.client else 'unknown'}"
 
 
-def identity(caller: auth.Caller, request: Request) -> str:
+def identity(caller: credentials.Caller, request: Request) -> str:
     """Whose bucket a request takes from: the key, the token's subject, or the anonymous caller's address."""
     if caller.anonymous:
         return _address(request)
     return f"key:{caller.key_id}" if caller.key_id else caller.subject
 
 
-async def authenticate(request: Request) -> auth.Caller:
-    """The app's one dependency: who is calling (auth.authenticate), then that caller's rate limit (429)."""
+async def authenticate(request: Request) -> credentials.Caller:
+    """The app's one dependency: who is calling (credentials.authenticate), then that caller's rate limit (429)."""
     guard = guard_of(request)
     try:
-        caller = await auth.authenticate(request)
+        caller = await credentials.authenticate(request)
     except HTTPException as exc:
         if exc.status_code == 401:
             await guard.admit(request, _address(request))  # a wrong credential costs the address: no free key guessing

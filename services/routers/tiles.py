@@ -23,9 +23,9 @@ from gis.features.cql2 import Filter
 from gis.features.errors import InvalidQuery
 from gis.features.temporal import CITY_TIME, TimeRange, parse_datetime
 from gis.layers import AccessClass, FieldType, LayerSpec
-from services import auth
-from services.errors import InvalidParameter
-from services.state import AppState, app_state
+from services.auth import read_audit, visibility
+from services.common.errors import InvalidParameter
+from services.common.state import AppState, app_state
 
 router = APIRouter(tags=["Tiles"])
 
@@ -97,7 +97,7 @@ def _json(document: dict[str, Any], max_age: int | None = None) -> Response:
 
 def _layer(request: Request, collection_id: str) -> LayerSpec:
     """The layer as the caller sees it (masked fields left out); 404 as for no such layer if hidden."""
-    return auth.layer_view(request, collection_id).spec
+    return visibility.layer_view(request, collection_id).spec
 
 
 def _check_tile_matrix_set(tile_matrix_set_id: str) -> None:
@@ -187,7 +187,7 @@ async def _tileset_of(request: Request, state: AppState, collection_id: str,
     who sees only some rows gets the city's extent, never the layer's (it would tell where the other rows are)."""
     spec = _layer(request, collection_id)
     _check_tile_matrix_set(tile_matrix_set_id)
-    if not auth.layer_view(request, collection_id).tells_layer_facts:
+    if not visibility.layer_view(request, collection_id).tells_layer_facts:
         return spec, _extent(state, None), _base(request)
     _version, stored = await state.read([spec.id], lambda conn: mvt.layer_version(conn, spec))
     return spec, _extent(state, stored), _base(request)
@@ -358,7 +358,7 @@ async def tile(request: Request, state: State, collectionId: CollectionId, tileM
                tileMatrix: int, tileRow: int, tileCol: int,
                datetime: Annotated[str | None, Query(description=DATETIME_HELP)] = None,
                if_none_match: Annotated[str | None, Header()] = None) -> Response:
-    view = auth.layer_view(request, collectionId)
+    view = visibility.layer_view(request, collectionId)
     spec = view.spec
     _check_tile_matrix_set(tileMatrixSetId)
     try:
@@ -366,8 +366,8 @@ async def tile(request: Request, state: State, collectionId: CollectionId, tileM
         time = parse_datetime(datetime) if datetime is not None else None
     except (mvt.TileOutOfRange, InvalidQuery) as exc:
         raise InvalidParameter(exc.parameter, exc.problem) from None
-    rows = await auth.row_filter(request, view)
-    variant = (_variant(spec, time) + (f".m{auth.mask_tag(view)}" if view.masked else "")
+    rows = await visibility.row_filter(request, view)
+    variant = (_variant(spec, time) + (f".m{visibility.mask_tag(view)}" if view.masked else "")
                + (_rows_tag(rows) if rows is not None else ""))
     tags = _client_tags(if_none_match)
     client_version = _known_version(tags, spec, variant, address)
@@ -391,7 +391,7 @@ async def tile(request: Request, state: State, collectionId: CollectionId, tileM
     else:  # the layer is still at the cached tile's version (the client's would have matched above)
         assert cached is not None
         data = cached[1]
-    await auth.audit_read(request, view, None, 204 if not data else 200,
+    await read_audit.audit_read(request, view, None, 204 if not data else 200,
                           {"tile": f"{address.z}/{address.y}/{address.x}"})
     if not data:
         return Response(status_code=204, headers=headers)

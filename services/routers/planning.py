@@ -25,17 +25,18 @@ from gis.analysis.proposal import (
     MAX_UPLOAD_BYTES,
     InvalidProposal,
     Proposal,
-    ProposalTooLarge,
     proposal_from_file,
     proposal_from_geojson,
 )
 from gis.analysis.rules import OverlapRules, default_rules_path, load_rules
 from gis.config_files import loaded_once
 from gis.security.examples import EXAMPLE_PROJECT
-from services.auth import audit_read, layer_view
-from services.input_guard import nul_at
+from services.auth.read_audit import audit_read
+from services.auth.visibility import layer_view
+from services.common.bodies import read_body, replay
+from services.common.input_guard import nul_at
+from services.common.state import AppState, app_state
 from services.process_access import caller_access
-from services.state import AppState, app_state
 
 GEOJSON = "application/geo+json"
 JSON = "application/json"
@@ -60,34 +61,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 router = APIRouter(prefix="/api/planning", tags=["Planning"], lifespan=lifespan)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused (413) as soon as it passes `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ProposalTooLarge("body", f"{int(declared):,} bytes; at most {limit:,}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ProposalTooLarge("body", f"more than {limit:,} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _replay(request: Request, body: bytes) -> Request:
-    """The same request with its (already read) body, for Starlette's form parser."""
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return Request(request.scope, receive)
 
 
 def _merge(name: str, first: Any, second: Any) -> Any:
@@ -133,7 +106,7 @@ async def _inputs(request: Request) -> tuple[dict[str, Any], bytes | None, str |
             raise InvalidProposal("body", f"not valid GeoJSON: {exc}") from None
         file_data, filename, media = None, None, None
     elif content_type == "multipart/form-data":
-        form = await _replay(request, body).form(max_files=1, max_fields=20)
+        form = await replay(request, body).form(max_files=1, max_fields=20)
         upload = form.get("file")
         if upload is not None and not isinstance(upload, UploadFile):
             raise InvalidProposal("file", "the file part must be a file upload")
@@ -230,7 +203,7 @@ async def overlap_check(request: Request, state: Annotated[AppState, Depends(app
         assert file_data is not None
         proposal = await run_in_threadpool(
             proposal_from_file, file_data, filename, media_type=media, crs=fields.get("crs"),
-            city_extent=settings.city_extent, proposed_use=fields.get("proposed_use"))
+            city_extent=settings.city_extent, proposed_use=fields.get("proposed_use"), scratch_dir=settings.temp_dir)
     async with state.pool.connection() as conn:
         if proposal is None:
             project = fields["project"]

@@ -1,0 +1,1 @@
+"""What the routers share: OGC links and negotiation, typed state, errors, HTML, headers, limits, middleware."""
