@@ -1,14 +1,16 @@
-"""Maps as drawings (gis.rendering.Drawing) for the analyses' reports: GeoJSON geometries in CGCS2000 lon/lat,
-projected equirectangularly about the centre of what is drawn (metre-true at a street's or a project's
-scale), each drawn as shapes in a style, with a scale bar and a north mark.
+"""Maps as drawings (gis.rendering.Drawing): GeoJSON geometries in CGCS2000 lon/lat, projected about the
+centre of what is drawn, each drawn as shapes in a style.
 
-The pipeline, environment and policing pages and the overlap report all draw their maps here; the templates
-write the shapes out (gis.rendering.svg), escaping every value.
+The analyses' reports (pipeline, environment, policing, overlap) draw theirs with MapFrame: equirectangular,
+metre-true at a street's or a project's scale, with a scale bar and a north mark. The OGC pages draw their
+features with features_map, each a link to its own page. The templates write the shapes out
+(gis.rendering.svg), escaping every value.
 """
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
+from urllib.parse import quote
 
 from gis.rendering import Drawing, Shape
 
@@ -131,3 +133,62 @@ class MapFrame:
         if north_arrow:
             north.append(Shape("path", {"d": f"M{self.width - 14},26 l-5,14 l5,-4 l5,4 z"}))
         return Drawing(self.width, self.height, [*shapes, *self.scale_bar(), *north])
+
+
+# -- a page's map of features, each a link to its own page -----------------------------------------------
+
+def _parts(geometry: Geometry) -> list[tuple[str, list[list[Position]]]]:
+    """(kind, parts) where kind is point, line or polygon and parts are coordinate lists."""
+    kind, coords = geometry.get("type"), geometry.get("coordinates", [])
+    if kind == "Point":
+        return [("point", [[coords]])]
+    if kind == "MultiPoint":
+        return [("point", [[c]]) for c in coords]
+    if kind == "LineString":
+        return [("line", [coords])]
+    if kind == "MultiLineString":
+        return [("line", [c]) for c in coords]
+    if kind == "Polygon":
+        return [("polygon", coords)]
+    if kind == "MultiPolygon":
+        return [("polygon", c) for c in coords]
+    if kind == "GeometryCollection":
+        return [r for g in geometry.get("geometries", []) for r in _parts(g)]
+    return []
+
+
+def features_map(features: list[dict[str, Any]], width: int = 720, height: int = 480,
+                 item_prefix: str = "items/") -> Drawing | None:
+    """The features fitted to the drawing (lon/lat, scaled by the latitude's cosine), each a link to its page:
+    `item_prefix` + id, relative to the page's own URL (a collection's items page by default; "" on a single
+    item's page, which sits beside its siblings). None when no feature has a geometry."""
+    shapes = [(f, _parts(f["geometry"])) for f in features if f.get("geometry")]
+    points = [pt for _, parts in shapes for _, rings in parts for ring in rings for pt in ring]
+    if not points:
+        return None
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    xmin, xmax, ymin, ymax = min(xs), max(xs), min(ys), max(ys)
+    kx = math.cos(math.radians((ymin + ymax) / 2))
+    span_x, span_y = max((xmax - xmin) * kx, 1e-9), max(ymax - ymin, 1e-9)
+    scale = min((width - 20) / span_x, (height - 20) / span_y)
+
+    def xy(p: Position) -> tuple[str, str]:
+        return f"{10 + (p[0] - xmin) * kx * scale:.1f}", f"{height - 10 - (p[1] - ymin) * scale:.1f}"
+
+    out = []
+    for feature, parts in shapes:
+        label = str(feature.get("id", ""))
+        href = f"{item_prefix}{quote(label, safe='')}?f=html"
+        for kind, rings in parts:
+            if kind == "point":
+                x, y = xy(rings[0][0])
+                out.append(Shape("circle", {"cx": x, "cy": y, "r": 3, "fill": "#d1495b", "stroke": "#fff",
+                                            "stroke-width": ".5"}, label, href))
+            elif kind == "line":
+                out.append(Shape("polyline", {"points": " ".join(",".join(xy(p)) for p in rings[0]), "fill": "none",
+                                              "stroke": "#1d4e89"}, label, href))
+            else:
+                d = " ".join("M" + " L".join(",".join(xy(p)) for p in ring) + " Z" for ring in rings)
+                out.append(Shape("path", {"d": d, "fill": "#66a182", "fill-opacity": ".45", "stroke": "#2e4057",
+                                          "fill-rule": "evenodd"}, label, href))
+    return Drawing(width, height, out, css_class="map", background=None)

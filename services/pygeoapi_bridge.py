@@ -375,7 +375,7 @@ def generate_config(settings: Settings, rules: OverlapRules, base_url: str,
 def _host_keeps_logging() -> Iterator[None]:
     """pygeoapi's API() calls logging.basicConfig; logging belongs to the host (uvicorn), so skip it."""
     original = pygeoapi_api.setup_logger
-    pygeoapi_api.setup_logger = lambda _config: None
+    pygeoapi_api.setup_logger = lambda logging_config: None
     try:
         yield
     finally:

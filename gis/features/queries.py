@@ -190,7 +190,7 @@ def _is_instant(when: TimeRange | _Now) -> bool:
     return isinstance(when, _Now) or when.is_instant
 
 
-def _fenced(inner: sql.Composable, caller: Sequence[sql.Composable], alias: str = "r") -> sql.Composable:
+def _fenced(inner: sql.Composable, caller: Sequence[sql.Composable], alias: str = "r") -> sql.Composed:
     """`inner` (a SELECT) with the caller's own conditions applied only to the rows it yields.
 
     OFFSET 0 is PostgreSQL's optimisation fence: no condition of the outer query is pushed into a subquery

@@ -1,16 +1,16 @@
 """Server-rendered HTML for every OGC API page: templates of gis/templates/ (autoescaped, no scripts,
 nothing fetched from elsewhere), filled from the JSON documents the routes build.
 
-The items page draws its features as an inline SVG map (lon/lat, scaled by the latitude's cosine).
+The items page draws its features as an inline SVG map (gis.svg.features_map).
 """
 
-import math
 from typing import Any
 from urllib.parse import quote
 
 from gis.features.params import ItemsQuery
 from gis.layers import LayerSpec
-from gis.rendering import Drawing, Shape, render
+from gis.rendering import render
+from gis.svg import features_map
 
 Crumbs = list[tuple[str, str]]
 
@@ -71,65 +71,6 @@ def queryables_page(spec: LayerSpec, schema: dict[str, Any]) -> str:
                      rows=rows)
 
 
-# -- the map ---------------------------------------------------------------------------------------------
-
-def _rings(geometry: dict[str, Any]) -> list[tuple[str, list[list[list[float]]]]]:
-    """(kind, parts) where kind is point, line or polygon and parts are coordinate lists."""
-    kind, coords = geometry.get("type"), geometry.get("coordinates")
-    if kind == "Point":
-        return [("point", [[coords]])]
-    if kind == "MultiPoint":
-        return [("point", [[c]]) for c in coords]
-    if kind == "LineString":
-        return [("line", [coords])]
-    if kind == "MultiLineString":
-        return [("line", [c]) for c in coords]
-    if kind == "Polygon":
-        return [("polygon", coords)]
-    if kind == "MultiPolygon":
-        return [("polygon", c) for c in coords]
-    if kind == "GeometryCollection":
-        return [r for g in geometry.get("geometries", []) for r in _rings(g)]
-    return []
-
-
-def svg_map(features: list[dict[str, Any]], width: int = 720, height: int = 480,
-            item_prefix: str = "items/") -> Drawing | None:
-    """An SVG of the features, each a link to its page: `item_prefix` + id, relative to the page's own URL
-    (a collection's items page by default; "" on a single item's page, which sits beside its siblings).
-    None when no feature has a geometry."""
-    shapes = [(f, _rings(f["geometry"])) for f in features if f.get("geometry")]
-    points = [pt for _, rings in shapes for _, parts in rings for part in parts for pt in part]
-    if not points:
-        return None
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    xmin, xmax, ymin, ymax = min(xs), max(xs), min(ys), max(ys)
-    kx = math.cos(math.radians((ymin + ymax) / 2))
-    span_x, span_y = max((xmax - xmin) * kx, 1e-9), max(ymax - ymin, 1e-9)
-    scale = min((width - 20) / span_x, (height - 20) / span_y)
-
-    def xy(p: list[float]) -> tuple[str, str]:
-        return f"{10 + (p[0] - xmin) * kx * scale:.1f}", f"{height - 10 - (p[1] - ymin) * scale:.1f}"
-
-    out = []
-    for feature, rings in shapes:
-        label = str(feature.get("id", ""))
-        href = f"{item_prefix}{quote(label, safe='')}?f=html"
-        for kind, parts in rings:
-            if kind == "point":
-                x, y = xy(parts[0][0])
-                out.append(Shape("circle", {"cx": x, "cy": y, "r": 3, "fill": "#d1495b", "stroke": "#fff",
-                                            "stroke-width": ".5"}, label, href))
-            elif kind == "line":
-                out.append(Shape("polyline", {"points": " ".join(",".join(xy(p)) for p in parts[0]), "fill": "none",
-                                              "stroke": "#1d4e89"}, label, href))
-            else:
-                d = " ".join("M" + " L".join(",".join(xy(p)) for p in ring) + " Z" for ring in parts)
-                out.append(Shape("path", {"d": d, "fill": "#66a182", "fill-opacity": ".45", "stroke": "#2e4057",
-                                          "fill-rule": "evenodd"}, label, href))
-    return Drawing(width, height, out, css_class="map", background=None)
-
-
 def _property_names(features: list[dict[str, Any]]) -> list[str]:
     names: list[str] = []
     for f in features:
@@ -149,7 +90,7 @@ def items_page(spec: LayerSpec, collection: dict[str, Any], q: ItemsQuery) -> st
     return html_page("ogc/items.html", f"{spec.title.zh} · {spec.title.en}", [
         ("collections", "/collections?f=html"), (spec.id, f"/collections/{quote(spec.id)}?f=html"),
         ("items", f"{base}?f=html")], returned=collection.get("numberReturned", 0),
-        matched=collection.get("numberMatched"), offset=q.offset, nav=nav, map=svg_map(features),
+        matched=collection.get("numberMatched"), offset=q.offset, nav=nav, map=features_map(features),
         features=features, names=_property_names(features), base=base)
 
 
@@ -160,7 +101,7 @@ def feature_page(spec: LayerSpec, feature: dict[str, Any]) -> str:
     return html_page("ogc/feature.html", f"{spec.id} · {fid}", [
         ("collections", "/collections?f=html"), (spec.id, f"/collections/{quote(spec.id)}?f=html"),
         ("items", f"/collections/{quote(spec.id)}/items?f=html")],
-        map=svg_map([feature], 480, 320, item_prefix=""), properties=feature.get("properties", {}), links=links)
+        map=features_map([feature], 480, 320, item_prefix=""), properties=feature.get("properties", {}), links=links)
 
 
 def history_page(spec: LayerSpec, fid: str, collection: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ import re
 import sys
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -30,6 +30,9 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from gis.db.routing import Served
 from gis.settings import ServeSettings
 from services.common.state import SERVED
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGI3Application
 
 ACCESS = logging.getLogger("gis.access")
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -80,7 +83,9 @@ class RequestContext:
 
     def __init__(self, app: ASGIApp, settings: ServeSettings, metrics: Metrics) -> None:
         self.allowed = {ip.strip() for ip in settings.forwarded_allow_ips.split(",") if ip.strip()}
-        self.app = ProxyHeadersMiddleware(app, trusted_hosts=list(self.allowed) or "127.0.0.1")
+        # uvicorn types the ASGI interface with TypedDicts, Starlette with plain mappings: the same protocol.
+        proxy = ProxyHeadersMiddleware(cast("ASGI3Application", app), trusted_hosts=list(self.allowed) or "127.0.0.1")
+        self.app = cast(ASGIApp, proxy)
         self.root_path = settings.root_path.rstrip("/")
         self.access_log = settings.access_log
         self.metrics = metrics

@@ -16,10 +16,11 @@ from fastapi.responses import Response
 
 from gis import catalog
 from gis.errors import NotFound
+from gis.svg import features_map
 from services.auth import visibility
 from services.common import ogc
 from services.common.collections import download_links
-from services.common.html import html_page, svg_map
+from services.common.html import html_page
 from services.common.state import app_state
 
 router = APIRouter(tags=["OGC API Records"])
@@ -136,7 +137,7 @@ def catalog_page(document: dict[str, Any], records: list[dict[str, Any]]) -> str
 def records_page(document: dict[str, Any], q: str) -> str:
     records = document["features"]
     return html_page("ogc/records.html", f"{TITLE} · search", [*_CRUMBS, ("records", f"{PATH}/items?f=html")],
-                     document=document, records=records, q=q, path=PATH, map=svg_map(records))
+                     document=document, records=records, q=q, path=PATH, map=features_map(records))
 
 
 def record_page(found: dict[str, Any]) -> str:
@@ -147,4 +148,4 @@ def record_page(found: dict[str, Any]) -> str:
         rows.append(("time", " / ".join(found["time"]["interval"])))
     crumbs = [*_CRUMBS, (found["id"], f"{PATH}/items/{quote(found['id'])}?f=html")]
     return html_page("ogc/record.html", p["title"], crumbs,
-                     map=svg_map([found], 480, 320, item_prefix=""), rows=rows, links=found["links"])
+                     map=features_map([found], 480, 320, item_prefix=""), rows=rows, links=found["links"])

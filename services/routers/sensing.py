@@ -30,6 +30,7 @@ from gis.security.examples import EXAMPLE_SENSOR
 from gis.sensing import readings as readings_
 from gis.sensing.thresholds import READING_FIELDS, Thresholds, default_thresholds_path, load_thresholds
 from gis.sensing.warnings import MAX_LIMIT, Cursor, InvalidCursor, WarningQuery, read_warnings
+from gis.svg import Style
 from services.auth.credentials import CREDENTIAL_PARAMETER, caller_of, forbidden, unauthorized
 from services.auth.read_audit import audit_read
 from services.auth.visibility import layer_view
@@ -244,7 +245,8 @@ def _as_result(thresholds: Thresholds, q: WarningQuery, features: list[dict[str,
     per_level = {lv.id: sum(1 for x in features if x["properties"]["level"] == lv.id) for lv in thresholds.levels}
     places = [{**x, "properties": {"role": f"warning_{x['properties']['level']}", **x["properties"]}}
               for x in features]
-    styles = {f"warning_{lv.id}": (lv.colour, lv.colour, 1.0, 4 + i) for i, lv in enumerate(thresholds.levels)}
+    styles: dict[str, Style] = {f"warning_{lv.id}": (lv.colour, lv.colour, 1.0, 4 + i)
+                                for i, lv in enumerate(thresholds.levels)}
     return PipelineResult("sensor-warnings", "管网传感器预警 · Sensor warnings",
                           {"level": list(q.levels), "sensor": list(q.sensors),
                            "since": q.since.encode() if q.since else None},
