@@ -67,8 +67,10 @@ setup: system-run $(BIN)/gis samples
 run: setup
 	@$(BIN)/gis serve
 
+# ruff, and mypy --strict over gis/ and services/ (settings in pyproject.toml; pygeoapi's stubs in typings/)
 lint: $(BIN)/gis
 	@$(BIN)/ruff check .
+	@$(BIN)/mypy
 
 test: system-test $(BIN)/gis samples lint
 	@$(BIN)/python -m pytest

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 from psycopg import AsyncConnection
 
+from gis.errors import InvalidInput
 from gis.features import crs as crs_
-from gis.features.errors import InvalidQuery
 from gis.features.params import parse_bbox, parse_limit, parse_offset
 from gis.features.temporal import TimeRange, parse_datetime
 from gis.layers import AccessClass, Domain, LayerSpec
@@ -32,7 +32,6 @@ DOMAIN_SCHEME = "https://gis.shenyang.example/def/domain"  # our own vocabulary 
 DOMAIN_TITLES = {Domain.base: "基础地理 · base", Domain.pipeline: "地下管线 · pipelines",
                  Domain.planning: "规划 · planning", Domain.environment: "生态环境 · environment",
                  Domain.policing: "公安 · policing"}
-QUERY_PARAMETERS = frozenset({"q", "bbox", "datetime", "limit", "offset"})
 
 
 class Described(Protocol):
@@ -105,7 +104,7 @@ def parse_catalog_query(params: Mapping[str, str]) -> CatalogQuery:
     if "q" in params:
         terms = tuple(t.strip().casefold() for t in params["q"].split(",") if t.strip())
         if not terms:
-            raise InvalidQuery("q", "give one or more search terms, separated by commas")
+            raise InvalidInput("q", "give one or more search terms, separated by commas")
     return CatalogQuery(
         terms=terms,
         bbox=parse_bbox(params["bbox"], crs_.CRS84) if "bbox" in params else None,

@@ -356,7 +356,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     jobs = JobSettings(**({"concurrency": args.concurrency} if args.concurrency else {}))
     # the processes live in the service package; like `gis serve`, this command is its entry point
-    runner = importlib.import_module("services.job_runner")
+    runner = importlib.import_module("services.processes.job_runner")
     return int(runner.run_worker(settings, jobs, AuthSettings()))
 
 

@@ -60,16 +60,3 @@ def load_checked[M: BaseModel](path: Path, model: type[M], what: str, check: Cal
     return parsed
 
 
-def loaded_once[G, R](loader: Callable[[Path, G], R], path_of: Callable[[Path], Path]) -> Callable[[Path, G], R]:
-    """`loader` (a rules file read and checked against a registry) with each (file, registry) loaded once:
-    the returned function takes the layers directory, finds the file with `path_of`, and keeps the result."""
-    loaded: dict[tuple[Path, int], R] = {}
-
-    def load(layers_dir: Path, registry: G) -> R:
-        key = (path_of(layers_dir), id(registry))
-        found = loaded.get(key)
-        if found is None:
-            found = loaded[key] = loader(key[0], registry)
-        return found
-
-    return load

@@ -13,6 +13,16 @@ class DatabaseError(GisError):
     """The database cannot be started, reached or used."""
 
 
+class InvalidInput(GisError):
+    """Input a caller sent that cannot be used (a query parameter, a process input, a proposal, a header);
+    `parameter` names which, `problem` says why. services/ answers it with a 400 naming the parameter."""
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        super().__init__(f"{parameter}: {problem}")
+        self.parameter = parameter
+        self.problem = problem
+
+
 class NotFound(GisError):
     """A layer, feature or job that does not exist (or that the caller may not know exists)."""
 

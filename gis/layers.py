@@ -7,14 +7,18 @@ the same way under layers/rasters/<domain>/<id>.yml and kept apart, in `LayerReg
 
 from collections.abc import Iterator, Mapping
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, StringConstraints, model_validator
 
 from gis.config_files import read_yaml, validate
 from gis.errors import ConfigError, NotFound
+
+if TYPE_CHECKING:
+    from gis.features.queryables import Queryable
 
 # A name that is safe and readable as a PostgreSQL identifier without quoting surprises.
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
@@ -258,6 +262,15 @@ class LayerSpec(_Strict):
     def has_valid_time(self) -> bool:
         """Features carry their own validity from the source (plans that take effect in the future)."""
         return self.source.valid_from is not None
+
+    @cached_property
+    def queryables(self) -> "Mapping[str, Queryable]":
+        """What a client may filter, sort and select on (gis.features.queryables): derived from the declaration
+        once, and kept with the layer in its registry."""
+        # gis.features builds on this module, so its builder is imported on first use, not at import.
+        from gis.features.queryables import build_queryables
+
+        return MappingProxyType(build_queryables(self))
 
 
 # -- raster layers: layers/rasters/<domain>/<id>.yml -------------------------------------------------

@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from gis import identifiers as ids
+from gis.errors import InvalidInput
 from gis.features import crs as crs_
 from gis.features.cql2 import Filter
 from gis.features.cql2.to_sql import translate
@@ -36,13 +37,8 @@ ORIGIN = 20037508.3427892  # half the width of the EPSG:3857 world, metres
 STANDARD_PIXEL = 0.00028  # metres; OGC's scale denominator is cell size / standard pixel
 
 
-class TileOutOfRange(ValueError):
+class TileOutOfRange(InvalidInput):
     """A tile address outside WebMercatorQuad; `parameter` names the offending part."""
-
-    def __init__(self, parameter: str, problem: str) -> None:
-        super().__init__(f"{parameter}: {problem}")
-        self.parameter = parameter
-        self.problem = problem
 
 
 @dataclass(frozen=True)

@@ -6,23 +6,25 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware.gzip import GZipMiddleware
 
 from gis.db.cluster import database_url
 from gis.db.pool import make_pool
 from gis.jobs.settings import JobSettings
-from gis.layers import load_registry
+from gis.project import load_project
 from gis.security.settings import AuthSettings, HttpSettings
 from gis.settings import ServeSettings, Settings
-from services import processes
 from services.auth.credentials import Auth
 from services.auth.visibility import RowAreas
 from services.common import input_guard, limits
+from services.common.encoded_paths import EncodedSlashes
 from services.common.errors import install_error_handlers
 from services.common.headers import SecurityHeaders
 from services.common.serving import Metrics, RequestContext, RootPathLinks, configure_logging
 from services.common.state import AppState
-from services.encoded_paths import EncodedSlashes
+from services.common.tile_cache import TileCache
+from services.processes import check_derive, make_bridge
 from services.routers import (
     audit,
     catalog,
@@ -35,6 +37,7 @@ from services.routers import (
     landing,
     map_tiles,
     planning,
+    processes,
     sensing,
     tiles,
     web_map,
@@ -46,14 +49,23 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
                job_settings: JobSettings | None = None) -> FastAPI:
     http = http_settings or HttpSettings()
     serve = serve_settings or ServeSettings()
+    auth = auth_settings or AuthSettings()
+    jobs = job_settings or JobSettings()
     configure_logging(serve)
-    registry = load_registry(settings.layers_dir, settings.styles_dir)
-    access = Auth.load(auth_settings or AuthSettings(), settings.layers_dir, registry)
+    # Every file the service runs on, read and checked once, here: a broken one stops the start, naming it.
+    project = load_project(settings, auth.policy_file)
+    check_derive(project.policy, project.overlap_rules)
     pool = make_pool(database_url(settings), settings, http.statement_timeout_ms)
     read_pool = (make_pool(settings.database_read_url, settings, http.statement_timeout_ms, "gis-api-read", 10.0)
                  if settings.database_read_url else None)
     pools = [p for p in (pool, read_pool) if p is not None]
     metrics = Metrics()
+    bridge = make_bridge(settings, project)
+    state = AppState(settings=settings, project=project, pool=pool, read_pool=read_pool,
+                     auth=Auth(auth, project.policy), row_areas=RowAreas(), guard=limits.Guard.from_settings(http),
+                     metrics=metrics, jobs=jobs, tile_cache=TileCache(settings.tile_cache_mib * 2**20),
+                     processes=bridge,
+                     map_styles=web_map.load_styles(project.registry, settings.styles_dir))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -63,9 +75,16 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
         await asyncio.gather(*(each.probe_once() for each in pools))
         for each in pools:
             each.start_probe()
-        gauges = asyncio.get_running_loop().create_task(health.gauges_loop(_app.state.gis, metrics))
+        gauges = asyncio.get_running_loop().create_task(health.gauges_loop(state, metrics))
         try:
-            yield
+            # The processes' pool follows the service's breaker (503 at once while the database is away); the
+            # breaker's probe checks its followers, so it follows only now, as it is about to be opened.
+            bridge.context.pool.follow(pool)
+            await run_in_threadpool(bridge.open, jobs, jobs.in_service)
+            try:
+                yield
+            finally:
+                await run_in_threadpool(bridge.close)
         finally:
             gauges.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -74,18 +93,13 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
                 await each.stop_probe()
                 await each.close()
 
-    # The OpenAPI document is served by services.routers.landing at /openapi (OGC's service-desc), with its own HTML.
-    # One auth dependency on every route: the caller (or the anonymous role) is known before any handler runs,
-    # and held to its rate limit.
+    # The OpenAPI document is served by services.routers.landing at /openapi (OGC's service-desc), with its own
+    # HTML. One auth dependency on every route: the caller (or the anonymous role) is known before any handler
+    # runs, and held to its rate limit.
     app = FastAPI(title="时空信息云平台 · Spatio-temporal GIS cloud", lifespan=lifespan,
                   openapi_url=None, docs_url=None, redoc_url=None,
                   dependencies=[Depends(limits.authenticate), Depends(input_guard.check_request)])
-    app.state.gis = AppState(settings=settings, registry=registry, pool=pool, read_pool=read_pool)
-    app.state.metrics = metrics
-    app.state.auth = access
-    app.state.row_areas = RowAreas()
-    app.state.guard = limits.Guard.from_settings(http)
-    app.state.jobs = job_settings or JobSettings()
+    app.state.gis = state  # the one attribute: everything per app is a typed field of AppState
     install_error_handlers(app)
     # Outermost last: gzip sees the final bytes.
     app.add_middleware(EncodedSlashes)  # innermost: ids with an encoded slash reach their route
@@ -123,5 +137,5 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     landing.add_conformance(app, *edits.CONFORMANCE)
     landing.add_landing_link(app, catalog.LANDING_LINK["href"], catalog.LANDING_LINK["rel"],
                              catalog.LANDING_LINK["type"], catalog.LANDING_LINK["title"])
-    app.state.collection_links = [tiles.collection_links, downloads.collection_links]
+    state.discovery.collection_links.extend((tiles.collection_links, downloads.collection_links))
     return app

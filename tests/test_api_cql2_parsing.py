@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from gis.errors import InvalidInput
 from gis.features.cql2 import parse_filter
 from gis.features.cql2.complexity import Cql2Limits
-from gis.features.errors import InvalidQuery
 
 PAIRS = [
     ("a = 'x'", {"op": "=", "args": [{"property": "a"}, "x"]}),
@@ -70,7 +70,7 @@ def test_a_geojson_literal_with_a_bbox_member_stays_its_geometry() -> None:
     ("", "empty"), ("a = 'x", "not CQL2 text"),
 ])
 def test_text_errors_say_what(text: str, words: str) -> None:
-    with pytest.raises(InvalidQuery) as caught:
+    with pytest.raises(InvalidInput) as caught:
         parse_filter(text, None)
     assert caught.value.parameter == "filter" and words in caught.value.problem
 
@@ -81,7 +81,7 @@ def test_text_errors_say_what(text: str, words: str) -> None:
     "a = " + " -1" * 20000, "a = 1" + " + 1" * 20000, "a = 1" + " AND a = 1" * 9000,
 ])
 def test_deep_or_long_text_is_refused_before_the_parser(text: str) -> None:
-    with pytest.raises(InvalidQuery) as caught:
+    with pytest.raises(InvalidInput) as caught:
         parse_filter(text, None)
     assert caught.value.parameter == "filter"
 
@@ -91,7 +91,7 @@ def test_deep_or_long_text_is_refused_before_the_parser(text: str) -> None:
     '{"op": "not", "args": [' * 200 + "true" + "]}" * 200,
 ])
 def test_deeply_nested_json_is_refused(document: str) -> None:
-    with pytest.raises(InvalidQuery) as caught:
+    with pytest.raises(InvalidInput) as caught:
         parse_filter(document, "cql2-json")
     assert caught.value.parameter == "filter"
 
@@ -102,7 +102,7 @@ def test_depth_limit_counts_predicate_levels() -> None:
         nested = '{"op": "not", "args": [' + nested + "]}"
     limits = Cql2Limits(max_depth=6)
     assert parse_filter(nested, "cql2-json", limits=limits)
-    with pytest.raises(InvalidQuery):
+    with pytest.raises(InvalidInput):
         parse_filter(nested, "cql2-json", limits=Cql2Limits(max_depth=5))
     assert parse_filter("NOT " * 5 + "TRUE", None, limits=limits) is not None
 

@@ -17,9 +17,9 @@ from psycopg import sql
 from shapely.geometry.base import BaseGeometry
 
 from gis.analysis import overlap
-from gis.analysis.proposal import InvalidProposal, Proposal
+from gis.analysis.proposal import Proposal
 from gis.analysis.rules import Kind, OverlapRules, Rule, default_rules_path, load_rules
-from gis.errors import NotFound
+from gis.errors import InvalidInput, NotFound
 from gis.layers import LayerRegistry
 from gis.settings import Settings
 
@@ -163,7 +163,7 @@ def test_land_use_without_a_use_is_not_evaluated(conn: psycopg.Connection, rules
 
 
 def test_an_unknown_use_is_refused(conn: psycopg.Connection, rules: OverlapRules, projects: list[Proposal]) -> None:
-    with pytest.raises(InvalidProposal, match=r"^proposed_use: 'X9'"):
+    with pytest.raises(InvalidInput, match=r"^proposed_use: 'X9'"):
         overlap.check(conn, rules, projects[0], use="X9")
 
 
@@ -174,7 +174,7 @@ def test_an_unknown_project_is_not_found(conn: psycopg.Connection, rules: Overla
 
 def test_an_interval_is_not_an_as_of_date(conn: psycopg.Connection, rules: OverlapRules,
                                           projects: list[Proposal]) -> None:
-    with pytest.raises(InvalidProposal, match=r"^datetime: give an instant or a date"):
+    with pytest.raises(InvalidInput, match=r"^datetime: give an instant or a date"):
         overlap.check(conn, rules, projects[0], as_of="2030-01-01/2031-01-01")
 
 

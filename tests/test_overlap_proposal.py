@@ -14,12 +14,12 @@ from shapely.geometry import box, mapping
 
 from gis.analysis.proposal import (
     MAX_UPLOAD_BYTES,
-    InvalidProposal,
     ProposalTooLarge,
     proposal_from_file,
     proposal_from_geojson,
 )
 from gis.crs import from_storage_to_gcj02
+from gis.errors import InvalidInput
 
 CITY = (122.2, 41.0, 124.0, 43.2)
 SQUARE = box(123.40, 41.75, 123.402, 41.752)  # CGCS2000 lon/lat, about 170 m x 220 m
@@ -44,36 +44,36 @@ def test_no_crs_means_crs84() -> None:
 
 
 def test_unknown_crs_is_named() -> None:
-    with pytest.raises(InvalidProposal, match=r"^crs: unknown CRS 'EPSG:999999'"):
+    with pytest.raises(InvalidInput, match=r"^crs: unknown CRS 'EPSG:999999'"):
         proposal_from_geojson(mapping(SQUARE), crs="EPSG:999999", city_extent=CITY)
 
 
 def test_invalid_geometry_says_why() -> None:
     bowtie = {"type": "Polygon", "coordinates": [[[123.40, 41.75], [123.41, 41.76], [123.41, 41.75],
                                                   [123.40, 41.76], [123.40, 41.75]]]}
-    with pytest.raises(InvalidProposal, match=r"^geometry: the geometry is not valid: Self-intersection"):
+    with pytest.raises(InvalidInput, match=r"^geometry: the geometry is not valid: Self-intersection"):
         proposal_from_geojson(bowtie, crs=None, city_extent=CITY)
 
 
 def test_empty_geometry_is_refused() -> None:
-    with pytest.raises(InvalidProposal, match="empty"):
+    with pytest.raises(InvalidInput, match="empty"):
         proposal_from_geojson({"type": "Polygon", "coordinates": []}, crs=None, city_extent=CITY)
 
 
 def test_a_line_is_not_a_proposal() -> None:
-    with pytest.raises(InvalidProposal, match=r"an area .* not a LineString"):
+    with pytest.raises(InvalidInput, match=r"an area .* not a LineString"):
         proposal_from_geojson({"type": "LineString", "coordinates": [[123.4, 41.75], [123.41, 41.76]]},
                               crs=None, city_extent=CITY)
 
 
 def test_far_outside_the_city_is_refused() -> None:
-    with pytest.raises(InvalidProposal, match=r"outside the city: [\d,.]+ km from"):
+    with pytest.raises(InvalidInput, match=r"outside the city: [\d,.]+ km from"):
         proposal_from_geojson(mapping(box(116.3, 39.9, 116.31, 39.91)), crs=None, city_extent=CITY)
 
 
 def test_swapped_axes_get_a_hint() -> None:
     swapped = mapping(shapely.transform(SQUARE, lambda xy: xy[:, ::-1]))
-    with pytest.raises(InvalidProposal, match="x and y swapped"):
+    with pytest.raises(InvalidInput, match="x and y swapped"):
         proposal_from_geojson(swapped, crs=None, city_extent=CITY)
 
 
@@ -88,7 +88,7 @@ def test_a_feature_collection_is_one_proposal() -> None:
 def test_features_disagreeing_on_use_are_refused() -> None:
     fc = {"type": "FeatureCollection", "features": [
         {"type": "Feature", "properties": {"proposed_use": u}, "geometry": mapping(SQUARE)} for u in ("R", "M")]}
-    with pytest.raises(InvalidProposal, match="proposed_use: the features disagree"):
+    with pytest.raises(InvalidInput, match="proposed_use: the features disagree"):
         proposal_from_geojson(fc, crs=None, city_extent=CITY)
 
 
@@ -119,7 +119,7 @@ def test_zipped_shapefile_upload(tmp_path: Path) -> None:
 
 
 def test_shapefile_without_prj_asks_for_crs(tmp_path: Path) -> None:
-    with pytest.raises(InvalidProposal, match=r"^crs: the zipped Shapefile has no \.prj"):
+    with pytest.raises(InvalidInput, match=r"^crs: the zipped Shapefile has no \.prj"):
         proposal_from_file(_zipped_shapefile(tmp_path, with_prj=False), "plan.zip", crs=None, city_extent=CITY)
 
 
@@ -138,17 +138,17 @@ def test_geojson_upload_with_old_crs_member() -> None:
 
 
 def test_file_that_is_not_what_it_claims() -> None:
-    with pytest.raises(InvalidProposal, match=r"'plan\.gpkg' claims to be GeoPackage but its content is GeoJSON"):
+    with pytest.raises(InvalidInput, match=r"'plan\.gpkg' claims to be GeoPackage but its content is GeoJSON"):
         proposal_from_file(json.dumps(mapping(SQUARE)).encode(), "plan.gpkg", crs=None, city_extent=CITY)
 
 
 def test_corrupt_geopackage_is_named() -> None:
-    with pytest.raises(InvalidProposal, match="cannot be read as GeoPackage"):
+    with pytest.raises(InvalidInput, match="cannot be read as GeoPackage"):
         proposal_from_file(b"SQLite format 3\x00" + b"\x00" * 200, "plan.gpkg", crs=None, city_extent=CITY)
 
 
 def test_unsupported_extension_is_named() -> None:
-    with pytest.raises(InvalidProposal, match=r"unsupported file type '\.dwg'"):
+    with pytest.raises(InvalidInput, match=r"unsupported file type '\.dwg'"):
         proposal_from_file(b"AC1027", "plan.dwg", crs=None, city_extent=CITY)
 
 

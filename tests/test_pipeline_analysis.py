@@ -118,7 +118,7 @@ def test_burst_from_a_point_snaps_to_the_nearest_pipe(conn, rules, city) -> None
     mid = city["pipes"][fid]["geom"].interpolate(0.5, normalized=True)
     result = pl.burst(conn, rules, point={"type": "Point", "coordinates": [mid.x, mid.y]})
     assert result.summary["pipe"] == fid and result.summary["snapped_m"] < 0.5
-    with pytest.raises(pl.InvalidProposal):
+    with pytest.raises(pl.InvalidInput):
         pl.burst(conn, rules, point=[0.0, 0.0])
 
 

@@ -13,8 +13,8 @@ from conftest import cloned_database
 from psycopg import sql
 
 from gis.analysis.plan_conflicts import ConflictSummary, run_plan_conflicts
-from gis.analysis.proposal import InvalidProposal
 from gis.analysis.rules import OverlapRules, default_rules_path, load_rules
+from gis.errors import InvalidInput
 from gis.layers import LayerRegistry
 from gis.settings import Settings
 
@@ -146,7 +146,7 @@ def test_scratch_tables_are_dropped(db: str, run: ConflictSummary) -> None:
 
 
 def test_an_unknown_check_is_refused(db: str, rules: OverlapRules) -> None:
-    with pytest.raises(InvalidProposal, match=r"^check: no plan-conflict check 'nope'"):
+    with pytest.raises(InvalidInput, match=r"^check: no plan-conflict check 'nope'"):
         run_plan_conflicts(db, rules, "nope")
 
 

@@ -49,7 +49,7 @@ def run(service: Service, process: str, inputs: dict, key: str | None) -> httpx.
 
 
 def test_policing_processes_are_listed(service: Service) -> None:
-    # limit: pygeoapi lists 10 processes by default (services/pygeoapi_bridge.py limits.default_items)
+    # limit: pygeoapi lists 10 processes by default (services/processes/pygeoapi_bridge.py limits.default_items)
     ids = {p["id"] for p in httpx.get(f"{service.url}/processes?limit=100").json()["processes"]}
     assert ids >= POLICE_PROCESSES
 

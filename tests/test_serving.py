@@ -104,7 +104,7 @@ def test_request_ids_are_returned_and_logged_as_json(logged_service: tuple[str, 
         time.sleep(0.2)
     by_id = {e["request_id"]: e for e in lines}
     assert by_id["trace-abc.123"]["status"] == 200
-    assert by_id["trace-abc.123"]["route"] == "/collections/{collection_id}/items"
+    assert by_id["trace-abc.123"]["route"] == "/collections/{collectionId}/items"
     assert by_id[made.headers["X-Request-ID"]]["status"] == 404
 
 
@@ -114,7 +114,7 @@ def test_metrics_count_requests_by_route_and_status_across_workers(logged_servic
         httpx.get(f"{url}/collections/roads/items?limit=1")
     text = httpx.get(f"{url}/metrics").text
     counted = [line for line in text.splitlines() if line.startswith("gis_http_requests_total{")
-               and 'route="/collections/{collection_id}/items"' in line and 'status="200"' in line]
+               and 'route="/collections/{collectionId}/items"' in line and 'status="200"' in line]
     assert counted and float(counted[0].rsplit(" ", 1)[1]) >= 6
     for name in ("gis_http_request_duration_seconds_bucket", "gis_db_pool_connections", "gis_db_available",
                  "gis_job_queue_depth"):

@@ -18,7 +18,7 @@ from gis import tiles as mvt
 from gis.layers import GeometryType, LayerRegistry, LayerSpec
 from gis.refresh.runner import RefreshRequest, run_refresh
 from gis.settings import Settings
-from services.routers.tiles import TileCache
+from services.common.tile_cache import TileCache
 
 TMS = "WebMercatorQuad"
 

@@ -1,6 +1,7 @@
 """Damaged uploads of every format (GeoPackage, KML, zipped Shapefile, GeoJSON), read by the real GDAL: each is a
 4xx naming `file`, never a 500, and no answer names the server's scratch directory, even one whose name a path
-pattern cannot recognise (spaces, brackets, non-ASCII). The service writes uploads under GIS_TEMP_DIR only.
+pattern cannot recognise (spaces, brackets, non-ASCII). The service writes uploads under GIS_TEMP_DIR only; a
+damaged delivery's failure, kept for its sender, names no scratch path either.
 """
 
 import base64
@@ -15,11 +16,16 @@ from pathlib import Path
 import geopandas as gpd
 import httpx
 import process_client
+import psycopg
 import pytest
-from conftest import TEST_KEYS
+from conftest import TEST_KEYS, cloned_database
 from shapely.geometry import box
 
-from gis.analysis.proposal import InvalidProposal, proposal_from_file
+from gis.analysis.proposal import proposal_from_file
+from gis.deliveries import store
+from gis.errors import InvalidInput
+from gis.layers import LayerRegistry
+from gis.settings import Settings
 
 SQUARE = box(123.40, 41.75, 123.402, 41.752)
 CITY = (122.2, 41.0, 124.0, 43.2)
@@ -76,7 +82,7 @@ def test_damaged_files_are_refused_without_naming_the_scratch_directory(
         for data in _damaged(samples[fmt], seed=len(fmt)):
             try:
                 proposal_from_file(data, f"plan.{fmt}", crs=None, city_extent=CITY, scratch_dir=scratch)
-            except InvalidProposal as exc:
+            except InvalidInput as exc:
                 refused += 1
                 assert exc.parameter.startswith("file") or exc.parameter in ("crs", "proposed_use"), exc
                 _names_no_path(str(exc), scratch)
@@ -130,4 +136,28 @@ def test_damaged_uploads_to_the_overlap_process_answer_4xx_without_paths(
                                                           "filename": f"plan.{fmt}"}, None, "planner")
         assert r.status_code in (200, 400, 413, 422), (fmt, r.status_code, r.text[:300])
         _names_no_path(r.text, scratch)
+    assert list(scratch.iterdir()) == []
+
+
+def test_a_damaged_delivery_is_failed_without_naming_the_scratch_directory(
+        server_url: str, template_db: str, settings: Settings, registry: LayerRegistry, tmp_path: Path) -> None:
+    spec = registry["pipe_nodes"]  # delivered as a GeoPackage
+    data = (settings.samples_dir / spec.source.path).read_bytes()
+    scratch = tmp_path / SCRATCH_NAME
+    scratch.mkdir()
+    sender = store.Sender("upload-errors-test", "pipeline_office", "api")
+    with cloned_database(server_url, template_db, "gis_test_upload_errors") as url:
+        for damaged in (data[:len(data) // 3], data[:4096], data[:100] + b"\xff" * 4000 + data[4100:]):
+            with psycopg.connect(url) as conn:
+                received = store.receive(conn, spec, sender, "pipelines.gpkg", damaged, None, None)
+            result = store.run_delivery(url, spec, received.delivery_id, settings.city_extent, settings.rejects_dir,
+                                        scratch)
+            assert result["status"] == "failed", result
+            with psycopg.connect(url) as conn:
+                kept = conn.execute("SELECT d.result::text, j.message FROM ops.deliveries d JOIN ops.jobs j "
+                                    "ON j.job_id = d.job_id WHERE d.delivery_id = %s",
+                                    (received.delivery_id,)).fetchone()
+            assert kept is not None
+            for text in (str(result), *kept):
+                _names_no_path(text, scratch)
     assert list(scratch.iterdir()) == []

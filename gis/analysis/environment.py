@@ -20,7 +20,7 @@ from psycopg import sql
 from gis import identifiers as ids
 from gis.analysis.environment_rules import EnvironmentRules
 from gis.analysis.place_report import PlacesResult, Style, feature, fetch_dicts, iso
-from gis.analysis.proposal import InvalidProposal
+from gis.errors import InvalidInput
 from gis.features.temporal import TimeRange, parse_datetime
 
 METRIC_SRID = 4550  # CGCS2000 / 3-degree Gauss-Kruger CM 123E
@@ -45,10 +45,10 @@ def _list(values: Any, name: str, allowed: tuple[str, ...] | None = None) -> lis
     if values is None:
         return None
     if not (isinstance(values, list) and values and all(isinstance(v, str) for v in values)):
-        raise InvalidProposal(name, "a non-empty list of strings")
+        raise InvalidInput(name, "a non-empty list of strings")
     unknown = [v for v in values if allowed is not None and v not in allowed]
     if unknown:
-        raise InvalidProposal(name, f"'{unknown[0][:40]}' is not one of {', '.join(allowed or ())}")
+        raise InvalidInput(name, f"'{unknown[0][:40]}' is not one of {', '.join(allowed or ())}")
     return list(values)
 
 
@@ -57,7 +57,7 @@ def parse_window(text: Any) -> TimeRange | None:
     if text is None:
         return None
     if not isinstance(text, str):
-        raise InvalidProposal("datetime", "an RFC 3339 instant or interval (start/end, '..' for open)")
+        raise InvalidInput("datetime", "an RFC 3339 instant or interval (start/end, '..' for open)")
     return parse_datetime(text)
 
 

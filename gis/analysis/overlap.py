@@ -25,12 +25,11 @@ import shapely
 from psycopg import sql
 
 from gis import identifiers as ids
-from gis.analysis.proposal import InvalidProposal, Proposal, normalise_use
+from gis.analysis.proposal import Proposal, normalise_use
 from gis.analysis.rules import Kind, OverlapRules, Rule
 from gis.crs import reproject
-from gis.errors import NotFound
+from gis.errors import InvalidInput, NotFound
 from gis.features import queries
-from gis.features.errors import InvalidQuery
 from gis.features.temporal import TimeRange, parse_datetime
 from gis.layers import LayerSpec
 from gis.security import inference
@@ -108,11 +107,8 @@ def parse_as_of(text: str | None) -> TimeRange | None:
     if text is None or not str(text).strip():
         return None
     if "/" in str(text):
-        raise InvalidProposal("datetime", "give an instant or a date (the plans in force then), not an interval")
-    try:
-        return parse_datetime(str(text), "datetime")
-    except InvalidQuery as exc:
-        raise InvalidProposal("datetime", exc.problem) from None
+        raise InvalidInput("datetime", "give an instant or a date (the plans in force then), not an interval")
+    return parse_datetime(str(text), "datetime")
 
 
 def select_rules(rules: OverlapRules, only: Sequence[str] | None) -> tuple[Rule, ...]:
@@ -121,20 +117,20 @@ def select_rules(rules: OverlapRules, only: Sequence[str] | None) -> tuple[Rule,
     unknown = [r for r in only if rules.rule(r) is None]
     if unknown:
         known = ", ".join(r.id for r in rules.rules)
-        raise InvalidProposal("rules", f"no rule {', '.join(repr(u) for u in unknown)}; the rules are {known}")
+        raise InvalidInput("rules", f"no rule {', '.join(repr(u) for u in unknown)}; the rules are {known}")
     return tuple(r for r in rules.rules if r.id in set(only))
 
 
 def check_use(rules: OverlapRules, use: str | None) -> str | None:
-    """The proposal's use, if some compatible_use rule knows it; InvalidProposal otherwise."""
+    """The proposal's use, if some compatible_use rule knows it; InvalidInput otherwise."""
     use = normalise_use(use)
     if use is None:
         return None
     for rule in rules.rules:
         if rule.kind is Kind.compatible_use and rule.allowed_classes(use) is None:
             known = ", ".join(rule.compatibility or {})
-            raise InvalidProposal("proposed_use", f"'{use}' is not in the compatibility table of rule "
-                                  f"'{rule.id}' ({known})")
+            raise InvalidInput("proposed_use", f"'{use}' is not in the compatibility table of rule "
+                               f"'{rule.id}' ({known})")
     return use
 
 
@@ -524,7 +520,7 @@ async def check_async(conn: psycopg.AsyncConnection, rules: OverlapRules, propos
 
 def project_statement(rules: OverlapRules, fid: str) -> Statement:
     if rules.projects is None or rules.projects_layer is None:
-        raise InvalidProposal("project", f"{rules.path.name} names no projects layer to take proposals from")
+        raise InvalidInput("project", f"{rules.path.name} names no projects layer to take proposals from")
     spec = rules.projects_layer
     use = (sql.SQL("t.{}").format(ids.column(spec, rules.projects.use_field)) if rules.projects.use_field
            else sql.SQL("NULL::text"))

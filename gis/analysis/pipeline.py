@@ -25,8 +25,7 @@ from psycopg import sql
 from gis import identifiers as ids
 from gis.analysis.pipeline_rules import ClearancePair, PairSide, PipelineRules
 from gis.analysis.place_report import PlacesResult, fetch_dicts, report_html, to_geojson, to_json
-from gis.analysis.proposal import InvalidProposal
-from gis.errors import NotFound
+from gis.errors import InvalidInput, NotFound
 from gis.rendering import Drawing, Shape
 from gis.svg import DEFAULT_STYLE, MapFrame, Style
 
@@ -64,11 +63,11 @@ def process_point(value: Any, name: str = "point") -> str:
     if isinstance(value, dict) and value.get("type") == "Feature":
         value = value.get("geometry")
     if not isinstance(value, dict) or value.get("type") != "Point":
-        raise InvalidProposal(name, "a GeoJSON Point (lon, lat) or [lon, lat]")
+        raise InvalidInput(name, "a GeoJSON Point (lon, lat) or [lon, lat]")
     coords = value.get("coordinates")
     if not (isinstance(coords, list) and len(coords) >= 2 and all(isinstance(c, int | float) for c in coords[:2])
             and -180 <= coords[0] <= 180 and -90 <= coords[1] <= 90):
-        raise InvalidProposal(name, "coordinates are [lon, lat] in degrees")
+        raise InvalidInput(name, "coordinates are [lon, lat] in degrees")
     return orjson.dumps({"type": "Point", "coordinates": coords[:2]}).decode()
 
 
@@ -90,11 +89,11 @@ def locate_pipe(conn: psycopg.Connection, rules: PipelineRules, *, pipe: str | N
         if found is None:
             raise NotFound(f"no pipe '{pipe}'")
         if found[0] not in tuple(utilities):
-            raise InvalidProposal("pipe", f"'{pipe}' is {found[0]}; this analysis takes "
-                                  + ", ".join(utilities))
+            raise InvalidInput("pipe", f"'{pipe}' is {found[0]}; this analysis takes "
+                               + ", ".join(utilities))
         return pipe, None
     if point is None:
-        raise InvalidProposal("inputs", "give a pipe fid or a point")
+        raise InvalidInput("inputs", "give a pipe fid or a point")
     geojson = process_point(point, name)
     row = conn.execute(sql.SQL(
         "WITH q AS (SELECT ST_SetSRID(ST_GeomFromGeoJSON(%(pt)s), 4490) g) "
@@ -103,8 +102,8 @@ def locate_pipe(conn: psycopg.Connection, rules: PipelineRules, *, pipe: str | N
             pm=_metric("p.geom"), qm=_metric("q.g"), **t),
         {"pt": geojson, "u": list(utilities), "ok": list(rules.network.traversed_status)}).fetchone()
     if row is None or row[1] > rules.network.snap_within_m:
-        raise InvalidProposal(name, f"no {'/'.join(utilities)} pipe in service within "
-                              f"{rules.network.snap_within_m:g} m")
+        raise InvalidInput(name, f"no {'/'.join(utilities)} pipe in service within "
+                           f"{rules.network.snap_within_m:g} m")
     return str(row[0]), round(float(row[1]), 2)
 
 
@@ -155,7 +154,7 @@ def burst(conn: psycopg.Connection, rules: PipelineRules, *, pipe: str | None = 
     net = rules.network
     utilities = (utility,) if utility else net.utilities
     if utility is not None and utility not in net.utilities:
-        raise InvalidProposal("utility", f"'{utility[:20]}' has no valves here; one of {', '.join(net.utilities)}")
+        raise InvalidInput("utility", f"'{utility[:20]}' has no valves here; one of {', '.join(net.utilities)}")
     fid, snapped = locate_pipe(conn, rules, pipe=pipe, point=point, utilities=utilities)
     within = net.customers_within_m
     query = sql.SQL(_BURST).format(bm=_metric("b.geom"), pm=_metric("p.geom"), **_tables(rules))
@@ -230,7 +229,7 @@ def trace(conn: psycopg.Connection, rules: PipelineRules, *, pipe: str | None = 
     """The pipes connected to a pipe, following from_node -> to_node (downstream), against it, or both;
     closed valves stop the trace and pipes not in service are not walked."""
     if direction not in ("downstream", "upstream", "both"):
-        raise InvalidProposal("direction", "downstream, upstream or both")
+        raise InvalidInput("direction", "downstream, upstream or both")
     t = _tables(rules)
     all_utilities = rules.pipelines.known_field("utility").values or ()
     fid, snapped = locate_pipe(conn, rules, pipe=pipe, point=point,
@@ -280,11 +279,11 @@ def _line(value: Any) -> str:
     if isinstance(value, dict) and value.get("type") == "Feature":
         value = value.get("geometry")
     if not isinstance(value, dict) or value.get("type") != "LineString":
-        raise InvalidProposal("line", "a GeoJSON LineString (lon, lat) drawn across the street")
+        raise InvalidInput("line", "a GeoJSON LineString (lon, lat) drawn across the street")
     coords = value.get("coordinates")
     if not (isinstance(coords, list) and 2 <= len(coords) <= 100 and all(
             isinstance(c, list) and len(c) >= 2 and all(isinstance(v, int | float) for v in c[:2]) for c in coords)):
-        raise InvalidProposal("line", "2 to 100 positions [lon, lat]")
+        raise InvalidInput("line", "2 to 100 positions [lon, lat]")
     return orjson.dumps({"type": "LineString", "coordinates": [c[:2] for c in coords]}).decode()
 
 
@@ -296,7 +295,7 @@ def cross_section(conn: psycopg.Connection, rules: PipelineRules, line: Any,
     length = conn.execute("SELECT ST_Length(ST_Transform(ST_SetSRID(ST_GeomFromGeoJSON(%s), 4490), 4550))",
                           (text,)).fetchone()
     if length is None or not (0 < float(length[0]) <= MAX_SECTION_M):
-        raise InvalidProposal("line", f"between 0 and {MAX_SECTION_M:g} m long")
+        raise InvalidInput("line", f"between 0 and {MAX_SECTION_M:g} m long")
     status = rules.pipelines.known_field("status").values or ()
     rows = fetch_dicts(conn, sql.SQL(_SECTION).format(cols=sql.SQL(_PIPE_COLS), **t),
                  {"line": text, "status": [s for s in status if s != "abandoned"] or list(status)})
@@ -342,12 +341,12 @@ def process_bbox(bbox: Any) -> list[float] | None:
     try:
         box = [float(v) for v in bbox]
     except (TypeError, ValueError):
-        raise InvalidProposal("bbox", "minlon,minlat,maxlon,maxlat") from None
+        raise InvalidInput("bbox", "minlon,minlat,maxlon,maxlat") from None
     if len(box) != 4 or box[0] >= box[2] or box[1] >= box[3]:
-        raise InvalidProposal("bbox", "minlon,minlat,maxlon,maxlat")
+        raise InvalidInput("bbox", "minlon,minlat,maxlon,maxlat")
     # Degrees: anything past the globe (1e308, inf) would overflow the grid and buffer arithmetic downstream.
     if not (box[0] >= -180 and box[2] <= 180 and box[1] >= -90 and box[3] <= 90):
-        raise InvalidProposal("bbox", "longitudes lie between -180 and 180, latitudes between -90 and 90")
+        raise InvalidInput("bbox", "longitudes lie between -180 and 180, latitudes between -90 and 90")
     return box
 
 
@@ -401,8 +400,8 @@ def clearance(conn: psycopg.Connection, rules: PipelineRules, *, pairs: Iterable
         wanted = list(pairs)
         unknown = [p for p in wanted if rules.pair(p) is None]
         if unknown:
-            raise InvalidProposal("pairs", f"unknown pair '{unknown[0][:40]}'; one of "
-                                  + ", ".join(p.id for p in rules.clearances.pairs))
+            raise InvalidInput("pairs", f"unknown pair '{unknown[0][:40]}'; one of "
+                               + ", ".join(p.id for p in rules.clearances.pairs))
         chosen = [p for p in chosen if p.id in wanted]
     violations: list[dict[str, Any]] = []
     per_pair: dict[str, int] = {}

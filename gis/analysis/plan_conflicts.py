@@ -31,9 +31,8 @@ from psycopg import sql
 
 from gis import identifiers as ids
 from gis.analysis.overlap import AREA_SRID, layer_source, parse_as_of
-from gis.analysis.proposal import InvalidProposal
 from gis.analysis.rules import OverlapRules, PlanConflictCheck, Side
-from gis.errors import GisError
+from gis.errors import GisError, InvalidInput
 from gis.features.temporal import TimeRange
 from gis.layers import LayerSpec
 
@@ -211,7 +210,7 @@ def choose_check(rules: OverlapRules, check_id: str) -> PlanConflictCheck:
     check = rules.check(check_id)
     if check is None:
         known = ", ".join(c.id for c in rules.plan_conflicts) or "none"
-        raise InvalidProposal("check", f"no plan-conflict check '{check_id[:60]}'; the checks are {known}")
+        raise InvalidInput("check", f"no plan-conflict check '{check_id[:60]}'; the checks are {known}")
     return check
 
 
@@ -223,7 +222,7 @@ def run_plan_conflicts(url: str, rules: OverlapRules, check_id: str, *, run_id: 
     check = choose_check(rules, check_id)
     time_range = parse_as_of(as_of)
     if min_area_m2 is not None and not (0 <= float(min_area_m2) < 1e9):
-        raise InvalidProposal("min_area_m2", "must be a number of square metres, 0 or more")
+        raise InvalidInput("min_area_m2", "must be a number of square metres, 0 or more")
     min_area = float(check.min_area_m2 if min_area_m2 is None else min_area_m2)
     run_id = run_id or new_run_id()
     a, b = rules.layers[check.a.layer], rules.layers[check.b.layer]

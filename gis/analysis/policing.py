@@ -32,7 +32,7 @@ from gis.analysis.environment import parse_window
 from gis.analysis.pipeline import process_bbox, process_point
 from gis.analysis.place_report import PlacesResult, Style, feature, fetch_dicts, iso
 from gis.analysis.policing_rules import ConfidenceLevel, PolicingRules
-from gis.analysis.proposal import InvalidProposal
+from gis.errors import InvalidInput
 from gis.layers import LayerRegistry
 from gis.security.policy import RowRule
 
@@ -289,7 +289,7 @@ def nearest(conn: psycopg.Connection, rules: PolicingRules, point: Any, count: A
     geojson = process_point(point)
     n = rules.nearest.default_count if count is None else count
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= rules.nearest.max_count:
-        raise InvalidProposal("count", f"a whole number from 1 to {rules.nearest.max_count}")
+        raise InvalidInput("count", f"a whole number from 1 to {rules.nearest.max_count}")
     s = rules.stations
     stations = fetch_dicts(conn, sql.SQL("""
 SELECT s.fid, s.{name} AS name, ST_AsGeoJSON(s.geom, 7, 0) AS geometry,
@@ -409,7 +409,7 @@ def _cell_size(rules: PolicingRules, value: Any) -> float:
     if value is None:
         return h.cell_m
     if isinstance(value, bool) or not isinstance(value, int | float) or not h.min_cell_m <= value <= h.max_cell_m:
-        raise InvalidProposal("cell_m", f"a number of metres from {h.min_cell_m:g} to {h.max_cell_m:g}")
+        raise InvalidInput("cell_m", f"a number of metres from {h.min_cell_m:g} to {h.max_cell_m:g}")
     return float(value)
 
 
@@ -432,7 +432,7 @@ def hotspots(conn: psycopg.Connection, rules: PolicingRules, registry: LayerRegi
     if categories is not None and not (isinstance(categories, list) and categories
                                        and all(isinstance(c, str) and (not allowed or c in allowed)
                                                for c in categories)):
-        raise InvalidProposal("categories", "a non-empty list of " + (", ".join(allowed) or "categories"))
+        raise InvalidInput("categories", "a non-empty list of " + (", ".join(allowed) or "categories"))
     query, params = hotspot_statement(rules, registry, scope)
     params |= {"cell": cell, "t0": window.start if window else None, "t1": window.end if window else None,
                "t1_incl": window.end_inclusive if window else True, "categories": categories, "bbox": box}
@@ -454,8 +454,8 @@ def hotspots(conn: psycopg.Connection, rules: PolicingRules, registry: LayerRegi
         ix1, iy1 = max(ix1, *(r[0] for r in counted)), max(iy1, *(r[1] for r in counted))
     nx, ny = ix1 - ix0 + 1, iy1 - iy0 + 1
     if nx * ny > rules.hotspots.max_cells:
-        raise InvalidProposal("cell_m", f"{nx * ny:,} cells of {cell:g} m over this extent; at most "
-                              f"{rules.hotspots.max_cells:,} (a larger cell or a smaller bbox)")
+        raise InvalidInput("cell_m", f"{nx * ny:,} cells of {cell:g} m over this extent; at most "
+                           f"{rules.hotspots.max_cells:,} (a larger cell or a smaller bbox)")
     grid = np.zeros((ny, nx), dtype=np.int64)
     for ix, iy, n in counted:
         grid[iy - iy0, ix - ix0] += n

@@ -2,7 +2,7 @@
 
 Coordinates are read in the GIS axis order every GeoJSON, GeoPackage, Shapefile and KML file uses
 (longitude/easting first), in the CRS the caller names, else the one the file declares, else CRS84.
-Everything a caller can get wrong raises InvalidProposal naming the parameter and the problem: an
+Everything a caller can get wrong raises InvalidInput naming the parameter and the problem: an
 invalid, empty or non-areal geometry, a file that is not what its name says, an unknown CRS, a
 proposal outside the city (with a hint when swapped axes would put it inside), an oversized upload.
 """
@@ -26,7 +26,7 @@ from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from gis import crs as crs_
-from gis.errors import GisError, SourceError
+from gis.errors import InvalidInput, SourceError
 from gis.security.disclosure import without_paths
 
 MAX_UPLOAD_BYTES = 20 * 2**20  # an uploaded file or a request body
@@ -53,16 +53,7 @@ _MEDIA_TYPES = {
 }
 
 
-class InvalidProposal(GisError):
-    """The proposal (or a parameter of the check) cannot be used; `parameter` names which."""
-
-    def __init__(self, parameter: str, problem: str) -> None:
-        super().__init__(f"{parameter}: {problem}")
-        self.parameter = parameter
-        self.problem = problem
-
-
-class ProposalTooLarge(InvalidProposal):
+class ProposalTooLarge(InvalidInput):
     """An upload or a geometry over the size limits."""
 
 
@@ -92,7 +83,7 @@ def resolve_crs(name: str, parameter: str = "crs") -> str:
     """A CRS name as gis.crs understands it: 'GCJ-02', 'OGC:CRS84' or 'EPSG:n'; unknown ones are refused."""
     text = str(name).strip()
     if not text:
-        raise InvalidProposal(parameter, "empty CRS name")
+        raise InvalidInput(parameter, "empty CRS name")
     if crs_.is_gcj02(text):
         return crs_.GCJ02
     if text.upper() in CRS84_FORMS:
@@ -103,16 +94,16 @@ def resolve_crs(name: str, parameter: str = "crs") -> str:
             code = upper[len(prefix):].rsplit(":", 1)[-1]
             if code.isdigit():
                 return _epsg(int(code), text, parameter)
-    raise InvalidProposal(parameter, f"unknown CRS '{text[:80]}': use EPSG:NNNN (or its OGC URI), CRS84 or GCJ-02")
+    raise InvalidInput(parameter, f"unknown CRS '{text[:80]}': use EPSG:NNNN (or its OGC URI), CRS84 or GCJ-02")
 
 
 def _epsg(code: int, text: str, parameter: str) -> str:
     try:
         found = pyproj.CRS.from_epsg(code)
     except pyproj.exceptions.CRSError:
-        raise InvalidProposal(parameter, f"unknown CRS '{text[:80]}': EPSG has no code {code}") from None
+        raise InvalidInput(parameter, f"unknown CRS '{text[:80]}': EPSG has no code {code}") from None
     if not (found.is_projected or found.is_geographic) or len(found.axis_info) < 2:
-        raise InvalidProposal(parameter, f"EPSG:{code} ({found.name}) is not a horizontal CRS")
+        raise InvalidInput(parameter, f"EPSG:{code} ({found.name}) is not a horizontal CRS")
     return f"EPSG:{code}"
 
 
@@ -121,7 +112,7 @@ def _file_crs(declared: str, parameter: str) -> str:
     try:
         found = pyproj.CRS.from_user_input(declared)
     except pyproj.exceptions.CRSError:
-        raise InvalidProposal(parameter, f"the file's CRS cannot be understood ({declared[:80]}); give crs") from None
+        raise InvalidInput(parameter, f"the file's CRS cannot be understood ({declared[:80]}); give crs") from None
     code = found.to_epsg(min_confidence=90)
     return f"EPSG:{code}" if code else found.to_wkt()
 
@@ -130,20 +121,20 @@ def _to_storage(geometries: np.ndarray, crs_name: str, parameter: str) -> np.nda
     try:
         return crs_.to_storage_crs(geometries, crs_name)
     except SourceError as exc:
-        raise InvalidProposal(parameter, str(exc)) from None
+        raise InvalidInput(parameter, str(exc)) from None
     except pyproj.exceptions.ProjError as exc:
-        raise InvalidProposal(parameter, f"coordinates cannot be transformed from {crs_name}: {exc}") from None
+        raise InvalidInput(parameter, f"coordinates cannot be transformed from {crs_name}: {exc}") from None
 
 
 # -- GeoJSON -----------------------------------------------------------------------------------------
 
 def _geometry_of(obj: Any, where: str) -> BaseGeometry:
     if not isinstance(obj, Mapping) or "type" not in obj:
-        raise InvalidProposal(where, "not a GeoJSON geometry (an object with 'type' and 'coordinates')")
+        raise InvalidInput(where, "not a GeoJSON geometry (an object with 'type' and 'coordinates')")
     try:
         geom = shape(dict(obj))
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, shapely.errors.GEOSException) as exc:
-        raise InvalidProposal(where, f"not a valid GeoJSON {obj.get('type')!s:.40}: {exc}") from None
+        raise InvalidInput(where, f"not a valid GeoJSON {obj.get('type')!s:.40}: {exc}") from None
     return geom
 
 
@@ -161,15 +152,15 @@ def read_geojson(obj: Any, parameter: str = "geometry") -> tuple[list[BaseGeomet
                                                                    str | None]:
     """(geometries, properties, declared CRS) of a GeoJSON geometry, Feature or FeatureCollection."""
     if not isinstance(obj, Mapping):
-        raise InvalidProposal(parameter, "expected a GeoJSON object (geometry, Feature or FeatureCollection)")
+        raise InvalidInput(parameter, "expected a GeoJSON object (geometry, Feature or FeatureCollection)")
     kind = obj.get("type")
     declared = _declared_crs(obj)
     if kind == "FeatureCollection":
         features = obj.get("features")
         if not isinstance(features, list):
-            raise InvalidProposal(parameter, "a FeatureCollection needs a 'features' list")
+            raise InvalidInput(parameter, "a FeatureCollection needs a 'features' list")
         if not features:
-            raise InvalidProposal(parameter, "the FeatureCollection has no features")
+            raise InvalidInput(parameter, "the FeatureCollection has no features")
         if len(features) > MAX_FEATURES:
             raise ProposalTooLarge(parameter, f"{len(features)} features; at most {MAX_FEATURES}")
         geoms, props = [], []
@@ -186,12 +177,12 @@ def read_geojson(obj: Any, parameter: str = "geometry") -> tuple[list[BaseGeomet
 
 def _feature(obj: Any, where: str) -> tuple[BaseGeometry, Mapping[str, Any]]:
     if not isinstance(obj, Mapping) or obj.get("type") != "Feature":
-        raise InvalidProposal(where, "not a GeoJSON Feature")
+        raise InvalidInput(where, "not a GeoJSON Feature")
     if obj.get("geometry") is None:
-        raise InvalidProposal(where, "the feature has no geometry")
+        raise InvalidInput(where, "the feature has no geometry")
     properties = obj.get("properties") or {}
     if not isinstance(properties, Mapping):
-        raise InvalidProposal(f"{where}.properties", "must be an object")
+        raise InvalidInput(f"{where}.properties", "must be an object")
     return _geometry_of(obj["geometry"], f"{where}.geometry"), properties
 
 
@@ -221,8 +212,8 @@ def claimed_format(filename: str | None, media_type: str | None) -> str | None:
         suffix = Path(name).suffix
         if suffix:
             if suffix not in _EXTENSIONS:
-                raise InvalidProposal("file", f"'{filename[:80]}': unsupported file type '{suffix}'; send a "
-                                      "GeoPackage (.gpkg), zipped Shapefile (.zip), GeoJSON (.geojson) or KML (.kml)")
+                raise InvalidInput("file", f"'{filename[:80]}': unsupported file type '{suffix}'; send a "
+                                   "GeoPackage (.gpkg), zipped Shapefile (.zip), GeoJSON (.geojson) or KML (.kml)")
             return _EXTENSIONS[suffix]
     if media_type:
         base = media_type.split(";")[0].strip().lower()
@@ -232,10 +223,10 @@ def claimed_format(filename: str | None, media_type: str | None) -> str | None:
 
 def _read_ogr(path: str, fmt: str, label: str, scratch: str) -> tuple[list[BaseGeometry], list[Mapping[str, Any]],
                                                                    str | None]:
-    """Read the upload GDAL opens at `path`; a failure is the file's (InvalidProposal), its message scrubbed of
+    """Read the upload GDAL opens at `path`; a failure is the file's (InvalidInput), its message scrubbed of
     `path` and of the `scratch` directory the upload was written to."""
-    def refused(problem: str, exc: BaseException) -> InvalidProposal:
-        return InvalidProposal("file", f"{label}: {problem} ({_first_line(exc, (path, scratch))})")
+    def refused(problem: str, exc: BaseException) -> InvalidInput:
+        return InvalidInput("file", f"{label}: {problem} ({_first_line(exc, (path, scratch))})")
 
     # Any exception of the reader on an untrusted file is the file's fault, not the server's: GDAL and pyogrio
     # raise their own errors, but also ValueError, NotImplementedError, GEOS errors or a pyogrio bug's
@@ -246,10 +237,10 @@ def _read_ogr(path: str, fmt: str, label: str, scratch: str) -> tuple[list[BaseG
         raise refused(f"cannot be read as {FORMAT_NAMES[fmt]}", exc) from None
     names = [str(row[0]) for row in layers if row[1] is not None]
     if not names:
-        raise InvalidProposal("file", f"{label}: no layer with geometries")
+        raise InvalidInput("file", f"{label}: no layer with geometries")
     if fmt == "gpkg" and len(names) > 1:
-        raise InvalidProposal("file", f"{label}: the GeoPackage has {len(names)} layers with geometries "
-                              f"({', '.join(names[:10])}); send one")
+        raise InvalidInput("file", f"{label}: the GeoPackage has {len(names)} layers with geometries "
+                           f"({', '.join(names[:10])}); send one")
     geoms: list[BaseGeometry] = []
     props: list[Mapping[str, Any]] = []
     declared: str | None = None
@@ -263,7 +254,7 @@ def _read_ogr(path: str, fmt: str, label: str, scratch: str) -> tuple[list[BaseG
             declared = crs
         for i, geom in enumerate(frame.geometry.to_numpy()):
             if geom is None:
-                raise InvalidProposal("file", f"{label}: feature {i + 1} of layer '{name[:80]}' has no geometry")
+                raise InvalidInput("file", f"{label}: feature {i + 1} of layer '{name[:80]}' has no geometry")
             geoms.append(geom)
         records = frame.drop(columns=frame.geometry.name).to_dict("records")
         props.extend(records)
@@ -287,17 +278,17 @@ def _shapefile_in_zip(data: bytes, label: str) -> tuple[str, bool]:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = archive.infolist()
     except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError) as exc:
-        raise InvalidProposal("file", f"{label}: not a readable zip archive ({exc})") from None
+        raise InvalidInput("file", f"{label}: not a readable zip archive ({exc})") from None
     if sum(m.file_size for m in members) > MAX_UNZIPPED_BYTES:
         raise ProposalTooLarge("file", f"{label}: unpacks to more than {MAX_UNZIPPED_BYTES // 2**20} MiB")
     shps = [m.filename for m in members if m.filename.lower().endswith(".shp")]
     if len(shps) != 1:
-        raise InvalidProposal("file", f"{label}: a zipped Shapefile holds exactly one .shp; found {len(shps)}")
+        raise InvalidInput("file", f"{label}: a zipped Shapefile holds exactly one .shp; found {len(shps)}")
     stem = shps[0][:-4].lower()
     present = {m.filename.lower() for m in members}
     missing = [s for s in (".shx", ".dbf") if stem + s not in present]
     if missing:
-        raise InvalidProposal("file", f"{label}: the Shapefile lacks its {' and '.join(missing)}")
+        raise InvalidInput("file", f"{label}: the Shapefile lacks its {' and '.join(missing)}")
     return shps[0], stem + ".prj" in present
 
 
@@ -311,20 +302,20 @@ def read_file(data: bytes, filename: str | None, media_type: str | None = None, 
     if len(data) > MAX_UPLOAD_BYTES:
         raise ProposalTooLarge("file", f"{label} is {len(data):,} bytes; at most {MAX_UPLOAD_BYTES:,}")
     if not data:
-        raise InvalidProposal("file", f"{label} is empty")
+        raise InvalidInput("file", f"{label} is empty")
     claimed = claimed_format(filename, media_type)
     found = sniff_format(data)
     if claimed is not None and found != claimed:
         what = FORMAT_NAMES[found] if found else "no format we read"
-        raise InvalidProposal("file", f"{label} claims to be {FORMAT_NAMES[claimed]} but its content is {what}")
+        raise InvalidInput("file", f"{label} claims to be {FORMAT_NAMES[claimed]} but its content is {what}")
     fmt = found or claimed
     if fmt is None:
-        raise InvalidProposal("file", f"{label}: not a GeoPackage, zipped Shapefile, GeoJSON or KML file")
+        raise InvalidInput("file", f"{label}: not a GeoPackage, zipped Shapefile, GeoJSON or KML file")
     if fmt == "geojson":
         try:
             obj = json.loads(data.decode("utf-8-sig"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidProposal("file", f"{label}: not valid GeoJSON ({exc})") from None
+            raise InvalidInput("file", f"{label}: not valid GeoJSON ({exc})") from None
         geoms, props, declared = read_geojson(obj, "file")
         return geoms, props, declared, fmt
     with tempfile.TemporaryDirectory(prefix="gis-proposal-", dir=scratch_dir) as tmp:
@@ -349,17 +340,17 @@ def _check_shapes(geoms: list[BaseGeometry], parameter: str) -> None:
     for i, geom in enumerate(geoms):
         where = parameter if len(geoms) == 1 else f"{parameter} (feature {i + 1})"
         if geom.geom_type not in ("Polygon", "MultiPolygon"):
-            raise InvalidProposal(where, f"a proposal is an area (Polygon or MultiPolygon), not a {geom.geom_type}")
+            raise InvalidInput(where, f"a proposal is an area (Polygon or MultiPolygon), not a {geom.geom_type}")
         if geom.is_empty:
-            raise InvalidProposal(where, "the geometry is empty")
+            raise InvalidInput(where, "the geometry is empty")
         coords = shapely.get_coordinates(geom)
         if not np.isfinite(coords).all():
-            raise InvalidProposal(where, "coordinates must be finite numbers")
+            raise InvalidInput(where, "coordinates must be finite numbers")
         vertices += len(coords)
         if vertices > MAX_VERTICES:
             raise ProposalTooLarge(parameter, f"more than {MAX_VERTICES:,} vertices")
         if not geom.is_valid:
-            raise InvalidProposal(where, f"the geometry is not valid: {shapely.is_valid_reason(geom)}")
+            raise InvalidInput(where, f"the geometry is not valid: {shapely.is_valid_reason(geom)}")
 
 
 def _distance_km(bounds: tuple[float, float, float, float], box: tuple[float, float, float, float]) -> float:
@@ -386,13 +377,13 @@ def _check_extent(stored: np.ndarray, source: list[BaseGeometry], crs_name: str,
         swapped_bounds = tuple(shapely.total_bounds(_to_storage(np.array(swapped, dtype=object), crs_name, parameter)))
         if _inside(swapped_bounds, city):
             hint = " (with x and y swapped it would be inside: give x = longitude/easting first)"
-    except InvalidProposal:
+    except InvalidInput:
         pass
     if not hint and crs_name in ("OGC:CRS84", "EPSG:4326", "EPSG:4490"):
         hint = f"; are the coordinates really in {crs_name}? give crs"
     where = "not within" if not np.isfinite(bounds).all() else f"{_distance_km(bounds, city):,.1f} km from"
-    raise InvalidProposal(parameter, f"the proposal lies outside the city: {where} the city's extent "
-                          f"{list(city)} (lon/lat){hint}")
+    raise InvalidInput(parameter, f"the proposal lies outside the city: {where} the city's extent "
+                       f"{list(city)} (lon/lat){hint}")
 
 
 def build_proposal(geoms: list[BaseGeometry], properties: Iterable[Mapping[str, Any]], *, crs: str | None,
@@ -411,7 +402,7 @@ def build_proposal(geoms: list[BaseGeometry], properties: Iterable[Mapping[str, 
     polygons = shapely.get_parts(joined)
     polygons = polygons[shapely.get_type_id(polygons) == 3]
     if not len(polygons) or shapely.area(shapely.multipolygons(polygons)) <= 0:
-        raise InvalidProposal(parameter, "the geometry has no area")
+        raise InvalidInput(parameter, "the geometry has no area")
     use = _use_of(properties, proposed_use)
     return Proposal(shapely.multipolygons(polygons), source, crs_name if len(crs_name) < 40 else "(file's CRS)",
                     use, None, _first_properties(properties))
@@ -430,7 +421,7 @@ def normalise_use(value: Any, parameter: str = "proposed_use") -> str | None:
     if not text:
         return None
     if not _USE_CODE.match(text):
-        raise InvalidProposal(parameter, f"'{str(value)[:20]}' is not a GB 50137 land-use code (R, A, B, M, R2 ...)")
+        raise InvalidInput(parameter, f"'{str(value)[:20]}' is not a GB 50137 land-use code (R, A, B, M, R2 ...)")
     return text
 
 
@@ -445,7 +436,7 @@ def _use_of(properties: Iterable[Mapping[str, Any]], given: str | None) -> str |
                 if use:
                     found.add(use)
     if len(found) > 1:
-        raise InvalidProposal("proposed_use", f"the features disagree ({', '.join(sorted(found))}); give proposed_use")
+        raise InvalidInput("proposed_use", f"the features disagree ({', '.join(sorted(found))}); give proposed_use")
     return found.pop() if found else None
 
 
@@ -463,7 +454,7 @@ def proposal_from_file(data: bytes, filename: str | None, *, media_type: str | N
                        scratch_dir: Path | None = None) -> Proposal:
     geoms, props, declared, fmt = read_file(data, filename, media_type, scratch_dir)
     if declared is None and crs is None and fmt == "shp":
-        raise InvalidProposal("crs", "the zipped Shapefile has no .prj: give its CRS (e.g. EPSG:4549)")
+        raise InvalidInput("crs", "the zipped Shapefile has no .prj: give its CRS (e.g. EPSG:4549)")
     name = f"'{Path(filename).name}'" if filename else "upload"
     return build_proposal(geoms, props, crs=crs, declared_crs=declared, city_extent=city_extent,
                           source=f"{FORMAT_NAMES[fmt]} {name} ({len(geoms)} feature{'s' if len(geoms) != 1 else ''})",
@@ -474,7 +465,7 @@ def proposal_from_path(path: Path, *, crs: str | None, city_extent: tuple[float,
                        proposed_use: str | None = None) -> Proposal:
     """A file on disk (the CLI): a .shp is zipped with its sidecar files first."""
     if not path.is_file():
-        raise InvalidProposal("file", f"no file {path}")
+        raise InvalidInput("file", f"no file {path}")
     if path.suffix.lower() == ".shp":
         parts = [p for p in path.parent.glob(path.stem + ".*") if p.suffix.lower() in
                  (".shp", ".shx", ".dbf", ".prj", ".cpg")]

@@ -25,6 +25,7 @@ from gis.errors import NotFound, SourceError, ValidationFailed
 from gis.layers import LayerSpec
 from gis.refresh.runner import RefreshRequest, run_refresh
 from gis.refresh.validate import Extent
+from gis.security.disclosure import scrubbed
 
 PROCESS_ID = "delivery-refresh"
 _PROGRESS_EVERY_S = 1.0
@@ -99,8 +100,10 @@ def run_delivery(url: str, spec: LayerSpec, delivery_id: int, city_extent: Exten
                      message=f"{done:,} of {total:,} rows checked")
 
         rejects: str | None = None
+        unpacked = ""
         try:
             with tempfile.TemporaryDirectory(prefix="gis-delivery-", dir=scratch_dir) as directory:
+                unpacked = directory
                 path = unpack(filename, bytes(content), spec.source, Path(directory))
                 refreshed = run_refresh(url, RefreshRequest(spec, path, city_extent, rejects_dir, progress=False,
                                                             cut_at=cut_at, on_progress=progress))
@@ -115,6 +118,9 @@ def run_delivery(url: str, spec: LayerSpec, delivery_id: int, city_extent: Exten
                       "rejected": max(0, (rejects or "").count("\n") - 1)}
         except SourceError as exc:
             result = {"status": "failed", "message": str(exc)}
+        # Kept and shown to the sender: without the scratch directory (exactly, whatever characters its name has)
+        # or the server's rejects directory.
+        result = scrubbed(result, (unpacked, str(rejects_dir)) if unpacked else (str(rejects_dir),))
         ok = result["status"] == "succeeded"
         conn.execute("UPDATE ops.deliveries SET status = %s, refresh_id = %s, result = %s, rejects = %s "
                      "WHERE delivery_id = %s", (result["status"], result.get("refresh_id"), Jsonb(result), rejects,

@@ -224,7 +224,7 @@ def _fid_of(request: EditRequest) -> str:
     else:
         fid = uuid.uuid4().hex
     fid = fid.strip()
-    # Any other character is fine: a path carries it percent-encoded (a slash as %2F, services/encoded_paths.py).
+    # Any other character is fine: a path carries it percent-encoded (a slash as %2F, services/common/encoded_paths.py).
     # "." and ".." are not: URL clients resolve them as dot-segments, encoded or not (RFC 3986, 6.2.2.2).
     if not fid or len(fid) > MAX_FID or any(ord(c) < 32 for c in fid) or fid in (".", ".."):
         raise InvalidFeature("id", f"an id is 1 to {MAX_FID} characters, without control characters, "

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from gis.crs import STORAGE_SRID
-from gis.features.errors import InvalidQuery
+from gis.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ _CRS84_FORMS = frozenset(f.upper() for f in (
 
 
 def parse_crs(value: str, parameter: str) -> Crs:
-    """A supported CRS from its URI (or the EPSG:nnnn / [OGC:CRS84] short forms); else InvalidQuery."""
+    """A supported CRS from its URI (or the EPSG:nnnn / [OGC:CRS84] short forms); else InvalidInput."""
     text = value.strip()
     if text in _BY_URI:
         return _BY_URI[text]
@@ -74,7 +74,7 @@ def parse_crs(value: str, parameter: str) -> Crs:
                 return found
             break
     supported = ", ".join(c.uri for c in SUPPORTED)
-    raise InvalidQuery(parameter, f"unsupported CRS '{value[:200]}'; supported: {supported}")
+    raise InvalidInput(parameter, f"unsupported CRS '{value[:200]}'; supported: {supported}")
 
 
 def to_output(crs: Crs, geom: sql.Composable) -> sql.Composable:

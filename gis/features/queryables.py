@@ -4,6 +4,7 @@ The same table answers `/queryables` (as JSON Schema), checks CQL2 property name
 and gives the SQL column each name maps to.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,14 +39,12 @@ class Queryable:
         return sql.Identifier(self.column)
 
 
-_cache: dict[int, tuple[LayerSpec, dict[str, Queryable]]] = {}
+def queryables(spec: LayerSpec) -> Mapping[str, Queryable]:
+    """name -> Queryable, for one layer (built once, by the layer: LayerSpec.queryables)."""
+    return spec.queryables
 
 
-def queryables(spec: LayerSpec) -> dict[str, Queryable]:
-    """name -> Queryable, for one layer (computed once per spec)."""
-    cached = _cache.get(id(spec))
-    if cached is not None and cached[0] is spec:
-        return cached[1]
+def build_queryables(spec: LayerSpec) -> dict[str, Queryable]:
     found: dict[str, Queryable] = {}
     for field in spec.fields:
         ids.column(spec, field.name)  # the registry's check: a name that reaches SQL is a declared column
@@ -54,7 +53,6 @@ def queryables(spec: LayerSpec) -> dict[str, Queryable]:
     found.setdefault(GEOMETRY, Queryable(GEOMETRY, "geom", "geometry"))
     for name in VALIDITY:
         found.setdefault(name, Queryable(name, name, "timestamp"))
-    _cache[id(spec)] = (spec, found)
     return found
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
-from gis.features.errors import InvalidQuery
+from gis.errors import InvalidInput
 
 CITY_TIME = ZoneInfo("Asia/Shanghai")
 
@@ -36,25 +36,25 @@ class TimeRange:
 
 def parse_date(text: str, parameter: str) -> date:
     if not _DATE.match(text):
-        raise InvalidQuery(parameter, f"'{text[:60]}' is not a date (YYYY-MM-DD)")
+        raise InvalidInput(parameter, f"'{text[:60]}' is not a date (YYYY-MM-DD)")
     try:
         return date.fromisoformat(text)
     except ValueError as exc:
-        raise InvalidQuery(parameter, f"'{text}' is not a valid date: {exc}") from None
+        raise InvalidInput(parameter, f"'{text}' is not a valid date: {exc}") from None
 
 
 def parse_timestamp(text: str, parameter: str, zone: tzinfo = CITY_TIME) -> datetime:
     """An RFC 3339 date-time, time-zone aware (no offset: `zone`, by default the city's local time)."""
     match = _DATETIME.match(text.strip())
     if not match:
-        raise InvalidQuery(parameter, f"'{text[:60]}' is not an RFC 3339 date-time (e.g. 2024-05-01T08:00:00Z)")
+        raise InvalidInput(parameter, f"'{text[:60]}' is not an RFC 3339 date-time (e.g. 2024-05-01T08:00:00Z)")
     day, clock, fraction, offset = match.groups()
     fraction = (fraction or "")[:7]  # Python keeps microseconds
     suffix = "" if offset is None else ("+00:00" if offset.upper() == "Z" else offset)
     try:
         stamp = datetime.fromisoformat(f"{day}T{clock}{fraction}{suffix}")
     except ValueError as exc:
-        raise InvalidQuery(parameter, f"'{text[:60]}' is not a valid date-time: {exc}") from None
+        raise InvalidInput(parameter, f"'{text[:60]}' is not a valid date-time: {exc}") from None
     return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=zone)
 
 
@@ -79,7 +79,7 @@ def parse_datetime(value: str, parameter: str = "datetime") -> TimeRange:
     text = value.strip()
     if "/" not in text:
         if text in _OPEN:
-            raise InvalidQuery(parameter, "an instant or an interval start/end is needed")
+            raise InvalidInput(parameter, "an instant or an interval start/end is needed")
         if _DATE.match(text):
             opens, _ = _bound(text, parameter, is_end=False)
             closes, inclusive = _bound(text, parameter, is_end=True)
@@ -88,10 +88,10 @@ def parse_datetime(value: str, parameter: str = "datetime") -> TimeRange:
         return TimeRange(stamp, stamp)
     parts = text.split("/")
     if len(parts) != 2:
-        raise InvalidQuery(parameter, "an interval has exactly one '/' (start/end, '..' for an open end)")
+        raise InvalidInput(parameter, "an interval has exactly one '/' (start/end, '..' for an open end)")
     first, second = (p.strip() for p in parts)
     start = None if first in _OPEN else _bound(first, parameter, is_end=False)[0]
     end, inclusive = (None, True) if second in _OPEN else _bound(second, parameter, is_end=True)
     if start is not None and end is not None and (start > end or (start == end and not inclusive)):
-        raise InvalidQuery(parameter, "the interval ends before it starts")
+        raise InvalidInput(parameter, "the interval ends before it starts")
     return TimeRange(start, end, inclusive)

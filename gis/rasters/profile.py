@@ -19,8 +19,7 @@ from psycopg import sql
 from shapely.geometry import LineString
 
 from gis import identifiers as ids
-from gis.analysis.proposal import InvalidProposal
-from gis.errors import NotFound
+from gis.errors import InvalidInput, NotFound
 from gis.layers import LayerSpec, RasterSpec
 from gis.rasters import read
 from gis.rasters.versions import RasterVersion
@@ -103,9 +102,9 @@ def values_at(version: RasterVersion, spec: RasterSpec, lonlat: np.ndarray, bili
 def pipe_segments(conn: psycopg.Connection, pipelines: LayerSpec, fids: Sequence[str]) -> list[Segment]:
     """The pipes in the order given, each turned to continue from the previous one's end."""
     if not fids:
-        raise InvalidProposal("pipes", "name at least one pipe fid")
+        raise InvalidInput("pipes", "name at least one pipe fid")
     if len(fids) > MAX_PIPES:
-        raise InvalidProposal("pipes", f"{len(fids)} pipes; at most {MAX_PIPES}")
+        raise InvalidInput("pipes", f"{len(fids)} pipes; at most {MAX_PIPES}")
     query = sql.SQL("SELECT fid, ST_AsBinary(ST_Transform(geom, 4550)), {}, {}, {}, {} FROM {} "
                     "WHERE fid = ANY(%s)").format(
         ids.column(pipelines, "depth_start_m"), ids.column(pipelines, "depth_end_m"),
@@ -152,7 +151,7 @@ def profile(version: RasterVersion, spec: RasterSpec, parts: Sequence[Segment | 
         offset += line.length
     total = sum(len(p[2]) for p in pieces)
     if total > MAX_STATIONS:
-        raise InvalidProposal("step_m", f"{total:,} points along {offset:,.0f} m; at most {MAX_STATIONS:,}: "
+        raise InvalidInput("step_m", f"{total:,} points along {offset:,.0f} m; at most {MAX_STATIONS:,}: "
                                         "use a larger step")
     xy = np.vstack([shapely.get_coordinates(shapely.line_interpolate_point(line, along))
                     for _, line, along, _ in pieces])

@@ -19,7 +19,7 @@ from rasterio.warp import reproject
 from rasterio.windows import Window
 from rasterio.windows import from_bounds as window_from_bounds
 
-from gis.features.errors import InvalidQuery
+from gis.errors import InvalidInput
 from gis.layers import RasterSpec, RenderingKind
 from gis.rasters import render
 from gis.rasters.versions import RasterVersion
@@ -36,7 +36,7 @@ def window_of(dataset: rasterio.io.DatasetReader, bounds: Bounds) -> Window:
     left, bottom, right, top = dataset.bounds
     x0, y0, x1, y1 = max(bounds[0], left), max(bounds[1], bottom), min(bounds[2], right), min(bounds[3], top)
     if not (x0 < x1 and y0 < y1):
-        raise InvalidQuery("bbox", "does not meet the coverage's extent")
+        raise InvalidInput("bbox", "does not meet the coverage's extent")
     wanted = window_from_bounds(x0, y0, x1, y1, transform=dataset.transform)
     col0, row0 = math.floor(wanted.col_off + 1e-9), math.floor(wanted.row_off + 1e-9)
     col1 = math.ceil(wanted.col_off + wanted.width - 1e-9)
@@ -44,7 +44,7 @@ def window_of(dataset: rasterio.io.DatasetReader, bounds: Bounds) -> Window:
     col0, row0 = max(col0, 0), max(row0, 0)
     col1, row1 = min(col1, dataset.width), min(row1, dataset.height)
     if col1 <= col0 or row1 <= row0:
-        raise InvalidQuery("bbox", "does not meet the coverage's extent")
+        raise InvalidInput("bbox", "does not meet the coverage's extent")
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
@@ -53,7 +53,7 @@ def coverage_geotiff(version: RasterVersion, bounds: Bounds | None) -> bytes:
     with rasterio.open(version.path) as src:
         window = window_of(src, bounds) if bounds is not None else Window(0, 0, src.width, src.height)
         if window.width * window.height * src.count > MAX_COVERAGE_CELLS:
-            raise InvalidQuery("bbox", f"asks for {int(window.width)} x {int(window.height)} cells; at most "
+            raise InvalidInput("bbox", f"asks for {int(window.width)} x {int(window.height)} cells; at most "
                                        f"{MAX_COVERAGE_CELLS // src.count:,} per band, ask for a smaller area")
         data = src.read(window=window)
         profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": src.count,

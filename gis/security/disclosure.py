@@ -22,12 +22,13 @@ def without_paths(text: str, placeholder: str = "<file>", known: Iterable[str] =
     return _SERVER_PATH.sub(placeholder, text)
 
 
-def scrubbed(value: Any) -> Any:
-    """A JSON value with every string's server paths replaced."""
+def scrubbed(value: Any, known: Iterable[str] = ()) -> Any:
+    """A JSON value with every string's server paths replaced (`known` ones exactly, as without_paths)."""
+    known = tuple(known)
     if isinstance(value, str):
-        return without_paths(value)
+        return without_paths(value, known=known)
     if isinstance(value, dict):
-        return {k: scrubbed(v) for k, v in value.items()}
+        return {k: scrubbed(v, known) for k, v in value.items()}
     if isinstance(value, list):
-        return [scrubbed(v) for v in value]
+        return [scrubbed(v, known) for v in value]
     return value

@@ -20,9 +20,8 @@ from typing import Any
 import jwt
 from fastapi import HTTPException, Request
 
-from gis.layers import LayerRegistry
 from gis.security import keys
-from gis.security.policy import Policy, Role, load_policy, policy_path
+from gis.security.policy import Policy, Role
 from gis.security.settings import AuthSettings
 from services.common.state import AppState, app_state
 
@@ -59,10 +58,6 @@ class Auth:
                 self._jwks = jwt.PyJWKClient(settings.jwks, cache_keys=True, lifespan=300)
             else:
                 self._jwks = jwt.PyJWKSet.from_json(Path(settings.jwks).read_text(encoding="utf-8"))
-
-    @classmethod
-    def load(cls, settings: AuthSettings, layers_dir: Path, registry: LayerRegistry) -> "Auth":
-        return cls(settings, load_policy(policy_path(layers_dir, settings.policy_file), registry))
 
     # -- API keys ---------------------------------------------------------------------------------
     async def key_caller(self, state: AppState, token: str, method: str) -> Caller:
@@ -114,8 +109,7 @@ def unauthorized(message: str) -> HTTPException:
 
 
 def auth_of(request: Request) -> Auth:
-    found: Auth = request.app.state.auth
-    return found
+    return app_state(request).auth
 
 
 def _basic(value: str) -> str:

@@ -1,7 +1,7 @@
 """The audit trail of reads: one ops.audit_log row per read of an internal or restricted layer or raster.
 
 Public layers write nothing. The row names the caller, the path and the query parameters that shaped the
-answer; the log itself is served to auditor roles by services/routers/audit.py.
+answer (those the route declares); the log itself is served to auditor roles by services/routers/audit.py.
 """
 
 from collections.abc import Mapping
@@ -13,10 +13,8 @@ from gis.layers import AccessClass, RasterSpec
 from gis.security import audit
 from gis.security.policy import LayerView
 from services.auth.credentials import caller_of
+from services.common.parameters import route_parameters
 from services.common.state import app_state
-
-_AUDITED_PARAMETERS = ("bbox", "bbox-crs", "filter", "filter-lang", "datetime", "properties", "sortby", "limit",
-                       "offset", "cursor", "crs")
 
 
 async def audit_read(request: Request, view: LayerView, features: int | None, status: int = 200,
@@ -35,7 +33,8 @@ async def audit_raster_read(request: Request, spec: RasterSpec, extra: Mapping[s
 async def _audit(request: Request, layer_id: str, features: int | None, status: int,
                  extra: Mapping[str, Any] | None) -> None:
     caller = caller_of(request)
-    query = {k: v[:2000] for k, v in request.query_params.items() if k in _AUDITED_PARAMETERS}
+    declared = route_parameters(request)  # the query parameters the route declares (services.common.parameters)
+    query = {k: v[:2000] for k, v in request.query_params.items() if k in declared}
     if extra:
         query.update(extra)
     entry = audit.AuditEntry(caller.subject, caller.role.name, caller.method, caller.key_id, "read",

@@ -52,11 +52,6 @@ class RowAreas:
         return node
 
 
-def row_areas_of(request: Request) -> RowAreas:
-    found: RowAreas = request.app.state.row_areas
-    return found
-
-
 def layer_view(request: Request, layer_id: str) -> LayerView:
     """The layer as the caller may see it; NotFound (as for a layer that does not exist) if hidden."""
     return caller_of(request).role.view(layer_id)
@@ -90,7 +85,8 @@ async def row_filter(request: Request, view: LayerView, filter_crs: crs_.Crs = c
     """The caller's row rule on the layer as a CQL2 node (geometries in filter_crs); None when it has none."""
     if view.rows is None:
         return None
-    return await row_areas_of(request).row_node(app_state(request), caller_of(request), view, filter_crs)
+    state = app_state(request)
+    return await state.row_areas.row_node(state, caller_of(request), view, filter_crs)
 
 
 

@@ -19,7 +19,7 @@ from gis.features.queries import stats_statement
 from gis.layers import LayerSpec
 from gis.security.policy import LayerView
 from services.common import ogc
-from services.common.state import AppState
+from services.common.state import AppState, app_state
 
 
 async def layer_stats(state: AppState) -> dict[str, tuple[Any, ...]]:
@@ -67,7 +67,7 @@ def collection_document(request: Request, spec: LayerSpec, stats: tuple[Any, ...
             ogc.link(ogc.url(request, f"{path}/items", [("f", "html")]), "items", "text/html", "features as HTML"),
             ogc.link(ogc.url(request, f"{path}/queryables"), "http://www.opengis.net/def/rel/ogc/1.0/queryables",
                      ogc.SCHEMA_JSON, "queryable properties"),
-            *(extra for provider in getattr(request.app.state, "collection_links", ())
+            *(extra for provider in app_state(request).discovery.collection_links
               for extra in provider(ogc.base_url(request), spec.id)),
         ],
         "geometryType": spec.geometry.value,

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gis.analysis.proposal import InvalidProposal, ProposalTooLarge
+from gis.analysis.proposal import ProposalTooLarge
 from gis.edits.feature import InvalidFeature
 from gis.edits.store import (
     EditBusy,
@@ -28,22 +28,14 @@ from gis.edits.store import (
     PreconditionFailed,
     PreconditionRequired,
 )
-from gis.errors import GisError, NotFound, SourceError
-from gis.features.errors import InvalidQuery
+from gis.errors import GisError, InvalidInput, NotFound, SourceError
 from gis.rendering import render
 from gis.sensing.readings import InvalidReadings, WriteBusy
 from services.common.headers import SECURITY_HEADERS
 from services.common.negotiation import accepts_html
+from services.common.state import app_state
 
 DATABASE_RETRY_SECONDS = 5
-
-
-class InvalidParameter(GisError):
-    """A request parameter that cannot be understood; the message names the parameter."""
-
-    def __init__(self, parameter: str, problem: str) -> None:
-        super().__init__(f"{parameter}: {problem}")
-        self.parameter = parameter
 
 
 class RateLimited(GisError):
@@ -70,12 +62,10 @@ class BodyTooLarge(GisError):
 
 
 STATUS: list[tuple[type[Exception], int, str]] = [
-    (InvalidParameter, 400, "InvalidParameterValue"),
-    (InvalidQuery, 400, "InvalidParameterValue"),
     (NotFound, 404, "NotFound"),
     (BodyTooLarge, 413, "PayloadTooLarge"),
     (ProposalTooLarge, 413, "PayloadTooLarge"),
-    (InvalidProposal, 400, "InvalidParameterValue"),
+    (InvalidInput, 400, "InvalidParameterValue"),
     (InvalidReadings, 400, "InvalidParameterValue"),
     (WriteBusy, 503, "ServiceUnavailable"),
     (InvalidFeature, 400, "InvalidParameterValue"),
@@ -99,8 +89,7 @@ def exception_body(code: str, description: str, parameter: str | None = None) ->
 
 
 def _statement_timeout_ms(request: Request) -> int:
-    guard = getattr(request.app.state, "guard", None)
-    return int(guard.settings.statement_timeout_ms) if guard is not None else 0
+    return int(app_state(request).guard.settings.statement_timeout_ms)
 
 
 def _wants_html(request: Request) -> bool:

@@ -15,8 +15,7 @@ from urllib.parse import unquote_to_bytes
 from fastapi import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.common.errors import InvalidParameter
-from services.common.ogc import DOCUMENT_NAMES
+from gis.errors import InvalidInput
 
 NUL = "\x00"
 
@@ -42,12 +41,12 @@ async def check_request(request: Request) -> None:
     """An app-wide dependency: no NUL in the path parameters or the query."""
     for name, value in request.path_params.items():
         if isinstance(value, str) and NUL in value:
-            raise InvalidParameter(DOCUMENT_NAMES.get(name, name), "contains a NUL character (%00)")
+            raise InvalidInput(name, "contains a NUL character (%00)")
     for name, value in request.query_params.multi_items():
         if NUL in name:
-            raise InvalidParameter("query", "a parameter name contains a NUL character (%00)")
+            raise InvalidInput("query", "a parameter name contains a NUL character (%00)")
         if NUL in value:
-            raise InvalidParameter(name[:60], "contains a NUL character (%00)")
+            raise InvalidInput(name[:60], "contains a NUL character (%00)")
 
 
 # A parameter whose empty value says something (no properties at all); any other `name=` is left out.

@@ -141,7 +141,7 @@ class SharedLimiter:
 
 @dataclass(frozen=True)
 class Guard:
-    """The app's limits, built once from HttpSettings by create_app (kept on app.state.guard)."""
+    """The app's limits, built once from HttpSettings by create_app (kept on AppState.guard)."""
 
     settings: HttpSettings
     limiter: SharedLimiter
@@ -169,8 +169,7 @@ class Guard:
 
 
 def guard_of(request: Request) -> Guard:
-    found: Guard = request.app.state.guard
-    return found
+    return app_state(request).guard
 
 
 def _address(request: Request) -> str:

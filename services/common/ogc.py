@@ -1,15 +1,13 @@
 """What every OGC API route shares: the parameter check, format negotiation, links and responses."""
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from urllib.parse import urlencode
 
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
-from gis.features.errors import InvalidQuery
-from services.common.errors import InvalidParameter
+from gis.errors import InvalidInput
 from services.common.negotiation import accepts_html
 
 GEOJSON = "application/geo+json"
@@ -19,23 +17,12 @@ OPENAPI = "application/vnd.oai.openapi+json;version=3.0"
 SCHEMA_JSON = "application/schema+json"
 
 CREDENTIAL = "api_key"  # QGIS 3.22 users put their key in the URL; declared in the OpenAPI, never refused
-COMMON = frozenset({"f", CREDENTIAL})
 FORMATS = {"json": False, "geojson": False, "html": True}
-# Path parameters the OpenAPI document (and so every error) names as OGC API does, not as the routes do.
-DOCUMENT_NAMES = {"collection_id": "collectionId", "feature_id": "featureId"}
-
-
-@contextmanager
-def client_input() -> Iterator[None]:
-    """A query error from gis.features becomes the service's InvalidParameter (a 400 naming it)."""
-    try:
-        yield
-    except InvalidQuery as exc:
-        raise InvalidParameter(exc.parameter, exc.problem) from None
 
 
 def query_params(request: Request, allowed: Iterable[str]) -> dict[str, str]:
     """Each known parameter once; an unknown one is a 400 (OGC API Features Part 1, /req/core/query-param-unknown).
+    Routes pass their declaration's names (services.common.parameters.Declaration.check).
 
     The credential parameter is always accepted and may repeat (clients re-append it to `next` links).
     """
@@ -44,13 +31,13 @@ def query_params(request: Request, allowed: Iterable[str]) -> dict[str, str]:
     for name, value in request.query_params.multi_items():
         if name == CREDENTIAL:
             continue
-        if name not in allowed_set and name not in COMMON:
-            known = ", ".join(sorted((set(allowed_set) | COMMON) - {CREDENTIAL}))
-            raise InvalidParameter(name[:60], f"unknown parameter; this endpoint takes {known}")
+        if name not in allowed_set:
+            known = ", ".join(sorted(set(allowed_set) - {CREDENTIAL}))
+            raise InvalidInput(name[:60], f"unknown parameter; this endpoint takes {known}")
         if "\x00" in value:
-            raise InvalidParameter(name, "contains a NUL character")
+            raise InvalidInput(name, "contains a NUL character")
         if name in found and found[name] != value:
-            raise InvalidParameter(name, "given more than once")
+            raise InvalidInput(name, "given more than once")
         found[name] = value
     return found
 
@@ -59,7 +46,7 @@ def wants_html(request: Request, params: dict[str, str]) -> bool:
     fmt = params.get("f")
     if fmt is not None:
         if fmt not in FORMATS:
-            raise InvalidParameter("f", f"'{fmt[:20]}' is not a format here; use json or html")
+            raise InvalidInput("f", f"'{fmt[:20]}' is not a format here; use json or html")
         return FORMATS[fmt]
     return accepts_html(request.headers.get("accept", ""))
 

@@ -13,15 +13,14 @@ from fastapi.responses import Response
 
 from gis.errors import NotFound
 from gis.features import crs as crs_
-from gis.features.errors import InvalidQuery
 from gis.features.temporal import parse_datetime
 from gis.layers import AccessClass, RasterSpec
 from gis.rasters import read, versions
 from gis.rasters.versions import RasterVersion
 from services.auth import visibility
 from services.common import ogc
-from services.common.errors import InvalidParameter
 from services.common.html import html_page
+from services.common.parameters import DocumentParameters
 from services.common.state import app_state
 
 GEOTIFF = "image/tiff; application=geotiff"
@@ -41,10 +40,7 @@ def parse_time(value: str | None) -> datetime | None:
     """The instant whose version is wanted: an instant, or the end of a date or interval (None: now)."""
     if value is None:
         return None
-    try:
-        found = parse_datetime(value)
-    except InvalidQuery as exc:
-        raise InvalidParameter(exc.parameter, exc.problem) from None
+    found = parse_datetime(value)
     return found.end or found.start
 
 
@@ -155,10 +151,10 @@ async def raster_documents(request: Request) -> list[dict[str, Any]]:
     return [collection_document(request, spec, current.get(raster_id)) for raster_id, spec in visible.items()]
 
 
-async def collection(collection_id: str, request: Request) -> Response:
-    """/collections/{id} for a raster layer (the features router hands raster ids here)."""
+async def collection(collection_id: str, request: Request, given: DocumentParameters) -> Response:
+    """/collections/{id} for a raster layer (the features router hands raster ids here, with its parameters)."""
     spec = visibility.raster_view(request, collection_id)
-    params = ogc.query_params(request, ())
+    params = given.check(request)
     current = (await current_versions(request)).get(spec.id)
     document = collection_document(request, spec, current)
     if ogc.wants_html(request, params):

@@ -1,28 +1,67 @@
-"""What every router needs, built once by create_app and reached through a dependency."""
+"""The application's one typed state: the project and everything else per app, built once by create_app and
+reached through a dependency (`app_state`, or `State` in a route's signature)."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, FastAPI, Request
 
 from gis.db.pool import GuardedPool
 from gis.db.routing import Served, Work, run_read, run_row
+from gis.jobs.settings import JobSettings
 from gis.layers import LayerRegistry
+from gis.map_style import LayerStyle
+from gis.project import Project
 from gis.settings import Settings
 
-# The served versions of the request being answered: set (to a fresh Served) by services.common.serving's middleware,
-# filled by AppState.read, turned into the X-Layer-Version header. A mutable holder, so it crosses tasks.
+if TYPE_CHECKING:  # each of these modules reaches the state through app_state: imported for the types only
+    from services.auth.credentials import Auth
+    from services.auth.visibility import RowAreas
+    from services.common.limits import Guard
+    from services.common.serving import Metrics
+    from services.common.tile_cache import TileCache
+    from services.processes.pygeoapi_bridge import Bridge
+
+# The served versions of the request being answered: set (to a fresh Served) by services.common.serving's
+# middleware, filled by AppState.read, turned into the X-Layer-Version header. A mutable holder, so it crosses
+# tasks.
 SERVED: ContextVar[Served | None] = ContextVar("served", default=None)
+
+type Link = dict[str, str]
+
+
+@dataclass
+class Discovery:
+    """What the landing page, /conformance and each collection document list beyond their own: filled in by
+    create_app as it installs the routers (services.routers.landing's add_landing_link and add_conformance)."""
+
+    landing_links: list[Link] = field(default_factory=list)
+    conformance: list[str] = field(default_factory=list)
+    # (service base URL, layer id) -> that collection's links to another router's resources (tiles, downloads)
+    collection_links: list[Callable[[str, str], list[Link]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class AppState:
     settings: Settings
-    registry: LayerRegistry
+    project: Project
     pool: GuardedPool  # the primary: every write (audit rows, jobs, keys, readings) and reads that need it
-    read_pool: GuardedPool | None = None  # standbys (GIS_DATABASE_READ_URL); None: reads use the primary
+    read_pool: GuardedPool | None  # standbys (GIS_DATABASE_READ_URL); None: reads use the primary
+    auth: "Auth"
+    row_areas: "RowAreas"
+    guard: "Guard"
+    metrics: "Metrics"
+    jobs: JobSettings
+    tile_cache: "TileCache"
+    processes: "Bridge"
+    map_styles: Mapping[str, LayerStyle]  # layer id -> the web map's style layers, converted from its QML
+    discovery: Discovery = field(default_factory=Discovery)
+
+    @property
+    def registry(self) -> LayerRegistry:
+        return self.project.registry
 
     async def read[T](self, layers: Sequence[str], work: Work[T]) -> T:
         """work(conn) for a read of these layers (every layer when empty), on a standby that has their current
@@ -48,6 +87,18 @@ def _report(served: Served, layers: Sequence[str]) -> None:
         holder.versions.update(served.versions if layers else {})
 
 
-def app_state(request: Request) -> AppState:
-    state: AppState = request.app.state.gis
+def state_of(app: FastAPI) -> AppState:
+    state: AppState = app.state.gis
     return state
+
+
+def app_state(request: Request) -> AppState:
+    return state_of(request.app)
+
+
+def project_of(request: Request) -> Project:
+    return app_state(request).project
+
+
+State = Annotated[AppState, Depends(app_state)]
+ProjectState = Annotated[Project, Depends(project_of)]

@@ -7,11 +7,11 @@ sees no totals, as in the collection documents.
 """
 
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from gis import catalog
@@ -21,6 +21,7 @@ from services.auth import visibility
 from services.common import ogc
 from services.common.collections import download_links
 from services.common.html import html_page
+from services.common.parameters import CatalogParameters, Document
 from services.common.state import app_state
 
 router = APIRouter(tags=["OGC API Records"])
@@ -66,8 +67,8 @@ def _with_links(request: Request, found: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get(PATH, summary="The catalog: a record collection (OGC API Records)")
-async def catalog_collection(request: Request) -> Response:
-    params = ogc.query_params(request, ())
+async def catalog_collection(given: Document, request: Request) -> Response:
+    params = given.check(request)
     as_html = ogc.wants_html(request, params)
     records = await _records(request)
     boxes = [r["geometry"]["coordinates"][0] for r in records if r["geometry"] is not None]
@@ -92,11 +93,10 @@ async def catalog_collection(request: Request) -> Response:
 
 
 @router.get(f"{PATH}/items", summary="Search the catalog: q, bbox, datetime (OGC API Records)")
-async def search(request: Request) -> Response:
-    params = ogc.query_params(request, catalog.QUERY_PARAMETERS)
+async def search(given: Annotated[CatalogParameters, Depends()], request: Request) -> Response:
+    params = given.check(request)
     as_html = ogc.wants_html(request, params)
-    with ogc.client_input():
-        q = catalog.parse_catalog_query(params)
+    q = catalog.parse_catalog_query(params)
     matched = catalog.search(await _records(request), q)
     page = matched[q.offset:q.offset + q.limit]
     kept = [(k, v) for k, v in params.items() if k not in ("offset", "f")]
@@ -113,8 +113,8 @@ async def search(request: Request) -> Response:
 
 
 @router.get(f"{PATH}/items/{{record_id}}", summary="One layer's record")
-async def one_record(record_id: str, request: Request) -> Response:
-    params = ogc.query_params(request, ())
+async def one_record(record_id: str, given: Document, request: Request) -> Response:
+    params = given.check(request)
     as_html = ogc.wants_html(request, params)
     found = next((r for r in await _records(request) if r["id"] == record_id), None)
     if found is None:

@@ -8,21 +8,21 @@ configured with one fixed file, while a layer here is a sequence of versioned CO
 """
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
 from rasterio.warp import transform_bounds
 from starlette.concurrency import run_in_threadpool
 
+from gis.errors import InvalidInput
 from gis.features import crs as crs_
-from gis.features.errors import InvalidQuery
 from gis.features.params import check_box_range
 from gis.layers import RasterSpec
 from gis.rasters import read
 from services.auth import read_audit, visibility
 from services.common import ogc
-from services.common.errors import InvalidParameter
+from services.common.parameters import CollectionId, CoverageParameters, Document, RasterParameters
 from services.common.rasters import GEOTIFF, cache_scope, crs_uri, matches, parse_time, version_of
 
 router = APIRouter(tags=["OGC API Coverages"])
@@ -34,7 +34,6 @@ CONFORMANCE = (
     "http://www.opengis.net/spec/ogcapi-coverages-1/1.0/conf/bbox",
     "http://www.opengis.net/spec/ogcapi-coverages-1/1.0/conf/datetime",
 )
-COVERAGE_PARAMETERS = frozenset({"bbox", "bbox-crs", "subset", "subset-crs", "datetime"})
 GEOTIFF_FORMATS = frozenset({"geotiff", "tif", "tiff"})
 _X_AXES = frozenset({"lon", "long", "x", "e", "easting"})
 _Y_AXES = frozenset({"lat", "y", "n", "northing"})
@@ -66,23 +65,24 @@ SCHEMA_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {ogc.SCHEMA
 
 @router.get("/collections/{collectionId}/coverage/rangetype", summary="A raster's bands (range type)",
             response_class=Response, responses=SCHEMA_RESPONSE)
-async def rangetype(collectionId: str, request: Request) -> Response:
+async def rangetype(collectionId: CollectionId, given: Document, request: Request) -> Response:
     spec = visibility.raster_view(request, collectionId)
-    ogc.query_params(request, ())
+    given.check(request)
     return ogc.json_response(range_type(spec), ogc.SCHEMA_JSON)
 
 
 @router.get("/collections/{collectionId}/schema", summary="A raster's bands as JSON Schema",
             response_class=Response, responses=SCHEMA_RESPONSE)
-async def schema(collectionId: str, request: Request) -> Response:
-    return await rangetype(collectionId, request)
+async def schema(collectionId: CollectionId, given: Document, request: Request) -> Response:
+    return await rangetype(collectionId, given, request)
 
 
 @router.get("/collections/{collectionId}/coverage/domainset", summary="A raster's grid (domain set)")
-async def domainset(collectionId: str, request: Request) -> Response:
+async def domainset(collectionId: CollectionId, given: Annotated[RasterParameters, Depends()],
+                    request: Request) -> Response:
     spec = visibility.raster_view(request, collectionId)
-    params = ogc.query_params(request, ("datetime",))
-    version = await version_of(request, spec, parse_time(params.get("datetime")))
+    given.check(request)
+    version = await version_of(request, spec, parse_time(given.datetime))
     x0, y0, x1, y1 = version.bounds
     geographic = spec.crs == "EPSG:4490"
     x_label, y_label = ("Lon", "Lat") if geographic else ("E", "N")
@@ -111,36 +111,30 @@ def _numbers(text: str, parameter: str, count: int) -> list[float]:
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
-        raise InvalidParameter(parameter, f"'{text[:80]}' is not {count} comma-separated numbers") from None
+        raise InvalidInput(parameter, f"'{text[:80]}' is not {count} comma-separated numbers") from None
     if len(values) != count:
-        raise InvalidParameter(parameter, f"needs {count} numbers, got {len(values)}")
+        raise InvalidInput(parameter, f"needs {count} numbers, got {len(values)}")
     if not all(math.isfinite(v) for v in values):
-        raise InvalidParameter(parameter, "numbers must be finite")
+        raise InvalidInput(parameter, "numbers must be finite")
     return values
 
 
 def _to_layer_crs(spec: RasterSpec, box: list[float], crs: crs_.Crs, parameter: str) -> read.Bounds:
     """A box given in `crs` (in its axis order) as minx, miny, maxx, maxy in the layer's CRS."""
-    try:
-        check_box_range(box, crs, parameter)
-    except InvalidQuery as exc:
-        raise InvalidParameter(exc.parameter, exc.problem) from None
+    check_box_range(box, crs, parameter)
     x0, y0, x1, y1 = (box[1], box[0], box[3], box[2]) if crs.northing_first else box
     if x0 >= x1 or y0 >= y1:
-        raise InvalidParameter(parameter, "the lower corner must be below and left of the upper one")
+        raise InvalidInput(parameter, "the lower corner must be below and left of the upper one")
     if f"EPSG:{crs.srid}" == spec.crs:
         return x0, y0, x1, y1
     found = tuple(float(v) for v in transform_bounds(f"EPSG:{crs.srid}", spec.crs, x0, y0, x1, y1, densify_pts=21))
     if not all(math.isfinite(v) for v in found):
-        raise InvalidParameter(parameter, f"lies outside the area where {crs.uri} can be transformed")
+        raise InvalidInput(parameter, f"lies outside the area where {crs.uri} can be transformed")
     return found[0], found[1], found[2], found[3]
 
 
 def _crs_param(params: dict[str, str], name: str) -> crs_.Crs:
-    try:
-        return crs_.parse_crs(params[name], name) if name in params else crs_.CRS84
-    except InvalidQuery as exc:
-        raise InvalidParameter(exc.parameter, exc.problem) from None
+    return crs_.parse_crs(params[name], name) if name in params else crs_.CRS84
 
 
 def _subset(spec: RasterSpec, text: str, crs: crs_.Crs) -> read.Bounds:
@@ -152,15 +146,15 @@ def _subset(spec: RasterSpec, text: str, crs: crs_.Crs) -> read.Bounds:
         axis = name.strip().lower()
         key = "x" if axis in _X_AXES else "y" if axis in _Y_AXES else None
         if key is None or not rest.endswith(")") or not colon:
-            raise InvalidParameter("subset", f"'{part[:60]}' is not Axis(low:high) with axis Lon/Lat, x/y or E/N")
+            raise InvalidInput("subset", f"'{part[:60]}' is not Axis(low:high) with axis Lon/Lat, x/y or E/N")
         try:
             ranges[key] = (float(low), float(high))
         except ValueError:
-            raise InvalidParameter("subset", f"'{part[:60]}': the bounds are not numbers") from None
+            raise InvalidInput("subset", f"'{part[:60]}': the bounds are not numbers") from None
         if not all(math.isfinite(v) for v in ranges[key]):
-            raise InvalidParameter("subset", f"'{part[:60]}': the bounds must be finite")
+            raise InvalidInput("subset", f"'{part[:60]}': the bounds must be finite")
     if set(ranges) != {"x", "y"}:
-        raise InvalidParameter("subset", "give both axes, e.g. Lon(123.40:123.42),Lat(41.74:41.76)")
+        raise InvalidInput("subset", "give both axes, e.g. Lon(123.40:123.42),Lat(41.74:41.76)")
     (x0, x1), (y0, y1) = ranges["x"], ranges["y"]
     box = [y0, x0, y1, x1] if crs.northing_first else [x0, y0, x1, y1]
     return _to_layer_crs(spec, box, crs, "subset")
@@ -168,7 +162,7 @@ def _subset(spec: RasterSpec, text: str, crs: crs_.Crs) -> read.Bounds:
 
 def coverage_bounds(spec: RasterSpec, params: dict[str, str]) -> read.Bounds | None:
     if "bbox" in params and "subset" in params:
-        raise InvalidParameter("subset", "give bbox or subset, not both")
+        raise InvalidInput("subset", "give bbox or subset, not both")
     if "bbox" in params:
         return _to_layer_crs(spec, _numbers(params["bbox"], "bbox", 4), _crs_param(params, "bbox-crs"), "bbox")
     if "subset" in params:
@@ -178,12 +172,13 @@ def coverage_bounds(spec: RasterSpec, params: dict[str, str]) -> read.Bounds | N
 
 @router.get("/collections/{collectionId}/coverage", summary="A raster as GeoTIFF, whole or a subset",
             response_class=Response, responses={200: {"content": {GEOTIFF: {}}}, 304: {"description": "Not modified"}})
-async def coverage(collectionId: str, request: Request, if_none_match: str | None = Header(default=None)) -> Response:
+async def coverage(collectionId: CollectionId, given: Annotated[CoverageParameters, Depends()], request: Request,
+                   if_none_match: str | None = Header(default=None)) -> Response:
     spec = visibility.raster_view(request, collectionId)
-    params = ogc.query_params(request, COVERAGE_PARAMETERS)
+    params = given.check(request)
     fmt = params.get("f", "geotiff")
     if fmt not in GEOTIFF_FORMATS:
-        raise InvalidParameter("f", f"'{fmt[:20]}' is not offered; coverages are served as geotiff")
+        raise InvalidInput("f", f"'{fmt[:20]}' is not offered; coverages are served as geotiff")
     bounds = coverage_bounds(spec, params)
     version = await version_of(request, spec, parse_time(params.get("datetime")))
     area = "all" if bounds is None else ",".join(f"{v:.9g}" for v in bounds)
@@ -192,9 +187,6 @@ async def coverage(collectionId: str, request: Request, if_none_match: str | Non
                "Content-Disposition": f'inline; filename="{spec.id}-v{version.version_id}.tif"'}
     if matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
-    try:
-        data = await run_in_threadpool(read.coverage_geotiff, version, bounds)
-    except InvalidQuery as exc:
-        raise InvalidParameter(exc.parameter, exc.problem) from None
+    data = await run_in_threadpool(read.coverage_geotiff, version, bounds)
     await read_audit.audit_raster_read(request, spec, {"version": str(version.version_id)})
     return Response(data, media_type=GEOTIFF, headers=headers)

@@ -25,23 +25,22 @@ from starlette.datastructures import UploadFile
 
 from gis.db.cluster import database_url
 from gis.deliveries import store
-from gis.errors import NotFound, SourceError
+from gis.errors import InvalidInput, NotFound, SourceError
 from gis.jobs import queue
 from gis.jobs.worker import Heartbeat
 from gis.layers import LayerSpec
 from gis.refresh.normalise import LOCAL_TIME
 from gis.security import audit
 from gis.security.disclosure import scrubbed, without_paths
-from services.auth.credentials import CREDENTIAL_PARAMETER, caller_of, forbidden, unauthorized
+from services.auth.credentials import caller_of, forbidden, unauthorized
 from services.common import html, ogc
 from services.common.bodies import read_body, replay
-from services.common.errors import InvalidParameter
+from services.common.parameters import Document, route_parameters
 from services.common.state import AppState, app_state
 
 LOGGER = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/deliveries", tags=["Deliveries"])
 MAX_FILE_BYTES = 27 * 2**20  # under GIS_HTTP_MAX_UPLOAD_BYTES' default, with the form around it
-_LIST_PARAMETERS = frozenset({"f", "limit", CREDENTIAL_PARAMETER})
 
 
 def _layer(request: Request, layer_id: str, post: bool) -> LayerSpec:
@@ -63,7 +62,7 @@ def _cut_at(value: str | None) -> datetime | None:
     try:
         stamp = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise InvalidParameter("cut_at", "an ISO 8601 time, e.g. 2026-12-01T18:00+08:00") from None
+        raise InvalidInput("cut_at", "an ISO 8601 time, e.g. 2026-12-01T18:00+08:00") from None
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=LOCAL_TIME)
 
 
@@ -74,14 +73,14 @@ async def _upload(request: Request) -> tuple[str, bytes, datetime | None]:
         form = await replay(request, body).form(max_files=1, max_fields=5)
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
-            raise InvalidParameter("file", "the form needs a file part named 'file'")
+            raise InvalidInput("file", "the form needs a file part named 'file'")
         cut = form.get("cut_at")
         if cut is not None and not isinstance(cut, str):
-            raise InvalidParameter("cut_at", "a text field")
+            raise InvalidInput("cut_at", "a text field")
         return upload.filename or "delivery", await upload.read(), _cut_at(cut)
     filename = request.query_params.get("filename")
     if not filename:
-        raise InvalidParameter("filename", "name the file (?filename=pipes.gpkg), or post a multipart form")
+        raise InvalidInput("filename", "name the file (?filename=pipes.gpkg), or post a multipart form")
     return filename, body, _cut_at(request.query_params.get("cut_at"))
 
 
@@ -141,8 +140,8 @@ async def post_delivery(layer_id: str, request: Request) -> Response:
         received = await run_in_threadpool(_receive, state, spec, sender, filename, content,
                                            cut_at or datetime.now(LOCAL_TIME), request.url.path)
     except SourceError as exc:
-        raise InvalidParameter("file", without_paths(str(exc).removeprefix("file: "))) from None
-    heartbeat = request.app.state.processes.context.heartbeat
+        raise InvalidInput("file", without_paths(str(exc).removeprefix("file: "))) from None
+    heartbeat = state.processes.context.heartbeat
     threading.Thread(target=_run_alive, args=(heartbeat, state, spec, received.delivery_id, received.job_id),
                      daemon=True, name=f"delivery-{received.delivery_id}").start()
     path = f"/api/deliveries/{spec.id}/{received.delivery_id}"
@@ -159,10 +158,10 @@ async def post_delivery(layer_id: str, request: Request) -> Response:
 
 
 @router.get("/{layer_id}", summary="A layer's deliveries, newest first (with an upload form as HTML)")
-async def list_deliveries(layer_id: str, request: Request,
+async def list_deliveries(layer_id: str, given: Document, request: Request,
                           limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
     spec = _layer(request, layer_id, post=False)
-    params = ogc.query_params(request, _LIST_PARAMETERS)
+    params = ogc.query_params(request, route_parameters(request))
     async with app_state(request).pool.connection() as conn:
         found = await store.list_deliveries(conn, spec.id, limit)
     if ogc.wants_html(request, params):
@@ -172,9 +171,9 @@ async def list_deliveries(layer_id: str, request: Request,
 
 
 @router.get("/{layer_id}/{delivery_id}", summary="One delivery: sender, checksum, job progress, result")
-async def delivery(layer_id: str, delivery_id: int, request: Request) -> Response:
+async def delivery(layer_id: str, delivery_id: int, given: Document, request: Request) -> Response:
     spec = _layer(request, layer_id, post=False)
-    params = ogc.query_params(request, {"f", CREDENTIAL_PARAMETER})
+    params = given.check(request)
     async with app_state(request).pool.connection() as conn:
         record = await store.get_delivery(conn, spec.id, delivery_id)
     if ogc.wants_html(request, params):

@@ -9,28 +9,28 @@ and deleted; CSV streams straight from PostgreSQL's COPY.
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import Annotated, BinaryIO
 from urllib.parse import urlencode
 
 import psycopg
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 
 from gis import downloads
 from gis.downloads import FORMATS, Format
+from gis.errors import InvalidInput
 from gis.features.params import parse_items_query, property_parameters
 from gis.features.queries import Statement
 from gis.layers import LayerSpec
 from gis.security.policy import LayerView
 from services.auth import read_audit, visibility
-from services.common import limits, ogc
+from services.common import limits
 from services.common.collections import blame, download_links
-from services.common.errors import InvalidParameter
+from services.common.parameters import CollectionId, DownloadParameters
 from services.common.state import app_state
 
 router = APIRouter(tags=["Downloads"])
 
-FILTER_PARAMETERS = frozenset({"bbox", "bbox-crs", "datetime", "filter", "filter-lang", "filter-crs"})
 FORMAT_PARAMETER = "f"
 
 
@@ -44,8 +44,8 @@ def _format(params: dict[str, str]) -> Format:
     try:
         return Format(value)
     except ValueError:
-        raise InvalidParameter(FORMAT_PARAMETER, f"'{value[:20]}' is not a download format; use "
-                               f"{', '.join(f.value for f in Format)}") from None
+        raise InvalidInput(FORMAT_PARAMETER, f"'{value[:20]}' is not a download format; use "
+                           f"{', '.join(f.value for f in Format)}") from None
 
 
 def _disposition(spec: LayerSpec, fmt: Format) -> dict[str, str]:
@@ -57,19 +57,20 @@ def _refused(exc: psycopg.Error, parameter: str | None) -> Exception:
     """A value the database cannot evaluate is the client's (naming the parameter); anything else is ours."""
     if parameter is None or not isinstance(exc, psycopg.DataError | psycopg.errors.InternalError_):
         return exc
-    return InvalidParameter(parameter, f"cannot be evaluated: {exc.diag.message_primary or exc}")
+    return InvalidInput(parameter, f"cannot be evaluated: {exc.diag.message_primary or exc}")
 
 
-@router.get("/collections/{collection_id}/download", summary="A layer as a GeoPackage, FlatGeobuf, "
+@router.get("/collections/{collectionId}/download", summary="A layer as a GeoPackage, FlatGeobuf, "
             "zipped Shapefile or CSV file, with the filters of /items",
             responses={200: {"content": {info.media_type.split(";")[0]: {} for info in FORMATS.values()}}})
-async def download(collection_id: str, request: Request) -> Response:
-    view = visibility.layer_view(request, collection_id)
+async def download(collectionId: CollectionId, given: Annotated[DownloadParameters, Depends()],
+                   request: Request) -> Response:
+    view = visibility.layer_view(request, collectionId)
     spec = view.spec
-    params = ogc.query_params(request, FILTER_PARAMETERS | property_parameters(spec))
+    declared = given.names
+    params = given.check(request, property_parameters(spec, declared))
     fmt = _format(params)
-    with ogc.client_input():
-        q = parse_items_query(spec, params, limits.cql2_limits(request))
+    q = parse_items_query(spec, params, limits.cql2_limits(request), declared)
     q = await visibility.restrict(request, view, q)
     statement = downloads.export_statement(spec, q, fmt)
     if fmt is Format.csv:

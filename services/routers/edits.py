@@ -22,14 +22,14 @@ from starlette.concurrency import run_in_threadpool
 from gis.db.cluster import database_url
 from gis.edits.feature import InvalidFeature
 from gis.edits.store import Editor, EditRequest, EditResult, Operation, apply_edit, connect_primary
+from gis.errors import InvalidInput
 from gis.features import crs as crs_
-from gis.features.errors import InvalidQuery
 from gis.security.policy import EditOperation
-from services import encoded_paths
 from services.auth.credentials import caller_of, forbidden, unauthorized
 from services.auth.visibility import layer_view
+from services.common import encoded_paths
 from services.common.bodies import read_body
-from services.common.errors import InvalidParameter
+from services.common.parameters import CollectionId, FeatureId
 from services.common.state import AppState, app_state
 
 router = APIRouter(tags=["OGC API Features: editing (Part 4)"])
@@ -101,10 +101,7 @@ def _content_crs(request: Request) -> crs_.Crs:
     value = request.headers.get("content-crs")
     if value is None:
         return crs_.CRS84
-    try:
-        return crs_.parse_crs(value.strip().removeprefix("<").removesuffix(">"), "Content-Crs")
-    except InvalidQuery as exc:
-        raise InvalidParameter("Content-Crs", exc.problem) from None
+    return crs_.parse_crs(value.strip().removeprefix("<").removesuffix(">"), "Content-Crs")
 
 
 def _reason(request: Request) -> str | None:
@@ -114,9 +111,9 @@ def _reason(request: Request) -> str | None:
     try:
         text = unquote(value.strip(), errors="strict") if "%" in value else value.strip()
     except UnicodeDecodeError:
-        raise InvalidParameter("X-Edit-Reason", "percent-encode UTF-8 text") from None
+        raise InvalidInput("X-Edit-Reason", "percent-encode UTF-8 text") from None
     if len(text) > MAX_REASON:
-        raise InvalidParameter("X-Edit-Reason", f"at most {MAX_REASON} characters")
+        raise InvalidInput("X-Edit-Reason", f"at most {MAX_REASON} characters")
     return text
 
 
@@ -125,9 +122,9 @@ async def _json_body(request: Request) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidParameter("body", f"not JSON ({str(exc)[:80]})") from None
+        raise InvalidInput("body", f"not JSON ({str(exc)[:80]})") from None
     if not isinstance(body, dict):
-        raise InvalidParameter("body", "must be a JSON object (a GeoJSON Feature, or a merge patch for PATCH)")
+        raise InvalidInput("body", "must be a JSON object (a GeoJSON Feature, or a merge patch for PATCH)")
     return body
 
 
@@ -148,7 +145,7 @@ async def _edit(request: Request, collection_id: str, operation: Operation, feat
     try:
         return await run_in_threadpool(_apply, state, edit)
     except InvalidFeature as exc:
-        raise InvalidParameter(exc.parameter, str(exc).partition(": ")[2]) from None
+        raise InvalidInput(exc.parameter, str(exc).partition(": ")[2]) from None
 
 
 def _location(request: Request, collection_id: str, fid: str) -> str:
@@ -162,37 +159,37 @@ def _answer(result: EditResult, status: int, extra: dict[str, str] | None = None
     return Response(status_code=status, headers=headers)
 
 
-@router.post("/collections/{collection_id}/items", summary="Add a feature (OGC API Features Part 4)",
+@router.post("/collections/{collectionId}/items", summary="Add a feature (OGC API Features Part 4)",
              status_code=201, responses={201: {"description": "Created; Location names it, ETag its version"},
                                          **_ANSWERS},
              openapi_extra={"parameters": _HEADERS, "requestBody": _body_doc(
                  _FEATURE_SCHEMA, ("application/geo+json", "application/json"))})
-async def create(collection_id: str, request: Request) -> Response:
-    result = await _edit(request, collection_id, Operation.create, None)
-    return _answer(result, 201, {"Location": _location(request, collection_id, result.fid)})
+async def create(collectionId: CollectionId, request: Request) -> Response:
+    result = await _edit(request, collectionId, Operation.create, None)
+    return _answer(result, 201, {"Location": _location(request, collectionId, result.fid)})
 
 
-@router.put("/collections/{collection_id}/items/{feature_id}", summary="Replace a feature (Part 4)",
+@router.put("/collections/{collectionId}/items/{featureId}", summary="Replace a feature (Part 4)",
             status_code=204, responses={204: {"description": "Replaced; ETag is the new version's"}, 404: {
                 "description": "No such feature (or one outside the caller's rows)"}, **_ANSWERS},
             openapi_extra={"parameters": [*_HEADERS, _IF_MATCH], "requestBody": _body_doc(
                 _FEATURE_SCHEMA, ("application/geo+json", "application/json"))})
-async def replace(collection_id: str, feature_id: str, request: Request) -> Response:
-    return _answer(await _edit(request, collection_id, Operation.replace, feature_id), 204)
+async def replace(collectionId: CollectionId, featureId: FeatureId, request: Request) -> Response:
+    return _answer(await _edit(request, collectionId, Operation.replace, featureId), 204)
 
 
-@router.patch("/collections/{collection_id}/items/{feature_id}", summary="Update a feature (Part 4, merge patch)",
+@router.patch("/collections/{collectionId}/items/{featureId}", summary="Update a feature (Part 4, merge patch)",
               status_code=204, responses={204: {"description": "Updated; ETag is the new version's"}, 404: {
                   "description": "No such feature (or one outside the caller's rows)"}, **_ANSWERS},
               openapi_extra={"parameters": [*_HEADERS, _IF_MATCH], "requestBody": _body_doc(
                   _PATCH_SCHEMA, ("application/merge-patch+json", "application/json"))})
-async def update(collection_id: str, feature_id: str, request: Request) -> Response:
-    return _answer(await _edit(request, collection_id, Operation.update, feature_id), 204)
+async def update(collectionId: CollectionId, featureId: FeatureId, request: Request) -> Response:
+    return _answer(await _edit(request, collectionId, Operation.update, featureId), 204)
 
 
-@router.delete("/collections/{collection_id}/items/{feature_id}", summary="Delete a feature (Part 4)",
+@router.delete("/collections/{collectionId}/items/{featureId}", summary="Delete a feature (Part 4)",
                status_code=204, responses={204: {"description": "Deleted; the version stays in the history"}, 404: {
                    "description": "No such feature (or one outside the caller's rows)"}, **_ANSWERS},
                openapi_extra={"parameters": [_HEADERS[1], _IF_MATCH]})
-async def delete(collection_id: str, feature_id: str, request: Request) -> Response:
-    return _answer(await _edit(request, collection_id, Operation.delete, feature_id), 204)
+async def delete(collectionId: CollectionId, featureId: FeatureId, request: Request) -> Response:
+    return _answer(await _edit(request, collectionId, Operation.delete, featureId), 204)

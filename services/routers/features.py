@@ -6,52 +6,41 @@ is built by PostgreSQL and passed through as bytes, wrapped in a small envelope 
 
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import orjson
 import psycopg
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from gis.errors import NotFound
+from gis.errors import InvalidInput, NotFound
 from gis.features import crs as crs_
-from gis.features.params import (
-    ITEMS_PARAMETERS,
-    encode_cursor,
-    parse_items_query,
-    parse_properties,
-    property_parameters,
-)
+from gis.features.params import encode_cursor, parse_items_query, parse_properties, property_parameters
 from gis.features.queries import Statement, history_statement, item_statement, items_statement
 from gis.features.queryables import json_schema
 from gis.features.temporal import parse_datetime
-from gis.layers import LayerSpec
 from gis.security.policy import LayerView
-from services import encoded_paths
 from services.auth import read_audit, visibility
-from services.common import html, limits, ogc, rasters
+from services.common import encoded_paths, html, limits, ogc, rasters
 from services.common.collections import blame, iso_time, layer_stats, view_document
-from services.common.errors import InvalidParameter
+from services.common.parameters import (
+    CollectionId,
+    Document,
+    FeatureId,
+    HistoryParameters,
+    ItemParameters,
+    ItemsParameters,
+)
 from services.common.state import AppState, app_state
 
 router = APIRouter(tags=["OGC API Features"])
 
-ITEM_PARAMETERS = frozenset({"crs", "datetime", "properties"})
-HISTORY_PARAMETERS = frozenset({"crs"})
-_ALLOWED_ITEMS: dict[int, frozenset[str]] = {}
 
 
 def _layer(request: Request, collection_id: str) -> tuple[AppState, LayerView]:
     """The layer as the caller may see it (masked fields left out); 404 as for no such layer if hidden."""
     return app_state(request), visibility.layer_view(request, collection_id)
-
-
-def _items_parameters(spec: LayerSpec) -> frozenset[str]:
-    found = _ALLOWED_ITEMS.get(id(spec))
-    if found is None:
-        found = _ALLOWED_ITEMS[id(spec)] = ITEMS_PARAMETERS | property_parameters(spec)
-    return found
 
 
 async def fetch_one(state: AppState, statement: Statement, blame: str | None = None,
@@ -66,15 +55,15 @@ async def fetch_one(state: AppState, statement: Statement, blame: str | None = N
         if blame is None:
             raise
         message = exc.diag.message_primary or str(exc)
-        raise InvalidParameter(blame, f"cannot be evaluated: {message}") from None
+        raise InvalidInput(blame, f"cannot be evaluated: {message}") from None
 
 
-@router.get("/collections/{collection_id}", summary="A layer's metadata")
-async def collection(collection_id: str, request: Request) -> Response:
-    if collection_id in app_state(request).registry.rasters:
-        return await rasters.collection(collection_id, request)
-    state, view = _layer(request, collection_id)
-    params = ogc.query_params(request, ())
+@router.get("/collections/{collectionId}", summary="A layer's metadata")
+async def collection(collectionId: CollectionId, given: Document, request: Request) -> Response:
+    if collectionId in app_state(request).registry.rasters:
+        return await rasters.collection(collectionId, request, given)
+    state, view = _layer(request, collectionId)
+    params = given.check(request)
     as_html = ogc.wants_html(request, params)
     stats = (await layer_stats(state)).get(view.source.id)
     document = view_document(request, view, stats)
@@ -83,31 +72,32 @@ async def collection(collection_id: str, request: Request) -> Response:
     return ogc.json_response(document)
 
 
-@router.get("/collections/{collection_id}/queryables", summary="What a filter may name (JSON Schema)")
-async def queryables(collection_id: str, request: Request) -> Response:
-    _, view = _layer(request, collection_id)
+@router.get("/collections/{collectionId}/queryables", summary="What a filter may name (JSON Schema)")
+async def queryables(collectionId: CollectionId, given: Document, request: Request) -> Response:
+    _, view = _layer(request, collectionId)
     spec = view.spec
-    params = ogc.query_params(request, ())
+    params = given.check(request)
     schema = json_schema(spec, ogc.url(request, f"/collections/{spec.id}/queryables"))
     if ogc.wants_html(request, params):
         return ogc.html_response(html.queryables_page(spec, schema))
     return ogc.json_response(schema, ogc.SCHEMA_JSON)
 
 
-@router.get("/collections/{collection_id}/items", summary="Features of a layer, one page")
-async def items(collection_id: str, request: Request) -> Response:
-    state, view = _layer(request, collection_id)
+@router.get("/collections/{collectionId}/items", summary="Features of a layer, one page")
+async def items(collectionId: CollectionId, given: Annotated[ItemsParameters, Depends()],
+                request: Request) -> Response:
+    state, view = _layer(request, collectionId)
     spec = view.spec
-    params = ogc.query_params(request, _items_parameters(spec))
+    # besides the declared parameters, the layer's queryables as `name=value` filters
+    declared = given.names
+    params = given.check(request, property_parameters(spec, declared))
     as_html = ogc.wants_html(request, params)
-    with ogc.client_input():
-        q = parse_items_query(spec, params, limits.cql2_limits(request))
-        if as_html:
-            q = replace(q, crs=crs_.CRS84)  # the HTML map draws lon/lat
+    q = parse_items_query(spec, params, limits.cql2_limits(request), declared)
+    if as_html:
+        q = replace(q, crs=crs_.CRS84)  # the HTML map draws lon/lat
     asked = q
     q = await visibility.restrict(request, view, q)
-    with ogc.client_input():
-        statement = items_statement(spec, q)
+    statement = items_statement(spec, q)
     row = await fetch_one(state, statement, blame(q), view.source.id)
     assert row is not None
     features, returned, more, last_fid, matched = row
@@ -137,17 +127,13 @@ async def items(collection_id: str, request: Request) -> Response:
     return Response(body, media_type=ogc.GEOJSON, headers={"Content-Crs": f"<{q.crs.uri}>"})
 
 
-@router.get("/collections/{collection_id}/items/{feature_id}", summary="One feature")
-async def item(collection_id: str, feature_id: str, request: Request) -> Response:
-    feature_id = encoded_paths.original(request, feature_id)
-    state, view = _layer(request, collection_id)
-    spec = view.spec
-    params = ogc.query_params(request, ITEM_PARAMETERS)
-    as_html = ogc.wants_html(request, params)
-    with ogc.client_input():
-        out_crs = crs_.parse_crs(params["crs"], "crs") if "crs" in params and not as_html else crs_.CRS84
-        time = parse_datetime(params["datetime"]) if "datetime" in params else None
-        properties = parse_properties(params["properties"], spec) if "properties" in params else None
+@router.get("/collections/{collectionId}/items/{featureId}", summary="One feature")
+async def item(collectionId: CollectionId, featureId: FeatureId, given: Annotated[ItemParameters, Depends()],
+               request: Request) -> Response:
+    state, view, params, as_html, out_crs = _feature_request(request, collectionId, given)
+    spec, feature_id = view.spec, encoded_paths.original(request, featureId)
+    time = parse_datetime(given.datetime) if given.datetime is not None else None
+    properties = parse_properties(given.properties, spec) if given.properties is not None else None
     if "\x00" in feature_id:
         raise NotFound(f"no feature '{feature_id[:60]}' in '{spec.id}'")
     # The row rule is in the one statement: a feature outside the caller's rows and one that does not exist take
@@ -173,15 +159,11 @@ async def item(collection_id: str, feature_id: str, request: Request) -> Respons
     return Response(body, media_type=ogc.GEOJSON, headers=headers)
 
 
-@router.get("/collections/{collection_id}/items/{feature_id}/history", summary="Every version of one feature")
-async def history(collection_id: str, feature_id: str, request: Request) -> Response:
-    feature_id = encoded_paths.original(request, feature_id)
-    state, view = _layer(request, collection_id)
-    spec = view.spec
-    params = ogc.query_params(request, HISTORY_PARAMETERS)
-    as_html = ogc.wants_html(request, params)
-    with ogc.client_input():
-        out_crs = crs_.parse_crs(params["crs"], "crs") if "crs" in params and not as_html else crs_.CRS84
+@router.get("/collections/{collectionId}/items/{featureId}/history", summary="Every version of one feature")
+async def history(collectionId: CollectionId, featureId: FeatureId, given: Annotated[HistoryParameters, Depends()],
+                  request: Request) -> Response:
+    state, view, params, as_html, out_crs = _feature_request(request, collectionId, given)
+    spec, feature_id = view.spec, encoded_paths.original(request, featureId)
     if "\x00" in feature_id:
         raise NotFound(f"no feature '{feature_id[:60]}' in '{spec.id}'")
     rule = await visibility.row_filter(request, view)
@@ -208,9 +190,21 @@ async def history(collection_id: str, feature_id: str, request: Request) -> Resp
 # Clients that put an id into the path as it is (OWSLib's collection_item) send its slashes as slashes: a GET
 # that no route above takes is the item whose id is the rest of the path. Its history needs the id encoded
 # (`A%2F12/history`), as every link the service writes has it: `A/12/history` is the item "A/12/history".
-@router.get("/collections/{collection_id}/items/{feature_id:path}", include_in_schema=False)
-async def item_with_slashes(collection_id: str, feature_id: str, request: Request) -> Response:
-    return await item(collection_id, feature_id, request)
+@router.get("/collections/{collectionId}/items/{featureId:path}", include_in_schema=False)
+async def item_with_slashes(collectionId: CollectionId, featureId: FeatureId,
+                            given: Annotated[ItemParameters, Depends()], request: Request) -> Response:
+    return await item(collectionId, featureId, given, request)
+
+
+def _feature_request(request: Request, collection_id: str, given: HistoryParameters
+                     ) -> tuple[AppState, LayerView, dict[str, str], bool, crs_.Crs]:
+    """For one feature's routes: the layer as the caller sees it, the checked query, whether HTML is wanted and the
+    response CRS (lon/lat for the HTML map)."""
+    state, view = _layer(request, collection_id)
+    params = given.check(request)
+    as_html = ogc.wants_html(request, params)
+    out_crs = crs_.parse_crs(given.crs, "crs") if given.crs is not None and not as_html else crs_.CRS84
+    return state, view, params, as_html, out_crs
 
 
 def _quote(fid: str) -> str:

@@ -70,7 +70,7 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    content, media_type = metrics_text(request.app.state.metrics)
+    content, media_type = metrics_text(app_state(request).metrics)
     return Response(content, media_type=media_type, headers={"Cache-Control": "no-store"})
 
 

@@ -12,13 +12,12 @@ from fastapi.responses import Response
 
 from gis.features import crs as crs_
 from gis.features.cql2 import CONFORMANCE as CQL2_CONFORMANCE
-from gis.features.cql2 import LANGUAGES
-from gis.features.params import DEFAULT_LIMIT, MAX_LIMIT
 from services.auth import visibility
 from services.common import html, ogc, rasters
 from services.common.collections import layer_stats, view_document
 from services.common.errors import document_errors
-from services.common.state import app_state
+from services.common.parameters import Document, document_parameters
+from services.common.state import app_state, state_of
 
 router = APIRouter(tags=["Service"])
 
@@ -42,23 +41,23 @@ FEATURES_CONFORMANCE = (
 
 def install(app: FastAPI) -> None:
     """Registers the landing routes and the OpenAPI generator; call before other routers add links."""
-    app.state.landing_links = []
-    app.state.conformance = list(FEATURES_CONFORMANCE)
+    state_of(app).discovery.conformance.extend(FEATURES_CONFORMANCE)
     app.include_router(router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
 
 def add_landing_link(app: FastAPI, path: str, rel: str, media_type: str, title: str) -> None:
-    app.state.landing_links.append({"path": path, "rel": rel, "type": media_type, "title": title})
+    state_of(app).discovery.landing_links.append({"path": path, "rel": rel, "type": media_type, "title": title})
 
 
 def add_conformance(app: FastAPI, *uris: str) -> None:
-    app.state.conformance.extend(u for u in uris if u not in app.state.conformance)
+    conformance = state_of(app).discovery.conformance
+    conformance.extend(u for u in uris if u not in conformance)
 
 
 @router.get("/", summary="Landing page")
-async def landing(request: Request) -> Response:
-    params = ogc.query_params(request, ())
+async def landing(given: Document, request: Request) -> Response:
+    params = given.check(request)
     as_html = ogc.wants_html(request, params)
     links = [
         *ogc.self_links(request, "/", html=as_html),
@@ -67,7 +66,7 @@ async def landing(request: Request) -> Response:
         ogc.link(ogc.url(request, "/conformance"), "conformance", ogc.JSON, "conformance classes"),
         ogc.link(ogc.url(request, "/collections"), "data", ogc.JSON, "the layers"),
         *(ogc.link(ogc.url(request, extra["path"]), extra["rel"], extra["type"], extra["title"])
-          for extra in request.app.state.landing_links),
+          for extra in app_state(request).discovery.landing_links),
     ]
     document = {"title": TITLE, "description": DESCRIPTION, "links": links}
     if as_html:
@@ -76,18 +75,18 @@ async def landing(request: Request) -> Response:
 
 
 @router.get("/conformance", summary="Conformance classes implemented")
-async def conformance(request: Request) -> Response:
-    params = ogc.query_params(request, ())
-    document = {"conformsTo": list(request.app.state.conformance)}
+async def conformance(given: Document, request: Request) -> Response:
+    params = given.check(request)
+    document = {"conformsTo": list(app_state(request).discovery.conformance)}
     if ogc.wants_html(request, params):
         return ogc.html_response(html.conformance_page(document))
     return ogc.json_response(document)
 
 
 @router.get("/collections", summary="The layers")
-async def collections(request: Request) -> Response:
+async def collections(given: Document, request: Request) -> Response:
     state = app_state(request)
-    params = ogc.query_params(request, ())
+    params = given.check(request)
     as_html = ogc.wants_html(request, params)
     stats = await layer_stats(state)
     document = {
@@ -103,8 +102,8 @@ async def collections(request: Request) -> Response:
 
 
 @router.get("/openapi", summary="This API's definition (OpenAPI 3.0)")
-async def openapi(request: Request) -> Response:
-    params = ogc.query_params(request, ())
+async def openapi(given: Document, request: Request) -> Response:
+    params = given.check(request)
     document = _for_caller(request.app.openapi(),
                            [*visibility.visible_layers(request), *visibility.visible_rasters(request)])
     # The paths are relative to the server's URL, which is this service's base (a proxy's /gis/ included).
@@ -115,78 +114,6 @@ async def openapi(request: Request) -> Response:
 
 
 # -- the OpenAPI document ----------------------------------------------------------------------------
-
-def _param(name: str, description: str, schema: dict[str, Any], where: str = "query",
-           **extra: Any) -> dict[str, Any]:
-    return {"name": name, "in": where, "description": description, "required": where == "path",
-            "schema": schema, **extra}
-
-
-def _components(layer_ids: list[str]) -> dict[str, dict[str, Any]]:
-    crs_list = [c.uri for c in crs_.SUPPORTED]
-    return {
-        "collectionId": _param("collectionId", "A layer id.", {"type": "string", "enum": layer_ids}, "path"),
-        "featureId": _param("featureId", "A feature id (the source's stable id).", {"type": "string"}, "path"),
-        "limit": _param("limit", f"Features per page: default {DEFAULT_LIMIT}, maximum {MAX_LIMIT} (more is "
-                        "served as the maximum).",
-                        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
-                        style="form", explode=False),
-        "offset": _param("offset", "Features to skip (the `next` link uses a cursor instead, which is faster).",
-                         {"type": "integer", "minimum": 0, "default": 0}),
-        "cursor": _param("cursor", "Opaque position of the next page, as written in a `next` link.",
-                         {"type": "string"}),
-        "bbox": _param("bbox", "Features that intersect the box: minx,miny,maxx,maxy in `bbox-crs` axis order.",
-                       {"type": "array", "minItems": 4, "maxItems": 6, "items": {"type": "number"}},
-                       style="form", explode=False),
-        "bbox-crs": _param("bbox-crs", "CRS of `bbox` (default CRS84).",
-                           {"type": "string", "format": "uri", "enum": crs_list}),
-        "crs": _param("crs", "CRS of the response geometries (default CRS84); see Content-Crs.",
-                      {"type": "string", "format": "uri", "enum": crs_list}),
-        "datetime": _param("datetime", "An instant or interval (RFC 3339, `..` for an open end). Versioned "
-                           "layers answer as they were (or as a plan says they will be) then; event layers "
-                           "filter on their event time. Dates without an offset are local time (UTC+8).",
-                           {"type": "string"}),
-        "filter": _param("filter", "A CQL2 filter (text or JSON, see filter-lang).", {"type": "string"}),
-        "filter-lang": _param("filter-lang", "The filter's encoding.",
-                              {"type": "string", "enum": list(LANGUAGES), "default": "cql2-text"}),
-        "filter-crs": _param("filter-crs", "CRS of the filter's geometries (default CRS84).",
-                             {"type": "string", "format": "uri", "enum": crs_list}),
-        "properties": _param("properties", "Only these properties in each feature (comma-separated).",
-                             {"type": "array", "items": {"type": "string"}}, style="form", explode=False),
-        "sortby": _param("sortby", "Sort keys, comma-separated, `-` for descending (default: by id).",
-                         {"type": "array", "items": {"type": "string"}}, style="form", explode=False),
-        "skipGeometry": _param("skipGeometry", "Leave out geometries.", {"type": "boolean", "default": False}),
-        "f": _param("f", "Response format (default: by the Accept header).",
-                    {"type": "string", "enum": ["json", "html"]}),
-        "downloadFormat": _param("f", "File format of the download (default gpkg): GeoPackage, FlatGeobuf, "
-                                 "zipped Shapefile or CSV (geometry as WKT).",
-                                 {"type": "string", "enum": ["gpkg", "fgb", "shp", "csv"], "default": "gpkg"}),
-        "q": _param("q", "Catalog search: terms separated by commas; a record matches if any term is in its "
-                    "id, titles, description, keywords, department or domain (case-insensitive).",
-                    {"type": "string"}),
-        "api_key": _param("api_key", "Credential for clients that cannot send headers (QGIS 3.22); accepted "
-                          "on every request and carried into `next` links.", {"type": "string"}),
-    }
-
-
-_FEATURE_PATHS = {
-    "/": ["f"],
-    "/conformance": ["f"],
-    "/collections": ["f"],
-    "/openapi": ["f"],
-    "/collections/{collectionId}": ["collectionId", "f"],
-    "/collections/{collectionId}/queryables": ["collectionId", "f"],
-    "/collections/{collectionId}/items": ["collectionId", "limit", "offset", "cursor", "bbox", "bbox-crs", "crs",
-                                          "datetime", "filter", "filter-lang", "filter-crs", "properties",
-                                          "sortby", "skipGeometry", "f"],
-    "/collections/{collectionId}/items/{featureId}": ["collectionId", "featureId", "crs", "datetime",
-                                                      "properties", "f"],
-    "/collections/{collectionId}/items/{featureId}/history": ["collectionId", "featureId", "crs", "f"],
-    "/collections/{collectionId}/download": ["collectionId", "bbox", "bbox-crs", "datetime", "filter", "filter-lang",
-                                             "filter-crs", "downloadFormat"],
-    "/catalog": ["f"],
-    "/catalog/items": ["q", "bbox", "datetime", "limit", "offset", "f"],
-}
 
 # What these paths answer on success: their JSON type, or HTML (`f=html`, or a browser's Accept header).
 _SUCCESS_MEDIA = {
@@ -210,29 +137,12 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         return app.openapi_schema
     document = get_openapi(title=TITLE, version="1.0.0", openapi_version="3.0.3", description=DESCRIPTION,
                            routes=app.routes)
-    layer_ids = [*app.state.gis.registry, *app.state.gis.registry.rasters]
-    document.setdefault("components", {})["parameters"] = _components(layer_ids)
-    paths: dict[str, Any] = {}
+    registry = state_of(app).registry
+    layer_ids = [*registry, *registry.rasters]
+    document_parameters(document, layer_ids)  # each route's parameters, from its declarations
     for path, operations in document.get("paths", {}).items():
-        ogc_path = path
-        for route_name, document_name in ogc.DOCUMENT_NAMES.items():
-            ogc_path = ogc_path.replace(f"{{{route_name}}}", f"{{{document_name}}}")
-        if ogc_path not in _FEATURE_PATHS:
-            ogc_path = path  # another router's path keeps its own parameter names
-        for method, operation in operations.items():
-            if ogc_path in _FEATURE_PATHS and method != "get":  # edits (Part 4): the path's ids, their own headers
-                own = [p for p in operation.get("parameters", []) if p.get("in") == "header"]
-                ids = [n for n in _FEATURE_PATHS[ogc_path] if n in ("collectionId", "featureId")]
-                operation["parameters"] = [*({"$ref": f"#/components/parameters/{n}"} for n in ids), *own]
-                operation.setdefault("parameters", []).append({"$ref": "#/components/parameters/api_key"})
-                continue
-            if ogc_path in _FEATURE_PATHS:
-                operation["parameters"] = [{"$ref": f"#/components/parameters/{n}"} for n in _FEATURE_PATHS[ogc_path]]
-            if ogc_path in _SUCCESS_MEDIA:
-                operation["responses"]["200"]["content"] = {_SUCCESS_MEDIA[ogc_path]: {}, "text/html": {}}
-            operation.setdefault("parameters", []).append({"$ref": "#/components/parameters/api_key"})
-        paths[ogc_path] = operations
-    document["paths"] = paths
+        if path in _SUCCESS_MEDIA and "get" in operations:
+            operations["get"]["responses"]["200"]["content"] = {_SUCCESS_MEDIA[path]: {}, "text/html": {}}
     _to_openapi_30(document)
     document_errors(document)
     app.openapi_schema = document

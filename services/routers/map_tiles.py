@@ -8,24 +8,23 @@ ramp without shading). The ETag is the version's (and the style's and tile's): a
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from gis import tiles as mvt
-from gis.errors import NotFound
+from gis.errors import InvalidInput, NotFound
 from gis.layers import RasterSpec
 from gis.rasters import read
 from services.auth import read_audit, visibility
 from services.common import ogc
-from services.common.errors import InvalidParameter
+from services.common.parameters import CollectionId, Document, DocumentParameters, RasterParameters
 from services.common.rasters import MAX_ZOOM, cache_scope, matches, parse_time, version_of
 
 router = APIRouter(tags=["OGC API Maps (tiles)"])
 
 PNG = "image/png"
 TILE_MAX_AGE = 300
-DATETIME_HELP = "An instant (or a date / interval: its end): the version of the layer in force then"
 REL_TILING_SCHEME = "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme"
 CONFORMANCE = (
     "http://www.opengis.net/spec/ogcapi-maps-1/1.0/conf/core",
@@ -74,24 +73,24 @@ def tileset_document(request: Request, spec: RasterSpec, style: str) -> dict[str
 
 
 @router.get("/collections/{collectionId}/map/tiles", summary="A raster's map tilesets (one per style)")
-async def tilesets(collectionId: str, request: Request) -> Response:
+async def tilesets(collectionId: CollectionId, given: Document, request: Request) -> Response:
     spec = visibility.raster_view(request, collectionId)
-    ogc.query_params(request, ())
+    given.check(request)
     return ogc.json_response({"tilesets": [tileset_document(request, spec, s.id) for s in read.styles(spec)],
                               "links": [ogc.link(ogc.url(request, f"/collections/{spec.id}/map/tiles"), "self",
                                                  ogc.JSON)]})
 
 
 @router.get("/collections/{collectionId}/map/tiles/{tileMatrixSetId}", summary="A raster's map tileset")
-async def tileset(collectionId: str, tileMatrixSetId: str, request: Request) -> Response:
+async def tileset(collectionId: CollectionId, tileMatrixSetId: str, given: Document, request: Request) -> Response:
     spec = visibility.raster_view(request, collectionId)
     _check_tms(tileMatrixSetId)
-    ogc.query_params(request, ())
+    given.check(request)
     return ogc.json_response(tileset_document(request, spec, "default"))
 
 
-async def _tilejson(request: Request, spec: RasterSpec, style: str) -> Response:
-    ogc.query_params(request, ())
+async def _tilejson(request: Request, spec: RasterSpec, style: str, given: DocumentParameters) -> Response:
+    given.check(request)
     version = await version_of(request, spec, None)
     lon0, lat0, lon1, lat1 = version.lonlat_bounds
     credential = ogc.credential_suffix(request)
@@ -106,31 +105,29 @@ async def _tilejson(request: Request, spec: RasterSpec, style: str) -> Response:
 
 
 @router.get("/collections/{collectionId}/map/tiles/{tileMatrixSetId}/tilejson.json", summary="TileJSON 3.0.0")
-async def tilejson(collectionId: str, tileMatrixSetId: str, request: Request) -> Response:
+async def tilejson(collectionId: CollectionId, tileMatrixSetId: str, given: Document, request: Request) -> Response:
     spec = visibility.raster_view(request, collectionId)
     _check_tms(tileMatrixSetId)
-    return await _tilejson(request, spec, "default")
+    return await _tilejson(request, spec, "default", given)
 
 
 @router.get("/collections/{collectionId}/styles/{styleId}/map/tiles/{tileMatrixSetId}/tilejson.json",
             summary="TileJSON 3.0.0 of a style")
-async def styled_tilejson(collectionId: str, styleId: str, tileMatrixSetId: str, request: Request) -> Response:
+async def styled_tilejson(collectionId: CollectionId, styleId: str, tileMatrixSetId: str, given: Document,
+                          request: Request) -> Response:
     spec = visibility.raster_view(request, collectionId)
     _check_tms(tileMatrixSetId)
-    return await _tilejson(request, spec, _style(spec, styleId))
+    return await _tilejson(request, spec, _style(spec, styleId), given)
 
 
 async def _tile(request: Request, spec: RasterSpec, style: str, tms: str, z: int, row: int, col: int,
-                when: str | None, if_none_match: str | None) -> Response:
+                given: RasterParameters, if_none_match: str | None) -> Response:
     _check_tms(tms)
-    ogc.query_params(request, ("datetime",))
-    try:
-        address = mvt.Tile(z, col, row)
-    except mvt.TileOutOfRange as exc:
-        raise InvalidParameter(exc.parameter, exc.problem) from None
+    given.check(request)
+    address = mvt.Tile(z, col, row)  # out of range: a 400 naming the parameter (gis.tiles.TileOutOfRange)
     if z > MAX_ZOOM:
-        raise InvalidParameter("tileMatrix", f"raster map tiles go to tile matrix {MAX_ZOOM}")
-    version = await version_of(request, spec, parse_time(when))
+        raise InvalidInput("tileMatrix", f"raster map tiles go to tile matrix {MAX_ZOOM}")
+    version = await version_of(request, spec, parse_time(given.datetime))
     etag = f'"{version.etag}.{style}.{address.z}.{address.y}.{address.x}"'
     headers = {"ETag": etag, "Cache-Control": f"{cache_scope(spec)}, max-age={TILE_MAX_AGE}"}
     if matches(if_none_match, etag):
@@ -146,20 +143,18 @@ TileResponses: dict[int | str, dict[str, Any]] = {200: {"content": {PNG: {}}}, 3
 @router.get("/collections/{collectionId}/map/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}",
             summary="A PNG map tile of a raster (its default style)", response_class=Response,
             responses=TileResponses)
-async def tile(collectionId: str, tileMatrixSetId: str, tileMatrix: int, tileRow: int, tileCol: int,
-               request: Request, datetime: Annotated[str | None, Query(description=DATETIME_HELP)] = None,
+async def tile(collectionId: CollectionId, tileMatrixSetId: str, tileMatrix: int, tileRow: int, tileCol: int,
+               given: Annotated[RasterParameters, Depends()], request: Request,
                if_none_match: Annotated[str | None, Header()] = None) -> Response:
     spec = visibility.raster_view(request, collectionId)
-    return await _tile(request, spec, "default", tileMatrixSetId, tileMatrix, tileRow, tileCol, datetime,
-                       if_none_match)
+    return await _tile(request, spec, "default", tileMatrixSetId, tileMatrix, tileRow, tileCol, given, if_none_match)
 
 
 @router.get("/collections/{collectionId}/styles/{styleId}/map/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}",
             summary="A PNG map tile of a raster in a named style", response_class=Response, responses=TileResponses)
-async def styled_tile(collectionId: str, styleId: str, tileMatrixSetId: str, tileMatrix: int, tileRow: int,
-                      tileCol: int, request: Request,
-                      datetime: Annotated[str | None, Query(description=DATETIME_HELP)] = None,
+async def styled_tile(collectionId: CollectionId, styleId: str, tileMatrixSetId: str, tileMatrix: int, tileRow: int,
+                      tileCol: int, given: Annotated[RasterParameters, Depends()], request: Request,
                       if_none_match: Annotated[str | None, Header()] = None) -> Response:
     spec = visibility.raster_view(request, collectionId)
-    return await _tile(request, spec, _style(spec, styleId), tileMatrixSetId, tileMatrix, tileRow, tileCol,
-                       datetime, if_none_match)
+    return await _tile(request, spec, _style(spec, styleId), tileMatrixSetId, tileMatrix, tileRow, tileCol, given,
+                       if_none_match)

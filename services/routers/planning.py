@@ -10,33 +10,26 @@ GET /api/planning/overlap-rules lists the rules and the use codes they know.
 """
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from gis.analysis import overlap, report
-from gis.analysis.proposal import (
-    MAX_UPLOAD_BYTES,
-    InvalidProposal,
-    Proposal,
-    proposal_from_file,
-    proposal_from_geojson,
-)
-from gis.analysis.rules import OverlapRules, default_rules_path, load_rules
-from gis.config_files import loaded_once
+from gis.analysis import overlap
+from gis.analysis.proposal import MAX_UPLOAD_BYTES
+from gis.errors import InvalidInput
 from gis.security.examples import EXAMPLE_PROJECT
 from services.auth.read_audit import audit_read
 from services.auth.visibility import layer_view
 from services.common.bodies import read_body, replay
 from services.common.input_guard import nul_at
-from services.common.state import AppState, app_state
-from services.process_access import caller_access
+from services.common.state import ProjectState, State
+from services.processes.access import caller_access
+from services.processes.inputs import FORMATS, Upload, parse_inputs
+from services.processes.planning import REPORT, OverlapInputs
 
 GEOJSON = "application/geo+json"
 JSON = "application/json"
@@ -45,38 +38,13 @@ _FILE_TYPES = ("application/geopackage+sqlite3", "application/x-sqlite3", "appli
                "application/x-zip-compressed", "application/vnd.google-earth.kml+xml", "application/octet-stream")
 
 
-_rules = loaded_once(load_rules, default_rules_path)
-
-
-def rules_of(app: FastAPI) -> OverlapRules:
-    """The app's overlap rules (layers/overlap-rules.yml checked against the registry)."""
-    state: AppState = app.state.gis
-    return _rules(state.settings.layers_dir, state.registry)
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    rules_of(app)  # a broken rules file stops the service at start, naming the file and the key
-    yield
-
-
-router = APIRouter(prefix="/api/planning", tags=["Planning"], lifespan=lifespan)
+router = APIRouter(prefix="/api/planning", tags=["Planning"])
 
 
 def _merge(name: str, first: Any, second: Any) -> Any:
     if first is not None and second is not None and first != second:
-        raise InvalidProposal(name, "given twice, differently (in the body and in the query)")
+        raise InvalidInput(name, "given twice, differently (in the body and in the query)")
     return first if first is not None else second
-
-
-def _rules_list(value: Any) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return [r.strip() for r in value.split(",") if r.strip()]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return value
-    raise InvalidProposal("rules", "a list of rule ids (or a comma-separated string)")
 
 
 async def _inputs(request: Request) -> tuple[dict[str, Any], bytes | None, str | None, str | None]:
@@ -89,37 +57,37 @@ async def _inputs(request: Request) -> tuple[dict[str, Any], bytes | None, str |
         try:
             parsed = orjson.loads(body) if body else None
         except orjson.JSONDecodeError as exc:
-            raise InvalidProposal("body", f"not valid JSON: {exc}") from None
+            raise InvalidInput("body", f"not valid JSON: {exc}") from None
         if not isinstance(parsed, dict):
-            raise InvalidProposal("body", "a JSON object: {\"geometry\": ..., \"crs\": ...} or {\"project\": ...}")
+            raise InvalidInput("body", "a JSON object: {\"geometry\": ..., \"crs\": ...} or {\"project\": ...}")
         unknown = sorted(set(parsed) - {"geometry", *_FIELDS})
         if unknown:
-            raise InvalidProposal(unknown[0], "unknown member; the body takes geometry, " + ", ".join(_FIELDS[:-1]))
+            raise InvalidInput(unknown[0], "unknown member; the body takes geometry, " + ", ".join(_FIELDS[:-1]))
         fields = dict(parsed)
         if (where := nul_at(parsed, "body")) is not None:
-            raise InvalidProposal(where, "contains a NUL character (\\u0000)")
+            raise InvalidInput(where, "contains a NUL character (\\u0000)")
         file_data, filename, media = None, None, None
     elif content_type == GEOJSON:
         try:
             fields["geometry"] = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise InvalidProposal("body", f"not valid GeoJSON: {exc}") from None
+            raise InvalidInput("body", f"not valid GeoJSON: {exc}") from None
         file_data, filename, media = None, None, None
     elif content_type == "multipart/form-data":
         form = await replay(request, body).form(max_files=1, max_fields=20)
         upload = form.get("file")
         if upload is not None and not isinstance(upload, UploadFile):
-            raise InvalidProposal("file", "the file part must be a file upload")
+            raise InvalidInput("file", "the file part must be a file upload")
         for name in _FIELDS:
             value = form.get(name)
             if value is not None and not isinstance(value, str):
-                raise InvalidProposal(name, "a text field")
+                raise InvalidInput(name, "a text field")
             fields[name] = value
         if form.get("geometry") is not None:
             try:
                 fields["geometry"] = orjson.loads(str(form.get("geometry")))
             except orjson.JSONDecodeError as exc:
-                raise InvalidProposal("geometry", f"not valid GeoJSON: {exc}") from None
+                raise InvalidInput("geometry", f"not valid GeoJSON: {exc}") from None
         if upload is not None:
             file_data = await upload.read()
             filename = fields.get("filename") or upload.filename
@@ -129,8 +97,8 @@ async def _inputs(request: Request) -> tuple[dict[str, Any], bytes | None, str |
     elif content_type in _FILE_TYPES:
         file_data, filename, media = body, None, content_type
     else:
-        raise InvalidProposal("content-type", f"'{content_type[:60]}' is not accepted; send JSON, GeoJSON, "
-                              "multipart/form-data with a file, or the file itself")
+        raise InvalidInput("content-type", f"'{content_type[:60]}' is not accepted; send JSON, GeoJSON, "
+                           "multipart/form-data with a file, or the file itself")
     for name in _FIELDS:
         fields[name] = _merge(name, fields.get(name), query.get(name))
     if file_data is not None and filename is None:
@@ -140,8 +108,8 @@ async def _inputs(request: Request) -> tuple[dict[str, Any], bytes | None, str |
 
 def _format(request: Request, f: str | None) -> str:
     if f is not None:
-        if f not in ("json", "geojson", "html"):
-            raise InvalidProposal("f", f"'{f[:20]}' is not json, geojson or html")
+        if f not in FORMATS:
+            raise InvalidInput("f", f"'{f[:20]}' is not json, geojson or html")
         return f
     accept = request.headers.get("accept", "")
     if "text/html" in accept and JSON not in accept:
@@ -179,59 +147,36 @@ def _format(request: Request, f: str | None) -> str:
         "application/vnd.google-earth.kml+xml": {"schema": {"type": "string", "format": "binary"}},
     }}},
 )
-async def overlap_check(request: Request, state: Annotated[AppState, Depends(app_state)],
+async def overlap_check(request: Request, state: State,
                         f: Annotated[str | None, Query(description="json (default), geojson or html")] = None
                         ) -> Response:
     started = time.perf_counter()
     fmt = _format(request, f)
-    rules = rules_of(request.app)
+    rules = state.project.overlap_rules
     fields, file_data, filename, media = await _inputs(request)
-    sources = [n for n, v in (("geometry", fields.get("geometry")), ("file", file_data),
-                              ("project", fields.get("project"))) if v is not None]
-    if len(sources) != 1:
-        raise InvalidProposal("body", "give exactly one of geometry, file and project"
-                              + (f" (got {', '.join(sources)})" if sources else ""))
-    settings = state.settings
+    upload = {"file": Upload(file_data, media), "filename": filename} if file_data is not None else {}
+    inputs: OverlapInputs = parse_inputs(OverlapInputs, {**fields, **upload, "format": fmt}, "body", unwrap=False)
     access = caller_access(request)
-    only = _rules_list(fields.get("rules"))
-    proposal: Proposal | None = None
-    if sources[0] == "geometry":
-        proposal = await run_in_threadpool(
-            proposal_from_geojson, fields["geometry"], crs=fields.get("crs"), city_extent=settings.city_extent,
-            proposed_use=fields.get("proposed_use"))
-    elif sources[0] == "file":
-        assert file_data is not None
-        proposal = await run_in_threadpool(
-            proposal_from_file, file_data, filename, media_type=media, crs=fields.get("crs"),
-            city_extent=settings.city_extent, proposed_use=fields.get("proposed_use"), scratch_dir=settings.temp_dir)
+    proposal = await run_in_threadpool(inputs.proposal, state.settings.city_extent, state.settings.temp_dir)
     async with state.pool.connection() as conn:
         if proposal is None:
-            project = fields["project"]
-            if not isinstance(project, str) or not project:
-                raise InvalidProposal("project", "the fid of a construction project, as a string")
-            if not overlap.project_readable(rules, access):
-                raise overlap.no_project(project)
-            proposal = await overlap.load_project_async(conn, rules, project)
-        found = await overlap.check_async(conn, rules, proposal, as_of=fields.get("datetime"),
-                                          use=fields.get("proposed_use"), only=only, access=access)
+            proposal = await overlap.load_project_async(conn, rules, inputs.check_project(rules, access))
+        found = await overlap.check_async(conn, rules, proposal, as_of=inputs.datetime, use=inputs.proposed_use,
+                                          only=inputs.rules, access=access)
     asked = {k: str(v)[:2000] for k, v in fields.items() if k != "geometry" and v is not None}
     for result in found.results:
         if result.status != "not_evaluated" and result.layer.id in access:
             await audit_read(request, layer_view(request, result.layer.id), len(result.features), extra=asked)
-    if fmt == "html":
-        response: Response = HTMLResponse(report.to_html(found))
-    elif fmt == "geojson":
-        response = Response(orjson.dumps(report.to_geojson(found)), media_type=GEOJSON)
-    else:
-        response = Response(orjson.dumps(report.to_json(found)), media_type=JSON)
+    media_type, content = REPORT.answer(found, fmt)
+    response = Response(content if isinstance(content, bytes | str) else orjson.dumps(content), media_type=media_type)
     # the server's own time for the check, input to report (for clients and the benchmark)
     response.headers["Server-Timing"] = f"check;dur={(time.perf_counter() - started) * 1000:.2f}"
     return response
 
 
 @router.get("/overlap-rules", summary="The overlap rules and plan-against-plan checks in force")
-async def overlap_rules(request: Request) -> Response:
-    rules = rules_of(request.app)
+async def overlap_rules(request: Request, project: ProjectState) -> Response:
+    rules = project.overlap_rules
     access = caller_access(request)
     body = {
         "file": rules.path.name,  # by name: no answer shows where the server keeps its files

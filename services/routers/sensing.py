@@ -11,31 +11,28 @@ The readings themselves are the registry layer `sensor_readings`, served by /col
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from gis.analysis.pipeline import PipelineResult, to_html
-from gis.config_files import loaded_once
-from gis.errors import NotFound
-from gis.features.errors import InvalidQuery
+from gis.errors import InvalidInput, NotFound
 from gis.features.temporal import parse_datetime
 from gis.security import audit
 from gis.security.examples import EXAMPLE_SENSOR
 from gis.sensing import readings as readings_
-from gis.sensing.thresholds import READING_FIELDS, Thresholds, default_thresholds_path, load_thresholds
+from gis.sensing.thresholds import READING_FIELDS, Thresholds
 from gis.sensing.warnings import MAX_LIMIT, Cursor, InvalidCursor, WarningQuery, read_warnings
 from gis.svg import Style
 from services.auth.credentials import CREDENTIAL_PARAMETER, caller_of, forbidden, unauthorized
 from services.auth.read_audit import audit_read
 from services.auth.visibility import layer_view
 from services.common.bodies import read_body
-from services.common.state import app_state
+from services.common.parameters import route_parameters
+from services.common.state import ProjectState, State, app_state
 
 JSON = "application/json"
 GEOJSON = "application/geo+json"
@@ -43,25 +40,9 @@ MAX_BODY_BYTES = 4 * 2**20  # 10,000 readings of about 120 bytes, with room
 MAX_WAIT_S = 30
 _POLL_S = 1.0
 GRADED_FROM = frozenset({"sensor", "sensor_type", "utility", "value", "quality", "observed_at"})
-_WARNING_PARAMETERS = frozenset({"level", "sensor", "datetime", "since", "limit", "wait", "f", CREDENTIAL_PARAMETER})
 
 
-_thresholds = loaded_once(load_thresholds, default_thresholds_path)
-
-
-def thresholds_of(app: FastAPI) -> Thresholds:
-    """The app's thresholds (layers/sensor-thresholds.yml checked against the registry)."""
-    state = app.state.gis
-    return _thresholds(state.settings.layers_dir, state.registry)
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    thresholds_of(app)  # a broken thresholds file stops the service at start, naming the file and the key
-    yield
-
-
-router = APIRouter(prefix="/api/pipeline", tags=["Pipeline sensing"], lifespan=lifespan)
+router = APIRouter(prefix="/api/pipeline", tags=["Pipeline sensing"])
 
 
 def _writer(request: Request, layer_id: str) -> None:
@@ -110,11 +91,10 @@ async def _audit_write(request: Request, layer_id: str, count: int | None, statu
         "example": {"readings": [{"sensor": EXAMPLE_SENSOR, "observed_at": "2026-10-31T08:30:00+08:00",
                                   "value": 0.31, "quality": "good"}]}}}}},
 )
-async def post_readings(request: Request) -> Response:
-    thresholds = thresholds_of(request.app)
+async def post_readings(request: Request, state: State) -> Response:
+    thresholds = state.project.thresholds
     layer_id = thresholds.readings.id
     _writer(request, layer_id)
-    state = app_state(request)
     raw = await read_body(request, MAX_BODY_BYTES)
     try:
         body = orjson.loads(raw)
@@ -155,19 +135,19 @@ def _csv(value: str | None) -> tuple[str, ...]:
 
 def _warning_query(request: Request, thresholds: Thresholds, level: str | None, sensor: str | None,
                    datetime_: str | None, since: str | None, limit: int) -> WarningQuery:
-    unknown = sorted(set(request.query_params) - _WARNING_PARAMETERS)
+    declared = route_parameters(request)  # the route's own FastAPI parameters
+    unknown = sorted(set(request.query_params) - declared - {CREDENTIAL_PARAMETER})
     if unknown:
-        raise InvalidQuery(unknown[0], "unknown parameter; this endpoint takes " + ", ".join(
-            sorted(_WARNING_PARAMETERS - {CREDENTIAL_PARAMETER})))
+        raise InvalidInput(unknown[0], "unknown parameter; this endpoint takes " + ", ".join(sorted(declared)))
     levels = _csv(level)
     known = [lv.id for lv in thresholds.levels]
     bad = [lv for lv in levels if lv not in known]
     if bad:
-        raise InvalidQuery("level", f"'{bad[0][:20]}' is not a level; levels are {', '.join(known)}")
+        raise InvalidInput("level", f"'{bad[0][:20]}' is not a level; levels are {', '.join(known)}")
     try:
         cursor = Cursor.decode(since) if since else None
     except InvalidCursor as exc:
-        raise InvalidQuery("since", str(exc)) from None
+        raise InvalidInput("since", str(exc)) from None
     return WarningQuery(levels=levels, sensors=_csv(sensor),
                         time=parse_datetime(datetime_) if datetime_ else None, since=cursor, limit=limit)
 
@@ -189,6 +169,7 @@ def _next_link(request: Request, cursor: Cursor) -> str:
 )
 async def sensor_warnings(
     request: Request,
+    project: ProjectState,
     level: Annotated[str | None, Query(description="comma-separated levels: blue, yellow, orange, red")] = None,
     sensor: Annotated[str | None, Query(description="comma-separated sensor ids")] = None,
     datetime: Annotated[str | None, Query(description="instant or interval on observed_at (as /items)")] = None,
@@ -198,23 +179,23 @@ async def sensor_warnings(
                                                                  "warning arrives (long poll)")] = 0,
     f: Annotated[str | None, Query(description="geojson (default) or html")] = None,
 ) -> Response:
-    thresholds = thresholds_of(request.app)
+    thresholds = project.thresholds
     view = layer_view(request, thresholds.readings.id)
     if view.rows is not None:
         raise forbidden(f"warnings of '{view.source.id}' are not yet filtered by row rules; this role has one")
     if set(view.masked) & GRADED_FROM:  # a warning's level would tell the masked value
         raise forbidden(f"warnings are graded from fields of '{view.source.id}' this role may not read")
     if f not in (None, "geojson", "json", "html"):
-        raise InvalidQuery("f", f"'{f[:20]}' is not geojson or html")
+        raise InvalidInput("f", f"'{f[:20]}' is not geojson or html")
     q = _warning_query(request, thresholds, level, sensor, datetime, since, limit)
     if not all(readings_.is_sensor_id(s) for s in q.sensors):
-        raise InvalidQuery("sensor", f"sensor ids are 1 to {readings_.MAX_SENSOR_ID} characters, no control characters")
+        raise InvalidInput("sensor", f"sensor ids are 1 to {readings_.MAX_SENSOR_ID} characters, no control characters")
     inspections = thresholds.inspections
     if inspections is not None and caller_of(request).role.may_read(inspections.id):
         q = replace(q, inspections=True)  # field inspections' severities join, for roles that may read them
     shown = tuple(name for name in READING_FIELDS if name not in view.masked)
     if q.sensors and "sensor" not in shown:
-        raise InvalidQuery("sensor", "unknown parameter for this role")
+        raise InvalidInput("sensor", "unknown parameter for this role")
     state = app_state(request)
     deadline = time.monotonic() + wait
     while True:

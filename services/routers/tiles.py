@@ -9,23 +9,21 @@ the caller's rule in the statement, and its tiles are cached and tagged per set 
 
 import hashlib
 import re
-from collections import OrderedDict
 from datetime import datetime as DateTime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
 
 from gis import tiles as mvt
 from gis.errors import NotFound
 from gis.features.cql2 import Filter
-from gis.features.errors import InvalidQuery
 from gis.features.temporal import CITY_TIME, TimeRange, parse_datetime
 from gis.layers import AccessClass, FieldType, LayerSpec
 from services.auth import read_audit, visibility
-from services.common.errors import InvalidParameter
-from services.common.state import AppState, app_state
+from services.common.parameters import CollectionId, TileParameters
+from services.common.state import AppState, State
 
 router = APIRouter(tags=["Tiles"])
 
@@ -34,10 +32,6 @@ JSON_MEDIA_TYPE = "application/json"
 TILE_MAX_AGE = 300  # seconds a client may reuse a tile before revalidating it with its ETag
 TILE_PATH = "tiles/WebMercatorQuad/{tileMatrix}/{tileRow}/{tileCol}"
 
-DATETIME_HELP = (
-    "An instant or interval (RFC 3339, '..' for an open end): the features as they were then, "
-    "as the items of this collection answer it"
-)
 REL_TILING_SCHEME = "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme"
 REL_TILESETS_VECTOR = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
 REL_GEODATA = "http://www.opengis.net/def/rel/ogc/1.0/geodata"
@@ -75,10 +69,6 @@ _SCHEMA_TYPES = {
     FieldType.date: {"type": "string", "format": "date"},
     FieldType.timestamp: {"type": "string", "format": "date-time"},
 }
-
-State = Annotated[AppState, Depends(app_state)]
-CollectionId = Annotated[str, Path(description="A layer id from /collections")]
-
 
 def collection_links(base: str, layer_id: str) -> list[dict[str, str]]:
     """Links a collection document (/collections/{id}) carries to its tilesets."""
@@ -297,50 +287,6 @@ def _known_version(tags: list[str], spec: LayerSpec, variant: str, tile: mvt.Til
     return None
 
 
-class TileCache:
-    """The tiles one app served last, by (layer, z, x, y), each with the layer version it was built from.
-
-    A tile is only ever served from here after the database has said, in the same statement that would
-    otherwise build it, that the layer is still at that version: a refresh that changes the layer makes
-    every cached tile of it a miss. Bounded by bytes, least recently used first out.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple[str, str, int, int, int], tuple[int, bytes]] = OrderedDict()
-        self._bytes = 0
-
-    def get(self, key: tuple[str, str, int, int, int]) -> tuple[int, bytes] | None:
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._entries.move_to_end(key)
-        return entry
-
-    def put(self, key: tuple[str, str, int, int, int], version: int, data: bytes) -> None:
-        if self.max_bytes <= 0 or len(data) > self.max_bytes // 16:
-            return  # a few huge low-zoom tiles must not push out everything else
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self._bytes -= len(old[1])
-        self._entries[key] = (version, data)
-        self._bytes += len(data)
-        while self._bytes > self.max_bytes:
-            _key, (_version, evicted) = self._entries.popitem(last=False)
-            self._bytes -= len(evicted)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-def _tile_cache(request: Request, state: AppState) -> TileCache:
-    """One cache per app (so per database): kept on the app's state, made on first use."""
-    cache = getattr(request.app.state, "tile_cache", None)
-    if cache is None:
-        cache = TileCache(state.settings.tile_cache_mib * 2**20)
-        request.app.state.tile_cache = cache
-    return cache
-
-
 def _cache_control(spec: LayerSpec) -> str:
     # Only open data may sit in shared caches; internal and restricted layers stay in the client's own.
     scope = "public" if spec.access is AccessClass.public else "private"
@@ -355,23 +301,19 @@ def _cache_control(spec: LayerSpec) -> str:
                304: {"description": "Not modified"}},
 )
 async def tile(request: Request, state: State, collectionId: CollectionId, tileMatrixSetId: str,
-               tileMatrix: int, tileRow: int, tileCol: int,
-               datetime: Annotated[str | None, Query(description=DATETIME_HELP)] = None,
+               tileMatrix: int, tileRow: int, tileCol: int, given: Annotated[TileParameters, Depends()],
                if_none_match: Annotated[str | None, Header()] = None) -> Response:
     view = visibility.layer_view(request, collectionId)
     spec = view.spec
     _check_tile_matrix_set(tileMatrixSetId)
-    try:
-        address = mvt.Tile(tileMatrix, tileCol, tileRow)
-        time = parse_datetime(datetime) if datetime is not None else None
-    except (mvt.TileOutOfRange, InvalidQuery) as exc:
-        raise InvalidParameter(exc.parameter, exc.problem) from None
+    address = mvt.Tile(tileMatrix, tileCol, tileRow)
+    time = parse_datetime(given.datetime) if given.datetime is not None else None
     rows = await visibility.row_filter(request, view)
     variant = (_variant(spec, time) + (f".m{visibility.mask_tag(view)}" if view.masked else "")
                + (_rows_tag(rows) if rows is not None else ""))
     tags = _client_tags(if_none_match)
     client_version = _known_version(tags, spec, variant, address)
-    cache, key = _tile_cache(request, state), (spec.id, variant, address.z, address.x, address.y)
+    cache, key = state.tile_cache, (spec.id, variant, address.z, address.x, address.y)
     cached = cache.get(key)
     known = {v for v in (client_version, cached[0] if cached else None) if v is not None}
     drawn = mvt.drawn_fields(spec, state.settings.styles_dir)

@@ -10,8 +10,7 @@ request of its own (tiles, style, collections, overlap checks), never in a tile 
 """
 
 import statistics
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -30,6 +29,7 @@ from gis.styles import style_files
 from services.auth import visibility
 from services.common import ogc
 from services.common.collections import layer_stats
+from services.common.parameters import Document
 from services.common.rasters import MAX_ZOOM as RASTER_MAX_ZOOM
 from services.common.rasters import current_versions
 from services.common.state import AppState, app_state
@@ -45,27 +45,13 @@ LANDING_LINK = {"href": "/map", "rel": "related", "type": "text/html", "title": 
 
 
 def load_styles(registry: LayerRegistry, styles_dir: Path) -> dict[str, LayerStyle]:
+    """Every layer's QML as MapLibre style layers, made once by create_app: a style the map cannot convert stops
+    the service at start, naming the file."""
     return {spec.id: style_layers(spec, style_files(spec, styles_dir).qml, str(styles_dir / spec.style))
             for spec in registry.specs()}
 
 
-def styles_of(app: FastAPI) -> dict[str, LayerStyle]:
-    """Every layer's converted style, made once per app (the styles directory is read at start)."""
-    found: dict[str, LayerStyle] | None = getattr(app.state, "map_styles", None)
-    if found is None:
-        state: AppState = app.state.gis
-        found = load_styles(state.registry, state.settings.styles_dir)
-        app.state.map_styles = found
-    return found
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    styles_of(app)  # a style the map cannot convert stops the service at start, naming the file
-    yield
-
-
-router = APIRouter(tags=["Web map"], lifespan=lifespan)
+router = APIRouter(tags=["Web map"])
 
 
 def install(app: FastAPI) -> None:
@@ -114,7 +100,7 @@ def style_document(request: Request, state: AppState, views: Mapping[str, LayerV
     """The MapLibre style of these layers, bottom first (rasters under the vector layers), with what the
     page shows of each in `metadata`."""
     base = ogc.base_url(request)
-    styles = draw_order([styles_of(request.app)[layer_id] for layer_id in views])
+    styles = draw_order([state.map_styles[layer_id] for layer_id in views])
     sources: dict[str, Any] = {}
     for layer_id in views:
         source: dict[str, Any] = {
@@ -144,8 +130,8 @@ def style_document(request: Request, state: AppState, views: Mapping[str, LayerV
 
 
 @router.get("/map/style.json", summary="The web map's MapLibre style: the layers the caller may see")
-async def map_style(request: Request) -> Response:
-    ogc.query_params(request, ())
+async def map_style(given: Document, request: Request) -> Response:
+    given.check(request)
     state = app_state(request)
     views = visibility.visible_layers(request)  # tiles apply a row rule themselves (services/routers/tiles.py)
     stats = await layer_stats(state)
@@ -163,8 +149,8 @@ async def map_style(request: Request) -> Response:
 
 
 @router.get("/map", summary="The web map of the city (HTML)", responses={200: {"content": {"text/html": {}}}})
-async def map_page(request: Request) -> Response:
-    ogc.query_params(request, ())
+async def map_page(given: Document, request: Request) -> Response:
+    given.check(request)
     # No inline script: the service's Content-Security-Policy (services/common/headers.py) allows ours from /static.
     return ogc.html_response(page_html(ogc.credential_suffix(request)))
 

@@ -1,9 +1,9 @@
 """CQL2 (OGC 21-065): text and JSON parsed by the `cql2` package into the CQL2 JSON form, translated to SQL
 with parameters (to_sql.py)."""
 
+from gis.errors import InvalidInput
 from gis.features.cql2.complexity import DEFAULT_LIMITS, Cql2Limits, check
 from gis.features.cql2.parse import Filter, from_json, from_text
-from gis.features.errors import InvalidQuery
 
 LANGUAGES = ("cql2-text", "cql2-json")
 _CLASS = "http://www.opengis.net/spec/cql2/1.0/conf/"
@@ -30,6 +30,6 @@ def parse_filter(value: str, language: str | None, parameter: str = "filter",
     elif language == "cql2-json":
         tree = from_json(value, parameter, limits.max_depth)
     else:
-        raise InvalidQuery("filter-lang", f"'{language[:40]}' is not supported; use one of {', '.join(LANGUAGES)}")
+        raise InvalidInput("filter-lang", f"'{language[:40]}' is not supported; use one of {', '.join(LANGUAGES)}")
     check(tree, limits, parameter)
     return tree

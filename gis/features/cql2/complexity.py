@@ -9,7 +9,7 @@ against a geometry costs in proportion to its vertices, per row).
 from dataclasses import dataclass
 from typing import Any
 
-from gis.features.errors import InvalidQuery
+from gis.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -73,12 +73,12 @@ def measure(tree: Any) -> Complexity:
 
 
 def check(tree: Any, limits: Cql2Limits = DEFAULT_LIMITS, parameter: str = "filter") -> None:
-    """InvalidQuery naming `parameter` when the filter passes one of the limits."""
+    """InvalidInput naming `parameter` when the filter passes one of the limits."""
     found = measure(tree)
     if found.nodes > limits.max_nodes:
-        raise InvalidQuery(parameter, f"too complex: {found.nodes} predicates and values, at most {limits.max_nodes}")
+        raise InvalidInput(parameter, f"too complex: {found.nodes} predicates and values, at most {limits.max_nodes}")
     if found.depth > limits.max_depth:
-        raise InvalidQuery(parameter, f"nested too deeply: {found.depth} levels, at most {limits.max_depth}")
+        raise InvalidInput(parameter, f"nested too deeply: {found.depth} levels, at most {limits.max_depth}")
     if found.coordinates > limits.max_coordinates:
-        raise InvalidQuery(parameter, f"its geometries have {found.coordinates} coordinates, at most "
+        raise InvalidInput(parameter, f"its geometries have {found.coordinates} coordinates, at most "
                                       f"{limits.max_coordinates}")

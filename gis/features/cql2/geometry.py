@@ -10,7 +10,7 @@ from typing import Any
 import shapely
 from shapely.errors import GEOSException
 
-from gis.features.errors import InvalidQuery
+from gis.errors import InvalidInput
 
 GEOMETRY_TYPES = frozenset({"Point", "LineString", "Polygon", "MultiPoint", "MultiLineString", "MultiPolygon",
                             "GeometryCollection"})
@@ -30,11 +30,11 @@ def to_wkb(obj: dict[str, Any], parameter: str) -> bytes:
     try:
         geom = shapely.geometry.shape(obj)
     except (GEOSException, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-        raise InvalidQuery(parameter, f"not a GeoJSON geometry ({str(exc)[:120]})") from None
+        raise InvalidInput(parameter, f"not a GeoJSON geometry ({str(exc)[:120]})") from None
     if geom.is_empty:
-        raise InvalidQuery(parameter, "empty geometry")
+        raise InvalidInput(parameter, "empty geometry")
     if not all(math.isfinite(v) for v in shapely.get_coordinates(geom).ravel()):
-        raise InvalidQuery(parameter, "geometry coordinates must be finite numbers")
+        raise InvalidInput(parameter, "geometry coordinates must be finite numbers")
     return shapely.to_wkb(geom, output_dimension=2)
 
 
@@ -43,9 +43,9 @@ def bbox(values: Any, parameter: str) -> tuple[float, float, float, float]:
     if not isinstance(values, list) or len(values) not in (4, 6) or not all(
         isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
     ):
-        raise InvalidQuery(parameter, "a bbox is 4 (or 6) finite numbers")
+        raise InvalidInput(parameter, "a bbox is 4 (or 6) finite numbers")
     nums = [float(v) for v in values]
     box = (nums[0], nums[1], nums[2], nums[3]) if len(nums) == 4 else (nums[0], nums[1], nums[3], nums[4])
     if box[0] > box[2] or box[1] > box[3]:
-        raise InvalidQuery(parameter, "a bbox is lower corner, then upper corner")
+        raise InvalidInput(parameter, "a bbox is lower corner, then upper corner")
     return box

@@ -19,8 +19,8 @@ import orjson
 import shapely
 from shapely.errors import GEOSException
 
+from gis.errors import InvalidInput
 from gis.features.cql2.geometry import GEOMETRY_TYPES
-from gis.features.errors import InvalidQuery
 
 # A filter as CQL2 JSON: {"op": ..., "args": [...]} objects, literals and {"property": ...} (or a boolean).
 Filter = dict[str, Any] | bool
@@ -36,8 +36,8 @@ def _problem(exc: BaseException) -> str:
     return text[:300] or type(exc).__name__
 
 
-def _too_deep(depth: int, limit: int, parameter: str) -> InvalidQuery:
-    return InvalidQuery(parameter, f"nested too deeply: {depth} levels, at most {limit}")
+def _too_deep(depth: int, limit: int, parameter: str) -> InvalidInput:
+    return InvalidInput(parameter, f"nested too deeply: {depth} levels, at most {limit}")
 
 
 # Tokens of the lexical pass: a string literal (quotes doubled or, as the standard also allows, escaped
@@ -111,7 +111,7 @@ def prepare_text(text: str, parameter: str, max_depth: int, max_operators: int) 
         if deepest > limit:
             raise _too_deep(deepest, limit, parameter)
         if operators > max_operators:
-            raise InvalidQuery(parameter, f"too complex: more than {max_operators} operators")
+            raise InvalidInput(parameter, f"too complex: more than {max_operators} operators")
         previous = token
     out.append(text[last:])
     return "".join(out), wkts
@@ -134,11 +134,11 @@ def _with_exact_geometries(tree: Any, wkts: list[str], parameter: str) -> Any:
         if isinstance(node, dict) and node.get("type") in GEOMETRY_TYPES:
             wkt = next(geometries, None)
             if not wkt:
-                raise InvalidQuery(parameter, "a geometry literal that is not WKT")
+                raise InvalidInput(parameter, "a geometry literal that is not WKT")
             try:
                 return _as_lists(shapely.geometry.mapping(shapely.from_wkt(wkt)))
             except (GEOSException, ValueError, TypeError) as exc:
-                raise InvalidQuery(parameter, f"not a WKT geometry: {wkt[:80]!r} ({str(exc)[:120]})") from None
+                raise InvalidInput(parameter, f"not a WKT geometry: {wkt[:80]!r} ({str(exc)[:120]})") from None
         if isinstance(node, dict):
             return {key: visit(value) for key, value in node.items()}
         if isinstance(node, list):
@@ -150,16 +150,16 @@ def _with_exact_geometries(tree: Any, wkts: list[str], parameter: str) -> Any:
 
 def from_text(text: str, parameter: str = "filter", max_depth: int = 30, max_operators: int = 2000) -> Filter:
     if len(text) > MAX_LENGTH:
-        raise InvalidQuery(parameter, f"longer than {MAX_LENGTH} characters")
+        raise InvalidInput(parameter, f"longer than {MAX_LENGTH} characters")
     if not text.strip():
-        raise InvalidQuery(parameter, "empty")
+        raise InvalidInput(parameter, "empty")
     if "\x00" in text:
-        raise InvalidQuery(parameter, _NUL)
+        raise InvalidInput(parameter, _NUL)
     prepared, wkts = prepare_text(text, parameter, max_depth, max_operators)
     try:
         tree = cql2.parse_text(prepared).to_json()
     except (cql2.ParseError, cql2.ValidationError, ValueError) as exc:
-        raise InvalidQuery(parameter, f"not CQL2 text: {_problem(exc)}") from None
+        raise InvalidInput(parameter, f"not CQL2 text: {_problem(exc)}") from None
     return _with_exact_geometries(tree, wkts, parameter) if wkts else tree
 
 
@@ -179,11 +179,11 @@ def depth_of(obj: object) -> int:
 
 def from_json(text: str | bytes, parameter: str = "filter", max_depth: int = 30) -> Filter:
     if len(text) > MAX_LENGTH:
-        raise InvalidQuery(parameter, f"longer than {MAX_LENGTH} characters")
+        raise InvalidInput(parameter, f"longer than {MAX_LENGTH} characters")
     try:
         obj = orjson.loads(text)  # orjson refuses nesting past 1024 levels itself
     except orjson.JSONDecodeError as exc:
-        raise InvalidQuery(parameter, f"not valid JSON: {str(exc)[:200]}") from None
+        raise InvalidInput(parameter, f"not valid JSON: {str(exc)[:200]}") from None
     if isinstance(obj, dict) and "filter" in obj and "op" not in obj:  # {"filter-lang": ..., "filter": ...}
         obj = obj["filter"]
     # An {"op", "args"} level is two JSON levels (the object and its array of arguments).
@@ -195,11 +195,11 @@ def from_json(text: str | bytes, parameter: str = "filter", max_depth: int = 30)
     except TypeError:  # orjson writes at most 254 levels, whatever the settings allow
         raise _too_deep(depth // 2, max_depth, parameter) from None
     if b"\\u0000" in document:
-        raise InvalidQuery(parameter, _NUL)
+        raise InvalidInput(parameter, _NUL)
     try:
         cql2.parse_json(document.decode())
     except (cql2.ParseError, cql2.ValidationError, ValueError) as exc:
-        raise InvalidQuery(parameter, f"not CQL2 JSON: {_problem(exc)}") from None
+        raise InvalidInput(parameter, f"not CQL2 JSON: {_problem(exc)}") from None
     if not isinstance(obj, dict | bool):
-        raise InvalidQuery(parameter, "a CQL2 JSON filter is an object ({\"op\": ..., \"args\": [...]}) or a boolean")
+        raise InvalidInput(parameter, "a CQL2 JSON filter is an object ({\"op\": ..., \"args\": [...]}) or a boolean")
     return obj

@@ -2,7 +2,7 @@
 
 Every property name is looked up in the layer's queryables (unknown names are refused), every operand's
 type is checked against the operator before SQL sees it, and literals travel as typed parameters
-(`%(f0)s::text`), so a filter can fail only with an InvalidQuery naming `filter`.
+(`%(f0)s::text`), so a filter can fail only with an InvalidInput naming `filter`.
 
 Semantics, as CQL2 has them:
 - three-valued logic: a NULL operand makes a comparison or a temporal function unknown, which NOT keeps
@@ -20,9 +20,9 @@ from typing import Any
 
 from psycopg import sql
 
+from gis.errors import InvalidInput
 from gis.features import crs as crs_
 from gis.features.cql2 import geometry as geometry_
-from gis.features.errors import InvalidQuery
 from gis.features.queryables import Queryable, queryables
 from gis.features.temporal import parse_date, parse_timestamp
 from gis.layers import LayerSpec
@@ -92,8 +92,8 @@ class Translator:
         self.queryables = queryables(spec)
 
     # -- helpers ----------------------------------------------------------------------------------
-    def fail(self, problem: str) -> InvalidQuery:
-        return InvalidQuery(self.parameter, problem)
+    def fail(self, problem: str) -> InvalidInput:
+        return InvalidInput(self.parameter, problem)
 
     def placeholder(self, value: object) -> sql.Placeholder:
         name = f"{self.prefix}{len(self.params)}"
@@ -120,7 +120,7 @@ class Translator:
             raise self.fail(f"'{node.get('op')}' takes {want} argument{'' if counts == (1,) else 's'}")
         return args
 
-    def unsupported(self, op: str) -> InvalidQuery:
+    def unsupported(self, op: str) -> InvalidInput:
         if op in _ARITHMETIC:
             return self.fail("arithmetic expressions are not supported")
         if op in _ARRAY:

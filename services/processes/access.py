@@ -30,7 +30,7 @@ class JobOwner:
     """Whose jobs a request may see: its own, or every job (administrators; code outside a request).
 
     Anonymous callers share no identity, so an anonymous job is reached only by its id, which is random and
-    unguessable (services.pygeoapi_bridge): the id is the capability. They list no jobs at all."""
+    unguessable (services.processes.pygeoapi_bridge): the id is the capability. They list no jobs at all."""
 
     subject: str | None
     sees_all: bool

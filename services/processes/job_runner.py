@@ -11,11 +11,9 @@ import signal
 import threading
 from types import FrameType
 
-from gis.analysis.rules import default_rules_path, load_rules
 from gis.jobs.settings import JobSettings
 from gis.jobs.worker import Heartbeat, Worker
-from gis.layers import load_registry
-from gis.security.policy import load_policy, policy_path
+from gis.project import load_project
 from gis.security.settings import AuthSettings
 from gis.settings import Settings
 from services.processes import make_bridge
@@ -28,10 +26,7 @@ def run_worker(settings: Settings, jobs: JobSettings, auth: AuthSettings, ready:
     # for the client every 2 s while a statement runs: when this worker is killed, its statements stop too,
     # instead of running on and racing the run that resumes the job.
     os.environ["PGOPTIONS"] = f"{os.environ.get('PGOPTIONS', '')} -c client_connection_check_interval=2000".strip()
-    registry = load_registry(settings.layers_dir, settings.styles_dir)
-    policy = load_policy(policy_path(settings.layers_dir, auth.policy_file), registry)
-    rules = load_rules(default_rules_path(settings.layers_dir), registry)
-    bridge = make_bridge(settings, registry, rules, policy, application_name="gis-worker")
+    bridge = make_bridge(settings, load_project(settings, auth.policy_file), application_name="gis-worker")
     context = bridge.context
     context.pool.open(wait=False)  # a worker starts without a database and waits for it, as the service does
     heartbeat = Heartbeat(context.pool, jobs)

@@ -22,7 +22,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,28 +45,42 @@ from gis.jobs import queue
 from gis.jobs.settings import JobSettings
 from gis.jobs.worker import Heartbeat, Worker
 from gis.layers import LayerRegistry
+from gis.project import Project
 from gis.rendering import PYGEOAPI_TEMPLATES_DIR
 from gis.security.disclosure import without_paths
 from gis.security.policy import Policy
 from gis.settings import Settings
-from services.process_access import JOB_OWNER, caller_snapshot, restore_caller
+from services.processes.access import JOB_OWNER, caller_snapshot, restore_caller
+from services.processes.inputs import ProcessInputs
 
 LOGGER = logging.getLogger(__name__)
-MANAGER = "services.pygeoapi_bridge.JobsManager"
+MANAGER = "services.processes.pygeoapi_bridge.JobsManager"
 JSON = "application/json"
 
 
 @dataclass
 class ProcessContext:
-    """What our processors need: the settings, registry, rules, and a database to work in."""
+    """What our processors need: the settings, the project (registry, policy, rules), and a database to work in."""
 
     settings: Settings
-    registry: LayerRegistry
-    rules: OverlapRules
+    project: Project
     database_url: str
     pool: GuardedSyncPool
-    policy: Policy | None = None  # the roles a queued job's caller is restored from (None: no queued jobs run)
     heartbeat: Heartbeat | None = None  # stamps the jobs this process runs
+    inputs: dict[str, type[ProcessInputs]] = field(default_factory=dict)  # process id -> its inputs model
+
+    @property
+    def registry(self) -> LayerRegistry:
+        return self.project.registry
+
+    @property
+    def rules(self) -> OverlapRules:
+        return self.project.overlap_rules
+
+    @property
+    def policy(self) -> Policy:
+        """The roles a queued job's caller is restored from."""
+        return self.project.policy
 
 
 def _stamp(value: datetime | None) -> str | None:
@@ -271,8 +285,8 @@ class JobsManager(BaseManager):
 
     def _run_claimed(self, job: queue.ClaimedJob) -> None:
         context = self.context
-        if context is None or context.policy is None:
-            raise RuntimeError("the job manager has no policy to restore a job's caller from")
+        if context is None:
+            raise RuntimeError("the job manager has no process context (its project restores a job's caller)")
         request = job.request
         try:
             restore_caller(request, context.policy, context.registry)
@@ -318,8 +332,9 @@ class JobsManager(BaseManager):
                                      "finished": datetime.now(UTC).strftime(DATETIME_FORMAT)})
             code = "InvalidParameterValue"
             answer = {"type": code, "code": code, "description": description}
-            if getattr(exc, "parameter", None):  # the input at fault, as the service's own 400s name it
-                answer["parameter"] = str(exc.parameter)
+            parameter = getattr(exc, "parameter", None)
+            if parameter:  # the input at fault, as the service's own 400s name it
+                answer["parameter"] = str(parameter)
             return JSON, answer, JobStatus.failed
         except Exception:
             LOGGER.exception("job %s (%s) failed", job_id, p.metadata.get("id"))

@@ -1,0 +1,172 @@
+"""OGC API - Processes over the pipeline analyses (gis.analysis.pipeline): pipe-burst, pipe-trace,
+pipe-cross-section, pipe-clearance and pipe-cover, run by the same pygeoapi machinery and job manager as
+services.processes (which registers them). Each answers JSON (default), GeoJSON or an HTML page with a
+map (input `format`).
+"""
+
+from typing import Any, Literal
+
+import psycopg
+from pydantic import Field, create_model
+
+from gis.analysis import pipeline
+from gis.analysis.pipeline_rules import PipelineRules
+from gis.security.examples import EXAMPLE_PIPE
+from services.processes.base import Process, Report
+from services.processes.inputs import Bbox, Format, GeoJSON, Names, ProcessInputs, names_of, one_of
+from services.processes.pygeoapi_bridge import ProcessContext
+
+PIPE_BURST = "pipe-burst"
+PIPE_TRACE = "pipe-trace"
+PIPE_CROSS_SECTION = "pipe-cross-section"
+PIPE_CLEARANCE = "pipe-clearance"
+PIPE_COVER = "pipe-cover"
+PROCESS_IDS = (PIPE_BURST, PIPE_TRACE, PIPE_CROSS_SECTION, PIPE_CLEARANCE, PIPE_COVER)
+
+REPORT = Report(pipeline.to_json, pipeline.to_geojson, pipeline.to_html)
+
+
+def _rules(context: ProcessContext) -> PipelineRules:
+    return context.project.pipeline_rules
+
+
+def _from_a_pipe(name: str, rules: PipelineRules, **fields: Any) -> type[ProcessInputs]:
+    """The inputs of an analysis that starts from a pipe (its fid, or a point near it), with `fields`."""
+    point = Field(None, title="Point (GeoJSON, lon/lat)",
+                  description=f"instead of pipe: the nearest pipe in service within {rules.network.snap_within_m:g} m")
+    return create_model(name, __base__=ProcessInputs, pipe=(str | None, Field(None, title="Pipe fid")),
+                        point=(GeoJSON | None, point), **fields, format=(Format, "json"))
+
+
+def _utilities(rules: PipelineRules) -> list[str]:
+    return list(rules.pipelines.known_field("utility").values or ())
+
+
+BBOX = Field(None, title="Window (minlon,minlat,maxlon,maxlat)")
+
+
+class _Pipeline(Process):
+    """The pipeline processes read the pipes, nodes and buildings whole, and count the places answered."""
+
+    keywords = ("pipeline", "管线")
+    report = REPORT
+
+    @property
+    def rules(self) -> PipelineRules:
+        return _rules(self.context)
+
+    def reads(self, inputs: Any) -> tuple[str, ...]:
+        return self.rules.pipelines.id, self.rules.nodes.id, self.rules.buildings.id
+
+
+class BurstProcessor(_Pipeline):
+    id = PIPE_BURST
+    title = ("Burst isolation", "爆管关阀分析")
+
+    @classmethod
+    def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
+        rules = _rules(context)
+        return _from_a_pipe("BurstInputs", rules,
+                            utility=(one_of(rules.network.utilities) | None, Field(None, title="Utility")))
+
+    @classmethod
+    def summary(cls, context: ProcessContext) -> str:
+        return ("From a pipe fid or a point: the valves to close, the pipes isolated and the buildings within "
+                f"{_rules(context).network.customers_within_m:g} m that lose supply; closed valves and pipes out of "
+                "service respected.")
+
+    @classmethod
+    def example(cls, context: ProcessContext) -> dict[str, Any]:
+        return {"pipe": EXAMPLE_PIPE}
+
+    def analyse(self, conn: psycopg.Connection, inputs: Any) -> pipeline.PipelineResult:
+        return pipeline.burst(conn, self.rules, pipe=inputs.pipe, point=inputs.point, utility=inputs.utility)
+
+
+class TraceProcessor(_Pipeline):
+    id = PIPE_TRACE
+    title = ("Connectivity trace", "连通性分析")
+
+    @classmethod
+    def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
+        rules = _rules(context)
+        return _from_a_pipe("TraceInputs", rules,
+                            direction=(Literal["downstream", "upstream", "both"],
+                                       Field("downstream", title="Direction")),
+                            utility=(one_of(_utilities(rules)) | None, Field(None, title="Utility (with point)")))
+
+    abstract = ("The pipes connected downstream (from_node to to_node), upstream or both; closed valves stop the "
+                "trace.")
+
+    @classmethod
+    def example(cls, context: ProcessContext) -> dict[str, Any]:
+        return {"pipe": EXAMPLE_PIPE, "direction": "downstream"}
+
+    def analyse(self, conn: psycopg.Connection, inputs: Any) -> pipeline.PipelineResult:
+        return pipeline.trace(conn, self.rules, pipe=inputs.pipe, point=inputs.point, direction=inputs.direction,
+                              utility=inputs.utility)
+
+
+class CrossSectionProcessor(_Pipeline):
+    id = PIPE_CROSS_SECTION
+    title = ("Cross-section", "横断面分析")
+
+    @classmethod
+    def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
+        return create_model("CrossSectionInputs", __base__=ProcessInputs,
+                            line=(GeoJSON, Field(title="Section line (GeoJSON LineString, lon/lat)")),
+                            utilities=(names_of(_utilities(_rules(context))) | None,
+                                       Field(None, title="Utilities (default all)")),
+                            format=(Format, "json"))
+
+    abstract = ("The pipes a line drawn across the street crosses, in order along it, with diameter and depth "
+                "interpolated at the crossing.")
+
+    @classmethod
+    def example(cls, context: ProcessContext) -> dict[str, Any]:
+        return {"line": {"type": "LineString", "coordinates": [[123.3698, 41.7275], [123.3706, 41.7275]]}}
+
+    def analyse(self, conn: psycopg.Connection, inputs: Any) -> pipeline.PipelineResult:
+        return pipeline.cross_section(conn, self.rules, inputs.line, inputs.utilities)
+
+
+class ClearanceProcessor(_Pipeline):
+    id = PIPE_CLEARANCE
+    title = ("Clearance check (GB 50289)", "管线水平净距检查")
+
+    @classmethod
+    def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
+        return create_model("ClearanceInputs", __base__=ProcessInputs,
+                            pairs=(names_of(p.id for p in _rules(context).clearances.pairs) | None,
+                                   Field(None, title="Rules (default all)")),
+                            bbox=(Bbox | None, BBOX), format=(Format, "json"))
+
+    @classmethod
+    def summary(cls, context: ProcessContext) -> str:
+        return ("Parallel runs (and buildings) closer than GB 50289 allows: the rule, required and measured distance "
+                f"(EPSG:4550, {_rules(context).clearances.measured_from}).")
+
+    def analyse(self, conn: psycopg.Connection, inputs: Any) -> pipeline.PipelineResult:
+        return pipeline.clearance(conn, self.rules, pairs=inputs.pairs, bbox=inputs.bbox)
+
+
+class CoverInputs(ProcessInputs):
+    utilities: Names | None = Field(None, title="Utilities (default all with a minimum)")
+    bbox: Bbox | None = BBOX
+    format: Format = "json"
+
+
+class CoverProcessor(_Pipeline):
+    id = PIPE_COVER
+    title = ("Minimum cover check", "覆土深度检查")
+    Inputs = CoverInputs
+
+    @classmethod
+    def summary(cls, context: ProcessContext) -> str:
+        return f"End nodes whose cover is below the minimum for their utility ({_rules(context).cover.location})."
+
+    def analyse(self, conn: psycopg.Connection, inputs: Any) -> pipeline.PipelineResult:
+        return pipeline.cover(conn, self.rules, utilities=inputs.utilities, bbox=inputs.bbox)
+
+
+PROCESSES = (BurstProcessor, TraceProcessor, CrossSectionProcessor, ClearanceProcessor, CoverProcessor)
