@@ -16,6 +16,7 @@ import pytest
 import shapely
 
 from gis.analysis import pipeline as pl
+from gis.analysis import place_report
 from gis.analysis.pipeline_rules import PipelineRules, default_pipeline_rules_path, load_pipeline_rules
 from gis.errors import ConfigError
 from gis.layers import LayerRegistry
@@ -246,14 +247,14 @@ def test_cover_matches_a_python_scan(conn, rules, city) -> None:
 
 def test_outputs_geojson_and_html(conn, rules, city) -> None:
     result = pl.burst(conn, rules, pipe=_burst_cases(city)[0])
-    gj = pl.to_geojson(result)
+    gj = place_report.to_geojson(result)
     assert gj["type"] == "FeatureCollection" and all(f["geometry"] for f in gj["features"])
     roles = {f["properties"]["role"] for f in gj["features"]}
     assert {"burst_pipe", "isolated_pipe", "valve_to_close"} <= roles
     page = pl.to_html(result)
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "<path" in page and "<circle" in page
     assert "<script" not in page and 'src="http' not in page and 'href="http' not in page  # self-contained
-    assert pl.to_json(result)["summary"]["valves_to_close"] == len(result.places["valves_to_close"])
+    assert place_report.to_json(result)["summary"]["valves_to_close"] == len(result.places["valves_to_close"])
 
 
 def test_network_indexes_exist(conn) -> None:

@@ -24,15 +24,10 @@ from psycopg import sql
 
 from gis import identifiers as ids
 from gis.analysis.pipeline_rules import ClearancePair, PairSide, PipelineRules
-from gis.analysis.place_report import PlacesResult, fetch_dicts, report_html, to_geojson, to_json
+from gis.analysis.place_report import PlacesResult, fetch_dicts, report_html
 from gis.errors import InvalidInput, NotFound
 from gis.rendering import Drawing, Shape
 from gis.svg import DEFAULT_STYLE, MapFrame, Style
-
-# The services still import these from here; they move to gis.analysis.place_report with the services' layout.
-PipelineResult = PlacesResult
-__all__ = ["PipelineResult", "PlacesResult", "burst", "clearance", "cover", "cross_section", "locate_pipe",
-           "process_bbox", "process_point", "to_geojson", "to_html", "to_json", "trace"]
 
 METRIC_SRID = 4550  # CGCS2000 / 3-degree Gauss-Kruger CM 123E
 DEGREES_PER_METRE = 1 / 60_000  # a generous box in lon/lat degrees at Shenyang's latitude (1° lon ≈ 83 km)

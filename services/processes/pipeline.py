@@ -9,7 +9,7 @@ from typing import Any, Literal
 import psycopg
 from pydantic import Field, create_model
 
-from gis.analysis import pipeline
+from gis.analysis import pipeline, place_report
 from gis.analysis.pipeline_rules import PipelineRules
 from gis.security.examples import EXAMPLE_PIPE
 from services.processes.base import Process, Report
@@ -23,7 +23,7 @@ PIPE_CLEARANCE = "pipe-clearance"
 PIPE_COVER = "pipe-cover"
 PROCESS_IDS = (PIPE_BURST, PIPE_TRACE, PIPE_CROSS_SECTION, PIPE_CLEARANCE, PIPE_COVER)
 
-REPORT = Report(pipeline.to_json, pipeline.to_geojson, pipeline.to_html)
+REPORT = Report(place_report.to_json, place_report.to_geojson, pipeline.to_html)
 
 
 def _rules(context: ProcessContext) -> PipelineRules:
@@ -79,7 +79,7 @@ class BurstProcessor(_Pipeline):
     def example(cls, context: ProcessContext) -> dict[str, Any]:
         return {"pipe": EXAMPLE_PIPE}
 
-    def analyse(self, conn: psycopg.Connection, inputs: Any) -> pipeline.PipelineResult:
+    def analyse(self, conn: psycopg.Connection, inputs: Any) -> place_report.PlacesResult:
         return pipeline.burst(conn, self.rules, pipe=inputs.pipe, point=inputs.point, utility=inputs.utility)
 
 
@@ -102,7 +102,7 @@ class TraceProcessor(_Pipeline):
     def example(cls, context: ProcessContext) -> dict[str, Any]:
         return {"pipe": EXAMPLE_PIPE, "direction": "downstream"}
 
-    def analyse(self, conn: psycopg.Connection, inputs: Any) -> pipeline.PipelineResult:
+    def analyse(self, conn: psycopg.Connection, inputs: Any) -> place_report.PlacesResult:
         return pipeline.trace(conn, self.rules, pipe=inputs.pipe, point=inputs.point, direction=inputs.direction,
                               utility=inputs.utility)
 
@@ -126,7 +126,7 @@ class CrossSectionProcessor(_Pipeline):
     def example(cls, context: ProcessContext) -> dict[str, Any]:
         return {"line": {"type": "LineString", "coordinates": [[123.3698, 41.7275], [123.3706, 41.7275]]}}
 
-    def analyse(self, conn: psycopg.Connection, inputs: Any) -> pipeline.PipelineResult:
+    def analyse(self, conn: psycopg.Connection, inputs: Any) -> place_report.PlacesResult:
         return pipeline.cross_section(conn, self.rules, inputs.line, inputs.utilities)
 
 
@@ -146,7 +146,7 @@ class ClearanceProcessor(_Pipeline):
         return ("Parallel runs (and buildings) closer than GB 50289 allows: the rule, required and measured distance "
                 f"(EPSG:4550, {_rules(context).clearances.measured_from}).")
 
-    def analyse(self, conn: psycopg.Connection, inputs: Any) -> pipeline.PipelineResult:
+    def analyse(self, conn: psycopg.Connection, inputs: Any) -> place_report.PlacesResult:
         return pipeline.clearance(conn, self.rules, pairs=inputs.pairs, bbox=inputs.bbox)
 
 
@@ -165,7 +165,7 @@ class CoverProcessor(_Pipeline):
     def summary(cls, context: ProcessContext) -> str:
         return f"End nodes whose cover is below the minimum for their utility ({_rules(context).cover.location})."
 
-    def analyse(self, conn: psycopg.Connection, inputs: Any) -> pipeline.PipelineResult:
+    def analyse(self, conn: psycopg.Connection, inputs: Any) -> place_report.PlacesResult:
         return pipeline.cover(conn, self.rules, utilities=inputs.utilities, bbox=inputs.bbox)
 
 

@@ -18,7 +18,8 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from gis.analysis.pipeline import PipelineResult, to_html
+from gis.analysis.pipeline import to_html
+from gis.analysis.place_report import PlacesResult
 from gis.errors import InvalidInput, NotFound
 from gis.features.temporal import parse_datetime
 from gis.security import audit
@@ -222,13 +223,13 @@ async def sensor_warnings(
     return Response(orjson.dumps(body), media_type=GEOJSON)
 
 
-def _as_result(thresholds: Thresholds, q: WarningQuery, features: list[dict[str, Any]]) -> PipelineResult:
+def _as_result(thresholds: Thresholds, q: WarningQuery, features: list[dict[str, Any]]) -> PlacesResult:
     per_level = {lv.id: sum(1 for x in features if x["properties"]["level"] == lv.id) for lv in thresholds.levels}
     places = [{**x, "properties": {"role": f"warning_{x['properties']['level']}", **x["properties"]}}
               for x in features]
     styles: dict[str, Style] = {f"warning_{lv.id}": (lv.colour, lv.colour, 1.0, 4 + i)
                                 for i, lv in enumerate(thresholds.levels)}
-    return PipelineResult("sensor-warnings", "管网传感器预警 · Sensor warnings",
+    return PlacesResult("sensor-warnings", "管网传感器预警 · Sensor warnings",
                           {"level": list(q.levels), "sensor": list(q.sensors),
                            "since": q.since.encode() if q.since else None},
                           {"warnings": len(features), **per_level}, {"warnings": places},
