@@ -20,6 +20,7 @@ from gis.db.cluster import Cluster
 from gis.db.migrate import migrate
 from gis.db.replicas import Replicas, primary_url, read_url
 from gis.layers import LayerRegistry
+from gis.rasters.refresh import RasterRefreshRequest, run_raster_refresh
 from gis.refresh.runner import RefreshRequest, run_refresh
 from gis.security.keys import create_key
 from gis.settings import Settings
@@ -27,7 +28,7 @@ from gis.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 HOME = ROOT / ".gisdata" / "test" / "failover-under-test"
 KEY = "gk_t0fail_failover-admin-key-of-the-test-suite-0"
-PUBLIC, INTERNAL = "water_bodies", "pollution_sources"
+PUBLIC, INTERNAL, RASTER = "water_bodies", "pollution_sources", "land_cover"
 # The client's own bound: a request that hangs while a database is away fails the test.
 CLIENT_TIMEOUT = 4.0
 
@@ -37,7 +38,7 @@ def topology(registry: LayerRegistry, settings: Settings) -> Iterator[Settings]:
     """Its own primary (the suite's cluster must not be stopped) with two layers and a key, and one standby."""
     shutil.rmtree(HOME, ignore_errors=True)
     own = Settings(cluster_dir=HOME / "pg", cluster_port=free_port(), samples_dir=settings.samples_dir,
-                   rejects_dir=settings.rejects_dir)
+                   rejects_dir=settings.rejects_dir, rasters_dir=HOME / "rasters")
     primary = Cluster(own)
     primary.start()
     with psycopg.connect(primary.url()) as conn:
@@ -48,6 +49,9 @@ def topology(registry: LayerRegistry, settings: Settings) -> Iterator[Settings]:
         spec = registry.get_layer(layer)
         run_refresh(primary.url(), RefreshRequest(spec, own.samples_dir / spec.source.path, own.city_extent,
                                                   own.rejects_dir, progress=False))
+    raster = registry.get_raster(RASTER)
+    run_raster_refresh(primary.url(), RasterRefreshRequest(raster, own.samples_dir / raster.source.path,
+                                                           own.city_extent, own.rasters_dir))
     Replicas(own).create("one", free_port())
     yield own
     replicas = Replicas(own)
@@ -73,7 +77,7 @@ def _serve(topology: Settings, settings: Settings, max_lag_s: str) -> Iterator[s
     port = free_port()
     env = {**os.environ, "GIS_HTTP_RATE_PER_SECOND": "0", "GIS_LAYERS_DIR": str(settings.layers_dir),
            "GIS_READ_MAX_LAG_S": max_lag_s,
-           "GIS_STYLES_DIR": str(settings.styles_dir),
+           "GIS_STYLES_DIR": str(settings.styles_dir), "GIS_RASTERS_DIR": str(topology.rasters_dir),
            "GIS_DATABASE_URL": primary_url(topology, ["one"]), "GIS_DATABASE_READ_URL": read_url(topology, ["one"])}
     process = subprocess.Popen([sys.executable, "-m", "uvicorn", "services.asgi:app_from_environment", "--factory",
                                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], cwd=ROOT,
@@ -128,6 +132,19 @@ def test_reads_come_from_the_standby_with_the_version_they_read(service: str) ->
     assert _version(answer, PUBLIC) > 0
 
 
+def test_downloads_and_coverages_come_from_the_standby_with_the_version_they_read(service: str) -> None:
+    for fmt in ("csv", "gpkg"):
+        answer = httpx.get(f"{service}/collections/{PUBLIC}/download", params={"f": fmt}, timeout=60)
+        assert answer.status_code == 200 and len(answer.content) > 0
+        assert answer.headers["X-Served-By"] == "standby"
+        assert _version(answer, PUBLIC) == _version(_get(service, PUBLIC), PUBLIC)
+    coverage = httpx.get(f"{service}/collections/{RASTER}/coverage", params={"bbox": "123.40,41.74,123.41,41.75"},
+                         timeout=60)
+    assert coverage.status_code == 200 and coverage.content.startswith((b"II*\x00", b"MM\x00*"))  # a GeoTIFF
+    assert coverage.headers["X-Served-By"] == "standby"
+    assert _version(coverage, RASTER) > 0
+
+
 def test_a_lagging_standby_never_serves_a_version_older_than_one_seen(
         service: str, topology: Settings, registry: LayerRegistry, tmp_path: Path) -> None:
     before = _version(_get(service, PUBLIC), PUBLIC)
@@ -137,6 +154,8 @@ def test_a_lagging_standby_never_serves_a_version_older_than_one_seen(
     assert _version(after, PUBLIC) > before
     assert after.headers["X-Served-By"] == "primary"  # the standby has not replayed the new version
     assert any(f["properties"]["name"].endswith("(renamed)") for f in after.json()["features"])
+    download = httpx.get(f"{service}/collections/{PUBLIC}/download", params={"f": "csv"}, timeout=60)
+    assert download.headers["X-Served-By"] == "primary" and "(renamed)" in download.text  # downloads alike
     other = _get(service, INTERNAL, key=True)
     assert other.headers["X-Served-By"] == "standby"  # a layer the refresh did not touch stays on the standby
     # The probe sees the standby fall behind (what GIS_READ_MAX_LAG_S is compared with; /metrics shows it too).

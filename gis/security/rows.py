@@ -55,6 +55,41 @@ async def spatial_node(conn: psycopg.AsyncConnection, rule: RowRule, registry: L
     return {"op": "s_intersects", "args": [{"property": "geometry"}, area]}
 
 
+_AREA_VERSION = "SELECT changed_refresh_id FROM ops.layer_stats WHERE layer_id = %s"
+
+
+class AreaCache:
+    """The areas of spatial row rules (a station's jurisdiction), per process, keyed by the version of the layer
+    the area is read from (ops.layer_stats.changed_refresh_id, which every refresh and edit moves). Each use asks
+    the version (one indexed row) on the caller's connection, the primary's: a changed area takes effect on
+    every node with the next request, never after a timeout. The version is read before the area, each in its
+    own snapshot: an edit in between caches the new area under the old version (recomputed next time), never
+    the old area under the new one."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._areas: dict[tuple[str, str, str, str], tuple[int, Filter]] = {}
+
+    async def node(self, conn: psycopg.AsyncConnection, rule: RowRule, registry: LayerRegistry, value: str | None,
+                   out_crs: crs_.Crs) -> Filter:
+        if value is None:
+            return NOTHING
+        assert rule.within is not None
+        cursor = await conn.execute(_AREA_VERSION, (rule.within.layer,), prepare=True)
+        row = await cursor.fetchone()
+        version = None if row is None else int(row[0])
+        key = (rule.within.layer, rule.within.field, value, out_crs.uri)
+        cached = self._areas.get(key)
+        if version is not None and cached is not None and cached[0] == version:
+            return cached[1]
+        node = await spatial_node(conn, rule, registry, value, out_crs)
+        if version is not None:  # a layer never loaded has no version: nothing to key by, nothing cached
+            if len(self._areas) >= self.max_entries:
+                self._areas.clear()
+            self._areas[key] = (version, node)
+        return node
+
+
 # -- row-level security in PostgreSQL ------------------------------------------------------------------
 
 CLAIMS_TABLE = sql.Identifier("ops", "db_role_claims")

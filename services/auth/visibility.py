@@ -2,11 +2,11 @@
 
 A layer the caller may not read answers exactly as a layer that does not exist (404). A row rule
 (gis.security.rows, which writes its SQL) becomes a CQL2 node ANDed into the caller's own filter; the
-area a spatial rule names is read once a minute per layer, claim value and CRS, not on every request.
+area a spatial rule names is read again only when the version of the layer it comes from has moved (one
+indexed lookup per request), so an edited jurisdiction counts on every node with the next request.
 """
 
 import hashlib
-import time
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -23,14 +23,14 @@ from services.auth.credentials import Caller, caller_of
 from services.common.state import AppState, app_state
 
 _CACHE_MAX = 10_000
-_AREA_SECONDS = 60.0
 
 
 class RowAreas:
-    """Per app: the row rules' CQL2 nodes, with the areas of spatial rules cached for _AREA_SECONDS."""
+    """Per app: the row rules' CQL2 nodes, with the areas of spatial rules cached per process, keyed by the
+    version of the layer each area is read from (gis.security.rows.AreaCache)."""
 
     def __init__(self) -> None:
-        self._areas: dict[tuple[str, str, str], tuple[float, Filter]] = {}
+        self._areas = rows.AreaCache(_CACHE_MAX)
 
     async def row_node(self, state: AppState, caller: Caller, view: LayerView, filter_crs: crs_.Crs) -> Filter:
         rule = view.rows
@@ -40,16 +40,8 @@ class RowAreas:
             return rows.attribute_node(rule, value)
         if value is None:
             return rows.NOTHING
-        key, now = (view.source.id, value, filter_crs.uri), time.monotonic()
-        cached = self._areas.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        async with state.pool.connection() as conn:
-            node = await rows.spatial_node(conn, rule, state.registry, value, filter_crs)
-        if len(self._areas) >= _CACHE_MAX:
-            self._areas.clear()
-        self._areas[key] = (now + _AREA_SECONDS, node)
-        return node
+        async with state.pool.connection() as conn:  # the area's layer version, on the primary: edits count at once
+            return await self._areas.node(conn, rule, state.registry, value, filter_crs)
 
 
 def layer_view(request: Request, layer_id: str) -> LayerView:

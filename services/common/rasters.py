@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 
 from fastapi import Request
 from fastapi.responses import Response
+from psycopg import AsyncConnection
 
 from gis.errors import NotFound
 from gis.features import crs as crs_
@@ -46,9 +47,12 @@ def parse_time(value: str | None) -> datetime | None:
 
 async def version_of(request: Request, spec: RasterSpec, at: datetime | None) -> RasterVersion:
     """The layer's version in force at `at` (now when None); NotFound when none was (not loaded yet)."""
-    async with app_state(request).pool.connection() as conn:
+    async def fetch(conn: AsyncConnection[Any]) -> tuple[Any, ...] | None:
         cursor = await conn.execute(versions.AT_SQL, {"layer": spec.id, "at": at})
-        row = await cursor.fetchone()
+        return await cursor.fetchone()
+
+    # Routed like items and tiles: a standby that has the layer's newest version, else the primary.
+    row = await app_state(request).read([spec.id], fetch)
     if row is None:
         when = f" at {at.isoformat()}" if at is not None else ""
         raise NotFound(f"raster layer '{spec.id}' has no version{when} (not refreshed yet)")
@@ -56,9 +60,11 @@ async def version_of(request: Request, spec: RasterSpec, at: datetime | None) ->
 
 
 async def current_versions(request: Request) -> dict[str, RasterVersion]:
-    async with app_state(request).pool.connection() as conn:
+    async def fetch(conn: AsyncConnection[Any]) -> dict[str, RasterVersion]:
         cursor = await conn.execute(versions.CURRENT_SQL)
         return {row[1]: versions.from_row(row) for row in await cursor.fetchall()}
+
+    return await app_state(request).read([], fetch)
 
 
 def cache_scope(spec: RasterSpec) -> str:

@@ -1,15 +1,17 @@
 """The application's one typed state: the project and everything else per app, built once by create_app and
 reached through a dependency (`app_state`, or `State` in a route's signature)."""
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
+import psycopg
 from fastapi import Depends, FastAPI, Request
 
 from gis.db.pool import GuardedPool
-from gis.db.routing import Served, Work, run_read, run_row
+from gis.db.routing import Served, Work, read_connection, run_read, run_row
 from gis.jobs.settings import JobSettings
 from gis.layers import LayerRegistry
 from gis.map_style import LayerStyle
@@ -79,8 +81,17 @@ class AppState:
         _report(served, layers)
         return row
 
+    @asynccontextmanager
+    async def reading(self, layers: Sequence[str]) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """As read, for a read streamed while it is read (a CSV download): a routed connection in one snapshot,
+        held until the block ends."""
+        async with read_connection(self.pool, self.read_pool, layers, self.settings.read_max_lag_s) as (conn, served):
+            _report(served, layers)
+            yield conn
+
 
 def _report(served: Served, layers: Sequence[str]) -> None:
+    """What served the request, for its X-Served-By and X-Layer-Version headers."""
     holder = SERVED.get()
     if holder is not None:
         holder.server = served.server

@@ -76,10 +76,9 @@ async def download(collectionId: CollectionId, given: Annotated[DownloadParamete
     if fmt is Format.csv:
         return await _stream_csv(request, view, statement, blame(q))
     state = app_state(request)
-    try:
-        async with state.pool.connection() as conn:
-            written = await downloads.write_file(conn, spec, statement, fmt,
-                                                     scratch_dir=state.settings.temp_dir)
+    try:  # routed like items: a standby with the layer's current version, else the primary (X-Layer-Version)
+        written = await state.read([spec.id], lambda conn: downloads.write_file(
+            conn, spec, statement, fmt, scratch_dir=state.settings.temp_dir))
     except psycopg.Error as exc:
         raise _refused(exc, blame(q)) from None
     try:
@@ -105,7 +104,7 @@ async def _stream_csv(request: Request, view: LayerView, statement: Statement, p
     state = app_state(request)
 
     async def body() -> AsyncIterator[bytes]:
-        async with state.pool.connection() as conn:
+        async with state.reading([view.spec.id]) as conn:  # routed like items, held while the file streams
             try:
                 async for chunk in downloads.csv_chunks(conn, statement):
                     yield chunk
