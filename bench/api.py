@@ -333,10 +333,41 @@ def case_settings(case: Case, settings: wrk.WrkSettings) -> wrk.WrkSettings:
     return replace(settings, connections=connections, threads=min(settings.threads, connections))
 
 
+# Case groups for `bench/run.py --cases`: the full run takes over an hour on two cores.
+GROUPS = {
+    "items": ("items_10", "items_100", "items_100_c1", "items_100_c64", "items_1000"),
+    "bbox": ("bbox_100", "bbox_small"),
+    "item": ("item",),
+    "filter": ("cql2", "cql2_two"),
+    "asof": ("asof_instant", "asof_interval", "asof_item"),
+    "tiles": ("tiles_z10", "tiles_z12", "tiles_z14", "tile_304"),
+    "deep": ("deep_page",),
+}
+
+
+def selected_cases(names: str | None) -> frozenset[str] | None:
+    """The case keys that a comma-separated list of groups (GROUPS) and case keys names; None: every case."""
+    if not names:
+        return None
+    keys = {c.key for c in CASES}
+    chosen: set[str] = set()
+    for name in (n.strip() for n in names.split(",") if n.strip()):
+        if name in GROUPS:
+            chosen.update(GROUPS[name])
+        elif name in keys:
+            chosen.add(name)
+        else:
+            raise SystemExit(f"--cases: no case or group {name!r} (groups: {', '.join(GROUPS)}; "
+                             f"cases: {', '.join(sorted(keys))})")
+    return frozenset(chosen)
+
+
 def measure_endpoint(endpoint: Endpoint, p: Probe, settings: wrk.WrkSettings, warmup_s: int,
-                     database_url: str, say: Any = print, runs: int = RUNS) -> list[Measurement]:
+                     database_url: str, say: Any = print, runs: int = RUNS,
+                     only: frozenset[str] | None = None) -> list[Measurement]:
+    """Every case the endpoint answers (only those in `only`, when given)."""
     deep_url = None
-    if endpoint.name == "ours":
+    if endpoint.name == "ours" and (only is None or "deep_page" in only):
         started = time.perf_counter()
         first = case_url(endpoint, next(c for c in CASES if c.key == "items_100"), p, None)
         deep_url = follow_next(first, DEEP_PAGE, endpoint.headers) if first else None
@@ -344,7 +375,8 @@ def measure_endpoint(endpoint: Endpoint, p: Probe, settings: wrk.WrkSettings, wa
             if deep_url else f"  ours: no next-link chain to page {DEEP_PAGE}")
     out = []
     for case in CASES:
-        if endpoint.cases is not None and case.key not in endpoint.cases:
+        if (endpoint.cases is not None and case.key not in endpoint.cases) or (only is not None
+                                                                               and case.key not in only):
             continue
         url = case_url(endpoint, case, p, deep_url)
         paths = case_paths(endpoint, case, p)

@@ -227,6 +227,10 @@ def api_section(data: dict[str, Any]) -> list[str]:
                             "before a timed run): other work shared the two cores, so every figure here is "
                             "noisy and the ratios are not to be trusted. Re-run `make bench` on an idle "
                             "machine.", ""]
+    for run in data.get("subsets", []):
+        cases = run["cases"] if isinstance(run["cases"], str) else ", ".join(run["cases"])
+        lines.append(f"- `{run['command']}` ({run['started']} to {run['finished']}; load average at its end "
+                     f"{' / '.join(run['loadavg'])}): cases {cases}.")
     if data.get("credentials"):
         lines.append("- Our service is asked with an API key (`X-API-Key`, role `pipeline_app`): the pipelines "
                      "are an internal layer. Each of its answers therefore also resolves the key (cached per "
@@ -280,6 +284,7 @@ def write(path: Path, machine: dict[str, str], refresh: dict[str, Any] | None, a
         "```sh",
         "make bench                                   # everything: data, refresh, ten deliveries, API, burst",
         ".venv/bin/python bench/run.py --skip-refresh  # the API part again, on the loaded gis_bench",
+        ".venv/bin/python bench/run.py --skip-refresh --skip-burst --cases asof,filter,tiles  # some cases again",
         "```",
         "",
         "Two cores run wrk, the servers and PostgreSQL together: figures are only comparable within one run, "

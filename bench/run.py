@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -117,7 +118,8 @@ def measure_database(url: str, measurements: list[api.Measurement], p: api.Probe
 
 
 def run_api(url: str, servers: list[str], settings: wrk.WrkSettings, warmup_s: int, runs: int,
-            instants: list[str] | None) -> dict[str, object]:
+            instants: list[str] | None, only: frozenset[str] | None = None) -> dict[str, Any]:
+    started = time.time()
     registry = load_registry(ROOT / "layers", ROOT / "styles")
     gis_settings = Settings()
     prepare_for_reads(url)
@@ -166,7 +168,7 @@ def run_api(url: str, servers: list[str], settings: wrk.WrkSettings, warmup_s: i
             except RuntimeError as exc:
                 say(f"{name} not measured: {exc}")
                 continue
-            measurements += api.measure_endpoint(endpoint, p, settings, warmup_s, url, say, runs)
+            measurements += api.measure_endpoint(endpoint, p, settings, warmup_s, url, say, runs, only)
         api.quiesce(url, wait_s=5)
     say("the database alone: pgbench with our statements")
     database = measure_database(url, measurements, p, settings, runs)
@@ -181,7 +183,25 @@ def run_api(url: str, servers: list[str], settings: wrk.WrkSettings, warmup_s: i
         "versions": versions,
         "credentials": bool(credentials),
         "measurements": [m.as_dict() for m in measurements],
+        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "uptime": Path("/proc/loadavg").read_text().split()[:3],
     }
+
+
+def merge_api(previous: dict[str, Any] | None, now: dict[str, Any], servers: list[str],
+              only: frozenset[str] | None, command: str) -> dict[str, Any]:
+    """A run of some cases (--cases) replaces those cases' figures in the last results and keeps the rest;
+    `subsets` says which cases came from which run (command, time, load), so the report can say so."""
+    run = {"command": command, "cases": sorted(only) if only else "all", "servers": servers,
+           "started": now["started"], "finished": now["finished"], "loadavg": now["uptime"]}
+    if only is None or previous is None:
+        return now | {"subsets": [run]}
+    fresh = {(m["server"], m["case"]) for m in now["measurements"]}
+    kept = [m for m in previous.get("measurements", []) if (m["server"], m["case"]) not in fresh]
+    return previous | {"measurements": [*kept, *now["measurements"]],
+                       "database": previous.get("database", {}) | now["database"],
+                       "subsets": [*previous.get("subsets", []), run], "versions": now["versions"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="no ten deliveries after the refresh benchmark (as-of cases are then not asked)")
     parser.add_argument("--skip-burst", action="store_true", help="leave out the burst-analysis benchmark")
     parser.add_argument("--only", choices=["burst"], help="run only this benchmark (bench/burst.py, its own database)")
+    parser.add_argument("--cases", help="API cases to measure, comma-separated groups (items, bbox, item, filter, "
+                        "asof, tiles, deep) or case keys; their figures replace those of the last results, the "
+                        "rest are kept (default: every case)")
     args = parser.parse_args(argv)
 
     started = time.monotonic()
@@ -227,9 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_api:
         servers = [s.strip() for s in args.servers.split(",") if s.strip()]
         say(f"API benchmark: {', '.join(servers)}")
+        only = api.selected_cases(args.cases)
         result_api = run_api(url, servers, wrk.WrkSettings(duration_s=args.duration), args.warmup, args.runs,
-                             instants)
-        api_file.write_text(json.dumps(result_api, indent=2), encoding="utf-8")
+                             instants, only)
+        previous = json.loads(api_file.read_text()) if api_file.is_file() else None
+        command = " ".join(["bench/run.py", *(argv if argv is not None else sys.argv[1:])])
+        api_file.write_text(json.dumps(merge_api(previous, result_api, servers, only, command), indent=2),
+                            encoding="utf-8")
 
     refresh_data = json.loads(refresh_file.read_text()) if refresh_file.is_file() else None
     api_data = json.loads(api_file.read_text()) if api_file.is_file() else None

@@ -10,6 +10,7 @@ after the layer id.
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -244,21 +245,34 @@ class TileResult:
     data: bytes | None  # the MVT (b"" for no features); None when version is one of the known versions
 
 
-async def fetch_tile(conn: psycopg.AsyncConnection, spec: LayerSpec, tile: Tile,
-                     known_versions: tuple[int, ...] = (), time: TimeRange | None = None,
-                     rows: Filter | None = None, drawn: frozenset[str] | None = None) -> TileResult:
-    """One tile; `rows` is a row rule (a CQL2 node, geometries in CRS84) the tile's features must pass;
-    `drawn` the fields the layer's style reads (below DETAIL_ZOOM a tile carries only those and fid)."""
+def tile_statement(spec: LayerSpec, tile: Tile, known_versions: tuple[int, ...] = (),
+                   time: TimeRange | None = None, rows: Filter | None = None,
+                   drawn: frozenset[str] | None = None) -> tuple[sql.Composed, dict[str, object]]:
+    """One tile's statement and parameters; `rows` is a row rule (a CQL2 node, geometries in CRS84) the tile's
+    features must pass; `drawn` the fields the layer's style reads (below DETAIL_ZOOM a tile carries only those
+    and fid). It returns exactly one row, (version, tile): read it with tile_result."""
     params = tile_params(spec, tile, known_versions, time)
     row_sql = translate(rows, spec, crs_.CRS84, params, "rows") if rows is not None else None
-    # Binary results: the tile arrives as its bytes, not as hex text to decode.
-    cursor = await conn.execute(tile_sql(spec, tile.z, time, row_sql, drawn), params, binary=True)
-    row = await cursor.fetchone()
-    assert row is not None  # the statement always returns exactly one row
+    return tile_sql(spec, tile.z, time, row_sql, drawn), params
+
+
+def tile_result(row: tuple[Any, ...], known_versions: tuple[int, ...] = ()) -> TileResult:
+    """The tile statement's row (read in binary: the tile arrives as its bytes, not as hex text to decode)."""
     version, data = row
     if version is not None and version in known_versions:
         return TileResult(int(version), None)
     return TileResult(None if version is None else int(version), bytes(data) if data is not None else b"")
+
+
+async def fetch_tile(conn: psycopg.AsyncConnection, spec: LayerSpec, tile: Tile,
+                     known_versions: tuple[int, ...] = (), time: TimeRange | None = None,
+                     rows: Filter | None = None, drawn: frozenset[str] | None = None) -> TileResult:
+    """One tile, on this connection (tile_statement says what the arguments mean)."""
+    query, params = tile_statement(spec, tile, known_versions, time, rows, drawn)
+    cursor = await conn.execute(query, params, binary=True)
+    row = await cursor.fetchone()
+    assert row is not None  # the statement always returns exactly one row
+    return tile_result(row, known_versions)
 
 
 async def layer_version(conn: psycopg.AsyncConnection, spec: LayerSpec) -> tuple[int | None, list[float] | None]:

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from gis.db.routing import row_statement
 from gis.features.params import encode_cursor, parse_items_query
 from gis.features.queries import items_statement
 from gis.layers import LayerRegistry, LayerSpec
@@ -82,12 +83,16 @@ def _scans(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _scans(child)
 
 
-def rows_read(conn: psycopg.Connection, spec: LayerSpec, params: dict[str, str]) -> int:
+def rows_read(conn: psycopg.Connection, spec: LayerSpec, params: dict[str, str], served: bool = False) -> int:
     """Rows the statement fetched from the layer's two tables: those returned by each scan and those its
-    filters threw away (rows an index condition passed over are never fetched)."""
+    filters threw away (rows an index condition passed over are never fetched). `served`: the statement as the
+    service sends it, inside the read that also answers the layer's versions (gis.db.routing.run_row)."""
     statement = items_statement(spec, parse_items_query(spec, params))
     query = statement.query if isinstance(statement.query, bytes) else statement.query.as_bytes(conn)
-    plan = conn.execute(b"EXPLAIN (ANALYZE, FORMAT JSON) " + query, statement.params).fetchone()[0][0]["Plan"]
+    values: dict[str, object] = dict(statement.params)
+    if served:
+        query, values["gis_read_layers"] = row_statement(query, False), [spec.id]
+    plan = conn.execute(b"EXPLAIN (ANALYZE, FORMAT JSON) " + query, values).fetchone()[0][0]["Plan"]
     total = 0
     for scan in _scans(plan):
         if scan["Relation Name"] in LAYER_TABLES:
@@ -129,6 +134,17 @@ def test_as_of_page_reads_no_more_rows_than_a_page_of_now(conn: psycopg.Connecti
     # The page of now reads its 100 rows and one more (is there a next page?); the as-of page merges two
     # tables in fid order and holds the other table's next row when the page is full: one row at most more.
     assert now == 101 and then <= now + 1
+
+
+@pytest.mark.parametrize("params", [
+    {"limit": "100"}, {"limit": "100", "datetime": "2025-08-01T00:00:00Z"},
+    {"limit": "100", "filter": "utility = 'sewer'"},
+], ids=["now", "as-of", "filter"])
+def test_the_read_that_reports_versions_reads_no_more_rows_than_the_statement(
+        conn: psycopg.Connection, pipelines: LayerSpec, cursor: str, params: dict[str, str]) -> None:
+    # One statement answers the versions and the page: the page's own plan is kept (nothing outside it reaches in).
+    alone = rows_read(conn, pipelines, {**params, "cursor": cursor})
+    assert rows_read(conn, pipelines, {**params, "cursor": cursor}, served=True) == alone
 
 
 @pytest.mark.parametrize("when", ["2025-02-01T00:00:00Z", "2025-08-01T00:00:00Z"])

@@ -11,7 +11,7 @@ import psycopg
 from fastapi import Depends, FastAPI, Request
 
 from gis.db.pool import GuardedPool
-from gis.db.routing import Served, Work, read_connection, run_read
+from gis.db.routing import Served, Work, read_connection, run_read, run_row
 from gis.jobs.settings import JobSettings
 from gis.layers import LayerRegistry
 from gis.map_style import LayerStyle
@@ -72,6 +72,14 @@ class AppState:
         result, served = await run_read(self.pool, self.read_pool, layers, work, self.settings.read_max_lag_s)
         _report(served, layers)
         return result
+
+    async def read_row(self, layers: Sequence[str], query: Any, params: Mapping[str, object],
+                       binary: bool = False) -> tuple[Any, ...] | None:
+        """One statement's one row (None: it found none), read as `read` reads, in one round trip."""
+        row, served = await run_row(self.pool, self.read_pool, layers, query, params, self.settings.read_max_lag_s,
+                                    binary)
+        _report(served, layers)
+        return row
 
     @asynccontextmanager
     async def reading(self, layers: Sequence[str]) -> AsyncIterator[psycopg.AsyncConnection[Any]]:

@@ -47,14 +47,10 @@ async def fetch_one(state: AppState, statement: Statement, blame: str | None = N
                     layer: str | None = None) -> tuple[Any, ...] | None:
     """Run one prepared statement; a value the database refuses is the client's when `blame` names a parameter.
 
-    The read goes to a standby that has `layer`'s current version, or to the primary (AppState.read, which
-    also retries a connection the server closed)."""
-    async def work(conn: psycopg.AsyncConnection[Any]) -> tuple[Any, ...] | None:
-        cursor = await conn.execute(statement.query, statement.params, prepare=True, binary=True)
-        return await cursor.fetchone()
-
+    The read goes to a standby that has `layer`'s current version, or to the primary, in one round trip
+    (AppState.read_row, which also retries a connection the server closed)."""
     try:
-        return await state.read([layer] if layer else [], work)
+        return await state.read_row([layer] if layer else [], statement.query, statement.params, binary=True)
     except (psycopg.DataError, psycopg.errors.InternalError_) as exc:
         if blame is None:
             raise

@@ -317,8 +317,11 @@ async def tile(request: Request, state: State, collectionId: CollectionId, tileM
     cached = cache.get(key)
     known = {v for v in (client_version, cached[0] if cached else None) if v is not None}
     drawn = mvt.drawn_fields(spec, state.settings.styles_dir)
-    result = await state.read([spec.id], lambda conn: mvt.fetch_tile(conn, spec, address, tuple(sorted(known)),
-                                                                     time, rows, drawn))
+    known_versions = tuple(sorted(known))
+    query, params = mvt.tile_statement(spec, address, known_versions, time, rows, drawn)
+    row = await state.read_row([spec.id], query, params, binary=True)
+    assert row is not None  # the tile statement always returns exactly one row
+    result = mvt.tile_result(row, known_versions)
     etag = _etag(spec, result.version, variant, address)
     headers = {"ETag": etag, "Cache-Control": _cache_control(spec)}
     if "*" in tags or etag.removeprefix("W/") in tags:
