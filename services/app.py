@@ -111,18 +111,9 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     app.add_middleware(RequestContext, settings=serve, metrics=metrics)  # outermost: ids, logs, proxy, metrics
     health.install(app)
     landing.install(app)
-    app.include_router(features.router)
-    app.include_router(edits.router)
-    app.include_router(downloads.router)
-    app.include_router(catalog.router)
-    app.include_router(tiles.router)
-    app.include_router(coverages.router)
-    app.include_router(map_tiles.router)
-    app.include_router(planning.router)
-    app.include_router(sensing.router)
-    app.include_router(deliveries.router)
-    app.include_router(processes.router)
-    app.include_router(audit.router)
+    for resource in (features, edits, downloads, catalog, tiles, coverages, map_tiles, planning, sensing,
+                     deliveries, processes, audit):
+        app.include_router(resource.router)
     web_map.install(app)
     landing.add_landing_link(app, web_map.LANDING_LINK["href"], web_map.LANDING_LINK["rel"],
                              web_map.LANDING_LINK["type"], web_map.LANDING_LINK["title"])

@@ -1,6 +1,7 @@
 """What every OGC API route shares: the parameter check, format negotiation, links and responses."""
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import urlencode
 
 import orjson
@@ -91,3 +92,9 @@ def json_response(body: object, media_type: str = JSON, headers: dict[str, str] 
 
 def html_response(text: str) -> Response:
     return Response(text.encode("utf-8"), media_type=HTML)
+
+
+def document_response(document: dict[str, Any], as_html: bool, page: Callable[[dict[str, Any]], str],
+                      media_type: str = JSON) -> Response:
+    """A document as the HTML page that shows it, or as its JSON: every OGC document route ends this way."""
+    return html_response(page(document)) if as_html else json_response(document, media_type)

@@ -67,9 +67,7 @@ async def collection(collectionId: CollectionId, given: Document, request: Reque
     as_html = ogc.wants_html(request, params)
     stats = (await layer_stats(state)).get(view.source.id)
     document = view_document(request, view, stats)
-    if as_html:
-        return ogc.html_response(html.collection_page(document))
-    return ogc.json_response(document)
+    return ogc.document_response(document, as_html, html.collection_page)
 
 
 @router.get("/collections/{collectionId}/queryables", summary="What a filter may name (JSON Schema)")

@@ -69,18 +69,14 @@ async def landing(given: Document, request: Request) -> Response:
           for extra in app_state(request).discovery.landing_links),
     ]
     document = {"title": TITLE, "description": DESCRIPTION, "links": links}
-    if as_html:
-        return ogc.html_response(html.landing_page(document))
-    return ogc.json_response(document)
+    return ogc.document_response(document, as_html, html.landing_page)
 
 
 @router.get("/conformance", summary="Conformance classes implemented")
 async def conformance(given: Document, request: Request) -> Response:
     params = given.check(request)
     document = {"conformsTo": list(app_state(request).discovery.conformance)}
-    if ogc.wants_html(request, params):
-        return ogc.html_response(html.conformance_page(document))
-    return ogc.json_response(document)
+    return ogc.document_response(document, ogc.wants_html(request, params), html.conformance_page)
 
 
 @router.get("/collections", summary="The layers")
@@ -96,9 +92,7 @@ async def collections(given: Document, request: Request) -> Response:
                         for layer_id, view in visibility.visible_layers(request).items()]
                        + await rasters.raster_documents(request),
     }
-    if as_html:
-        return ogc.html_response(html.collections_page(document))
-    return ogc.json_response(document)
+    return ogc.document_response(document, as_html, html.collections_page)
 
 
 @router.get("/openapi", summary="This API's definition (OpenAPI 3.0)")
@@ -108,9 +102,7 @@ async def openapi(given: Document, request: Request) -> Response:
                            [*visibility.visible_layers(request), *visibility.visible_rasters(request)])
     # The paths are relative to the server's URL, which is this service's base (a proxy's /gis/ included).
     document = {**document, "servers": [{"url": ogc.base_url(request)}]}
-    if ogc.wants_html(request, params):
-        return ogc.html_response(html.api_page(document))
-    return ogc.json_response(document, ogc.OPENAPI)
+    return ogc.document_response(document, ogc.wants_html(request, params), html.api_page, ogc.OPENAPI)
 
 
 # -- the OpenAPI document ----------------------------------------------------------------------------
