@@ -60,3 +60,8 @@ def qualified_index_name(spec: LayerSpec, suffix: str, history: bool = False) ->
     """The same index, schema-qualified, for DROP INDEX."""
     table = spec.history_table if history else spec.id
     return sql.Identifier(spec.domain.value, f"{table}_{suffix}")
+
+
+def generalised_table(spec: LayerSpec) -> sql.Identifier:
+    """The layer's pre-built generalised copy for tiles (gis.tiles_generalised), in the service's own schema."""
+    return sql.Identifier("tiles", spec.id)

@@ -123,6 +123,35 @@ def zoom_detail(z: int, geometry: GeometryType) -> ZoomDetail:
     return ZoomDetail(max_features, pixel / 2, pixel, False)
 
 
+# Zooms with a pre-built generalised band (gis.tiles_generalised); DETAIL_ZOOM's band, unsimplified, serves every
+# deeper zoom too. Below the first, tiles hold few rows and the general path is fast already.
+GENERALISED_ZOOMS = range(8, DETAIL_ZOOM + 1)
+
+
+def generalised_band(spec: LayerSpec, z: int) -> int | None:
+    """The pre-built band a "now" tile of the layer at zoom z reads, or None when the layer or zoom has none.
+
+    Only lines and polygons are generalised (points are drawn as they are), and only layers whose "now" is the
+    current table (features with their own validity are read as of today, through the general path)."""
+    if geometry_dimension(spec.geometry) == 0 or spec.has_valid_time or z < GENERALISED_ZOOMS.start:
+        return None
+    return min(z, DETAIL_ZOOM)
+
+
+def band_geometry(band: int, geom: sql.Composable) -> sql.Composable:
+    """A band's stored geometry: simplified as a tile of its zoom simplifies it, then in EPSG:3857."""
+    detail = zoom_detail(band, GeometryType.LineString)
+    if detail.simplify:
+        geom = sql.SQL("ST_Simplify({}, {})").format(geom, sql.Literal(float(detail.simplify)))
+    return sql.SQL("ST_Transform({}, 3857)").format(geom)
+
+
+def band_min_size(band: int) -> float:
+    """The size a row needs to be stored in a band: a tile of the band's zoom leaves out anything smaller. The
+    DETAIL_ZOOM band keeps every row, for deeper zooms drop less (their tiles apply their own min_size)."""
+    return 0.0 if band >= DETAIL_ZOOM else zoom_detail(band, GeometryType.LineString).min_size
+
+
 def _property(spec: LayerSpec, name: str, field_type: FieldType) -> sql.Composable:
     """A field as MVT carries it: numbers, text and booleans as they are, times as ISO 8601 text."""
     column = sql.SQL("t.{}").format(ids.column(spec, name))
@@ -166,6 +195,55 @@ def tile_fields(spec: LayerSpec, z: int, drawn: frozenset[str] | None) -> tuple[
     return tuple(name for name in spec.field_names if name in drawn)
 
 
+_TILE_BOX = ("ST_Transform(ST_ClipByBox2D(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s), "
+             "ST_TileEnvelope(0, 0, 0)::box2d), {})")
+
+
+def _mvt(spec: LayerSpec, rows: sql.Composable, geom: sql.Composable, fields: tuple[str, ...], rank: sql.Composable,
+         limit: int) -> sql.Composed:
+    """The tile of `rows` (a FROM item aliased t): its first `limit` rows by `rank`, `geom` (EPSG:3857, from t)
+    fitted to the tile's grid, with fid and `fields` as properties."""
+    columns: list[sql.Composable] = [sql.SQL("t.fid"),
+                                     *(_property(spec, name, spec.known_field(name).type) for name in fields)]
+    # The rows are found in a materialised CTE so that the planner never hands the per-row functions to
+    # parallel workers: each fresh worker pays PROJ's set-up (50-100 ms), ten times the tile's own cost.
+    return sql.SQL(
+        "WITH t AS MATERIALIZED (SELECT t.fid, {columns}, t.geom FROM {rows} ORDER BY {rank} LIMIT {limit}) "
+        "SELECT ST_AsMVT(m.*, {name}, {extent}, 'geom') FROM ("
+        "SELECT ST_AsMVTGeom({geom}, ST_TileEnvelope(%(z)s, %(x)s, %(y)s), "
+        "{extent}, {buffer}, true) AS geom, {properties} FROM t) m"
+    ).format(
+        name=sql.Literal(spec.id),
+        extent=sql.Literal(EXTENT),
+        buffer=sql.Literal(BUFFER),
+        geom=geom,
+        columns=sql.SQL(", ").join([sql.SQL("t.{}").format(ids.column(spec, n)) for n in fields]) if fields
+        else sql.SQL("NULL AS _none"),
+        properties=sql.SQL(", ").join(columns),
+        rows=rows,
+        rank=rank,
+        limit=sql.Literal(int(limit)),
+    )
+
+
+def _rank(detail: ZoomDetail, size: sql.Composable) -> sql.Composable:
+    # A full tile keeps its most important rows, the same ones every time: the largest lines and polygons
+    # (long mains before service pipes), then by fid; points by fid.
+    return sql.SQL("t.fid") if not detail.min_size else sql.SQL("{} DESC, t.fid").format(size)
+
+
+def generalised_rows(spec: LayerSpec, z: int, band: int) -> sql.Composed:
+    """The rows of a tile at zoom z from the layer's pre-built band (gis.tiles_generalised), as a FROM item t: the
+    same rows the general path finds in the current table (same box test on the stored extent, same size limit)."""
+    detail = zoom_detail(z, spec.geometry)
+    predicates = [sql.SQL("t.band = {}").format(sql.Literal(band)),
+                  sql.SQL("t.extent && " + _TILE_BOX).format(sql.Literal(int(spec.srid)))]
+    if detail.min_size > band_min_size(band):  # deeper than the band: the zoom's own, smaller limit
+        predicates.append(sql.SQL("t.size >= {}").format(sql.Literal(float(detail.min_size))))
+    return sql.SQL("(SELECT * FROM {} t WHERE {}) t").format(ids.generalised_table(spec),
+                                                            sql.SQL(" AND ").join(predicates))
+
+
 def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None,
              rows: sql.Composable | None = None, drawn: frozenset[str] | None = None) -> sql.Composed:
     """The statement for one tile of the layer at zoom z; parameters from tile_params.
@@ -178,6 +256,10 @@ def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None,
     the current table, or each feature's version valid at the time asked (or now, for layers whose
     features carry their own validity), or the events in the interval; `rows` (a caller's row rule, as
     SQL) narrows them further.
+
+    A "now" tile (no `datetime`, no row rule) of a line or polygon layer reads the layer's pre-built band for its
+    zoom instead (generalised_band), when that copy was built from the very version the statement reads; else,
+    and for every other tile, the general path computes the same from the layer's tables.
     """
     detail = zoom_detail(z, spec.geometry)
     geom: sql.Composable = sql.SQL("t.geom")
@@ -186,8 +268,7 @@ def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None,
     predicates: list[sql.Composable] = [
         # The margin is clipped to the world first: past the antimeridian it would come back at -180° and
         # the box's extent would cover the wrong half of the world (a z1 tile touching 180° drew nothing).
-        sql.SQL("geom && ST_Transform(ST_ClipByBox2D(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s), "
-                "ST_TileEnvelope(0, 0, 0)::box2d), {})").format(sql.Literal(int(spec.srid)))
+        sql.SQL("geom && " + _TILE_BOX).format(sql.Literal(int(spec.srid)))
     ]
     if detail.min_size:
         predicates.append(sql.SQL("{} >= {}").format(size_expression(sql.SQL("geom")),
@@ -195,35 +276,22 @@ def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None,
     if rows is not None:
         predicates.append(rows)
     fields = tile_fields(spec, z, drawn)
-    columns: list[sql.Composable] = [sql.SQL("t.fid"),
-                                     *(_property(spec, name, spec.known_field(name).type) for name in fields)]
-    properties = sql.SQL(", ").join(columns)
-    # A full tile keeps its most important rows, the same ones every time: the largest lines and polygons
-    # (long mains before service pipes), then by fid; points by fid.
-    rank = sql.SQL("t.fid") if not detail.min_size else sql.SQL("{} DESC, t.fid").format(
-        size_expression(sql.SQL("t.geom")))
-    # The rows are found in a materialised CTE so that the planner never hands the per-row functions to
-    # parallel workers: each fresh worker pays PROJ's set-up (50-100 ms), ten times the tile's own cost.
+    general = _mvt(spec, source(spec, time, predicates), sql.SQL("ST_Transform({}, 3857)").format(geom), fields,
+                   _rank(detail, size_expression(sql.SQL("t.geom"))), detail.max_features)
+    band = generalised_band(spec, z) if time is None and rows is None else None
+    if band is None:
+        tile = sql.SQL("({})").format(general)
+    else:
+        built = _mvt(spec, generalised_rows(spec, z, band), sql.SQL("t.geom"), fields,
+                     _rank(detail, sql.SQL("t.size")), detail.max_features)
+        # CASE runs only the branch it takes: a copy at another version costs one primary-key lookup more.
+        tile = sql.SQL(
+            "CASE WHEN v.version = (SELECT g.version FROM tiles.generalised g WHERE g.layer_id = %(layer)s) "
+            "THEN ({}) ELSE ({}) END").format(built, general)
     return sql.SQL(
-        "SELECT v.version, CASE WHEN v.version = ANY(%(known)s::bigint[]) THEN NULL ELSE ("
-        "WITH t AS MATERIALIZED (SELECT t.fid, {columns}, t.geom FROM {rows} ORDER BY {rank} LIMIT {limit}) "
-        "SELECT ST_AsMVT(m.*, {name}, {extent}, 'geom') FROM ("
-        "SELECT ST_AsMVTGeom(ST_Transform({geom}, 3857), ST_TileEnvelope(%(z)s, %(x)s, %(y)s), "
-        "{extent}, {buffer}, true) AS geom, {properties} FROM t) m"
-        ") END "
+        "SELECT v.version, CASE WHEN v.version = ANY(%(known)s::bigint[]) THEN NULL ELSE {tile} END "
         "FROM (SELECT (SELECT changed_refresh_id FROM ops.layer_stats WHERE layer_id = %(layer)s) AS version) v"
-    ).format(
-        name=sql.Literal(spec.id),
-        extent=sql.Literal(EXTENT),
-        buffer=sql.Literal(BUFFER),
-        geom=geom,
-        columns=sql.SQL(", ").join([sql.SQL("t.{}").format(ids.column(spec, n)) for n in fields]) if fields
-        else sql.SQL("NULL AS _none"),
-        properties=properties,
-        rows=source(spec, time, predicates),
-        rank=rank,
-        limit=sql.Literal(int(detail.max_features)),
-    )
+    ).format(tile=tile)
 
 
 def tile_params(spec: LayerSpec, tile: Tile, known_versions: tuple[int, ...] = (),

@@ -194,6 +194,21 @@ def test_restricted_tables_are_refused(granted: Granted, policy_role: str) -> No
 
 
 @pytest.mark.parametrize("policy_role", sorted(USERS))
+def test_the_tiles_generalised_copies_are_refused_even_of_readable_layers(granted: Granted, registry: LayerRegistry,
+                                                                        policy_role: str) -> None:
+    # The copies (schema tiles, gis.tiles_generalised) hold every field and every row: a planner's masked
+    # pressure class, the rows outside a row rule. Only the service reads them.
+    with psycopg.connect(granted.db_url) as owner:
+        copies = [r[0] for r in owner.execute("SELECT layer_id FROM tiles.generalised ORDER BY 1")]
+    assert "pipelines" in copies
+    with connect_as(granted.db_url, USERS[policy_role]) as conn:
+        assert ("pipelines" in readable_tables(conn, registry)) == (policy_role != "policing_app")
+        for layer_id in copies:
+            assert refused(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("tiles", layer_id)))
+        assert refused(conn, sql.SQL("SELECT * FROM tiles.generalised"))
+
+
+@pytest.mark.parametrize("policy_role", sorted(USERS))
 def test_user_sees_the_default_styles_of_its_layers_only(granted: Granted, registry: LayerRegistry,
                                                          policy_role: str) -> None:
     listed = {c["id"] for c in api(granted, policy_role, "/collections")["collections"]} & set(registry)

@@ -157,6 +157,9 @@ def ensure_layer_tables(conn: psycopg.Connection, registry: LayerRegistry, then:
             create_declared_indexes(conn, spec)
             layer_partitions.move_rows_back(conn, spec, aside)
             layer_partitions.ensure_partitions(conn, spec, backfill=new)
+            from gis import tiles_generalised  # it builds on gis.tiles, which builds on this package
+
+            tiles_generalised.ensure_table(conn, spec)
         if then is not None:
             then(conn)
 

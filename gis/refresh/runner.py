@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 from tqdm import tqdm
 
+from gis import tiles_generalised
 from gis.crs import parse_crs
 from gis.edits import conflicts
 from gis.errors import GisError, SourceError, ValidationFailed
@@ -198,7 +199,9 @@ def run_refresh(url: str, request: RefreshRequest) -> RefreshResult:
         info = sources.inspect(request.source_path, spec.source)
         columns = resolve_columns(spec, info.columns)
         checksum = source_checksum(info, spec)
-        return _load(url, request, info, columns, checksum, started_at, rejects)
+        result = _load(url, request, info, columns, checksum, started_at, rejects)
     except SourceError as exc:
         record.write_failure(url, spec, started_at, str(request.source_path), str(exc), len(rejects) or None)
         raise
+    tiles_generalised.catch_up(url, spec)  # after the commit, in its own transaction (see its module)
+    return result

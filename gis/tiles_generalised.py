@@ -1,0 +1,134 @@
+"""Pre-built generalised copies of the line and polygon layers, so a cold "now" tile does no geometry work.
+
+A tile below DETAIL_ZOOM computes, per request, what depends only on the layer's data and the zoom: which rows
+are at least a pixel (their size), each one's geometry simplified to half a pixel and transformed to EPSG:3857.
+Here that is done once per layer version, per zoom band (gis.tiles.GENERALISED_ZOOMS), into `tiles.<layer id>`:
+
+    band, fid, the declared fields, size (the rank), extent (the stored geometry's box, for the tile's box test),
+    geom (the band's geometry in EPSG:3857; DETAIL_ZOOM's band unsimplified, serving every deeper zoom)
+
+The tile statement (gis.tiles.tile_sql) reads a band only while `tiles.generalised.version` equals the layer's
+change version in the same snapshot, so a copy behind an edit, or one not caught up yet, is never served: those
+tiles take the general path and are the same. Catching up is one transaction of its own, after the refresh has
+committed (the refresh stays as atomic as it was): rows changed since the copy's version (current rows with a
+newer refresh_id, and fids whose versions were closed since) are rebuilt; a copy with no version is built whole.
+
+The schema `tiles` is the service's alone (migration 026): a database role that may not read a layer cannot read
+its copy either. Identifiers come from the registry (gis.identifiers).
+"""
+
+import time
+
+import psycopg
+from psycopg import sql
+
+from gis import identifiers as ids
+from gis import tiles as mvt
+from gis.layers import LayerRegistry, LayerSpec
+
+
+def has_copy(spec: LayerSpec) -> bool:
+    """The layer's "now" tiles read a copy: lines and polygons whose current table is "now"."""
+    return mvt.generalised_band(spec, mvt.DETAIL_ZOOM) is not None
+
+
+def _columns(spec: LayerSpec) -> list[sql.Composed]:
+    return [sql.SQL("{} {}").format(ids.column(spec, f.name), ids.pg_type(f.type)) for f in spec.fields]
+
+
+def _existing_fields(conn: psycopg.Connection, spec: LayerSpec) -> list[tuple[str, str]] | None:
+    """(name, type) of the copy's field columns in order, or None when it has no table."""
+    found = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'tiles' AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        (spec.id,)).fetchall()
+    if not found:
+        return None
+    return [(name, kind) for name, kind in found if name not in ("band", "fid", "size", "extent", "geom")]
+
+
+def ensure_table(conn: psycopg.Connection, spec: LayerSpec) -> None:
+    """The layer's copy as its fields are now declared (in the caller's transaction). A copy made for other fields
+    is dropped and made anew, unbuilt: its tiles take the general path until the next catch-up."""
+    if not has_copy(spec):
+        return
+    table = ids.generalised_table(spec)
+    wanted = [(f.name, ids.PG_TYPES[f.type]) for f in spec.fields]
+    existing = _existing_fields(conn, spec)
+    if existing == wanted:
+        return
+    if existing is not None:
+        conn.execute(sql.SQL("DROP TABLE {}").format(table))
+    conn.execute(sql.SQL(
+        "CREATE TABLE {} (band smallint NOT NULL, fid text NOT NULL, {}, size double precision NOT NULL, "
+        "extent geometry NOT NULL, geom geometry)").format(table, sql.SQL(", ").join(_columns(spec))))
+    for band in mvt.GENERALISED_ZOOMS:
+        # One index per band: a tile's box test meets only its own band's rows.
+        conn.execute(sql.SQL("CREATE INDEX {} ON {} USING gist (extent) WHERE band = {}").format(
+            sql.Identifier(f"{spec.id}_z{band}_idx"), table, sql.Literal(band)))
+    conn.execute(sql.SQL("CREATE INDEX {} ON {} (fid)").format(sql.Identifier(f"{spec.id}_fid_idx"), table))
+    conn.execute("INSERT INTO tiles.generalised (layer_id, version) VALUES (%s, NULL) "
+                 "ON CONFLICT (layer_id) DO UPDATE SET version = NULL, built_at = now(), seconds = NULL", (spec.id,))
+
+
+def ensure_tables(conn: psycopg.Connection, registry: LayerRegistry) -> None:
+    for spec in registry.values():
+        ensure_table(conn, spec)
+
+
+def _insert(spec: LayerSpec, where: sql.Composable) -> sql.Composed:
+    """Every band's rows of the current rows that pass `where` (a condition on c)."""
+    fields = ids.field_columns(spec)
+    names = sql.SQL(", ").join(fields)
+    size = mvt.size_expression(sql.SQL("c.geom"))
+    selects = []
+    for band in mvt.GENERALISED_ZOOMS:
+        keep = sql.SQL(" AND s.size >= {}").format(sql.Literal(mvt.band_min_size(band))) \
+            if mvt.band_min_size(band) else sql.SQL("")
+        selects.append(sql.SQL(
+            "SELECT {band}::smallint, s.fid, {s_fields}, s.size, ST_Envelope(s.geom), {geom} FROM s WHERE true{keep}"
+        ).format(band=sql.Literal(band), s_fields=sql.SQL(", ").join(sql.SQL("s.{}").format(f) for f in fields),
+                 geom=mvt.band_geometry(band, sql.SQL("s.geom")), keep=keep))
+    return sql.SQL(
+        "WITH s AS MATERIALIZED (SELECT c.fid, {c_fields}, {size} AS size, c.geom FROM {current} c WHERE {where}) "
+        "INSERT INTO {table} (band, fid, {names}, size, extent, geom) {selects}"
+    ).format(c_fields=sql.SQL(", ").join(sql.SQL("c.{}").format(f) for f in fields), size=size,
+             current=ids.current_table(spec), where=where, table=ids.generalised_table(spec), names=names,
+             selects=sql.SQL(" UNION ALL ").join(selects))
+
+
+def catch_up(url: str, spec: LayerSpec) -> int | None:
+    """Bring the layer's copy to the layer's current version; returns the version it is at (None: no copy, or the
+    layer was never loaded). One transaction, in one snapshot (REPEATABLE READ): the rows copied are those of
+    the version recorded with them."""
+    if not has_copy(spec):
+        return None
+    started = time.monotonic()
+    table = ids.generalised_table(spec)
+    with psycopg.connect(url, application_name=f"gis-tiles:{spec.id}") as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        # One catch-up per layer at a time; a second waits here, then finds the work done.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('gis-tiles-generalised'), hashtext(%s))", (spec.id,))
+        built = conn.execute("SELECT version FROM tiles.generalised WHERE layer_id = %s", (spec.id,)).fetchone()
+        layer = conn.execute("SELECT changed_refresh_id FROM ops.layer_stats WHERE layer_id = %s",
+                             (spec.id,)).fetchone()
+        if built is None or layer is None:  # not migrated for this layer yet, or never loaded
+            return None
+        have, version = built[0], int(layer[0])
+        if have == version:
+            return version
+        if have is None or have > version:  # never built, or the layer went back (a restore): all of it anew
+            conn.execute(sql.SQL("TRUNCATE {}").format(table))
+            conn.execute(_insert(spec, sql.SQL("true")))
+        else:
+            changed = sql.SQL(
+                "SELECT fid FROM {current} WHERE refresh_id > %(have)s "
+                "UNION SELECT fid FROM {history} WHERE closed_refresh_id > %(have)s"
+            ).format(current=ids.current_table(spec), history=ids.history_table(spec))
+            conn.execute(sql.SQL("DELETE FROM {} WHERE fid IN ({})").format(table, changed), {"have": have})
+            conn.execute(_insert(spec, sql.SQL("c.refresh_id > %(have)s")), {"have": have})
+        conn.execute(sql.SQL("ANALYZE {}").format(table))
+        conn.execute("UPDATE tiles.generalised SET version = %s, built_at = now(), seconds = %s WHERE layer_id = %s",
+                     (version, time.monotonic() - started, spec.id))
+    return version

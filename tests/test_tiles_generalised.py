@@ -1,0 +1,218 @@
+"""Pre-built generalised copies for "now" tiles (gis.tiles_generalised): same features as the general path,
+caught up by a refresh, never served behind the layer, never used for as-of or row-limited tiles.
+
+Which path a statement took is read from EXPLAIN ANALYZE (the relations actually scanned), not from timing."""
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import httpx
+import mapbox_vector_tile
+import psycopg
+import pytest
+from psycopg import sql
+
+from gis import identifiers as ids
+from gis import tiles as mvt
+from gis import tiles_generalised
+from gis.features.cql2.parse import from_text
+from gis.features.temporal import parse_datetime
+from gis.layers import LayerRegistry, LayerSpec
+from gis.refresh.runner import RefreshRequest, run_refresh
+from gis.settings import Settings
+
+TMS = "WebMercatorQuad"
+LAYER = "pipelines"
+DRAWN = frozenset({"utility"})  # what styles/pipeline/pipelines.qml draws with
+
+
+def tile_at(lon: float, lat: float, z: int) -> mvt.Tile:
+    import math
+
+    n = 1 << z
+    return mvt.Tile(z, int((lon + 180) / 360 * n),
+                    int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n))
+
+
+def densest_point(conn: psycopg.Connection, spec: LayerSpec) -> tuple[float, float]:
+    """The centre of the layer's rows (the pipe network is densest in the city centre)."""
+    row = conn.execute(sql.SQL("SELECT ST_X(c), ST_Y(c) FROM (SELECT ST_Centroid(ST_Collect(ST_Centroid(geom))) c "
+                               "FROM {}) s").format(ids.current_table(spec))).fetchone()
+    assert row is not None
+    return float(row[0]), float(row[1])
+
+
+def scanned(conn: psycopg.Connection, query: sql.Composable, params: dict[str, object]) -> set[str]:
+    """schema.relation of every table or index scan the statement actually ran (EXPLAIN ANALYZE)."""
+    plan = conn.execute(sql.SQL("EXPLAIN (ANALYZE, VERBOSE, FORMAT JSON) {}").format(query), params).fetchone()
+    assert plan is not None
+    found: set[str] = set()
+
+    def walk(node: dict[str, Any]) -> None:
+        if "Relation Name" in node and node.get("Actual Loops", 0) > 0:
+            found.add(f"{node['Schema']}.{node['Relation Name']}")
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan[0][0]["Plan"])
+    return found
+
+
+def features(conn: psycopg.Connection, spec: LayerSpec, tile: mvt.Tile, **options: Any) -> list[tuple[Any, ...]]:
+    """The tile's features as (fid, properties, geometry), in the order the tile holds them."""
+    query, params = mvt.tile_statement(spec, tile, drawn=DRAWN, **options)
+    row = conn.execute(query, params, binary=True).fetchone()
+    assert row is not None
+    data = mvt.tile_result(row).data
+    if not data:
+        return []
+    return [(f["properties"]["fid"], f["properties"], f["geometry"])
+            for f in mapbox_vector_tile.decode(data)[spec.id]["features"]]
+
+
+def general_path(conn: psycopg.Connection, spec: LayerSpec, tile: mvt.Tile, **options: Any) -> list[tuple[Any, ...]]:
+    """The same tile as the general path builds it: the copy set to no version, for this transaction only."""
+    with conn.transaction(force_rollback=True):
+        conn.execute("UPDATE tiles.generalised SET version = NULL WHERE layer_id = %s", (spec.id,))
+        return features(conn, spec, tile, **options)
+
+
+def by_fid(data: bytes, spec: LayerSpec) -> dict[str, dict[str, Any]]:
+    return {f["properties"]["fid"]: f["properties"] for f in mapbox_vector_tile.decode(data)[spec.id]["features"]}
+
+
+def copy_table(spec: LayerSpec) -> str:
+    return f"tiles.{spec.id}"
+
+
+@pytest.fixture(scope="module")
+def conn(loaded_db_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(loaded_db_url, autocommit=True) as connection:
+        yield connection
+
+
+def test_the_loaded_layer_has_a_copy_at_its_version(conn: psycopg.Connection, registry: LayerRegistry) -> None:
+    row = conn.execute("SELECT g.version, s.changed_refresh_id FROM tiles.generalised g "
+                       "JOIN ops.layer_stats s USING (layer_id) WHERE layer_id = %s", (LAYER,)).fetchone()
+    assert row is not None and row[0] == row[1]
+    # points are drawn whole: no copy, their tiles always take the general path
+    assert not tiles_generalised.has_copy(registry["police_stations"])
+    assert conn.execute("SELECT count(*) FROM tiles.generalised WHERE layer_id = 'police_stations'").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("z", [8, 10, 12, 13, 14, 17])
+def test_a_tile_from_the_copy_is_the_tile_of_the_general_path(conn: psycopg.Connection, registry: LayerRegistry,
+                                                               z: int) -> None:
+    spec = registry[LAYER]
+    tile = tile_at(*densest_point(conn, spec), z)
+    query, params = mvt.tile_statement(spec, tile, drawn=DRAWN)
+    used = scanned(conn, query, params)
+    assert copy_table(spec) in used and f"{spec.domain.value}.{spec.id}" not in used
+    built, general = features(conn, spec, tile), general_path(conn, spec, tile)
+    assert built and built == general  # the same fids, properties and geometry, in the same order
+
+
+def test_a_full_tile_keeps_the_largest_rows_from_the_copy_too(conn: psycopg.Connection, registry: LayerRegistry,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # The sample's z12 tile holds fewer rows than the cap: a cap of 40 shows which rows each path keeps.
+    spec, cap = registry[LAYER], 40
+    detail = mvt.zoom_detail
+
+    def capped(z: int, geometry: Any) -> mvt.ZoomDetail:
+        found = detail(z, geometry)
+        return mvt.ZoomDetail(cap, found.simplify, found.min_size, found.all_fields)
+
+    monkeypatch.setattr(mvt, "zoom_detail", capped)
+    tile = tile_at(*densest_point(conn, spec), 12)
+    pixel = detail(12, spec.geometry).min_size
+    largest = [r[0] for r in conn.execute(sql.SQL(
+        "SELECT fid FROM {} WHERE geom && ST_Transform(ST_TileEnvelope(%s, %s, %s, margin => %s), 4490) "
+        "AND (ST_XMax(geom) - ST_XMin(geom)) + (ST_YMax(geom) - ST_YMin(geom)) >= %s "
+        "ORDER BY (ST_XMax(geom) - ST_XMin(geom)) + (ST_YMax(geom) - ST_YMin(geom)) DESC, fid LIMIT %s").format(
+            ids.current_table(spec)), (tile.z, tile.x, tile.y, mvt.BUFFER / mvt.EXTENT, pixel, cap)).fetchall()]
+    assert len(largest) == cap
+    built = features(conn, spec, tile)
+    assert sorted(f[0] for f in built) == sorted(largest)
+    assert built == general_path(conn, spec, tile)
+
+
+def test_a_copy_behind_the_layer_is_never_served(clone_db: Callable[[], str], registry: LayerRegistry) -> None:
+    # A write the copy has not caught up with (an edit, say) moves the layer's version: until a catch-up, its
+    # tiles come from the layer's table, with the write in them.
+    spec, url = registry[LAYER], clone_db()
+    with psycopg.connect(url, autocommit=True) as conn:
+        tile = tile_at(*densest_point(conn, spec), 12)
+        fid = features(conn, spec, tile)[0][0]
+        conn.execute(sql.SQL("UPDATE {} SET utility = 'gas', refresh_id = "
+                             "(SELECT changed_refresh_id FROM ops.layer_stats WHERE layer_id = %s) WHERE fid = %s"
+                             ).format(ids.current_table(spec)), (spec.id, fid))
+        conn.execute("UPDATE tiles.generalised SET version = version - 1 WHERE layer_id = %s", (spec.id,))
+        query, params = mvt.tile_statement(spec, tile, drawn=DRAWN)
+        assert copy_table(spec) not in scanned(conn, query, params)
+        assert dict((f[0], f[1]) for f in features(conn, spec, tile))[fid]["utility"] == "gas"
+        # Caught up: only the rows written since the copy's version are rebuilt, and the copy is served again.
+        assert tiles_generalised.catch_up(url, spec) == conn.execute(
+            "SELECT changed_refresh_id FROM ops.layer_stats WHERE layer_id = %s", (spec.id,)).fetchone()[0]  # type: ignore[index]
+        assert copy_table(spec) in scanned(conn, query, params)
+        assert dict((f[0], f[1]) for f in features(conn, spec, tile))[fid]["utility"] == "gas"
+
+
+def test_as_of_and_row_limited_tiles_read_the_layer_not_the_copy(conn: psycopg.Connection,
+                                                                  registry: LayerRegistry) -> None:
+    spec = registry[LAYER]
+    tile = tile_at(*densest_point(conn, spec), 12)
+    sewers = from_text("utility = 'sewer'")
+    query, params = mvt.tile_statement(spec, tile, rows=sewers, drawn=DRAWN)
+    assert copy_table(spec) not in scanned(conn, query, params)
+    found = features(conn, spec, tile, rows=sewers)
+    assert found and {f[1]["utility"] for f in found} == {"sewer"}
+    assert {f[1]["utility"] for f in features(conn, spec, tile)} > {"sewer"}  # the copy's tile has the others
+    time = parse_datetime("2000-01-01T00:00:00Z")
+    query, params = mvt.tile_statement(spec, tile, time=time, drawn=DRAWN)
+    assert copy_table(spec) not in scanned(conn, query, params)
+
+
+def _changed_delivery(url: str, spec: LayerSpec, settings: Settings, out: Path) -> tuple[str, str, str]:
+    """The pipelines delivery with the first pipe of the densest z12 tile turned into a gas main and the second
+    left out; returns (changed fid, its old utility, removed fid)."""
+    with psycopg.connect(url) as conn:
+        tile = tile_at(*densest_point(conn, spec), 12)
+        first, second = [f[:2] for f in features(conn, spec, tile)[:2]]
+    frame = gpd.read_file(settings.samples_dir / spec.source.path, layer=spec.source.layer)
+    key = frame[spec.source.fid].astype(str)
+    new = "heat" if first[1]["utility"] == "gas" else "gas"
+    frame.loc[key == first[0], "utility"] = new
+    frame[key != second[0]].to_file(out, driver="GPKG", layer=spec.source.layer)
+    return first[0], first[1]["utility"], second[0]
+
+
+def test_the_copy_follows_a_refresh_and_as_of_tiles_still_show_the_past(
+        clone_db: Callable[[], str], serve_api: Callable[[str], AbstractContextManager[str]],
+        registry: LayerRegistry, settings: Settings, admin_headers: dict[str, str], tmp_path: Path) -> None:
+    spec, url = registry[LAYER], clone_db()
+    changed, old_utility, removed = _changed_delivery(url, spec, settings, tmp_path / "pipelines.gpkg")
+    with psycopg.connect(url, autocommit=True) as conn:
+        before = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+        tile = tile_at(*densest_point(conn, spec), 12)
+    path = f"/collections/{spec.id}/tiles/{TMS}/{tile.z}/{tile.y}/{tile.x}"
+    with serve_api(url) as base, httpx.Client(base_url=base, headers=admin_headers, timeout=60) as http:
+        old = http.get(path)
+        run_refresh(url, RefreshRequest(spec, tmp_path / "pipelines.gpkg", settings.city_extent,
+                                        settings.rejects_dir, False, False))
+        with psycopg.connect(url, autocommit=True) as conn:
+            version = conn.execute("SELECT changed_refresh_id FROM ops.layer_stats WHERE layer_id = %s",
+                                   (spec.id,)).fetchone()[0]  # type: ignore[index]
+            assert conn.execute("SELECT version FROM tiles.generalised WHERE layer_id = %s",
+                                (spec.id,)).fetchone() == (version,)
+            query, params = mvt.tile_statement(spec, tile, drawn=DRAWN)
+            assert copy_table(spec) in scanned(conn, query, params)
+            assert features(conn, spec, tile) == general_path(conn, spec, tile)
+        new = http.get(path)
+        assert new.status_code == 200 and new.headers["etag"] != old.headers["etag"]
+        now = by_fid(new.content, spec)
+        assert now[changed]["utility"] != old_utility and removed not in now
+        past = by_fid(http.get(path, params={"datetime": before.isoformat()}).content, spec)
+        assert past[changed]["utility"] == old_utility and removed in past
