@@ -234,6 +234,22 @@ def cmd_styles(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_tiles(args: argparse.Namespace, settings: Settings) -> int:
+    """Bring the layers' generalised tile copies to their current version (a refresh does it after each load)."""
+    from gis import tiles_generalised
+
+    registry = _registry(settings)
+    unknown = [name for name in args.layers if name not in registry]
+    if unknown:
+        print(f"tiles: no such layer: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    for spec in (registry[name] for name in args.layers or list(registry)):
+        if tiles_generalised.has_copy(spec):
+            version = tiles_generalised.catch_up(database_url(settings), spec)
+            print(f"{spec.id}: {'not loaded' if version is None else f'generalised copy at version {version}'}")
+    return 0
+
+
 def cmd_layers(args: argparse.Namespace, settings: Settings) -> int:
     from gis.rasters import versions
 
@@ -535,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     styles = sub.add_parser("styles", help="QGIS default styles")
     styles.add_argument("action", choices=["publish"])
     styles.set_defaults(handler=cmd_styles)
+    tiles = sub.add_parser("tiles", help="catch the generalised tile copies up with their layers (after an upgrade)")
+    tiles.add_argument("layers", nargs="*", help="layer ids (default: every line and polygon layer)")
+    tiles.set_defaults(handler=cmd_tiles)
     sub.add_parser("layers", help="every layer with its row count (rasters: size and version)").set_defaults(
         handler=cmd_layers)
     check = sub.add_parser("check-overlap", help="check a proposal file (or a project) against the overlap rules")

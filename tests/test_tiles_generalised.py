@@ -216,3 +216,26 @@ def test_the_copy_follows_a_refresh_and_as_of_tiles_still_show_the_past(
         assert now[changed]["utility"] != old_utility and removed not in now
         past = by_fid(http.get(path, params={"datetime": before.isoformat()}).content, spec)
         assert past[changed]["utility"] == old_utility and removed in past
+
+
+def test_gis_tiles_builds_a_copy_anew_and_refuses_an_unknown_layer(
+        clone_db: Callable[[], str], registry: LayerRegistry, settings: Settings,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from gis.cli import main
+
+    spec, url = registry[LAYER], clone_db()
+    for name, value in {"GIS_DATABASE_URL": url, "GIS_LAYERS_DIR": str(settings.layers_dir),
+                        "GIS_STYLES_DIR": str(settings.styles_dir)}.items():
+        monkeypatch.setenv(name, value)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE tiles.generalised SET version = NULL WHERE layer_id = %s", (spec.id,))
+        conn.execute("TRUNCATE tiles.pipelines")  # an upgraded database: the copy was never built
+        assert main(["tiles", "no_such_layer"]) == 2
+        assert "no such layer: no_such_layer" in capsys.readouterr().err
+        assert main(["tiles", spec.id]) == 0
+        version = conn.execute("SELECT changed_refresh_id FROM ops.layer_stats WHERE layer_id = %s",
+                               (spec.id,)).fetchone()[0]  # type: ignore[index]
+        assert f"{spec.id}: generalised copy at version {version}" in capsys.readouterr().out
+        tile = tile_at(*densest_point(conn, spec), 12)
+        built = features(conn, spec, tile)
+        assert built and built == general_path(conn, spec, tile)
