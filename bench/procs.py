@@ -1,6 +1,7 @@
 """Child processes for the benchmarks: timed runs with their peak memory, and servers on loopback."""
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -60,9 +61,18 @@ def measure(args: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A port nothing listens on, below the kernel's range of outgoing ports (one handed out for bind(0) lies in
+    it, where an outgoing connection may take it first); GIS_BENCH_PORTS=low-high keeps a bench in its own range
+    on a machine several share."""
+    low, high = (int(v) for v in os.environ.get("GIS_BENCH_PORTS", "20000-32000").split("-"))
+    for port in random.sample(range(low, high + 1), high - low + 1):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}-{high} on 127.0.0.1")
 
 
 class Server:

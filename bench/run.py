@@ -85,9 +85,16 @@ def prepare_for_reads(url: str) -> None:
     map up to date."""
     from gis.db.migrate import migrate
 
+    registry = load_registry(ROOT / "layers", ROOT / "styles")
     with psycopg.connect(url) as conn:
-        migrate(conn, load_registry(ROOT / "layers", ROOT / "styles"))
+        migrate(conn, registry)
         conn.commit()
+    # The generalised tile copy a refresh leaves (a database loaded by an older checkout has none built yet).
+    from gis import tiles_generalised
+
+    started = time.monotonic()
+    tiles_generalised.catch_up(url, registry[api.LAYER])
+    say(f"generalised tile copy of {api.LAYER} caught up in {time.monotonic() - started:.1f} s")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM (ANALYZE) pipeline.pipelines")
         conn.execute("VACUUM (ANALYZE) pipeline.pipelines_history")
