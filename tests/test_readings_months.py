@@ -1,15 +1,20 @@
 """Monthly partitions at their edges: readings delivered dated months ahead wait in the default partition and move
-into their month when it is made (migration 031)."""
+into their month when it is made (migration 031), and a prune's dropped months take the layer's extents with
+them."""
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
+from conftest import ADMIN_HEADERS, cloned_database
 
 from gis.db import layer_partitions
+from gis.db.retention import prune
 from gis.layers import LayerRegistry
 from gis.refresh.runner import RefreshRequest, run_refresh
 from gis.settings import Settings
@@ -140,3 +145,50 @@ def test_a_month_made_with_rows_to_move_refuses_nothing_else(clone_db: Callable[
                          "geom, row_hash, refresh_id) SELECT fid, sensor, sensor_type, utility, observed_at, value, "
                          "geom, row_hash, refresh_id FROM pipeline.sensor_readings WHERE fid = 'SN-KEY@1'")
     assert any("UNIQUE" in i and "fid" in i for i in indexes)
+
+
+# -- a prune's dropped months take the extents with them ---------------------------------------------------------
+
+@pytest.fixture
+def pruned_db(server_url: str, template_db: str) -> Iterator[str]:
+    with cloned_database(server_url, template_db, "gis_test_readings_prune_extent") as url:
+        yield url
+
+
+def test_prune_shrinks_the_readings_extents_to_the_months_kept(
+        pruned_db: str, settings: Settings, registry: LayerRegistry, tmp_path: Path,
+        serve_api: Callable[[str], AbstractContextManager[str]]) -> None:
+    spec = registry["sensor_readings"]
+    now = datetime.now(UTC)
+    old = now - timedelta(days=800)
+    header, rows = _sample_rows(settings, registry, 1)
+    outlier = _dated(header, rows[0], "SN-FARWEST@1", old)
+    # 20 km west of a sensor (EPSG:4550 metres), still inside the city: the layer's extent widens to it.
+    outlier[header.index("x")] = str(float(rows[0][header.index("x")]) - 20_000)
+    with psycopg.connect(pruned_db) as conn:
+        for table in (spec.id, spec.history_table):  # the old month's partitions, as a long-running layer has
+            conn.execute("SELECT ops.ensure_monthly_partitions_in(format('pipeline.%%I', %s::text)::regclass, "
+                         "'partitions', %s::date, 0)", (table, old.date()))
+        conn.commit()
+    _refresh(pruned_db, settings, registry, _delivery(tmp_path, header, [outlier]))
+    with serve_api(pruned_db) as api:
+        def extent() -> dict[str, list[list[float | str | None]]]:
+            answer = httpx.get(f"{api}/collections/sensor_readings", headers=ADMIN_HEADERS, timeout=30)
+            assert answer.status_code == 200
+            found = answer.json()["extent"]
+            return {"bbox": found["spatial"]["bbox"], "interval": found["temporal"]["interval"]}
+
+        before = extent()
+        with psycopg.connect(pruned_db, autocommit=True) as conn, conn.transaction():
+            prune(conn, Settings(event_retention_days=400), now, registry)
+        after = extent()
+        with psycopg.connect(pruned_db) as conn:
+            kept = conn.execute("SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e), t0, t1 FROM "
+                                "(SELECT ST_Extent(geom) e, min(observed_at) t0, max(observed_at) t1 "
+                                "FROM pipeline.sensor_readings) x").fetchone()
+    assert kept is not None
+    assert before["bbox"][0][0] < kept[0] - 0.1  # the far-west reading widened it
+    assert before["interval"][0][0] == f"{old:%Y-%m-%dT%H:%M:%SZ}"
+    assert after["bbox"] == [pytest.approx(list(kept[:4]))]
+    assert after["interval"] == [[f"{kept[4].astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}",
+                                  f"{kept[5].astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"]]
