@@ -91,7 +91,7 @@ class ZoomDetail:
     """How much of a layer one tile carries at a zoom level."""
 
     max_features: int  # rows per tile; past it the least important rows are left out (see tile_sql)
-    simplify: float  # Douglas-Peucker tolerance in degrees before transforming; 0 for none
+    simplify: float  # Douglas-Peucker tolerance in EPSG:3857 metres, after transforming; 0 for none
     min_size: float  # lines and polygons whose bbox width + height (degrees) is below this are left out
     all_fields: bool  # every declared field, or only those the style draws with
 
@@ -99,11 +99,12 @@ class ZoomDetail:
 def zoom_detail(z: int, geometry: GeometryType) -> ZoomDetail:
     """Tiles stay small at every zoom: what is smaller than the screen shows is left out.
 
-    One pixel of a 256-pixel tile is (360 / 2^z) / 256 degrees of longitude (16 MVT grid units); at
-    Shenyang's latitude a degree of latitude is longer on the map (1 / cos 41.8° ≈ 1.34), so half a
-    pixel keeps simplification under a pixel both ways. Below DETAIL_ZOOM, lines and polygons are
-    generalised to half a pixel and those smaller than a pixel are left out; from DETAIL_ZOOM on, only
-    those below one grid unit (nothing visible either way).
+    One pixel of a 256-pixel tile is (360 / 2^z) / 256 degrees of longitude (16 MVT grid units). Below
+    DETAIL_ZOOM, lines and polygons are generalised to half a pixel and those smaller than a pixel (their
+    stored bbox, in degrees) are left out; from DETAIL_ZOOM on, only those below one grid unit (nothing visible
+    either way). Simplification runs on the map's own grid, EPSG:3857, where a pixel is cell_size(z) metres
+    both ways; so a pre-built copy transforms each row once and simplifies that for every zoom
+    (gis.tiles_generalised), and is the very geometry this statement computes.
     """
     unit = 360.0 / (1 << z) / EXTENT
     pixel = unit * EXTENT / TILE_SIZE
@@ -120,7 +121,7 @@ def zoom_detail(z: int, geometry: GeometryType) -> ZoomDetail:
         return ZoomDetail(max_features, 0.0, 0.0, detail)
     if detail:
         return ZoomDetail(max_features, 0.0, unit, True)
-    return ZoomDetail(max_features, pixel / 2, pixel, False)
+    return ZoomDetail(max_features, cell_size(z) / 2, pixel, False)
 
 
 # Zooms with a pre-built generalised band (gis.tiles_generalised); DETAIL_ZOOM's band, unsimplified, serves every
@@ -139,11 +140,11 @@ def generalised_band(spec: LayerSpec, z: int) -> int | None:
 
 
 def band_geometry(band: int, geom: sql.Composable) -> sql.Composable:
-    """A band's stored geometry: simplified as a tile of its zoom simplifies it, then in EPSG:3857."""
+    """A band's stored geometry from `geom` in EPSG:3857: simplified as a tile of its zoom simplifies it."""
     detail = zoom_detail(band, GeometryType.LineString)
     if detail.simplify:
-        geom = sql.SQL("ST_Simplify({}, {})").format(geom, sql.Literal(float(detail.simplify)))
-    return sql.SQL("ST_Transform({}, 3857)").format(geom)
+        return sql.SQL("ST_Simplify({}, {})").format(geom, sql.Literal(float(detail.simplify)))
+    return geom
 
 
 def band_min_size(band: int) -> float:
@@ -262,9 +263,8 @@ def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None,
     and for every other tile, the general path computes the same from the layer's tables.
     """
     detail = zoom_detail(z, spec.geometry)
-    geom: sql.Composable = sql.SQL("t.geom")
-    if detail.simplify:
-        geom = sql.SQL("ST_Simplify(t.geom, {})").format(sql.Literal(float(detail.simplify)))
+    geom = band_geometry(z, sql.SQL("ST_Transform(t.geom, 3857)")) if detail.simplify \
+        else sql.SQL("ST_Transform(t.geom, 3857)")
     predicates: list[sql.Composable] = [
         # The margin is clipped to the world first: past the antimeridian it would come back at -180° and
         # the box's extent would cover the wrong half of the world (a z1 tile touching 180° drew nothing).
@@ -276,7 +276,7 @@ def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None,
     if rows is not None:
         predicates.append(rows)
     fields = tile_fields(spec, z, drawn)
-    general = _mvt(spec, source(spec, time, predicates), sql.SQL("ST_Transform({}, 3857)").format(geom), fields,
+    general = _mvt(spec, source(spec, time, predicates), geom, fields,
                    _rank(detail, size_expression(sql.SQL("t.geom"))), detail.max_features)
     band = generalised_band(spec, z) if time is None and rows is None else None
     if band is None:
