@@ -26,6 +26,10 @@ from gis import identifiers as ids
 from gis import tiles as mvt
 from gis.layers import LayerRegistry, LayerSpec
 
+# A tile reads a few thousand rows of one band: parallel workers cost more to start than they save, and take
+# cores from the other tiles of the same view.
+_STORAGE = sql.SQL("parallel_workers = 0")
+
 
 def has_copy(spec: LayerSpec) -> bool:
     """The layer's "now" tiles read a copy: lines and polygons whose current table is "now"."""
@@ -57,12 +61,14 @@ def ensure_table(conn: psycopg.Connection, spec: LayerSpec) -> None:
     wanted = [(f.name, ids.PG_TYPES[f.type]) for f in spec.fields]
     existing = _existing_fields(conn, spec)
     if existing == wanted:
+        conn.execute(sql.SQL("ALTER TABLE {} SET ({})").format(table, _STORAGE))  # a copy made before it was said
         return
     if existing is not None:
         conn.execute(sql.SQL("DROP TABLE {}").format(table))
     conn.execute(sql.SQL(
         "CREATE TABLE {} (band smallint NOT NULL, fid text NOT NULL, {}, size double precision NOT NULL, "
-        "extent geometry NOT NULL, geom geometry)").format(table, sql.SQL(", ").join(_columns(spec))))
+        "extent geometry NOT NULL, geom geometry) WITH ({})").format(
+            table, sql.SQL(", ").join(_columns(spec)), _STORAGE))
     _create_indexes(conn, spec)
     conn.execute("INSERT INTO tiles.generalised (layer_id, version) VALUES (%s, NULL) "
                  "ON CONFLICT (layer_id) DO UPDATE SET version = NULL, built_at = now(), seconds = NULL", (spec.id,))
