@@ -1,10 +1,12 @@
 """What a delivery leaves in ops.refresh_log names the delivery (its number and file name), never the scratch
-directory it was unpacked into."""
+directory it was unpacked into; and `gis refresh --watch` unpacks into GIS_TEMP_DIR like the service does."""
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from gis.deliveries import store
 from gis.layers import LayerRegistry
@@ -47,6 +49,29 @@ def test_the_refresh_log_names_the_delivery_not_its_scratch_path(
     assert message and str(scratch) not in message and "gis-delivery-" not in message
     assert f"delivery {bad}: nodes-damaged.gpkg" in message  # the reader's complaint names the delivery
     assert not list(scratch.iterdir())  # nothing left behind
+
+
+def test_the_watched_folder_unpacks_into_the_temp_dir_setting(
+        clone_db: Callable[[], str], settings: Settings, registry: LayerRegistry, tmp_path: Path) -> None:
+    from gis.cli import main
+
+    url = clone_db()
+    inbox = tmp_path / "inbox"
+    (inbox / "pipe_nodes").mkdir(parents=True)
+    dropped = inbox / "pipe_nodes" / "nodes.gpkg"
+    dropped.write_bytes((settings.samples_dir / registry["pipe_nodes"].source.path).read_bytes())
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    os.utime(scratch, ns=(10**18, 10**18))  # 2001: a directory made in it and removed again moves this to now
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {"GIS_DATABASE_URL": url, "GIS_LAYERS_DIR": str(settings.layers_dir),
+                            "GIS_STYLES_DIR": str(settings.styles_dir), "GIS_TEMP_DIR": str(scratch),
+                            "GIS_REJECTS_DIR": str(tmp_path / "rejects")}.items():
+            patch.setenv(name, value)
+        assert main(["refresh", "--watch", str(inbox), "--once"]) == 0
+    assert (inbox / "pipe_nodes" / "done" / "nodes.gpkg").is_file()
+    assert scratch.stat().st_mtime_ns > 10**18  # the delivery was unpacked in a directory of its own there
+    assert not list(scratch.iterdir())  # and it was removed
 
 
 def test_scratch_paths_logged_before_are_renamed_by_the_migration(
