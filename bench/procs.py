@@ -1,7 +1,6 @@
 """Child processes for the benchmarks: timed runs with their peak memory, and servers on loopback."""
 
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -61,18 +60,21 @@ def measure(args: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path
 
 
 def free_port() -> int:
-    """A port nothing listens on, below the kernel's range of outgoing ports (one handed out for bind(0) lies in
-    it, where an outgoing connection may take it first); GIS_BENCH_PORTS=low-high keeps a bench in its own range
-    on a machine several share."""
-    low, high = (int(v) for v in os.environ.get("GIS_BENCH_PORTS", "20000-32000").split("-"))
-    for port in random.sample(range(low, high + 1), high - low + 1):
+    """A free port on 127.0.0.1: from GIS_BENCH_PORTS (`first-last`) when set, so runs on a shared machine keep to
+    the range they were given (and out of the kernel's outgoing range), else any the kernel hands out."""
+    wanted = os.environ.get("GIS_BENCH_PORTS")
+    candidates = [0]
+    if wanted:
+        first, last = (int(n) for n in wanted.split("-"))
+        candidates = list(range(first, last + 1))
+    for port in candidates:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
-    raise RuntimeError(f"no free port in {low}-{high} on 127.0.0.1")
+            return int(probe.getsockname()[1])
+    raise RuntimeError(f"no free port in GIS_BENCH_PORTS={wanted}")
 
 
 class Server:
