@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from playwright.sync_api import Response, sync_playwright  # noqa: E402
+from playwright.sync_api import Request, sync_playwright  # noqa: E402
 
 from bench import peers  # noqa: E402
 from bench.procs import free_port  # noqa: E402
@@ -46,17 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     with server, sync_playwright() as playwright:
         server.start("/collections")
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=GL_ARGS)
-        tiles: list[tuple[int, str]] = []  # (bytes, URL) of the tiles of the last run
+        tiles: list[tuple[float, int, str]] = []  # (milliseconds, bytes, URL) of the tiles of the last run
 
-        def seen(response: Response) -> None:
-            if "/tiles/" in response.url:
-                tiles.append((int(response.headers.get("content-length") or 0), response.url))
+        def seen(request: Request) -> None:
+            if "/tiles/" in request.url:
+                tiles.append((request.timing["responseEnd"], request.sizes()["responseBodySize"], request.url))
 
         for run in range(args.runs):
             context = browser.new_context(viewport={"width": width, "height": height})
             page = context.new_page()
             tiles.clear()
-            page.on("response", seen)
+            page.on("requestfinished", seen)
             started = time.monotonic()
             page.goto(f"{server.base}/map?api_key={key}")
             page.wait_for_function(IDLE, timeout=120_000, polling=50)
@@ -66,10 +66,15 @@ def main(argv: list[str] | None = None) -> int:
             say(f"run {run + 1}: first view drawn in {took:.2f} s (zoom {zoom:.2f}, {len(tiles)} tile responses)")
             context.close()
         browser.close()
-    sizes = sorted(tiles)
     say(f"median {statistics.median(times):.2f} s over {args.runs} runs ({', '.join(f'{t:.2f}' for t in times)}); "
-        f"last run: {len(tiles)} tiles, {sum(s for s, _ in sizes) / 1024:.0f} KiB, largest "
-        f"{sizes[-1][0] / 1024:.0f} KiB ({sizes[-1][1].split('/collections/')[-1]})" if sizes else "no tiles")
+        f"last run: {len(tiles)} tiles, {sum(size for _, size, _ in tiles) / 1024:.0f} KiB")
+    for took, size, address in sorted(tiles, reverse=True)[:8]:
+        say(f"  {took:7.0f} ms {size / 1024:6.0f} KiB  {address.split('/collections/')[-1].split('?')[0]}")
+    by_layer: dict[str, list[int]] = {}
+    for _took, size, address in tiles:
+        by_layer.setdefault(address.split("/collections/")[-1].split("/")[0], []).append(size)
+    say("  by layer: " + ", ".join(f"{layer} {len(sizes)} tiles {sum(sizes) / 1024:.0f} KiB"
+                                    for layer, sizes in sorted(by_layer.items())))
     return 0
 
 
