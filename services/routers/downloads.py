@@ -27,7 +27,7 @@ from services.auth import read_audit, visibility
 from services.common import limits
 from services.common.collections import blame, download_links
 from services.common.parameters import CollectionId, DownloadParameters
-from services.common.state import app_state
+from services.common.state import AppState, State
 
 router = APIRouter(tags=["Downloads"])
 
@@ -64,7 +64,7 @@ def _refused(exc: psycopg.Error, parameter: str | None) -> Exception:
             "zipped Shapefile or CSV file, with the filters of /items",
             responses={200: {"content": {info.media_type.split(";")[0]: {} for info in FORMATS.values()}}})
 async def download(collectionId: CollectionId, given: Annotated[DownloadParameters, Depends()],
-                   request: Request) -> Response:
+                   request: Request, state: State) -> Response:
     view = visibility.layer_view(request, collectionId)
     spec = view.spec
     declared = given.names
@@ -74,8 +74,7 @@ async def download(collectionId: CollectionId, given: Annotated[DownloadParamete
     q = await visibility.restrict(request, view, q)
     statement = downloads.export_statement(spec, q, fmt)
     if fmt is Format.csv:
-        return await _stream_csv(request, view, statement, blame(q))
-    state = app_state(request)
+        return await _stream_csv(request, state, view, statement, blame(q))
     try:  # routed like items: a standby with the layer's current version, else the primary (X-Layer-Version)
         written = await state.read([spec.id], lambda conn: downloads.write_file(
             conn, spec, statement, fmt, scratch_dir=state.settings.temp_dir))
@@ -100,9 +99,8 @@ def _read_through(handle: BinaryIO) -> Iterator[bytes]:
             yield chunk
 
 
-async def _stream_csv(request: Request, view: LayerView, statement: Statement, parameter: str | None) -> Response:
-    state = app_state(request)
-
+async def _stream_csv(request: Request, state: AppState, view: LayerView, statement: Statement,
+                      parameter: str | None) -> Response:
     async def body() -> AsyncIterator[bytes]:
         async with state.reading([view.spec.id]) as conn:  # routed like items, held while the file streams
             try:
