@@ -19,7 +19,7 @@ from fastapi.responses import Response, StreamingResponse
 from gis import downloads
 from gis.downloads import FORMATS, Format
 from gis.errors import InvalidInput
-from gis.features.params import parse_items_query, property_parameters
+from gis.features.params import parse_items_query
 from gis.features.queries import Statement
 from gis.layers import LayerSpec
 from gis.security.policy import LayerView
@@ -67,10 +67,9 @@ async def download(collectionId: CollectionId, given: Annotated[DownloadParamete
                    request: Request, state: State) -> Response:
     view = visibility.layer_view(request, collectionId)
     spec = view.spec
-    declared = given.names
-    params = given.check(request, property_parameters(spec, declared))
+    params = given.check_filters(request, spec)
     fmt = _format(params)
-    q = parse_items_query(spec, params, limits.cql2_limits(request), declared)
+    q = parse_items_query(spec, params, limits.cql2_limits(request), given.names)
     q = await visibility.restrict(request, view, q)
     statement = downloads.export_statement(spec, q, fmt)
     if fmt is Format.csv:

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 
 from gis.errors import InvalidInput, NotFound
 from gis.features import crs as crs_
-from gis.features.params import encode_cursor, parse_items_query, parse_properties, property_parameters
+from gis.features.params import encode_cursor, parse_items_query, parse_properties
 from gis.features.queries import Statement, history_statement, item_statement, items_statement
 from gis.features.queryables import json_schema
 from gis.features.temporal import parse_datetime
@@ -80,11 +80,9 @@ async def items(collectionId: CollectionId, given: Annotated[ItemsParameters, De
                 request: Request, state: State) -> Response:
     view = visibility.layer_view(request, collectionId)
     spec = view.spec
-    # besides the declared parameters, the layer's queryables as `name=value` filters
-    declared = given.names
-    params = given.check(request, property_parameters(spec, declared))
+    params = given.check_filters(request, spec)
     as_html = ogc.wants_html(request, params)
-    q = parse_items_query(spec, params, limits.cql2_limits(request), declared)
+    q = parse_items_query(spec, params, limits.cql2_limits(request), given.names)
     if as_html:
         q = replace(q, crs=crs_.CRS84)  # the HTML map draws lon/lat
     asked = q
