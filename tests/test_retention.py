@@ -230,16 +230,17 @@ def _audit_partitions(conn: psycopg.Connection) -> set[str]:
 
 
 def test_audit_partitions_keep_their_names_when_one_function_makes_every_partition(server_url: str) -> None:
-    """Migration 023 makes 014's partition maker a call of 020's: a database migrated before it keeps its audit
-    partitions' names, and the months made after it are named as 014 named them (not <schema>_<table>_YYYYMM)."""
+    """Migration 031 makes 014's and 020's partition makers one loop (ops.make_months): a database migrated before
+    it keeps its audit partitions' names, and the months made after it are named as 014 named them (not
+    <schema>_<table>_YYYYMM as 020 names the layers')."""
     from gis.db.migrate import apply_migrations, migration_files
 
     old = datetime.now(UTC) - timedelta(days=400)
-    with cloned_database(server_url, "template0", "gis_test_before_023") as url, psycopg.connect(url) as conn:
+    with cloned_database(server_url, "template0", "gis_test_before_031") as url, psycopg.connect(url) as conn:
         conn.execute("CREATE TABLE public.gis_schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
                      "applied_at timestamptz NOT NULL DEFAULT now())")
-        for version, name, text in migration_files():  # the database as a service before 023 left it
-            if version < 23:
+        for version, name, text in migration_files():  # the database as a service before 031 left it
+            if version < 31:
                 conn.execute(text.encode())
                 conn.execute("INSERT INTO public.gis_schema_migrations VALUES (%s, %s)", (version, name))
         conn.execute("SELECT ops.ensure_monthly_partitions('ops.audit_log', %s::date, 0)", (old.date(),))
@@ -250,7 +251,7 @@ def test_audit_partitions_keep_their_names_when_one_function_makes_every_partiti
                             ((old - timedelta(days=62)).date(),)).fetchone()
         conn.commit()
         after = _audit_partitions(conn)
-    assert "023_one_partition_maker.sql" in applied
+    assert "031_month_partition_moves_default_rows.sql" in applied
     assert f"ops.audit_log_{old:%Y%m}" in before and "ops.audit_log_default" in before
     assert before < after  # every partition there before is there, by its name
     assert made is not None and made[0] == len(after - before) > 0
