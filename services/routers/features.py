@@ -31,8 +31,14 @@ from services.common.parameters import (
     HistoryParameters,
     ItemParameters,
     ItemsParameters,
+    on_loop,
 )
 from services.common.state import AppState, State
+
+# The routes' parameters, made on the event loop (parameters.on_loop), not in FastAPI's thread pool.
+Items = Annotated[ItemsParameters, Depends(on_loop(ItemsParameters))]
+Item = Annotated[ItemParameters, Depends(on_loop(ItemParameters))]
+History = Annotated[HistoryParameters, Depends(on_loop(HistoryParameters))]
 
 router = APIRouter(tags=["OGC API Features"])
 
@@ -76,8 +82,7 @@ async def queryables(collectionId: CollectionId, given: Document, request: Reque
 
 
 @router.get("/collections/{collectionId}/items", summary="Features of a layer, one page")
-async def items(collectionId: CollectionId, given: Annotated[ItemsParameters, Depends()],
-                request: Request, state: State) -> Response:
+async def items(collectionId: CollectionId, given: Items, request: Request, state: State) -> Response:
     view = visibility.layer_view(request, collectionId)
     spec = view.spec
     params = given.check_filters(request, spec)
@@ -118,8 +123,8 @@ async def items(collectionId: CollectionId, given: Annotated[ItemsParameters, De
 
 
 @router.get("/collections/{collectionId}/items/{featureId}", summary="One feature")
-async def item(collectionId: CollectionId, featureId: FeatureId, given: Annotated[ItemParameters, Depends()],
-               request: Request, state: State) -> Response:
+async def item(collectionId: CollectionId, featureId: FeatureId, given: Item, request: Request,
+               state: State) -> Response:
     view, params, as_html, out_crs = _feature_request(request, collectionId, given)
     spec, feature_id = view.spec, encoded_paths.original(request, featureId)
     time = parse_datetime(given.datetime) if given.datetime is not None else None
@@ -150,8 +155,8 @@ async def item(collectionId: CollectionId, featureId: FeatureId, given: Annotate
 
 
 @router.get("/collections/{collectionId}/items/{featureId}/history", summary="Every version of one feature")
-async def history(collectionId: CollectionId, featureId: FeatureId, given: Annotated[HistoryParameters, Depends()],
-                  request: Request, state: State) -> Response:
+async def history(collectionId: CollectionId, featureId: FeatureId, given: History, request: Request,
+                  state: State) -> Response:
     view, params, as_html, out_crs = _feature_request(request, collectionId, given)
     spec, feature_id = view.spec, encoded_paths.original(request, featureId)
     if "\x00" in feature_id:
@@ -182,7 +187,7 @@ async def history(collectionId: CollectionId, featureId: FeatureId, given: Annot
 # (`A%2F12/history`), as every link the service writes has it: `A/12/history` is the item "A/12/history".
 @router.get("/collections/{collectionId}/items/{featureId:path}", include_in_schema=False)
 async def item_with_slashes(collectionId: CollectionId, featureId: FeatureId,
-                            given: Annotated[ItemParameters, Depends()], request: Request, state: State) -> Response:
+                            given: Item, request: Request, state: State) -> Response:
     return await item(collectionId, featureId, given, request, state)
 
 

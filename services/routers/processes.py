@@ -37,8 +37,8 @@ LANDING_LINKS = (
 router = APIRouter(tags=["Processes"])
 
 
-def bridge_of(state: State) -> Bridge:
-    """The processes and their jobs (the routes' dependency)."""
+async def bridge_of(state: State) -> Bridge:
+    """The processes and their jobs (the routes' dependency; a coroutine function, so called on the event loop)."""
     return state.processes
 
 
