@@ -65,6 +65,32 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def listening_socket(port: int) -> str:
+    """The inode of the IPv4 socket listening on the port (from /proc/net/tcp), or '' if none."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":  # 0A: LISTEN
+            return fields[9]
+    return ""
+
+
+def process_tree(root: int) -> list[int]:
+    """The process and all its descendants (from /proc/*/stat's parent ids)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
 class Server:
     """A server process in its own process group, stopped with the whole group by stop()."""
 
@@ -106,6 +132,29 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
+
+    def http_stack(self) -> dict[str, int]:
+        """What the running server is, read from /proc: its workers (the processes that hold its listening
+        socket, less the supervisor that made it for them) and how many of them have httptools' parser and
+        uvloop mapped (/proc/PID/maps). Asked after the server has answered requests, so every worker is up."""
+        found = {"workers": 0, "httptools": 0, "uvloop": 0}
+        if self.process is None:
+            return found
+        listening = f"socket:[{listening_socket(self.port)}]"
+        holders: dict[int, str] = {}
+        for pid in process_tree(self.process.pid):
+            try:
+                if any(os.readlink(fd) == listening for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                    holders[pid] = Path(f"/proc/{pid}/maps").read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue  # gone meanwhile
+        if len(holders) > 1:
+            holders.pop(self.process.pid, None)  # the supervisor: it listens for its workers, serves nothing
+        for maps in holders.values():
+            found["workers"] += 1
+            found["httptools"] += "/httptools/" in maps
+            found["uvloop"] += "/uvloop/" in maps
+        return found
 
     def __enter__(self) -> "Server":
         return self
