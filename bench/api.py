@@ -315,6 +315,9 @@ def _as_asked(case_key: str, properties: dict[str, Any]) -> bool:
 
 
 RUNS = 3  # timed runs per case and server: the median is reported, and the spread
+# Each case: a warm-up, then RUNS timed runs of this length, for every server, then pgbench the same: with 5 s
+# the whole of `make bench` stays within about 45 minutes on two cores (docs/benchmarks.md gives each part's time).
+DURATION_S, WARMUP_S = 5, 1
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ sections of the file are left as they are."""
 from pathlib import Path
 from typing import Any
 
-from bench.api import CASES
+from bench.api import CASES, DURATION_S, RUNS, WARMUP_S
 from bench.peers import WORKERS
 
 SERVERS = ("ours", "ours-nocache", "tipg", "pygeoapi")
@@ -437,6 +437,11 @@ def write(path: Path, machine: dict[str, str], refresh: dict[str, Any] | None, a
         ".venv/bin/python bench/run.py --skip-refresh  # the API part again, on the loaded gis_bench",
         ".venv/bin/python bench/run.py --skip-refresh --skip-burst --cases asof,filter,tiles  # some cases again",
         "```",
+        "",
+        f"By default each API case is one checking request, a {WARMUP_S} s warm-up, then {RUNS} timed runs of "
+        f"{DURATION_S} s per server, and pgbench the same for the database alone (`--warmup`, `--runs`, "
+        "`--duration`); each server starts once, not once per case. Every part's time is below; the whole of "
+        "`make bench` is meant to take about 45 minutes on this 2-core machine when it is otherwise idle.",
         "",
         "Two cores run wrk, the servers and PostgreSQL together: figures are only comparable within one run, "
         "and only on an otherwise idle machine. The load averages below say how idle it was; a run on a "

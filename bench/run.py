@@ -32,9 +32,6 @@ from gis.settings import Settings  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 PEERS_DIR = ROOT / "bench" / ".peers"
 SAMPLES = ROOT / "data-samples" / "generated" / "bench"
-# Each case: a warm-up, then three timed runs of this length, for every server, then pgbench the same: with 5 s
-# the whole of `make bench` stays within about 45 minutes on two cores (docs/benchmarks.md gives each part's time).
-DURATION_S, WARMUP_S = 5, 1
 DEBIAN_PACKAGES = ("wrk", "time", "gdal-bin", "postgresql", "postgresql-postgis")
 
 
@@ -245,10 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-api", action="store_true")
     parser.add_argument("--servers", default="ours,ours-nocache,tipg,pygeoapi",
                         help="comma-separated: ours,ours-nocache,tipg,pygeoapi")
-    parser.add_argument("--duration", type=int, default=DURATION_S,
-                        help=f"seconds of each timed wrk (and pgbench) run (default {DURATION_S})")
-    parser.add_argument("--warmup", type=int, default=WARMUP_S,
-                        help=f"seconds of wrk before a case's timed runs (default {WARMUP_S})")
+    parser.add_argument("--duration", type=int, default=api.DURATION_S,
+                        help=f"seconds of each timed wrk (and pgbench) run (default {api.DURATION_S})")
+    parser.add_argument("--warmup", type=int, default=api.WARMUP_S,
+                        help=f"seconds of wrk before a case's timed runs (default {api.WARMUP_S})")
     parser.add_argument("--runs", type=int, default=api.RUNS, help="timed runs per case (the median is reported)")
     parser.add_argument("--skip-history", action="store_true",
                         help="no ten deliveries after the refresh benchmark (as-of cases are then not asked)")
