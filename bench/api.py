@@ -417,6 +417,8 @@ def measure_case(endpoint: Endpoint, case: Case, p: Probe, settings: wrk.WrkSett
     timeout_s = max(CHECK_TIMEOUT_S, 2 * slow_s)
     checked = (check(case, url, headers, p.bbox_small_rows, timeout_s) if case.key != "tile_304"
                else Check(True, 304, 0, None))
+    if checked.ok and checked.seconds > slow_s:  # the first request may have paid for a cold cache: ask again
+        checked = check(case, url, headers, p.bbox_small_rows, timeout_s)
     if checked.ok and case.key == "deep_page":
         checked = not_the_first_page(checked, endpoint, p, url, headers)
     if checked.status == 0 or (checked.ok and checked.seconds > slow_s):

@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -133,11 +134,11 @@ class Server:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
 
-    def http_stack(self) -> dict[str, int]:
+    def http_stack(self) -> dict[str, Any]:
         """What the running server is, read from /proc: its workers (the processes that hold its listening
         socket, less the supervisor that made it for them) and how many of them have httptools' parser and
-        uvloop mapped (/proc/PID/maps). Asked after the server has answered requests, so every worker is up."""
-        found = {"workers": 0, "httptools": 0, "uvloop": 0}
+        uvloop mapped (/proc/PID/maps)."""
+        found: dict[str, Any] = {"workers": 0, "httptools": 0, "uvloop": 0, "pids": []}
         if self.process is None:
             return found
         listening = f"socket:[{listening_socket(self.port)}]"
@@ -150,11 +151,28 @@ class Server:
                 continue  # gone meanwhile
         if len(holders) > 1:
             holders.pop(self.process.pid, None)  # the supervisor: it listens for its workers, serves nothing
-        for maps in holders.values():
+        for pid, maps in sorted(holders.items()):
             found["workers"] += 1
             found["httptools"] += "/httptools/" in maps
             found["uvloop"] += "/uvloop/" in maps
+            found["pids"].append(pid)
         return found
+
+    def wait_for_workers(self, workers: int, timeout_s: float = 120, steady_s: float = 3) -> dict[str, Any]:
+        """Wait until `workers` workers hold the socket with httptools and uvloop loaded, and the same ones for
+        `steady_s` (a supervisor replaces a worker that is slow to answer its health check, as a loaded machine
+        makes one at start-up). Returns the last reading, whether or not it got there."""
+        deadline = time.monotonic() + timeout_s
+        steady_since, last = time.monotonic(), self.http_stack()
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = self.http_stack()
+            if now["pids"] != last["pids"] or not (now["workers"] == now["httptools"] == now["uvloop"] == workers):
+                steady_since = time.monotonic()
+            elif time.monotonic() - steady_since >= steady_s:
+                return now
+            last = now
+        return last
 
     def __enter__(self) -> "Server":
         return self

@@ -185,7 +185,8 @@ def api_section(data: dict[str, Any]) -> tuple[list[str], list[Verdict]]:
         "fastest and slowest run as a share of the median, and its median latency (p50; p99 too where the "
         "connections vary). Before its runs, one request must answer 200 with what was asked for (the number "
         "of features, the filter's values, not page 1 again for the deep page); one that does not is shown as "
-        "*no answer*, one slower alone than a whole run as a bound (*≤*, not loaded). *database alone*: pgbench "
+        "*no answer*, one slower alone than a whole run (asked twice, the second time counts: the first may fill "
+        "a cache) as a bound (*≤*: every worker busy with such requests; not loaded). *database alone*: pgbench "
         "running the statement our service runs for the request, with the same connections, no HTTP (median "
         "of the same number of runs).",
         "",
@@ -343,14 +344,16 @@ def stack_lines(data: dict[str, Any]) -> list[str]:
     stacks = data.get("stacks") or {}
     if not stacks:
         return []
-    lines = ["What ran (worker processes: those holding the server's listening socket; httptools and uvloop: "
-             "mapped in those processes, from `/proc/PID/maps`, read after the server's last case):", "",
-             "| server | command | worker processes | with httptools / uvloop | packages |",
-             "| --- | --- | ---: | --- | --- |"]
+    lines = ["What ran (worker processes: those holding the server's listening socket once they were steady, "
+             "before the first case; httptools and uvloop: mapped in those processes, from `/proc/PID/maps`; "
+             "replaced: workers the supervisor had replaced by the last case, which then ran on fewer):", "",
+             "| server | command | worker processes | with httptools / uvloop | replaced | packages |",
+             "| --- | --- | ---: | --- | ---: | --- |"]
     for name, stack in stacks.items():
         packages = ", ".join(f"{k} {v}" for k, v in stack["packages"].items())
+        replaced = stack.get("replaced", 0)
         lines.append(f"| {name} | `{stack['command']}` | {stack['workers']} | {stack['httptools']} / "
-                     f"{stack['uvloop']} | {packages} |")
+                     f"{stack['uvloop']} | {f'{replaced} ⚠' if replaced else 0} | {packages} |")
     return [*lines, ""]
 
 

@@ -169,11 +169,18 @@ def run_api(url: str, servers: list[str], settings: wrk.WrkSettings, warmup_s: i
             except RuntimeError as exc:
                 say(f"{name} not measured: {exc}")
                 continue
+            # Every worker up before the first case (on a loaded machine uvicorn's supervisor may replace one
+            # that starts slowly), and any worker replaced while the cases ran is counted.
+            stack = server.wait_for_workers(peers.WORKERS)
+            say(f"  {name}: {stack['workers']} workers {stack['pids']}, httptools in {stack['httptools']}, "
+                f"uvloop in {stack['uvloop']}")
             measurements += api.measure_endpoint(endpoint, p, settings, warmup_s, url, say, runs, only)
-            stack = server.http_stack()  # after its answers: every worker is up
-        stacks[name] = {"packages": packages, **stack, "command": " ".join(Path(a).name if a.startswith("/")
-                                                                          else a for a in server.args)}
-        say(f"  {name}: {stack['workers']} workers, httptools in {stack['httptools']}, uvloop in {stack['uvloop']}")
+            replaced = len(set(stack["pids"]) - set(server.http_stack()["pids"]))
+        if replaced:
+            say(f"  {name}: {replaced} worker(s) replaced by the supervisor while the cases ran")
+        stacks[name] = {"packages": packages, "workers": stack["workers"], "httptools": stack["httptools"],
+                        "uvloop": stack["uvloop"], "replaced": replaced,
+                        "command": " ".join(Path(a).name if a.startswith("/") else a for a in server.args)}
         api.quiesce(url, wait_s=5)
         seconds[name] = round(time.monotonic() - began, 1)
     say("the database alone: pgbench with our statements")

@@ -2,7 +2,6 @@
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -270,9 +269,7 @@ def test_a_servers_workers_and_http_stack_are_read_from_its_processes(tmp_path: 
     args = [uvicorn, "tiny:app", "--port", str(port), "--workers", "2", "--http", stack[0], "--loop", stack[1]]
     with procs.Server("tiny", args, port, {}, tmp_path / "tiny.log", cwd=tmp_path) as server:
         server.start("/")
-        for _ in range(40):  # both workers up: each holds the listening socket it was handed
-            found = server.http_stack()
-            if found["workers"] == 2:
-                break
-            time.sleep(0.25)
-    assert found == {"workers": 2, "httptools": loaded, "uvloop": loaded}
+        found = server.wait_for_workers(2, timeout_s=15 if loaded else 3, steady_s=1)
+        workers = [p for p in procs.process_tree(server.process.pid) if p != server.process.pid]
+    assert (found["workers"], found["httptools"], found["uvloop"]) == (2, loaded, loaded)
+    assert set(found["pids"]) <= set(workers)  # the workers, not the supervisor that started them
