@@ -22,13 +22,14 @@ from psycopg import sql
 from bench import wrk
 from bench.peers import WORKERS, Endpoint
 from bench.procs import load_average
+from gis.features.params import MAX_LIMIT
 
 LAYER = "pipelines"
 PAGE = 100
 DEEP_PAGE = 5000  # the page reached: rows (DEEP_PAGE - 1) * PAGE + 1 ...
 BBOX_ROWS = 120  # segments the bbox request's box should hold, a little more than one page
 WARMUP_BELOW_S = 1.0  # requests faster than this get a warm-up run before the timed one
-CHECK_TIMEOUT_S = 30.0  # the single checking request gives up after this (or twice a run's duration)
+CHECK_TIMEOUT_S = 10.0  # the single checking request gives up after this, or after three runs' duration
 QUIET_WAIT_S = 15.0  # how long queries left running by a finished load may go on before they are cancelled
 
 
@@ -253,6 +254,27 @@ def follow_next(start: str, pages: int, credentials: dict[str, str] | None = Non
     return url
 
 
+def stride(rows: int, most: int = MAX_LIMIT) -> int:
+    """The largest page size up to `most` that divides `rows`: pages of it end exactly after row `rows`."""
+    return next(size for size in range(min(rows, most), 0, -1) if rows % size == 0)
+
+
+def with_limit(url: str, limit: int) -> str:
+    parts = urllib.parse.urlsplit(url)
+    query = [(k, str(limit) if k == "limit" else v) for k, v in urllib.parse.parse_qsl(parts.query)]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query, safe=",'")))
+
+
+def deep_page_url(first: str, page: int, size: int, credentials: dict[str, str] | None = None) -> str | None:
+    """Page `page` of `size` rows, reached by following `next` links: in pages as large as the service serves
+    that end exactly where that page begins, then at `size` (a `next` link carries only the position, so the
+    page is the one 4,999 links of 100 rows reach, in 50 requests rather than 4,999)."""
+    rows = (page - 1) * size
+    big = stride(rows)
+    url = follow_next(with_limit(first, big), rows // big + 1, credentials)
+    return with_limit(url, size) if url else None
+
+
 @dataclass(frozen=True)
 class Check:
     ok: bool
@@ -390,7 +412,7 @@ def measure_endpoint(endpoint: Endpoint, p: Probe, settings: wrk.WrkSettings, wa
     if endpoint.name == "ours" and (only is None or "deep_page" in only):
         started = time.perf_counter()
         first = case_url(endpoint, next(c for c in CASES if c.key == "items_100"), p, None)
-        deep_url = follow_next(first, DEEP_PAGE, endpoint.headers) if first else None
+        deep_url = deep_page_url(first, DEEP_PAGE, PAGE, endpoint.headers) if first else None
         say(f"  ours: page {DEEP_PAGE} cursor found by following next links in {time.perf_counter() - started:.0f}s"
             if deep_url else f"  ours: no next-link chain to page {DEEP_PAGE}")
     out = []
@@ -414,7 +436,7 @@ def measure_case(endpoint: Endpoint, case: Case, p: Probe, settings: wrk.WrkSett
         return Measurement(endpoint.name, case.key, None, None, None)
     # A request slower alone than a whole run cannot be timed by one: its single time is its figure.
     slow_s = max(float(settings.duration_s), 1.0)
-    timeout_s = max(CHECK_TIMEOUT_S, 2 * slow_s)
+    timeout_s = max(CHECK_TIMEOUT_S, 3 * slow_s)
     checked = (check(case, url, headers, p.bbox_small_rows, timeout_s) if case.key != "tile_304"
                else Check(True, 304, 0, None))
     if checked.ok and checked.seconds > slow_s:  # the first request may have paid for a cold cache: ask again
@@ -422,7 +444,8 @@ def measure_case(endpoint: Endpoint, case: Case, p: Probe, settings: wrk.WrkSett
     if checked.ok and case.key == "deep_page":
         checked = not_the_first_page(checked, endpoint, p, url, headers)
     if checked.status == 0 or (checked.ok and checked.seconds > slow_s):
-        cancelled = quiesce(database_url)  # a query the client gave up on may still run
+        # a query the client gave up on may still run: nobody waits for it, so it is cancelled at once
+        cancelled = quiesce(database_url, wait_s=1 if checked.status == 0 else QUIET_WAIT_S)
         say(f"  {endpoint.name} {case.key}: one request alone took {checked.seconds:.1f}s"
             f"{' (gave up)' if checked.status == 0 else ''}; not loaded")
         return Measurement(endpoint.name, case.key, url, checked, None, slow=True, cancelled=cancelled)

@@ -275,8 +275,9 @@ def request_notes(data: dict[str, Any], by: dict[tuple[str, str], dict[str, Any]
         f"- bbox `{bbox}` ({probe['bbox_rows']} segments intersect it), small bbox `{small}` "
         f"({probe.get('bbox_small_rows', 0)} segments), `limit=100`; one item: `{probe['fid']}`;",
         "  filters in CQL2 text (`filter-lang=cql2-text`); as of: `datetime` between the 5th and 6th of ten "
-        "deliveries, and from the 3rd to the 6th; deep page: ours follows `next` links from `limit=100` to page "
-        "5,000 once and times that cursor URL, tipg and pygeoapi get `limit=100&offset=499900`.",
+        "deliveries, and from the 3rd to the 6th; deep page: ours follows `next` links once to page 5,000 of 100 "
+        "(in pages of 9,998 rows, then 100: a link carries only the position) and times that cursor URL, tipg "
+        "and pygeoapi get `limit=100&offset=499900`.",
         f"- Tiles: every tile of a 2048 × 1280 pixel view over the centre that holds data, wrk cycling through "
         f"them (each thread from its own place): {', '.join(f'z{z} {n}' for z, n in tiles.items())} tiles"
         + (" (largest of ours: " + ", ".join(f"z{z} {b / 1000:,.0f} KB" for z, b in largest.items()) + ")"

@@ -84,6 +84,13 @@ def test_three_runs_report_the_median_and_the_spread() -> None:
     assert summary["spread"] == pytest.approx(0.2) and summary["latency_ms"]["p50"] == 10.0
 
 
+def test_the_deep_page_is_reached_in_the_largest_pages_that_end_where_it_begins() -> None:
+    assert api.stride(499_900) == 9_998 and 499_900 % 9_998 == 0  # 50 pages, then page 5,000 of 100
+    assert api.stride(5_000) == 5_000 and api.stride(10_007) == 1  # a prime above the maximum: one row a page
+    cursor = "http://127.0.0.1:9/collections/pipelines/items?limit=9998&cursor=c1.QUJD"
+    assert api.with_limit(cursor, 100) == "http://127.0.0.1:9/collections/pipelines/items?limit=100&cursor=c1.QUJD"
+
+
 def test_tile_of_the_city_centre() -> None:
     assert api.tile_of(123.4256, 41.8135, 14) == (14, 13809, 6093)
     assert api.tile_of(0.0, 0.0, 1) == (1, 1, 1)
