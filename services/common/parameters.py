@@ -17,7 +17,8 @@ share (`collectionId`, `featureId`) are declared here too, so every route and th
 """
 
 import copy
-from collections.abc import Iterator
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, get_type_hints
 
@@ -27,7 +28,8 @@ from fastapi.routing import APIRoute
 
 from gis.features import crs as crs_
 from gis.features.cql2 import LANGUAGES
-from gis.features.params import DEFAULT_LIMIT, MAX_LIMIT, encode_cursor
+from gis.features.params import DEFAULT_LIMIT, MAX_LIMIT, encode_cursor, property_parameters
+from gis.layers import LayerSpec
 from services.common import ogc
 
 _CRS_LIST = [c.uri for c in crs_.SUPPORTED]
@@ -190,6 +192,18 @@ COVERAGE_FORMAT = declare("f", "File format of the coverage: GeoTIFF (also writt
 Text = str | None  # a parameter's value as sent; None when left out
 
 
+def on_loop[D: Declaration](cls: type[D]) -> Callable[..., Awaitable[D]]:
+    """A declaration as a dependency FastAPI calls on the event loop. Given the class itself (`Depends()`), FastAPI
+    runs it in its thread pool, as it does every callable that is not a coroutine function: two thread switches
+    per request (and the GIL passed back and forth under load) to make a small dataclass. The same parameters,
+    read from the class's signature, so the route's query parameters and its OpenAPI entry stay the same."""
+    async def make(**values: Any) -> D:
+        return cls(**values)
+
+    make.__signature__ = inspect.signature(cls)  # type: ignore[attr-defined]
+    return make
+
+
 @dataclass(frozen=True)
 class DocumentParameters(Declaration):
     """A document in JSON or HTML (the landing page, /collections, a collection, queryables, the catalog...)."""
@@ -197,7 +211,7 @@ class DocumentParameters(Declaration):
     f: Annotated[Text, F] = None
 
 
-Document = Annotated[DocumentParameters, Depends()]  # what a route that serves a document takes
+Document = Annotated[DocumentParameters, Depends(on_loop(DocumentParameters))]  # what a route serving a document takes
 
 
 @dataclass(frozen=True)
@@ -210,6 +224,10 @@ class FilterParameters(Declaration):
     filter: Annotated[Text, FILTER] = None
     filter_lang: Annotated[Text, FILTER_LANG] = None
     filter_crs: Annotated[Text, FILTER_CRS] = None
+
+    def check_filters(self, request: Request, spec: LayerSpec) -> dict[str, str]:
+        """The query, checked against these parameters and, as `name=value` filters, the layer's queryables."""
+        return self.check(request, property_parameters(spec, self.names))
 
 
 @dataclass(frozen=True)
