@@ -16,6 +16,7 @@ from gis.jobs.settings import JobSettings
 from gis.layers import LayerRegistry
 from gis.map_style import LayerStyle
 from gis.project import Project
+from gis.security.audit_writer import AuditWriter
 from gis.settings import Settings
 
 if TYPE_CHECKING:  # each of these modules reaches the state through app_state: imported for the types only
@@ -59,6 +60,7 @@ class AppState:
     tile_cache: "TileCache"
     processes: "Bridge"
     map_styles: Mapping[str, LayerStyle]  # layer id -> the web map's style layers, converted from its QML
+    audit_writer: AuditWriter  # read audit rows to the primary, concurrent ones in one commit (group commit)
     discovery: Discovery = field(default_factory=Discovery)
 
     @property
@@ -111,5 +113,13 @@ def project_of(request: Request) -> Project:
     return app_state(request).project
 
 
-State = Annotated[AppState, Depends(app_state)]
-ProjectState = Annotated[Project, Depends(project_of)]
+async def _state(request: Request) -> AppState:  # async: FastAPI runs a plain function in its thread pool
+    return state_of(request.app)
+
+
+async def _project(request: Request) -> Project:
+    return state_of(request.app).project
+
+
+State = Annotated[AppState, Depends(_state)]
+ProjectState = Annotated[Project, Depends(_project)]

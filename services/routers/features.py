@@ -6,12 +6,12 @@ is built by PostgreSQL and passed through as bytes, wrapped in a small envelope 
 
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote
 
 import orjson
 import psycopg
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from gis.errors import InvalidInput, NotFound
@@ -28,9 +28,10 @@ from services.common.parameters import (
     CollectionId,
     Document,
     FeatureId,
+    HistoryGiven,
     HistoryParameters,
-    ItemParameters,
-    ItemsParameters,
+    ItemGiven,
+    ItemsGiven,
 )
 from services.common.state import AppState, app_state
 
@@ -82,7 +83,7 @@ async def queryables(collectionId: CollectionId, given: Document, request: Reque
 
 
 @router.get("/collections/{collectionId}/items", summary="Features of a layer, one page")
-async def items(collectionId: CollectionId, given: Annotated[ItemsParameters, Depends()],
+async def items(collectionId: CollectionId, given: ItemsGiven,
                 request: Request) -> Response:
     state, view = _layer(request, collectionId)
     spec = view.spec
@@ -126,7 +127,7 @@ async def items(collectionId: CollectionId, given: Annotated[ItemsParameters, De
 
 
 @router.get("/collections/{collectionId}/items/{featureId}", summary="One feature")
-async def item(collectionId: CollectionId, featureId: FeatureId, given: Annotated[ItemParameters, Depends()],
+async def item(collectionId: CollectionId, featureId: FeatureId, given: ItemGiven,
                request: Request) -> Response:
     state, view, params, as_html, out_crs = _feature_request(request, collectionId, given)
     spec, feature_id = view.spec, encoded_paths.original(request, featureId)
@@ -158,7 +159,7 @@ async def item(collectionId: CollectionId, featureId: FeatureId, given: Annotate
 
 
 @router.get("/collections/{collectionId}/items/{featureId}/history", summary="Every version of one feature")
-async def history(collectionId: CollectionId, featureId: FeatureId, given: Annotated[HistoryParameters, Depends()],
+async def history(collectionId: CollectionId, featureId: FeatureId, given: HistoryGiven,
                   request: Request) -> Response:
     state, view, params, as_html, out_crs = _feature_request(request, collectionId, given)
     spec, feature_id = view.spec, encoded_paths.original(request, featureId)
@@ -190,7 +191,7 @@ async def history(collectionId: CollectionId, featureId: FeatureId, given: Annot
 # (`A%2F12/history`), as every link the service writes has it: `A/12/history` is the item "A/12/history".
 @router.get("/collections/{collectionId}/items/{featureId:path}", include_in_schema=False)
 async def item_with_slashes(collectionId: CollectionId, featureId: FeatureId,
-                            given: Annotated[ItemParameters, Depends()], request: Request) -> Response:
+                            given: ItemGiven, request: Request) -> Response:
     return await item(collectionId, featureId, given, request)
 
 
