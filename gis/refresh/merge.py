@@ -6,6 +6,7 @@ layer skips staging altogether (see staging.LoadMode).
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 from psycopg import sql
@@ -78,6 +79,15 @@ def current_hashes(conn: psycopg.Connection, spec: LayerSpec) -> dict[str, bytes
     with conn.cursor(binary=True) as cursor:
         cursor.execute(sql.SQL("SELECT fid, row_hash FROM {}").format(ids.current_table(spec)))
         return dict(cursor.fetchall())
+
+
+def current_starts(conn: psycopg.Connection, spec: LayerSpec) -> dict[str, datetime]:
+    """fid -> valid_from of the layer's current rows, for a layer whose source gives it (else empty): a row
+    delivered without its start keeps the stored one when nothing else changed (staging.with_starts)."""
+    if not spec.source.valid_from:
+        return {}
+    rows = conn.execute(sql.SQL("SELECT fid, valid_from FROM {}").format(ids.current_table(spec))).fetchall()
+    return dict(rows)
 
 
 def merge(conn: psycopg.Connection, spec: LayerSpec, refresh_id: int, gone: list[str],

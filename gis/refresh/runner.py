@@ -59,6 +59,20 @@ class RefreshRequest:
     progress: bool = True
     cut_at: datetime | None = None  # when the delivery was cut (default: the file's modification time)
     on_progress: Callable[[int, int], None] | None = None  # (rows read, rows in the file), after each batch
+    # What ops.refresh_log records as the source: a delivery's own name (its number and file name), since its
+    # file is read from a scratch directory that means nothing later; default the path read.
+    source_name: str | None = None
+
+    def logged_source(self, path: Path) -> str:
+        return self.source_name or str(path)
+
+    def logged_message(self, message: str) -> str:
+        """A failure's message as logged: a named delivery's scratch path (quoted by GDAL, the refresh) named."""
+        if self.source_name is None:
+            return message
+        for scratch in (str(self.source_path), str(self.source_path.parent)):
+            message = message.replace(scratch, self.source_name)
+        return message
 
 
 class _Timer:
@@ -145,11 +159,13 @@ def _load(url: str, request: RefreshRequest, info: sources.SourceInfo, columns: 
     with psycopg.connect(url, application_name=f"gis-refresh:{spec.id}") as conn:
         acquire_layer_lock(conn, spec.id)
         if not request.force and record.last_success_checksum(conn, spec.id) == checksum:
-            refresh_id = record.write_unchanged_source(conn, spec, started_at, str(info.path), checksum)
+            refresh_id = record.write_unchanged_source(conn, spec, started_at, request.logged_source(info.path),
+                                                        checksum)
             timer.lap("record")
             return RefreshResult(spec.id, refresh_id, True, MergeCounts(0, 0, 0, 0), sum(timer.timings.values()))
         refresh_id = record.next_refresh_id(conn)
-        # Source-given validity may be missing on a row; the merge fills it, so those layers always merge.
+        # Source-given validity may be missing on a row: filled from the stored start or the delivery time
+        # (staging.with_starts), which needs the layer's rows, so those layers always merge.
         first_load = not spec.has_valid_time and merge.layer_is_empty(conn, spec)
         mode = LoadMode.first_load if first_load else LoadMode.merge
         if first_load:
@@ -157,7 +173,10 @@ def _load(url: str, request: RefreshRequest, info: sources.SourceInfo, columns: 
             delivery = staging.Delivery(current={})
         else:
             staging.create_staging(conn, spec)
-            delivery = staging.Delivery(current=merge.current_hashes(conn, spec))
+            delivered_at = conn.execute("SELECT now()").fetchone()
+            delivery = staging.Delivery(current=merge.current_hashes(conn, spec),
+                                        delivered_at=delivered_at[0] if delivered_at else None,
+                                        starts=merge.current_starts(conn, spec))
         timer.lap("compare")
         _stream(conn, request, info, columns, mode, refresh_id, delivery, rejects, timer)
         _fail_on_rejects(rejects, request)
@@ -171,7 +190,8 @@ def _load(url: str, request: RefreshRequest, info: sources.SourceInfo, columns: 
             counts = merge.merge(conn, spec, refresh_id, gone, delivery.unchanged)
             staging.drop_staging(conn, spec)
         timer.lap("merge")
-        record.write_success(conn, spec, refresh_id, started_at, str(info.path), checksum, counts, timer.timings)
+        record.write_success(conn, spec, refresh_id, started_at, request.logged_source(info.path), checksum, counts,
+                             timer.timings)
         found_path = None
         if found:
             conflicts.record(conn, refresh_id, found)
@@ -200,5 +220,6 @@ def run_refresh(url: str, request: RefreshRequest) -> RefreshResult:
         checksum = source_checksum(info, spec)
         return _load(url, request, info, columns, checksum, started_at, rejects)
     except SourceError as exc:
-        record.write_failure(url, spec, started_at, str(request.source_path), str(exc), len(rejects) or None)
+        record.write_failure(url, spec, started_at, request.logged_source(request.source_path),
+                             request.logged_message(str(exc)), len(rejects) or None)
         raise

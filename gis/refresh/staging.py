@@ -16,6 +16,7 @@ import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 
 import numpy as np
@@ -108,6 +109,10 @@ class Delivery:
 
     current: dict[str, bytes]  # fid -> row hash of the layer's current rows (empty for a first load)
     seen: dict[str, int] = field(default_factory=dict)  # fid -> its first source row
+    # Layers whose source gives valid_from: the time a row delivered without it starts (the refresh transaction's
+    # now()), and fid -> the start of each current row (merge.current_starts).
+    delivered_at: datetime | None = None
+    starts: dict[str, datetime] = field(default_factory=dict)
     unchanged: int = 0
     sent: int = 0
 
@@ -116,12 +121,37 @@ class Delivery:
         return [fid for fid in self.current if fid not in self.seen]
 
 
+def with_starts(batch: NormalisedBatch, spec: LayerSpec, delivery: Delivery) -> NormalisedBatch:
+    """The batch with an empty valid_from filled as it will be stored, so the row is hashed over what the layer
+    keeps and the SQL hash of the stored row (the edit trigger's, `gis migrate`'s) is the same: a row otherwise
+    equal to its current version keeps that version's start (nothing new was delivered); any other starts at the
+    delivery time."""
+    if not spec.source.valid_from:
+        return batch
+    missing = batch.frame["valid_from"].isna().to_numpy()
+    if not missing.any():
+        return batch
+    if delivery.delivered_at is None:
+        raise ValueError("a delivery of a layer with source-given validity needs its delivery time")
+    frame = batch.frame.copy()
+    kept = frame["fid"].map(delivery.starts)
+    frame["valid_from"] = frame["valid_from"].astype(object)
+    frame.loc[missing, "valid_from"] = kept[missing]
+    hashes = row_hashes(NormalisedBatch(batch.first_row, frame, batch.geometries), spec)
+    same = np.array([delivery.current.get(fid) == h for fid, h in zip(frame["fid"].tolist(), hashes, strict=True)],
+                    dtype=bool)
+    frame.loc[missing & ~same, "valid_from"] = delivery.delivered_at
+    frame["valid_from"] = pd.to_datetime(frame["valid_from"], utc=True)
+    return NormalisedBatch(batch.first_row, frame, batch.geometries)
+
+
 def csv_rows(batch: NormalisedBatch, spec: LayerSpec, mode: LoadMode, refresh_id: int, skip: np.ndarray,
              delivery: Delivery, rejects: Rejects) -> str:
     """The batch's rows for copy_stream: new and changed ones only (an unchanged row is counted, not sent).
 
     Rows already rejected (`skip`) are left out; a fid seen twice rejects both rows.
     """
+    batch = with_starts(batch, spec, delivery)
     frame = canonical_frame(batch, spec)
     hashes = row_hashes(batch, spec)
     send = np.zeros(len(frame), dtype=bool)

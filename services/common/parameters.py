@@ -18,7 +18,7 @@ share (`collectionId`, `featureId`) are declared here too, so every route and th
 
 import copy
 import inspect
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, get_type_hints
 
@@ -129,18 +129,6 @@ class Declaration:
         return ogc.query_params(request, self.names | extra)
 
 
-def declared(cls: type[Declaration]) -> Any:
-    """`Depends` for a declaration, built on the event loop. FastAPI runs a class dependency (any plain callable) in
-    its thread pool: a hand-off to a thread and back on every request, a fifth of one item's CPU (measured with
-    py-spy). An async function with the class's signature takes the same query parameters and builds it in place."""
-    async def build(**values: Any) -> Declaration:
-        return cls(**values)
-
-    build.__signature__ = inspect.signature(cls)  # type: ignore[attr-defined]
-    build.__name__ = cls.__name__
-    return Depends(build)
-
-
 # -- the parameters -------------------------------------------------------------------------------------------
 
 _CITY_BOX = [123.2, 41.6, 123.7, 42.0]  # examples are values every layer takes (tests send them)
@@ -203,6 +191,18 @@ COVERAGE_FORMAT = declare("f", "File format of the coverage: GeoTIFF (also writt
 Text = str | None  # a parameter's value as sent; None when left out
 
 
+def on_loop[D: Declaration](cls: type[D]) -> Callable[..., Awaitable[D]]:
+    """A declaration as a dependency FastAPI calls on the event loop. Given the class itself (`Depends()`), FastAPI
+    runs it in its thread pool, as it does every callable that is not a coroutine function: two thread switches
+    per request (and the GIL passed back and forth under load) to make a small dataclass. The same parameters,
+    read from the class's signature, so the route's query parameters and its OpenAPI entry stay the same."""
+    async def make(**values: Any) -> D:
+        return cls(**values)
+
+    make.__signature__ = inspect.signature(cls)  # type: ignore[attr-defined]
+    return make
+
+
 @dataclass(frozen=True)
 class DocumentParameters(Declaration):
     """A document in JSON or HTML (the landing page, /collections, a collection, queryables, the catalog...)."""
@@ -210,7 +210,7 @@ class DocumentParameters(Declaration):
     f: Annotated[Text, F] = None
 
 
-Document = Annotated[DocumentParameters, declared(DocumentParameters)]  # what a route that serves a document takes
+Document = Annotated[DocumentParameters, Depends(on_loop(DocumentParameters))]  # what a route serving a document takes
 
 
 @dataclass(frozen=True)
@@ -299,17 +299,6 @@ class CoverageParameters(Declaration):
     subset_crs: Annotated[Text, SUBSET_CRS] = None
     datetime: Annotated[Text, RASTER_DATETIME] = None
     f: Annotated[Text, COVERAGE_FORMAT] = None
-
-
-# What a route takes: `given: ItemsGiven` (each built on the event loop, see `declared`).
-ItemsGiven = Annotated[ItemsParameters, declared(ItemsParameters)]
-ItemGiven = Annotated[ItemParameters, declared(ItemParameters)]
-HistoryGiven = Annotated[HistoryParameters, declared(HistoryParameters)]
-DownloadGiven = Annotated[DownloadParameters, declared(DownloadParameters)]
-CatalogGiven = Annotated[CatalogParameters, declared(CatalogParameters)]
-TileGiven = Annotated[TileParameters, declared(TileParameters)]
-RasterGiven = Annotated[RasterParameters, declared(RasterParameters)]
-CoverageGiven = Annotated[CoverageParameters, declared(CoverageParameters)]
 
 
 # -- what the declarations feed: the OpenAPI document and the audit -------------------------------------------

@@ -7,11 +7,11 @@ sees no totals, as in the collection documents.
 """
 
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from gis import catalog
@@ -21,7 +21,7 @@ from services.auth import visibility
 from services.common import ogc
 from services.common.collections import download_links
 from services.common.html import html_page
-from services.common.parameters import CatalogGiven, Document
+from services.common.parameters import CatalogParameters, Document
 from services.common.state import app_state
 
 router = APIRouter(tags=["OGC API Records"])
@@ -93,7 +93,7 @@ async def catalog_collection(given: Document, request: Request) -> Response:
 
 
 @router.get(f"{PATH}/items", summary="Search the catalog: q, bbox, datetime (OGC API Records)")
-async def search(given: CatalogGiven, request: Request) -> Response:
+async def search(given: Annotated[CatalogParameters, Depends()], request: Request) -> Response:
     params = given.check(request)
     as_html = ogc.wants_html(request, params)
     q = catalog.parse_catalog_query(params)

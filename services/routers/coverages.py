@@ -8,9 +8,9 @@ configured with one fixed file, while a layer here is a sequence of versioned CO
 """
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
 from rasterio.warp import transform_bounds
 from starlette.concurrency import run_in_threadpool
@@ -22,7 +22,7 @@ from gis.layers import RasterSpec
 from gis.rasters import read
 from services.auth import read_audit, visibility
 from services.common import ogc
-from services.common.parameters import CollectionId, CoverageGiven, Document, RasterGiven
+from services.common.parameters import CollectionId, CoverageParameters, Document, RasterParameters
 from services.common.rasters import GEOTIFF, cache_scope, crs_uri, matches, parse_time, version_of
 
 router = APIRouter(tags=["OGC API Coverages"])
@@ -78,7 +78,7 @@ async def schema(collectionId: CollectionId, given: Document, request: Request) 
 
 
 @router.get("/collections/{collectionId}/coverage/domainset", summary="A raster's grid (domain set)")
-async def domainset(collectionId: CollectionId, given: RasterGiven,
+async def domainset(collectionId: CollectionId, given: Annotated[RasterParameters, Depends()],
                     request: Request) -> Response:
     spec = visibility.raster_view(request, collectionId)
     given.check(request)
@@ -172,7 +172,7 @@ def coverage_bounds(spec: RasterSpec, params: dict[str, str]) -> read.Bounds | N
 
 @router.get("/collections/{collectionId}/coverage", summary="A raster as GeoTIFF, whole or a subset",
             response_class=Response, responses={200: {"content": {GEOTIFF: {}}}, 304: {"description": "Not modified"}})
-async def coverage(collectionId: CollectionId, given: CoverageGiven, request: Request,
+async def coverage(collectionId: CollectionId, given: Annotated[CoverageParameters, Depends()], request: Request,
                    if_none_match: str | None = Header(default=None)) -> Response:
     spec = visibility.raster_view(request, collectionId)
     params = given.check(request)

@@ -9,11 +9,11 @@ and deleted; CSV streams straight from PostgreSQL's COPY.
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import Annotated, BinaryIO
 from urllib.parse import urlencode
 
 import psycopg
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 
 from gis import downloads
@@ -26,7 +26,7 @@ from gis.security.policy import LayerView
 from services.auth import read_audit, visibility
 from services.common import limits
 from services.common.collections import blame, download_links
-from services.common.parameters import CollectionId, DownloadGiven
+from services.common.parameters import CollectionId, DownloadParameters
 from services.common.state import app_state
 
 router = APIRouter(tags=["Downloads"])
@@ -63,7 +63,7 @@ def _refused(exc: psycopg.Error, parameter: str | None) -> Exception:
 @router.get("/collections/{collectionId}/download", summary="A layer as a GeoPackage, FlatGeobuf, "
             "zipped Shapefile or CSV file, with the filters of /items",
             responses={200: {"content": {info.media_type.split(";")[0]: {} for info in FORMATS.values()}}})
-async def download(collectionId: CollectionId, given: DownloadGiven,
+async def download(collectionId: CollectionId, given: Annotated[DownloadParameters, Depends()],
                    request: Request) -> Response:
     view = visibility.layer_view(request, collectionId)
     spec = view.spec

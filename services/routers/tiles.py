@@ -13,7 +13,7 @@ from datetime import datetime as DateTime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
 
 from gis import tiles as mvt
@@ -22,7 +22,7 @@ from gis.features.cql2 import Filter
 from gis.features.temporal import CITY_TIME, TimeRange, parse_datetime
 from gis.layers import AccessClass, FieldType, LayerSpec
 from services.auth import read_audit, visibility
-from services.common.parameters import CollectionId, TileGiven
+from services.common.parameters import CollectionId, TileParameters
 from services.common.state import AppState, State
 
 router = APIRouter(tags=["Tiles"])
@@ -301,7 +301,7 @@ def _cache_control(spec: LayerSpec) -> str:
                304: {"description": "Not modified"}},
 )
 async def tile(request: Request, state: State, collectionId: CollectionId, tileMatrixSetId: str,
-               tileMatrix: int, tileRow: int, tileCol: int, given: TileGiven,
+               tileMatrix: int, tileRow: int, tileCol: int, given: Annotated[TileParameters, Depends()],
                if_none_match: Annotated[str | None, Header()] = None) -> Response:
     view = visibility.layer_view(request, collectionId)
     spec = view.spec
