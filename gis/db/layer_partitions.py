@@ -98,10 +98,10 @@ def is_new(conn: psycopg.Connection, spec: LayerSpec) -> bool:
 
 
 def ensure_partitions(conn: psycopg.Connection, spec: LayerSpec, from_month: datetime | None = None,
-                      backfill: bool = False) -> int:
+                      backfill: bool = False, months_ahead: int = MONTHS_AHEAD) -> int:
     """The default partition and the monthly ones from `from_month` (else this month, or BACKFILL_MONTHS back
-    for new tables) to MONTHS_AHEAD ahead, on both tables; returns how many were made. Past months are made only
-    for tables without rows: one made later could clash with rows the default partition holds for it."""
+    for new tables) to `months_ahead` ahead, on both tables; returns how many were made. Rows the default
+    partition holds for a month made now (readings delivered dated months ahead) move into it (migration 031)."""
     if spec.partition is None:
         return 0
     months_back = BACKFILL_MONTHS if backfill else 0
@@ -110,7 +110,7 @@ def ensure_partitions(conn: psycopg.Connection, spec: LayerSpec, from_month: dat
         row = conn.execute(
             "SELECT ops.ensure_monthly_partitions_in(format('%%I.%%I', %s::text, %s::text)::regclass, %s, "
             "coalesce(%s::timestamptz, now() - make_interval(months => %s))::date, %s)",
-            (spec.domain.value, table, SCHEMA, from_month, months_back, MONTHS_AHEAD)).fetchone()
+            (spec.domain.value, table, SCHEMA, from_month, months_back, months_ahead)).fetchone()
         made += int(row[0]) if row else 0
     return made
 

@@ -4,8 +4,9 @@
   whole (DETACH, then DROP: no row-by-row delete, no bloat); rows of the default partition older than
   the retention are deleted; the coming months' partitions are made.
 - event layers declared `partition: month` (sensor_readings, gis.db.layer_partitions): months of readings (and
-  their corrections in history) older than event_retention_days dropped whole; the layer's count, time extent
-  and version move with them (one ops.refresh_log row), so caches and ETags keyed by the version renew.
+  their corrections in history) older than event_retention_days dropped whole; the layer's count, spatial and
+  time extents (measured again from the rows kept) and version move with them (one ops.refresh_log row), so
+  caches and ETags keyed by the version renew.
 - ops.jobs rows of synchronous process calls (their caller has had the answer) go after
   sync_job_retention_minutes.
 - the bytes of finished deliveries (ops.deliveries.content) go after delivery_retention_days; the row stays
@@ -22,6 +23,7 @@ from psycopg import sql
 
 from gis.db import layer_partitions
 from gis.layers import LayerRegistry, LayerSpec
+from gis.refresh import record
 from gis.settings import Settings
 
 MONTHS_AHEAD = 3
@@ -70,15 +72,6 @@ INSERT INTO ops.refresh_log (refresh_id, layer_id, status, started_at, source_pa
                              unchanged, message)
 VALUES (%(rid)s, %(layer)s, 'succeeded', %(started)s, 'gis ops prune', 0, 0, 0, 0, %(message)s)
 """
-_PRUNE_STATS = sql.SQL("""
-UPDATE ops.layer_stats SET row_count = greatest(row_count - %(removed)s, 0),
-  time_extent = CASE WHEN time_extent IS NULL THEN NULL
-                     ELSE ARRAY[(SELECT min({key}) FROM {table}), time_extent[2]] END,
-  last_refresh_id = %(rid)s, changed_refresh_id = %(rid)s, changed_at = now()
-WHERE layer_id = %(layer)s
-""")
-
-
 def _prune_layer(conn: psycopg.Connection, spec: LayerSpec, cutoff: datetime) -> layer_partitions.Dropped:
     """Under the layer's write lock (as a refresh or a readings post takes it), so refresh ids stay in commit
     order for the warnings' watch."""
@@ -92,8 +85,9 @@ def _prune_layer(conn: psycopg.Connection, spec: LayerSpec, cutoff: datetime) ->
         rid = int(row[0])
         message = f"retention: {gone.current_rows} rows observed before {cutoff.isoformat(timespec='seconds')} removed"
         conn.execute(_PRUNE_LOG, {"rid": rid, "layer": spec.id, "started": started, "message": message})
-        conn.execute(_PRUNE_STATS.format(key=layer_partitions.key_column(spec), table=sql.Identifier(
-            spec.domain.value, spec.id)), {"removed": gone.current_rows, "rid": rid, "layer": spec.id})
+        # Counted and measured again from what remains: the extents the collection shows shrink with the months
+        # dropped (one scan of the kept readings, once a day at most).
+        record.recompute_stats(conn, spec, rid)
     return gone
 
 

@@ -7,6 +7,7 @@ layer skips staging altogether (see staging.LoadMode).
 
 import io
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -101,6 +102,15 @@ def current_rows(conn: psycopg.Connection, spec: LayerSpec) -> CurrentRows:
                                                             quoted_strings_can_be_null=False))
     fids = pd.Index(table.column("fid").to_numpy(), dtype=object)
     return CurrentRows(fids, table.column("hash").to_numpy().view(np.uint64))
+
+
+def current_starts(conn: psycopg.Connection, spec: LayerSpec) -> dict[str, datetime]:
+    """fid -> valid_from of the layer's current rows, for a layer whose source gives it (else empty): a row
+    delivered without its start keeps the stored one when nothing else changed (staging.with_starts)."""
+    if not spec.source.valid_from:
+        return {}
+    rows = conn.execute(sql.SQL("SELECT fid, valid_from FROM {}").format(ids.current_table(spec))).fetchall()
+    return dict(rows)
 
 
 def merge(conn: psycopg.Connection, spec: LayerSpec, refresh_id: int, gone: list[str],

@@ -38,7 +38,7 @@ def write_success(conn: psycopg.Connection, spec: LayerSpec, refresh_id: int, st
     changed = counts.inserted or counts.updated or counts.closed
     exists = conn.execute("SELECT 1 FROM ops.layer_stats WHERE layer_id = %s", (spec.id,)).fetchone()
     if changed or not exists:
-        _recompute_stats(conn, spec, refresh_id)
+        recompute_stats(conn, spec, refresh_id)
     else:
         conn.execute("UPDATE ops.layer_stats SET last_refresh_id = %s WHERE layer_id = %s", (refresh_id, spec.id))
     conn.execute(
@@ -58,7 +58,8 @@ def _time_extent_sql(spec: LayerSpec) -> sql.Composed:
     ).format(ids.current_table(spec), ids.history_table(spec))
 
 
-def _recompute_stats(conn: psycopg.Connection, spec: LayerSpec, refresh_id: int) -> None:
+def recompute_stats(conn: psycopg.Connection, spec: LayerSpec, refresh_id: int) -> None:
+    """The layer's count, spatial and time extents from its rows, its version moved to `refresh_id`."""
     stats = conn.execute(sql.SQL(
         "SELECT n, ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) "
         "FROM (SELECT count(*) AS n, ST_Extent(geom) AS e FROM {}) x"

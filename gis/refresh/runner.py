@@ -151,7 +151,8 @@ def _load(url: str, request: RefreshRequest, info: sources.SourceInfo, columns: 
             timer.lap("record")
             return RefreshResult(spec.id, refresh_id, True, MergeCounts(0, 0, 0, 0), sum(timer.timings.values()))
         refresh_id = record.next_refresh_id(conn)
-        # Source-given validity may be missing on a row; the merge fills it, so those layers always merge.
+        # Source-given validity may be missing on a row: filled from the stored start or the delivery time
+        # (staging.with_starts), which needs the layer's rows, so those layers always merge.
         first_load = not spec.has_valid_time and merge.layer_is_empty(conn, spec)
         mode = LoadMode.first_load if first_load else LoadMode.merge
         if first_load:
@@ -159,7 +160,10 @@ def _load(url: str, request: RefreshRequest, info: sources.SourceInfo, columns: 
             delivery = staging.Delivery(staging.CurrentRows.empty())
         else:
             staging.create_staging(conn, spec)
-            delivery = staging.Delivery(merge.current_rows(conn, spec))
+            delivered_at = conn.execute("SELECT now()").fetchone()
+            delivery = staging.Delivery(merge.current_rows(conn, spec),
+                                        delivered_at=delivered_at[0] if delivered_at else None,
+                                        starts=merge.current_starts(conn, spec))
         timer.lap("compare")
         _stream(conn, request, info, columns, mode, refresh_id, delivery, rejects, timer)
         _fail_on_rejects(rejects, request)

@@ -16,7 +16,9 @@ the same delivery writes nothing; the comparison is one vectorised look-up per b
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -117,11 +119,19 @@ class CurrentRows:
     def empty() -> "CurrentRows":
         return CurrentRows(pd.Index([], dtype=object), np.zeros(0, dtype=np.uint64))
 
-    def positions(self, fids: pd.Series) -> NDArray[np.intp]:
+    def positions(self, fids: "pd.Series[Any]") -> NDArray[np.intp]:
         """Each fid's position among the current rows, -1 where the layer has none."""
         if not len(self.fids):
             return np.full(len(fids), -1, dtype=np.intp)
         return self.fids.get_indexer(pd.Index(fids.astype(object)))
+
+    def compare(self, fids: "pd.Series[Any]", digests: bytes) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+        """Each row's position among the current rows (-1: none), and whether its hash equals that row's."""
+        positions = self.positions(fids)
+        known = positions >= 0
+        stored = np.zeros(len(fids), dtype=np.uint64)
+        stored[known] = self.hashes[positions[known]]
+        return positions, known & (stored == as_integers(digests))
 
 
 def as_integers(digests: bytes) -> NDArray[np.uint64]:
@@ -133,6 +143,10 @@ class Delivery:
     """What streaming a delivery learns: the fids seen, and how many rows equal the layer's current ones."""
 
     current: CurrentRows
+    # Layers whose source gives valid_from: the time a row delivered without it starts (the refresh transaction's
+    # now()), and fid -> the start of each current row (merge.current_starts).
+    delivered_at: datetime | None = None
+    starts: dict[str, datetime] = field(default_factory=dict)
     seen: NDArray[np.bool_] = field(init=False)  # per current row: the delivery has its fid
     fids: list[row_hash.Column] = field(default_factory=list)  # every accepted row's fid, batch by batch
     rows: list[NDArray[np.int64]] = field(default_factory=list)  # ... and its source row
@@ -160,6 +174,34 @@ class Delivery:
             rejects.add(int(rows[position]), fids[int(position)].as_py(), DUPLICATE)
 
 
+def _arrow_columns(batch: NormalisedBatch, spec: LayerSpec) -> list[row_hash.Column]:
+    return [row_hash.arrow_column(batch.geometries if kind is None else batch.frame[name], kind)
+            for name, kind in row_hash.columns(spec)]
+
+
+def with_starts(batch: NormalisedBatch, spec: LayerSpec, delivery: Delivery) -> NormalisedBatch:
+    """The batch with an empty valid_from filled as it will be stored, so the row is hashed over what the layer
+    keeps and the SQL hash of the stored row (the edit trigger's, `gis migrate`'s) is the same: a row otherwise
+    equal to its current version keeps that version's start (nothing new was delivered); any other starts at the
+    delivery time."""
+    if not spec.source.valid_from:
+        return batch
+    missing = batch.frame["valid_from"].isna().to_numpy()
+    if not missing.any():
+        return batch
+    if delivery.delivered_at is None:
+        raise ValueError("a delivery of a layer with source-given validity needs its delivery time")
+    frame = batch.frame.copy()
+    kept = frame["fid"].map(delivery.starts)
+    frame["valid_from"] = frame["valid_from"].astype(object)
+    frame.loc[missing, "valid_from"] = kept[missing]
+    kept_batch = NormalisedBatch(batch.first_row, frame, batch.geometries)
+    _, same = delivery.current.compare(frame["fid"], row_hash.digests(_arrow_columns(kept_batch, spec)))
+    frame.loc[missing & ~same, "valid_from"] = delivery.delivered_at
+    frame["valid_from"] = pd.to_datetime(frame["valid_from"], utc=True)
+    return NormalisedBatch(batch.first_row, frame, batch.geometries)
+
+
 def record_batch(batch: NormalisedBatch, spec: LayerSpec, mode: LoadMode, refresh_id: int, skip: np.ndarray,
                  delivery: Delivery) -> pa.RecordBatch:
     """The batch's rows for copy_stream: new and changed ones only (an unchanged row is counted, not sent).
@@ -167,17 +209,14 @@ def record_batch(batch: NormalisedBatch, spec: LayerSpec, mode: LoadMode, refres
     Rows already rejected (`skip`) are left out; duplicate fids are found once the whole delivery is read
     (Delivery.reject_duplicates).
     """
+    batch = with_starts(batch, spec, delivery)
     frame = batch.frame
-    arrays = [row_hash.arrow_column(batch.geometries if kind is None else frame[name], kind)
-              for name, kind in row_hash.columns(spec)]
+    arrays = _arrow_columns(batch, spec)
     digests = row_hash.digests(arrays)
     accepted = ~skip
-    positions = delivery.current.positions(frame["fid"])
-    known = positions >= 0
-    stored = np.zeros(len(frame), dtype=np.uint64)
-    stored[known] = delivery.current.hashes[positions[known]]
-    same = accepted & known & (stored == as_integers(digests))
-    delivery.seen[positions[accepted & known]] = True
+    positions, same = delivery.current.compare(frame["fid"], digests)
+    same &= accepted
+    delivery.seen[positions[accepted & (positions >= 0)]] = True
     delivery.fids.append(arrays[0].filter(pa.array(accepted)))
     delivery.rows.append(np.flatnonzero(accepted) + batch.first_row)
     delivery.unchanged += int(same.sum())
