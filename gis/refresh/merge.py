@@ -40,6 +40,7 @@ def _names(spec: LayerSpec) -> dict[str, sql.Composable]:
         "fields": sql.SQL(", ").join(fields),
         "c_fields": sql.SQL(", ").join(sql.SQL("c.{}").format(f) for f in fields),
         "s_fields": sql.SQL(", ").join(sql.SQL("s.{}").format(f) for f in fields),
+        "o_fields": sql.SQL(", ").join(sql.SQL("o.{}").format(f) for f in fields),
         "set_fields": sql.SQL(", ").join(sql.SQL("{0} = s.{0}").format(f) for f in fields),
     }
 
@@ -59,17 +60,18 @@ def _close_missing(conn: psycopg.Connection, n: dict[str, sql.Composable], refre
 
 
 def _update_changed(conn: psycopg.Connection, n: dict[str, sql.Composable], refresh_id: int) -> int:
-    """A changed row's old version goes to history, closed where the new one starts."""
-    conn.execute(sql.SQL(
-        "INSERT INTO {history} (fid, {fields}, geom, valid_from, valid_to, row_hash, refresh_id, "
-        "closed_refresh_id) SELECT c.fid, {c_fields}, c.geom, c.valid_from, "
-        "greatest(coalesce(s.valid_from, now()), c.valid_from), c.row_hash, c.refresh_id, %(rid)s "
-        "FROM {current} c JOIN {staging} s ON s.fid = c.fid WHERE s.row_hash <> c.row_hash"
-    ).format(**n), {"rid": refresh_id})
+    """A changed row takes its new version in place, and its old version goes to history, closed where the new
+    one starts: one statement, one pass over the staged rows. The old values come from a second reference to
+    the layer (`o`, the same row by its ctid), which the UPDATE reads as it was before it changed anything."""
     cursor = conn.execute(sql.SQL(
-        "UPDATE {current} c SET {set_fields}, geom = s.geom, valid_from = coalesce(s.valid_from, now()), "
+        "WITH old AS (UPDATE {current} c SET {set_fields}, geom = s.geom, valid_from = coalesce(s.valid_from, now()), "
         "valid_to = s.valid_to, row_hash = s.row_hash, refresh_id = %(rid)s "
-        "FROM {staging} s WHERE s.fid = c.fid AND s.row_hash <> c.row_hash"
+        "FROM {staging} s JOIN {current} o ON o.fid = s.fid "
+        "WHERE c.fid = s.fid AND o.ctid = c.ctid AND o.tableoid = c.tableoid AND s.row_hash <> c.row_hash "
+        "RETURNING o.fid, {o_fields}, o.geom, o.valid_from, greatest(coalesce(s.valid_from, now()), o.valid_from) "
+        "AS closed_at, o.row_hash, o.refresh_id) "
+        "INSERT INTO {history} (fid, {fields}, geom, valid_from, valid_to, row_hash, refresh_id, closed_refresh_id) "
+        "SELECT fid, {fields}, geom, valid_from, closed_at, row_hash, refresh_id, %(rid)s FROM old"
     ).format(**n), {"rid": refresh_id})
     return cursor.rowcount
 

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from gis.errors import SourceError
 from gis.layers import SourceFormat, SourceSpec
 
-BATCH_ROWS = 100_000
+BATCH_ROWS = 50_000  # with one read ahead and one in the COPY queue, a few batches in memory at once
 # Files that make up one Shapefile delivery; all of them count for its checksum.
 SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
 
