@@ -60,9 +60,21 @@ def measure(args: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A free port on 127.0.0.1: from GIS_BENCH_PORTS (`first-last`) when set, so runs on a shared machine keep to
+    the range they were given (and out of the kernel's outgoing range), else any the kernel hands out."""
+    wanted = os.environ.get("GIS_BENCH_PORTS")
+    candidates = [0]
+    if wanted:
+        first, last = (int(n) for n in wanted.split("-"))
+        candidates = list(range(first, last + 1))
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise RuntimeError(f"no free port in GIS_BENCH_PORTS={wanted}")
 
 
 class Server:

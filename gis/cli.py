@@ -192,7 +192,7 @@ def _watch(args: argparse.Namespace, settings: Settings, registry: LayerRegistry
         print(f"{outcome['layer']}: {outcome['status']}: {summary} ({outcome['file']})", flush=True)
 
     return 1 if watch(database_url(settings), registry, Path(args.watch), settings.city_extent,
-                      settings.rejects_dir, report, once=args.once) else 0
+                      settings.rejects_dir, report, once=args.once, scratch_dir=settings.temp_dir) else 0
 
 
 def _cut_at(value: str | None) -> datetime | None:

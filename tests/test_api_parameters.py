@@ -5,6 +5,7 @@ So adding a query parameter to /items is one new field of `ItemsParameters`: eve
 the declaration, the document and the served answers, and none has to change with it.
 """
 
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +13,7 @@ import httpx
 import psycopg
 import pytest
 from api_models import error
+from fastapi.routing import APIRoute
 
 from services.common.parameters import (
     Declaration,
@@ -20,6 +22,7 @@ from services.common.parameters import (
     ItemParameters,
     ItemsParameters,
 )
+from services.routers import features, landing
 
 AUDITED = "pipelines"  # an internal layer: each read of it is one ops.audit_log row
 ITEMS = "/collections/{collectionId}/items"
@@ -107,3 +110,15 @@ def test_the_audit_records_each_declared_items_parameter(client: httpx.Client, d
             recorded |= given.keys()
             pending = {k: v for k, v in pending.items() if k not in given}
     assert recorded == ItemsParameters.names
+
+
+def test_the_pages_parameters_are_made_on_the_event_loop() -> None:
+    # FastAPI runs a dependency that is not a coroutine function (a class given to Depends()) in its thread pool:
+    # two thread switches per request for a dataclass. The features routes and every document route take theirs
+    # from coroutine functions (parameters.on_loop).
+    routes = {r.path: r for router in (features.router, landing.router) for r in router.routes
+              if isinstance(r, APIRoute)}
+    for path in [*(p for p in ENDPOINTS if p != "/collections/{collectionId}/download"), "/collections/{collectionId}",
+                 "/collections", "/"]:
+        made = [d.call for d in routes[path].dependant.dependencies if d.call is not None]
+        assert made and all(inspect.iscoroutinefunction(call) for call in made), path

@@ -4,6 +4,7 @@ The pipelines of a clone are given a realistic history: every segment has an old
 them changed again later, and a tenth were removed. An as-of page is then compared with a page of "now".
 """
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -245,3 +246,49 @@ def test_declared_indexes_are_made_by_migrate(conn: psycopg.Connection, registry
     declared = {f"{spec.id}_{index.name}" for spec in registry.values() if spec.domain == "pipeline"
                 for index in spec.indexes}
     assert {"pipelines_utility_idx", "pipelines_from_node", "sensor_readings_sensor_idx"} <= declared <= found
+
+
+def generic_plan_scans(conn: psycopg.Connection, spec: LayerSpec, params: dict[str, str]) -> list[dict[str, Any]]:
+    """As plan_scans, for the plan the service runs after a few requests: the driver prepares each statement
+    (prepare=True), and PostgreSQL then plans it once for any values (a generic plan), the literals unknown."""
+    statement = items_statement(spec, parse_items_query(spec, params))
+    assert isinstance(statement.query, bytes)
+    names: list[str] = []
+
+    def numbered(match: re.Match[bytes]) -> bytes:
+        name = match.group(1).decode()
+        if name not in names:
+            names.append(name)
+        return b"$%d" % (names.index(name) + 1)
+
+    text = re.sub(rb"%\((\w+)\)s", numbered, statement.query)
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    conn.execute(b"PREPARE gis_generic AS " + text)
+    try:
+        values = [statement.params[n] for n in names]
+        arguments = ", ".join(["%s"] * len(values)).encode()
+        # the values written into EXECUTE's arguments (PostgreSQL types them after the prepared statement's)
+        plan = psycopg.ClientCursor(conn).execute(
+            b"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE gis_generic(" + arguments + b")", values).fetchone()[0][0]["Plan"]
+    finally:
+        conn.execute("DEALLOCATE gis_generic")
+        conn.execute("RESET plan_cache_mode")
+    return [s for s in _scans(plan) if s["Relation Name"] == "pipelines"]
+
+
+@pytest.mark.parametrize(("cql2", "index"), [
+    ("utility = 'sewer'", "pipelines_utility_idx"),
+    ("diameter_mm > 500 AND material = 'HDPE'", "pipelines_material_idx"),
+])
+def test_the_prepared_filtered_page_keeps_to_the_index_for_any_value(conn: psycopg.Connection,
+                                                                    pipelines: LayerSpec, cql2: str,
+                                                                    index: str) -> None:
+    # The plan made once for every value of the filter's literals reads the same index as the plan for these
+    # values: the page reads its rows and one more, the count no row of the table (the visibility map answers).
+    scans = generic_plan_scans(conn, pipelines, {"limit": "100", "filter": cql2})
+    assert {(s["Node Type"], s.get("Index Name")) for s in scans} <= {("Index Scan", index),
+                                                                      ("Index Only Scan", index)}
+    page = [s for s in scans if s["Node Type"] == "Index Scan"]
+    counts = [s for s in scans if s["Node Type"] == "Index Only Scan"]
+    assert len(page) == 1 and page[0]["Actual Rows"] + page[0].get("Rows Removed by Filter", 0) <= 101
+    assert len(counts) == 1 and counts[0]["Heap Fetches"] == 0 and counts[0]["Actual Rows"] <= 1001

@@ -76,6 +76,11 @@ def _job(conn: psycopg.Connection, job_id: str, **values: Any) -> None:
                          "AND status <> 'dismissed'").format(sets), {**values, "job": job_id})
 
 
+def source_name(delivery_id: int, filename: str) -> str:
+    """How ops.refresh_log names a delivery's source: its number and the file name it was sent with."""
+    return f"delivery {delivery_id}: {filename}"
+
+
 def run_delivery(url: str, spec: LayerSpec, delivery_id: int, city_extent: Extent, rejects_dir: Path,
                  scratch_dir: Path | None = None) -> dict[str, Any]:
     """The job: load the delivery with the refresh job (unpacked in `scratch_dir`, the temp_dir setting); its
@@ -106,7 +111,8 @@ def run_delivery(url: str, spec: LayerSpec, delivery_id: int, city_extent: Exten
                 unpacked = directory
                 path = unpack(filename, bytes(content), spec.source, Path(directory))
                 refreshed = run_refresh(url, RefreshRequest(spec, path, city_extent, rejects_dir, progress=False,
-                                                            cut_at=cut_at, on_progress=progress))
+                                                            cut_at=cut_at, on_progress=progress,
+                                                            source_name=source_name(delivery_id, filename)))
             c = refreshed.counts
             result: dict[str, Any] = {
                 "status": "succeeded", "refresh_id": refreshed.refresh_id, "unchanged_file": refreshed.source_unchanged,

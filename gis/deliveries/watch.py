@@ -43,14 +43,14 @@ def _settle(path: Path, sizes: dict[Path, int]) -> bool:
 
 
 def _take(url: str, registry: LayerRegistry, layer_id: str, path: Path, city_extent: Extent,
-          rejects_dir: Path) -> dict[str, object]:
+          rejects_dir: Path, scratch_dir: Path | None) -> dict[str, object]:
     spec = registry[layer_id]
     sender = store.Sender(f"watch:{getpass.getuser()}@{socket.gethostname()}:{path.parent}", "watched-folder",
                           "watch")
     try:
         with psycopg.connect(url) as conn:
             received = store.receive(conn, spec, sender, path.name, path.read_bytes(), None, None)
-        result = store.run_delivery(url, spec, received.delivery_id, city_extent, rejects_dir)
+        result = store.run_delivery(url, spec, received.delivery_id, city_extent, rejects_dir, scratch_dir)
         result = {"delivery_id": received.delivery_id, **result}
     except GisError as exc:
         result = {"status": "failed", "message": str(exc)}
@@ -64,8 +64,10 @@ def _take(url: str, registry: LayerRegistry, layer_id: str, path: Path, city_ext
 
 
 def watch(url: str, registry: LayerRegistry, directory: Path, city_extent: Extent, rejects_dir: Path,
-          report: Callable[[dict[str, object]], None], once: bool = False, interval_s: float = 5.0) -> int:
-    """Take deliveries as they arrive; with `once`, those present now, then return the number of failures."""
+          report: Callable[[dict[str, object]], None], once: bool = False, interval_s: float = 5.0,
+          scratch_dir: Path | None = None) -> int:
+    """Take deliveries as they arrive; with `once`, those present now, then return the number of failures. Each
+    is unpacked in a directory of its own under `scratch_dir` (the temp_dir setting; None: the system's)."""
     if not directory.is_dir():
         raise GisError(f"--watch: {directory} is not a directory")
     sizes: dict[Path, int] = {}
@@ -76,7 +78,7 @@ def watch(url: str, registry: LayerRegistry, directory: Path, city_extent: Exten
             if not once and not _settle(path, sizes):
                 waiting = True
                 continue
-            outcome = _take(url, registry, layer_id, path, city_extent, rejects_dir)
+            outcome = _take(url, registry, layer_id, path, city_extent, rejects_dir, scratch_dir)
             failures += outcome["status"] != "succeeded"
             report(outcome)
         if once and not waiting:

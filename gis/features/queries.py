@@ -21,6 +21,7 @@ from psycopg import sql
 from gis import identifiers as ids
 from gis.features import crs as crs_
 from gis.features.cql2 import Filter
+from gis.features.cql2.cache import as_sql, translated
 from gis.features.cql2.to_sql import translate
 from gis.features.params import ItemsQuery
 from gis.features.queryables import queryables, response_properties
@@ -286,14 +287,27 @@ def filter_predicates(spec: LayerSpec, q: ItemsQuery, params: dict[str, object]
     """(predicates, caller): the conditions for source(). With a row rule (q.rows) the rule, the bbox and the
     keyset are the predicates and the caller's CQL2 filter goes above the fence; without one, all are predicates
     (the planner may then use the filter's indexes)."""
+    return _conditions(spec, q, params, _translations(spec, q, params))
+
+
+def _translations(spec: LayerSpec, q: ItemsQuery, params: dict[str, object]) -> tuple[bytes | None, bytes | None]:
+    """The row rule's and the filter's SQL text (kept per filter: gis.features.cql2.cache); values into params."""
+    rows = translated(q.rows, spec, q.filter_crs, params, "rows") if q.rows is not None else None
+    found = translated(q.filter, spec, q.filter_crs, params) if q.filter is not None else None
+    return rows, found
+
+
+def _conditions(spec: LayerSpec, q: ItemsQuery, params: dict[str, object],
+                translations: tuple[bytes | None, bytes | None]) -> tuple[list[sql.Composable], list[sql.Composable]]:
+    rows, cql2 = translations
     found: list[sql.Composable] = []
     caller: list[sql.Composable] = []
-    if q.rows is not None:
-        found.append(translate(q.rows, spec, q.filter_crs, params, "rows"))
+    if rows is not None:
+        found.append(as_sql(rows))
     if q.bbox is not None:
         found.append(_bbox_predicate(q.bbox, q.bbox_crs))
-    if q.filter is not None:
-        (found if q.rows is None else caller).append(translate(q.filter, spec, q.filter_crs, params))
+    if cql2 is not None:
+        (found if rows is None else caller).append(as_sql(cql2))
     if q.after is not None:
         found.append(sql.SQL("fid > %(after)s::text"))
     return found, caller
@@ -316,13 +330,14 @@ def _time_shape(time: TimeRange | None) -> tuple[bool, bool, bool] | None:
     return None if time is None else (time.start is None, time.end is None, time.is_instant)
 
 
-def _shape(spec: LayerSpec, q: ItemsQuery) -> tuple[object, ...] | None:
-    """What decides an items statement's text (its values aside); None when it has a CQL2 filter."""
-    if q.filter is not None or q.rows is not None:
-        return None
+def _shape(spec: LayerSpec, q: ItemsQuery, translations: tuple[bytes | None, bytes | None] = (None, None)
+           ) -> tuple[object, ...]:
+    """What decides an items statement's text, its values aside: the request's form and the SQL text of its row
+    rule and filter, placeholders in place of their literals (so filters of one shape share one statement)."""
     time = _time_shape(q.time)
     box = None if q.bbox is None else (q.bbox_crs.uri, q.bbox[0] > q.bbox[2])
-    return (spec.id, q.limit, q.after is None, box, time, q.properties, q.sortby, q.crs.uri, q.skip_geometry)
+    return (spec.id, q.limit, q.after is None, q.offset == 0, box, time, q.properties, q.sortby, q.crs.uri,
+            q.skip_geometry, translations)
 
 
 _rendered: dict[tuple[object, ...], tuple[LayerSpec, bytes]] = {}
@@ -332,20 +347,18 @@ _RENDERED_MAX = 4096
 def items_statement(spec: LayerSpec, q: ItemsQuery) -> Statement:
     """Columns: features (UTF-8 bytes), returned, more (bool), last_fid (text), matched (bigint or NULL).
 
-    Statements without a CQL2 filter are rendered once per shape: the next request of the same shape
-    only computes its values (and reuses the server's prepared statement).
+    Statements are rendered once per shape (a CQL2 filter's shape is its SQL text with placeholders): the next
+    request of the same shape only computes its values (and reuses the server's prepared statement).
     """
-    shape = _shape(spec, q)
-    if shape is not None:
-        cached = _rendered.get(shape)
-        if cached is not None and cached[0] is spec:
-            return Statement(cached[1], _items_params(spec, q))
-    statement = _build_items_statement(spec, q)
-    if shape is not None and isinstance(statement.query, sql.Composed | sql.SQL):
-        rendered = statement.query.as_bytes(None)
-        _remember(shape, spec, rendered)
-        return Statement(rendered, statement.params)
-    return statement
+    params = _items_params(spec, q)
+    translations = _translations(spec, q, params)
+    shape = _shape(spec, q, translations)
+    cached = _rendered.get(shape)
+    if cached is not None and cached[0] is spec:
+        return Statement(cached[1], params)
+    rendered = _build_items_statement(spec, q, params, translations).as_bytes(None)
+    _remember(shape, spec, rendered)
+    return Statement(rendered, params)
 
 
 def _remember(shape: tuple[object, ...], spec: LayerSpec, query: bytes) -> None:
@@ -354,9 +367,9 @@ def _remember(shape: tuple[object, ...], spec: LayerSpec, query: bytes) -> None:
     _rendered[shape] = (spec, query)
 
 
-def _build_items_statement(spec: LayerSpec, q: ItemsQuery) -> Statement:
-    params = _items_params(spec, q)
-    predicates, caller = filter_predicates(spec, q, params)
+def _build_items_statement(spec: LayerSpec, q: ItemsQuery, params: dict[str, object],
+                           translations: tuple[bytes | None, bytes | None]) -> sql.Composed:
+    predicates, caller = _conditions(spec, q, params, translations)
     order = _order(spec, q)
     if is_fast_path(spec, q):
         matched: sql.Composable = sql.SQL("(SELECT row_count FROM ops.layer_stats WHERE layer_id = %(layer_id)s)")
@@ -384,7 +397,7 @@ def _build_items_statement(spec: LayerSpec, q: ItemsQuery) -> Statement:
         limit=sql.Literal(limit), limit_plus=sql.Literal(limit + 1), matched=matched, order=order,
         source=source(spec, q.time, predicates, caller),
     )
-    return Statement(query, params)
+    return query
 
 
 def _row_rule(spec: LayerSpec, rows: Filter | None, rows_crs: crs_.Crs, params: dict[str, object]

@@ -59,6 +59,20 @@ class RefreshRequest:
     progress: bool = True
     cut_at: datetime | None = None  # when the delivery was cut (default: the file's modification time)
     on_progress: Callable[[int, int], None] | None = None  # (rows read, rows in the file), after each batch
+    # What ops.refresh_log records as the source: a delivery's own name (its number and file name), since its
+    # file is read from a scratch directory that means nothing later; default the path read.
+    source_name: str | None = None
+
+    def logged_source(self, path: Path) -> str:
+        return self.source_name or str(path)
+
+    def logged_message(self, message: str) -> str:
+        """A failure's message as logged: a named delivery's scratch path (quoted by GDAL, the refresh) named."""
+        if self.source_name is None:
+            return message
+        for scratch in (str(self.source_path), str(self.source_path.parent)):
+            message = message.replace(scratch, self.source_name)
+        return message
 
 
 class _Timer:
@@ -147,7 +161,8 @@ def _load(url: str, request: RefreshRequest, info: sources.SourceInfo, columns: 
     with psycopg.connect(url, application_name=f"gis-refresh:{spec.id}") as conn:
         acquire_layer_lock(conn, spec.id)
         if not request.force and record.last_success_checksum(conn, spec.id) == checksum:
-            refresh_id = record.write_unchanged_source(conn, spec, started_at, str(info.path), checksum)
+            refresh_id = record.write_unchanged_source(conn, spec, started_at, request.logged_source(info.path),
+                                                        checksum)
             timer.lap("record")
             return RefreshResult(spec.id, refresh_id, True, MergeCounts(0, 0, 0, 0), sum(timer.timings.values()))
         refresh_id = record.next_refresh_id(conn)
@@ -178,7 +193,8 @@ def _load(url: str, request: RefreshRequest, info: sources.SourceInfo, columns: 
             counts = merge.merge(conn, spec, refresh_id, gone, delivery.unchanged)
             staging.drop_staging(conn, spec)
         timer.lap("merge")
-        record.write_success(conn, spec, refresh_id, started_at, str(info.path), checksum, counts, timer.timings)
+        record.write_success(conn, spec, refresh_id, started_at, request.logged_source(info.path), checksum, counts,
+                             timer.timings)
         found_path = None
         if found:
             conflicts.record(conn, refresh_id, found)
@@ -207,5 +223,6 @@ def run_refresh(url: str, request: RefreshRequest) -> RefreshResult:
         checksum = source_checksum(info, spec)
         return _load(url, request, info, columns, checksum, started_at, rejects)
     except SourceError as exc:
-        record.write_failure(url, spec, started_at, str(request.source_path), str(exc), len(rejects) or None)
+        record.write_failure(url, spec, started_at, request.logged_source(request.source_path),
+                             request.logged_message(str(exc)), len(rejects) or None)
         raise

@@ -31,8 +31,14 @@ from services.common.parameters import (
     HistoryParameters,
     ItemParameters,
     ItemsParameters,
+    on_loop,
 )
 from services.common.state import AppState, app_state
+
+# The routes' parameters, made on the event loop (parameters.on_loop), not in FastAPI's thread pool.
+Items = Annotated[ItemsParameters, Depends(on_loop(ItemsParameters))]
+Item = Annotated[ItemParameters, Depends(on_loop(ItemParameters))]
+History = Annotated[HistoryParameters, Depends(on_loop(HistoryParameters))]
 
 router = APIRouter(tags=["OGC API Features"])
 
@@ -82,7 +88,7 @@ async def queryables(collectionId: CollectionId, given: Document, request: Reque
 
 
 @router.get("/collections/{collectionId}/items", summary="Features of a layer, one page")
-async def items(collectionId: CollectionId, given: Annotated[ItemsParameters, Depends()],
+async def items(collectionId: CollectionId, given: Items,
                 request: Request) -> Response:
     state, view = _layer(request, collectionId)
     spec = view.spec
@@ -126,7 +132,7 @@ async def items(collectionId: CollectionId, given: Annotated[ItemsParameters, De
 
 
 @router.get("/collections/{collectionId}/items/{featureId}", summary="One feature")
-async def item(collectionId: CollectionId, featureId: FeatureId, given: Annotated[ItemParameters, Depends()],
+async def item(collectionId: CollectionId, featureId: FeatureId, given: Item,
                request: Request) -> Response:
     state, view, params, as_html, out_crs = _feature_request(request, collectionId, given)
     spec, feature_id = view.spec, encoded_paths.original(request, featureId)
@@ -158,7 +164,7 @@ async def item(collectionId: CollectionId, featureId: FeatureId, given: Annotate
 
 
 @router.get("/collections/{collectionId}/items/{featureId}/history", summary="Every version of one feature")
-async def history(collectionId: CollectionId, featureId: FeatureId, given: Annotated[HistoryParameters, Depends()],
+async def history(collectionId: CollectionId, featureId: FeatureId, given: History,
                   request: Request) -> Response:
     state, view, params, as_html, out_crs = _feature_request(request, collectionId, given)
     spec, feature_id = view.spec, encoded_paths.original(request, featureId)
@@ -190,7 +196,7 @@ async def history(collectionId: CollectionId, featureId: FeatureId, given: Annot
 # (`A%2F12/history`), as every link the service writes has it: `A/12/history` is the item "A/12/history".
 @router.get("/collections/{collectionId}/items/{featureId:path}", include_in_schema=False)
 async def item_with_slashes(collectionId: CollectionId, featureId: FeatureId,
-                            given: Annotated[ItemParameters, Depends()], request: Request) -> Response:
+                            given: Item, request: Request) -> Response:
     return await item(collectionId, featureId, given, request)
 
 
