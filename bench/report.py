@@ -265,9 +265,10 @@ def history_section(data: dict[str, Any], refresh: dict[str, Any] | None = None)
         "",
         f"After the refresh benchmark the pipelines are refreshed with {data['deliveries']} successive deliveries "
         "(`bench/history.py`), each the one before with 5% of the segments changed, 1% removed and 1.5% added, "
-        f"so the as-of requests above read a realistic history: {data['current_rows']:,} current rows and "
-        f"{data['history_rows']:,} closed versions. Each changed delivery's refresh took "
-        f"{seconds[0]:.1f} to {seconds[-1]:.1f} s (median {median:.1f} s).{versus}",
+        f"{'so the as-of requests above read a realistic history' if data['deliveries'] >= 10 else 'leaving'}: "
+        f"{data['current_rows']:,} current rows and {data['history_rows']:,} closed versions. Each changed "
+        f"delivery's refresh took {seconds[0]:.1f} to {seconds[-1]:.1f} s (median {median:.1f} s; load before "
+        f"each: {', '.join(str(r.get('load_before', '–')) for r in data['refreshes'])}).{versus}",
         "",
     ]
 

@@ -64,6 +64,7 @@ def columns(spec: LayerSpec) -> list[tuple[str, FieldType | None]]:
 
 _EPOCH_US_1970 = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970
 _EPOCH_DAYS_1970 = 10_957  # 2000-01-01 in days since 1970
+# The Arrow type whose binary form each field type's PostgreSQL column takes (also the downloads' columns).
 ARROW_TYPES: dict[FieldType, pa.DataType] = {
     FieldType.text: pa.string(),
     FieldType.integer: pa.int32(),
