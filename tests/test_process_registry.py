@@ -63,6 +63,7 @@ def test_the_documented_example_is_a_process_of_its_own_module(package: Path, se
     assert described["inputs"]["label"]["minOccurs"] == 0
     assert described["inputs"]["label"]["schema"] == {"type": "string"}
     assert set(described["jobControlOptions"]) == {"sync-execute", "async-execute"}
+    assert described["example"] == {"inputs": {"radius_m": 100}}  # its example_inputs
 
     processor = bridge.manager().get_processor("buffer-area")  # as pygeoapi loads it: by its dotted path
     mimetype, answer = processor.execute({"radius_m": 10, "label": {"value": "well"}})

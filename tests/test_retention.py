@@ -1,6 +1,7 @@
 """Growth: the audit log partitioned by month with retention (`gis ops prune`), history still queryable,
 synchronous process jobs kept only briefly, and delivered files' bytes dropped after their retention."""
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
@@ -221,3 +222,39 @@ def test_plain_reading_tables_of_an_older_database_become_partitioned_with_every
     assert history_after == history
     assert in_default == (0,)  # months were made for the rows' own months
     assert leftovers == (0,)
+
+
+def _audit_partitions(conn: psycopg.Connection) -> set[str]:
+    return {r[0] for r in conn.execute(
+        "SELECT i.inhrelid::regclass::text FROM pg_inherits i WHERE i.inhparent = 'ops.audit_log'::regclass")}
+
+
+def test_audit_partitions_keep_their_names_when_one_function_makes_every_partition(server_url: str) -> None:
+    """Migration 031 makes 014's and 020's partition makers one loop (ops.make_months): a database migrated before
+    it keeps its audit partitions' names, and the months made after it are named as 014 named them (not
+    <schema>_<table>_YYYYMM as 020 names the layers')."""
+    from gis.db.migrate import apply_migrations, migration_files
+
+    old = datetime.now(UTC) - timedelta(days=400)
+    with cloned_database(server_url, "template0", "gis_test_before_031") as url, psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE public.gis_schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+                     "applied_at timestamptz NOT NULL DEFAULT now())")
+        for version, name, text in migration_files():  # the database as a service before 031 left it
+            if version < 31:
+                conn.execute(text.encode())
+                conn.execute("INSERT INTO public.gis_schema_migrations VALUES (%s, %s)", (version, name))
+        conn.execute("SELECT ops.ensure_monthly_partitions('ops.audit_log', %s::date, 0)", (old.date(),))
+        conn.commit()
+        before = _audit_partitions(conn)
+        applied = apply_migrations(conn)
+        made = conn.execute("SELECT ops.ensure_monthly_partitions('ops.audit_log', %s::date, 4)",
+                            ((old - timedelta(days=62)).date(),)).fetchone()
+        conn.commit()
+        after = _audit_partitions(conn)
+    assert "031_month_partition_moves_default_rows.sql" in applied
+    assert f"ops.audit_log_{old:%Y%m}" in before and "ops.audit_log_default" in before
+    assert before < after  # every partition there before is there, by its name
+    assert made is not None and made[0] == len(after - before) > 0
+    assert f"ops.audit_log_{old - timedelta(days=62):%Y%m}" in after
+    assert f"ops.audit_log_{datetime.now(UTC) + timedelta(days=100):%Y%m}" in after
+    assert all(re.fullmatch(r"ops\.audit_log_(\d{6}|default)", name) for name in after)

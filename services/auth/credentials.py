@@ -126,22 +126,23 @@ def _basic(value: str) -> str:
 
 async def authenticate(request: Request) -> Caller:
     """The dependency every route has (installed on the app): who is calling; 401 for a bad credential."""
-    auth = auth_of(request)
+    state = app_state(request)
+    auth = state.auth
     header_key = request.headers.get(API_KEY_HEADER)
     authorization = request.headers.get("authorization")
     query_key = request.query_params.get(CREDENTIAL_PARAMETER)
     if header_key:
-        caller = await auth.key_caller(app_state(request), header_key.strip(), "api-key")
+        caller = await auth.key_caller(state, header_key.strip(), "api-key")
     elif authorization:
         scheme, _, value = authorization.strip().partition(" ")
         if scheme.lower() == "basic":
-            caller = await auth.key_caller(app_state(request), _basic(value.strip()), "basic")
+            caller = await auth.key_caller(state, _basic(value.strip()), "basic")
         elif scheme.lower() == "bearer":
             caller = auth.token_caller(value.strip())
         else:
             raise unauthorized(f"the {scheme[:20]} authorization scheme is not accepted; use Basic or Bearer")
     elif query_key:
-        caller = await auth.key_caller(app_state(request), query_key.strip(), "api-key")
+        caller = await auth.key_caller(state, query_key.strip(), "api-key")
     else:
         caller = auth.anonymous
     request.state.caller = caller

@@ -19,7 +19,7 @@ from gis.features.queries import stats_statement
 from gis.layers import LayerSpec
 from gis.security.policy import LayerView
 from services.common import ogc
-from services.common.state import AppState, app_state
+from services.common.state import AppState
 
 
 async def layer_stats(state: AppState) -> dict[str, tuple[Any, ...]]:
@@ -42,7 +42,8 @@ def iso_time(value: datetime | None) -> str | None:
         return None
 
 
-def collection_document(request: Request, spec: LayerSpec, stats: tuple[Any, ...] | None) -> dict[str, Any]:
+def collection_document(request: Request, state: AppState, spec: LayerSpec, stats: tuple[Any, ...] | None
+                        ) -> dict[str, Any]:
     path = f"/collections/{spec.id}"
     extent: dict[str, Any] = {}
     if stats is not None and stats[2] is not None and None not in stats[2]:
@@ -67,7 +68,7 @@ def collection_document(request: Request, spec: LayerSpec, stats: tuple[Any, ...
             ogc.link(ogc.url(request, f"{path}/items", [("f", "html")]), "items", "text/html", "features as HTML"),
             ogc.link(ogc.url(request, f"{path}/queryables"), "http://www.opengis.net/def/rel/ogc/1.0/queryables",
                      ogc.SCHEMA_JSON, "queryable properties"),
-            *(extra for provider in app_state(request).discovery.collection_links
+            *(extra for provider in state.discovery.collection_links
               for extra in provider(ogc.base_url(request), spec.id)),
         ],
         "geometryType": spec.geometry.value,
@@ -85,10 +86,11 @@ def collection_document(request: Request, spec: LayerSpec, stats: tuple[Any, ...
     return document
 
 
-def view_document(request: Request, view: LayerView, stats: tuple[Any, ...] | None) -> dict[str, Any]:
+def view_document(request: Request, state: AppState, view: LayerView, stats: tuple[Any, ...] | None
+                  ) -> dict[str, Any]:
     """The collection document as the caller sees the layer: a row-limited view tells nothing of the whole
     layer (no total, no extents, no time of its last change), only what every caller may know."""
-    document = collection_document(request, view.spec, stats)
+    document = collection_document(request, state, view.spec, stats)
     if not view.tells_layer_facts:
         document.pop("numberOfFeatures", None)
         document.pop("changedAt", None)

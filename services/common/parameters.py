@@ -28,7 +28,8 @@ from fastapi.routing import APIRoute
 
 from gis.features import crs as crs_
 from gis.features.cql2 import LANGUAGES
-from gis.features.params import DEFAULT_LIMIT, MAX_LIMIT, encode_cursor
+from gis.features.params import DEFAULT_LIMIT, MAX_LIMIT, encode_cursor, property_parameters
+from gis.layers import LayerSpec
 from services.common import ogc
 
 _CRS_LIST = [c.uri for c in crs_.SUPPORTED]
@@ -223,6 +224,10 @@ class FilterParameters(Declaration):
     filter: Annotated[Text, FILTER] = None
     filter_lang: Annotated[Text, FILTER_LANG] = None
     filter_crs: Annotated[Text, FILTER_CRS] = None
+
+    def check_filters(self, request: Request, spec: LayerSpec) -> dict[str, str]:
+        """The query, checked against these parameters and, as `name=value` filters, the layer's queryables."""
+        return self.check(request, property_parameters(spec, self.names))
 
 
 @dataclass(frozen=True)

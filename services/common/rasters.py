@@ -22,7 +22,7 @@ from services.auth import visibility
 from services.common import ogc
 from services.common.html import html_page
 from services.common.parameters import DocumentParameters
-from services.common.state import app_state
+from services.common.state import AppState
 
 GEOTIFF = "image/tiff; application=geotiff"
 REL_COVERAGE = "http://www.opengis.net/def/rel/ogc/1.0/coverage"
@@ -45,26 +45,26 @@ def parse_time(value: str | None) -> datetime | None:
     return found.end or found.start
 
 
-async def version_of(request: Request, spec: RasterSpec, at: datetime | None) -> RasterVersion:
+async def version_of(state: AppState, spec: RasterSpec, at: datetime | None) -> RasterVersion:
     """The layer's version in force at `at` (now when None); NotFound when none was (not loaded yet)."""
     async def fetch(conn: AsyncConnection[Any]) -> tuple[Any, ...] | None:
         cursor = await conn.execute(versions.AT_SQL, {"layer": spec.id, "at": at})
         return await cursor.fetchone()
 
     # Routed like items and tiles: a standby that has the layer's newest version, else the primary.
-    row = await app_state(request).read([spec.id], fetch)
+    row = await state.read([spec.id], fetch)
     if row is None:
         when = f" at {at.isoformat()}" if at is not None else ""
         raise NotFound(f"raster layer '{spec.id}' has no version{when} (not refreshed yet)")
     return versions.from_row(row)
 
 
-async def current_versions(request: Request) -> dict[str, RasterVersion]:
+async def current_versions(state: AppState) -> dict[str, RasterVersion]:
     async def fetch(conn: AsyncConnection[Any]) -> dict[str, RasterVersion]:
         cursor = await conn.execute(versions.CURRENT_SQL)
         return {row[1]: versions.from_row(row) for row in await cursor.fetchall()}
 
-    return await app_state(request).read([], fetch)
+    return await state.read([], fetch)
 
 
 def cache_scope(spec: RasterSpec) -> str:
@@ -148,20 +148,20 @@ def collection_page(document: dict[str, Any], version: RasterVersion | None, cre
     return html_page("ogc/raster.html", document["title"], crumbs, document=document, rows=rows, preview=picture)
 
 
-async def raster_documents(request: Request) -> list[dict[str, Any]]:
+async def raster_documents(request: Request, state: AppState) -> list[dict[str, Any]]:
     """The collection documents of the rasters the caller may read, for /collections."""
     visible = visibility.visible_rasters(request)
     if not visible:
         return []
-    current = await current_versions(request)
+    current = await current_versions(state)
     return [collection_document(request, spec, current.get(raster_id)) for raster_id, spec in visible.items()]
 
 
-async def collection(collection_id: str, request: Request, given: DocumentParameters) -> Response:
+async def collection(collection_id: str, request: Request, state: AppState, given: DocumentParameters) -> Response:
     """/collections/{id} for a raster layer (the features router hands raster ids here, with its parameters)."""
     spec = visibility.raster_view(request, collection_id)
     params = given.check(request)
-    current = (await current_versions(request)).get(spec.id)
+    current = (await current_versions(state)).get(spec.id)
     document = collection_document(request, spec, current)
     if ogc.wants_html(request, params):
         credential = urlencode(ogc.credential_suffix(request))

@@ -1,5 +1,6 @@
 """The application's one typed state: the project and everything else per app, built once by create_app and
-reached through a dependency (`app_state`, or `State` in a route's signature)."""
+reached through a dependency (`State` or `ProjectState` in a route's signature; `app_state(request)` in the
+request-scoped machinery every route shares: authentication, visibility, the audit, error handlers)."""
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -104,12 +105,19 @@ def state_of(app: FastAPI) -> AppState:
 
 
 def app_state(request: Request) -> AppState:
+    """The state, for the request-scoped machinery every route shares (a route takes `State` instead)."""
     return state_of(request.app)
 
 
-def project_of(request: Request) -> Project:
-    return app_state(request).project
+# The dependencies are coroutine functions so FastAPI calls them on the event loop: a plain function it would run in
+# its thread pool, two thread switches per request for an attribute read (as parameters.on_loop says).
+async def _state(request: Request) -> AppState:
+    return state_of(request.app)
 
 
-State = Annotated[AppState, Depends(app_state)]
-ProjectState = Annotated[Project, Depends(project_of)]
+async def _project(request: Request) -> Project:
+    return state_of(request.app).project
+
+
+State = Annotated[AppState, Depends(_state)]  # what a route takes to reach the application's state
+ProjectState = Annotated[Project, Depends(_project)]  # ... or only the project (registry, policy, rules)

@@ -2,18 +2,20 @@
 its inputs (their validation), bound to the caller of the request that started it, and audited like the Features
 routes.
 
-A process is a subclass in a module of its domain that gives its id, title, `summary`, its `Inputs` model (or
-`inputs(context)` where a rules file decides choices or bounds) and either `analyse` (the usual shape: read some
-layers whole, analyse, render in the format asked for) or `run` (anything else).
+A process is a subclass in a module of its domain that gives its id, title, `abstract` and `example_inputs`, its
+`Inputs` model (or `inputs(context)` where a rules file decides choices or bounds) and either `analyse` (the usual
+shape: read some layers whole, analyse, render in the format asked for) or `run` (anything else). A process of a
+domain with rules (DomainProcess) finds them with `rules_in`, and its `abstract` may quote them.
 
 The job manager hands a processor out while still in the request's context (services.processes.pygeoapi_bridge), so
 `bind` captures the caller's identity, readable layers and rasters there (services.processes.access) and an
 asynchronous job keeps its caller's rights after the request has ended.
 """
 
+import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import partial
 from typing import Any, ClassVar
 
@@ -26,6 +28,7 @@ from gis.analysis import place_report
 from gis.analysis.overlap import Access
 from gis.analysis.place_report import Style
 from gis.layers import AccessClass, LayerRegistry
+from gis.project import Project
 from gis.security import audit
 from services.auth.credentials import Caller
 from services.processes.access import CALLER_ACCESS, CALLER_RASTERS, PROCESS_CALLER, require_full_read
@@ -70,6 +73,7 @@ class Process(BaseProcessor):
     report: ClassVar[Report | None] = None  # for `analyse`: how its result is answered
     rows_applied: ClassVar[bool] = False  # `analyse` applies the caller's row rule on `reads` itself
     unaudited: ClassVar[frozenset[str]] = frozenset({"file"})  # an uploaded file's bytes: the audit keeps the rest
+    example_inputs: ClassVar[Mapping[str, Any]] = {}  # the description's example: inputs that run as they stand
 
     # -- the description ---------------------------------------------------------------------------------
     @classmethod
@@ -89,7 +93,8 @@ class Process(BaseProcessor):
 
     @classmethod
     def example(cls, context: ProcessContext) -> dict[str, Any]:
-        return {}
+        """The description's example inputs: `example_inputs`, unless they depend on the rules in force."""
+        return copy.deepcopy(dict(cls.example_inputs))  # the class's own stays as declared, whatever is done with it
 
     @classmethod
     def describe(cls, context: ProcessContext, inputs: type[ProcessInputs]) -> dict[str, Any]:
@@ -182,3 +187,36 @@ class Process(BaseProcessor):
                 continue
             audit.record(conn, audit.AuditEntry(caller.subject, caller.role.name, caller.method, caller.key_id,
                                                 "read", layer_id, path, query, count, 200))
+
+
+class DomainProcess[R](Process):
+    """A process of one domain (pipeline, environment, policing), following the project's rules for it: the
+    Project field `rules_field` names them, and `abstract` may name their values as `{rules.…}` fields (str.format),
+    filled in the description from the rules in force."""
+
+    rules_field: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.rules_field and cls.rules_field not in {f.name for f in fields(Project)}:  # fails the import
+            raise TypeError(f"{cls.__qualname__}.rules_field: '{cls.rules_field}' is no field of gis.project.Project")
+
+    @classmethod
+    def rules_in(cls, context: ProcessContext) -> R:
+        rules: R = getattr(context.project, cls.rules_field)
+        return rules
+
+    @classmethod
+    def summary(cls, context: ProcessContext) -> str | dict[str, str]:
+        return cls.abstract.format(rules=cls.rules_in(context))
+
+    @property
+    def rules(self) -> R:
+        return self.rules_in(self.context)
+
+
+class PlacesProcess[R](DomainProcess[R]):
+    """An analysis that finds places (environment, policing): answered by `places_report`; the format asked for is
+    not audited."""
+
+    unaudited = frozenset({"file", "format"})

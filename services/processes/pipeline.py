@@ -4,7 +4,7 @@ services.processes (which registers them). Each answers JSON (default), GeoJSON 
 map (input `format`).
 """
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import psycopg
 from pydantic import Field, create_model
@@ -12,7 +12,7 @@ from pydantic import Field, create_model
 from gis.analysis import pipeline, place_report
 from gis.analysis.pipeline_rules import PipelineRules
 from gis.security.examples import EXAMPLE_PIPE
-from services.processes.base import Process, Report
+from services.processes.base import DomainProcess, Report
 from services.processes.inputs import Bbox, Format, GeoJSON, Names, ProcessInputs, names_of, one_of
 from services.processes.pygeoapi_bridge import ProcessContext
 
@@ -24,10 +24,6 @@ PIPE_COVER = "pipe-cover"
 PROCESS_IDS = (PIPE_BURST, PIPE_TRACE, PIPE_CROSS_SECTION, PIPE_CLEARANCE, PIPE_COVER)
 
 REPORT = Report(place_report.to_json, place_report.to_geojson, pipeline.to_html)
-
-
-def _rules(context: ProcessContext) -> PipelineRules:
-    return context.project.pipeline_rules
 
 
 def _from_a_pipe(name: str, rules: PipelineRules, **fields: Any) -> type[ProcessInputs]:
@@ -45,15 +41,12 @@ def _utilities(rules: PipelineRules) -> list[str]:
 BBOX = Field(None, title="Window (minlon,minlat,maxlon,maxlat)")
 
 
-class _Pipeline(Process):
+class _Pipeline(DomainProcess[PipelineRules]):
     """The pipeline processes read the pipes, nodes and buildings whole, and count the places answered."""
 
+    rules_field = "pipeline_rules"
     keywords = ("pipeline", "管线")
     report = REPORT
-
-    @property
-    def rules(self) -> PipelineRules:
-        return _rules(self.context)
 
     def reads(self, inputs: Any) -> tuple[str, ...]:
         return self.rules.pipelines.id, self.rules.nodes.id, self.rules.buildings.id
@@ -62,22 +55,16 @@ class _Pipeline(Process):
 class BurstProcessor(_Pipeline):
     id = PIPE_BURST
     title = ("Burst isolation", "爆管关阀分析")
+    abstract = ("From a pipe fid or a point: the valves to close, the pipes isolated and the buildings within "
+                "{rules.network.customers_within_m:g} m that lose supply; closed valves and pipes out of service "
+                "respected.")
+    example_inputs: ClassVar = {"pipe": EXAMPLE_PIPE}
 
     @classmethod
     def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
-        rules = _rules(context)
+        rules = cls.rules_in(context)
         return _from_a_pipe("BurstInputs", rules,
                             utility=(one_of(rules.network.utilities) | None, Field(None, title="Utility")))
-
-    @classmethod
-    def summary(cls, context: ProcessContext) -> str:
-        return ("From a pipe fid or a point: the valves to close, the pipes isolated and the buildings within "
-                f"{_rules(context).network.customers_within_m:g} m that lose supply; closed valves and pipes out of "
-                "service respected.")
-
-    @classmethod
-    def example(cls, context: ProcessContext) -> dict[str, Any]:
-        return {"pipe": EXAMPLE_PIPE}
 
     def analyse(self, conn: psycopg.Connection, inputs: Any) -> place_report.PlacesResult:
         return pipeline.burst(conn, self.rules, pipe=inputs.pipe, point=inputs.point, utility=inputs.utility)
@@ -86,21 +73,17 @@ class BurstProcessor(_Pipeline):
 class TraceProcessor(_Pipeline):
     id = PIPE_TRACE
     title = ("Connectivity trace", "连通性分析")
+    abstract = ("The pipes connected downstream (from_node to to_node), upstream or both; closed valves stop the "
+                "trace.")
+    example_inputs: ClassVar = {"pipe": EXAMPLE_PIPE, "direction": "downstream"}
 
     @classmethod
     def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
-        rules = _rules(context)
+        rules = cls.rules_in(context)
         return _from_a_pipe("TraceInputs", rules,
                             direction=(Literal["downstream", "upstream", "both"],
                                        Field("downstream", title="Direction")),
                             utility=(one_of(_utilities(rules)) | None, Field(None, title="Utility (with point)")))
-
-    abstract = ("The pipes connected downstream (from_node to to_node), upstream or both; closed valves stop the "
-                "trace.")
-
-    @classmethod
-    def example(cls, context: ProcessContext) -> dict[str, Any]:
-        return {"pipe": EXAMPLE_PIPE, "direction": "downstream"}
 
     def analyse(self, conn: psycopg.Connection, inputs: Any) -> place_report.PlacesResult:
         return pipeline.trace(conn, self.rules, pipe=inputs.pipe, point=inputs.point, direction=inputs.direction,
@@ -110,21 +93,18 @@ class TraceProcessor(_Pipeline):
 class CrossSectionProcessor(_Pipeline):
     id = PIPE_CROSS_SECTION
     title = ("Cross-section", "横断面分析")
+    abstract = ("The pipes a line drawn across the street crosses, in order along it, with diameter and depth "
+                "interpolated at the crossing.")
+    example_inputs: ClassVar = {"line": {"type": "LineString",
+                                         "coordinates": [[123.3698, 41.7275], [123.3706, 41.7275]]}}
 
     @classmethod
     def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
         return create_model("CrossSectionInputs", __base__=ProcessInputs,
                             line=(GeoJSON, Field(title="Section line (GeoJSON LineString, lon/lat)")),
-                            utilities=(names_of(_utilities(_rules(context))) | None,
+                            utilities=(names_of(_utilities(cls.rules_in(context))) | None,
                                        Field(None, title="Utilities (default all)")),
                             format=(Format, "json"))
-
-    abstract = ("The pipes a line drawn across the street crosses, in order along it, with diameter and depth "
-                "interpolated at the crossing.")
-
-    @classmethod
-    def example(cls, context: ProcessContext) -> dict[str, Any]:
-        return {"line": {"type": "LineString", "coordinates": [[123.3698, 41.7275], [123.3706, 41.7275]]}}
 
     def analyse(self, conn: psycopg.Connection, inputs: Any) -> place_report.PlacesResult:
         return pipeline.cross_section(conn, self.rules, inputs.line, inputs.utilities)
@@ -133,18 +113,15 @@ class CrossSectionProcessor(_Pipeline):
 class ClearanceProcessor(_Pipeline):
     id = PIPE_CLEARANCE
     title = ("Clearance check (GB 50289)", "管线水平净距检查")
+    abstract = ("Parallel runs (and buildings) closer than GB 50289 allows: the rule, required and measured distance "
+                "(EPSG:4550, {rules.clearances.measured_from}).")
 
     @classmethod
     def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
         return create_model("ClearanceInputs", __base__=ProcessInputs,
-                            pairs=(names_of(p.id for p in _rules(context).clearances.pairs) | None,
+                            pairs=(names_of(p.id for p in cls.rules_in(context).clearances.pairs) | None,
                                    Field(None, title="Rules (default all)")),
                             bbox=(Bbox | None, BBOX), format=(Format, "json"))
-
-    @classmethod
-    def summary(cls, context: ProcessContext) -> str:
-        return ("Parallel runs (and buildings) closer than GB 50289 allows: the rule, required and measured distance "
-                f"(EPSG:4550, {_rules(context).clearances.measured_from}).")
 
     def analyse(self, conn: psycopg.Connection, inputs: Any) -> place_report.PlacesResult:
         return pipeline.clearance(conn, self.rules, pairs=inputs.pairs, bbox=inputs.bbox)
@@ -159,11 +136,8 @@ class CoverInputs(ProcessInputs):
 class CoverProcessor(_Pipeline):
     id = PIPE_COVER
     title = ("Minimum cover check", "覆土深度检查")
+    abstract = "End nodes whose cover is below the minimum for their utility ({rules.cover.location})."
     Inputs = CoverInputs
-
-    @classmethod
-    def summary(cls, context: ProcessContext) -> str:
-        return f"End nodes whose cover is below the minimum for their utility ({_rules(context).cover.location})."
 
     def analyse(self, conn: psycopg.Connection, inputs: Any) -> place_report.PlacesResult:
         return pipeline.cover(conn, self.rules, utilities=inputs.utilities, bbox=inputs.bbox)

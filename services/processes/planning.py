@@ -103,6 +103,9 @@ class OverlapCheckProcessor(Process):
     id = OVERLAP_CHECK
     title = ("Overlap check of a proposed project", "建设项目用地冲突检测")
     keywords = ("overlap", "planning", "多规合一")
+    example_inputs: ClassVar = {"geometry": {"type": "Polygon", "coordinates": [[
+        [123.40, 41.75], [123.402, 41.75], [123.402, 41.752], [123.40, 41.752], [123.40, 41.75]]]},
+        "proposed_use": "R"}
     Inputs = OverlapInputs
     Outputs = create_model("OverlapOutputs", report=(JSON_RESULT, Field(title="Overlap report")))
 
@@ -121,11 +124,6 @@ class OverlapCheckProcessor(Process):
                       "overlap geometries.",
                 "zh": "对拟建项目检测生态保护红线、永久基本农田、城镇开发边界、控规用地性质、管线保护范围与水系冲突。"}
 
-    @classmethod
-    def example(cls, context: ProcessContext) -> dict[str, Any]:
-        return {"geometry": {"type": "Polygon", "coordinates": [[
-            [123.40, 41.75], [123.402, 41.75], [123.402, 41.752], [123.40, 41.752], [123.40, 41.75]]]},
-            "proposed_use": "R"}
 
     def run(self, inputs: OverlapInputs) -> tuple[str, Any]:
         rules = self.context.rules

@@ -7,7 +7,7 @@ they count only the rows the caller may read (the policy's row rule on the calle
 the Features routes apply); every run is audited.
 """
 
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 from pydantic import Field, create_model
@@ -16,7 +16,7 @@ from gis.analysis import policing
 from gis.analysis.place_report import PlacesResult
 from gis.analysis.policing_rules import PolicingRules
 from gis.security import rows
-from services.processes.base import Process, places_report
+from services.processes.base import PlacesProcess, places_report
 from services.processes.inputs import Bbox, Format, GeoJSON, ProcessInputs, names_of
 from services.processes.pygeoapi_bridge import ProcessContext
 
@@ -28,18 +28,10 @@ PROCESS_IDS = (POLICE_JURISDICTION, POLICE_NEAREST, POLICE_HOTSPOTS)
 POINT = Field(title="Point (GeoJSON Point or [lon, lat], CGCS2000 / CRS84)")
 
 
-def _rules(context: ProcessContext) -> PolicingRules:
-    return context.project.policing_rules
-
-
-class _Policing(Process):
+class _Policing(PlacesProcess[PolicingRules]):
+    rules_field = "policing_rules"
     keywords = ("policing", "智慧警务")
     report = places_report(policing.STYLES, policing.LEGEND)
-    unaudited = frozenset({"file", "format"})
-
-    @property
-    def rules(self) -> PolicingRules:
-        return _rules(self.context)
 
 
 class PointInputs(ProcessInputs):
@@ -50,13 +42,9 @@ class PointInputs(ProcessInputs):
 class JurisdictionProcessor(_Policing):
     id = POLICE_JURISDICTION
     title = ("Jurisdiction of a point", "辖区查询")
-    Inputs = PointInputs
-
     abstract = "The police jurisdiction a point lies in, with its police station."
-
-    @classmethod
-    def example(cls, context: ProcessContext) -> dict[str, Any]:
-        return {"point": [123.42, 41.76]}
+    example_inputs: ClassVar = {"point": [123.42, 41.76]}
+    Inputs = PointInputs
 
     def reads(self, inputs: Any) -> tuple[str, ...]:
         return self.rules.jurisdictions.id, self.rules.stations.id
@@ -71,22 +59,16 @@ class JurisdictionProcessor(_Policing):
 class NearestProcessor(_Policing):
     id = POLICE_NEAREST
     title = ("Nearest police stations", "最近派出所")
+    abstract = ("The nearest police stations to a point: by distance along the roads when the road layer is a graph "
+                "(segment ends shared; point and station within {rules.nearest.snap_within_m:g} m of a road), else "
+                "in a straight line; each station says which (method).")
+    example_inputs: ClassVar = {"point": [123.42, 41.76], "count": 3}
 
     @classmethod
     def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
-        near = _rules(context).nearest
+        near = cls.rules_in(context).nearest
         return create_model("NearestInputs", __base__=PointInputs, count=(int, Field(
             near.default_count, title="How many stations", ge=1, le=near.max_count)))
-
-    @classmethod
-    def summary(cls, context: ProcessContext) -> str:
-        return ("The nearest police stations to a point: by distance along the roads when the road layer is a graph "
-                f"(segment ends shared; point and station within {_rules(context).nearest.snap_within_m:g} m of a "
-                "road), else in a straight line; each station says which (method).")
-
-    @classmethod
-    def example(cls, context: ProcessContext) -> dict[str, Any]:
-        return {"point": [123.42, 41.76], "count": 3}
 
     def reads(self, inputs: Any) -> tuple[str, ...]:
         return self.rules.stations.id, self.rules.roads.id
@@ -98,11 +80,15 @@ class NearestProcessor(_Policing):
 class HotspotsProcessor(_Policing):
     id = POLICE_HOTSPOTS
     title = ("Incident hotspots (Getis-Ord Gi*)", "警情热点分析")
+    abstract = ("Incidents of a time window counted on a square grid (default {rules.hotspots.cell_m:g} m, EPSG:4550) "
+                "with the Getis-Ord Gi* z-score of each cell (the cell and its 8 neighbours); only the incidents the "
+                "caller may read are counted. Restricted: policing roles only.")
+    example_inputs: ClassVar = {"datetime": "2026-01-01/2026-03-31", "cell_m": 500}
     rows_applied = True  # only the incidents the caller may read are counted (`scope`)
 
     @classmethod
     def inputs(cls, context: ProcessContext) -> type[ProcessInputs]:
-        rules = _rules(context)
+        rules = cls.rules_in(context)
         h = rules.hotspots
         categories = list(context.registry[rules.incidents.id].known_field(rules.category_field).values or ())
         return create_model(
@@ -114,16 +100,6 @@ class HotspotsProcessor(_Policing):
             categories=(names_of(categories, split=False) | None,
                         Field(None, title="Incident categories (default all)")),
             format=(Format, "json"))
-
-    @classmethod
-    def summary(cls, context: ProcessContext) -> str:
-        return (f"Incidents of a time window counted on a square grid (default {_rules(context).hotspots.cell_m:g} m, "
-                "EPSG:4550) with the Getis-Ord Gi* z-score of each cell (the cell and its 8 neighbours); only the "
-                "incidents the caller may read are counted. Restricted: policing roles only.")
-
-    @classmethod
-    def example(cls, context: ProcessContext) -> dict[str, Any]:
-        return {"datetime": "2026-01-01/2026-03-31", "cell_m": 500}
 
     def reads(self, inputs: Any) -> tuple[str, ...]:
         return (self.rules.incidents.id,)

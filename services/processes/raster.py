@@ -5,7 +5,7 @@ them; the caller's readable rasters are captured with the request like its reada
 """
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import orjson
@@ -94,14 +94,10 @@ class SampleProcessor(_Raster):
 
     id = RASTER_SAMPLE
     title = ("Raster values at points", "高程（栅格值）查询")
-    Inputs = SampleInputs
-
     abstract = ("The value of a raster (elevation in metres from the DEM by default) at each point: bilinear between "
                 "cell centres for measured values, the cell's own value for classes (or as `method` says).")
-
-    @classmethod
-    def example(cls, context: ProcessContext) -> dict[str, Any]:
-        return {"points": {"type": "MultiPoint", "coordinates": [[123.41, 41.75], [123.43, 41.76]]}}
+    example_inputs: ClassVar = {"points": {"type": "MultiPoint", "coordinates": [[123.41, 41.75], [123.43, 41.76]]}}
+    Inputs = SampleInputs
 
     def run(self, inputs: SampleInputs) -> tuple[str, Any]:
         spec = self.raster(inputs.layer)
@@ -151,15 +147,11 @@ class ProfileProcessor(_Raster):
 
     id = DEM_PROFILE
     title = ("Longitudinal profile along pipes", "管线纵断面分析")
-    Inputs = ProfileInputs
-
     abstract = ("Ground elevation every `step_m` along pipes (fids, joined in the order given) or a line, and for "
                 "pipes the pipe top (ground minus cover depth at each end, straight between) and the cover; as JSON, "
                 "an SVG chart or an HTML page with the chart and the route.")
-
-    @classmethod
-    def example(cls, context: ProcessContext) -> dict[str, Any]:
-        return {"pipes": [EXAMPLE_PIPE], "step_m": 10}
+    example_inputs: ClassVar = {"pipes": [EXAMPLE_PIPE], "step_m": 10}
+    Inputs = ProfileInputs
 
     def run(self, inputs: ProfileInputs) -> tuple[str, Any]:
         spec = self.raster(inputs.layer)

@@ -16,8 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from gis.db.cluster import database_url
 from gis.security import audit, db_read_audit
 from gis.security.policy import Policy
-from services.auth.credentials import auth_of, caller_of, forbidden, unauthorized
-from services.common.state import AppState, app_state
+from services.auth.credentials import caller_of, forbidden, unauthorized
+from services.common.state import AppState, State
 
 LOGGER = logging.getLogger(__name__)
 
@@ -38,15 +38,14 @@ def _import_direct_reads(state: AppState, policy: Policy) -> None:
 
 
 @router.get("/audit", summary="The audit log (auditor roles): reads of internal and restricted data, admin actions")
-async def audit_log(request: Request, layer: str | None = None, subject: str | None = None,
+async def audit_log(request: Request, state: State, layer: str | None = None, subject: str | None = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
     caller = caller_of(request)
     if caller.anonymous:
         raise unauthorized("the audit log needs credentials")
     if not caller.role.audit:
         raise forbidden("this role may not read the audit log")
-    state = app_state(request)
-    await run_in_threadpool(_import_direct_reads, state, auth_of(request).policy)
+    await run_in_threadpool(_import_direct_reads, state, state.auth.policy)
     async with state.pool.connection() as conn:
         entries = await audit.read(conn, layer, subject, limit)
         await audit.record_async(conn, audit.AuditEntry(

@@ -22,7 +22,7 @@ from services.common import ogc
 from services.common.collections import download_links
 from services.common.html import html_page
 from services.common.parameters import CatalogParameters, Document
-from services.common.state import app_state
+from services.common.state import AppState, State
 
 router = APIRouter(tags=["OGC API Records"])
 
@@ -34,9 +34,8 @@ CONFORMANCE = catalog.CONFORMANCE
 LANDING_LINK = {"href": PATH, "rel": "catalog", "type": ogc.JSON, "title": "the catalog of the layers (资源目录)"}
 
 
-async def _records(request: Request) -> list[dict[str, Any]]:
+async def _records(request: Request, state: AppState) -> list[dict[str, Any]]:
     """The records of the layers the caller may read, vector then raster, in the registry's order."""
-    state = app_state(request)
     async with state.pool.connection() as conn:
         facts = await catalog.read_facts(conn)
     found = []
@@ -67,10 +66,10 @@ def _with_links(request: Request, found: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get(PATH, summary="The catalog: a record collection (OGC API Records)")
-async def catalog_collection(given: Document, request: Request) -> Response:
+async def catalog_collection(given: Document, request: Request, state: State) -> Response:
     params = given.check(request)
     as_html = ogc.wants_html(request, params)
-    records = await _records(request)
+    records = await _records(request, state)
     boxes = [r["geometry"]["coordinates"][0] for r in records if r["geometry"] is not None]
     extent: dict[str, Any] = {}
     if boxes:
@@ -93,11 +92,11 @@ async def catalog_collection(given: Document, request: Request) -> Response:
 
 
 @router.get(f"{PATH}/items", summary="Search the catalog: q, bbox, datetime (OGC API Records)")
-async def search(given: Annotated[CatalogParameters, Depends()], request: Request) -> Response:
+async def search(given: Annotated[CatalogParameters, Depends()], request: Request, state: State) -> Response:
     params = given.check(request)
     as_html = ogc.wants_html(request, params)
     q = catalog.parse_catalog_query(params)
-    matched = catalog.search(await _records(request), q)
+    matched = catalog.search(await _records(request, state), q)
     page = matched[q.offset:q.offset + q.limit]
     kept = [(k, v) for k, v in params.items() if k not in ("offset", "f")]
     links = ogc.self_links(request, f"{PATH}/items", ogc.GEOJSON, as_html, kept)
@@ -113,10 +112,10 @@ async def search(given: Annotated[CatalogParameters, Depends()], request: Reques
 
 
 @router.get(f"{PATH}/items/{{record_id}}", summary="One layer's record")
-async def one_record(record_id: str, given: Document, request: Request) -> Response:
+async def one_record(record_id: str, given: Document, request: Request, state: State) -> Response:
     params = given.check(request)
     as_html = ogc.wants_html(request, params)
-    found = next((r for r in await _records(request) if r["id"] == record_id), None)
+    found = next((r for r in await _records(request, state) if r["id"] == record_id), None)
     if found is None:
         raise NotFound(f"no record '{record_id[:200]}' in the catalog")
     if as_html:

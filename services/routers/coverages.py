@@ -24,6 +24,7 @@ from services.auth import read_audit, visibility
 from services.common import ogc
 from services.common.parameters import CollectionId, CoverageParameters, Document, RasterParameters
 from services.common.rasters import GEOTIFF, cache_scope, crs_uri, matches, parse_time, version_of
+from services.common.state import State
 
 router = APIRouter(tags=["OGC API Coverages"])
 
@@ -79,10 +80,10 @@ async def schema(collectionId: CollectionId, given: Document, request: Request) 
 
 @router.get("/collections/{collectionId}/coverage/domainset", summary="A raster's grid (domain set)")
 async def domainset(collectionId: CollectionId, given: Annotated[RasterParameters, Depends()],
-                    request: Request) -> Response:
+                    request: Request, state: State) -> Response:
     spec = visibility.raster_view(request, collectionId)
     given.check(request)
-    version = await version_of(request, spec, parse_time(given.datetime))
+    version = await version_of(state, spec, parse_time(given.datetime))
     x0, y0, x1, y1 = version.bounds
     geographic = spec.crs == "EPSG:4490"
     x_label, y_label = ("Lon", "Lat") if geographic else ("E", "N")
@@ -173,14 +174,14 @@ def coverage_bounds(spec: RasterSpec, params: dict[str, str]) -> read.Bounds | N
 @router.get("/collections/{collectionId}/coverage", summary="A raster as GeoTIFF, whole or a subset",
             response_class=Response, responses={200: {"content": {GEOTIFF: {}}}, 304: {"description": "Not modified"}})
 async def coverage(collectionId: CollectionId, given: Annotated[CoverageParameters, Depends()], request: Request,
-                   if_none_match: str | None = Header(default=None)) -> Response:
+                   state: State, if_none_match: str | None = Header(default=None)) -> Response:
     spec = visibility.raster_view(request, collectionId)
     params = given.check(request)
     fmt = params.get("f", "geotiff")
     if fmt not in GEOTIFF_FORMATS:
         raise InvalidInput("f", f"'{fmt[:20]}' is not offered; coverages are served as geotiff")
     bounds = coverage_bounds(spec, params)
-    version = await version_of(request, spec, parse_time(params.get("datetime")))
+    version = await version_of(state, spec, parse_time(params.get("datetime")))
     area = "all" if bounds is None else ",".join(f"{v:.9g}" for v in bounds)
     etag = f'"{version.etag}.{area}"'
     headers = {"ETag": etag, "Cache-Control": f"{cache_scope(spec)}, max-age=300",

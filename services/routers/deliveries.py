@@ -36,17 +36,17 @@ from services.auth.credentials import caller_of, forbidden, unauthorized
 from services.common import html, ogc
 from services.common.bodies import read_body, replay
 from services.common.parameters import Document, route_parameters
-from services.common.state import AppState, app_state
+from services.common.state import AppState, State
 
 LOGGER = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/deliveries", tags=["Deliveries"])
 MAX_FILE_BYTES = 27 * 2**20  # under GIS_HTTP_MAX_UPLOAD_BYTES' default, with the form around it
 
 
-def _layer(request: Request, layer_id: str, post: bool) -> LayerSpec:
+def _layer(request: Request, state: AppState, layer_id: str, post: bool) -> LayerSpec:
     """401 without credentials; 404 for a layer the caller may not see; 403 for one it may not deliver/follow."""
     caller = caller_of(request)
-    registry = app_state(request).registry
+    registry = state.registry
     if caller.anonymous:
         raise unauthorized("deliveries need a department's credentials (X-API-Key, Basic or Bearer)")
     if layer_id not in registry or not (caller.role.may_read(layer_id) or caller.role.may_deliver(layer_id)):
@@ -131,10 +131,10 @@ def _receive(state: AppState, spec: LayerSpec, sender: store.Sender, filename: s
                               "description": "GeoPackage, zipped Shapefile, GeoJSON or CSV (the layer's format)"},
                      "cut_at": {"type": "string", "format": "date-time",
                                 "description": "when the department cut it (default: when it arrives)"}}}}}}})
-async def post_delivery(layer_id: str, request: Request) -> Response:
-    spec = _layer(request, layer_id, post=True)
+async def post_delivery(layer_id: str, request: Request, state: State) -> Response:
+    spec = _layer(request, state, layer_id, post=True)
     filename, content, cut_at = await _upload(request)
-    caller, state = caller_of(request), app_state(request)
+    caller = caller_of(request)
     sender = store.Sender(caller.subject, caller.role.name, caller.method, caller.key_id)
     try:
         received = await run_in_threadpool(_receive, state, spec, sender, filename, content,
@@ -158,11 +158,11 @@ async def post_delivery(layer_id: str, request: Request) -> Response:
 
 
 @router.get("/{layer_id}", summary="A layer's deliveries, newest first (with an upload form as HTML)")
-async def list_deliveries(layer_id: str, given: Document, request: Request,
+async def list_deliveries(layer_id: str, given: Document, request: Request, state: State,
                           limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
-    spec = _layer(request, layer_id, post=False)
+    spec = _layer(request, state, layer_id, post=False)
     params = ogc.query_params(request, route_parameters(request))
-    async with app_state(request).pool.connection() as conn:
+    async with state.pool.connection() as conn:
         found = await store.list_deliveries(conn, spec.id, limit)
     if ogc.wants_html(request, params):
         may_post = caller_of(request).role.may_deliver(spec.id)
@@ -171,10 +171,10 @@ async def list_deliveries(layer_id: str, given: Document, request: Request,
 
 
 @router.get("/{layer_id}/{delivery_id}", summary="One delivery: sender, checksum, job progress, result")
-async def delivery(layer_id: str, delivery_id: int, given: Document, request: Request) -> Response:
-    spec = _layer(request, layer_id, post=False)
+async def delivery(layer_id: str, delivery_id: int, given: Document, request: Request, state: State) -> Response:
+    spec = _layer(request, state, layer_id, post=False)
     params = given.check(request)
-    async with app_state(request).pool.connection() as conn:
+    async with state.pool.connection() as conn:
         record = await store.get_delivery(conn, spec.id, delivery_id)
     if ogc.wants_html(request, params):
         return ogc.html_response(_delivery_page(request, spec, record))
@@ -182,9 +182,9 @@ async def delivery(layer_id: str, delivery_id: int, given: Document, request: Re
 
 
 @router.get("/{layer_id}/{delivery_id}/rejects", summary="The rejects file (CSV) of a refused delivery")
-async def rejects(layer_id: str, delivery_id: int, request: Request) -> Response:
-    spec = _layer(request, layer_id, post=False)
-    async with app_state(request).pool.connection() as conn:
+async def rejects(layer_id: str, delivery_id: int, request: Request, state: State) -> Response:
+    spec = _layer(request, state, layer_id, post=False)
+    async with state.pool.connection() as conn:
         text = await store.rejects_of(conn, spec.id, delivery_id)
     if text is None:
         raise NotFound(f"delivery {delivery_id} of '{spec.id}' has no rejects")

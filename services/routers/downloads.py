@@ -19,7 +19,7 @@ from fastapi.responses import Response, StreamingResponse
 from gis import downloads
 from gis.downloads import FORMATS, Format
 from gis.errors import InvalidInput
-from gis.features.params import parse_items_query, property_parameters
+from gis.features.params import parse_items_query
 from gis.features.queries import Statement
 from gis.layers import LayerSpec
 from gis.security.policy import LayerView
@@ -27,7 +27,7 @@ from services.auth import read_audit, visibility
 from services.common import limits
 from services.common.collections import blame, download_links
 from services.common.parameters import CollectionId, DownloadParameters
-from services.common.state import app_state
+from services.common.state import AppState, State
 
 router = APIRouter(tags=["Downloads"])
 
@@ -64,18 +64,16 @@ def _refused(exc: psycopg.Error, parameter: str | None) -> Exception:
             "zipped Shapefile or CSV file, with the filters of /items",
             responses={200: {"content": {info.media_type.split(";")[0]: {} for info in FORMATS.values()}}})
 async def download(collectionId: CollectionId, given: Annotated[DownloadParameters, Depends()],
-                   request: Request) -> Response:
+                   request: Request, state: State) -> Response:
     view = visibility.layer_view(request, collectionId)
     spec = view.spec
-    declared = given.names
-    params = given.check(request, property_parameters(spec, declared))
+    params = given.check_filters(request, spec)
     fmt = _format(params)
-    q = parse_items_query(spec, params, limits.cql2_limits(request), declared)
+    q = parse_items_query(spec, params, limits.cql2_limits(request), given.names)
     q = await visibility.restrict(request, view, q)
     statement = downloads.export_statement(spec, q, fmt)
     if fmt is Format.csv:
-        return await _stream_csv(request, view, statement, blame(q))
-    state = app_state(request)
+        return await _stream_csv(request, state, view, statement, blame(q))
     try:  # routed like items: a standby with the layer's current version, else the primary (X-Layer-Version)
         written = await state.read([spec.id], lambda conn: downloads.write_file(
             conn, spec, statement, fmt, scratch_dir=state.settings.temp_dir))
@@ -100,9 +98,8 @@ def _read_through(handle: BinaryIO) -> Iterator[bytes]:
             yield chunk
 
 
-async def _stream_csv(request: Request, view: LayerView, statement: Statement, parameter: str | None) -> Response:
-    state = app_state(request)
-
+async def _stream_csv(request: Request, state: AppState, view: LayerView, statement: Statement,
+                      parameter: str | None) -> Response:
     async def body() -> AsyncIterator[bytes]:
         async with state.reading([view.spec.id]) as conn:  # routed like items, held while the file streams
             try:

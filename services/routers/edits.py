@@ -30,7 +30,7 @@ from services.auth.visibility import layer_view
 from services.common import encoded_paths
 from services.common.bodies import read_body
 from services.common.parameters import CollectionId, FeatureId
-from services.common.state import AppState, app_state
+from services.common.state import AppState, State
 
 router = APIRouter(tags=["OGC API Features: editing (Part 4)"])
 
@@ -61,6 +61,7 @@ _PATCH_SCHEMA: dict[str, Any] = {
     "type": "object", "description": "JSON merge patch (RFC 7396) of the Feature: `properties` members replace the "
     "feature's (null clears one); `geometry`, if given, replaces it",
     "properties": {"properties": {"type": "object"}, "geometry": {"type": "object"}}}
+_FEATURE = "/collections/{collectionId}/items/{featureId}"
 _HEADERS = [
     {"name": "Content-Crs", "in": "header", "required": False, "schema": {"type": "string"},
      "description": "CRS of the body's coordinates, as a URI in angle brackets (any CRS the service serves); "
@@ -83,6 +84,16 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
 
 def _body_doc(schema: dict[str, Any], media_types: tuple[str, ...]) -> dict[str, Any]:
     return {"required": True, "content": {m: {"schema": schema} for m in media_types}}
+
+
+def _feature_change(done: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The route arguments of a change to one feature (PUT, PATCH, DELETE): 204 (`done`), 404 for a feature the
+    caller cannot see, If-Match, and the body the change takes (DELETE takes none, nor its Content-Crs)."""
+    extra: dict[str, Any] = {"parameters": [*(_HEADERS if body else _HEADERS[1:]), _IF_MATCH]}
+    if body:
+        extra["requestBody"] = body
+    return {"status_code": 204, "responses": {204: {"description": done}, 404: {
+        "description": "No such feature (or one outside the caller's rows)"}, **_ANSWERS}, "openapi_extra": extra}
 
 
 def _editor(request: Request, layer_id: str, operation: Operation) -> Editor:
@@ -133,8 +144,8 @@ def _apply(state: AppState, edit: EditRequest) -> EditResult:
         return apply_edit(conn, state.registry, state.settings.city_extent, edit)
 
 
-async def _edit(request: Request, collection_id: str, operation: Operation, feature_id: str | None) -> EditResult:
-    state = app_state(request)
+async def _edit(request: Request, state: AppState, collection_id: str, operation: Operation,
+                feature_id: str | None) -> EditResult:
     if feature_id is not None:
         feature_id = encoded_paths.original(request, feature_id)
     editor = _editor(request, collection_id, operation)
@@ -164,32 +175,25 @@ def _answer(result: EditResult, status: int, extra: dict[str, str] | None = None
                                          **_ANSWERS},
              openapi_extra={"parameters": _HEADERS, "requestBody": _body_doc(
                  _FEATURE_SCHEMA, ("application/geo+json", "application/json"))})
-async def create(collectionId: CollectionId, request: Request) -> Response:
-    result = await _edit(request, collectionId, Operation.create, None)
+async def create(collectionId: CollectionId, request: Request, state: State) -> Response:
+    result = await _edit(request, state, collectionId, Operation.create, None)
     return _answer(result, 201, {"Location": _location(request, collectionId, result.fid)})
 
 
-@router.put("/collections/{collectionId}/items/{featureId}", summary="Replace a feature (Part 4)",
-            status_code=204, responses={204: {"description": "Replaced; ETag is the new version's"}, 404: {
-                "description": "No such feature (or one outside the caller's rows)"}, **_ANSWERS},
-            openapi_extra={"parameters": [*_HEADERS, _IF_MATCH], "requestBody": _body_doc(
-                _FEATURE_SCHEMA, ("application/geo+json", "application/json"))})
-async def replace(collectionId: CollectionId, featureId: FeatureId, request: Request) -> Response:
-    return _answer(await _edit(request, collectionId, Operation.replace, featureId), 204)
+@router.put(_FEATURE, summary="Replace a feature (Part 4)", **_feature_change(
+    "Replaced; ETag is the new version's", _body_doc(_FEATURE_SCHEMA, ("application/geo+json", "application/json"))))
+async def replace(collectionId: CollectionId, featureId: FeatureId, request: Request, state: State) -> Response:
+    return _answer(await _edit(request, state, collectionId, Operation.replace, featureId), 204)
 
 
-@router.patch("/collections/{collectionId}/items/{featureId}", summary="Update a feature (Part 4, merge patch)",
-              status_code=204, responses={204: {"description": "Updated; ETag is the new version's"}, 404: {
-                  "description": "No such feature (or one outside the caller's rows)"}, **_ANSWERS},
-              openapi_extra={"parameters": [*_HEADERS, _IF_MATCH], "requestBody": _body_doc(
-                  _PATCH_SCHEMA, ("application/merge-patch+json", "application/json"))})
-async def update(collectionId: CollectionId, featureId: FeatureId, request: Request) -> Response:
-    return _answer(await _edit(request, collectionId, Operation.update, featureId), 204)
+@router.patch(_FEATURE, summary="Update a feature (Part 4, merge patch)", **_feature_change(
+    "Updated; ETag is the new version's",
+    _body_doc(_PATCH_SCHEMA, ("application/merge-patch+json", "application/json"))))
+async def update(collectionId: CollectionId, featureId: FeatureId, request: Request, state: State) -> Response:
+    return _answer(await _edit(request, state, collectionId, Operation.update, featureId), 204)
 
 
-@router.delete("/collections/{collectionId}/items/{featureId}", summary="Delete a feature (Part 4)",
-               status_code=204, responses={204: {"description": "Deleted; the version stays in the history"}, 404: {
-                   "description": "No such feature (or one outside the caller's rows)"}, **_ANSWERS},
-               openapi_extra={"parameters": [_HEADERS[1], _IF_MATCH]})
-async def delete(collectionId: CollectionId, featureId: FeatureId, request: Request) -> Response:
-    return _answer(await _edit(request, collectionId, Operation.delete, featureId), 204)
+@router.delete(_FEATURE, summary="Delete a feature (Part 4)",
+               **_feature_change("Deleted; the version stays in the history"))
+async def delete(collectionId: CollectionId, featureId: FeatureId, request: Request, state: State) -> Response:
+    return _answer(await _edit(request, state, collectionId, Operation.delete, featureId), 204)

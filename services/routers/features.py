@@ -16,7 +16,7 @@ from fastapi.responses import Response
 
 from gis.errors import InvalidInput, NotFound
 from gis.features import crs as crs_
-from gis.features.params import encode_cursor, parse_items_query, parse_properties, property_parameters
+from gis.features.params import encode_cursor, parse_items_query, parse_properties
 from gis.features.queries import Statement, history_statement, item_statement, items_statement
 from gis.features.queryables import json_schema
 from gis.features.temporal import parse_datetime
@@ -33,7 +33,7 @@ from services.common.parameters import (
     ItemsParameters,
     on_loop,
 )
-from services.common.state import AppState, app_state
+from services.common.state import AppState, State
 
 # The routes' parameters, made on the event loop (parameters.on_loop), not in FastAPI's thread pool.
 Items = Annotated[ItemsParameters, Depends(on_loop(ItemsParameters))]
@@ -41,12 +41,6 @@ Item = Annotated[ItemParameters, Depends(on_loop(ItemParameters))]
 History = Annotated[HistoryParameters, Depends(on_loop(HistoryParameters))]
 
 router = APIRouter(tags=["OGC API Features"])
-
-
-
-def _layer(request: Request, collection_id: str) -> tuple[AppState, LayerView]:
-    """The layer as the caller may see it (masked fields left out); 404 as for no such layer if hidden."""
-    return app_state(request), visibility.layer_view(request, collection_id)
 
 
 async def fetch_one(state: AppState, statement: Statement, blame: str | None = None,
@@ -65,20 +59,20 @@ async def fetch_one(state: AppState, statement: Statement, blame: str | None = N
 
 
 @router.get("/collections/{collectionId}", summary="A layer's metadata")
-async def collection(collectionId: CollectionId, given: Document, request: Request) -> Response:
-    if collectionId in app_state(request).registry.rasters:
-        return await rasters.collection(collectionId, request, given)
-    state, view = _layer(request, collectionId)
+async def collection(collectionId: CollectionId, given: Document, request: Request, state: State) -> Response:
+    if collectionId in state.registry.rasters:
+        return await rasters.collection(collectionId, request, state, given)
+    view = visibility.layer_view(request, collectionId)
     params = given.check(request)
     as_html = ogc.wants_html(request, params)
     stats = (await layer_stats(state)).get(view.source.id)
-    document = view_document(request, view, stats)
+    document = view_document(request, state, view, stats)
     return ogc.document_response(document, as_html, html.collection_page)
 
 
 @router.get("/collections/{collectionId}/queryables", summary="What a filter may name (JSON Schema)")
 async def queryables(collectionId: CollectionId, given: Document, request: Request) -> Response:
-    _, view = _layer(request, collectionId)
+    view = visibility.layer_view(request, collectionId)
     spec = view.spec
     params = given.check(request)
     schema = json_schema(spec, ogc.url(request, f"/collections/{spec.id}/queryables"))
@@ -88,15 +82,12 @@ async def queryables(collectionId: CollectionId, given: Document, request: Reque
 
 
 @router.get("/collections/{collectionId}/items", summary="Features of a layer, one page")
-async def items(collectionId: CollectionId, given: Items,
-                request: Request) -> Response:
-    state, view = _layer(request, collectionId)
+async def items(collectionId: CollectionId, given: Items, request: Request, state: State) -> Response:
+    view = visibility.layer_view(request, collectionId)
     spec = view.spec
-    # besides the declared parameters, the layer's queryables as `name=value` filters
-    declared = given.names
-    params = given.check(request, property_parameters(spec, declared))
+    params = given.check_filters(request, spec)
     as_html = ogc.wants_html(request, params)
-    q = parse_items_query(spec, params, limits.cql2_limits(request), declared)
+    q = parse_items_query(spec, params, limits.cql2_limits(request), given.names)
     if as_html:
         q = replace(q, crs=crs_.CRS84)  # the HTML map draws lon/lat
     asked = q
@@ -132,9 +123,9 @@ async def items(collectionId: CollectionId, given: Items,
 
 
 @router.get("/collections/{collectionId}/items/{featureId}", summary="One feature")
-async def item(collectionId: CollectionId, featureId: FeatureId, given: Item,
-               request: Request) -> Response:
-    state, view, params, as_html, out_crs = _feature_request(request, collectionId, given)
+async def item(collectionId: CollectionId, featureId: FeatureId, given: Item, request: Request,
+               state: State) -> Response:
+    view, params, as_html, out_crs = _feature_request(request, collectionId, given)
     spec, feature_id = view.spec, encoded_paths.original(request, featureId)
     time = parse_datetime(given.datetime) if given.datetime is not None else None
     properties = parse_properties(given.properties, spec) if given.properties is not None else None
@@ -164,9 +155,9 @@ async def item(collectionId: CollectionId, featureId: FeatureId, given: Item,
 
 
 @router.get("/collections/{collectionId}/items/{featureId}/history", summary="Every version of one feature")
-async def history(collectionId: CollectionId, featureId: FeatureId, given: History,
-                  request: Request) -> Response:
-    state, view, params, as_html, out_crs = _feature_request(request, collectionId, given)
+async def history(collectionId: CollectionId, featureId: FeatureId, given: History, request: Request,
+                  state: State) -> Response:
+    view, params, as_html, out_crs = _feature_request(request, collectionId, given)
     spec, feature_id = view.spec, encoded_paths.original(request, featureId)
     if "\x00" in feature_id:
         raise NotFound(f"no feature '{feature_id[:60]}' in '{spec.id}'")
@@ -196,19 +187,19 @@ async def history(collectionId: CollectionId, featureId: FeatureId, given: Histo
 # (`A%2F12/history`), as every link the service writes has it: `A/12/history` is the item "A/12/history".
 @router.get("/collections/{collectionId}/items/{featureId:path}", include_in_schema=False)
 async def item_with_slashes(collectionId: CollectionId, featureId: FeatureId,
-                            given: Item, request: Request) -> Response:
-    return await item(collectionId, featureId, given, request)
+                            given: Item, request: Request, state: State) -> Response:
+    return await item(collectionId, featureId, given, request, state)
 
 
 def _feature_request(request: Request, collection_id: str, given: HistoryParameters
-                     ) -> tuple[AppState, LayerView, dict[str, str], bool, crs_.Crs]:
-    """For one feature's routes: the layer as the caller sees it, the checked query, whether HTML is wanted and the
-    response CRS (lon/lat for the HTML map)."""
-    state, view = _layer(request, collection_id)
+                     ) -> tuple[LayerView, dict[str, str], bool, crs_.Crs]:
+    """For one feature's routes: the layer as the caller sees it (masked fields left out; 404 as for no such layer
+    if hidden), the checked query, whether HTML is wanted and the response CRS (lon/lat for the HTML map)."""
+    view = visibility.layer_view(request, collection_id)
     params = given.check(request)
     as_html = ogc.wants_html(request, params)
     out_crs = crs_.parse_crs(given.crs, "crs") if given.crs is not None and not as_html else crs_.CRS84
-    return state, view, params, as_html, out_crs
+    return view, params, as_html, out_crs
 
 
 def _quote(fid: str) -> str:

@@ -12,14 +12,14 @@ import os
 from typing import Any
 
 import psycopg
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from gis.db.migrate import migration_files
 from gis.db.pool import GuardedPool
 from gis.security.disclosure import without_paths
 from services.common.serving import Metrics, metrics_text, pool_stats
-from services.common.state import AppState, app_state
+from services.common.state import AppState, State
 
 LOGGER = logging.getLogger("gis.health")
 router = APIRouter(include_in_schema=False)
@@ -46,8 +46,7 @@ def _pool_report(pool: GuardedPool | None) -> dict[str, Any] | None:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> JSONResponse:
-    state = app_state(request)
+async def readyz(state: State) -> JSONResponse:
     body: dict[str, Any] = {"primary": _pool_report(state.pool), "standbys": _pool_report(state.read_pool)}
     reason = None
     if not state.pool.available:
@@ -69,8 +68,8 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics(request: Request) -> Response:
-    content, media_type = metrics_text(app_state(request).metrics)
+async def metrics(state: State) -> Response:
+    content, media_type = metrics_text(state.metrics)
     return Response(content, media_type=media_type, headers={"Cache-Control": "no-store"})
 
 

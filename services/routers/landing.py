@@ -17,7 +17,7 @@ from services.common import html, ogc, rasters
 from services.common.collections import layer_stats, view_document
 from services.common.errors import document_errors
 from services.common.parameters import Document, document_parameters
-from services.common.state import app_state, state_of
+from services.common.state import State, state_of
 
 router = APIRouter(tags=["Service"])
 
@@ -56,7 +56,7 @@ def add_conformance(app: FastAPI, *uris: str) -> None:
 
 
 @router.get("/", summary="Landing page")
-async def landing(given: Document, request: Request) -> Response:
+async def landing(given: Document, request: Request, state: State) -> Response:
     params = given.check(request)
     as_html = ogc.wants_html(request, params)
     links = [
@@ -66,31 +66,30 @@ async def landing(given: Document, request: Request) -> Response:
         ogc.link(ogc.url(request, "/conformance"), "conformance", ogc.JSON, "conformance classes"),
         ogc.link(ogc.url(request, "/collections"), "data", ogc.JSON, "the layers"),
         *(ogc.link(ogc.url(request, extra["path"]), extra["rel"], extra["type"], extra["title"])
-          for extra in app_state(request).discovery.landing_links),
+          for extra in state.discovery.landing_links),
     ]
     document = {"title": TITLE, "description": DESCRIPTION, "links": links}
     return ogc.document_response(document, as_html, html.landing_page)
 
 
 @router.get("/conformance", summary="Conformance classes implemented")
-async def conformance(given: Document, request: Request) -> Response:
+async def conformance(given: Document, request: Request, state: State) -> Response:
     params = given.check(request)
-    document = {"conformsTo": list(app_state(request).discovery.conformance)}
+    document = {"conformsTo": list(state.discovery.conformance)}
     return ogc.document_response(document, ogc.wants_html(request, params), html.conformance_page)
 
 
 @router.get("/collections", summary="The layers")
-async def collections(given: Document, request: Request) -> Response:
-    state = app_state(request)
+async def collections(given: Document, request: Request, state: State) -> Response:
     params = given.check(request)
     as_html = ogc.wants_html(request, params)
     stats = await layer_stats(state)
     document = {
         "links": ogc.self_links(request, "/collections", html=as_html),
         "crs": [c.uri for c in crs_.SUPPORTED],
-        "collections": [view_document(request, view, stats.get(layer_id))
+        "collections": [view_document(request, state, view, stats.get(layer_id))
                         for layer_id, view in visibility.visible_layers(request).items()]
-                       + await rasters.raster_documents(request),
+                       + await rasters.raster_documents(request, state),
     }
     return ogc.document_response(document, as_html, html.collections_page)
 

@@ -20,6 +20,7 @@ from services.auth import read_audit, visibility
 from services.common import ogc
 from services.common.parameters import CollectionId, Document, DocumentParameters, RasterParameters
 from services.common.rasters import MAX_ZOOM, cache_scope, matches, parse_time, version_of
+from services.common.state import AppState, State
 
 router = APIRouter(tags=["OGC API Maps (tiles)"])
 
@@ -89,9 +90,10 @@ async def tileset(collectionId: CollectionId, tileMatrixSetId: str, given: Docum
     return ogc.json_response(tileset_document(request, spec, "default"))
 
 
-async def _tilejson(request: Request, spec: RasterSpec, style: str, given: DocumentParameters) -> Response:
+async def _tilejson(request: Request, state: AppState, spec: RasterSpec, style: str, given: DocumentParameters
+                    ) -> Response:
     given.check(request)
-    version = await version_of(request, spec, None)
+    version = await version_of(state, spec, None)
     lon0, lat0, lon1, lat1 = version.lonlat_bounds
     credential = ogc.credential_suffix(request)
     suffix = f"?{credential[0][0]}={credential[0][1]}" if credential else ""
@@ -105,29 +107,30 @@ async def _tilejson(request: Request, spec: RasterSpec, style: str, given: Docum
 
 
 @router.get("/collections/{collectionId}/map/tiles/{tileMatrixSetId}/tilejson.json", summary="TileJSON 3.0.0")
-async def tilejson(collectionId: CollectionId, tileMatrixSetId: str, given: Document, request: Request) -> Response:
+async def tilejson(collectionId: CollectionId, tileMatrixSetId: str, given: Document, request: Request,
+                   state: State) -> Response:
     spec = visibility.raster_view(request, collectionId)
     _check_tms(tileMatrixSetId)
-    return await _tilejson(request, spec, "default", given)
+    return await _tilejson(request, state, spec, "default", given)
 
 
 @router.get("/collections/{collectionId}/styles/{styleId}/map/tiles/{tileMatrixSetId}/tilejson.json",
             summary="TileJSON 3.0.0 of a style")
 async def styled_tilejson(collectionId: CollectionId, styleId: str, tileMatrixSetId: str, given: Document,
-                          request: Request) -> Response:
+                          request: Request, state: State) -> Response:
     spec = visibility.raster_view(request, collectionId)
     _check_tms(tileMatrixSetId)
-    return await _tilejson(request, spec, _style(spec, styleId), given)
+    return await _tilejson(request, state, spec, _style(spec, styleId), given)
 
 
-async def _tile(request: Request, spec: RasterSpec, style: str, tms: str, z: int, row: int, col: int,
+async def _tile(request: Request, state: AppState, spec: RasterSpec, style: str, tms: str, z: int, row: int, col: int,
                 given: RasterParameters, if_none_match: str | None) -> Response:
     _check_tms(tms)
     given.check(request)
     address = mvt.Tile(z, col, row)  # out of range: a 400 naming the parameter (gis.tiles.TileOutOfRange)
     if z > MAX_ZOOM:
         raise InvalidInput("tileMatrix", f"raster map tiles go to tile matrix {MAX_ZOOM}")
-    version = await version_of(request, spec, parse_time(given.datetime))
+    version = await version_of(state, spec, parse_time(given.datetime))
     etag = f'"{version.etag}.{style}.{address.z}.{address.y}.{address.x}"'
     headers = {"ETag": etag, "Cache-Control": f"{cache_scope(spec)}, max-age={TILE_MAX_AGE}"}
     if matches(if_none_match, etag):
@@ -144,17 +147,18 @@ TileResponses: dict[int | str, dict[str, Any]] = {200: {"content": {PNG: {}}}, 3
             summary="A PNG map tile of a raster (its default style)", response_class=Response,
             responses=TileResponses)
 async def tile(collectionId: CollectionId, tileMatrixSetId: str, tileMatrix: int, tileRow: int, tileCol: int,
-               given: Annotated[RasterParameters, Depends()], request: Request,
+               given: Annotated[RasterParameters, Depends()], request: Request, state: State,
                if_none_match: Annotated[str | None, Header()] = None) -> Response:
     spec = visibility.raster_view(request, collectionId)
-    return await _tile(request, spec, "default", tileMatrixSetId, tileMatrix, tileRow, tileCol, given, if_none_match)
+    return await _tile(request, state, spec, "default", tileMatrixSetId, tileMatrix, tileRow, tileCol, given,
+                       if_none_match)
 
 
 @router.get("/collections/{collectionId}/styles/{styleId}/map/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}",
             summary="A PNG map tile of a raster in a named style", response_class=Response, responses=TileResponses)
 async def styled_tile(collectionId: CollectionId, styleId: str, tileMatrixSetId: str, tileMatrix: int, tileRow: int,
-                      tileCol: int, given: Annotated[RasterParameters, Depends()], request: Request,
+                      tileCol: int, given: Annotated[RasterParameters, Depends()], request: Request, state: State,
                       if_none_match: Annotated[str | None, Header()] = None) -> Response:
     spec = visibility.raster_view(request, collectionId)
-    return await _tile(request, spec, _style(spec, styleId), tileMatrixSetId, tileMatrix, tileRow, tileCol, given,
-                       if_none_match)
+    return await _tile(request, state, spec, _style(spec, styleId), tileMatrixSetId, tileMatrix, tileRow, tileCol,
+                       given, if_none_match)

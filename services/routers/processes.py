@@ -19,7 +19,7 @@ from gis.errors import InvalidInput
 from gis.security.examples import EXAMPLE_PROJECT
 from services.common.bodies import read_body
 from services.common.input_guard import nul_at
-from services.common.state import app_state
+from services.common.state import State
 from services.processes.access import bind_caller
 from services.processes.pygeoapi_bridge import Bridge, api_request
 
@@ -37,8 +37,9 @@ LANDING_LINKS = (
 router = APIRouter(tags=["Processes"])
 
 
-def bridge_of(request: Request) -> Bridge:
-    return app_state(request).processes
+async def bridge_of(state: State) -> Bridge:
+    """The processes and their jobs (the routes' dependency; a coroutine function, so called on the event loop)."""
+    return state.processes
 
 
 async def _call(request: Request, bridge: Bridge, body: bytes, function: Callable[..., tuple[dict[str, Any], int, Any]],

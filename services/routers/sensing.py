@@ -33,7 +33,7 @@ from services.auth.read_audit import audit_read
 from services.auth.visibility import layer_view
 from services.common.bodies import read_body
 from services.common.parameters import route_parameters
-from services.common.state import ProjectState, State, app_state
+from services.common.state import AppState, State
 
 JSON = "application/json"
 GEOJSON = "application/geo+json"
@@ -59,12 +59,12 @@ def _writer(request: Request, layer_id: str) -> None:
     raise NotFound("this role may not post readings")  # names no layer the caller may not know
 
 
-async def _audit_write(request: Request, layer_id: str, count: int | None, status: int,
+async def _audit_write(request: Request, state: AppState, layer_id: str, count: int | None, status: int,
                        detail: dict[str, Any]) -> None:
     caller = caller_of(request)
     entry = audit.AuditEntry(caller.subject, caller.role.name, caller.method, caller.key_id, "write", layer_id,
                              request.url.path, detail, count, status)
-    async with app_state(request).pool.connection() as conn:
+    async with state.pool.connection() as conn:
         await audit.record_async(conn, entry)
 
 
@@ -117,14 +117,14 @@ async def post_readings(request: Request, state: State) -> Response:
             result = await readings_.store(conn, thresholds, kept, f"POST {request.url.path} "
                                            f"({caller_of(request).subject})", rejected)
     except readings_.InvalidReadings as exc:
-        await _audit_write(request, layer_id, None, 400, {"refused": str(exc)[:500]})
+        await _audit_write(request, state, layer_id, None, 400, {"refused": str(exc)[:500]})
         raise
     unique = result.received + rejected
     answer: dict[str, Any] = {"layer": layer_id, "received": len(parsed), "duplicates_in_batch": len(parsed) - unique}
     if tells_counts and not blind:
         answer |= {"refresh_id": result.refresh_id, "inserted": result.inserted, "corrected": result.updated,
                    "unchanged": result.unchanged}
-    await _audit_write(request, layer_id, len(parsed), 200, {"refresh_id": result.refresh_id,
+    await _audit_write(request, state, layer_id, len(parsed), 200, {"refresh_id": result.refresh_id,
                                                              "inserted": result.inserted,
                                                              "corrected": result.updated, "dropped": rejected})
     return Response(orjson.dumps(answer), media_type=JSON)
@@ -170,7 +170,7 @@ def _next_link(request: Request, cursor: Cursor) -> str:
 )
 async def sensor_warnings(
     request: Request,
-    project: ProjectState,
+    state: State,
     level: Annotated[str | None, Query(description="comma-separated levels: blue, yellow, orange, red")] = None,
     sensor: Annotated[str | None, Query(description="comma-separated sensor ids")] = None,
     datetime: Annotated[str | None, Query(description="instant or interval on observed_at (as /items)")] = None,
@@ -180,7 +180,7 @@ async def sensor_warnings(
                                                                  "warning arrives (long poll)")] = 0,
     f: Annotated[str | None, Query(description="geojson (default) or html")] = None,
 ) -> Response:
-    thresholds = project.thresholds
+    thresholds = state.project.thresholds
     view = layer_view(request, thresholds.readings.id)
     if view.rows is not None:
         raise forbidden(f"warnings of '{view.source.id}' are not yet filtered by row rules; this role has one")
@@ -197,7 +197,6 @@ async def sensor_warnings(
     shown = tuple(name for name in READING_FIELDS if name not in view.masked)
     if q.sensors and "sensor" not in shown:
         raise InvalidInput("sensor", "unknown parameter for this role")
-    state = app_state(request)
     deadline = time.monotonic() + wait
     while True:
         async with state.pool.connection() as conn:

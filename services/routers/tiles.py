@@ -271,6 +271,11 @@ def _etag(spec: LayerSpec, version: int | None, variant: str, tile: mvt.Tile) ->
     return f'W/"{spec.id}.r{version or 0}{variant}.{tile.z}.{tile.x}.{tile.y}"'
 
 
+def _body_etag(spec: LayerSpec, variant: str, tile: mvt.Tile, data: bytes) -> str:
+    """The tag of a row-limited caller's tile: its bytes' digest, so it changes exactly when what it sees does."""
+    return f'W/"{spec.id}{variant}.{tile.z}.{tile.x}.{tile.y}.b{hashlib.sha256(data).hexdigest()[:24]}"'
+
+
 def _client_tags(if_none_match: str | None) -> list[str]:
     if not if_none_match:
         return []
@@ -312,7 +317,10 @@ async def tile(request: Request, state: State, collectionId: CollectionId, tileM
     variant = (_variant(spec, time) + (f".m{visibility.mask_tag(view)}" if view.masked else "")
                + (_rows_tag(rows) if rows is not None else ""))
     tags = _client_tags(if_none_match)
-    client_version = _known_version(tags, spec, variant, address)
+    # A row-limited caller's tile is tagged by its bytes: the layer's version moves with rows the caller cannot
+    # see, and a version tag would tell it so. Everyone else's is tagged by the version (no tile built to say 304).
+    limited = rows is not None
+    client_version = None if limited else _known_version(tags, spec, variant, address)
     cache, key = state.tile_cache, (spec.id, variant, address.z, address.x, address.y)
     cached = cache.get(key)
     known = {v for v in (client_version, cached[0] if cached else None) if v is not None}
@@ -322,17 +330,19 @@ async def tile(request: Request, state: State, collectionId: CollectionId, tileM
     row = await state.read_row([spec.id], query, params, binary=True)
     assert row is not None  # the tile statement always returns exactly one row
     result = mvt.tile_result(row, known_versions)
-    etag = _etag(spec, result.version, variant, address)
+    data = result.data if result.data is not None or cached is None else cached[1]
+    if limited:
+        assert data is not None  # a limited caller's only known version is the cache's
+        etag = _body_etag(spec, variant, address, data)
+    else:
+        etag = _etag(spec, result.version, variant, address)
     headers = {"ETag": etag, "Cache-Control": _cache_control(spec)}
     if "*" in tags or etag.removeprefix("W/") in tags:
         return Response(status_code=304, headers=headers)
-    if result.data is not None:
-        data = result.data
-        if result.version is not None:
-            cache.put(key, result.version, data)
-    else:  # the layer is still at the cached tile's version (the client's would have matched above)
-        assert cached is not None
-        data = cached[1]
+    if result.data is not None and result.version is not None:
+        cache.put(key, result.version, result.data)
+    # else the layer is still at the cached tile's version (the client's would have matched above)
+    assert data is not None
     await read_audit.audit_read(request, view, None, 204 if not data else 200,
                           {"tile": f"{address.z}/{address.y}/{address.x}"})
     if not data:

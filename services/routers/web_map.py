@@ -32,7 +32,7 @@ from services.common.collections import layer_stats
 from services.common.parameters import Document
 from services.common.rasters import MAX_ZOOM as RASTER_MAX_ZOOM
 from services.common.rasters import current_versions
-from services.common.state import AppState, app_state
+from services.common.state import AppState, State
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 STATIC_PATH = "/static"
@@ -130,9 +130,8 @@ def style_document(request: Request, state: AppState, views: Mapping[str, LayerV
 
 
 @router.get("/map/style.json", summary="The web map's MapLibre style: the layers the caller may see")
-async def map_style(given: Document, request: Request) -> Response:
+async def map_style(given: Document, request: Request, state: State) -> Response:
     given.check(request)
-    state = app_state(request)
     views = visibility.visible_layers(request)  # tiles apply a row rule themselves (services/routers/tiles.py)
     stats = await layer_stats(state)
     # a row-limited caller gets no layer extent (it would tell where the rows it may not read are)
@@ -140,7 +139,7 @@ async def map_style(given: Document, request: Request) -> Response:
                if view.tells_layer_facts and layer_id in stats and stats[layer_id][2] is not None
                and None not in stats[layer_id][2]}
     # A raster not loaded yet has no tiles to draw (they would all be 404s).
-    current = await current_versions(request) if visibility.visible_rasters(request) else {}
+    current = await current_versions(state) if visibility.visible_rasters(request) else {}
     rasters = {raster_id: (spec, current[raster_id]) for raster_id, spec in visibility.visible_rasters(request).items()
                if raster_id in current}
     document = style_document(request, state, views, rasters, extents)

@@ -288,36 +288,42 @@ function showProposal() {
   $('check').disabled = !state.proposal;
 }
 
-function startDrawing() {
-  state.drawing = true;
+function setDrawing(on) {
+  // while drawing, a double-click closes the proposal instead of zooming
+  state.drawing = on;
+  if (on) {
+    state.map.doubleClickZoom.disable();
+  } else {
+    state.map.doubleClickZoom.enable();
+  }
+  $('map').classList.toggle('drawing', on);
+}
+
+function resetProposal() {
   state.points = [];
   state.proposal = null;
-  state.map.doubleClickZoom.disable();
-  $('map').classList.add('drawing');
   showOverlaps(null);
   showProposal();
+}
+
+function startDrawing() {
+  setDrawing(true);
+  resetProposal();
   setStatus('click the corners of the proposal; double-click or Finish to close it');
 }
 
 function finishDrawing() {
   // a double-click also clicked twice: drop repeated corners
   state.points = state.points.filter((p, i, all) => i === 0 || p[0] !== all[i - 1][0] || p[1] !== all[i - 1][1]);
-  state.drawing = false;
-  state.map.doubleClickZoom.enable();
-  $('map').classList.remove('drawing');
+  setDrawing(false);
   state.proposal = state.points.length >= 3 ? { type: 'Polygon', coordinates: [ring()] } : null;
   showProposal();
   setStatus(state.proposal ? 'proposal ready: choose a use and check it' : 'a proposal needs three corners');
 }
 
 function clearProposal() {
-  state.drawing = false;
-  state.points = [];
-  state.proposal = null;
-  state.map.doubleClickZoom.enable();
-  $('map').classList.remove('drawing');
-  showOverlaps(null);
-  showProposal();
+  setDrawing(false);
+  resetProposal();
 }
 
 function showOverlaps(report) {
