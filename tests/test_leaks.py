@@ -33,7 +33,7 @@ from gis.errors import ConfigError, NotFound
 from gis.features import crs as crs_
 from gis.features import queries
 from gis.layers import LayerRegistry
-from gis.refresh.record import _recompute_stats
+from gis.refresh.record import recompute_stats
 from gis.security import keys, rows
 from gis.security.examples import EXAMPLE_PIPE, EXAMPLE_PROJECT, EXAMPLE_SENSOR
 from gis.security.policy import Policy, Role, build_policy, load_policy, policy_path, readable
@@ -568,7 +568,7 @@ def test_answers_do_not_depend_on_what_the_role_may_not_see(mutable: Service, po
             last = conn.execute("SELECT last_refresh_id FROM ops.layer_stats WHERE layer_id = %s",
                                 (layer_id,)).fetchone()
             assert last is not None
-            _recompute_stats(conn, spec, int(last[0]))
+            recompute_stats(conn, spec, int(last[0]))
         conn.commit()
     after = _capture(mutable, role_name, role, probes, {k: v[0] for k, v in outside.items()})
     assert before.keys() == after.keys()
