@@ -501,39 +501,52 @@ def warm_tiles(base: str, paths: list[str], headers: dict[str, str]) -> int:
 
 
 DRAIN_REQUESTS = 2 * WORKERS  # enough to wait behind what each worker still holds, not one per connection
+SETTLE_S = 3.0  # after a run, how long the queries it left may go on by themselves before they are cancelled
+OLD_QUERY_S = 0.5  # only queries running longer than this are cancelled: never a health probe's or a fresh one
 
 
 def settle(url: str, connections: int, headers: dict[str, str] | None, database_url: str,
            timeout_s: float = CHECK_TIMEOUT_S) -> int:
-    """Between runs: the server works off what the run left queued, then its queries end (or are cancelled);
-    returns how many were cancelled."""
+    """Between runs, so that no run pays for the one before: the queries the run left behind (wrk closed its
+    connections, the server goes on with their requests) end or are cancelled, then a few requests wait
+    behind whatever the server still holds. Returns how many queries were cancelled."""
+    cancelled = quiesce(database_url, wait_s=SETTLE_S)
     drain(url, min(connections, DRAIN_REQUESTS), headers, timeout_s)
-    return quiesce(database_url)
+    return cancelled + quiesce(database_url, wait_s=SETTLE_S)
 
 
 def drain(url: str, connections: int, headers: dict[str, str] | None = None,
           timeout_s: float = CHECK_TIMEOUT_S) -> None:
     """Wait until the server has worked off what a run left queued: a slow server still holds the requests
-    wrk gave up on, and the next run must not pay for them. A few requests at once, answered after the
-    backlog; past `timeout_s` the backlog is left to quiesce(), which cancels its queries."""
+    wrk gave up on. A few requests at once, answered after the backlog (or given up after `timeout_s`)."""
     with ThreadPoolExecutor(connections) as pool:
         list(pool.map(lambda _n: _get_with_headers(url, timeout_s, headers), range(connections)))
 
 
-def quiesce(database_url: str, wait_s: float = QUIET_WAIT_S) -> int:
-    """Wait for the queries a load left behind (a client that gave up does not stop the server's query),
-    then cancel what still runs, so that no run pays for the one before. Returns how many were cancelled."""
-    deadline = time.monotonic() + wait_s
+# Clients' queries only: never autovacuum's workers, never this connection's own.
+ACTIVE = ("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+          "AND state = 'active' AND backend_type = 'client backend'")
+CANCEL_OLD = ("SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() "
+              "AND pid <> pg_backend_pid() AND state = 'active' AND backend_type = 'client backend' "
+              "AND query_start < now() - make_interval(secs => %s)")
+
+
+def quiesce(database_url: str, wait_s: float = QUIET_WAIT_S, cancel_for_s: float = QUIET_WAIT_S) -> int:
+    """Wait up to `wait_s` for the queries a load left behind to end (a client that gave up does not stop the
+    server's query), then cancel those still running, and again as a server's backlog starts new ones, until
+    none runs (or `cancel_for_s` has passed). Returns how many were cancelled."""
+    cancelled = 0
     with psycopg.connect(database_url, autocommit=True) as conn:
-        database = conn.info.dbname
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
-                "AND state = 'active'", (database,)).fetchone()
-            if not row or not row[0]:
-                return 0
+        deadline = time.monotonic() + wait_s
+        while conn.execute(ACTIVE).fetchone():
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.25)
-        row = conn.execute(
-            "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE datname = %s "
-            "AND pid <> pg_backend_pid() AND state = 'active'", (database,)).fetchone()
-        return int(row[0]) if row else 0
+        else:
+            return 0
+        deadline = time.monotonic() + cancel_for_s
+        while conn.execute(ACTIVE).fetchone() and time.monotonic() < deadline:
+            row = conn.execute(CANCEL_OLD, (OLD_QUERY_S,)).fetchone()
+            cancelled += int(row[0]) if row else 0
+            time.sleep(0.25)
+    return cancelled

@@ -373,7 +373,7 @@ def history_section(data: dict[str, Any], refresh: dict[str, Any] | None = None)
     verdicts.append((f"a changed delivery's peak memory < {MEMORY_TARGET_MIB:,} MiB", f"{peak:,.0f} MiB",
                      peak < MEMORY_TARGET_MIB))
     return [
-        "## History: ten deliveries of the bench layer",
+        f"## History: {data['deliveries']} deliveries of the bench layer",
         "",
         f"After the refresh benchmark the pipelines are refreshed with {data['deliveries']} successive deliveries "
         "(`bench/history.py`), each the one before with 5% of the segments changed, 1% removed and 1.5% added, "

@@ -256,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=api.RUNS, help="timed runs per case (the median is reported)")
     parser.add_argument("--skip-history", action="store_true",
                         help="no ten deliveries after the refresh benchmark (as-of cases are then not asked)")
+    parser.add_argument("--deliveries", type=int, default=history.DELIVERIES,
+                        help="how many of the ten deliveries to load (fewer: a quick changed-delivery figure)")
     parser.add_argument("--skip-burst", action="store_true", help="leave out the burst-analysis benchmark")
     parser.add_argument("--only", choices=["burst"], help="run only this benchmark (bench/burst.py, its own database)")
     parser.add_argument("--cases", help="API cases to measure, comma-separated groups (items, bbox, item, filter, "
@@ -285,10 +287,10 @@ def main(argv: list[str] | None = None) -> int:
             say(f"refresh: ogr2ogr {result.ogr2ogr.seconds}s, first {result.first.seconds}s, unchanged "
                 f"{result.unchanged_checksum.seconds}s (checksum) / {result.unchanged_force.seconds}s (--force)")
         if not args.skip_history and (not args.skip_refresh or not history_file.is_file()):
-            say(f"history: {history.DELIVERIES} successive deliveries of the pipelines (5% changed, 1% removed, "
+            say(f"history: {args.deliveries} successive deliveries of the pipelines (5% changed, 1% removed, "
                 "1.5% added each)")
-            made = phases.timed("ten deliveries", lambda: history.run(
-                ROOT, url, SAMPLES / "pipeline" / "pipelines.gpkg", RESULTS / "history", say))
+            made = phases.timed(f"{args.deliveries} deliveries", lambda: history.run(
+                ROOT, url, SAMPLES / "pipeline" / "pipelines.gpkg", RESULTS / "history", say, args.deliveries))
             history_file.write_text(json.dumps(made.as_dict(), indent=2), encoding="utf-8")
         instants = json.loads(history_file.read_text())["instants"] if history_file.is_file() else None
         if not args.skip_api:

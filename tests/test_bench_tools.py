@@ -2,8 +2,12 @@
 
 import json
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from bench import api, peers, procs, refresh, report, wrk
@@ -280,3 +284,34 @@ def test_a_servers_workers_and_http_stack_are_read_from_its_processes(tmp_path: 
         workers = [p for p in procs.process_tree(server.process.pid) if p != server.process.pid]
     assert (found["workers"], found["httptools"], found["uvloop"]) == (2, loaded, loaded)
     assert set(found["pids"]) <= set(workers)  # the workers, not the supervisor that started them
+
+
+def _sleep_in_background(url: str, seconds: float, outcome: list[str]) -> threading.Thread:
+    def sleep() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            try:
+                conn.execute("SELECT pg_sleep(%s)", (seconds,))
+                outcome.append("finished")
+            except psycopg.errors.QueryCanceled:
+                outcome.append("cancelled")
+
+    thread = threading.Thread(target=sleep)
+    thread.start()
+    with psycopg.connect(url, autocommit=True) as conn:  # until the query runs
+        while not conn.execute(api.ACTIVE).fetchone() and thread.is_alive():
+            time.sleep(0.05)
+    return thread
+
+
+def test_between_runs_a_query_left_running_is_cancelled_and_a_short_one_ends_by_itself(
+        clone_db: Callable[[], str]) -> None:
+    url = clone_db()
+    outcome: list[str] = []
+    thread = _sleep_in_background(url, 60, outcome)
+    assert api.quiesce(url, wait_s=0.5, cancel_for_s=10) == 1
+    thread.join(10)
+    assert outcome == ["cancelled"]
+    thread = _sleep_in_background(url, 1, outcome)
+    assert api.quiesce(url, wait_s=10) == 0  # it ended within the wait: nothing cancelled
+    thread.join(10)
+    assert outcome == ["cancelled", "finished"]
