@@ -66,6 +66,21 @@ def freeze(venv: Path) -> list[str]:
     return out.stdout.split()
 
 
+# What each server's answer depends on, named with its version in the report: the HTTP stack, then its own.
+STACK = ("uvicorn", "httptools", "uvloop", "starlette")
+OWN = {"ours": ("fastapi", "psycopg"), "tipg": ("tipg", "fastapi", "asyncpg"),
+       "pygeoapi": ("pygeoapi", "sqlalchemy", "psycopg2-binary")}
+
+
+def versions(frozen: list[str], names: tuple[str, ...]) -> dict[str, str]:
+    """name -> version for the names asked (pip freeze lines `name==version`; names compared as PyPI does)."""
+    def normal(name: str) -> str:
+        return name.lower().replace("_", "-")
+
+    pinned = dict(normal(line).split("==", 1) for line in frozen if "==" in line)
+    return {name: pinned.get(normal(name), "not installed") for name in names}
+
+
 @dataclass
 class Endpoint:
     """How one server spells the benchmark's requests."""

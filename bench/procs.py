@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,32 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in GIS_BENCH_PORTS={wanted}")
 
 
+def listening_socket(port: int) -> str:
+    """The inode of the IPv4 socket listening on the port (from /proc/net/tcp), or '' if none."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":  # 0A: LISTEN
+            return fields[9]
+    return ""
+
+
+def process_tree(root: int) -> list[int]:
+    """The process and all its descendants (from /proc/*/stat's parent ids)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
 class Server:
     """A server process in its own process group, stopped with the whole group by stop()."""
 
@@ -118,6 +145,46 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
+
+    def http_stack(self) -> dict[str, Any]:
+        """What the running server is, read from /proc: its workers (the processes that hold its listening
+        socket, less the supervisor that made it for them) and how many of them have httptools' parser and
+        uvloop mapped (/proc/PID/maps)."""
+        found: dict[str, Any] = {"workers": 0, "httptools": 0, "uvloop": 0, "pids": []}
+        if self.process is None:
+            return found
+        listening = f"socket:[{listening_socket(self.port)}]"
+        holders: dict[int, str] = {}
+        for pid in process_tree(self.process.pid):
+            try:
+                if any(os.readlink(fd) == listening for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                    holders[pid] = Path(f"/proc/{pid}/maps").read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue  # gone meanwhile
+        if len(holders) > 1:
+            holders.pop(self.process.pid, None)  # the supervisor: it listens for its workers, serves nothing
+        for pid, maps in sorted(holders.items()):
+            found["workers"] += 1
+            found["httptools"] += "/httptools/" in maps
+            found["uvloop"] += "/uvloop/" in maps
+            found["pids"].append(pid)
+        return found
+
+    def wait_for_workers(self, workers: int, timeout_s: float = 120, steady_s: float = 3) -> dict[str, Any]:
+        """Wait until `workers` workers hold the socket with httptools and uvloop loaded, and the same ones for
+        `steady_s` (a supervisor replaces a worker that is slow to answer its health check, as a loaded machine
+        makes one at start-up). Returns the last reading, whether or not it got there."""
+        deadline = time.monotonic() + timeout_s
+        steady_since, last = time.monotonic(), self.http_stack()
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = self.http_stack()
+            if now["pids"] != last["pids"] or not (now["workers"] == now["httptools"] == now["uvloop"] == workers):
+                steady_since = time.monotonic()
+            elif time.monotonic() - steady_since >= steady_s:
+                return now
+            last = now
+        return last
 
     def __enter__(self) -> "Server":
         return self

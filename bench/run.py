@@ -136,27 +136,26 @@ def run_api(url: str, servers: list[str], settings: wrk.WrkSettings, warmup_s: i
     work = RESULTS / "servers"
     measurements: list[api.Measurement] = []
     versions: dict[str, str] = database_versions(url)
+    stacks: dict[str, dict[str, Any]] = {}
+    seconds: dict[str, float] = {}
     credentials = peers.bench_api_key(ROOT, url, env) if {"ours", "ours-nocache"} & set(servers) else {}
     if credentials:
         say("ours: requests carry an API key of role pipeline_app (pipelines is an internal layer)")
     for name in servers:
+        began = time.monotonic()
         port = free_port()
-        if name == "ours":
-            server = peers.our_server(ROOT, work, url, port, env)
-            endpoint = peers.Endpoint("ours", server, api.LAYER, "zyx", headers=credentials)
-        elif name == "ours-nocache":  # the same service with its tile cache off: the tile's compute path
-            server = peers.our_server(ROOT, work, url, port, env, tile_cache=False)
-            tiles = frozenset(c.key for c in api.CASES if c.zoom is not None)
-            endpoint = peers.Endpoint("ours-nocache", server, api.LAYER, "zyx", cases=tiles, headers=credentials)
+        if name in ("ours", "ours-nocache"):
+            venv = ROOT / ".venv"
+            server = peers.our_server(ROOT, work, url, port, env, tile_cache=name == "ours")
+            # ours-nocache: the same service with its tile cache off, for the tiles' compute path only
+            tiles = frozenset(c.key for c in api.CASES if c.zoom is not None) if name == "ours-nocache" else None
+            endpoint = peers.Endpoint(name, server, api.LAYER, "zyx", cases=tiles, headers=credentials)
         elif name == "tipg":
             venv = peers.ensure_venv(PEERS_DIR, peers.TIPG, say)
-            versions["tipg"] = next((v.split("==")[1] for v in peers.freeze(venv) if v.startswith("tipg==")), "?")
             server = peers.tipg_server(venv, work, registry, url, port, env)
             endpoint = peers.Endpoint("tipg", server, f"pipeline.{api.LAYER}", "zxy")
         elif name == "pygeoapi":
             venv = peers.ensure_venv(PEERS_DIR, peers.PYGEOAPI, say)
-            versions["pygeoapi"] = next((v.split("==")[1] for v in peers.freeze(venv)
-                                         if v.startswith("pygeoapi==")), "?")
             try:  # its configuration is validated and its OpenAPI document made before it starts
                 server = peers.pygeoapi_server(venv, work, registry, url, port, gis_settings.city_extent, env)
             except subprocess.CalledProcessError as exc:
@@ -168,18 +167,33 @@ def run_api(url: str, servers: list[str], settings: wrk.WrkSettings, warmup_s: i
                                       tile_suffix="f=mvt", bbox_crs=peers.EPSG4490)
         else:
             raise SystemExit(f"unknown server {name!r}")
-        say(f"starting {name} on {server.base}")
+        family = "ours" if name.startswith("ours") else name
+        packages = peers.versions(peers.freeze(venv), (*peers.OWN[family], *peers.STACK))
+        say(f"starting {name} on {server.base} ({', '.join(f'{k} {v}' for k, v in packages.items())})")
         with server:
             try:
                 server.start("/collections")
             except RuntimeError as exc:
                 say(f"{name} not measured: {exc}")
                 continue
+            # Every worker up before the first case (on a loaded machine uvicorn's supervisor may replace one
+            # that starts slowly), and any worker replaced while the cases ran is counted.
+            stack = server.wait_for_workers(peers.WORKERS)
+            say(f"  {name}: {stack['workers']} workers {stack['pids']}, httptools in {stack['httptools']}, "
+                f"uvloop in {stack['uvloop']}")
             measurements += api.measure_endpoint(endpoint, p, settings, warmup_s, url, say, runs, only)
+            replaced = len(set(stack["pids"]) - set(server.http_stack()["pids"]))
+        if replaced:
+            say(f"  {name}: {replaced} worker(s) replaced by the supervisor while the cases ran")
+        stacks[name] = {"packages": packages, "workers": stack["workers"], "httptools": stack["httptools"],
+                        "uvloop": stack["uvloop"], "replaced": replaced,
+                        "command": " ".join(Path(a).name if a.startswith("/") else a for a in server.args)}
         api.quiesce(url, wait_s=5)
+        seconds[name] = round(time.monotonic() - began, 1)
     say("the database alone: pgbench with our statements")
+    began = time.monotonic()
     database = measure_database(url, measurements, p, settings, runs)
-    versions["uvicorn (every server)"] = peers.UVICORN.split("==")[1] + " with httptools and uvloop"
+    seconds["database alone"] = round(time.monotonic() - began, 1)
     return {
         "runs": runs,
         "database": database,
@@ -188,6 +202,8 @@ def run_api(url: str, servers: list[str], settings: wrk.WrkSettings, warmup_s: i
         "warmup_s": warmup_s,
         "probe": asdict(p),
         "versions": versions,
+        "stacks": stacks,
+        "seconds": seconds,
         "credentials": bool(credentials),
         "measurements": [m.as_dict() for m in measurements],
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
@@ -208,7 +224,30 @@ def merge_api(previous: dict[str, Any] | None, now: dict[str, Any], servers: lis
     kept = [m for m in previous.get("measurements", []) if (m["server"], m["case"]) not in fresh]
     return previous | {"measurements": [*kept, *now["measurements"]],
                        "database": previous.get("database", {}) | now["database"],
+                       "stacks": previous.get("stacks", {}) | now["stacks"], "seconds": now["seconds"],
                        "subsets": [*previous.get("subsets", []), run], "versions": now["versions"]}
+
+
+class Phases:
+    """Wall time of each part of this invocation, for the report (`bench/results/run.json`)."""
+
+    def __init__(self, command: str) -> None:
+        self.command, self.began = command, time.monotonic()
+        self.seconds: dict[str, float] = {}
+        self.started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+    def timed(self, name: str, work: Any) -> Any:
+        began = time.monotonic()
+        try:
+            return work()
+        finally:
+            self.seconds[name] = round(time.monotonic() - began, 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"command": self.command, "started": self.started,
+                "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "seconds": round(time.monotonic() - self.began, 1), "phases": self.seconds,
+                "loadavg": Path("/proc/loadavg").read_text().split()[:3]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,11 +256,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-api", action="store_true")
     parser.add_argument("--servers", default="ours,ours-nocache,tipg,pygeoapi",
                         help="comma-separated: ours,ours-nocache,tipg,pygeoapi")
-    parser.add_argument("--duration", type=int, default=10, help="seconds of wrk per request and server")
-    parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk before each timed run")
+    parser.add_argument("--duration", type=int, default=api.DURATION_S,
+                        help=f"seconds of each timed wrk (and pgbench) run (default {api.DURATION_S})")
+    parser.add_argument("--warmup", type=int, default=api.WARMUP_S,
+                        help=f"seconds of wrk before a case's timed runs (default {api.WARMUP_S})")
     parser.add_argument("--runs", type=int, default=api.RUNS, help="timed runs per case (the median is reported)")
     parser.add_argument("--skip-history", action="store_true",
                         help="no ten deliveries after the refresh benchmark (as-of cases are then not asked)")
+    parser.add_argument("--deliveries", type=int, default=history.DELIVERIES,
+                        help="how many of the ten deliveries to load (fewer: a quick changed-delivery figure)")
     parser.add_argument("--skip-burst", action="store_true", help="leave out the burst-analysis benchmark")
     parser.add_argument("--only", choices=["burst"], help="run only this benchmark (bench/burst.py, its own database)")
     parser.add_argument("--cases", help="API cases to measure, comma-separated groups (items, bbox, item, filter, "
@@ -229,10 +272,11 @@ def main(argv: list[str] | None = None) -> int:
                         "rest are kept (default: every case)")
     args = parser.parse_args(argv)
 
-    started = time.monotonic()
+    command = " ".join(["bench/run.py", *(argv if argv is not None else sys.argv[1:])])
+    phases = Phases(command)
     RESULTS.mkdir(parents=True, exist_ok=True)
     ensure_debian_packages()
-    ensure_samples()
+    phases.timed("bench deliveries generated", ensure_samples)
     if args.only == "burst":
         burst.run(None, skip_load=False, samples=burst.SAMPLES_DEFAULT, passes=burst.PASSES_DEFAULT)
         return 0
@@ -240,40 +284,48 @@ def main(argv: list[str] | None = None) -> int:
     url = bench_url(settings, recreate=not args.skip_refresh)
 
     refresh_file, api_file, history_file = RESULTS / "refresh.json", RESULTS / "api.json", RESULTS / "history.json"
-    if not args.skip_refresh:
-        say("refresh benchmark: ogr2ogr, first refresh, unchanged rerun (checksum), unchanged rerun (--force)")
-        log = RESULTS / "refresh.log"
-        log.write_text("", encoding="utf-8")
-        result = refresh.run(ROOT, url, SAMPLES, log)
-        refresh_file.write_text(json.dumps(result.as_dict(), indent=2), encoding="utf-8")
-        say(f"refresh: ogr2ogr {result.ogr2ogr.seconds}s, first {result.first.seconds}s, unchanged "
-            f"{result.unchanged_checksum.seconds}s (checksum) / {result.unchanged_force.seconds}s (--force)")
-    if not args.skip_history and (not args.skip_refresh or not history_file.is_file()):
-        say(f"history: {history.DELIVERIES} successive deliveries of the pipelines (5% changed, 1% removed, "
-            "1.5% added each)")
-        made = history.run(ROOT, url, SAMPLES / "pipeline" / "pipelines.gpkg", RESULTS / "history", say)
-        history_file.write_text(json.dumps(made.as_dict(), indent=2), encoding="utf-8")
-    instants = json.loads(history_file.read_text())["instants"] if history_file.is_file() else None
-    if not args.skip_api:
-        servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-        say(f"API benchmark: {', '.join(servers)}")
-        only = api.selected_cases(args.cases)
-        result_api = run_api(url, servers, wrk.WrkSettings(duration_s=args.duration), args.warmup, args.runs,
-                             instants, only)
-        previous = json.loads(api_file.read_text()) if api_file.is_file() else None
-        command = " ".join(["bench/run.py", *(argv if argv is not None else sys.argv[1:])])
-        api_file.write_text(json.dumps(merge_api(previous, result_api, servers, only, command), indent=2),
-                            encoding="utf-8")
-
-    refresh_data = json.loads(refresh_file.read_text()) if refresh_file.is_file() else None
-    api_data = json.loads(api_file.read_text()) if api_file.is_file() else None
-    history_data = json.loads(history_file.read_text()) if history_file.is_file() else None
-    report.write(ROOT / "docs" / "benchmarks.md", machine(), refresh_data, api_data, [], history_data)
-    if not args.skip_burst:
-        say("burst benchmark: the bench-scale network in gis_burst_bench, library and HTTP")
-        burst.run(None, skip_load=False, samples=burst.SAMPLES_DEFAULT, passes=burst.PASSES_DEFAULT)
-    say(f"done in {(time.monotonic() - started) / 60:.1f} min: docs/benchmarks.md")
+    try:
+        if not args.skip_refresh:
+            say("refresh benchmark: ogr2ogr, first refresh, unchanged rerun (checksum), unchanged rerun (--force)")
+            log = RESULTS / "refresh.log"
+            log.write_text("", encoding="utf-8")
+            result = phases.timed("refresh against ogr2ogr", lambda: refresh.run(ROOT, url, SAMPLES, log))
+            refresh_file.write_text(json.dumps(result.as_dict(), indent=2), encoding="utf-8")
+            say(f"refresh: ogr2ogr {result.ogr2ogr.seconds}s, first {result.first.seconds}s, unchanged "
+                f"{result.unchanged_checksum.seconds}s (checksum) / {result.unchanged_force.seconds}s (--force)")
+        if not args.skip_history and (not args.skip_refresh or not history_file.is_file()):
+            say(f"history: {args.deliveries} successive deliveries of the pipelines (5% changed, 1% removed, "
+                "1.5% added each)")
+            made = phases.timed(f"{args.deliveries} deliveries", lambda: history.run(
+                ROOT, url, SAMPLES / "pipeline" / "pipelines.gpkg", RESULTS / "history", say, args.deliveries))
+            history_file.write_text(json.dumps(made.as_dict(), indent=2), encoding="utf-8")
+        instants = json.loads(history_file.read_text())["instants"] if history_file.is_file() else None
+        if not args.skip_api:
+            servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+            say(f"API benchmark: {', '.join(servers)}")
+            only = api.selected_cases(args.cases)
+            result_api = phases.timed("OGC API", lambda: run_api(
+                url, servers, wrk.WrkSettings(duration_s=args.duration), args.warmup, args.runs, instants, only))
+            previous = json.loads(api_file.read_text()) if api_file.is_file() else None
+            api_file.write_text(json.dumps(merge_api(previous, result_api, servers, only, command), indent=2),
+                                encoding="utf-8")
+        if not args.skip_burst:
+            say("burst benchmark: the bench-scale network in gis_burst_bench, library and HTTP")
+            phases.timed("burst analysis", lambda: burst.run(None, skip_load=False, samples=burst.SAMPLES_DEFAULT,
+                                                               passes=burst.PASSES_DEFAULT))
+    finally:  # what was measured is written even if a later part failed
+        (RESULTS / "run.json").write_text(json.dumps(phases.as_dict(), indent=2), encoding="utf-8")
+        write_report(refresh_file, api_file, history_file)
+    say(f"done in {phases.as_dict()['seconds'] / 60:.1f} min: docs/benchmarks.md")
     return 0
+
+
+def write_report(refresh_file: Path, api_file: Path, history_file: Path) -> None:
+    def read(path: Path) -> dict[str, Any] | None:
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    report.write(ROOT / "docs" / "benchmarks.md", machine(), read(refresh_file), read(api_file), [],
+                 read(history_file), read(RESULTS / "run.json"))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from gis.features.params import ItemsQuery
 from gis.features.queries import Statement, bbox_params, filter_predicates, source, time_params
 from gis.features.queryables import response_properties
 from gis.layers import FieldType, LayerSpec
+from gis.refresh.row_hash import ARROW_TYPES  # the Arrow type of each field type, as the refresh sends it
 
 STORAGE_CRS = "EPSG:4490"
 BATCH_ROWS = 20_000
@@ -58,17 +59,6 @@ FORMATS: dict[Format, FormatInfo] = {
     Format.csv: FormatInfo(None, "text/csv; charset=utf-8", "csv", "CSV (geometry as WKT)"),
 }
 
-_ARROW_TYPES: dict[FieldType, pa.DataType] = {
-    FieldType.text: pa.string(),
-    FieldType.integer: pa.int32(),
-    FieldType.bigint: pa.int64(),
-    FieldType.real: pa.float64(),
-    FieldType.boolean: pa.bool_(),
-    FieldType.date: pa.date32(),
-    FieldType.timestamp: pa.timestamp("us", tz="UTC"),
-}
-
-
 def columns(spec: LayerSpec) -> tuple[str, ...]:
     """The attribute columns of a download, in order: the id, then the properties /items gives."""
     return (ID_COLUMN, *response_properties(spec))
@@ -82,7 +72,7 @@ def _field_type(spec: LayerSpec, name: str) -> FieldType:
 
 
 def arrow_schema(spec: LayerSpec) -> pa.Schema:
-    attributes = [pa.field(name, _ARROW_TYPES[_field_type(spec, name)]) for name in columns(spec)]
+    attributes = [pa.field(name, ARROW_TYPES[_field_type(spec, name)]) for name in columns(spec)]
     return pa.schema([*attributes, pa.field("geometry", pa.binary())])
 
 

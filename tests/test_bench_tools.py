@@ -1,8 +1,13 @@
 """The benchmark harness's own pieces, without servers: wrk's summary, request URLs, timing, the report."""
 
+import json
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from bench import api, peers, procs, refresh, report, wrk
@@ -83,6 +88,13 @@ def test_three_runs_report_the_median_and_the_spread() -> None:
     assert summary["spread"] == pytest.approx(0.2) and summary["latency_ms"]["p50"] == 10.0
 
 
+def test_the_deep_page_is_reached_in_the_largest_pages_that_end_where_it_begins() -> None:
+    assert api.stride(499_900) == 9_998 and 499_900 % 9_998 == 0  # 50 pages, then page 5,000 of 100
+    assert api.stride(5_000) == 5_000 and api.stride(10_007) == 1  # a prime above the maximum: one row a page
+    cursor = "http://127.0.0.1:9/collections/pipelines/items?limit=9998&cursor=c1.QUJD"
+    assert api.with_limit(cursor, 100) == "http://127.0.0.1:9/collections/pipelines/items?limit=100&cursor=c1.QUJD"
+
+
 def test_tile_of_the_city_centre() -> None:
     assert api.tile_of(123.4256, 41.8135, 14) == (14, 13809, 6093)
     assert api.tile_of(0.0, 0.0, 1) == (1, 1, 1)
@@ -128,7 +140,12 @@ def test_report_states_ratios_and_bounds(tmp_path: Path) -> None:
     # pygeoapi's one request took 4 s: at most 2 workers / 4 s; the database alone ran 1,250 statements/s
     assert "| 50.0× | ≥ 20× ✓ | 1,250.0 | 80% | ≥ 2,000.0× |" in text
     assert "| … cold (our cache off) | 30.0 (5.0 ms) | 20.0 (5.0 ms) | not run | 1.5× | ≥ 3× ✗ |" in text
-    assert "Targets met in this run: items `limit=10` ✓, items `limit=10`: ≥ 50% of the database alone ✓" in text
+    assert "| items `limit=10`: ≥ 20× tipg | 1,000.0 ÷ 20.0 = 50.0× | ✓ |" in text
+    assert "| items `limit=10`: ≥ 50% of the database alone | 1,000.0 of 1,250.0 = 80% | ✓ |" in text
+    assert "| z14 tiles, a map view's spread, cold: ≥ 3× tipg | 30.0 ÷ 20.0 = 1.5× | ✗ |" in text
+    # what was not run is said, not left out
+    assert "| one item by id: ≥ 2× tipg | ours not measured, tipg not measured | not measured |" in text
+    assert "2 of 3 targets met; " in text
 
 
 def test_report_keeps_other_sections_of_the_file(tmp_path: Path) -> None:
@@ -159,3 +176,142 @@ def test_a_run_in_which_no_request_finished_is_a_bound() -> None:
     stalled["result"] = {"requests": 0, "requests_per_s": 0.0, "latency_ms": {"p50": 0.0}, "failed": 0}
     assert report._rate(stalled) == 0.5 and report._bounded(stalled)
     assert report._cell(stalled).startswith("≤ 0.50 (no request finished within a run")
+
+
+def _page(features: list[dict[str, object]]) -> bytes:
+    return json.dumps({"type": "FeatureCollection", "features": features}).encode()
+
+
+def test_a_filtered_page_must_hold_only_what_the_filter_asks_for() -> None:
+    sewers = [{"id": f"S{n}", "properties": {"utility": "sewer"}} for n in range(100)]
+    assert api._judge(_case("cql2"), 200, "application/geo+json", _page(sewers)).ok
+    # a server that ignores the filter still answers a full page: that is not an answer to the request
+    mixed = [*sewers[:99], {"id": "W1", "properties": {"utility": "water"}}]
+    judged = api._judge(_case("cql2"), 200, "application/geo+json", _page(mixed))
+    assert not judged.ok and judged.note == "filter not applied (feature W1)"
+    thin = [{"id": f"P{n}", "properties": {"diameter_mm": 400, "material": "HDPE"}} for n in range(100)]
+    assert not api._judge(_case("cql2_two"), 200, "application/json", _page(thin)).ok
+
+
+def test_a_small_bbox_page_must_hold_every_segment_the_box_holds() -> None:
+    twenty = _page([{"id": f"P{n}", "properties": {}} for n in range(20)])
+    assert api._judge(_case("bbox_small"), 200, "application/geo+json", twenty, bbox_small_rows=20).ok
+    judged = api._judge(_case("bbox_small"), 200, "application/geo+json", twenty, bbox_small_rows=21)
+    assert not judged.ok and judged.note == "expected 21 features"
+
+
+def _api_data(measurements: list[dict[str, object]]) -> dict[str, object]:
+    return {"workers": 2, "wrk": {"threads": 2, "connections": 8, "duration_s": 5, "timeout_s": 30}, "warmup_s": 1,
+            "runs": 3, "probe": {"centre": [1, 2], "bbox": [1, 2, 3, 4], "bbox_rows": 120, "fid": "P1",
+                                 "utility": "sewer", "tile": [14, 1, 2], "rows": 1000},
+            "versions": {}, "measurements": measurements}
+
+
+def test_the_connections_cases_report_p99_and_are_judged_on_it(tmp_path: Path) -> None:
+    c64 = _measurement("ours", "items_100_c64", 900.0)
+    c64["result"] = {"requests_per_s": 900.0, "latency_ms": {"p50": 60.0, "p99": 312.5}, "failed": 0}
+    data = _api_data([_measurement("ours", "items_100", 1000.0), c64])
+    out = tmp_path / "benchmarks.md"
+    report.write(out, {"CPU": "x"}, None, data, [])
+    text = out.read_text()
+    assert "| items `limit=100`, 64 connections | 900.0 (60.0 ms, p99 312.5 ms) |" in text
+    assert "| items `limit=100`: throughput at 64 connections ≥ at 8 | 900.0 against 1,000.0 req/s | ✗ |" in text
+    assert "| items `limit=100` at 64 connections: p99 < 250 ms | 312.5 ms | ✗ |" in text
+
+
+def test_the_largest_tile_of_the_view_is_judged_at_z12(tmp_path: Path) -> None:
+    z12 = _measurement("ours", "tiles_z12", 200.0) | {"largest_bytes": 512_345}
+    out = tmp_path / "benchmarks.md"
+    report.write(out, {"CPU": "x"}, None, _api_data([z12]), [])
+    assert "| z12: the view's largest tile ≤ 500 KB | 512 KB | ✗ |" in out.read_text()
+
+
+def test_refresh_and_history_are_judged_on_issue_16s_targets(tmp_path: Path) -> None:
+    def step(seconds: float, rss: float) -> dict[str, object]:
+        return {"command": "c", "seconds": seconds, "peak_rss_mib": rss, "load_before": 0.5}
+
+    refreshed = {"source": "p.gpkg", "source_mib": 371.0, "rows": 10, "ogr2ogr": step(20.0, 60),
+                 "first": step(19.0, 800), "unchanged_checksum": step(2.0, 200), "unchanged_force": step(9.0, 1100),
+                 "ratios": {"first": 0.95, "unchanged_checksum": 0.1, "unchanged_force": 0.45},
+                 "first_timings": {}, "force_timings": {}}
+    history = {"deliveries": 3, "current_rows": 10, "history_rows": 5,
+               "refreshes": [step(8.0, 700), step(12.0, 700), step(9.0, 900)]}
+    out = tmp_path / "benchmarks.md"
+    report.write(out, {"CPU": "x"}, refreshed, None, [], history)
+    text = out.read_text()
+    assert "| refresh, first load, keeping history: ≤ 1× ogr2ogr | 19.0 s ÷ 20.0 s = 0.95× | ✓ |" in text
+    assert "| refresh, `--force` rerun: ≤ 0.4× ogr2ogr | 9.0 s ÷ 20.0 s = 0.45× | ✗ |" in text
+    assert "| refresh peak memory < 1,024 MiB | 1,100 MiB | ✗ |" in text
+    assert "| a changed delivery (5% changed) ≤ 0.5× ogr2ogr's load | median 9.0 s ÷ 20.0 s = 0.45× | ✓ |" in text
+
+
+def test_the_report_says_how_long_each_part_took(tmp_path: Path) -> None:
+    run = {"command": "bench/run.py", "started": "2026-12-07 19:00 UTC", "finished": "2026-12-07 19:40 UTC",
+           "seconds": 2400.0, "phases": {"refresh against ogr2ogr": 180.0, "OGC API": 1500.0},
+           "loadavg": ["2.1", "2.0", "1.9"]}
+    data = _api_data([]) | {"seconds": {"ours": 420.0, "tipg": 300.0}}
+    out = tmp_path / "benchmarks.md"
+    report.write(out, {"CPU": "x"}, None, data, [], None, run)
+    assert ("The last run, `bench/run.py`, took 40.0 min (2026-12-07 19:00 UTC to 2026-12-07 19:40 UTC; load "
+            "average at its end 2.1 / 2.0 / 1.9): refresh against ogr2ogr 3.0 min; OGC API 25.0 min (ours 7.0, "
+            "tipg 5.0).") in out.read_text()
+
+
+def test_package_versions_are_read_from_pip_freeze() -> None:
+    frozen = ["uvicorn==0.55.0", "httptools==0.9.0", "psycopg2-binary==2.9.13", "SQLAlchemy==2.1.9"]
+    assert peers.versions(frozen, ("uvicorn", "sqlalchemy", "psycopg2_binary", "uvloop")) == {
+        "uvicorn": "0.55.0", "sqlalchemy": "2.1.9", "psycopg2_binary": "2.9.13", "uvloop": "not installed"}
+
+
+ASGI_APP = '''
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+'''
+
+
+@pytest.mark.parametrize(("stack", "loaded"), [(("httptools", "uvloop"), 2), (("h11", "asyncio"), 0)])
+def test_a_servers_workers_and_http_stack_are_read_from_its_processes(tmp_path: Path, stack: tuple[str, str],
+                                                                      loaded: int) -> None:
+    (tmp_path / "tiny.py").write_text(ASGI_APP)
+    port = procs.free_port()
+    uvicorn = str(Path(sys.executable).parent / "uvicorn")
+    args = [uvicorn, "tiny:app", "--port", str(port), "--workers", "2", "--http", stack[0], "--loop", stack[1]]
+    with procs.Server("tiny", args, port, {}, tmp_path / "tiny.log", cwd=tmp_path) as server:
+        server.start("/")
+        found = server.wait_for_workers(2, timeout_s=15 if loaded else 3, steady_s=1)
+        workers = [p for p in procs.process_tree(server.process.pid) if p != server.process.pid]
+    assert (found["workers"], found["httptools"], found["uvloop"]) == (2, loaded, loaded)
+    assert set(found["pids"]) <= set(workers)  # the workers, not the supervisor that started them
+
+
+def _sleep_in_background(url: str, seconds: float, outcome: list[str]) -> threading.Thread:
+    def sleep() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            try:
+                conn.execute("SELECT pg_sleep(%s)", (seconds,))
+                outcome.append("finished")
+            except psycopg.errors.QueryCanceled:
+                outcome.append("cancelled")
+
+    thread = threading.Thread(target=sleep)
+    thread.start()
+    with psycopg.connect(url, autocommit=True) as conn:  # until the query runs
+        while not conn.execute(api.ACTIVE).fetchone() and thread.is_alive():
+            time.sleep(0.05)
+    return thread
+
+
+def test_between_runs_a_query_left_running_is_cancelled_and_a_short_one_ends_by_itself(
+        clone_db: Callable[[], str]) -> None:
+    url = clone_db()
+    outcome: list[str] = []
+    thread = _sleep_in_background(url, 60, outcome)
+    assert api.quiesce(url, wait_s=0.5, cancel_for_s=10) == 1
+    thread.join(10)
+    assert outcome == ["cancelled"]
+    thread = _sleep_in_background(url, 1, outcome)
+    assert api.quiesce(url, wait_s=10) == 0  # it ended within the wait: nothing cancelled
+    thread.join(10)
+    assert outcome == ["cancelled", "finished"]

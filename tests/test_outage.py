@@ -3,7 +3,6 @@ connections and never answers, as a network that drops packets) and started agai
 request needs the one database."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,14 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 from local_ports import free_port, until
+from own_cluster import own_cluster
 
 from gis.db.cluster import Cluster
-from gis.db.migrate import migrate
 from gis.layers import LayerRegistry
-from gis.refresh.runner import RefreshRequest, run_refresh
 from gis.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,19 +31,8 @@ STEADY_TIMEOUT = 60.0
 
 @pytest.fixture(scope="module")
 def database(registry: LayerRegistry, settings: Settings) -> Iterator[Cluster]:
-    shutil.rmtree(HOME, ignore_errors=True)
-    own = Settings(cluster_dir=HOME / "pg", cluster_port=free_port(), samples_dir=settings.samples_dir,
-                   rejects_dir=settings.rejects_dir)
-    cluster = Cluster(own)
-    cluster.start()
-    with psycopg.connect(cluster.url()) as conn:
-        migrate(conn, registry)
-    spec = registry.get_layer(LAYER)
-    run_refresh(cluster.url(), RefreshRequest(spec, own.samples_dir / spec.source.path, own.city_extent,
-                                              own.rejects_dir, progress=False))
-    yield cluster
-    cluster.stop()
-    shutil.rmtree(HOME, ignore_errors=True)
+    with own_cluster(HOME, registry, settings, LAYER) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")

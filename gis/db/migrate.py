@@ -74,43 +74,55 @@ def create_layer_tables(conn: psycopg.Connection, spec: LayerSpec) -> None:
         "refresh_id bigint NOT NULL, closed_refresh_id bigint NOT NULL, PRIMARY KEY ({key})){partitioned}"
     ).format(table=ids.history_table(spec), fields=fields, geom=geom, key=key, partitioned=partitioned))
     for history in (False, True):
-        table = ids.history_table(spec) if history else ids.current_table(spec)
-        conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING gist (geom)").format(
-            ids.index_name(spec, "geom_idx", history), table))
-        if spec.temporal.field:
-            conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
-                ids.index_name(spec, "time_idx", history), table, ids.column(spec, spec.temporal.field)))
-    conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (valid_from, valid_to)").format(
-        ids.index_name(spec, "valid_idx", True), ids.history_table(spec)))
+        for _, statement in table_indexes(spec, history):
+            conn.execute(statement)
+
+
+IndexDef = tuple[sql.Identifier, sql.Composed]  # the index's schema-qualified name, its CREATE INDEX IF NOT EXISTS
+
+
+def table_indexes(spec: LayerSpec, history: bool) -> list[IndexDef]:
+    """The indexes every layer table of its kind gets (besides its primary key), current or history table."""
+    table = ids.history_table(spec) if history else ids.current_table(spec)
+    found: list[IndexDef] = []
+
+    def index(suffix: str, definition: sql.Composable) -> None:
+        found.append((ids.qualified_index_name(spec, suffix, history), sql.SQL(
+            "CREATE INDEX IF NOT EXISTS {} ON {} {}").format(ids.index_name(spec, suffix, history), table, definition)))
+
+    index("geom_idx", sql.SQL("USING gist (geom)"))
+    if spec.temporal.field:
+        index("time_idx", sql.SQL("({})").format(ids.column(spec, spec.temporal.field)))
+    if history:
+        index("valid_idx", sql.SQL("(valid_from, valid_to)"))
     if spec.geometry.value.removeprefix("Multi") != "Point":
         from gis.tiles import size_expression  # tiles leave out what is smaller than a pixel, found by this
 
-        for history in (False, True):
-            conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
-                ids.index_name(spec, "size_idx", history),
-                ids.history_table(spec) if history else ids.current_table(spec), size_expression(sql.SQL("geom"))))
+        index("size_idx", sql.SQL("({})").format(size_expression(sql.SQL("geom"))))
     if spec.temporal.kind == "versioned":
         # As-of reads page in fid order through both tables; with the validity in the index, the versions
         # not valid at the instant are passed over in the index and never fetched (gis.features.queries).
-        conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (fid, valid_from)").format(
-            ids.index_name(spec, "as_of_idx"), ids.current_table(spec)))
-        conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (fid, valid_from, valid_to)").format(
-            ids.index_name(spec, "as_of_idx", True), ids.history_table(spec)))
-        # An instant before most current rows began: the few valid then are found by their start instead.
-        conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (valid_from)").format(
-            ids.index_name(spec, "valid_idx"), ids.current_table(spec)))
+        index("as_of_idx", sql.SQL("(fid, valid_from, valid_to)" if history else "(fid, valid_from)"))
+        if not history:
+            # An instant before most current rows began: the few valid then are found by their start instead.
+            index("valid_idx", sql.SQL("(valid_from)"))
+    return found
+
+
+def declared_indexes(spec: LayerSpec, history: bool) -> list[IndexDef]:
+    """The btree indexes the layer's file declares (`indexes:`) on its current table or, if asked, its history."""
+    table = ids.history_table(spec) if history else ids.current_table(spec)
+    statement = sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})")
+    return [(ids.qualified_index_name(spec, index.name, history),
+             statement.format(ids.index_name(spec, index.name, history), table,
+                              sql.SQL(", ").join(ids.column(spec, c) for c in index.columns)))
+            for index in spec.indexes if index.history or not history]
 
 
 def create_declared_indexes(conn: psycopg.Connection, spec: LayerSpec) -> None:
-    """The btree indexes the layer's file declares (`indexes:`), on its current table and, if asked, its history."""
-    for index in spec.indexes:
-        columns = sql.SQL(", ").join(ids.column(spec, c) for c in index.columns)
-        tables = [(False, ids.current_table(spec))]
-        if index.history:
-            tables.append((True, ids.history_table(spec)))
-        for history, table in tables:
-            conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
-                ids.index_name(spec, index.name, history), table, columns))
+    for history in (False, True):
+        for _, statement in declared_indexes(spec, history):
+            conn.execute(statement)
 
 
 def _existing_columns(conn: psycopg.Connection, schema: str, table: str) -> dict[str, str]:

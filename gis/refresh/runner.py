@@ -132,19 +132,21 @@ def _stream(conn: psycopg.Connection, request: RefreshRequest, info: sources.Sou
     spec = request.spec
     show = request.progress and sys.stderr.isatty()
     with tqdm(total=info.feature_count, desc=f"refresh {spec.id}", unit=" rows", disable=not show,
-              file=sys.stderr) as bar, staging.copy_stream(conn, spec, mode) as copy:
-        for batch in sources.read_batches(info.path, spec.source):
+              file=sys.stderr) as bar, staging.copy_stream(conn, spec, mode) as copy, \
+            sources.read_ahead(sources.read_batches(info.path, spec.source)) as batches:
+        for batch in batches:
             timer.lap("read")
             normalised = normalise_batch(batch, spec, columns, rejects)
             validate_batch(normalised, spec, request.city_extent, rejects)
             skip = rejects.mask(normalised.first_row, len(normalised.frame))
             timer.lap("normalise")
-            copy.write(staging.csv_rows(normalised, spec, mode, refresh_id, skip, delivery, rejects))
+            copy.write(staging.record_batch(normalised, spec, mode, refresh_id, skip, delivery))
             timer.lap("stage")
             bar.update(len(normalised.frame))
             if request.on_progress is not None:
                 request.on_progress(normalised.first_row - 1 + len(normalised.frame), info.feature_count)
     timer.lap("stage")  # the writer thread's last batches
+    delivery.reject_duplicates(rejects)
 
 
 def _fail_on_rejects(rejects: Rejects, request: RefreshRequest) -> None:
@@ -171,11 +173,11 @@ def _load(url: str, request: RefreshRequest, info: sources.SourceInfo, columns: 
         mode = LoadMode.first_load if first_load else LoadMode.merge
         if first_load:
             merge.begin_first_load(conn, spec)
-            delivery = staging.Delivery(current={})
+            delivery = staging.Delivery(staging.CurrentRows.empty())
         else:
             staging.create_staging(conn, spec)
             delivered_at = conn.execute("SELECT now()").fetchone()
-            delivery = staging.Delivery(current=merge.current_hashes(conn, spec),
+            delivery = staging.Delivery(merge.current_rows(conn, spec),
                                         delivered_at=delivered_at[0] if delivered_at else None,
                                         starts=merge.current_starts(conn, spec))
         timer.lap("compare")
@@ -184,6 +186,7 @@ def _load(url: str, request: RefreshRequest, info: sources.SourceInfo, columns: 
         found: list[conflicts.Conflict] = []
         if first_load:
             counts = merge.finish_first_load(conn, spec, delivery.sent)
+            timer.lap("index")
         else:
             # `missing: keep`: events the delivery leaves out (posted over HTTP meanwhile) stay current.
             gone = delivery.gone() if spec.temporal.missing == "close" else []

@@ -4,10 +4,14 @@ Batches keep memory flat however large the delivery is (a million pipe segments 
 """
 
 import hashlib
+import queue
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -18,7 +22,7 @@ from numpy.typing import NDArray
 from gis.errors import SourceError
 from gis.layers import SourceFormat, SourceSpec
 
-BATCH_ROWS = 100_000
+BATCH_ROWS = 50_000  # with one read ahead and one in the COPY queue, a few batches in memory at once
 # Files that make up one Shapefile delivery; all of them count for its checksum.
 SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
 
@@ -116,3 +120,50 @@ def read_batches(path: Path, spec: SourceSpec) -> Iterator[SourceBatch]:
     if spec.format is SourceFormat.csv:
         return _read_csv(path, spec)
     return _read_ogr(path, spec)
+
+
+_DONE = object()
+
+
+@contextmanager
+def read_ahead(batches: Iterator[SourceBatch], depth: int = 2) -> Iterator[Iterator[SourceBatch]]:
+    """The batches, read by a thread of their own up to `depth` ahead: GDAL reads (without the GIL) while the
+    caller normalises the batch before. An error in the reader is raised in the caller; leaving early stops it."""
+    handoff: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                if not put(batch):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # handed to the caller, raised there
+            put(exc)
+        finally:
+            close = getattr(batches, "close", None)  # a generator's open file is closed here, in its thread
+            if close is not None:
+                close()
+
+    def consume() -> Iterator[SourceBatch]:
+        while (item := handoff.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield cast(SourceBatch, item)
+
+    reader = threading.Thread(target=read, name="gis-refresh-read", daemon=True)
+    reader.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        reader.join()

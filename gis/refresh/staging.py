@@ -1,28 +1,32 @@
-"""Streaming a delivery into PostgreSQL: one COPY, batch after batch, each row with its version hash.
+"""Streaming a delivery into PostgreSQL: one binary COPY, batch after batch, each row with its version hash.
 
 Where rows go depends on the load mode. A first load into an empty layer copies straight into the
-layer (one write, one GiST build at the end); every later load copies into a scratch table that the
-merge compares with the layer. The COPY is written through a queue drained by psycopg's writer
-thread, so PostgreSQL ingests one batch while Python normalises the next.
+layer (its indexes are built once, after the load: gis.refresh.merge); every later load copies into a
+scratch table that the merge compares with the layer. Rows travel as Arrow record batches encoded in
+PostgreSQL's binary COPY format (pgpq): no value is formatted as text or parsed back, and the geometry goes as
+the very WKB its hash was computed from. The COPY is written through a queue drained by psycopg's writer
+thread, so PostgreSQL ingests one batch while Python reads and normalises the next.
 
 A row's hash covers its canonical values (fid, fields, geometry and the validity the source gives) and is
-computed before any CSV is written: rows whose hash equals the layer's are counted and never formatted or
-sent, so a rerun of the same delivery writes nothing. The hash is gis.refresh.row_hash's, the one the PostGIS
-edit trigger computes in SQL too.
+computed from the same Arrow columns the COPY sends (gis.refresh.row_hash, the one the PostGIS edit trigger
+computes in SQL too). A delivered row whose hash equals the layer's is counted and never sent, so a rerun of
+the same delivery writes nothing; the comparison is one vectorised look-up per batch.
 """
 
-import csv
-import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pgpq
 import psycopg
-import shapely
+import pyarrow as pa
+import pyarrow.compute as pc
+from numpy.typing import NDArray
 from psycopg import sql
 from psycopg.copy import Copy, QueuedLibpqWriter
 
@@ -32,8 +36,7 @@ from gis.refresh import row_hash
 from gis.refresh.normalise import NormalisedBatch, Rejects
 
 DUPLICATE = "fid: appears more than once in the delivery"
-# Ends each canonical record, so the batch's CSV text splits into rows even where a value holds a newline.
-_RECORD_END = "\x1e"
+_HASH = pa.binary(8)
 
 
 class LoadMode(Enum):
@@ -56,69 +59,124 @@ def create_staging(conn: psycopg.Connection, spec: LayerSpec) -> None:
         sql.SQL("{} {}").format(sql.Identifier(f.name), ids.pg_type(f.type)) for f in spec.fields
     )
     drop_staging(conn, spec)
+    # geom typed as the layer's: the WKB sent carries no SRID, the column's type gives it.
     conn.execute(sql.SQL(
-        "CREATE UNLOGGED TABLE {} (source_row integer NOT NULL, fid text, {}, geom geometry, "
+        "CREATE UNLOGGED TABLE {} (source_row integer NOT NULL, fid text, {}, geom {}, "
         "valid_from timestamptz, valid_to timestamptz, row_hash bytea NOT NULL)"
-    ).format(ids.staging_table(spec), fields))
+    ).format(ids.staging_table(spec), fields, ids.geometry_type(spec)))
 
 
 def drop_staging(conn: psycopg.Connection, spec: LayerSpec) -> None:
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ids.staging_table(spec)))
 
 
-@contextmanager
-def copy_stream(conn: psycopg.Connection, spec: LayerSpec, mode: LoadMode) -> Iterator[Copy]:
+def copy_schema(spec: LayerSpec, mode: LoadMode) -> pa.Schema:
+    """The COPY's columns, in order, with the Arrow type whose binary form the PostgreSQL column takes."""
+    canonical = [pa.field(name, row_hash.GEOMETRY_TYPE if kind is None else row_hash.ARROW_TYPES[kind])
+                 for name, kind in row_hash.columns(spec)]
     if mode is LoadMode.merge:
-        table, names = ids.staging_table(spec), ["source_row", *canonical_columns(spec), "row_hash"]
-    else:
-        table, names = ids.current_table(spec), [*canonical_columns(spec), "row_hash", "refresh_id"]
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-        table, sql.SQL(", ").join(sql.Identifier(n) for n in names))
+        return pa.schema([pa.field("source_row", pa.int32()), *canonical, pa.field("row_hash", pa.binary())])
+    return pa.schema([*canonical, pa.field("row_hash", pa.binary()), pa.field("refresh_id", pa.int64())])
+
+
+class BinaryCopy:
+    """A COPY ... (FORMAT binary) fed with Arrow record batches of copy_schema."""
+
+    def __init__(self, copy: Copy, schema: pa.Schema) -> None:
+        self._copy = copy
+        self._encoder = pgpq.ArrowToPostgresBinaryEncoder(schema)
+        copy.write(bytes(self._encoder.write_header()))
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows:
+            self._copy.write(bytes(self._encoder.write_batch(batch)))
+
+    def finish(self) -> None:
+        self._copy.write(bytes(self._encoder.finish()))
+
+
+@contextmanager
+def copy_stream(conn: psycopg.Connection, spec: LayerSpec, mode: LoadMode) -> Iterator[BinaryCopy]:
+    table = ids.staging_table(spec) if mode is LoadMode.merge else ids.current_table(spec)
+    schema = copy_schema(spec, mode)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+        table, sql.SQL(", ").join(sql.Identifier(n) for n in schema.names))
     cursor = conn.cursor()
     with cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
-        yield copy
+        stream = BinaryCopy(copy, schema)
+        yield stream
+        stream.finish()
 
 
-def canonical_frame(batch: NormalisedBatch, spec: LayerSpec) -> pd.DataFrame:
-    frame = batch.frame[["fid", *spec.field_names]].copy()
-    frame["geom"] = shapely.to_wkb(shapely.set_srid(batch.geometries, spec.srid), hex=True, include_srid=True)
-    for name in canonical_columns(spec)[len(spec.field_names) + 2:]:
-        frame[name] = batch.frame[name]
-    return frame
+@dataclass(frozen=True)
+class CurrentRows:
+    """The layer's current versions as a delivery is compared with them: fid -> row hash (as an integer)."""
+
+    fids: pd.Index
+    hashes: NDArray[np.uint64]
+
+    @staticmethod
+    def empty() -> "CurrentRows":
+        return CurrentRows(pd.Index([], dtype=object), np.zeros(0, dtype=np.uint64))
+
+    def positions(self, fids: "pd.Series[Any]") -> NDArray[np.intp]:
+        """Each fid's position among the current rows, -1 where the layer has none."""
+        if not len(self.fids):
+            return np.full(len(fids), -1, dtype=np.intp)
+        return self.fids.get_indexer(pd.Index(fids.astype(object)))
+
+    def compare(self, fids: "pd.Series[Any]", digests: bytes) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+        """Each row's position among the current rows (-1: none), and whether its hash equals that row's."""
+        positions = self.positions(fids)
+        known = positions >= 0
+        stored = np.zeros(len(fids), dtype=np.uint64)
+        stored[known] = self.hashes[positions[known]]
+        return positions, known & (stored == as_integers(digests))
 
 
-def row_hashes(batch: NormalisedBatch, spec: LayerSpec) -> list[bytes]:
-    """Each row's version hash (gis.refresh.row_hash; the same as the edit trigger's in SQL).
-
-    64 bits suffice: a hash only has to tell a row's new version from its old one, and the chance that
-    a change keeps the hash is 2^-64 per changed row.
-    """
-    frame = batch.frame[[c for c in canonical_columns(spec) if c != "geom"]].copy()
-    frame["geom"] = batch.geometries
-    return row_hash.row_hashes(frame, spec)
-
-
-def _csv_lines(frame: pd.DataFrame) -> list[str]:
-    text = frame.to_csv(header=False, index=False, lineterminator=_RECORD_END, quoting=csv.QUOTE_MINIMAL)
-    return text.split(_RECORD_END)[:-1]
+def as_integers(digests: bytes) -> NDArray[np.uint64]:
+    return np.frombuffer(digests, dtype=">u8").astype(np.uint64)
 
 
 @dataclass
 class Delivery:
     """What streaming a delivery learns: the fids seen, and how many rows equal the layer's current ones."""
 
-    current: dict[str, bytes]  # fid -> row hash of the layer's current rows (empty for a first load)
-    seen: dict[str, int] = field(default_factory=dict)  # fid -> its first source row
+    current: CurrentRows
     # Layers whose source gives valid_from: the time a row delivered without it starts (the refresh transaction's
     # now()), and fid -> the start of each current row (merge.current_starts).
     delivered_at: datetime | None = None
     starts: dict[str, datetime] = field(default_factory=dict)
+    seen: NDArray[np.bool_] = field(init=False)  # per current row: the delivery has its fid
+    fids: list[row_hash.Column] = field(default_factory=list)  # every accepted row's fid, batch by batch
+    rows: list[NDArray[np.int64]] = field(default_factory=list)  # ... and its source row
     unchanged: int = 0
     sent: int = 0
 
+    def __post_init__(self) -> None:
+        self.seen = np.zeros(len(self.current.fids), dtype=bool)
+
     def gone(self) -> list[str]:
         """Current fids the delivery no longer has."""
-        return [fid for fid in self.current if fid not in self.seen]
+        return [str(fid) for fid in self.current.fids[~self.seen]]
+
+    def reject_duplicates(self, rejects: Rejects) -> None:
+        """A fid delivered more than once rejects every row that has it."""
+        if not self.fids:
+            return
+        fids = pa.chunked_array(self.fids, type=pa.string())
+        counts = pc.value_counts(fids)
+        repeated = counts.field("values").filter(pc.greater(counts.field("counts"), pa.scalar(1)))
+        if not len(repeated):
+            return
+        rows = np.concatenate(self.rows)
+        for position in np.flatnonzero(pc.is_in(fids, value_set=repeated).to_numpy(zero_copy_only=False)):
+            rejects.add(int(rows[position]), fids[int(position)].as_py(), DUPLICATE)
+
+
+def _arrow_columns(batch: NormalisedBatch, spec: LayerSpec) -> list[row_hash.Column]:
+    return [row_hash.arrow_column(batch.geometries if kind is None else batch.frame[name], kind)
+            for name, kind in row_hash.columns(spec)]
 
 
 def with_starts(batch: NormalisedBatch, spec: LayerSpec, delivery: Delivery) -> NormalisedBatch:
@@ -137,45 +195,44 @@ def with_starts(batch: NormalisedBatch, spec: LayerSpec, delivery: Delivery) -> 
     kept = frame["fid"].map(delivery.starts)
     frame["valid_from"] = frame["valid_from"].astype(object)
     frame.loc[missing, "valid_from"] = kept[missing]
-    hashes = row_hashes(NormalisedBatch(batch.first_row, frame, batch.geometries), spec)
-    same = np.array([delivery.current.get(fid) == h for fid, h in zip(frame["fid"].tolist(), hashes, strict=True)],
-                    dtype=bool)
+    kept_batch = NormalisedBatch(batch.first_row, frame, batch.geometries)
+    _, same = delivery.current.compare(frame["fid"], row_hash.digests(_arrow_columns(kept_batch, spec)))
     frame.loc[missing & ~same, "valid_from"] = delivery.delivered_at
     frame["valid_from"] = pd.to_datetime(frame["valid_from"], utc=True)
     return NormalisedBatch(batch.first_row, frame, batch.geometries)
 
 
-def csv_rows(batch: NormalisedBatch, spec: LayerSpec, mode: LoadMode, refresh_id: int, skip: np.ndarray,
-             delivery: Delivery, rejects: Rejects) -> str:
+def record_batch(batch: NormalisedBatch, spec: LayerSpec, mode: LoadMode, refresh_id: int, skip: np.ndarray,
+                 delivery: Delivery) -> pa.RecordBatch:
     """The batch's rows for copy_stream: new and changed ones only (an unchanged row is counted, not sent).
 
-    Rows already rejected (`skip`) are left out; a fid seen twice rejects both rows.
+    Rows already rejected (`skip`) are left out; duplicate fids are found once the whole delivery is read
+    (Delivery.reject_duplicates).
     """
     batch = with_starts(batch, spec, delivery)
-    frame = canonical_frame(batch, spec)
-    hashes = row_hashes(batch, spec)
-    send = np.zeros(len(frame), dtype=bool)
-    for position, fid in enumerate(frame["fid"].tolist()):
-        if skip[position]:
-            continue
-        row = batch.first_row + position
-        first = delivery.seen.setdefault(fid, row)
-        if first != row:
-            rejects.add(first, fid, DUPLICATE)
-            rejects.add(row, fid, DUPLICATE)
-        elif delivery.current.get(fid) == hashes[position]:
-            delivery.unchanged += 1
-        else:
-            send[position] = True
-    positions = np.flatnonzero(send)
-    delivery.sent += len(positions)
-    if not len(positions):
-        return ""
-    buffer = io.StringIO()
-    for sent, line in zip(positions.tolist(), _csv_lines(frame.iloc[positions]), strict=True):
-        digest = hashes[sent].hex()
-        if mode is LoadMode.merge:
-            buffer.write(f"{batch.first_row + sent},{line},\\x{digest}\n")
-        else:
-            buffer.write(f"{line},\\x{digest},{refresh_id}\n")
-    return buffer.getvalue()
+    frame = batch.frame
+    arrays = _arrow_columns(batch, spec)
+    digests = row_hash.digests(arrays)
+    accepted = ~skip
+    positions, same = delivery.current.compare(frame["fid"], digests)
+    same &= accepted
+    delivery.seen[positions[accepted & (positions >= 0)]] = True
+    delivery.fids.append(arrays[0].filter(pa.array(accepted)))
+    delivery.rows.append(np.flatnonzero(accepted) + batch.first_row)
+    delivery.unchanged += int(same.sum())
+    send = accepted & ~same
+    delivery.sent += int(send.sum())
+    hashes = pa.Array.from_buffers(_HASH, len(frame), [None, pa.py_buffer(digests)]).cast(pa.binary())
+    if mode is LoadMode.merge:
+        source_rows = pa.array(np.arange(batch.first_row, batch.first_row + len(frame), dtype=np.int32))
+        columns = [source_rows, *arrays, hashes]
+    else:
+        columns = [*arrays, hashes, pa.array(np.full(len(frame), refresh_id, dtype=np.int64))]
+    return pa.RecordBatch.from_arrays(columns, schema=copy_schema(spec, mode)).filter(pa.array(send))
+
+
+def row_hashes(batch: NormalisedBatch, spec: LayerSpec) -> list[bytes]:
+    """Each row's version hash (gis.refresh.row_hash; the same as the edit trigger's in SQL)."""
+    frame = batch.frame[[c for c in canonical_columns(spec) if c != "geom"]].copy()
+    frame["geom"] = batch.geometries
+    return row_hash.row_hashes(frame, spec)
