@@ -107,3 +107,13 @@ def test_a_registry_loaded_again_gets_its_own_translation(pipelines: LayerSpec, 
     key = cache._key(q.filter, again, q.filter_crs, 0, "filter")
     cache.translated(q.filter, again, q.filter_crs, {})
     assert key is not None and cache._kept[key].spec is again
+
+
+def test_a_first_page_after_a_later_one_of_the_same_form_still_counts(pipelines: LayerSpec) -> None:
+    # An as-of page has no recorded count: its first page counts (bounded), a later one not. The later page asked
+    # first must not leave its statement (without the count) to the first page.
+    asked = {"limit": "100", "datetime": "2026-01-01T00:00:00Z"}
+    later = queries.items_statement(pipelines, parse_items_query(pipelines, {**asked, "offset": "100"}))
+    first = queries.items_statement(pipelines, parse_items_query(pipelines, asked))
+    assert isinstance(first.query, bytes) and isinstance(later.query, bytes)
+    assert b"count(*) AS n" in first.query and b"count(*) AS n" not in later.query
