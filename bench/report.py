@@ -139,13 +139,20 @@ def _rate_text(rate: float | None, measurement: dict[str, Any] | None) -> str:
     return f"≤ {rate:,.2f}" if _bounded(measurement) else f"{rate:,.1f}"
 
 
+def _failures(measurement: dict[str, Any] | None) -> int:
+    """Requests of a loaded run that failed (non-2xx/3xx or timed out): a target cannot be met with them."""
+    return int(((measurement or {}).get("result") or {}).get("failed") or 0)
+
+
 def _versus(title: str, target: float | None, ours: float | None, other: float | None,
-            other_m: dict[str, Any] | None, peer: str = "tipg") -> Verdict | None:
+            other_m: dict[str, Any] | None, peer: str = "tipg", ours_m: dict[str, Any] | None = None) -> Verdict | None:
     """ours ÷ the peer's rate against a target ratio; a peer too slow to load counts by its bound, so the
     ratio is then a lower bound (met if even that reaches the target, else not shown to be met)."""
     if target is None:
         return None
     name = f"{title}: ≥ {target:g}× {peer}"
+    if _failures(ours_m):
+        return name, f"ours: {_failures(ours_m)} requests failed", False
     if ours is None or not other:
         return name, f"ours {_rate_text(ours, None)}, {peer} {_rate_text(other, other_m)}", None
     ratio = ours / other
@@ -159,8 +166,10 @@ def _target_cell(target: float | None, verdict: Verdict | None) -> str:
     return f"≥ {target:g}×" + ("" if verdict[2] is None else f" {_mark(verdict[2])}")
 
 
-def _share(title: str, ours: float | None, db: dict[str, Any] | None) -> Verdict:
+def _share(title: str, ours: float | None, db: dict[str, Any] | None, ours_m: dict[str, Any] | None = None) -> Verdict:
     name = f"{title}: ≥ {DATABASE_SHARE:.0%} of the database alone"
+    if _failures(ours_m):
+        return name, f"ours: {_failures(ours_m)} requests failed", False
     if ours is None or not db or not db.get("tps"):
         return name, "not measured", None
     share = ours / db["tps"]
@@ -214,7 +223,7 @@ def api_section(data: dict[str, Any]) -> tuple[list[str], list[Verdict]]:
                          f"| {_share_cell(ours_rate, db)} | – |")
         elif case.zoom is not None:  # tiles: ours warm (its cache), then cold (cache off) against the peers
             cold = _rate(uncached)
-            verdict = _versus(f"{case.title}, cold", case.target_vs_tipg, cold, _rate(tipg), tipg)
+            verdict = _versus(f"{case.title}, cold", case.target_vs_tipg, cold, _rate(tipg), tipg, ours_m=uncached)
             lines.append(f"| {case.title}, ours warm (cache) | {_cell(ours)} | | | "
                          f"{_ratio(ours_rate, _rate(tipg), _bounded(tipg))} | | | | |")
             target = _target_cell(case.target_vs_tipg, verdict)
@@ -222,7 +231,7 @@ def api_section(data: dict[str, Any]) -> tuple[list[str], list[Verdict]]:
                          f"{_ratio(cold, _rate(tipg), _bounded(tipg))} | {target} | {db_cell} | "
                          f"{_share_cell(cold, db)} | {_ratio(cold, _rate(pygeoapi), _bounded(pygeoapi))} |")
         else:
-            verdict = _versus(case.title, case.target_vs_tipg, ours_rate, _rate(tipg), tipg)
+            verdict = _versus(case.title, case.target_vs_tipg, ours_rate, _rate(tipg), tipg, ours_m=ours)
             target = _target_cell(case.target_vs_tipg, verdict)
             lines.append(
                 f"| {case.title} | {_cell(ours, p99)} | {_cell(tipg, p99)} | {_cell(pygeoapi, p99)} | "
@@ -231,7 +240,7 @@ def api_section(data: dict[str, Any]) -> tuple[list[str], list[Verdict]]:
         if verdict is not None:
             verdicts.append(verdict)
         if case.zoom is None and case.database:  # every items case against the database's own limit
-            verdicts.append(_share(case.title, ours_rate, db))
+            verdicts.append(_share(case.title, ours_rate, db, ours))
     verdicts += connection_verdicts(by) + tile_size_verdicts(by)
     lines += ["", *request_notes(data, by)]
     return lines, verdicts
@@ -249,6 +258,9 @@ def connection_verdicts(by: dict[tuple[str, str], dict[str, Any]]) -> list[Verdi
     p99 = (result.get("latency_ms") or {}).get("p99")
     more = "items `limit=100`: throughput at 64 connections ≥ at 8"
     tail = f"items `limit=100` at 64 connections: p99 < {P99_TARGET_MS:g} ms"
+    if _failures(c64):
+        failed = f"{_failures(c64)} requests failed at 64 connections"
+        return [(more, failed, False), (tail, failed + (f"; p99 {p99:,.1f} ms" if p99 is not None else ""), False)]
     return [
         (more, f"{r64:,.1f} against {r8:,.1f} req/s", r64 >= r8) if r8 and r64 else (more, "not measured", None),
         (tail, f"{p99:,.1f} ms", p99 < P99_TARGET_MS) if p99 is not None and r64 else (tail, "not measured", None),

@@ -315,3 +315,15 @@ def test_between_runs_a_query_left_running_is_cancelled_and_a_short_one_ends_by_
     assert api.quiesce(url, wait_s=10) == 0  # it ended within the wait: nothing cancelled
     thread.join(10)
     assert outcome == ["cancelled", "finished"]
+
+
+def test_a_run_with_failed_requests_does_not_meet_its_targets(tmp_path: Path) -> None:
+    c64 = _measurement("ours", "items_100_c64", 500.0)
+    c64["result"] = {"requests_per_s": 500.0, "latency_ms": {"p50": 60.0, "p99": 900.0}, "failed": 23}
+    data = _api_data([_measurement("ours", "items_100", 100.0), c64, _measurement("tipg", "items_100_c64", 10.0)])
+    out = tmp_path / "benchmarks.md"
+    report.write(out, {"CPU": "x"}, None, data, [])
+    text = out.read_text()
+    assert "| items `limit=100`, 64 connections: ≥ 20× tipg | ours: 23 requests failed | ✗ |" in text
+    assert ("| items `limit=100` at 64 connections: p99 < 250 ms | 23 requests failed at 64 connections; "
+            "p99 900.0 ms | ✗ |") in text
