@@ -235,7 +235,7 @@ def cmd_styles(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_tiles(args: argparse.Namespace, settings: Settings) -> int:
-    """Bring the layers' generalised tile copies to their current version (a refresh does it after each load)."""
+    """Bring the layers' generalised tile copies to their current version now (the workers do it in the background)."""
     from gis import tiles_generalised
 
     registry = _registry(settings)

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     delivery_retention_days: int = Field(
         default=90, ge=1, description="Days the bytes of a finished delivery (ops.deliveries.content) are kept: "
         "`gis ops prune` drops older ones; who sent what, when, its checksum and its result stay.")
+    tile_copy_interval_s: float = Field(
+        default=10.0, ge=0, description="Seconds between a worker's checks for layers whose generalised tile copy "
+        "(gis tiles) is behind the layer after a refresh or an edit; each worker and each service process that runs "
+        "queued jobs checks, and one of them catches a layer up. 0: never (run `gis tiles` by hand).")
     temp_dir: Path | None = Field(
         default=None, description="Where the service and jobs write scratch files (downloads being written, "
         "uploaded files being read, deliveries unpacked), each in a directory of its own removed afterwards; "

@@ -9,9 +9,10 @@ Here that is done once per layer version, per zoom band (gis.tiles.GENERALISED_Z
 
 The tile statement (gis.tiles.tile_sql) reads a band only while `tiles.generalised.version` equals the layer's
 change version in the same snapshot, so a copy behind an edit, or one not caught up yet, is never served: those
-tiles take the general path and are the same. Catching up is one transaction of its own, after the refresh has
-committed (the refresh stays as atomic as it was): rows changed since the copy's version (current rows with a
-newer refresh_id, and fids whose versions were closed since) are rebuilt; a copy with no version is built whole.
+tiles take the general path and are the same. Catching up is one transaction of its own, run in the background
+by the workers (gis.tiles_keeper) or by `gis tiles`, never by the refresh itself: rows changed since the copy's
+version (current rows with a newer refresh_id, and fids whose versions were closed since) are rebuilt; a copy with
+no version is built whole.
 
 The schema `tiles` is the service's alone (migration 026): a database role that may not read a layer cannot read
 its copy either. Identifiers come from the registry (gis.identifiers).
@@ -123,18 +124,23 @@ def _insert(spec: LayerSpec, where: sql.Composable) -> sql.Composed:
              selects=sql.SQL(" UNION ALL ").join(selects))
 
 
-def catch_up(url: str, spec: LayerSpec) -> int | None:
-    """Bring the layer's copy to the layer's current version; returns the version it is at (None: no copy, or the
-    layer was never loaded). One transaction, in one snapshot (REPEATABLE READ): the rows copied are those of
-    the version recorded with them."""
+def catch_up(url: str, spec: LayerSpec, *, wait: bool = True) -> int | None:
+    """Bring the layer's copy to the layer's current version; returns the version it is at (None: no copy, the
+    layer was never loaded, or, with wait=False, another process is catching it up). One transaction, in one
+    snapshot (REPEATABLE READ): the rows copied are those of the version recorded with them."""
     if not has_copy(spec):
         return None
     started = time.monotonic()
     table = ids.generalised_table(spec)
     with psycopg.connect(url, application_name=f"gis-tiles:{spec.id}") as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        # One catch-up per layer at a time; a second waits here, then finds the work done.
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('gis-tiles-generalised'), hashtext(%s))", (spec.id,))
+        # One catch-up per layer at a time: a second one waits here, then finds the work done (`gis tiles`), or,
+        # in the background (tiles_keeper), leaves it to the process already at it.
+        lock = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+        got = conn.execute(sql.SQL("SELECT {}(hashtext('gis-tiles-generalised'), hashtext(%s))").format(
+            sql.Identifier(lock)), (spec.id,)).fetchone()
+        if got is not None and got[0] is False:
+            return None
         built = conn.execute("SELECT version FROM tiles.generalised WHERE layer_id = %s", (spec.id,)).fetchone()
         layer = conn.execute("SELECT changed_refresh_id FROM ops.layer_stats WHERE layer_id = %s",
                              (spec.id,)).fetchone()
@@ -159,3 +165,13 @@ def catch_up(url: str, spec: LayerSpec) -> int | None:
         conn.execute("UPDATE tiles.generalised SET version = %s, built_at = now(), seconds = %s WHERE layer_id = %s",
                      (version, time.monotonic() - started, spec.id))
     return version
+
+
+STALE_SQL = """SELECT g.layer_id FROM tiles.generalised g JOIN ops.layer_stats s USING (layer_id)
+WHERE g.version IS DISTINCT FROM s.changed_refresh_id"""
+
+
+def stale_layers(url: str) -> list[str]:
+    """The layers whose copy is behind the layer (never built, or changed since by a refresh or an edit)."""
+    with psycopg.connect(url, application_name="gis-tiles") as conn:
+        return [row[0] for row in conn.execute(STALE_SQL).fetchall()]

@@ -1,8 +1,10 @@
 """Pre-built generalised copies for "now" tiles (gis.tiles_generalised): same features as the general path,
-caught up by a refresh, never served behind the layer, never used for as-of or row-limited tiles.
+caught up by a worker's keeper after a refresh, never served behind the layer, never used for as-of or row-limited
+tiles.
 
 Which path a statement took is read from EXPLAIN ANALYZE (the relations actually scanned), not from timing."""
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -23,6 +25,7 @@ from gis.features.temporal import parse_datetime
 from gis.layers import LayerRegistry, LayerSpec
 from gis.refresh.runner import RefreshRequest, run_refresh
 from gis.settings import Settings
+from gis.tiles_keeper import CopyKeeper
 
 TMS = "WebMercatorQuad"
 LAYER = "pipelines"
@@ -94,10 +97,42 @@ def conn(loaded_db_url: str) -> Iterator[psycopg.Connection]:
         yield connection
 
 
-def test_the_loaded_layer_has_a_copy_at_its_version(conn: psycopg.Connection, registry: LayerRegistry) -> None:
+def copy_and_layer_versions(conn: psycopg.Connection, layer_id: str) -> tuple[int | None, int]:
     row = conn.execute("SELECT g.version, s.changed_refresh_id FROM tiles.generalised g "
-                       "JOIN ops.layer_stats s USING (layer_id) WHERE layer_id = %s", (LAYER,)).fetchone()
-    assert row is not None and row[0] == row[1]
+                       "JOIN ops.layer_stats s USING (layer_id) WHERE layer_id = %s", (layer_id,)).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def test_a_refresh_leaves_the_copy_behind_and_a_keeper_catches_it_up(
+        clone_db: Callable[[], str], registry: LayerRegistry, settings: Settings, tmp_path: Path) -> None:
+    spec, url = registry[LAYER], clone_db()
+    _changed_delivery(url, spec, settings, tmp_path / "pipelines.gpkg")
+    run_refresh(url, RefreshRequest(spec, tmp_path / "pipelines.gpkg", settings.city_extent,
+                                    settings.rejects_dir, False, False))
+    with psycopg.connect(url, autocommit=True) as conn:
+        copy, layer = copy_and_layer_versions(conn, LAYER)
+        assert copy is not None and copy < layer  # the refresh ended when the layer had changed
+        assert tiles_generalised.stale_layers(url) == [LAYER]
+        assert CopyKeeper(url, registry, interval_s=0).run_once() == [LAYER]
+        assert copy_and_layer_versions(conn, LAYER) == (layer, layer)
+        assert tiles_generalised.stale_layers(url) == []
+        # In the background, as a worker runs it: a copy never built is built whole.
+        conn.execute("UPDATE tiles.generalised SET version = NULL WHERE layer_id = %s", (LAYER,))
+        conn.execute("TRUNCATE tiles.pipelines")
+        keeper = CopyKeeper(url, registry, interval_s=0.2)
+        keeper.start()
+        try:
+            deadline = time.monotonic() + 120
+            while copy_and_layer_versions(conn, LAYER)[0] != layer and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            keeper.stop()
+        assert copy_and_layer_versions(conn, LAYER) == (layer, layer)
+        assert conn.execute("SELECT count(*) FROM tiles.pipelines").fetchone() != (0,)
+
+
+def test_points_have_no_copy(conn: psycopg.Connection, registry: LayerRegistry) -> None:
     # points are drawn whole: no copy, their tiles always take the general path
     assert not tiles_generalised.has_copy(registry["police_stations"])
     assert conn.execute("SELECT count(*) FROM tiles.generalised WHERE layer_id = 'police_stations'").fetchone() == (0,)
@@ -202,6 +237,7 @@ def test_the_copy_follows_a_refresh_and_as_of_tiles_still_show_the_past(
         old = http.get(path)
         run_refresh(url, RefreshRequest(spec, tmp_path / "pipelines.gpkg", settings.city_extent,
                                         settings.rejects_dir, False, False))
+        tiles_generalised.catch_up(url, spec)  # or the server's keeper, whichever holds the lock first
         with psycopg.connect(url, autocommit=True) as conn:
             version = conn.execute("SELECT changed_refresh_id FROM ops.layer_stats WHERE layer_id = %s",
                                    (spec.id,)).fetchone()[0]  # type: ignore[index]

@@ -16,7 +16,6 @@ from pathlib import Path
 import psycopg
 from tqdm import tqdm
 
-from gis import tiles_generalised
 from gis.crs import parse_crs
 from gis.edits import conflicts
 from gis.errors import GisError, SourceError, ValidationFailed
@@ -227,5 +226,4 @@ def run_refresh(url: str, request: RefreshRequest) -> RefreshResult:
         record.write_failure(url, spec, started_at, request.logged_source(request.source_path),
                              request.logged_message(str(exc)), len(rejects) or None)
         raise
-    tiles_generalised.catch_up(url, spec)  # after the commit, in its own transaction (see its module)
     return result

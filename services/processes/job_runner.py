@@ -16,6 +16,7 @@ from gis.jobs.worker import Heartbeat, Worker
 from gis.project import load_project
 from gis.security.settings import AuthSettings
 from gis.settings import Settings
+from gis.tiles_keeper import CopyKeeper
 from services.processes import make_bridge
 
 LOGGER = logging.getLogger("gis.worker")
@@ -39,12 +40,15 @@ def run_worker(settings: Settings, jobs: JobSettings, auth: AuthSettings, ready:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    keeper = CopyKeeper(context.database_url, context.registry, settings.tile_copy_interval_s)
+    keeper.start()
     LOGGER.warning("worker %s running queued jobs (%d at once)", heartbeat.runner, jobs.concurrency)
     if ready is not None:
         ready.set()
     try:
         worker.run()
     finally:
+        keeper.stop()
         worker.stop()
         context.pool.close()
     return 0

@@ -50,6 +50,7 @@ from gis.rendering import PYGEOAPI_TEMPLATES_DIR
 from gis.security.disclosure import without_paths
 from gis.security.policy import Policy
 from gis.settings import Settings
+from gis.tiles_keeper import CopyKeeper
 from services.processes.access import JOB_OWNER, caller_snapshot, restore_caller
 from services.processes.inputs import ProcessInputs
 
@@ -409,6 +410,7 @@ class Bridge:
         self._apis: dict[str, API] = {}
         self._lock = threading.Lock()
         self.worker: Worker | None = None
+        self.keeper: CopyKeeper | None = None  # beside the worker: the layers' tile copies
 
     def config(self, base_url: str) -> dict[str, Any]:
         return generate_config(self.context.settings, self.context.rules, base_url, self.processes)
@@ -448,8 +450,13 @@ class Bridge:
         self.worker = Worker(self.context.pool, jobs, self.manager().run_claimed, heartbeat) if run_queued else None
         if self.worker is not None:
             self.worker.start()
+            self.keeper = CopyKeeper(self.context.database_url, self.context.registry,
+                                     self.context.settings.tile_copy_interval_s)
+            self.keeper.start()
 
     def close(self) -> None:
+        if self.keeper is not None:
+            self.keeper.stop()
         if self.worker is not None:
             self.worker.stop()
         elif self.context.heartbeat is not None:
