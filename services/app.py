@@ -13,7 +13,6 @@ from gis.db.cluster import database_url
 from gis.db.pool import make_pool
 from gis.jobs.settings import JobSettings
 from gis.project import load_project
-from gis.security.audit_writer import AuditWriter
 from gis.security.settings import AuthSettings, HttpSettings
 from gis.settings import ServeSettings, Settings
 from services.auth.credentials import Auth
@@ -66,8 +65,7 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
                      auth=Auth(auth, project.policy), row_areas=RowAreas(), guard=limits.Guard.from_settings(http),
                      metrics=metrics, jobs=jobs, tile_cache=TileCache(settings.tile_cache_mib * 2**20),
                      processes=bridge,
-                     map_styles=web_map.load_styles(project.registry, settings.styles_dir),
-                     audit_writer=AuditWriter(pool))
+                     map_styles=web_map.load_styles(project.registry, settings.styles_dir))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

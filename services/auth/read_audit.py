@@ -1,5 +1,5 @@
 """The audit trail of reads: one ops.audit_log row per read of an internal or restricted layer or raster, committed
-before the read is answered (with the rows of concurrent reads: gis/security/audit_writer.py).
+before the read is answered.
 
 Public layers write nothing. The row names the caller, the path and the query parameters that shaped the
 answer (those the route declares); the log itself is served to auditor roles by services/routers/audit.py.
@@ -40,4 +40,5 @@ async def _audit(request: Request, layer_id: str, features: int | None, status: 
         query.update(extra)
     entry = audit.AuditEntry(caller.subject, caller.role.name, caller.method, caller.key_id, "read",
                              layer_id, request.url.path, query, features, status)
-    await app_state(request).audit_writer.record(entry)  # returns once committed, with the rows of concurrent reads
+    async with app_state(request).pool.connection() as conn:
+        await audit.record_async(conn, entry)

@@ -17,7 +17,6 @@ from gis.jobs.settings import JobSettings
 from gis.layers import LayerRegistry
 from gis.map_style import LayerStyle
 from gis.project import Project
-from gis.security.audit_writer import AuditWriter
 from gis.settings import Settings
 
 if TYPE_CHECKING:  # each of these modules reaches the state through app_state: imported for the types only
@@ -61,7 +60,6 @@ class AppState:
     tile_cache: "TileCache"
     processes: "Bridge"
     map_styles: Mapping[str, LayerStyle]  # layer id -> the web map's style layers, converted from its QML
-    audit_writer: AuditWriter  # read audit rows to the primary, concurrent ones in one commit (group commit)
     discovery: Discovery = field(default_factory=Discovery)
 
     @property
