@@ -377,3 +377,36 @@ def test_numbers_stay_numbers(loaded_db_url: str) -> None:
         lanes, width = conn.execute("SELECT lanes, width_m FROM base.roads LIMIT 1").fetchone()  # type: ignore[misc]
     assert isinstance(lanes, int) and isinstance(width, float)
     assert np.isfinite(width)
+
+
+def test_current_rows_give_each_fid_its_stored_hash(clone_db: Callable[[], str], registry: LayerRegistry) -> None:
+    # What a delivery is compared with: every current fid (a non-ASCII one too) with the hash stored for it.
+    from gis.refresh.merge import fetch_current_rows
+
+    url, spec = clone_db(), registry["police_stations"]
+    with psycopg.connect(url) as conn:
+        first = conn.execute("SELECT fid FROM policing.police_stations ORDER BY fid LIMIT 1").fetchone()[0]  # type: ignore[index]
+        conn.execute("UPDATE policing.police_stations SET fid = '派出所-甲' WHERE fid = %s", (first,))
+        stored = dict(conn.execute("SELECT fid, row_hash FROM policing.police_stations").fetchall())
+    current = fetch_current_rows(url, spec)
+    got = {str(fid): int(h).to_bytes(8, "big") for fid, h in zip(current.fids, current.hashes, strict=True)}
+    assert "派出所-甲" in got and got == stored
+
+
+def test_current_rows_of_an_empty_layer_are_none(clone_db: Callable[[], str], registry: LayerRegistry) -> None:
+    from gis.refresh.merge import fetch_current_rows
+
+    url, spec = clone_db(), registry["police_stations"]
+    with psycopg.connect(url) as conn:
+        conn.execute("DELETE FROM policing.police_stations")
+    assert len(fetch_current_rows(url, spec).fids) == 0
+
+
+def test_text_loses_nul_and_record_separators_only() -> None:
+    # The quick scan of a column's bytes lets text without them through untouched, and finds them anywhere.
+    from gis.refresh.normalise import _as_text
+
+    plain = pd.Series(["  甲 ", "b", None, "c\td"])
+    assert _as_text(plain).fillna("-").tolist() == ["甲", "b", "-", "c\td"]
+    dirty = pd.Series(["a", "x\x00y", "p\x1eq", "\x00"])
+    assert _as_text(dirty).fillna("-").tolist() == ["a", "x y", "p q", "-"]

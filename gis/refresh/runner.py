@@ -9,6 +9,7 @@ import hashlib
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -158,7 +159,8 @@ def _load(url: str, request: RefreshRequest, info: sources.SourceInfo, columns: 
           checksum: str, started_at: datetime, rejects: Rejects) -> RefreshResult:
     """The refresh, in one transaction: a killed or failed one leaves the layer as it was."""
     spec, timer = request.spec, _Timer()
-    with psycopg.connect(url, application_name=f"gis-refresh:{spec.id}") as conn:
+    with psycopg.connect(url, application_name=f"gis-refresh:{spec.id}") as conn, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="gis-refresh-compare") as fetcher:
         acquire_layer_lock(conn, spec.id)
         if not request.force and record.last_success_checksum(conn, spec.id) == checksum:
             refresh_id = record.write_unchanged_source(conn, spec, started_at, request.logged_source(info.path),
@@ -174,10 +176,11 @@ def _load(url: str, request: RefreshRequest, info: sources.SourceInfo, columns: 
             merge.begin_first_load(conn, spec)
             delivery = staging.Delivery(staging.CurrentRows.empty())
         else:
+            # Fetched on a connection of its own while the first batches are read and normalised.
+            known = fetcher.submit(merge.fetch_current_rows, url, spec)
             staging.create_staging(conn, spec)
             delivered_at = conn.execute("SELECT now()").fetchone()
-            delivery = staging.Delivery(merge.current_rows(conn, spec),
-                                        delivered_at=delivered_at[0] if delivered_at else None,
+            delivery = staging.Delivery(known, delivered_at=delivered_at[0] if delivered_at else None,
                                         starts=merge.current_starts(conn, spec))
         timer.lap("compare")
         _stream(conn, request, info, columns, mode, refresh_id, delivery, rejects, timer)

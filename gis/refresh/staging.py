@@ -14,6 +14,7 @@ the same delivery writes nothing; the comparison is one vectorised look-up per b
 """
 
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -140,21 +141,36 @@ def as_integers(digests: bytes) -> NDArray[np.uint64]:
 
 @dataclass
 class Delivery:
-    """What streaming a delivery learns: the fids seen, and how many rows equal the layer's current ones."""
+    """What streaming a delivery learns: the fids seen, and how many rows equal the layer's current ones.
 
-    current: CurrentRows
+    The layer's current rows may still be on their way (a Future, fetched on another connection while the first
+    batches are read and normalised): the first comparison waits for them.
+    """
+
+    known: "CurrentRows | Future[CurrentRows]"
     # Layers whose source gives valid_from: the time a row delivered without it starts (the refresh transaction's
     # now()), and fid -> the start of each current row (merge.current_starts).
     delivered_at: datetime | None = None
     starts: dict[str, datetime] = field(default_factory=dict)
-    seen: NDArray[np.bool_] = field(init=False)  # per current row: the delivery has its fid
     fids: list[row_hash.Column] = field(default_factory=list)  # every accepted row's fid, batch by batch
     rows: list[NDArray[np.int64]] = field(default_factory=list)  # ... and its source row
     unchanged: int = 0
     sent: int = 0
 
-    def __post_init__(self) -> None:
-        self.seen = np.zeros(len(self.current.fids), dtype=bool)
+    _seen: NDArray[np.bool_] | None = field(init=False, default=None)
+
+    @property
+    def current(self) -> CurrentRows:
+        if isinstance(self.known, Future):
+            self.known = self.known.result()
+        return self.known
+
+    @property
+    def seen(self) -> NDArray[np.bool_]:
+        """Per current row: whether the delivery has its fid."""
+        if self._seen is None:
+            self._seen = np.zeros(len(self.current.fids), dtype=bool)
+        return self._seen
 
     def gone(self) -> list[str]:
         """Current fids the delivery no longer has."""
