@@ -60,8 +60,11 @@ class DatabaseUnavailable(PoolTimeout):
     """The database is known to be unreachable just now (the breaker is open): answered as a 503 at once."""
 
 
-def connection_kwargs(settings: Settings, application_name: str, statement_timeout_ms: int = 0) -> dict[str, Any]:
-    """libpq parameters every service connection gets: bounded connect, keepalives, a bounded silent network."""
+def connection_kwargs(settings: Settings, application_name: str, statement_timeout_ms: int = 0,
+                      serves_requests: bool = False) -> dict[str, Any]:
+    """libpq parameters every service connection gets: bounded connect, keepalives, a bounded silent network.
+    A connection that `serves_requests` runs its queries without parallel workers unless the settings say how
+    many (db_request_parallel_workers)."""
     kwargs: dict[str, Any] = {
         "autocommit": True,
         "application_name": application_name,
@@ -73,9 +76,14 @@ def connection_kwargs(settings: Settings, application_name: str, statement_timeo
         # Data sent and not acknowledged for this long breaks the connection (a network dropping packets).
         "tcp_user_timeout": int(settings.db_connect_timeout_s * 1000),
     }
+    options = []
     if statement_timeout_ms > 0:
         # A startup option, not SQL: a runaway query is cancelled by PostgreSQL itself, wherever it came from.
-        kwargs["options"] = f"-c statement_timeout={int(statement_timeout_ms)}"
+        options.append(f"-c statement_timeout={int(statement_timeout_ms)}")
+    if serves_requests:
+        options.append(f"-c max_parallel_workers_per_gather={int(settings.db_request_parallel_workers)}")
+    if options:
+        kwargs["options"] = " ".join(options)
     return kwargs
 
 
@@ -111,7 +119,7 @@ class GuardedPool(AsyncConnectionPool):
                  max_lifetime_s: float = 3600.0) -> None:
         super().__init__(
             conninfo, min_size=settings.pool_min_size, max_size=settings.pool_max_size, max_lifetime=max_lifetime_s,
-            kwargs=connection_kwargs(settings, name, statement_timeout_ms), open=False,
+            kwargs=connection_kwargs(settings, name, statement_timeout_ms, serves_requests=True), open=False,
             # A failed attempt is given up at once (no backoff to delay recovery): the pool grows again on demand.
             timeout=settings.db_pool_timeout_s, reconnect_timeout=0, check=self._checked_at_checkout,
         )
