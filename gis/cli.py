@@ -347,7 +347,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
           f"({workers} worker(s))", flush=True)
     config = uvicorn.Config("services.asgi:app_from_environment", factory=True, host=host, port=port,
                             workers=workers, log_level="info", access_log=False, proxy_headers=False,
-                            server_header=False)
+                            server_header=False, http="gis.http_protocol:HttpToolsOneWrite")  # one write a response
     try:
         if workers > 1:
             serve_workers.run(config, os.environ["PROMETHEUS_MULTIPROC_DIR"])
