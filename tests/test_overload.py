@@ -33,8 +33,9 @@ def _get(base: str, token: str) -> httpx.Response | None:
 
 def _audit_insert_waits(url: str) -> bool:
     with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                           "AND query LIKE '%INSERT INTO ops.audit_log%'").fetchone()  # in the read's own statement too
+        # a lock on the audit log not granted: the audit row's INSERT, or the read whose statement writes it
+        row = conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted "
+                           "AND relation = 'ops.audit_log'::regclass").fetchone()
     return bool(row and row[0])
 
 
