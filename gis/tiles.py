@@ -259,8 +259,9 @@ def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None,
     SQL) narrows them further.
 
     A "now" tile (no `datetime`, no row rule) of a line or polygon layer reads the layer's pre-built band for its
-    zoom instead (generalised_band), when that copy was built from the very version the statement reads; else,
-    and for every other tile, the general path computes the same from the layer's tables.
+    zoom instead (generalised_band), when that copy was built from the very version the statement reads and the
+    band carries the tile's fields; else, and for every other tile, the general path computes the same from the
+    layer's tables.
     """
     detail = zoom_detail(z, spec.geometry)
     geom = band_geometry(z, sql.SQL("ST_Transform(t.geom, 3857)")) if detail.simplify \
@@ -284,10 +285,14 @@ def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None,
     else:
         built = _mvt(spec, generalised_rows(spec, z, band), sql.SQL("t.geom"), fields,
                      _rank(detail, sql.SQL("t.size")), detail.max_features)
-        # CASE runs only the branch it takes: a copy at another version costs one primary-key lookup more.
+        # CASE runs only the branch it takes: a copy at another version costs one primary-key lookup more. Below
+        # DETAIL_ZOOM a band carries only the fields recorded with the copy (NULL: all of them).
+        carries = sql.SQL("") if band >= DETAIL_ZOOM else sql.SQL(
+            " AND (g.fields IS NULL OR g.fields @> ARRAY[{}]::text[])").format(
+                sql.SQL(", ").join(sql.Literal(name) for name in fields))
         tile = sql.SQL(
-            "CASE WHEN v.version = (SELECT g.version FROM tiles.generalised g WHERE g.layer_id = %(layer)s) "
-            "THEN ({}) ELSE ({}) END").format(built, general)
+            "CASE WHEN v.version = (SELECT g.version FROM tiles.generalised g WHERE g.layer_id = %(layer)s{}) "
+            "THEN ({}) ELSE ({}) END").format(carries, built, general)
     return sql.SQL(
         "SELECT v.version, CASE WHEN v.version = ANY(%(known)s::bigint[]) THEN NULL ELSE {tile} END "
         "FROM (SELECT (SELECT changed_refresh_id FROM ops.layer_stats WHERE layer_id = %(layer)s) AS version) v"
