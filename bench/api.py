@@ -57,13 +57,21 @@ CASES = (
     Case("asof_instant", "`datetime` instant (mid-history), `limit=100`", None),
     Case("asof_interval", "`datetime` interval (two deliveries), `limit=100`", None),
     Case("asof_item", "one item by id, `datetime` instant", None),
+    Case("download", "download of the bbox page's segments (CSV)", None, database=False),
+    Case("asof_download", "download of the bbox page's segments (CSV), `datetime` instant", None, database=False),
     Case("tiles_z10", "z10 tiles, a map view's spread", 3, zoom=10),
     Case("tiles_z12", "z12 tiles, a map view's spread", 3, zoom=12),
     Case("tiles_z14", "z14 tiles, a map view's spread", 3, zoom=14),
+    Case("asof_tiles_z12", "z12 tiles, a map view's spread, `datetime` instant", None, zoom=12, database=False),
+    Case("asof_tiles_z14", "z14 tiles, a map view's spread, `datetime` instant", None, zoom=14, database=False),
     Case("tile_304", "a z14 tile revalidated (`If-None-Match` → 304)", None, database=False),
     Case("deep_page", f"page {DEEP_PAGE:,} of {PAGE} (cursor for us, `offset` for peers)", 100),
 )
-AS_OF = frozenset({"asof_instant", "asof_interval", "asof_item"})  # peers keep no history: ours only
+AS_OF = frozenset({"asof_instant", "asof_interval", "asof_item", "asof_download", "asof_tiles_z12",
+                   "asof_tiles_z14"})  # peers keep no history: ours only
+OURS_ONLY = frozenset({"download"})  # no peer serves a layer as a file
+# As-of tiles are asked of our service with its cache off only: cold against cold "now" tiles.
+COLD_ONLY = frozenset({"asof_tiles_z12", "asof_tiles_z14"})
 SEWER, TWO_PREDICATES = "utility='sewer'", "diameter_mm>500 AND material='HDPE'"
 VIEW_TILES = (8, 5)  # a 2048 x 1280 pixel map view, in 256-pixel tiles
 
@@ -157,11 +165,18 @@ def _query(params: dict[str, str], suffix: str) -> str:
     return "?" + "&".join(p for p in (text, suffix) if p)
 
 
-def tile_url(endpoint: Endpoint, tile: tuple[int, int, int]) -> str:
+def tile_url(endpoint: Endpoint, tile: tuple[int, int, int], when: str | None = None) -> str:
     z, x, y = tile
     path = f"{z}/{y}/{x}" if endpoint.tile_order == "zyx" else f"{z}/{x}/{y}"
-    tile_suffix = f"?{endpoint.tile_suffix}" if endpoint.tile_suffix else ""
-    return f"{endpoint.server.base}/collections/{endpoint.collection}/tiles/WebMercatorQuad/{path}{tile_suffix}"
+    query = "&".join(q for q in (endpoint.tile_suffix, urllib.parse.urlencode({"datetime": when}) if when else "")
+                     if q)
+    return f"{endpoint.server.base}/collections/{endpoint.collection}/tiles/WebMercatorQuad/{path}" + (
+        f"?{query}" if query else "")
+
+
+def case_instant(case: Case, p: Probe) -> str | None:
+    """The `datetime` an as-of tile spread asks for (None for the other cases)."""
+    return p.instant if case.zoom is not None and case.key in AS_OF else None
 
 
 def case_paths(endpoint: Endpoint, case: Case, p: Probe) -> list[str] | None:
@@ -169,7 +184,7 @@ def case_paths(endpoint: Endpoint, case: Case, p: Probe) -> list[str] | None:
     if case.zoom is None or not p.tiles:
         return None
     base = len(endpoint.server.base)
-    return [tile_url(endpoint, t)[base:] for t in p.tiles.get(case.zoom, [])]
+    return [tile_url(endpoint, t, case_instant(case, p))[base:] for t in p.tiles.get(case.zoom, [])]
 
 
 def case_url(endpoint: Endpoint, case: Case, p: Probe, deep_url: str | None) -> str | None:
@@ -179,6 +194,9 @@ def case_url(endpoint: Endpoint, case: Case, p: Probe, deep_url: str | None) -> 
     suffix = endpoint.item_suffix
     page = {"limit": str(PAGE)}
     if case.key in AS_OF and (endpoint.name not in ("ours", "ours-nocache") or p.instant is None):
+        return None
+    if (case.key in OURS_ONLY and endpoint.name != "ours") or (case.key in COLD_ONLY
+                                                               and endpoint.name != "ours-nocache"):
         return None
     match case.key:
         case "items_10" | "items_100" | "items_1000" | "items_100_c1" | "items_100_c64":
@@ -199,9 +217,13 @@ def case_url(endpoint: Endpoint, case: Case, p: Probe, deep_url: str | None) -> 
         case "asof_instant" | "asof_interval":
             when = p.instant if case.key == "asof_instant" else p.interval
             return items + _query({"datetime": when or "", **page}, suffix)
-        case "tiles_z10" | "tiles_z12" | "tiles_z14":
+        case "download" | "asof_download":
+            download = f"{base}/download"
+            params = {"f": "csv", "bbox": ",".join(str(v) for v in p.bbox)}
+            return download + _query(params | ({"datetime": p.instant or ""} if case.key in AS_OF else {}), suffix)
+        case "tiles_z10" | "tiles_z12" | "tiles_z14" | "asof_tiles_z12" | "asof_tiles_z14":
             tiles = (p.tiles or {}).get(case.zoom or 0) or [tile_of(*p.centre, case.zoom or 14)]
-            return tile_url(endpoint, tiles[len(tiles) // 2])
+            return tile_url(endpoint, tiles[len(tiles) // 2], case_instant(case, p))
         case "tile_304":
             return tile_url(endpoint, p.tile)
         case "deep_page":
@@ -304,6 +326,10 @@ def _judge(case: Case, status: int, content_type: str, body: bytes, bbox_small_r
         layers = mapbox_vector_tile.decode(body)
         count = sum(len(layer["features"]) for layer in layers.values())
         return Check(count > 0, status, len(body), count, "" if count else "empty tile")
+    if case.key in ("download", "asof_download"):  # a header line, then one line per segment of the bbox
+        rows = body.decode("utf-8", "replace").count("\n") - 1
+        ok = content_type.startswith("text/csv") and rows > 0
+        return Check(ok, status, len(body), rows, "" if ok else f"not a CSV with rows ({content_type})")
     try:
         document = json.loads(body)
     except ValueError:
@@ -380,7 +406,8 @@ GROUPS = {
     "bbox": ("bbox_100", "bbox_small"),
     "item": ("item",),
     "filter": ("cql2", "cql2_two"),
-    "asof": ("asof_instant", "asof_interval", "asof_item"),
+    "asof": ("asof_instant", "asof_interval", "asof_item", "download", "asof_download", "asof_tiles_z12",
+             "asof_tiles_z14"),
     "tiles": ("tiles_z10", "tiles_z12", "tiles_z14", "tile_304"),
     "deep": ("deep_page",),
 }

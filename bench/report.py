@@ -128,7 +128,9 @@ def _timings(timings: dict[str, float]) -> str:
     return ", ".join(f"{key} {value:.1f}" for key, value in ordered) or "not recorded"
 
 
-NOW_CASE = {"asof_instant": "items_100", "asof_interval": "items_100", "asof_item": "item"}
+NOW_CASE = {"asof_instant": "items_100", "asof_interval": "items_100", "asof_item": "item",
+            "asof_download": "download", "asof_tiles_z12": "tiles_z12", "asof_tiles_z14": "tiles_z14"}
+NOW_ONLY = frozenset({"download"})  # asked only to be the baseline of its as-of case
 AS_OF_TARGET = 0.5  # an as-of request costs at most 2x the same request without datetime
 BUSY_LOAD = 5.0  # a load average above this before a timed run: something else was running
 
@@ -212,15 +214,21 @@ def api_section(data: dict[str, Any]) -> tuple[list[str], list[Verdict]]:
         db_cell = f"{db['tps']:,.1f}" if db else "–"
         p99 = case.connections is not None
         if case.key in NOW_CASE:  # peers keep no history: compared with our own request without datetime
-            now = _rate(by.get(("ours", NOW_CASE[case.key])))
+            server = "ours-nocache" if case.zoom is not None else "ours"  # tiles: cold against cold
+            asked = by.get((server, case.key))
+            rate, now = _rate(asked), _rate(by.get((server, NOW_CASE[case.key])))
             name = f"{case.title}: costs ≤ {1 / AS_OF_TARGET:g}× the same request without `datetime`"
-            as_of: Verdict = (name, f"{ours_rate:,.1f} ÷ {now:,.1f} = {ours_rate / now:.2f}× the rate",
-                              ours_rate / now >= AS_OF_TARGET) if ours_rate and now else (name, "not measured", None)
+            as_of: Verdict = (name, f"{rate:,.1f} ÷ {now:,.1f} = {rate / now:.2f}× the rate",
+                              rate / now >= AS_OF_TARGET) if rate and now else (name, "not measured", None)
             verdict: Verdict | None = as_of
-            vs = f"{ours_rate / now:.2f}× of now" if ours_rate and now else "–"
+            vs = f"{rate / now:.2f}× of now" if rate and now else "–"
             target = f"≥ {AS_OF_TARGET:g}× of now" + (f" {_mark(as_of[2])}" if as_of[2] is not None else "")
-            lines.append(f"| {case.title} | {_cell(ours)} | cannot ask | cannot ask | {vs} | {target} | {db_cell} "
-                         f"| {_share_cell(ours_rate, db)} | – |")
+            how = ", cold (our cache off)" if case.zoom is not None else ""
+            lines.append(f"| {case.title}{how} | {_cell(asked)} | cannot ask | cannot ask | {vs} | {target} | "
+                         f"{db_cell} | {_share_cell(rate, db)} | – |")
+        elif case.key in NOW_ONLY:  # no peer serves it: the baseline of an as-of case
+            verdict = None
+            lines.append(f"| {case.title} | {_cell(ours)} | cannot ask | cannot ask | – | – | {db_cell} | – | – |")
         elif case.zoom is not None:  # tiles: ours warm (its cache), then cold (cache off) against the peers
             cold = _rate(uncached)
             verdict = _versus(f"{case.title}, cold", case.target_vs_tipg, cold, _rate(tipg), tipg, ours_m=uncached)

@@ -219,6 +219,45 @@ def test_the_connections_cases_report_p99_and_are_judged_on_it(tmp_path: Path) -
     assert "| items `limit=100` at 64 connections: p99 < 250 ms | 312.5 ms | ✗ |" in text
 
 
+def test_as_of_tiles_and_downloads_are_asked_of_ours_only_with_the_instant() -> None:
+    probe = api.Probe(**{**PROBE.__dict__, "instant": "2026-03-01T00:00:00Z",
+                         "tiles": {12: [(12, 3452, 1523), (12, 3453, 1523)]}})
+    ours, cold = _endpoint("ours", "pipelines", "zyx"), _endpoint("ours-nocache", "pipelines", "zyx")
+    tipg = _endpoint("tipg", "pipeline.pipelines", "zxy")
+    assert api.case_paths(cold, _case("asof_tiles_z12"), probe) == [
+        "/collections/pipelines/tiles/WebMercatorQuad/12/1523/3452?datetime=2026-03-01T00%3A00%3A00Z",
+        "/collections/pipelines/tiles/WebMercatorQuad/12/1523/3453?datetime=2026-03-01T00%3A00%3A00Z"]
+    assert api.case_paths(cold, _case("tiles_z12"), probe)[0].endswith("/12/1523/3452")  # now: no datetime
+    # cold against cold: the cached server and the peers are never asked an as-of tile
+    assert api.case_url(ours, _case("asof_tiles_z12"), probe, None) is None
+    assert api.case_url(tipg, _case("asof_tiles_z12"), probe, None) is None
+    download = api.case_url(ours, _case("asof_download"), probe, None)
+    assert "/collections/pipelines/download?f=csv&bbox=123.4,41.79,123.41,41.8&datetime=" in download
+    assert "datetime" not in api.case_url(ours, _case("download"), probe, None)
+    assert api.case_url(tipg, _case("download"), probe, None) is None
+
+
+def test_a_download_must_be_a_csv_with_rows() -> None:
+    rows = api._judge(_case("download"), 200, "text/csv; charset=utf-8", b"fid,utility\nP1,water\nP2,gas\n")
+    assert rows.ok and rows.features == 2
+    assert not api._judge(_case("download"), 200, "text/csv", b"fid,utility\n").ok
+    assert not api._judge(_case("asof_download"), 200, "application/json", b"{}\n{}\n").ok
+
+
+def test_as_of_tiles_are_judged_cold_against_cold_now_tiles(tmp_path: Path) -> None:
+    data = _api_data([_measurement("ours-nocache", "tiles_z14", 100.0),
+                      _measurement("ours-nocache", "asof_tiles_z14", 40.0),
+                      _measurement("ours", "tiles_z14", 5000.0),  # warm: not what an as-of tile is compared with
+                      _measurement("ours", "download", 80.0), _measurement("ours", "asof_download", 60.0)])
+    out = tmp_path / "benchmarks.md"
+    report.write(out, {"CPU": "x"}, None, data, [])
+    text = out.read_text()
+    assert ("| z14 tiles, a map view's spread, `datetime` instant: costs ≤ 2× the same request without `datetime` "
+            "| 40.0 ÷ 100.0 = 0.40× the rate | ✗ |") in text
+    assert ("| download of the bbox page's segments (CSV), `datetime` instant: costs ≤ 2× the same request "
+            "without `datetime` | 60.0 ÷ 80.0 = 0.75× the rate | ✓ |") in text
+
+
 def test_the_largest_tile_of_the_view_is_judged_at_z12(tmp_path: Path) -> None:
     z12 = _measurement("ours", "tiles_z12", 200.0) | {"largest_bytes": 512_345}
     out = tmp_path / "benchmarks.md"
