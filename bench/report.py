@@ -338,10 +338,10 @@ def request_notes(data: dict[str, Any], by: dict[tuple[str, str], dict[str, Any]
                      "process) and writes one `ops.audit_log` row (not in the database-alone column); tipg and "
                      "pygeoapi serve everything to anyone.")
     lines += [
-        "- Our tiles below z14 carry `fid` and the fields the layer's style draws with (pipelines: `utility`), "
-        "generalised to half a pixel, without lines shorter than a pixel, and at most a zoom's number of rows, "
-        "the longest first; from z14 every declared field. tipg's carry all columns (history bookkeeping "
-        "included), pygeoapi's all columns.",
+        "- Our tiles below z15 carry `fid` and the fields the layer's style draws with (pipelines: `utility`), "
+        "from z15 every declared field; below z14 lines are generalised to half a pixel, without lines shorter "
+        "than a pixel, and at most a zoom's number of rows, the longest first. tipg's carry all columns (history "
+        "bookkeeping included), pygeoapi's all columns.",
         "- The revalidation row is what a map client that already holds the tile costs: one primary-key "
         "lookup, a 304 and no body. tipg and pygeoapi send no ETag, so they cannot be asked.",
         "",

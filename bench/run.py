@@ -90,10 +90,11 @@ def prepare_for_reads(url: str) -> None:
         migrate(conn, registry)
         conn.commit()
     # The generalised tile copy a refresh leaves (a database loaded by an older checkout has none built yet).
+    from gis import tiles as mvt
     from gis import tiles_generalised
 
     started = time.monotonic()
-    tiles_generalised.catch_up(url, registry[api.LAYER])
+    tiles_generalised.catch_up(url, registry[api.LAYER], mvt.drawn_fields(registry[api.LAYER], ROOT / "styles"))
     say(f"generalised tile copy of {api.LAYER} caught up in {time.monotonic() - started:.1f} s")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM (ANALYZE) pipeline.pipelines")
