@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
 
 import psycopg  # noqa: E402
 
-from bench import api, burst, dblimit, history, peers, refresh, report, wrk  # noqa: E402
+from bench import api, burst, dblimit, first_view, history, peers, refresh, report, wrk  # noqa: E402
 from bench.procs import free_port  # noqa: E402
 from gis.db.cluster import Cluster  # noqa: E402
 from gis.layers import load_registry  # noqa: E402
@@ -90,10 +90,11 @@ def prepare_for_reads(url: str) -> None:
         migrate(conn, registry)
         conn.commit()
     # The generalised tile copy a refresh leaves (a database loaded by an older checkout has none built yet).
+    from gis import tiles as mvt
     from gis import tiles_generalised
 
     started = time.monotonic()
-    tiles_generalised.catch_up(url, registry[api.LAYER])
+    tiles_generalised.catch_up(url, registry[api.LAYER], mvt.drawn_fields(registry[api.LAYER], ROOT / "styles"))
     say(f"generalised tile copy of {api.LAYER} caught up in {time.monotonic() - started:.1f} s")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM (ANALYZE) pipeline.pipelines")
@@ -265,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="no ten deliveries after the refresh benchmark (as-of cases are then not asked)")
     parser.add_argument("--deliveries", type=int, default=history.DELIVERIES,
                         help="how many of the ten deliveries to load (fewer: a quick changed-delivery figure)")
+    parser.add_argument("--skip-first-view", action="store_true",
+                        help="leave out the web map's first view in headless Chromium (bench/first_view.py)")
     parser.add_argument("--skip-burst", action="store_true", help="leave out the burst-analysis benchmark")
     parser.add_argument("--only", choices=["burst"], help="run only this benchmark (bench/burst.py, its own database)")
     parser.add_argument("--cases", help="API cases to measure, comma-separated groups (items, bbox, item, filter, "
@@ -309,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
             previous = json.loads(api_file.read_text()) if api_file.is_file() else None
             api_file.write_text(json.dumps(merge_api(previous, result_api, servers, only, command), indent=2),
                                 encoding="utf-8")
+        if not args.skip_api and not args.skip_first_view:
+            say("the web map's first view of the bench city: headless Chromium, our tile cache off")
+            view = phases.timed("web map first view", lambda: first_view.measure(url, say=say))
+            say(f"first view: median {view.median:.2f} s (runs {view.seconds})")
+            (RESULTS / "first_view.json").write_text(json.dumps(view.as_dict(), indent=2), encoding="utf-8")
         if not args.skip_burst:
             say("burst benchmark: the bench-scale network in gis_burst_bench, library and HTTP")
             phases.timed("burst analysis", lambda: burst.run(None, skip_load=False, samples=burst.SAMPLES_DEFAULT,
@@ -325,7 +333,7 @@ def write_report(refresh_file: Path, api_file: Path, history_file: Path) -> None
         return json.loads(path.read_text()) if path.is_file() else None
 
     report.write(ROOT / "docs" / "benchmarks.md", machine(), read(refresh_file), read(api_file), [],
-                 read(history_file), read(RESULTS / "run.json"))
+                 read(history_file), read(RESULTS / "run.json"), read(RESULTS / "first_view.json"))
 
 
 if __name__ == "__main__":

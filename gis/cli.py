@@ -236,7 +236,7 @@ def cmd_styles(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_tiles(args: argparse.Namespace, settings: Settings) -> int:
     """Bring the layers' generalised tile copies to their current version now (the workers do it in the background)."""
-    from gis import tiles_generalised
+    from gis import tiles, tiles_generalised
 
     registry = _registry(settings)
     unknown = [name for name in args.layers if name not in registry]
@@ -245,7 +245,8 @@ def cmd_tiles(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     for spec in (registry[name] for name in args.layers or list(registry)):
         if tiles_generalised.has_copy(spec):
-            version = tiles_generalised.catch_up(database_url(settings), spec)
+            version = tiles_generalised.catch_up(database_url(settings), spec,
+                                                 tiles.drawn_fields(spec, settings.styles_dir))
             print(f"{spec.id}: {'not loaded' if version is None else f'generalised copy at version {version}'}")
     return 0
 
@@ -347,7 +348,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
           f"({workers} worker(s))", flush=True)
     config = uvicorn.Config("services.asgi:app_from_environment", factory=True, host=host, port=port,
                             workers=workers, log_level="info", access_log=False, proxy_headers=False,
-                            server_header=False)
+                            server_header=False, http="gis.http_protocol:HttpToolsOneWrite")  # one write a response
     try:
         if workers > 1:
             serve_workers.run(config, os.environ["PROMETHEUS_MULTIPROC_DIR"])

@@ -24,7 +24,11 @@ class Settings(BaseSettings):
         default=2, ge=2, description="Seconds a connection attempt may take (libpq connect_timeout; 2 at least); "
         "also the silent-network bound (tcp_user_timeout).")
     db_pool_timeout_s: float = Field(
-        default=1.5, gt=0, description="Seconds a request waits for a pooled connection before its 503.")
+        default=5.0, gt=0, description="Seconds a request may wait in the queue for a pooled connection (a busy "
+        "service) before its 503 busy, with Retry-After; a database outage fails queued requests at once (the probe).")
+    db_pool_max_waiting: int = Field(
+        default=100, ge=0, description="Requests each service process queues for a pooled connection, per database; "
+        "one more is answered 503 busy at once, with Retry-After (0: no bound).")
     db_request_parallel_workers: int = Field(
         default=0, ge=0, description="PostgreSQL's max_parallel_workers_per_gather on the service's request "
         "connections. 0: one request is one process; a service answering many requests at once keeps its cores "

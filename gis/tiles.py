@@ -83,7 +83,11 @@ def tile_matrices() -> list[dict[str, object]]:
     ]
 
 
-DETAIL_ZOOM = 14  # from here on a tile carries every declared field (a click shows them); below, what is drawn
+DETAIL_ZOOM = 14  # from here on lines and polygons are drawn unsimplified (the copy's last band serves deeper zooms)
+# From here on a tile carries every declared field (a click shows them); below, fid and what the style draws with.
+# Encoding every field is most of a full street-level tile's cost (MVT keeps a value table per field), and at z14 a
+# click can follow the feature's link as below.
+FIELDS_ZOOM = 15
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ class ZoomDetail:
     max_features: int  # rows per tile; past it the least important rows are left out (see tile_sql)
     simplify: float  # Douglas-Peucker tolerance in EPSG:3857 metres, after transforming; 0 for none
     min_size: float  # lines and polygons whose bbox width + height (degrees) is below this are left out
-    all_fields: bool  # every declared field, or only those the style draws with
+    all_fields: bool  # every declared field (from FIELDS_ZOOM on), or only those the style draws with
 
 
 def zoom_detail(z: int, geometry: GeometryType) -> ZoomDetail:
@@ -109,6 +113,7 @@ def zoom_detail(z: int, geometry: GeometryType) -> ZoomDetail:
     unit = 360.0 / (1 << z) / EXTENT
     pixel = unit * EXTENT / TILE_SIZE
     detail = z >= DETAIL_ZOOM
+    all_fields = z >= FIELDS_ZOOM
     if detail:
         max_features = 50_000
     elif z >= 12:
@@ -118,9 +123,9 @@ def zoom_detail(z: int, geometry: GeometryType) -> ZoomDetail:
     else:
         max_features = 4_000
     if geometry in (GeometryType.Point, GeometryType.MultiPoint):
-        return ZoomDetail(max_features, 0.0, 0.0, detail)
+        return ZoomDetail(max_features, 0.0, 0.0, all_fields)
     if detail:
-        return ZoomDetail(max_features, 0.0, unit, True)
+        return ZoomDetail(max_features, 0.0, unit, all_fields)
     return ZoomDetail(max_features, cell_size(z) / 2, pixel, False)
 
 
@@ -189,7 +194,7 @@ def drawn_fields(spec: LayerSpec, styles_dir: Path) -> frozenset[str]:
 
 
 def tile_fields(spec: LayerSpec, z: int, drawn: frozenset[str] | None) -> tuple[str, ...]:
-    """The fields a tile at zoom z carries: all of them, or below DETAIL_ZOOM those the style draws with
+    """The fields a tile at zoom z carries: all of them, or below FIELDS_ZOOM those the style draws with
     (`drawn`; None: all, for a caller that does not know the style)."""
     if drawn is None or zoom_detail(z, spec.geometry).all_fields:
         return spec.field_names
@@ -270,8 +275,9 @@ def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None,
     SQL) narrows them further.
 
     A "now" tile (no `datetime`, no row rule) of a line or polygon layer reads the layer's pre-built band for its
-    zoom instead (generalised_band), when that copy was built from the very version the statement reads; else,
-    and for every other tile, the general path computes the same from the layer's tables.
+    zoom instead (generalised_band), when that copy was built from the very version the statement reads and the
+    band carries the tile's fields; else, and for every other tile, the general path computes the same from the
+    layer's tables.
     """
     detail = zoom_detail(z, spec.geometry)
     geom = band_geometry(z, sql.SQL("ST_Transform(t.geom, 3857)")) if detail.simplify \
@@ -295,10 +301,14 @@ def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None,
     else:
         built = _mvt(spec, generalised_rows(spec, z, band), sql.SQL("t.geom"), fields,
                      _rank(detail, sql.SQL("t.size")), detail.max_features)
-        # CASE runs only the branch it takes: a copy at another version costs one primary-key lookup more.
+        # CASE runs only the branch it takes: a copy at another version costs one primary-key lookup more. Below
+        # DETAIL_ZOOM a band carries only the fields recorded with the copy (NULL: all of them).
+        carries = sql.SQL("") if band >= DETAIL_ZOOM else sql.SQL(
+            " AND (g.fields IS NULL OR g.fields @> ARRAY[{}]::text[])").format(
+                sql.SQL(", ").join(sql.Literal(name) for name in fields))
         tile = sql.SQL(
-            "CASE WHEN v.version = (SELECT g.version FROM tiles.generalised g WHERE g.layer_id = %(layer)s) "
-            "THEN ({}) ELSE ({}) END").format(built, general)
+            "CASE WHEN v.version = (SELECT g.version FROM tiles.generalised g WHERE g.layer_id = %(layer)s{}) "
+            "THEN ({}) ELSE ({}) END").format(carries, built, general)
     return sql.SQL(
         "SELECT v.version, CASE WHEN v.version = ANY(%(known)s::bigint[]) THEN NULL ELSE {tile} END "
         "FROM (SELECT (SELECT changed_refresh_id FROM ops.layer_stats WHERE layer_id = %(layer)s) AS version) v"
@@ -328,7 +338,7 @@ def tile_statement(spec: LayerSpec, tile: Tile, known_versions: tuple[int, ...] 
                    time: TimeRange | None = None, rows: Filter | None = None,
                    drawn: frozenset[str] | None = None) -> tuple[sql.Composed, dict[str, object]]:
     """One tile's statement and parameters; `rows` is a row rule (a CQL2 node, geometries in CRS84) the tile's
-    features must pass; `drawn` the fields the layer's style reads (below DETAIL_ZOOM a tile carries only those
+    features must pass; `drawn` the fields the layer's style reads (below FIELDS_ZOOM a tile carries only those
     and fid). It returns exactly one row, (version, tile): read it with tile_result."""
     params = tile_params(spec, tile, known_versions, time)
     row_sql = translate(rows, spec, crs_.CRS84, params, "rows") if rows is not None else None

@@ -7,6 +7,11 @@ Here that is done once per layer version, per zoom band (gis.tiles.GENERALISED_Z
     band, fid, the declared fields, size (the rank), extent (the stored geometry's box, for the tile's box test),
     geom (the band's geometry in EPSG:3857; DETAIL_ZOOM's band unsimplified, serving every deeper zoom)
 
+Bands below DETAIL_ZOOM carry only the fields the layer's style draws with (gis.tiles.tile_fields: all such a tile
+holds), the others are NULL there, and `tiles.generalised.fields` records which; a tile reads those bands only
+while they carry the fields it needs. Each band's rows are stored in a spatial order (the geohash of their box's
+centre), so the rows one tile reads lie on few pages.
+
 The tile statement (gis.tiles.tile_sql) reads a band only while `tiles.generalised.version` equals the layer's
 change version in the same snapshot, so a copy behind an edit, or one not caught up yet, is never served: those
 tiles take the general path and are the same. Catching up is one transaction of its own, run in the background
@@ -19,6 +24,7 @@ its copy either. Identifiers come from the registry (gis.identifiers).
 """
 
 import time
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -100,10 +106,24 @@ def ensure_tables(conn: psycopg.Connection, registry: LayerRegistry) -> None:
         ensure_table(conn, spec)
 
 
-def _insert(spec: LayerSpec, where: sql.Composable) -> sql.Composed:
+def carried_fields(spec: LayerSpec, drawn: frozenset[str]) -> tuple[str, ...]:
+    """The fields the bands below DETAIL_ZOOM carry: what a tile of those zooms holds (gis.tiles.tile_fields)."""
+    return mvt.tile_fields(spec, mvt.DETAIL_ZOOM - 1, drawn)
+
+
+def _band_fields(spec: LayerSpec, band: int, carried: tuple[str, ...]) -> sql.Composed:
+    """A band's field values from s: all of them in DETAIL_ZOOM's band, else the carried ones and NULL for the rest
+    (a NULL costs a bit in the row's null bitmap, so these bands' rows are a fraction of the layer's)."""
+    return sql.SQL(", ").join(
+        sql.SQL("s.{}").format(ids.column(spec, f.name)) if band >= mvt.DETAIL_ZOOM or f.name in carried
+        else sql.SQL("NULL::{}").format(ids.pg_type(f.type)) for f in spec.fields)
+
+
+def _insert(spec: LayerSpec, where: sql.Composable, carried: tuple[str, ...]) -> sql.Composed:
     """Every band's rows of the current rows that pass `where` (a condition on c). Each row is transformed to
-    EPSG:3857 once (the dearest step by far) and simplified from that for each band, in the band's order of
-    rows, so a band's rows lie together on disk."""
+    EPSG:3857 once (the dearest step by far) and simplified from that for each band; the rows are taken in the
+    geohash order of their box's centre and inserted band after band, so a band's rows lie together on disk and
+    one tile's rows on few pages of them."""
     fields = ids.field_columns(spec)
     names = sql.SQL(", ").join(fields)
     size = mvt.size_expression(sql.SQL("c.geom"))
@@ -113,21 +133,37 @@ def _insert(spec: LayerSpec, where: sql.Composable) -> sql.Composed:
             if mvt.band_min_size(band) else sql.SQL("")
         selects.append(sql.SQL(
             "(SELECT {band}::smallint, s.fid, {s_fields}, s.size, s.extent, {geom} FROM s WHERE true{keep})"
-        ).format(band=sql.Literal(band), s_fields=sql.SQL(", ").join(sql.SQL("s.{}").format(f) for f in fields),
+        ).format(band=sql.Literal(band), s_fields=_band_fields(spec, band, carried),
                  geom=mvt.band_geometry(band, sql.SQL("s.g")), keep=keep))
+    # A CTE scan returns its rows in the order they were stored, and Append runs its branches one after another.
     return sql.SQL(
         "WITH s AS MATERIALIZED (SELECT c.fid, {c_fields}, {size} AS size, ST_Envelope(c.geom) AS extent, "
-        "ST_Transform(c.geom, 3857) AS g FROM {current} c WHERE {where}) "
+        "ST_Transform(c.geom, 3857) AS g FROM {current} c WHERE {where} ORDER BY ST_GeoHash(ST_SetSRID(ST_MakePoint("
+        "(ST_XMin(c.geom::box2d) + ST_XMax(c.geom::box2d)) / 2, (ST_YMin(c.geom::box2d) + ST_YMax(c.geom::box2d)) / 2"
+        "), 4326), 12)) "
         "INSERT INTO {table} (band, fid, {names}, size, extent, geom) {selects}"
     ).format(c_fields=sql.SQL(", ").join(sql.SQL("c.{}").format(f) for f in fields), size=size,
              current=ids.current_table(spec), where=where, table=ids.generalised_table(spec), names=names,
              selects=sql.SQL(" UNION ALL ").join(selects))
 
 
-def catch_up(url: str, spec: LayerSpec, *, wait: bool = True) -> int | None:
-    """Bring the layer's copy to the layer's current version; returns the version it is at (None: no copy, the
-    layer was never loaded, or, with wait=False, another process is catching it up). One transaction, in one
-    snapshot (REPEATABLE READ): the rows copied are those of the version recorded with them."""
+def delete_changed(spec: LayerSpec) -> sql.Composed:
+    """Deletes the copy's rows of every fid written since version %(have)s (changed, added or removed)."""
+    changed = sql.SQL(
+        "SELECT fid FROM {current} WHERE refresh_id > %(have)s "
+        "UNION SELECT fid FROM {history} WHERE closed_refresh_id > %(have)s"
+    ).format(current=ids.current_table(spec), history=ids.history_table(spec))
+    # = ANY of an array (computed once, as an init plan) is an index condition on fid; IN (subquery) was planned as
+    # a hash semi-join over the whole copy, every band of every row.
+    return sql.SQL("DELETE FROM {} WHERE fid = ANY(ARRAY({}))").format(ids.generalised_table(spec), changed)
+
+
+def catch_up(url: str, spec: LayerSpec, drawn: frozenset[str], *, wait: bool = True) -> int | None:
+    """Bring the layer's copy to the layer's current version, its bands below DETAIL_ZOOM carrying the fields
+    `drawn` (what the layer's style draws with, gis.tiles.drawn_fields); returns the version it is at (None: no
+    copy, the layer was never loaded, or, with wait=False, another process is catching it up). One transaction, in
+    one snapshot (REPEATABLE READ): the rows copied are those of the version recorded with them. A copy carrying
+    other fields is built anew."""
     if not has_copy(spec):
         return None
     started = time.monotonic()
@@ -141,37 +177,42 @@ def catch_up(url: str, spec: LayerSpec, *, wait: bool = True) -> int | None:
             sql.Identifier(lock)), (spec.id,)).fetchone()
         if got is not None and got[0] is False:
             return None
-        built = conn.execute("SELECT version FROM tiles.generalised WHERE layer_id = %s", (spec.id,)).fetchone()
+        built = conn.execute("SELECT version, fields FROM tiles.generalised WHERE layer_id = %s",
+                             (spec.id,)).fetchone()
         layer = conn.execute("SELECT changed_refresh_id FROM ops.layer_stats WHERE layer_id = %s",
                              (spec.id,)).fetchone()
         if built is None or layer is None:  # not migrated for this layer yet, or never loaded
             return None
+        carried = carried_fields(spec, drawn)
         have, version = built[0], int(layer[0])
+        if built[1] != list(carried):  # built for another style (or before the bands carried fewer fields)
+            have = None
         if have == version:
             return version
         if have is None or have > version:  # never built, or the layer went back (a restore): all of it anew
             conn.execute(sql.SQL("TRUNCATE {}").format(table))
             _drop_indexes(conn, spec)  # one sorted build of each afterwards beats a million inserts into seven
-            conn.execute(_insert(spec, sql.SQL("true")))
+            conn.execute(_insert(spec, sql.SQL("true"), carried))
             _create_indexes(conn, spec)
         else:
-            changed = sql.SQL(
-                "SELECT fid FROM {current} WHERE refresh_id > %(have)s "
-                "UNION SELECT fid FROM {history} WHERE closed_refresh_id > %(have)s"
-            ).format(current=ids.current_table(spec), history=ids.history_table(spec))
-            conn.execute(sql.SQL("DELETE FROM {} WHERE fid IN ({})").format(table, changed), {"have": have})
-            conn.execute(_insert(spec, sql.SQL("c.refresh_id > %(have)s")), {"have": have})
+            conn.execute(delete_changed(spec), {"have": have})
+            conn.execute(_insert(spec, sql.SQL("c.refresh_id > %(have)s"), carried), {"have": have})
         conn.execute(sql.SQL("ANALYZE {}").format(table))
-        conn.execute("UPDATE tiles.generalised SET version = %s, built_at = now(), seconds = %s WHERE layer_id = %s",
-                     (version, time.monotonic() - started, spec.id))
+        conn.execute("UPDATE tiles.generalised SET version = %s, fields = %s, built_at = now(), seconds = %s "
+                     "WHERE layer_id = %s", (version, list(carried), time.monotonic() - started, spec.id))
     return version
 
 
-STALE_SQL = """SELECT g.layer_id FROM tiles.generalised g JOIN ops.layer_stats s USING (layer_id)
-WHERE g.version IS DISTINCT FROM s.changed_refresh_id"""
+STALE_SQL = """SELECT g.layer_id, g.version IS DISTINCT FROM s.changed_refresh_id, g.fields
+FROM tiles.generalised g JOIN ops.layer_stats s USING (layer_id)"""
 
 
-def stale_layers(url: str) -> list[str]:
-    """The layers whose copy is behind the layer (never built, or changed since by a refresh or an edit)."""
+def stale_layers(url: str, registry: LayerRegistry, styles_dir: Path) -> list[str]:
+    """The layers whose copy is behind the layer (never built, or changed since by a refresh or an edit) or carries
+    other fields than the layer's style now draws with."""
     with psycopg.connect(url, application_name="gis-tiles") as conn:
-        return [row[0] for row in conn.execute(STALE_SQL).fetchall()]
+        rows = conn.execute(STALE_SQL).fetchall()
+    return [layer_id for layer_id, behind, fields in rows
+            if behind or (layer_id in registry
+                          and fields != list(carried_fields(registry[layer_id],
+                                                            mvt.drawn_fields(registry[layer_id], styles_dir))))]

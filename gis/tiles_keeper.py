@@ -12,22 +12,25 @@ through the database alone: a layer is caught up by whichever holds its advisory
 
 import logging
 import threading
+from pathlib import Path
 
 import psycopg
 
-from gis import tiles_generalised
+from gis import tiles, tiles_generalised
 from gis.layers import LayerRegistry
 
 LOGGER = logging.getLogger("gis.tiles")
 
 
 class CopyKeeper:
-    """Every `interval_s`, catches up each layer whose copy is behind it."""
+    """Every `interval_s`, catches up each layer whose copy is behind it (or carries other fields than the layer's
+    style under `styles_dir` draws with)."""
 
-    def __init__(self, url: str, registry: LayerRegistry, interval_s: float) -> None:
+    def __init__(self, url: str, registry: LayerRegistry, interval_s: float, styles_dir: Path) -> None:
         self.url = url
         self.registry = registry
         self.interval_s = interval_s
+        self.styles_dir = styles_dir
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -45,11 +48,12 @@ class CopyKeeper:
     def run_once(self) -> list[str]:
         """Catch up the copies behind their layers; the layers this process caught up."""
         caught: list[str] = []
-        for layer_id in tiles_generalised.stale_layers(self.url):
+        for layer_id in tiles_generalised.stale_layers(self.url, self.registry, self.styles_dir):
             spec = self.registry.get(layer_id)
             if spec is None:
                 continue  # a layer another checkout declares: not ours to build
-            if tiles_generalised.catch_up(self.url, spec, wait=False) is not None:
+            drawn = tiles.drawn_fields(spec, self.styles_dir)
+            if tiles_generalised.catch_up(self.url, spec, drawn, wait=False) is not None:
                 caught.append(layer_id)
         return caught
 

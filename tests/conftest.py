@@ -107,7 +107,7 @@ def template_db(server_url: str, settings: Settings, registry: LayerRegistry) ->
         request = RefreshRequest(spec, settings.samples_dir / spec.source.path, settings.city_extent,
                                  settings.rejects_dir, progress=False)
         run_refresh(url, request)
-    CopyKeeper(url, registry, interval_s=0).run_once()  # what a worker does in the background after refreshes
+    CopyKeeper(url, registry, 0, settings.styles_dir).run_once()  # what a worker does in the background after refreshes
     for raster in registry.rasters.values():  # COGs in the session's rasters_dir; clones point at the same files
         run_raster_refresh(url, RasterRefreshRequest(raster, settings.samples_dir / raster.source.path,
                                                      settings.city_extent, settings.rasters_dir))

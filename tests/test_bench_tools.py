@@ -258,6 +258,17 @@ def test_as_of_tiles_are_judged_cold_against_cold_now_tiles(tmp_path: Path) -> N
             "without `datetime` | 60.0 ÷ 80.0 = 0.75× the rate | ✓ |") in text
 
 
+def test_the_web_maps_first_view_is_reported_and_judged(tmp_path: Path) -> None:
+    view = {"seconds": [2.4, 1.9, 2.1], "median": 2.1, "zoom": 11.0, "viewport": "1920x1080", "tiles": 40,
+            "tile_kib": 2048.0, "slowest": [[1800.0, 409600, "pipelines/tiles/WebMercatorQuad/11/770/1710"]],
+            "by_layer": {"pipelines": [24, 1900.0], "roads": [16, 148.0]}, "load_before": 0.4}
+    out = tmp_path / "benchmarks.md"
+    report.write(out, {"CPU": "x"}, None, None, [], view=view)
+    text = out.read_text()
+    assert "2.40, 1.90, 2.10 s, median **2.10 s**" in text and "pipelines 24 tiles 1,900 KiB" in text
+    assert "| the web map's first view of the whole bench city < 2 s (tile cache off) | median 2.10 s | ✗ |" in text
+
+
 def test_the_largest_tile_of_the_view_is_judged_at_z12(tmp_path: Path) -> None:
     z12 = _measurement("ours", "tiles_z12", 200.0) | {"largest_bytes": 512_345}
     out = tmp_path / "benchmarks.md"

@@ -230,7 +230,7 @@ def _tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def samples(service: Service, registry: LayerRegistry) -> dict[str, tuple[str, str]]:
-    """layer -> (a feature id, the path of a z14 tile holding it)."""
+    """layer -> (a feature id, the path of a z15 tile holding it: every field the caller sees is in it)."""
     found = {}
     with psycopg.connect(service.db_url) as conn:
         for spec in registry.values():
@@ -238,8 +238,8 @@ def samples(service: Service, registry: LayerRegistry) -> dict[str, tuple[str, s
                 "SELECT fid, ST_X(p), ST_Y(p) FROM (SELECT fid, ST_PointOnSurface(geom) p FROM {} ORDER BY fid "
                 "LIMIT 1) s").format(psycopg.sql.Identifier(spec.domain.value, spec.id))).fetchone()
             assert row is not None, spec.id
-            y, x = _tile_of(row[1], row[2], 14)
-            found[spec.id] = (row[0], f"/collections/{spec.id}/tiles/WebMercatorQuad/14/{y}/{x}")
+            y, x = _tile_of(row[1], row[2], 15)
+            found[spec.id] = (row[0], f"/collections/{spec.id}/tiles/WebMercatorQuad/15/{y}/{x}")
     return found
 
 

@@ -345,7 +345,8 @@ def test_zoom_detail_keeps_points_whole_and_generalises_lines_to_the_pixel() -> 
     assert mvt.zoom_detail(5, GeometryType.Point).min_size == 0
     assert mvt.zoom_detail(5, GeometryType.Point).simplify == 0
     high, low = mvt.zoom_detail(14, GeometryType.LineString), mvt.zoom_detail(10, GeometryType.Polygon)
-    assert high.simplify == 0 and high.min_size == pytest.approx(360 / 2**14 / 4096) and high.all_fields
+    assert high.simplify == 0 and high.min_size == pytest.approx(360 / 2**14 / 4096) and not high.all_fields
+    assert all(mvt.zoom_detail(15, geometry).all_fields for geometry in (GeometryType.LineString, GeometryType.Point))
     pixel = 360 / 2**10 / 256  # one pixel of a 256-pixel tile at z10, in degrees of longitude
     # simplified on the map's grid (EPSG:3857), to half its pixel: 2 * 20037508.34 m / 256 / 2^10 across
     assert low.simplify == pytest.approx(40075016.69 / 256 / 2**10 / 2) and low.min_size == pytest.approx(pixel)
@@ -356,7 +357,9 @@ def test_tile_below_the_detail_zoom_carries_only_what_the_style_draws(client: ht
                                                                       registry: LayerRegistry) -> None:
     # pipelines are drawn by utility (styles/pipeline/pipelines.qml): a city-wide map needs nothing else.
     row = a_feature(loaded_db_url, registry["pipelines"])
-    for z, wanted in ((12, {"fid", "utility"}), (14, {"fid", *registry["pipelines"].field_names})):
+    # From FIELDS_ZOOM (15) on a tile carries every field; z14, the last generalised zoom, still only what is drawn.
+    every = {"fid", *registry["pipelines"].field_names}
+    for z, wanted in ((12, {"fid", "utility"}), (14, {"fid", "utility"}), (15, every)):
         layers = decode(client.get(tile_path("pipelines", *tile_of(row["lon"], row["lat"], z))).content)
         keys = [set(f["properties"]) for f in layers["pipelines"]["features"]]
         assert keys and all(k <= wanted for k in keys) and set().union(*keys) == wanted, z

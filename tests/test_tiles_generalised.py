@@ -113,14 +113,14 @@ def test_a_refresh_leaves_the_copy_behind_and_a_keeper_catches_it_up(
     with psycopg.connect(url, autocommit=True) as conn:
         copy, layer = copy_and_layer_versions(conn, LAYER)
         assert copy is not None and copy < layer  # the refresh ended when the layer had changed
-        assert tiles_generalised.stale_layers(url) == [LAYER]
-        assert CopyKeeper(url, registry, interval_s=0).run_once() == [LAYER]
+        assert tiles_generalised.stale_layers(url, registry, settings.styles_dir) == [LAYER]
+        assert CopyKeeper(url, registry, 0, settings.styles_dir).run_once() == [LAYER]
         assert copy_and_layer_versions(conn, LAYER) == (layer, layer)
-        assert tiles_generalised.stale_layers(url) == []
+        assert tiles_generalised.stale_layers(url, registry, settings.styles_dir) == []
         # In the background, as a worker runs it: a copy never built is built whole.
         conn.execute("UPDATE tiles.generalised SET version = NULL WHERE layer_id = %s", (LAYER,))
         conn.execute("TRUNCATE tiles.pipelines")
-        keeper = CopyKeeper(url, registry, interval_s=0.2)
+        keeper = CopyKeeper(url, registry, 0.2, settings.styles_dir)
         keeper.start()
         try:
             deadline = time.monotonic() + 120
@@ -189,7 +189,7 @@ def test_a_copy_behind_the_layer_is_never_served(clone_db: Callable[[], str], re
         assert copy_table(spec) not in scanned(conn, query, params)
         assert dict((f[0], f[1]) for f in features(conn, spec, tile))[fid]["utility"] == "gas"
         # Caught up: only the rows written since the copy's version are rebuilt, and the copy is served again.
-        assert tiles_generalised.catch_up(url, spec) == conn.execute(
+        assert tiles_generalised.catch_up(url, spec, DRAWN) == conn.execute(
             "SELECT changed_refresh_id FROM ops.layer_stats WHERE layer_id = %s", (spec.id,)).fetchone()[0]  # type: ignore[index]
         assert copy_table(spec) in scanned(conn, query, params)
         assert dict((f[0], f[1]) for f in features(conn, spec, tile))[fid]["utility"] == "gas"
@@ -237,7 +237,7 @@ def test_the_copy_follows_a_refresh_and_as_of_tiles_still_show_the_past(
         old = http.get(path)
         run_refresh(url, RefreshRequest(spec, tmp_path / "pipelines.gpkg", settings.city_extent,
                                         settings.rejects_dir, False, False))
-        tiles_generalised.catch_up(url, spec)  # or the server's keeper, whichever holds the lock first
+        tiles_generalised.catch_up(url, spec, DRAWN)  # or the server's keeper, whichever holds the lock first
         with psycopg.connect(url, autocommit=True) as conn:
             version = conn.execute("SELECT changed_refresh_id FROM ops.layer_stats WHERE layer_id = %s",
                                    (spec.id,)).fetchone()[0]  # type: ignore[index]
@@ -275,3 +275,61 @@ def test_gis_tiles_builds_a_copy_anew_and_refuses_an_unknown_layer(
         tile = tile_at(*densest_point(conn, spec), 12)
         built = features(conn, spec, tile)
         assert built and built == general_path(conn, spec, tile)
+
+
+def test_bands_below_detail_carry_only_the_drawn_fields(conn: psycopg.Connection, registry: LayerRegistry) -> None:
+    # A tile below DETAIL_ZOOM holds fid and what the style draws with; the copy keeps no more for those bands.
+    spec = registry[LAYER]
+    assert conn.execute("SELECT fields FROM tiles.generalised WHERE layer_id = %s", (LAYER,)).fetchone() == (
+        sorted(DRAWN),)
+    others = [f for f in spec.field_names if f not in DRAWN]
+    assert others
+    for name in [*others, *DRAWN]:
+        below, detail = conn.execute(sql.SQL(
+            "SELECT count({c}) FILTER (WHERE band < %s), count({c}) FILTER (WHERE band = %s) FROM {t}").format(
+                c=sql.Identifier(name), t=ids.generalised_table(spec)), (mvt.DETAIL_ZOOM, mvt.DETAIL_ZOOM)).fetchone()
+        assert detail > 0  # DETAIL_ZOOM's band carries every field (a click shows them)
+        assert (below > 0) == (name in DRAWN), name
+
+
+def test_a_copy_carrying_other_fields_is_not_served_and_is_built_anew(
+        clone_db: Callable[[], str], registry: LayerRegistry, settings: Settings) -> None:
+    spec, url = registry[LAYER], clone_db()
+    with psycopg.connect(url, autocommit=True) as conn:
+        low, detail = tile_at(*densest_point(conn, spec), 12), tile_at(*densest_point(conn, spec), 14)
+        # as if built for a style that draws with nothing: its low bands lack the utility the tile carries
+        conn.execute("UPDATE tiles.generalised SET fields = '{}' WHERE layer_id = %s", (LAYER,))
+        query, params = mvt.tile_statement(spec, low, drawn=DRAWN)
+        assert copy_table(spec) not in scanned(conn, query, params)
+        assert {f[1]["utility"] for f in features(conn, spec, low)}  # the general path, with the utility
+        query, params = mvt.tile_statement(spec, detail, drawn=DRAWN)
+        assert copy_table(spec) in scanned(conn, query, params)  # DETAIL_ZOOM's band carries every field anyway
+        assert tiles_generalised.stale_layers(url, registry, settings.styles_dir) == [LAYER]
+        tiles_generalised.catch_up(url, spec, DRAWN)
+        assert conn.execute("SELECT fields FROM tiles.generalised WHERE layer_id = %s", (LAYER,)).fetchone() == (
+            sorted(DRAWN),)
+        query, params = mvt.tile_statement(spec, low, drawn=DRAWN)
+        assert copy_table(spec) in scanned(conn, query, params)
+        assert features(conn, spec, low) == general_path(conn, spec, low)
+
+
+def test_a_catch_up_finds_the_changed_rows_by_the_fid_index(conn: psycopg.Connection, registry: LayerRegistry) -> None:
+    spec = registry[LAYER]
+    statement = sql.SQL("EXPLAIN (ANALYZE, VERBOSE, FORMAT JSON) {}").format(tiles_generalised.delete_changed(spec))
+    with conn.transaction(force_rollback=True):
+        plan = conn.execute(statement, {"have": 0}).fetchone()  # every row is newer than version 0
+    assert plan is not None
+    copy_scans: list[str] = []
+    indexes: set[str] = set()
+
+    def walk(node: dict[str, Any]) -> None:
+        if node.get("Schema") == "tiles" and node["Node Type"] != "ModifyTable":
+            copy_scans.append(node["Node Type"])
+        if "Index Name" in node:
+            indexes.add(node["Index Name"])
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan[0][0]["Plan"])
+    assert copy_scans in (["Index Scan"], ["Bitmap Heap Scan"]), copy_scans  # never a scan of the whole copy
+    assert f"{spec.id}_fid_idx" in indexes

@@ -5,15 +5,19 @@ libpq's and the pool's defaults, and must not keep the service from starting. Th
 
 - libpq itself: `connect_timeout` (a connection attempt), TCP keepalives and `tcp_user_timeout` (a
   network that drops packets breaks the connection in seconds instead of the kernel's 15 minutes);
-- the pool: checkout waits `db_pool_timeout_s`, and the pool opens without waiting for the database; a
-  checkout that times out is a 503 for that request only: every connection busy means the service is
-  loaded, not that the database is gone, so it never opens the breaker (only the probe judges that);
+- the pool: the pool opens without waiting for the database. Under a burst, requests queue for a connection
+  in arrival order (the pool's FIFO), up to `db_pool_max_waiting` of them per process: one more is shed at
+  once (psycopg_pool's TooManyRequests), and one queued for `db_pool_timeout_s` gives up (PoolTimeout); both
+  answer 503 "busy" with Retry-After (services/common/errors.py). Every connection busy means the service is
+  loaded, not that the database is gone, so neither opens the breaker (only the probe judges that), and the
+  wait is bounded by the load, never by an outage: the probe fails queued requests too;
 - a circuit breaker per pool, driven by a probe (one tiny query every `db_probe_interval_s` on its own
   connection, bounded on the client side by `db_probe_timeout_s`, so a SIGSTOPped server that still
   accepts TCP is caught too). While it is open every checkout fails at once with DatabaseUnavailable
   (a PoolTimeout, so every existing 503 path handles it), and requests already waiting on the silent
-  server are cancelled into the same error. When the probe succeeds again the pool drops the connections
-  the outage broke, and the breaker closes: steady answers follow within one probe interval.
+  server, or queued for a connection, are cancelled into the same error. When the probe succeeds again the
+  pool drops the connections the outage broke, and the breaker closes: steady answers follow within one probe
+  interval.
 
 A restart quicker than a probe interval never opens the breaker, yet breaks every pooled connection. So each
 checkout is checked (psycopg_pool's `check` callback, `_checked_at_checkout`): a backend that ended (a restart, a
@@ -122,6 +126,7 @@ class GuardedPool(AsyncConnectionPool):
             kwargs=connection_kwargs(settings, name, statement_timeout_ms, serves_requests=True), open=False,
             # A failed attempt is given up at once (no backoff to delay recovery): the pool grows again on demand.
             timeout=settings.db_pool_timeout_s, reconnect_timeout=0, check=self._checked_at_checkout,
+            max_waiting=settings.db_pool_max_waiting,
         )
         self.name = name
         self.settings = settings
@@ -132,6 +137,7 @@ class GuardedPool(AsyncConnectionPool):
         self.is_standby: bool | None = None
         self._inflight: dict[asyncio.Task[Any], psycopg.AsyncConnection[Any]] = {}
         self._cancelled: set[asyncio.Task[Any]] = set()
+        self._queued: set[asyncio.Task[Any]] = set()  # tasks waiting for a connection
         self._probe_task: asyncio.Task[None] | None = None
         self._probe_conn: psycopg.AsyncConnection[Any] | None = None
         self._probed = False  # the first probe's finding is the starting state, not news for the log
@@ -159,8 +165,15 @@ class GuardedPool(AsyncConnectionPool):
         if self.breaker.open:
             raise DatabaseUnavailable(f"{self.name}: the database cannot be reached ({self.breaker.reason})")
         task = asyncio.current_task()
+        queued = task is not None and task not in self._queued  # (a task holding one connection may ask another)
+        if task is not None and queued:
+            self._queued.add(task)
         try:
             async with super().connection(timeout) as conn:
+                if task is not None and queued:
+                    self._queued.discard(task)
+                if self.breaker.open:  # handed a connection after the database was found gone
+                    raise DatabaseUnavailable(f"{self.name}: the database cannot be reached ({self.breaker.reason})")
                 if task is not None:
                     self._inflight[task] = conn
                 try:
@@ -179,6 +192,9 @@ class GuardedPool(AsyncConnectionPool):
             if self._cancelled_by_probe(task):
                 raise DatabaseUnavailable(f"{self.name}: the database stopped answering") from exc
             raise
+        finally:
+            if task is not None and queued:
+                self._queued.discard(task)
 
     def _cancelled_by_probe(self, task: asyncio.Task[Any] | None) -> bool:
         """Whether the probe cancelled this task (its cancellation is then taken back: it answers 503)."""
@@ -239,8 +255,12 @@ class GuardedPool(AsyncConnectionPool):
         """Requests waiting on a silent server: close their sockets first, so psycopg's cancellation does not
         spend 10 s asking the silent server to cancel the query, then cancel them (-> DatabaseUnavailable)."""
         for task, conn in list(self._inflight.items()):
-            if not task.done():
+            if not task.done() and task not in self._cancelled:
                 close_socket(conn)
+                self._cancelled.add(task)
+                task.cancel()
+        for task in list(self._queued):  # queued for a connection: no socket to close, no wait for the pool's bound
+            if not task.done() and task not in self._cancelled:
                 self._cancelled.add(task)
                 task.cancel()
         for follower in self.followers:

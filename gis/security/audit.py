@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 INSERT = ("INSERT INTO ops.audit_log (subject, role, method, key_id, action, layer_id, path, query, features, "
@@ -34,6 +35,33 @@ def record(conn: psycopg.Connection, entry: AuditEntry) -> None:
 
 async def record_async(conn: psycopg.AsyncConnection, entry: AuditEntry) -> None:
     await conn.execute(INSERT, entry.values(), prepare=True)
+
+
+# The audit row of a read, written by the read's own statement (gis.db.routing.run_row's `then`): its count and
+# status are SQL over the read's row `r`; the rest are parameters named apart from the read's own.
+_INSERT_FROM_ROW = sql.SQL(
+    "INSERT INTO ops.audit_log (subject, role, method, key_id, action, layer_id, path, query, features, status) "
+    "SELECT %(gis_audit_subject)s::text, %(gis_audit_role)s::text, %(gis_audit_method)s::text, "
+    "%(gis_audit_key_id)s::text, %(gis_audit_action)s::text, %(gis_audit_layer)s::text, %(gis_audit_path)s::text, "
+    "%(gis_audit_query)s::jsonb, {features}, {status} FROM r")
+_from_row: dict[tuple[str, str], bytes] = {}
+
+
+def insert_from_row(features: str, status: str) -> bytes:
+    """The INSERT of a read's audit row from the read's row `r` (rendered once per pair of expressions, which are
+    the code's own constants, never input)."""
+    found = _from_row.get((features, status))
+    if found is None:
+        found = _from_row[(features, status)] = _INSERT_FROM_ROW.format(
+            features=sql.SQL(features), status=sql.SQL(status)).as_bytes(None)
+    return found
+
+
+def row_values(entry: AuditEntry) -> dict[str, object]:
+    """The entry's values as insert_from_row's parameters (its features and status come from the row)."""
+    return {"gis_audit_subject": entry.subject, "gis_audit_role": entry.role, "gis_audit_method": entry.method,
+            "gis_audit_key_id": entry.key_id, "gis_audit_action": entry.action, "gis_audit_layer": entry.layer_id,
+            "gis_audit_path": entry.path, "gis_audit_query": Jsonb(entry.query or {})}
 
 
 COLUMNS = ("audit_id", "at", "subject", "role", "method", "key_id", "action", "layer_id", "path", "query",

@@ -15,10 +15,11 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from psycopg_pool import PoolTimeout
+from psycopg_pool import PoolTimeout, TooManyRequests
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gis.analysis.proposal import ProposalTooLarge
+from gis.db.pool import DatabaseUnavailable
 from gis.edits.feature import InvalidFeature
 from gis.edits.store import (
     EditBusy,
@@ -36,6 +37,8 @@ from services.common.negotiation import accepts_html
 from services.common.state import app_state
 
 DATABASE_RETRY_SECONDS = 5
+# A busy service (every pooled connection in use, its queue full or waited on too long): come back soon.
+BUSY_RETRY_SECONDS = 1
 
 
 class RateLimited(GisError):
@@ -163,6 +166,16 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(request, exception_body("ServiceUnavailable", "the database cannot be reached just now"),
                               503, {"Retry-After": str(DATABASE_RETRY_SECONDS)})
 
+    async def busy(request: Request, exc: Exception) -> Response:
+        # Load, not an outage (an outage is DatabaseUnavailable, a PoolTimeout too, handled above): the request
+        # was shed or waited its bound in the queue for a connection (gis.db.pool).
+        logging.getLogger(__name__).warning("503 busy %s %s: %s", request.method, request.url.path,
+                                            exc.__class__.__name__)
+        return error_response(request, exception_body(
+            "ServiceBusy", "the service is busy: every database connection is in use and the queue for one is full "
+                           "or too slow; try again after Retry-After seconds"), 503,
+                              {"Retry-After": str(BUSY_RETRY_SECONDS)})
+
     async def bad_value(request: Request, exc: Exception) -> Response:
         # A value PostgreSQL refuses (out of range, malformed for its type, a NUL) or input nested past
         # Python's recursion limit: the caller's input, whichever route let it through. Its text (SQL) stays
@@ -183,7 +196,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(psycopg.errors.QueryCanceled, query_cancelled)
     app.add_exception_handler(psycopg.OperationalError, database_unavailable)
-    app.add_exception_handler(PoolTimeout, database_unavailable)
+    app.add_exception_handler(DatabaseUnavailable, database_unavailable)
+    app.add_exception_handler(PoolTimeout, busy)
+    app.add_exception_handler(TooManyRequests, busy)
     app.add_exception_handler(psycopg.DataError, bad_value)
     app.add_exception_handler(RecursionError, bad_value)
     app.add_exception_handler(Exception, unexpected)

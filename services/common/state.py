@@ -75,10 +75,12 @@ class AppState:
         return result
 
     async def read_row(self, layers: Sequence[str], query: Any, params: Mapping[str, object],
-                       binary: bool = False) -> tuple[Any, ...] | None:
-        """One statement's one row (None: it found none), read as `read` reads, in one round trip."""
+                       binary: bool = False, then: tuple[bytes, Mapping[str, object]] | None = None
+                       ) -> tuple[Any, ...] | None:
+        """One statement's one row (None: it found none), read as `read` reads, in one round trip; with `then`, a
+        write over that row in the same statement, on the primary (gis.db.routing.run_row)."""
         row, served = await run_row(self.pool, self.read_pool, layers, query, params, self.settings.read_max_lag_s,
-                                    binary)
+                                    binary, then)
         _report(served, layers)
         return row
 

@@ -40,7 +40,7 @@ def run_worker(settings: Settings, jobs: JobSettings, auth: AuthSettings, ready:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    keeper = CopyKeeper(context.database_url, context.registry, settings.tile_copy_interval_s)
+    keeper = CopyKeeper(context.database_url, context.registry, settings.tile_copy_interval_s, settings.styles_dir)
     keeper.start()
     LOGGER.warning("worker %s running queued jobs (%d at once)", heartbeat.runner, jobs.concurrency)
     if ready is not None:

@@ -451,7 +451,7 @@ class Bridge:
         if self.worker is not None:
             self.worker.start()
             self.keeper = CopyKeeper(self.context.database_url, self.context.registry,
-                                     self.context.settings.tile_copy_interval_s)
+                                     self.context.settings.tile_copy_interval_s, self.context.settings.styles_dir)
             self.keeper.start()
 
     def close(self) -> None:

@@ -43,14 +43,24 @@ History = Annotated[HistoryParameters, Depends(on_loop(HistoryParameters))]
 router = APIRouter(tags=["OGC API Features"])
 
 
-async def fetch_one(state: AppState, statement: Statement, blame: str | None = None,
-                    layer: str | None = None) -> tuple[Any, ...] | None:
-    """Run one prepared statement; a value the database refuses is the client's when `blame` names a parameter.
+# What each read's audit row records of its answer (services.auth.read_audit.Counted): a page its features returned;
+# an item one or none (404); a history its versions, none being a 404.
+PAGE = read_audit.Counted("r.returned", "200", lambda row: (row[1] if row else 0, 200))
+ONE = read_audit.Counted("CASE WHEN r.found THEN 1 ELSE 0 END", "CASE WHEN r.found THEN 200 ELSE 404 END",
+                         lambda row: (0, 404) if row is None else (1, 200))
+VERSIONS = read_audit.Counted("coalesce(r.count, 0)", "CASE WHEN r.count > 0 THEN 200 ELSE 404 END",
+                              lambda row: (0, 404) if row is None or not row[1] else (row[1], 200))
 
-    The read goes to a standby that has `layer`'s current version, or to the primary, in one round trip
+
+async def fetch_one(request: Request, state: AppState, view: LayerView, statement: Statement,
+                    counted: read_audit.Counted, blame: str | None = None) -> tuple[Any, ...] | None:
+    """Run one prepared statement on `view`'s layer, with the read's audit row (read_audit.read_row); a value the
+    database refuses is the client's when `blame` names a parameter.
+
+    The read goes to a standby that has the layer's current version, or to the primary, in one round trip
     (AppState.read_row, which also retries a connection the server closed)."""
     try:
-        return await state.read_row([layer] if layer else [], statement.query, statement.params, binary=True)
+        return await read_audit.read_row(request, state, view, statement.query, statement.params, counted)
     except (psycopg.DataError, psycopg.errors.InternalError_) as exc:
         if blame is None:
             raise
@@ -93,10 +103,9 @@ async def items(collectionId: CollectionId, given: Items, request: Request, stat
     asked = q
     q = await visibility.restrict(request, view, q)
     statement = items_statement(spec, q)
-    row = await fetch_one(state, statement, blame(q), view.source.id)
+    row = await fetch_one(request, state, view, statement, PAGE, blame(q))
     assert row is not None
     features, returned, more, last_fid, matched = row
-    await read_audit.audit_read(request, view, returned)
     q = asked  # links and pages show the caller's own query, not the row rule
     if matched is None and not more and q.after is None:
         matched = q.offset + returned  # the whole rest fits in this page, so the count is known
@@ -134,9 +143,8 @@ async def item(collectionId: CollectionId, featureId: FeatureId, given: Item, re
     # The row rule is in the one statement: a feature outside the caller's rows and one that does not exist take
     # the same query and plan, and answer alike.
     rule = await visibility.row_filter(request, view)
-    row = await fetch_one(state, item_statement(spec, feature_id, out_crs, time, properties, rule),
-                          layer=view.source.id)
-    await read_audit.audit_read(request, view, 0 if row is None else 1, 404 if row is None else 200)
+    row = await fetch_one(request, state, view, item_statement(spec, feature_id, out_crs, time, properties, rule),
+                          ONE)
     if row is None:
         raise NotFound(f"no feature '{feature_id[:200]}' in '{spec.id}'")
     path = f"/collections/{spec.id}/items/{_quote(feature_id)}"
@@ -162,8 +170,7 @@ async def history(collectionId: CollectionId, featureId: FeatureId, given: Histo
     if "\x00" in feature_id:
         raise NotFound(f"no feature '{feature_id[:60]}' in '{spec.id}'")
     rule = await visibility.row_filter(request, view)
-    row = await fetch_one(state, history_statement(spec, feature_id, out_crs, rule), layer=view.source.id)
-    await read_audit.audit_read(request, view, 0 if row is None else row[1], 404 if row is None or not row[1] else 200)
+    row = await fetch_one(request, state, view, history_statement(spec, feature_id, out_crs, rule), VERSIONS)
     if row is None or not row[1]:
         raise NotFound(f"no feature '{feature_id[:200]}' in '{spec.id}'")
     path = f"/collections/{spec.id}/items/{_quote(feature_id)}/history"
