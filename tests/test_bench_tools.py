@@ -170,6 +170,13 @@ def test_report_says_when_the_machine_was_busy(tmp_path: Path) -> None:
     assert "**This run was taken on a busy machine** (load average up to 9.5" in out.read_text()
 
 
+def test_a_run_as_loaded_as_the_bench_makes_it_is_not_called_busy(tmp_path: Path) -> None:
+    own = _measurement("ours", "items_10", 1000.0) | {"load_before": 7.7}  # an idle machine's run, 2026-12-07
+    out = tmp_path / "benchmarks.md"
+    report.write(out, {"CPU": "x"}, None, _api_data([own]), [])
+    assert "busy machine" not in out.read_text()
+
+
 def test_a_run_in_which_no_request_finished_is_a_bound() -> None:
     stalled = _measurement("pygeoapi", "item", 0.0, None) | {"check": {"ok": True, "status": 200, "bytes": 1,
                                                                       "features": 1, "note": "", "seconds": 4.0}}
