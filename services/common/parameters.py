@@ -176,6 +176,10 @@ Q = declare("q", "Catalog search: terms separated by commas; a record matches if
 TILE_DATETIME = declare("datetime", "An instant or interval (RFC 3339, '..' for an open end): the features as "
                         "they were then, as the items of this collection answer it", {"type": "string"},
                         "2026-01-01T00:00:00Z", key="tileDatetime")
+TILE_COLLECTIONS = declare("collections", "The collections the tile holds, one MVT layer each, comma-separated and "
+                           "bottom first (default: every vector collection the caller may read).",
+                           {"type": "array", "items": {"type": "string"}}, ["roads"], key="tileCollections",
+                           explode=False)
 RASTER_DATETIME = declare("datetime", "An instant (or a date / interval: its end): the version of the layer in "
                           "force then", {"type": "string"}, "2026-01-01T00:00:00Z", key="rasterDatetime")
 COVERAGE_BBOX = declare("bbox", "The part of the coverage within the box: minx,miny,maxx,maxy in `bbox-crs` "
@@ -297,6 +301,13 @@ class TileParameters(Declaration):
     """A vector tile (/collections/{collectionId}/tiles/...): the features as they were at `datetime`."""
 
     datetime: Annotated[Text, TILE_DATETIME] = None
+
+
+@dataclass(frozen=True)
+class DatasetTileParameters(TileParameters):
+    """A vector tile of the whole dataset (/tiles/...): some or all collections, each as it was at `datetime`."""
+
+    collections: Annotated[Text, TILE_COLLECTIONS] = None
 
 
 @dataclass(frozen=True)
