@@ -344,7 +344,9 @@ def request_notes(data: dict[str, Any], by: dict[tuple[str, str], dict[str, Any]
     lines += [
         "- Our tiles below z15 carry `fid` and the fields the layer's style draws with (pipelines: `utility`), "
         "from z15 every declared field; below z14 lines are generalised to half a pixel, without lines shorter "
-        "than a pixel, and at most a zoom's number of rows, the longest first. tipg's carry all columns (history "
+        "than a pixel, and at most a zoom's number of rows, the longest first. Below z12 a line layer's tiles "
+        "hold merged lines (connected segments of the same drawn fields, per z14-tile-sized cell; no `fid`, a "
+        "synthetic `gis.id`): every pipe segment is under a pixel there. tipg's carry all columns (history "
         "bookkeeping included), pygeoapi's all columns.",
         "- The revalidation row is what a map client that already holds the tile costs: one primary-key "
         "lookup, a 304 and no body. tipg and pygeoapi send no ETag, so they cannot be asked.",

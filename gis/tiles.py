@@ -147,9 +147,10 @@ MERGE_CELL = 2 * ORIGIN / (1 << DETAIL_ZOOM)
 # and on the general path (3857).
 CELL_INSET = 1.0
 # A merged line's properties besides the drawn fields: no fid (it is many features, a click cannot link to one),
-# a synthetic id, stable for one version of the layer, and the flag saying it is merged.
-MERGED_ID = "gis:id"
-MERGED = "gis:merged"
+# a synthetic id, stable for one version of the layer, and the flag saying it is merged. Names no declared field
+# can have (those are [a-z][a-z0-9_]*), without a colon (pgbench, bench/dblimit.py, reads ":name" as a variable).
+MERGED_ID = "gis.id"
+MERGED = "gis.merged"
 
 
 def merges(spec: LayerSpec, z: int) -> bool:

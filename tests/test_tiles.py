@@ -388,6 +388,16 @@ def test_full_tile_keeps_its_first_rows_by_rank_not_by_storage(
     assert fids == inside[:cap]
 
 
+@pytest.mark.parametrize("z", [10, 12, 14])
+def test_tile_sql_runs_under_pgbench(registry: LayerRegistry, z: int) -> None:
+    # bench/dblimit.py times the statement with pgbench, which reads ":name" as a variable: a merged line's
+    # property names must not hold one (a colon is only a cast here)
+    import re
+
+    text = mvt.tile_sql(registry["pipelines"], z, drawn=frozenset({"utility"})).as_string(None)
+    assert not re.search(r"(?<!:):(?!:)", text)
+
+
 def test_tile_sql_names_only_registry_identifiers(registry: LayerRegistry) -> None:
     text = mvt.tile_sql(registry["pipelines"], 14).as_string(None)
     assert '"pipeline"."pipelines"' in text

@@ -252,8 +252,8 @@ function showAttributes(point) {
   for (const feature of state.map.queryRenderedFeatures(box)) {
     // the MVT layer is named after its collection, whether its tiles hold one layer or the dataset's
     const collection = state.collections.get(feature.sourceLayer);
-    // below z12 a line layer's tiles hold merged lines (gis:merged): no fid, a synthetic gis:id
-    const key = `${feature.sourceLayer}/${feature.properties.fid ?? feature.properties['gis:id']}`;
+    // below z12 a line layer's tiles hold merged lines (gis.merged): no fid, a synthetic gis.id
+    const key = `${feature.sourceLayer}/${feature.properties.fid ?? feature.properties['gis.id']}`;
     if (!collection || seen.has(key)) continue;
     seen.add(key);
     found.push([collection, feature]);
@@ -264,7 +264,7 @@ function showAttributes(point) {
   for (const [collection, feature] of found) {
     const rows = Object.entries(feature.properties).map(([name, value]) => el('tr', {}, el('th', {}, name),
       el('td', {}, value === null || value === undefined ? '' : value)));
-    if (feature.properties['gis:merged']) {  // many features merged into one line: nothing to link to
+    if (feature.properties['gis.merged']) {  // many features merged into one line: nothing to link to
       panel.append(el('div', { className: 'feature', 'data-layer': collection.id },
         el('h3', {}, `${collection.titles.zh} · merged lines (zoom in to pick one)`), el('table', {}, ...rows)));
       continue;
