@@ -358,7 +358,14 @@ def route_parameters(request: Request) -> frozenset[str]:
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return frozenset()
-    return frozenset(_query_names(route.dependant)) - {CREDENTIAL.name}
+    # Kept on the route (unhashable: no dict can key it), found once: its dependencies are fixed when the app is made.
+    found: frozenset[str] | None = vars(route).get(_ROUTE_PARAMETERS)
+    if found is None:
+        found = vars(route)[_ROUTE_PARAMETERS] = frozenset(_query_names(route.dependant)) - {CREDENTIAL.name}
+    return found
+
+
+_ROUTE_PARAMETERS = "_gis_route_parameters"
 
 
 def _ref(key: str) -> dict[str, str]:
