@@ -1,8 +1,9 @@
 """Request parameters, each declared once.
 
 A route's query parameters are a frozen dataclass of `QueryParameter` fields (a `Declaration`), which the route
-takes as a FastAPI dependency in titiler's manner: FastAPI fills it from the query string, the route checks the
-query against it (`Declaration.check`: an unknown or repeated parameter is a 400 naming it) and reads the values.
+takes as a FastAPI dependency in titiler's manner: the dependency (`on_loop`) fills it from the query string, the
+route checks the query against it (`Declaration.check`: an unknown or repeated parameter is a 400 naming it) and reads
+the values.
 The same declaration is
 - the OpenAPI document's parameters of the operation (`document_parameters`: one component per parameter, a
   `$ref` to it from each operation that declares it),
