@@ -413,3 +413,19 @@ def test_the_database_alone_runs_an_audited_read_with_its_audit_row(
         assert logged == [(layer, 1 if "{fid}" in path else 5, 200)]
     else:
         assert logged == [] and "audit_log" not in statement
+
+
+def test_statement_cpu_runs_each_requests_own_statement_as_the_service_sends_it(clone_db: Callable[[], str]) -> None:
+    from bench import statement_cpu
+
+    url, requests = clone_db(), ["/collections/pipelines/items?limit=3", "/collections/buildings/items?limit=3"]
+    with psycopg.connect(url) as conn:
+        last = conn.execute("SELECT coalesce(max(audit_id), 0) FROM ops.audit_log").fetchone()
+    found = statement_cpu.measure(url, requests, runs=4)
+    assert [f.request for f in found] == requests
+    assert all(len(f.rounds) == statement_cpu.ROUNDS and f.ms == min(f.rounds) >= 0 for f in found)
+    with psycopg.connect(url) as conn:
+        logged = conn.execute("SELECT layer_id, features, count(*) FROM ops.audit_log WHERE audit_id > %s "
+                              "GROUP BY 1, 2", (last[0] if last else 0,)).fetchall()
+    # the audited page ran warm-up + rounds x runs times, each writing its audit row; the public page wrote none
+    assert logged == [("pipelines", 3, statement_cpu.WARM_UP + statement_cpu.ROUNDS * 4)]
