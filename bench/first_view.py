@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -56,6 +57,15 @@ class FirstView:
         return asdict(self) | {"median": round(self.median, 2)}
 
 
+def tiles_of(address: str) -> str:
+    """What a tile request asks for: one collection's tiles (its id), or the dataset's (how many collections)."""
+    parsed = urlsplit(address)
+    if "/collections/" in parsed.path:
+        return parsed.path.split("/collections/")[1].split("/")[0]
+    asked = parse_qs(parsed.query).get("collections", [""])[0]
+    return f"dataset tiles ({len(asked.split(',')) if asked else 'all'} collections)"
+
+
 def measure(url: str, runs: int = RUNS, size: str = VIEWPORT, say: Callable[[str], None] = print) -> FirstView:
     """Our service (2 workers, tile cache off) on the loaded bench database, its /map opened `runs` times."""
     width, height = (int(v) for v in size.split("x"))
@@ -89,9 +99,8 @@ def measure(url: str, runs: int = RUNS, size: str = VIEWPORT, say: Callable[[str
         browser.close()
     by_layer: dict[str, list[int]] = {}
     for _took, size_b, address in tiles:
-        by_layer.setdefault(address.split("/collections/")[-1].split("/")[0], []).append(size_b)
-    slowest = [(round(t, 1), b, a.split("/collections/")[-1].split("?")[0])
-               for t, b, a in sorted(tiles, reverse=True)[:8]]
+        by_layer.setdefault(tiles_of(address), []).append(size_b)
+    slowest = [(round(t, 1), b, urlsplit(a).path.removeprefix("/")) for t, b, a in sorted(tiles, reverse=True)[:8]]
     return FirstView(times, round(zoom, 2), size, len(tiles), round(sum(b for _, b, _ in tiles) / 1024, 1), slowest,
                      {layer: (len(sizes), round(sum(sizes) / 1024, 1)) for layer, sizes in sorted(by_layer.items())},
                      load)

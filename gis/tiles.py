@@ -130,8 +130,73 @@ def zoom_detail(z: int, geometry: GeometryType) -> ZoomDetail:
 
 
 # Zooms with a pre-built generalised band (gis.tiles_generalised); DETAIL_ZOOM's band, unsimplified, serves every
-# deeper zoom too. Below the first, tiles hold few rows and the general path is fast already.
-GENERALISED_ZOOMS = range(8, DETAIL_ZOOM + 1)
+# deeper zoom too. From z0: a low zoom's tile holds few rows, but merging a line layer's (MERGE_ZOOM) reads the
+# whole city on the general path (the bench city's z8 tile: 15 s).
+GENERALISED_ZOOMS = range(0, DETAIL_ZOOM + 1)
+
+
+# Below MERGE_ZOOM a line layer's tile draws merged lines, not its features: a pipe network's segments are each well
+# under a pixel there (on the bench city all of them at z10 and z11), so leaving out what is smaller than a pixel
+# left those tiles empty. Connected segments that share the drawn fields are merged (ST_LineMerge) within each cell
+# of MERGE_CELL metres (a z14 tile's side: long enough for a main, short enough that a tile's general path reads
+# little beyond the tile), and the merged lines at least a pixel long are drawn, the longest first (merged_rows).
+MERGE_ZOOM = 12
+MERGE_CELL = 2 * ORIGIN / (1 << DETAIL_ZOOM)
+# A cell's box for the tile's box test, inset by a metre: a tile's buffered edge can fall on a cell's edge (at z8
+# the 4-pixel buffer is one cell), and touching boxes would be decided by rounding, differently in the copy (4490)
+# and on the general path (3857).
+CELL_INSET = 1.0
+# A merged line's properties besides the drawn fields: no fid (it is many features, a click cannot link to one),
+# a synthetic id, stable for one version of the layer, and the flag saying it is merged.
+MERGED_ID = "gis:id"
+MERGED = "gis:merged"
+
+
+def merges(spec: LayerSpec, z: int) -> bool:
+    """A tile of the layer at zoom z draws merged lines (lines below MERGE_ZOOM)."""
+    return geometry_dimension(spec.geometry) == 1 and z < MERGE_ZOOM
+
+
+def _cell_index(low: str, high: str, g: str) -> sql.Composed:
+    return sql.SQL("floor((({lo}({g}) + {hi}({g})) / 2 + {o}) / {c})::int").format(
+        lo=sql.SQL(low), hi=sql.SQL(high), g=sql.SQL(g), o=sql.Literal(ORIGIN), c=sql.Literal(MERGE_CELL))
+
+
+def cell_box(cx: sql.Composable, cy: sql.Composable) -> sql.Composed:
+    """The box (EPSG:3857) of merge cell (cx, cy), inset by CELL_INSET: what a tile's box test meets."""
+    def edge(index: sql.Composable, plus: int, inset: float) -> sql.Composed:
+        return sql.SQL("(({} + {})::float8 * {} - {} + {})").format(index, sql.Literal(plus), sql.Literal(MERGE_CELL),
+                                                             sql.Literal(ORIGIN), sql.Literal(inset))
+    return sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, 3857)").format(
+        edge(cx, 0, CELL_INSET), edge(cy, 0, CELL_INSET), edge(cx, 1, -CELL_INSET), edge(cy, 1, -CELL_INSET))
+
+
+def chains(spec: LayerSpec, found: sql.Composable, fields: tuple[str, ...]) -> sql.Composed:
+    """The merged lines of `found` (a subquery, unaliased, with fid, `fields` and g, the geometry in EPSG:3857), a
+    SELECT of (fid, fields, cx, cy, g, size): per merge cell (cx, cy: the cell holding the centre of a segment's
+    box) and per value of the fields, ST_LineMerge of the segments, one row per merged line; fid a synthetic id,
+    'merged/cx/cy/n' (n counts the cell's lines in the order of their fields' values, then ST_LineMerge's), size
+    the line's length in metres. The segments are collected in fid order, so the same rows give the same lines,
+    ids and order, in the copy (gis.tiles_generalised) and on a tile's general path alike. OFFSET 0: the tile's
+    cell test is applied to the cells, never pushed down to each row (where it would transform it again)."""
+    names = [ids.column(spec, name) for name in fields]
+    keys = sql.SQL("").join(sql.SQL(", {}").format(n) for n in names)
+    return sql.SQL(
+        "SELECT concat('merged/', r.cx, '/', r.cy, '/', row_number() OVER (PARTITION BY r.cx, r.cy ORDER BY "
+        "{order}coalesce(d.path[1], 1))) AS fid{r_keys}, r.cx, r.cy, d.geom AS g, ST_Length(d.geom) AS size "
+        "FROM (SELECT cx, cy{keys}, ST_LineMerge(ST_CollectionExtract(ST_Collect(g ORDER BY fid), 2)) AS m "
+        "FROM (SELECT f.fid{f_keys}, f.g, {cx} AS cx, {cy} AS cy FROM ({found} OFFSET 0) f) c "
+        "GROUP BY cx, cy{keys}) r "
+        "CROSS JOIN LATERAL ST_Dump(r.m) d"
+    ).format(order=sql.SQL("").join(sql.SQL("r.{}, ").format(n) for n in names),
+             r_keys=sql.SQL("").join(sql.SQL(", r.{}").format(n) for n in names), keys=keys,
+             f_keys=sql.SQL("").join(sql.SQL(", f.{}").format(n) for n in names),
+             cx=_cell_index("ST_XMin", "ST_XMax", "f.g"), cy=_cell_index("ST_YMin", "ST_YMax", "f.g"), found=found)
+
+
+def merged_min_length(z: int) -> float:
+    """A merged line is drawn at zoom z when at least this long (metres in EPSG:3857: one pixel)."""
+    return cell_size(z)
 
 
 def generalised_band(spec: LayerSpec, z: int) -> int | None:
@@ -142,6 +207,22 @@ def generalised_band(spec: LayerSpec, z: int) -> int | None:
     if geometry_dimension(spec.geometry) == 0 or spec.has_valid_time or z < GENERALISED_ZOOMS.start:
         return None
     return min(z, DETAIL_ZOOM)
+
+
+# The copy's layout: a copy of another format (built by an older release) is never served, and is built anew.
+# 2: a line layer's bands below MERGE_ZOOM hold merged lines; rows carry valid_from.
+COPY_FORMAT = 2
+
+
+def merged_bands(spec: LayerSpec) -> range:
+    """The copy's bands holding merged lines (MERGE_ZOOM): a line layer's below MERGE_ZOOM, none for polygons."""
+    return range(GENERALISED_ZOOMS.start, MERGE_ZOOM if geometry_dimension(spec.geometry) == 1
+                 else GENERALISED_ZOOMS.start)
+
+
+def feature_bands(spec: LayerSpec) -> range:
+    """The copy's bands holding the layer's own rows, generalised."""
+    return range(merged_bands(spec).stop, GENERALISED_ZOOMS.stop)
 
 
 def band_geometry(band: int, geom: sql.Composable) -> sql.Composable:
@@ -206,11 +287,13 @@ _TILE_BOX = ("ST_Transform(ST_ClipByBox2D(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, m
 
 
 def _mvt(spec: LayerSpec, rows: sql.Composable, geom: sql.Composable, fields: tuple[str, ...], rank: sql.Composable,
-         limit: int) -> sql.Composed:
+         limit: int, merged: bool = False) -> sql.Composed:
     """The tile of `rows` (a FROM item aliased t): its first `limit` rows by `rank`, `geom` (EPSG:3857, from t)
-    fitted to the tile's grid, with fid and `fields` as properties."""
-    columns: list[sql.Composable] = [sql.SQL("t.fid"),
-                                     *(_property(spec, name, spec.known_field(name).type) for name in fields)]
+    fitted to the tile's grid, with fid and `fields` as properties (merged lines: their id as MERGED_ID and
+    MERGED true instead of fid)."""
+    fid = sql.SQL("t.fid AS {}, true AS {}").format(sql.Identifier(MERGED_ID), sql.Identifier(MERGED)) if merged \
+        else sql.SQL("t.fid")
+    columns: list[sql.Composable] = [fid, *(_property(spec, name, spec.known_field(name).type) for name in fields)]
     # The rows are found in a materialised CTE so that the planner never hands the per-row functions to
     # parallel workers: each fresh worker pays PROJ's set-up (50-100 ms), ten times the tile's own cost.
     return sql.SQL(
@@ -261,6 +344,43 @@ def generalised_rows(spec: LayerSpec, z: int, band: int) -> sql.Composed:
                                                             sql.SQL(" AND ").join(predicates))
 
 
+def _cover(srid: int) -> sql.Composed:
+    """The tile's buffered box grown to whole merge cells (and a metre more, against rounding), in the stored CRS:
+    every segment whose cell the tile draws meets it."""
+    box = sql.SQL("ST_ClipByBox2D(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s), "
+                  "ST_TileEnvelope(0, 0, 0)::box2d)")
+
+    def edge(side: str, up: bool) -> sql.Composed:
+        rounded = sql.SQL("ceil" if up else "floor")
+        return sql.SQL("({r}(({s}({b}) + {o}) / {c}) * {c} - {o} {sign} 1)").format(
+            r=rounded, s=sql.SQL(side), b=box, o=sql.Literal(ORIGIN), c=sql.Literal(MERGE_CELL),
+            sign=sql.SQL("+" if up else "-"))
+
+    return sql.SQL("ST_Transform(ST_MakeEnvelope({}, {}, {}, {}, 3857), {})").format(
+        edge("ST_XMin", False), edge("ST_YMin", False), edge("ST_XMax", True), edge("ST_YMax", True),
+        sql.Literal(srid))
+
+
+def merged_rows(spec: LayerSpec, z: int, time: TimeRange | None, rows: sql.Composable | None,
+                fields: tuple[str, ...]) -> sql.Composed:
+    """A merged tile's rows (a FROM item t: fid, fields, size, geom in EPSG:3857) computed from the layer's rows
+    (the general path): every row of the merge cells the tile's buffered box meets, merged (chains), the lines at
+    least a pixel long, simplified as the zoom's band is."""
+    predicates: list[sql.Composable] = [sql.SQL("geom && {}").format(_cover(int(spec.srid)))]
+    if rows is not None:
+        predicates.append(rows)
+    found = sql.SQL("(SELECT t.fid{}, ST_Transform(t.geom, 3857) AS g FROM {})").format(
+        sql.SQL("").join(sql.SQL(", t.{}").format(ids.column(spec, n)) for n in fields),
+        source(spec, time, predicates))
+    return sql.SQL(
+        "(SELECT ch.fid{fields}, ch.size, {geom} AS geom FROM ({chains}) ch WHERE ch.size >= {length} "
+        "AND {cell} && ST_ClipByBox2D(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s), "
+        "ST_TileEnvelope(0, 0, 0)::box2d)) t"
+    ).format(fields=sql.SQL("").join(sql.SQL(", ch.{}").format(ids.column(spec, n)) for n in fields),
+             geom=band_geometry(z, sql.SQL("ch.g")), chains=chains(spec, found, fields),
+             length=sql.Literal(merged_min_length(z)), cell=cell_box(sql.SQL("ch.cx"), sql.SQL("ch.cy")))
+
+
 def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None,
              rows: sql.Composable | None = None, drawn: frozenset[str] | None = None) -> sql.Composed:
     """The statement for one tile of the layer at zoom z; parameters from tile_params.
@@ -293,22 +413,27 @@ def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None,
     if rows is not None:
         predicates.append(rows)
     fields = tile_fields(spec, z, drawn)
-    general = _mvt(spec, _found_before_ranked(source(spec, time, predicates)), geom, fields,
-                   _rank(detail, size_expression(sql.SQL("t.geom"))), detail.max_features)
+    merged = merges(spec, z)
+    if merged:
+        general = _mvt(spec, merged_rows(spec, z, time, rows, fields), sql.SQL("t.geom"), fields,
+                       _rank(detail, sql.SQL("t.size")), detail.max_features, merged=True)
+    else:
+        general = _mvt(spec, _found_before_ranked(source(spec, time, predicates)), geom, fields,
+                       _rank(detail, size_expression(sql.SQL("t.geom"))), detail.max_features)
     band = generalised_band(spec, z) if time is None and rows is None else None
     if band is None:
         tile = sql.SQL("({})").format(general)
     else:
         built = _mvt(spec, generalised_rows(spec, z, band), sql.SQL("t.geom"), fields,
-                     _rank(detail, sql.SQL("t.size")), detail.max_features)
+                     _rank(detail, sql.SQL("t.size")), detail.max_features, merged=merged)
         # CASE runs only the branch it takes: a copy at another version costs one primary-key lookup more. Below
         # DETAIL_ZOOM a band carries only the fields recorded with the copy (NULL: all of them).
         carries = sql.SQL("") if band >= DETAIL_ZOOM else sql.SQL(
             " AND (g.fields IS NULL OR g.fields @> ARRAY[{}]::text[])").format(
                 sql.SQL(", ").join(sql.Literal(name) for name in fields))
         tile = sql.SQL(
-            "CASE WHEN v.version = (SELECT g.version FROM tiles.generalised g WHERE g.layer_id = %(layer)s{}) "
-            "THEN ({}) ELSE ({}) END").format(carries, built, general)
+            "CASE WHEN v.version = (SELECT g.version FROM tiles.generalised g WHERE g.layer_id = %(layer)s "
+            "AND g.format = {}{}) THEN ({}) ELSE ({}) END").format(sql.Literal(COPY_FORMAT), carries, built, general)
     return sql.SQL(
         "SELECT v.version, CASE WHEN v.version = ANY(%(known)s::bigint[]) THEN NULL ELSE {tile} END "
         "FROM (SELECT (SELECT changed_refresh_id FROM ops.layer_stats WHERE layer_id = %(layer)s) AS version) v"

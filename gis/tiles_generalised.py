@@ -56,7 +56,10 @@ def _existing_fields(conn: psycopg.Connection, spec: LayerSpec) -> list[tuple[st
         (spec.id,)).fetchall()
     if not found:
         return None
-    return [(name, kind) for name, kind in found if name not in ("band", "fid", "size", "extent", "geom")]
+    return [(name, kind) for name, kind in found if name not in _OWN_COLUMNS]
+
+
+_OWN_COLUMNS = ("band", "fid", "size", "extent", "geom", "valid_from")
 
 
 def ensure_table(conn: psycopg.Connection, spec: LayerSpec) -> None:
@@ -69,12 +72,15 @@ def ensure_table(conn: psycopg.Connection, spec: LayerSpec) -> None:
     existing = _existing_fields(conn, spec)
     if existing == wanted:
         conn.execute(sql.SQL("ALTER TABLE {} SET ({})").format(table, _STORAGE))  # a copy made before it was said
+        # A copy of an older format gains the column empty; it is not served (tiles.generalised.format) until the
+        # keeper has built it anew.
+        conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS valid_from timestamptz").format(table))
         return
     if existing is not None:
         conn.execute(sql.SQL("DROP TABLE {}").format(table))
     conn.execute(sql.SQL(
         "CREATE TABLE {} (band smallint NOT NULL, fid text NOT NULL, {}, size double precision NOT NULL, "
-        "extent geometry NOT NULL, geom geometry) WITH ({})").format(
+        "extent geometry NOT NULL, geom geometry, valid_from timestamptz) WITH ({})").format(
             table, sql.SQL(", ").join(_columns(spec)), _STORAGE))
     _create_indexes(conn, spec)
     conn.execute("INSERT INTO tiles.generalised (layer_id, version) VALUES (%s, NULL) "
@@ -98,7 +104,8 @@ def _create_indexes(conn: psycopg.Connection, spec: LayerSpec) -> None:
 
 def _drop_indexes(conn: psycopg.Connection, spec: LayerSpec) -> None:
     for name, _definition in _indexes(spec):
-        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier("tiles", name)))
+        # IF EXISTS: a copy made when fewer zooms had bands lacks the newer bands' indexes
+        conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier("tiles", name)))
 
 
 def ensure_tables(conn: psycopg.Connection, registry: LayerRegistry) -> None:
@@ -128,23 +135,65 @@ def _insert(spec: LayerSpec, where: sql.Composable, carried: tuple[str, ...]) ->
     names = sql.SQL(", ").join(fields)
     size = mvt.size_expression(sql.SQL("c.geom"))
     selects = []
-    for band in mvt.GENERALISED_ZOOMS:
+    for band in mvt.feature_bands(spec):
         keep = sql.SQL(" AND s.size >= {}").format(sql.Literal(mvt.band_min_size(band))) \
             if mvt.band_min_size(band) else sql.SQL("")
         selects.append(sql.SQL(
-            "(SELECT {band}::smallint, s.fid, {s_fields}, s.size, s.extent, {geom} FROM s WHERE true{keep})"
+            "(SELECT {band}::smallint, s.fid, {s_fields}, s.size, s.extent, {geom}, s.valid_from FROM s "
+            "WHERE true{keep})"
         ).format(band=sql.Literal(band), s_fields=_band_fields(spec, band, carried),
                  geom=mvt.band_geometry(band, sql.SQL("s.g")), keep=keep))
     # A CTE scan returns its rows in the order they were stored, and Append runs its branches one after another.
     return sql.SQL(
         "WITH s AS MATERIALIZED (SELECT c.fid, {c_fields}, {size} AS size, ST_Envelope(c.geom) AS extent, "
-        "ST_Transform(c.geom, 3857) AS g FROM {current} c WHERE {where} ORDER BY ST_GeoHash(ST_SetSRID(ST_MakePoint("
-        "(ST_XMin(c.geom::box2d) + ST_XMax(c.geom::box2d)) / 2, (ST_YMin(c.geom::box2d) + ST_YMax(c.geom::box2d)) / 2"
-        "), 4326), 12)) "
-        "INSERT INTO {table} (band, fid, {names}, size, extent, geom) {selects}"
+        "ST_Transform(c.geom, 3857) AS g, c.valid_from FROM {current} c WHERE {where} ORDER BY "
+        "ST_GeoHash(ST_SetSRID(ST_MakePoint((ST_XMin(c.geom::box2d) + ST_XMax(c.geom::box2d)) / 2, "
+        "(ST_YMin(c.geom::box2d) + ST_YMax(c.geom::box2d)) / 2), 4326), 12)) "
+        "INSERT INTO {table} (band, fid, {names}, size, extent, geom, valid_from) {selects}"
     ).format(c_fields=sql.SQL(", ").join(sql.SQL("c.{}").format(f) for f in fields), size=size,
              current=ids.current_table(spec), where=where, table=ids.generalised_table(spec), names=names,
              selects=sql.SQL(" UNION ALL ").join(selects))
+
+
+def _tiles_of_cell(band: int, index: str) -> sql.Composed:
+    """The first and last tile (column or row, counted as the cell is) of the band's zoom whose buffered box meets
+    the cell's inset box (gis.tiles.cell_box): its own, and a neighbour's when the cell lies within its buffer."""
+    per_tile = 1 << (mvt.DETAIL_ZOOM - band)  # cells across a tile
+    buffer = mvt.BUFFER / mvt.EXTENT * per_tile  # a tile's buffer, in cells (at most one below MERGE_ZOOM)
+    inset = mvt.CELL_INSET / mvt.MERGE_CELL
+    return sql.SQL("floor(({i} + {a}) / {k})::int, floor(({i} + {b}) / {k})::int").format(
+        i=sql.SQL(index), a=sql.Literal(inset - buffer), b=sql.Literal(1 - inset + buffer), k=sql.Literal(per_tile))
+
+
+def _insert_merged(spec: LayerSpec, carried: tuple[str, ...]) -> sql.Composed:
+    """The merged bands (gis.tiles.merged_bands) of the whole layer: its current rows merged once (gis.tiles.chains,
+    over the fields the bands carry), then per band the lines a tile of its zoom draws (a pixel long at least),
+    simplified to its half pixel, each with its cell's box (in the stored CRS) for the tile's box test. A band keeps
+    only the lines some tile of its zoom draws: those among the first max_features (by the tile's rank, size then
+    fid) of a tile whose buffered box meets their cell; a tile's own first ones are all kept, so it finds the same
+    lines among a fraction of the rows (the bench city's densest z10 tile: 70,401 lines, 8,000 drawn). A merged
+    line joins rows of any age, so it has no valid_from: as-of tiles at these zooms merge on the general path."""
+    fields = [ids.column(spec, name) for name in carried]
+    found = sql.SQL("(SELECT c.fid{}, ST_Transform(c.geom, 3857) AS g FROM {} c)").format(
+        sql.SQL("").join(sql.SQL(", c.{}").format(n) for n in fields), ids.current_table(spec))
+    extent = sql.SQL("ST_Transform({}, {})").format(mvt.cell_box(sql.SQL("ch.cx"), sql.SQL("ch.cy")),
+                                                     sql.Literal(int(spec.srid)))
+    selects = [sql.SQL(
+        "(SELECT DISTINCT ON (ch.fid) {band}::smallint, ch.fid, {fields}, ch.size, {extent}, {geom} FROM ("
+        "SELECT ch.*, row_number() OVER (PARTITION BY tx, ty ORDER BY ch.size DESC, ch.fid) AS rank FROM ch "
+        "CROSS JOIN LATERAL generate_series({x}) tx CROSS JOIN LATERAL generate_series({y}) ty "
+        "WHERE ch.size >= {length}) ch WHERE ch.rank <= {cap})"
+    ).format(band=sql.Literal(band), extent=extent, geom=mvt.band_geometry(band, sql.SQL("ch.g")),
+             length=sql.Literal(mvt.merged_min_length(band)), x=_tiles_of_cell(band, "ch.cx"),
+             y=_tiles_of_cell(band, "ch.cy"), cap=sql.Literal(mvt.zoom_detail(band, spec.geometry).max_features),
+             fields=sql.SQL(", ").join(sql.SQL("ch.{}").format(ids.column(spec, f.name)) if f.name in carried
+                                       else sql.SQL("NULL::{}").format(ids.pg_type(f.type)) for f in spec.fields))
+               for band in mvt.merged_bands(spec)]
+    return sql.SQL(
+        "WITH ch AS MATERIALIZED ({chains} ORDER BY r.cy, r.cx) "
+        "INSERT INTO {table} (band, fid, {names}, size, extent, geom) {selects}"
+    ).format(chains=mvt.chains(spec, found, carried), table=ids.generalised_table(spec),
+             names=sql.SQL(", ").join(ids.field_columns(spec)), selects=sql.SQL(" UNION ALL ").join(selects))
 
 
 def delete_changed(spec: LayerSpec) -> sql.Composed:
@@ -177,7 +226,7 @@ def catch_up(url: str, spec: LayerSpec, drawn: frozenset[str], *, wait: bool = T
             sql.Identifier(lock)), (spec.id,)).fetchone()
         if got is not None and got[0] is False:
             return None
-        built = conn.execute("SELECT version, fields FROM tiles.generalised WHERE layer_id = %s",
+        built = conn.execute("SELECT version, fields, format FROM tiles.generalised WHERE layer_id = %s",
                              (spec.id,)).fetchone()
         layer = conn.execute("SELECT changed_refresh_id FROM ops.layer_stats WHERE layer_id = %s",
                              (spec.id,)).fetchone()
@@ -185,7 +234,7 @@ def catch_up(url: str, spec: LayerSpec, drawn: frozenset[str], *, wait: bool = T
             return None
         carried = carried_fields(spec, drawn)
         have, version = built[0], int(layer[0])
-        if built[1] != list(carried):  # built for another style (or before the bands carried fewer fields)
+        if built[1] != list(carried) or built[2] != mvt.COPY_FORMAT:  # for another style, or by an older release
             have = None
         if have == version:
             return version
@@ -193,17 +242,27 @@ def catch_up(url: str, spec: LayerSpec, drawn: frozenset[str], *, wait: bool = T
             conn.execute(sql.SQL("TRUNCATE {}").format(table))
             _drop_indexes(conn, spec)  # one sorted build of each afterwards beats a million inserts into seven
             conn.execute(_insert(spec, sql.SQL("true"), carried))
+            if mvt.merged_bands(spec):
+                conn.execute(_insert_merged(spec, carried))
             _create_indexes(conn, spec)
         else:
             conn.execute(delete_changed(spec), {"have": have})
             conn.execute(_insert(spec, sql.SQL("c.refresh_id > %(have)s"), carried), {"have": have})
+            if mvt.merged_bands(spec):
+                # A changed row changes the lines it was merged into, and nearly every cell holds a changed row
+                # after a delivery: the merged bands are merged anew (a tenth of the first build on the bench layer).
+                conn.execute(sql.SQL("DELETE FROM {} WHERE band < {}").format(
+                    table, sql.Literal(mvt.merged_bands(spec).stop)))
+                conn.execute(_insert_merged(spec, carried))
         conn.execute(sql.SQL("ANALYZE {}").format(table))
-        conn.execute("UPDATE tiles.generalised SET version = %s, fields = %s, built_at = now(), seconds = %s "
-                     "WHERE layer_id = %s", (version, list(carried), time.monotonic() - started, spec.id))
+        conn.execute("UPDATE tiles.generalised SET version = %s, fields = %s, format = %s, built_at = now(), "
+                     "seconds = %s WHERE layer_id = %s",
+                     (version, list(carried), mvt.COPY_FORMAT, time.monotonic() - started, spec.id))
     return version
 
 
-STALE_SQL = """SELECT g.layer_id, g.version IS DISTINCT FROM s.changed_refresh_id, g.fields
+STALE_SQL = """SELECT g.layer_id, g.version IS DISTINCT FROM s.changed_refresh_id
+    OR g.format IS DISTINCT FROM %s, g.fields
 FROM tiles.generalised g JOIN ops.layer_stats s USING (layer_id)"""
 
 
@@ -211,7 +270,7 @@ def stale_layers(url: str, registry: LayerRegistry, styles_dir: Path) -> list[st
     """The layers whose copy is behind the layer (never built, or changed since by a refresh or an edit) or carries
     other fields than the layer's style now draws with."""
     with psycopg.connect(url, application_name="gis-tiles") as conn:
-        rows = conn.execute(STALE_SQL).fetchall()
+        rows = conn.execute(STALE_SQL, (mvt.COPY_FORMAT,)).fetchall()
     return [layer_id for layer_id, behind, fields in rows
             if behind or (layer_id in registry
                           and fields != list(carried_fields(registry[layer_id],

@@ -29,6 +29,7 @@ from services.routers import (
     audit,
     catalog,
     coverages,
+    dataset_tiles,
     deliveries,
     downloads,
     edits,
@@ -111,7 +112,7 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
     app.add_middleware(RequestContext, settings=serve, metrics=metrics)  # outermost: ids, logs, proxy, metrics
     health.install(app)
     landing.install(app)
-    for resource in (features, edits, downloads, catalog, tiles, coverages, map_tiles, planning, sensing,
+    for resource in (features, edits, downloads, catalog, tiles, dataset_tiles, coverages, map_tiles, planning, sensing,
                      deliveries, processes, audit):
         app.include_router(resource.router)
     web_map.install(app)
@@ -122,6 +123,8 @@ def create_app(settings: Settings, auth_settings: AuthSettings | None = None,
         landing.add_landing_link(app, link["href"], link["rel"], link["type"], link["title"])
     landing.add_conformance(app, *tiles.CONFORMANCE)
     landing.add_conformance(app, *coverages.CONFORMANCE, *map_tiles.CONFORMANCE)
+    landing.add_landing_link(app, dataset_tiles.LANDING_LINK["href"], dataset_tiles.LANDING_LINK["rel"],
+                             dataset_tiles.LANDING_LINK["type"], dataset_tiles.LANDING_LINK["title"])
     landing.add_landing_link(app, "/tileMatrixSets", "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes",
                              "application/json", "tile matrix sets")
     landing.add_conformance(app, *catalog.CONFORMANCE)

@@ -24,6 +24,7 @@ import psycopg
 import pytest
 import yaml
 from conftest import ROOT, cloned_database
+from map_styles import source_of
 from psycopg import sql
 
 from gis import identifiers as ids
@@ -203,8 +204,9 @@ def test_matrix_role_layer_path(service: Service, policy: Policy, registry: Laye
                 assert not {"updated", "numberOfFeatures"} & set(body["properties"]), where
     style = service.get("/map/style.json", role_name).json()
     for layer_id, view in role.views.items():
-        if view.rows is not None and layer_id in style["sources"]:
-            assert "bounds" not in style["sources"][layer_id], (role_name, layer_id)
+        source = source_of(style, layer_id)
+        if view.rows is not None and source is not None:
+            assert "bounds" not in source, (role_name, layer_id)
     visible = set(role.views) | {r for r, s in registry.rasters.items() if readable(role.spec, s)}
     hidden = (set(registry) | set(registry.rasters)) - visible
     document = service.get("/openapi", role_name, f="json").text
@@ -505,7 +507,7 @@ def _capture(service: Service, role_name: str, role: Role, probes: dict[str, dic
                 answers[f"{layer_id} {path}"] = (r.status_code, r.content)
             elif path in ("collection", "items", "tileset", "tilejson", "catalog", "queryables", "item", "history"):
                 answers[f"{layer_id} {path}"] = (r.status_code, stable(r.json()))
-        answers[f"{layer_id} style"] = service.get("/map/style.json", role_name).json()["sources"].get(layer_id)
+        answers[f"{layer_id} style"] = source_of(service.get("/map/style.json", role_name).json(), layer_id)
     for process, inputs in probes.items():
         r = service.execute(process, {**inputs, "format": "json"} if "format" not in inputs else inputs, role_name)
         try:

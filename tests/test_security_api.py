@@ -23,6 +23,7 @@ import psycopg
 import pytest
 from conftest import TEST_KEYS
 from cryptography.hazmat.primitives.asymmetric import rsa
+from map_styles import drawn_collections
 
 from gis.layers import AccessClass, LayerRegistry
 from gis.security import keys
@@ -304,7 +305,7 @@ def test_matrix_of_the_other_paths_has_no_leak(service: Service, policy: Policy,
         assert not {m for m in view.masked if f"<th>{m}</th>" in page.text}, (where, "html")
     visible = set(granted.views) | {r for r, spec in registry.rasters.items() if readable(granted.spec, spec)}
     style = get(service, "/map/style.json", role).json()
-    assert {source for source in style["sources"] if source in registry or source in registry.rasters} == visible
+    assert set(drawn_collections(style)) == visible
     records = get(service, "/catalog/items", role, limit=1000).json()["features"]
     assert {r["id"] for r in records} == visible
     document = get(service, "/openapi", role, f="json").text

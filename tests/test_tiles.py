@@ -359,7 +359,8 @@ def test_tile_below_the_detail_zoom_carries_only_what_the_style_draws(client: ht
     row = a_feature(loaded_db_url, registry["pipelines"])
     # From FIELDS_ZOOM (15) on a tile carries every field; z14, the last generalised zoom, still only what is drawn.
     every = {"fid", *registry["pipelines"].field_names}
-    for z, wanted in ((12, {"fid", "utility"}), (14, {"fid", "utility"}), (15, every)):
+    merged = {mvt.MERGED_ID, mvt.MERGED, "utility"}  # below MERGE_ZOOM: lines merged from many segments, no fid
+    for z, wanted in ((10, merged), (12, {"fid", "utility"}), (14, {"fid", "utility"}), (15, every)):
         layers = decode(client.get(tile_path("pipelines", *tile_of(row["lon"], row["lat"], z))).content)
         keys = [set(f["properties"]) for f in layers["pipelines"]["features"]]
         assert keys and all(k <= wanted for k in keys) and set().union(*keys) == wanted, z

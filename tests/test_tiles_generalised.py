@@ -72,7 +72,7 @@ def features(conn: psycopg.Connection, spec: LayerSpec, tile: mvt.Tile, **option
     data = mvt.tile_result(row).data
     if not data:
         return []
-    return [(f["properties"]["fid"], f["properties"], f["geometry"])
+    return [(f["properties"].get("fid", f["properties"].get(mvt.MERGED_ID)), f["properties"], f["geometry"])
             for f in mapbox_vector_tile.decode(data)[spec.id]["features"]]
 
 
@@ -148,6 +148,69 @@ def test_a_tile_from_the_copy_is_the_tile_of_the_general_path(conn: psycopg.Conn
     assert copy_table(spec) in used and f"{spec.domain.value}.{spec.id}" not in used
     built, general = features(conn, spec, tile), general_path(conn, spec, tile)
     assert built and built == general  # the same fids, properties and geometry, in the same order
+
+
+def _length(geometry: dict[str, Any]) -> float:
+    """A decoded (Multi)LineString's length in tile units."""
+    import itertools
+    import math
+
+    parts = geometry["coordinates"] if geometry["type"] == "MultiLineString" else [geometry["coordinates"]]
+    return sum(math.dist(a, b) for part in parts for a, b in itertools.pairwise(part))
+
+
+@pytest.mark.parametrize("z", [10, 11])
+def test_low_zoom_line_tiles_draw_merged_lines_marked_as_such(conn: psycopg.Connection, registry: LayerRegistry,
+                                                              z: int) -> None:
+    # Below MERGE_ZOOM a pipe segment is less than a pixel: the tile draws the segments merged into lines per
+    # utility, each with a synthetic id and the flag, never a fid a click would follow to one feature.
+    spec = registry[LAYER]
+    tile = tile_at(*densest_point(conn, spec), z)
+    found = features(conn, spec, tile)
+    assert found
+    for _id, properties, _geometry in found:
+        assert set(properties) == {mvt.MERGED_ID, mvt.MERGED, *DRAWN} and properties[mvt.MERGED] is True
+    assert len({f[0] for f in found}) == len(found) and all(f[0].startswith("merged/") for f in found)
+    # merged: the longest line drawn is longer than any one segment of the layer (tile units: 4096 a tile)
+    longest = conn.execute(sql.SQL("SELECT max(ST_Length(ST_Transform(geom, 3857))) FROM {}").format(
+        ids.current_table(spec))).fetchone()[0]  # type: ignore[index]
+    per_metre = mvt.EXTENT / (mvt.TILE_SIZE * mvt.cell_size(z))
+    assert max(_length(f[2]) for f in found) > 1.5 * longest * per_metre
+    # drawn by what the style draws with: every utility the tile's segments have is drawn
+    utilities = {r[0] for r in conn.execute(sql.SQL(
+        "SELECT DISTINCT utility FROM {} WHERE geom && ST_Transform(ST_TileEnvelope(%s, %s, %s), 4490)").format(
+            ids.current_table(spec)), (tile.z, tile.x, tile.y)).fetchall()}
+    assert {f[1]["utility"] for f in found} == utilities
+
+
+def test_a_merged_band_keeps_only_the_lines_some_tile_draws(clone_db: Callable[[], str], registry: LayerRegistry,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # With a cap of 30 lines a tile, the copy's merged bands keep each tile's first 30 (by length, then id) and
+    # those of its neighbours, not every line: still the very tiles of the general path, around the densest one.
+    spec, url, cap = registry[LAYER], clone_db(), 30
+    detail = mvt.zoom_detail
+
+    def capped(z: int, geometry: Any) -> mvt.ZoomDetail:
+        found = detail(z, geometry)
+        return mvt.ZoomDetail(cap, found.simplify, found.min_size, found.all_fields)
+
+    monkeypatch.setattr(mvt, "zoom_detail", capped)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE tiles.generalised SET version = NULL WHERE layer_id = %s", (spec.id,))
+        tiles_generalised.catch_up(url, spec, DRAWN)
+        for z in (10, 11):
+            every = conn.execute(sql.SQL("SELECT count(*) FROM ({}) ch WHERE ch.size >= %s").format(mvt.chains(
+                spec, sql.SQL("(SELECT fid, utility, ST_Transform(geom, 3857) AS g FROM {})").format(
+                    ids.current_table(spec)), tuple(DRAWN))), (mvt.merged_min_length(z),)).fetchone()[0]  # type: ignore[index]
+            kept = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE band = %s").format(
+                ids.generalised_table(spec)), (z,)).fetchone()[0]  # type: ignore[index]
+            assert 0 < kept < every, z
+            centre = tile_at(*densest_point(conn, spec), z)
+            for dx, dy in ((0, 0), (1, 0), (0, 1), (-1, -1)):
+                tile = mvt.Tile(z, centre.x + dx, centre.y + dy)
+                built = features(conn, spec, tile)
+                assert built == general_path(conn, spec, tile), (z, dx, dy)
+                assert len(built) <= cap
 
 
 def test_a_full_tile_keeps_the_largest_rows_from_the_copy_too(conn: psycopg.Connection, registry: LayerRegistry,
@@ -246,6 +309,8 @@ def test_the_copy_follows_a_refresh_and_as_of_tiles_still_show_the_past(
             query, params = mvt.tile_statement(spec, tile, drawn=DRAWN)
             assert copy_table(spec) in scanned(conn, query, params)
             assert features(conn, spec, tile) == general_path(conn, spec, tile)
+            merged = tile_at(*densest_point(conn, spec), 10)  # the merged bands are merged anew
+            assert features(conn, spec, merged) == general_path(conn, spec, merged)
         new = http.get(path)
         assert new.status_code == 200 and new.headers["etag"] != old.headers["etag"]
         now = by_fid(new.content, spec)

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import TEST_KEYS
+from map_styles import drawn_by, drawn_collections
 
 from gis.errors import ConfigError
 from gis.layers import AccessClass, LayerRegistry, LayerSpec
@@ -318,16 +319,15 @@ def _tiled_collections(api_url: str, key: str | None) -> set[str]:
 def test_anonymous_style_has_only_the_public_layers(api_url: str, registry: LayerRegistry) -> None:
     style = _style(api_url, None)
     public = {s.id for s in [*registry.values(), *registry.rasters.values()] if s.access is AccessClass.public}
-    assert set(style["sources"]) == public
-    assert {layer["source"] for layer in style["layers"] if "source" in layer} == public
+    assert set(drawn_collections(style)) == public
     assert [m["id"] for m in style["metadata"]["gis:layers"]] == [
-        layer["source"] for layer in style["layers"] if "source" in layer and layer["id"].endswith(":0")]
+        drawn_by(layer) for layer in style["layers"] if "source" in layer and layer["id"].endswith(":0")]
 
 
 @pytest.mark.parametrize("role", ["planner", "pipeline_app", "admin"])
 def test_a_key_sees_the_layers_its_role_may_read_as_tiles(api_url: str, role: str) -> None:
     style = _style(api_url, TEST_KEYS[role])
-    assert set(style["sources"]) == _tiled_collections(api_url, TEST_KEYS[role])
+    assert set(drawn_collections(style)) == _tiled_collections(api_url, TEST_KEYS[role])
     for source in style["sources"].values():
         assert "api_key" not in source["tiles"][0] and TEST_KEYS[role] not in source["tiles"][0]
 
@@ -337,7 +337,7 @@ def test_the_map_opens_where_most_layers_are(api_url: str, admin_headers: dict[s
     bounds = style["metadata"]["gis:bounds"]
     extents = [c["extent"]["spatial"]["bbox"][0] for c in httpx.get(
         f"{api_url}/collections", headers=admin_headers, timeout=30).json()["collections"]
-        if c["id"] in style["sources"] and "spatial" in c["extent"]]
+        if c["id"] in drawn_collections(style) and "spatial" in c["extent"]]
     inside = [e for e in extents if e[0] >= bounds[0] - 0.05 and e[2] <= bounds[2] + 0.05
               and e[1] >= bounds[1] - 0.05 and e[3] <= bounds[3] + 0.05]
     assert len(inside) > len(extents) / 2

@@ -48,19 +48,53 @@ NOW = _Now()
 
 # -- the GeoJSON text of one row ----------------------------------------------------------------------
 
+def _needs_no_escape(value: str) -> bool:
+    """JSON writes `value` between quotes as it is: it holds no quote, backslash or control character."""
+    return not any(c in '"\\' or c < " " for c in value)
+
+
 def _property_text(spec: LayerSpec, name: str, alias: sql.Identifier) -> sql.Composable:
+    """One property's JSON value, as text. Each row pays for these once per property, and to_json is the dearest
+    part (it looks up the value's type and output function on every call), so the common values skip it where
+    the text is the same: a finite real's own text, a coded value that needs no escaping between quotes."""
     col = sql.SQL("{}.{}").format(alias, sql.Identifier(name))
     field = spec.field(name)
     kind = field.type if field is not None else FieldType.timestamp  # valid_from / valid_to
     if kind in (FieldType.integer, FieldType.bigint, FieldType.boolean):
         return sql.SQL("coalesce({}::text, 'null')").format(col)
     if kind is FieldType.real:
-        # PostgreSQL writes 2.0 as 2; a client would take the field for an integer, so keep the point.
+        # PostgreSQL writes 2.0 as 2; a client would take the field for an integer, so keep the point. A finite
+        # value's text is the JSON number to_json writes; NaN and the infinities go to to_json (JSON strings).
         return sql.SQL(
             "(CASE WHEN {c} IS NULL THEN 'null' WHEN {c} = trunc({c}) AND abs({c}) < 1e15 "
-            "THEN trunc({c})::bigint::text || '.0' ELSE to_json({c})::text END)"
+            "THEN trunc({c})::bigint::text || '.0' WHEN abs({c}) < 'Infinity' THEN {c}::text "
+            "ELSE to_json({c})::text END)"
         ).format(c=col)
+    plain = [v for v in (field.values or ()) if _needs_no_escape(v)] if field is not None else []
+    if kind is FieldType.text and plain:
+        return sql.SQL("(CASE WHEN {c} IN ({values}) THEN '\"' || {c} || '\"' "
+                       "ELSE coalesce(to_json({c})::text, 'null') END)").format(
+            c=col, values=sql.SQL(", ").join(sql.Literal(v) for v in plain))
     return sql.SQL("coalesce(to_json({})::text, 'null')").format(col)  # text, date, timestamptz: JSON strings
+
+
+def _concatenated(pieces: list[str | sql.Composable]) -> sql.Composable:
+    """`pieces` joined with ||, adjacent constant strings as one, as a balanced tree: each || copies both of its
+    sides, so a left-deep chain of n pieces copies a row's text about n/2 times, a balanced tree about log2 n."""
+    merged: list[str | sql.Composable] = []
+    for piece in pieces:
+        if isinstance(piece, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += piece
+        else:
+            merged.append(piece)
+
+    def tree(part: list[str | sql.Composable]) -> sql.Composable:
+        if len(part) == 1:
+            return sql.Literal(part[0]) if isinstance(part[0], str) else part[0]
+        half = len(part) // 2
+        return sql.SQL("({} || {})").format(tree(part[:half]), tree(part[half:]))
+
+    return tree(merged)
 
 
 def feature_text(spec: LayerSpec, out_crs: crs_.Crs, properties: tuple[str, ...] | None, skip_geometry: bool,
@@ -68,25 +102,18 @@ def feature_text(spec: LayerSpec, out_crs: crs_.Crs, properties: tuple[str, ...]
     """`{"type":"Feature","id":...,"geometry":...,"properties":{...}}` as one SQL text expression."""
     a = sql.Identifier(alias)
     names = response_properties(spec) if properties is None else properties
-    if names:
-        members: list[sql.Composable] = []
-        for i, name in enumerate(names):
-            members.append(sql.Literal(("{" if i == 0 else ",") + f'"{name}":'))
-            members.append(_property_text(spec, name, a))
-        members.append(sql.Literal("}"))
-        props: sql.Composable = sql.SQL(" || ").join(members)
-    else:
-        props = sql.Literal("{}")
-    if skip_geometry:
-        geometry: sql.Composable = sql.Literal("null")
-    else:
+    geometry: str | sql.Composable = "null"
+    if not skip_geometry:
         geom = crs_.to_output(out_crs, sql.SQL("{}.geom").format(a))
         # options 0: no "crs" member in each geometry (the Content-Crs header says it once)
         geometry = sql.SQL("ST_AsGeoJSON({}, {}, 0)").format(geom, sql.Literal(int(out_crs.digits)))
-    return sql.SQL(
-        "({head} || to_json({a}.fid)::text || {geo} || {geometry} || {props_key} || {props} || '}}')"
-    ).format(head=sql.Literal('{"type":"Feature","id":'), a=a, geo=sql.Literal(',"geometry":'),
-             geometry=geometry, props_key=sql.Literal(',"properties":'), props=props)
+    pieces: list[str | sql.Composable] = [
+        '{"type":"Feature","id":', sql.SQL("to_json({}.fid)::text").format(a), ',"geometry":', geometry,
+        ',"properties":']
+    for i, name in enumerate(names):
+        pieces += [("{" if i == 0 else ",") + f'"{name}":', _property_text(spec, name, a)]
+    pieces.append("}}" if names else "{}}")
+    return _concatenated(pieces)
 
 
 # -- which rows ----------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -244,6 +244,11 @@ def run_refresh(url: str, request: RefreshRequest) -> RefreshResult:
         columns = resolve_columns(spec, info.columns)
         checksum = source_checksum(info, spec)
         result = _load(url, request, info, columns, checksum, started_at, rejects)
+        c = result.counts
+        if c.inserted or c.updated or c.closed:
+            began = time.perf_counter()
+            merge.vacuum(url, spec)
+            result = replace(result, seconds=result.seconds + time.perf_counter() - began)
     except SourceError as exc:
         record.write_failure(url, spec, started_at, request.logged_source(request.source_path),
                              request.logged_message(str(exc)), len(rejects) or None)

@@ -3,12 +3,23 @@
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 INSERT = ("INSERT INTO ops.audit_log (subject, role, method, key_id, action, layer_id, path, query, features, "
           "status) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+
+
+def _jsonb(query: dict[str, Any] | None) -> Jsonb:
+    """The query as jsonb, encoded by orjson: the stdlib's encoder (psycopg's default) cost more than the rest of the
+    row's parameters together on every audited read. PostgreSQL parses it into the same jsonb value."""
+    return Jsonb(query or {}, dumps=_dumps)
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
 
 
 @dataclass(frozen=True)
@@ -26,7 +37,7 @@ class AuditEntry:
 
     def values(self) -> tuple[object, ...]:
         return (self.subject, self.role, self.method, self.key_id, self.action, self.layer_id, self.path,
-                Jsonb(self.query or {}), self.features, self.status)
+                _jsonb(self.query), self.features, self.status)
 
 
 def record(conn: psycopg.Connection, entry: AuditEntry) -> None:
@@ -61,7 +72,7 @@ def row_values(entry: AuditEntry) -> dict[str, object]:
     """The entry's values as insert_from_row's parameters (its features and status come from the row)."""
     return {"gis_audit_subject": entry.subject, "gis_audit_role": entry.role, "gis_audit_method": entry.method,
             "gis_audit_key_id": entry.key_id, "gis_audit_action": entry.action, "gis_audit_layer": entry.layer_id,
-            "gis_audit_path": entry.path, "gis_audit_query": Jsonb(entry.query or {})}
+            "gis_audit_path": entry.path, "gis_audit_query": _jsonb(entry.query)}
 
 
 COLUMNS = ("audit_id", "at", "subject", "role", "method", "key_id", "action", "layer_id", "path", "query",

@@ -9,6 +9,7 @@ Key lookups are cached per process for GIS_AUTH_KEY_CACHE_SECONDS (a revoked key
 within that time, at most 5 s, on every node).
 """
 
+import asyncio
 import base64
 import binascii
 import time
@@ -20,10 +21,11 @@ from typing import Any
 import jwt
 from fastapi import HTTPException, Request
 
+from gis.db.pool import GuardedPool
 from gis.security import keys
 from gis.security.policy import Policy, Role
 from gis.security.settings import AuthSettings
-from services.common.state import AppState, app_state
+from services.common.state import app_state
 
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="gis", charset="UTF-8", Bearer'}
 API_KEY_HEADER = "x-api-key"
@@ -52,6 +54,7 @@ class Auth:
         self.policy = policy
         self.anonymous = Caller("anonymous", policy.anonymous, "anonymous")
         self._keys: dict[str, tuple[float, keys.KeyRecord | None]] = {}
+        self._lookups: dict[str, asyncio.Future[keys.KeyRecord | None]] = {}  # lookups under way, by key
         self._jwks: jwt.PyJWKClient | jwt.PyJWKSet | None = None
         if settings.jwks:
             if settings.jwks.startswith(("https://", "http://")):
@@ -60,25 +63,40 @@ class Auth:
                 self._jwks = jwt.PyJWKSet.from_json(Path(settings.jwks).read_text(encoding="utf-8"))
 
     # -- API keys ---------------------------------------------------------------------------------
-    async def key_caller(self, state: AppState, token: str, method: str) -> Caller:
-        now = time.monotonic()
-        cached = self._keys.get(token)
-        if cached is not None and cached[0] > now:
-            record = cached[1]
-        else:
-            record = None
-            if keys.key_id_of(token) is not None:  # not even the shape of a key: no SQL
-                async with state.pool.connection() as conn:
-                    record = await keys.lookup(conn, token, self.settings.pepper.get_secret_value())
-            if len(self._keys) >= _CACHE_MAX:
-                self._keys.clear()
-            self._keys[token] = (now + self.settings.key_cache_seconds, record)
+    async def key_caller(self, pool: GuardedPool, token: str, method: str) -> Caller:
+        record = await self._key_record(pool, token)
         if record is None:
             raise unauthorized("the API key is not valid")
         role = self.policy.role(record.role)
         if role is None:
             raise unauthorized("the API key's role is not in the access policy")
         return Caller(f"key:{record.key_id}:{record.name}", role, method, record.key_id, record.claims)
+
+    async def _key_record(self, pool: GuardedPool, token: str) -> keys.KeyRecord | None:
+        """The key's record from this process's cache, else looked up once however many requests ask at once: when
+        a busy key's cache entry expires, every request then in flight would otherwise take a pooled connection for
+        the same lookup at the same moment (a burst of 30 per process at 64 connections)."""
+        cached = self._keys.get(token)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        if keys.key_id_of(token) is None:  # not even the shape of a key: no SQL
+            return None
+        pending = self._lookups.get(token)
+        if pending is None:
+            pending = asyncio.ensure_future(self._look_up(pool, token))
+            self._lookups[token] = pending
+            pending.add_done_callback(lambda _done: self._lookups.pop(token, None))
+        # shielded: a caller that goes away (its client hung up) does not cancel the others' lookup
+        return await asyncio.shield(pending)
+
+    async def _look_up(self, pool: GuardedPool, token: str) -> keys.KeyRecord | None:
+        asked = time.monotonic()  # trusted from when it was asked, so a revocation shows within the period
+        async with pool.connection() as conn:
+            record = await keys.lookup(conn, token, self.settings.pepper.get_secret_value())
+        if len(self._keys) >= _CACHE_MAX:
+            self._keys.clear()
+        self._keys[token] = (asked + self.settings.key_cache_seconds, record)
+        return record
 
     # -- bearer tokens ----------------------------------------------------------------------------
     def token_caller(self, token: str) -> Caller:
@@ -132,17 +150,17 @@ async def authenticate(request: Request) -> Caller:
     authorization = request.headers.get("authorization")
     query_key = request.query_params.get(CREDENTIAL_PARAMETER)
     if header_key:
-        caller = await auth.key_caller(state, header_key.strip(), "api-key")
+        caller = await auth.key_caller(state.pool, header_key.strip(), "api-key")
     elif authorization:
         scheme, _, value = authorization.strip().partition(" ")
         if scheme.lower() == "basic":
-            caller = await auth.key_caller(state, _basic(value.strip()), "basic")
+            caller = await auth.key_caller(state.pool, _basic(value.strip()), "basic")
         elif scheme.lower() == "bearer":
             caller = auth.token_caller(value.strip())
         else:
             raise unauthorized(f"the {scheme[:20]} authorization scheme is not accepted; use Basic or Bearer")
     elif query_key:
-        caller = await auth.key_caller(state, query_key.strip(), "api-key")
+        caller = await auth.key_caller(state.pool, query_key.strip(), "api-key")
     else:
         caller = auth.anonymous
     request.state.caller = caller

@@ -17,14 +17,15 @@ share (`collectionId`, `featureId`) are declared here too, so every route and th
 """
 
 import copy
-import inspect
-from collections.abc import Awaitable, Callable, Iterator
+import dataclasses
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, get_type_hints
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
+from starlette.routing import BaseRoute
 
 from gis.features import crs as crs_
 from gis.features.cql2 import LANGUAGES
@@ -175,6 +176,10 @@ Q = declare("q", "Catalog search: terms separated by commas; a record matches if
 TILE_DATETIME = declare("datetime", "An instant or interval (RFC 3339, '..' for an open end): the features as "
                         "they were then, as the items of this collection answer it", {"type": "string"},
                         "2026-01-01T00:00:00Z", key="tileDatetime")
+TILE_COLLECTIONS = declare("collections", "The collections the tile holds, one MVT layer each, comma-separated and "
+                           "bottom first (default: every vector collection the caller may read).",
+                           {"type": "array", "items": {"type": "string"}}, ["roads"], key="tileCollections",
+                           explode=False)
 RASTER_DATETIME = declare("datetime", "An instant (or a date / interval: its end): the version of the layer in "
                           "force then", {"type": "string"}, "2026-01-01T00:00:00Z", key="rasterDatetime")
 COVERAGE_BBOX = declare("bbox", "The part of the coverage within the box: minx,miny,maxx,maxy in `bbox-crs` "
@@ -192,16 +197,28 @@ COVERAGE_FORMAT = declare("f", "File format of the coverage: GeoTIFF (also writt
 Text = str | None  # a parameter's value as sent; None when left out
 
 
-def on_loop[D: Declaration](cls: type[D]) -> Callable[..., Awaitable[D]]:
-    """A declaration as a dependency FastAPI calls on the event loop. Given the class itself (`Depends()`), FastAPI
-    runs it in its thread pool, as it does every callable that is not a coroutine function: two thread switches
-    per request (and the GIL passed back and forth under load) to make a small dataclass. The same parameters,
-    read from the class's signature, so the route's query parameters and its OpenAPI entry stay the same."""
-    async def make(**values: Any) -> D:
-        return cls(**values)
+def on_loop[D: Declaration](cls: type[D]) -> Callable[[Request], Awaitable[D]]:
+    """A declaration as a dependency FastAPI calls on the event loop, made from the query string itself.
 
-    make.__signature__ = inspect.signature(cls)  # type: ignore[attr-defined]
+    FastAPI would validate each declared field on every request (a loop over the fields with a pydantic check of
+    each: about a tenth of a page's CPU, the largest single cost after the database round trip), to no end: every
+    field is text, which any value is, so FastAPI could never refuse one. The dependency reads them as FastAPI
+    does (the last of repeated values; the check refuses repeats with a 400 naming the parameter) and takes only the
+    request, so it runs on the event loop rather than in FastAPI's thread pool. Its parameters are in the OpenAPI
+    document all the same (document_parameters, from the declaration) and in the audit (route_parameters)."""
+    hints = get_type_hints(cls, include_extras=True)
+    fields = tuple((f.name, DECLARED[component].name) for f in dataclasses.fields(cls)
+                   if (component := _component_of(hints[f.name])) is not None)
+
+    async def make(request: Request) -> D:
+        query = request.query_params
+        return cls(**{name: query.get(alias) for name, alias in fields})
+
+    _MADE[make] = cls
     return make
+
+
+_MADE: dict[Callable[..., Any], type[Declaration]] = {}  # each on_loop dependency, with its declaration
 
 
 @dataclass(frozen=True)
@@ -287,6 +304,13 @@ class TileParameters(Declaration):
 
 
 @dataclass(frozen=True)
+class DatasetTileParameters(TileParameters):
+    """A vector tile of the whole dataset (/tiles/...): some or all collections, each as it was at `datetime`."""
+
+    collections: Annotated[Text, TILE_COLLECTIONS] = None
+
+
+@dataclass(frozen=True)
 class RasterParameters(Declaration):
     """A raster's domain set or one of its map tiles, as the version in force at `datetime`."""
 
@@ -313,6 +337,18 @@ def _query_names(dependant: Dependant) -> Iterator[str]:
         yield query.alias
     for sub in dependant.dependencies:
         yield from _query_names(sub)
+    declaration = _MADE.get(dependant.call) if dependant.call is not None else None
+    if declaration is not None:
+        yield from (p.name for p in declaration.parameters)
+
+
+def _declared(dependant: Dependant) -> Iterator[QueryParameter]:
+    """The parameters of the declarations a route's dependencies hold, in the order FastAPI would list them."""
+    for sub in dependant.dependencies:
+        yield from _declared(sub)
+    declaration = _MADE.get(dependant.call) if dependant.call is not None else None
+    if declaration is not None:
+        yield from declaration.parameters
 
 
 def route_parameters(request: Request) -> frozenset[str]:
@@ -329,10 +365,28 @@ def _ref(key: str) -> dict[str, str]:
     return {"$ref": f"{_REF}{key}"}
 
 
-def document_parameters(document: dict[str, Any], layer_ids: list[str]) -> None:
+def _add_declared(document: dict[str, Any], routes: Sequence[BaseRoute]) -> None:
+    """Each route's declared query parameters into its operations, where FastAPI lists query parameters (after the
+    path's and the route's own, before headers): FastAPI does not see them (on_loop's dependency takes the request)."""
+    for route in iter_route_contexts(routes):
+        if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
+            continue
+        declared = [{"name": p.name, "in": "query", "schema": {_MARK: p.component}} for p in _declared(route.dependant)]
+        operations = document.get("paths", {}).get(route.path_format, {})
+        for method in route.methods or ():
+            operation = operations.get(method.lower())
+            if not declared or operation is None:
+                continue
+            generated = operation.get("parameters", [])
+            at = next((i for i, p in enumerate(generated) if p.get("in") not in ("path", "query")), len(generated))
+            operation["parameters"] = [*generated[:at], *declared, *generated[at:]]
+
+
+def document_parameters(document: dict[str, Any], layer_ids: list[str], routes: Sequence[BaseRoute]) -> None:
     """Every operation's parameters in an OpenAPI document (as FastAPI wrote it from the routes) as the declarations
     say: each declared query parameter and shared path parameter a component the operations refer to, and the
     credential on every operation."""
+    _add_declared(document, routes)
     components: dict[str, Any] = {COLLECTION_ID.name: COLLECTION_ID.openapi(layer_ids),
                                   FEATURE_ID.name: FEATURE_ID.openapi()}
     for operations in document.get("paths", {}).values():

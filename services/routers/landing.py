@@ -130,7 +130,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                            routes=app.routes)
     registry = state_of(app).registry
     layer_ids = [*registry, *registry.rasters]
-    document_parameters(document, layer_ids)  # each route's parameters, from its declarations
+    document_parameters(document, layer_ids, app.routes)  # each route's parameters, from its declarations
     for path, operations in document.get("paths", {}).items():
         if path in _SUCCESS_MEDIA and "get" in operations:
             operations["get"]["responses"]["200"]["content"] = {_SUCCESS_MEDIA[path]: {}, "text/html": {}}

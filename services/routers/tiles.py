@@ -9,6 +9,8 @@ the caller's rule in the statement, and its tiles are cached and tagged per set 
 
 import hashlib
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime as DateTime
 from typing import Annotated, Any
 
@@ -21,6 +23,7 @@ from gis.errors import NotFound
 from gis.features.cql2 import Filter
 from gis.features.temporal import CITY_TIME, TimeRange, parse_datetime
 from gis.layers import AccessClass, FieldType, LayerSpec
+from gis.security.policy import LayerView
 from services.auth import read_audit, visibility
 from services.common.parameters import CollectionId, TileParameters
 from services.common.state import AppState, State
@@ -76,11 +79,11 @@ def collection_links(base: str, layer_id: str) -> list[dict[str, str]]:
              "href": f"{base}/collections/{layer_id}/tiles"}]
 
 
-def _base(request: Request) -> str:
+def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def _json(document: dict[str, Any], max_age: int | None = None) -> Response:
+def json_response(document: dict[str, Any], max_age: int | None = None) -> Response:
     headers = {"Cache-Control": f"public, max-age={max_age}"} if max_age else None
     return Response(orjson.dumps(document), media_type=JSON_MEDIA_TYPE, headers=headers)
 
@@ -90,7 +93,7 @@ def _layer(request: Request, collection_id: str) -> LayerSpec:
     return visibility.layer_view(request, collection_id).spec
 
 
-def _check_tile_matrix_set(tile_matrix_set_id: str) -> None:
+def check_tile_matrix_set(tile_matrix_set_id: str) -> None:
     if tile_matrix_set_id != mvt.TILE_MATRIX_SET:
         raise NotFound(f"no tile matrix set '{tile_matrix_set_id}' (this service offers {mvt.TILE_MATRIX_SET})")
 
@@ -108,8 +111,8 @@ def _tile_matrix_set_summary(base: str) -> dict[str, Any]:
 
 @router.get("/tileMatrixSets", summary="The tile matrix sets this service tiles in")
 async def tile_matrix_sets(request: Request) -> Response:
-    base = _base(request)
-    return _json({
+    base = base_url(request)
+    return json_response({
         "links": [{"rel": "self", "type": JSON_MEDIA_TYPE, "href": f"{base}/tileMatrixSets"}],
         "tileMatrixSets": [_tile_matrix_set_summary(base)],
     }, max_age=86400)
@@ -117,9 +120,9 @@ async def tile_matrix_sets(request: Request) -> Response:
 
 @router.get("/tileMatrixSets/{tileMatrixSetId}", summary="A tile matrix set's definition")
 async def tile_matrix_set(request: Request, tileMatrixSetId: str) -> Response:
-    _check_tile_matrix_set(tileMatrixSetId)
-    base = _base(request)
-    return _json({
+    check_tile_matrix_set(tileMatrixSetId)
+    base = base_url(request)
+    return json_response({
         "id": mvt.TILE_MATRIX_SET,
         "title": "Google Maps Compatible for the World",
         "uri": mvt.TILE_MATRIX_SET_URI,
@@ -151,8 +154,8 @@ def _tileset_links(base: str, spec: LayerSpec) -> list[dict[str, Any]]:
 @router.get("/collections/{collectionId}/tiles", summary="The vector tilesets of a collection")
 async def tilesets(request: Request, state: State, collectionId: CollectionId) -> Response:
     spec = _layer(request, collectionId)
-    base = _base(request)
-    return _json({
+    base = base_url(request)
+    return json_response({
         "links": [
             {"rel": "self", "type": JSON_MEDIA_TYPE, "href": f"{base}/collections/{spec.id}/tiles"},
             {"rel": REL_GEODATA, "type": JSON_MEDIA_TYPE, "href": f"{base}/collections/{spec.id}"},
@@ -176,21 +179,30 @@ async def _tileset_of(request: Request, state: AppState, collection_id: str,
     """The layer as the caller may see it, its extent and the service's base URL, for tileset documents. A caller
     who sees only some rows gets the city's extent, never the layer's (it would tell where the other rows are)."""
     spec = _layer(request, collection_id)
-    _check_tile_matrix_set(tile_matrix_set_id)
+    check_tile_matrix_set(tile_matrix_set_id)
     if not visibility.layer_view(request, collection_id).tells_layer_facts:
-        return spec, _extent(state, None), _base(request)
+        return spec, _extent(state, None), base_url(request)
     _version, stored = await state.read([spec.id], lambda conn: mvt.layer_version(conn, spec))
-    return spec, _extent(state, stored), _base(request)
+    return spec, _extent(state, stored), base_url(request)
 
 
 @router.get("/collections/{collectionId}/tiles/{tileMatrixSetId}", summary="A collection's tileset metadata")
 async def tileset(request: Request, state: State, collectionId: CollectionId,
                   tileMatrixSetId: str) -> Response:
     spec, extent, base = await _tileset_of(request, state, collectionId, tileMatrixSetId)
-    return _json({
+    return json_response({
         "title": f"{spec.title.en} · {spec.title.zh}",
         "description": spec.description,
         "keywords": list(spec.keywords),
+        **tileset_frame(extent),
+        "layers": [tileset_layer(spec, extent)],
+        "links": _tileset_links(base, spec),
+    })
+
+
+def tileset_frame(extent: list[float]) -> dict[str, Any]:
+    """What every vector tileset's metadata says of its tiling: WebMercatorQuad, every zoom, over `extent`."""
+    return {
         "dataType": "vector",
         "crs": mvt.CRS_3857,
         "tileMatrixSetURI": mvt.TILE_MATRIX_SET_URI,
@@ -201,34 +213,37 @@ async def tileset(request: Request, state: State, collectionId: CollectionId,
             {"tileMatrix": str(z), "minTileRow": 0, "maxTileRow": (1 << z) - 1, "minTileCol": 0,
              "maxTileCol": (1 << z) - 1} for z in range(mvt.MAX_ZOOM + 1)
         ],
-        "layers": [{
-            "id": spec.id,
-            "title": spec.title.en,
-            "description": spec.description,
-            "dataType": "vector",
-            "geometryDimension": mvt.geometry_dimension(spec.geometry),
-            "minTileMatrix": "0",
-            "maxTileMatrix": str(mvt.MAX_ZOOM),
-            "boundingBox": {"lowerLeft": extent[:2], "upperRight": extent[2:], "crs": CRS84},
-            "propertiesSchema": {
-                "type": "object",
-                "required": ["fid"],
-                "properties": {
-                    "fid": {"type": "string", "title": "Feature id"},
-                    **{f.name: {**_SCHEMA_TYPES[f.type], **({"title": f.title} if f.title else {}),
-                                **({"enum": list(f.values)} if f.values else {})} for f in spec.fields},
-                },
+    }
+
+
+def tileset_layer(spec: LayerSpec, extent: list[float]) -> dict[str, Any]:
+    """A layer of a tileset's metadata: the MVT layer named after the collection, and its properties."""
+    return {
+        "id": spec.id,
+        "title": spec.title.en,
+        "description": spec.description,
+        "dataType": "vector",
+        "geometryDimension": mvt.geometry_dimension(spec.geometry),
+        "minTileMatrix": "0",
+        "maxTileMatrix": str(mvt.MAX_ZOOM),
+        "boundingBox": {"lowerLeft": extent[:2], "upperRight": extent[2:], "crs": CRS84},
+        "propertiesSchema": {
+            "type": "object",
+            "required": ["fid"],
+            "properties": {
+                "fid": {"type": "string", "title": "Feature id"},
+                **{f.name: {**_SCHEMA_TYPES[f.type], **({"title": f.title} if f.title else {}),
+                            **({"enum": list(f.values)} if f.values else {})} for f in spec.fields},
             },
-        }],
-        "links": _tileset_links(base, spec),
-    })
+        },
+    }
 
 
 @router.get("/collections/{collectionId}/tiles/{tileMatrixSetId}/tilejson.json", summary="TileJSON 3.0.0")
 async def tilejson(request: Request, state: State, collectionId: CollectionId,
                    tileMatrixSetId: str) -> Response:
     spec, extent, base = await _tileset_of(request, state, collectionId, tileMatrixSetId)
-    return _json({
+    return json_response({
         "tilejson": "3.0.0",
         "name": spec.id,
         "description": f"{spec.title.en} · {spec.title.zh}: {spec.description}",
@@ -276,7 +291,7 @@ def _body_etag(spec: LayerSpec, variant: str, tile: mvt.Tile, data: bytes) -> st
     return f'W/"{spec.id}{variant}.{tile.z}.{tile.x}.{tile.y}.b{hashlib.sha256(data).hexdigest()[:24]}"'
 
 
-def _client_tags(if_none_match: str | None) -> list[str]:
+def client_tags(if_none_match: str | None) -> list[str]:
     if not if_none_match:
         return []
     return [tag.strip().removeprefix("W/") for tag in if_none_match.split(",") if tag.strip()]
@@ -292,9 +307,10 @@ def _known_version(tags: list[str], spec: LayerSpec, variant: str, tile: mvt.Til
     return None
 
 
-def _cache_control(spec: LayerSpec) -> str:
-    # Only open data may sit in shared caches; internal and restricted layers stay in the client's own.
-    scope = "public" if spec.access is AccessClass.public else "private"
+def cache_control(specs: Iterable[LayerSpec]) -> str:
+    """Only open data may sit in shared caches; a tile holding any internal or restricted layer stays in the
+    client's own."""
+    scope = "public" if all(spec.access is AccessClass.public for spec in specs) else "private"
     return f"{scope}, max-age={TILE_MAX_AGE}"
 
 
@@ -309,14 +325,39 @@ async def tile(request: Request, state: State, collectionId: CollectionId, tileM
                tileMatrix: int, tileRow: int, tileCol: int, given: Annotated[TileParameters, Depends()],
                if_none_match: Annotated[str | None, Header()] = None) -> Response:
     view = visibility.layer_view(request, collectionId)
-    spec = view.spec
-    _check_tile_matrix_set(tileMatrixSetId)
+    check_tile_matrix_set(tileMatrixSetId)
     address = mvt.Tile(tileMatrix, tileCol, tileRow)
     time = parse_datetime(given.datetime) if given.datetime is not None else None
+    tags = client_tags(if_none_match)
+    built = await layer_tile(request, state, view, address, time, tags)
+    headers = {"ETag": built.etag, "Cache-Control": cache_control([view.spec])}
+    if "*" in tags or built.etag.removeprefix("W/") in tags:
+        return Response(status_code=304, headers=headers)
+    assert built.data is not None  # only the client's own version goes unbuilt, and it matched above
+    await read_audit.audit_read(request, view, None, 204 if not built.data else 200,
+                                {"tile": f"{address.z}/{address.y}/{address.x}"})
+    if not built.data:
+        return Response(status_code=204, headers=headers)
+    return Response(built.data, media_type=MVT_MEDIA_TYPE, headers=headers)
+
+
+@dataclass(frozen=True)
+class LayerTile:
+    """One layer's tile as one caller sees it: its ETag, and its bytes (b"": no feature there; None: not built,
+    because the database confirmed the version the client's own tag names)."""
+
+    etag: str
+    data: bytes | None
+
+
+async def layer_tile(request: Request, state: AppState, view: LayerView, address: mvt.Tile,
+                     time: TimeRange | None, tags: list[str]) -> LayerTile:
+    """The caller's tile of one layer at `address` (as of `time`): from this process's cache when the database
+    confirms it is current, else built in the database, in one statement either way."""
+    spec = view.spec
     rows = await visibility.row_filter(request, view)
     variant = (_variant(spec, time) + (f".m{visibility.mask_tag(view)}" if view.masked else "")
                + (_rows_tag(rows) if rows is not None else ""))
-    tags = _client_tags(if_none_match)
     # A row-limited caller's tile is tagged by its bytes: the layer's version moves with rows the caller cannot
     # see, and a version tag would tell it so. Everyone else's is tagged by the version (no tile built to say 304).
     limited = rows is not None
@@ -331,20 +372,10 @@ async def tile(request: Request, state: State, collectionId: CollectionId, tileM
     assert row is not None  # the tile statement always returns exactly one row
     result = mvt.tile_result(row, known_versions)
     data = result.data if result.data is not None or cached is None else cached[1]
-    if limited:
-        assert data is not None  # a limited caller's only known version is the cache's
-        etag = _body_etag(spec, variant, address, data)
-    else:
-        etag = _etag(spec, result.version, variant, address)
-    headers = {"ETag": etag, "Cache-Control": _cache_control(spec)}
-    if "*" in tags or etag.removeprefix("W/") in tags:
-        return Response(status_code=304, headers=headers)
     if result.data is not None and result.version is not None:
         cache.put(key, result.version, result.data)
-    # else the layer is still at the cached tile's version (the client's would have matched above)
-    assert data is not None
-    await read_audit.audit_read(request, view, None, 204 if not data else 200,
-                          {"tile": f"{address.z}/{address.y}/{address.x}"})
-    if not data:
-        return Response(status_code=204, headers=headers)
-    return Response(data, media_type=MVT_MEDIA_TYPE, headers=headers)
+    # else the layer is still at the cached tile's version, or at the client's (data None: nothing built)
+    if limited:
+        assert data is not None  # a limited caller's only known version is the cache's
+        return LayerTile(_body_etag(spec, variant, address, data), data)
+    return LayerTile(_etag(spec, result.version, variant, address), data)

@@ -41,6 +41,7 @@ STATIC_PATH = "/static"
 SOURCE_MAX_ZOOM = 16
 RASTER_TILE_SIZE = 256  # gis.rasters.read draws 256-pixel PNG tiles
 BACKGROUND = "#f4f3ef"
+DATASET_SOURCE = "gis:dataset"  # not a layer id: those are lower-case words (gis.layers)
 LANDING_LINK = {"href": "/map", "rel": "related", "type": "text/html", "title": "城市地图 · web map of the city"}
 
 
@@ -76,6 +77,26 @@ def _tiles(base: str, collection_id: str, kind: str) -> str:
     return f"{base}/collections/{collection_id}/{kind}/{mvt.TILE_MATRIX_SET}/{{z}}/{{y}}/{{x}}"
 
 
+def _dataset_tiles(base: str, layer_ids: list[str]) -> str:
+    """The dataset tiles' URL template for these collections, one MVT layer each (bottom first)."""
+    return f"{base}/tiles/{mvt.TILE_MATRIX_SET}/{{z}}/{{y}}/{{x}}?{urlencode({'collections': ','.join(layer_ids)})}"
+
+
+def _source(template: str, extents: list[list[float] | None]) -> dict[str, Any]:
+    """A vector tile source; bounded (no tile asked outside) only where every layer in it has a known extent."""
+    source: dict[str, Any] = {"type": "vector", "minzoom": 0, "maxzoom": SOURCE_MAX_ZOOM, "tiles": [template]}
+    known = [e for e in extents if e is not None]
+    if known and len(known) == len(extents):
+        source["bounds"] = [min(e[0] for e in known), min(e[1] for e in known),
+                            max(e[2] for e in known), max(e[3] for e in known)]
+    return source
+
+
+def _in_dataset(layer: dict[str, Any]) -> dict[str, Any]:
+    """A style layer of a layer shown at start, drawn from the dataset source (its source-layer names it)."""
+    return {**layer, "source": DATASET_SOURCE}
+
+
 def _raster_parts(base: str, rasters: Mapping[str, tuple[RasterSpec, RasterVersion]]
                   ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Sources, style layers and page metadata of the raster layers (PNG map tiles, services/routers/map_tiles.py).
@@ -101,18 +122,19 @@ def style_document(request: Request, state: AppState, views: Mapping[str, LayerV
     page shows of each in `metadata`."""
     base = ogc.base_url(request)
     styles = draw_order([state.map_styles[layer_id] for layer_id in views])
-    sources: dict[str, Any] = {}
-    for layer_id in views:
-        source: dict[str, Any] = {
-            "type": "vector", "minzoom": 0, "maxzoom": SOURCE_MAX_ZOOM,
-            "tiles": [_tiles(base, layer_id, "tiles")]}
-        if layer_id in extents:
-            source["bounds"] = extents[layer_id]
-        sources[layer_id] = source
-    raster_sources, raster_layers, raster_infos = _raster_parts(base, rasters)
-    view = view_bounds(list(extents.values())) if extents else list(state.settings.city_extent)
     # Event layers (incidents, observations) start hidden: without a date they would draw every event at once.
     shown = {layer_id: v.spec.temporal.kind != "event" for layer_id, v in views.items()}
+    # The layers shown at start come in one tile per place (services/routers/dataset_tiles.py), bottom first;
+    # a layer shown only when ticked has tiles of its own, asked for only then.
+    together = [s.layer_id for s in styles if shown[s.layer_id]]
+    sources: dict[str, Any] = {}
+    if together:
+        sources[DATASET_SOURCE] = _source(_dataset_tiles(base, together), [extents.get(i) for i in together])
+    for layer_id in views:
+        if layer_id not in together:
+            sources[layer_id] = _source(_tiles(base, layer_id, "tiles"), [extents.get(layer_id)])
+    raster_sources, raster_layers, raster_infos = _raster_parts(base, rasters)
+    view = view_bounds(list(extents.values())) if extents else list(state.settings.city_extent)
     infos = [{"id": s.layer_id, "domain": views[s.layer_id].spec.domain.value, "geometry": s.geometry,
               "visible": shown[s.layer_id], "styleLayers": [layer["id"] for layer in s.layers],
               "legend": list(s.legend), "notConverted": list(s.not_converted)} for s in styles]
@@ -125,7 +147,8 @@ def style_document(request: Request, state: AppState, views: Mapping[str, LayerV
         "sources": {**raster_sources, **sources},
         "layers": [{"id": "background", "type": "background", "paint": {"background-color": BACKGROUND}},
                    *raster_layers,
-                   *(layer if shown[s.layer_id] else _hidden(layer) for s in styles for layer in s.layers)],
+                   *(_in_dataset(layer) if shown[s.layer_id] else _hidden(layer)
+                     for s in styles for layer in s.layers)],
     }
 
 

@@ -238,7 +238,7 @@ function setDatetime(day) {
   state.datetime = day;
   $('time-label').textContent = day || 'now · 现状';
   for (const [source, template] of Object.entries(state.tiles)) {
-    const url = day ? `${template}?datetime=${encodeURIComponent(day)}` : template;
+    const url = day ? `${template}${template.includes('?') ? '&' : '?'}datetime=${encodeURIComponent(day)}` : template;
     state.map.getSource(source).setTiles([url]);
   }
 }
@@ -250,8 +250,10 @@ function showAttributes(point) {
   const seen = new Set();
   const found = [];
   for (const feature of state.map.queryRenderedFeatures(box)) {
-    const collection = state.collections.get(feature.source);
-    const key = `${feature.source}/${feature.properties.fid}`;
+    // the MVT layer is named after its collection, whether its tiles hold one layer or the dataset's
+    const collection = state.collections.get(feature.sourceLayer);
+    // below z12 a line layer's tiles hold merged lines (gis:merged): no fid, a synthetic gis:id
+    const key = `${feature.sourceLayer}/${feature.properties.fid ?? feature.properties['gis:id']}`;
     if (!collection || seen.has(key)) continue;
     seen.add(key);
     found.push([collection, feature]);
@@ -260,11 +262,16 @@ function showAttributes(point) {
   panel.replaceChildren();
   if (!found.length) { panel.append(el('p', { className: 'hint' }, 'Nothing here.')); return; }
   for (const [collection, feature] of found) {
+    const rows = Object.entries(feature.properties).map(([name, value]) => el('tr', {}, el('th', {}, name),
+      el('td', {}, value === null || value === undefined ? '' : value)));
+    if (feature.properties['gis:merged']) {  // many features merged into one line: nothing to link to
+      panel.append(el('div', { className: 'feature', 'data-layer': collection.id },
+        el('h3', {}, `${collection.titles.zh} · merged lines (zoom in to pick one)`), el('table', {}, ...rows)));
+      continue;
+    }
     const fid = feature.properties.fid;
     let href = `${ROOT}/collections/${encodeURIComponent(collection.id)}/items/${encodeURIComponent(fid)}?f=html`;
     if (state.datetime) href += `&datetime=${encodeURIComponent(state.datetime)}`;
-    const rows = Object.entries(feature.properties).map(([name, value]) => el('tr', {}, el('th', {}, name),
-      el('td', {}, value === null || value === undefined ? '' : value)));
     panel.append(el('div', { className: 'feature', 'data-layer': collection.id, 'data-fid': fid },
       el('h3', {}, `${collection.titles.zh} · `, el('a', { href: withKey(href) }, fid)),
       el('table', {}, ...rows)));
@@ -405,6 +412,8 @@ async function setupProposal() {
 // -- start ------------------------------------------------------------------------------------------
 
 async function start() {
+  // MapLibre's workers (each parses the library) start while the style and the collections are fetched
+  maplibregl.prewarm();
   const [style, collections] = await Promise.all([fetchJSON('/map/style.json'), fetchJSON('/collections')]);
   for (const collection of collections.collections) state.collections.set(collection.id, collection);
   state.style = { layers: new Map(style.metadata['gis:layers'].map((info) => [info.id, info])) };
