@@ -145,3 +145,21 @@ def test_the_refresh_transaction_compresses_its_wal_where_the_role_may(clone_db:
         merge.compress_wal(conn)  # may not: no error, nothing set
         assert conn.execute("SHOW wal_compression").fetchone() == ("off",)
         conn.rollback()
+
+
+def test_a_first_load_copies_its_rows_frozen_so_the_vacuum_after_it_visits_no_page(
+    clone_db: Callable[[], str], registry: LayerRegistry, settings: Settings
+) -> None:
+    """Rows copied into the emptied layer are written frozen and all-visible: a VACUUM (which freezes nothing
+    this young) would leave them all-visible but not frozen."""
+    url, spec = clone_db(), registry["pipelines"]
+    with psycopg.connect(url) as conn:
+        conn.execute("DELETE FROM pipeline.pipelines")
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_visibility")
+    result = _refresh(url, spec, settings, force=True)  # the file is the one loaded: past its checksum
+    assert result.counts.inserted > 0 and result.counts.updated == 0
+    with psycopg.connect(url) as conn:
+        pages = conn.execute("SELECT count(*), count(*) FILTER (WHERE all_visible AND all_frozen) "
+                             "FROM pg_visibility_map('pipeline.pipelines')").fetchone()
+    assert pages is not None and pages[0] > 0
+    assert pages[1] == pages[0]

@@ -162,10 +162,13 @@ def _primary_key(conn: psycopg.Connection, spec: LayerSpec) -> str | None:
     return str(row[0]) if row else None
 
 
-def begin_first_load(conn: psycopg.Connection, spec: LayerSpec) -> None:
+def begin_first_load(conn: psycopg.Connection, spec: LayerSpec) -> bool:
     """Before copying straight into an empty layer: its indexes and primary key go, to be built once afterwards
     (a sorted build of each beats keeping nine indexes up to date through a million inserts). All in the
-    refresh's transaction: a failed load puts them back with everything else."""
+    refresh's transaction: a failed load puts them back with everything else. Returns whether the rows may be
+    copied frozen: a plain table is truncated (it is empty: the truncation only lets COPY FREEZE write the pages
+    all-visible and frozen, so the VACUUM after the refresh has no page to visit; dropping the indexes already
+    holds readers off until the load commits). A partitioned one may not be copied frozen."""
     table = ids.current_table(spec)
     conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(table))
     for name, _ in (*table_indexes(spec, history=False), *declared_indexes(spec, history=False)):
@@ -173,6 +176,10 @@ def begin_first_load(conn: psycopg.Connection, spec: LayerSpec) -> None:
     key = _primary_key(conn, spec)
     if key is not None:
         conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, sql.Identifier(key)))
+    if spec.partition is not None:
+        return False
+    conn.execute(sql.SQL("TRUNCATE {}").format(table))
+    return True
 
 
 def finish_first_load(conn: psycopg.Connection, spec: LayerSpec, rows: int) -> MergeCounts:

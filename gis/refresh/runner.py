@@ -127,7 +127,7 @@ def _rejection_message(rejects: Rejects, path: Path) -> str:
 
 def _stream(conn: psycopg.Connection, request: RefreshRequest, info: sources.SourceInfo,
             columns: dict[str, str], mode: LoadMode, refresh_id: int, delivery: staging.Delivery,
-            rejects: Rejects, timer: _Timer) -> bool:
+            rejects: Rejects, timer: _Timer, freeze: bool = False) -> bool:
     """Read, normalise, validate every batch and COPY its new and changed rows. Rows the layer's memo vouches
     for are counted unchanged without being normalised (gis.refresh.memo). Returns whether every accepted row's
     source hash was recorded, so the delivery can be the next refresh's memo."""
@@ -136,7 +136,7 @@ def _stream(conn: psycopg.Connection, request: RefreshRequest, info: sources.Sou
     known = delivery.known
     sieve = memo.Sieve(spec, columns, known.result if isinstance(known, Future) else lambda: known)
     with tqdm(total=info.feature_count, desc=f"refresh {spec.id}", unit=" rows", disable=not show,
-              file=sys.stderr) as bar, staging.copy_stream(conn, spec, mode) as copy, \
+              file=sys.stderr) as bar, staging.copy_stream(conn, spec, mode, freeze) as copy, \
             sources.read_ahead(sources.read_batches(info.path, spec.source, sieve)) as batches:
         for batch in batches:
             timer.lap("read")
@@ -187,8 +187,9 @@ def _load(url: str, request: RefreshRequest, info: sources.SourceInfo, columns: 
         # (staging.with_starts), which needs the layer's rows, so those layers always merge.
         first_load = not spec.has_valid_time and merge.layer_is_empty(conn, spec)
         mode = LoadMode.first_load if first_load else LoadMode.merge
+        freeze = False
         if first_load:
-            merge.begin_first_load(conn, spec)
+            freeze = merge.begin_first_load(conn, spec)
             delivery = staging.Delivery(staging.CurrentRows.empty())
         else:
             # Fetched on a connection of its own while the first batches are read and normalised.
@@ -198,7 +199,7 @@ def _load(url: str, request: RefreshRequest, info: sources.SourceInfo, columns: 
             delivery = staging.Delivery(known, delivered_at=delivered_at[0] if delivered_at else None,
                                         starts=merge.current_starts(conn, spec))
         timer.lap("compare")
-        recorded = _stream(conn, request, info, columns, mode, refresh_id, delivery, rejects, timer)
+        recorded = _stream(conn, request, info, columns, mode, refresh_id, delivery, rejects, timer, freeze)
         _fail_on_rejects(rejects, request)
         # Saved on a connection of its own while this one builds indexes or merges.
         saving = fetcher.submit(memo.save, url, spec, key, delivery) if recorded else None

@@ -97,11 +97,13 @@ class BinaryCopy:
 
 
 @contextmanager
-def copy_stream(conn: psycopg.Connection, spec: LayerSpec, mode: LoadMode) -> Iterator[BinaryCopy]:
+def copy_stream(conn: psycopg.Connection, spec: LayerSpec, mode: LoadMode,
+                freeze: bool = False) -> Iterator[BinaryCopy]:
+    """`freeze`: the table was truncated in this transaction (merge.begin_first_load), its rows go in frozen."""
     table = ids.staging_table(spec) if mode is LoadMode.merge else ids.current_table(spec)
     schema = copy_schema(spec, mode)
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
-        table, sql.SQL(", ").join(sql.Identifier(n) for n in schema.names))
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary{})").format(
+        table, sql.SQL(", ").join(sql.Identifier(n) for n in schema.names), sql.SQL(", FREEZE" if freeze else ""))
     cursor = conn.cursor()
     with cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
         stream = BinaryCopy(copy, schema)
