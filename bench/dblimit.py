@@ -4,6 +4,11 @@ The statement comes from the service's own library (gis.features.queries, gis.ti
 with its values written in (psycopg's client-side rendering), so PostgreSQL plans and runs exactly what it
 runs for the service. pgbench uses prepared statements, as the service's driver does, and the same number
 of connections as wrk had. A spread of tiles is one script per tile, picked at random.
+
+A page or an item of an audited (internal or restricted) layer is sent as the service sends it when it reads
+on the primary: inside the statement that also reads the layer's versions (gis.db.routing.row_statement), which
+writes the read's audit row and commits it before the answer (services/auth/read_audit.py). That commit waits
+for its WAL to reach the disk, which bounds such reads more than the page's own work does.
 """
 
 import re
@@ -17,11 +22,15 @@ import psycopg
 
 from gis import tiles as mvt
 from gis.db.cluster import find_bindir
+from gis.db.routing import row_statement
 from gis.features import crs as crs_
 from gis.features.params import parse_items_query
 from gis.features.queries import Statement, item_statement, items_statement
 from gis.features.temporal import parse_datetime
-from gis.layers import LayerSpec
+from gis.layers import AccessClass, LayerSpec
+from gis.security import audit
+from services.auth.read_audit import Counted
+from services.routers.features import ONE, PAGE
 
 _TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)
 
@@ -53,10 +62,22 @@ def statements_for(conn: psycopg.Connection, spec: LayerSpec, url: str, tiles: l
             found.append(_render(conn, Statement(query, mvt.tile_params(spec, mvt.Tile(z, x, y)))))
         return found
     if segments[-1] == "items":
-        return [_render(conn, items_statement(spec, parse_items_query(spec, params)))]
+        page = items_statement(spec, parse_items_query(spec, params))
+        return [_render(conn, served(spec, page, PAGE, parts.path, params))]
     fid = urllib.parse.unquote(segments[-1])
     time = parse_datetime(params["datetime"]) if "datetime" in params else None
-    return [_render(conn, item_statement(spec, fid, crs_.CRS84, time))]
+    item = item_statement(spec, fid, crs_.CRS84, time)
+    return [_render(conn, served(spec, item, ONE, parts.path, params))]
+
+
+def served(spec: LayerSpec, statement: Statement, counted: Counted, path: str, query: dict[str, str]) -> Statement:
+    """`statement` as the service sends it to the primary (gis.db.routing.run_row): an audited layer's read
+    writes its audit row (what `counted` says of the answer) in the same statement; a public layer's, none."""
+    if spec.access is AccessClass.public:
+        return statement
+    entry = audit.AuditEntry("bench", "bench", "api-key", None, "read", spec.id, path, query, None, 200)
+    wrapped = row_statement(statement.query, False, audit.insert_from_row(counted.features_sql, counted.status_sql))
+    return Statement(wrapped, {**statement.params, "gis_read_layers": [spec.id], **audit.row_values(entry)})
 
 
 def run(database_url: str, statements: list[str], connections: int, seconds: int) -> DbLimit:

@@ -205,7 +205,8 @@ def api_section(data: dict[str, Any]) -> tuple[list[str], list[Verdict]]:
         "*no answer*, one slower alone than a whole run (asked twice, the second time counts: the first may fill "
         "a cache) as a bound (*≤*: every worker busy with such requests; not loaded). *database alone*: pgbench "
         "running the statement our service runs for the request, with the same connections, no HTTP (median "
-        "of the same number of runs).",
+        "of the same number of runs); for a layer whose reads are audited, that statement also writes and "
+        "commits the read's audit row, as the service's does (bench/dblimit.py).",
         "",
         "| request | ours | tipg | pygeoapi | ours ÷ tipg | target | database alone | ours ÷ database | "
         "ours ÷ pygeoapi |",

@@ -287,17 +287,17 @@ _TILE_BOX = ("ST_Transform(ST_ClipByBox2D(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, m
 
 
 def _mvt(spec: LayerSpec, rows: sql.Composable, geom: sql.Composable, fields: tuple[str, ...], rank: sql.Composable,
-         limit: int, merged: bool = False) -> sql.Composed:
+         limit: int, merged: bool = False, carry: sql.Composable | None = None) -> sql.Composed:
     """The tile of `rows` (a FROM item aliased t): its first `limit` rows by `rank`, `geom` (EPSG:3857, from t)
     fitted to the tile's grid, with fid and `fields` as properties (merged lines: their id as MERGED_ID and
-    MERGED true instead of fid)."""
+    MERGED true instead of fid); `carry`: more columns of t that `geom` reads (", t.x")."""
     fid = sql.SQL("t.fid AS {}, true AS {}").format(sql.Identifier(MERGED_ID), sql.Identifier(MERGED)) if merged \
         else sql.SQL("t.fid")
     columns: list[sql.Composable] = [fid, *(_property(spec, name, spec.known_field(name).type) for name in fields)]
     # The rows are found in a materialised CTE so that the planner never hands the per-row functions to
     # parallel workers: each fresh worker pays PROJ's set-up (50-100 ms), ten times the tile's own cost.
     return sql.SQL(
-        "WITH t AS MATERIALIZED (SELECT t.fid, {columns}, t.geom FROM {rows} ORDER BY {rank} LIMIT {limit}) "
+        "WITH t AS MATERIALIZED (SELECT t.fid, {columns}, t.geom{carry} FROM {rows} ORDER BY {rank} LIMIT {limit}) "
         "SELECT ST_AsMVT(m.*, {name}, {extent}, 'geom') FROM ("
         "SELECT ST_AsMVTGeom({geom}, ST_TileEnvelope(%(z)s, %(x)s, %(y)s), "
         "{extent}, {buffer}, true) AS geom, {properties} FROM t) m"
@@ -311,6 +311,7 @@ def _mvt(spec: LayerSpec, rows: sql.Composable, geom: sql.Composable, fields: tu
         properties=sql.SQL(", ").join(columns),
         rows=rows,
         rank=rank,
+        carry=carry if carry is not None else sql.SQL(""),
         limit=sql.Literal(int(limit)),
     )
 
@@ -332,16 +333,48 @@ def _found_before_ranked(rows: sql.Composable) -> sql.Composed:
     return sql.SQL("(SELECT * FROM {} OFFSET 0) t").format(rows)
 
 
-def generalised_rows(spec: LayerSpec, z: int, band: int) -> sql.Composed:
+def generalised_rows(spec: LayerSpec, z: int, band: int, more: tuple[sql.Composable, ...] = ()) -> sql.Composed:
     """The rows of a tile at zoom z from the layer's pre-built band (gis.tiles_generalised), as a FROM item t: the
-    same rows the general path finds in the current table (same box test on the stored extent, same size limit)."""
+    same rows the general path finds in the current table (same box test on the stored extent, same size limit);
+    `more`: conditions of the caller's on them."""
     detail = zoom_detail(z, spec.geometry)
     predicates = [sql.SQL("t.band = {}").format(sql.Literal(band)),
-                  sql.SQL("t.extent && " + _TILE_BOX).format(sql.Literal(int(spec.srid)))]
+                  sql.SQL("t.extent && " + _TILE_BOX).format(sql.Literal(int(spec.srid))), *more]
     if detail.min_size > band_min_size(band):  # deeper than the band: the zoom's own, smaller limit
         predicates.append(sql.SQL("t.size >= {}").format(sql.Literal(float(detail.min_size))))
     return sql.SQL("(SELECT * FROM {} t WHERE {}) t").format(ids.generalised_table(spec),
                                                             sql.SQL(" AND ").join(predicates))
+
+
+def reads_copy_as_of(spec: LayerSpec, z: int, time: TimeRange | None) -> bool:
+    """An as-of tile that reads the copy too (as_of_rows): an instant, at a zoom whose band holds the layer's own
+    rows (not merged lines, which join rows of any age), of a layer whose current rows stay valid until a refresh
+    replaces them (no validity of their own: a current row's version began at its valid_from and is not over)."""
+    return (time is not None and time.is_instant and spec.temporal.kind != "event" and spec.source.valid_to is None
+            and not merges(spec, z) and generalised_band(spec, z) is not None)
+
+
+def as_of_rows(spec: LayerSpec, z: int, band: int, fields: tuple[str, ...]) -> sql.Composed:
+    """The rows of an as-of tile (an instant, %(t_start)s = %(t_end)s) from the copy, as a FROM item t with raw:
+    the versions valid then are the current rows whose version had begun (the copy's rows with valid_from <= t:
+    unchanged since, so their band geometry is theirs then) and the history rows whose [valid_from, valid_to)
+    holds t, found in the history table by the same box test and size limit as the general path's and generalised
+    only once ranked (raw: the stored geometry, the tile computes the band's from it). The versions of one fid never
+    overlap, so the two are the general path's rows (gis.features.queries._versions) without a DISTINCT."""
+    detail = zoom_detail(z, spec.geometry)
+    names = sql.SQL("").join(sql.SQL(", t.{}").format(ids.column(spec, n)) for n in fields)
+    copy = generalised_rows(spec, z, band, (sql.SQL("t.valid_from <= %(t_end)s::timestamptz"),))
+    history = [sql.SQL("t.geom && " + _TILE_BOX).format(sql.Literal(int(spec.srid))),
+               sql.SQL("t.valid_from <= %(t_end)s::timestamptz"), sql.SQL("t.valid_to > %(t_start)s::timestamptz")]
+    if detail.min_size:
+        history.append(sql.SQL("{} >= {}").format(size_expression(sql.SQL("t.geom")),
+                                                   sql.Literal(float(detail.min_size))))
+    # OFFSET 0 as in _found_before_ranked: each branch's rows found by its own index, then ranked together.
+    return sql.SQL(
+        "(SELECT * FROM (SELECT t.fid{names}, t.size, t.geom, false AS raw FROM {copy} "
+        "UNION ALL SELECT t.fid{names}, {size}, t.geom, true FROM {history} t WHERE {where}) u OFFSET 0) t"
+    ).format(names=names, copy=copy, size=size_expression(sql.SQL("t.geom")), history=ids.history_table(spec),
+             where=sql.SQL(" AND ").join(history))
 
 
 def _cover(srid: int) -> sql.Composed:
@@ -396,8 +429,9 @@ def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None,
 
     A "now" tile (no `datetime`, no row rule) of a line or polygon layer reads the layer's pre-built band for its
     zoom instead (generalised_band), when that copy was built from the very version the statement reads and the
-    band carries the tile's fields; else, and for every other tile, the general path computes the same from the
-    layer's tables.
+    band carries the tile's fields; a tile as of an instant reads the band's rows unchanged since and the history
+    rows valid then (as_of_rows); else, and for every other tile, the general path computes the same from the
+    layer's tables. Below MERGE_ZOOM a line layer's tile holds merged lines (merged_rows, chains).
     """
     detail = zoom_detail(z, spec.geometry)
     geom = band_geometry(z, sql.SQL("ST_Transform(t.geom, 3857)")) if detail.simplify \
@@ -420,12 +454,17 @@ def tile_sql(spec: LayerSpec, z: int, time: TimeRange | None = None,
     else:
         general = _mvt(spec, _found_before_ranked(source(spec, time, predicates)), geom, fields,
                        _rank(detail, size_expression(sql.SQL("t.geom"))), detail.max_features)
-    band = generalised_band(spec, z) if time is None and rows is None else None
+    band = generalised_band(spec, z) if rows is None and (time is None or reads_copy_as_of(spec, z, time)) else None
     if band is None:
         tile = sql.SQL("({})").format(general)
+    elif time is not None:  # an instant: the copy's rows unchanged since, and history's versions generalised here
+        either = sql.SQL("CASE WHEN t.raw THEN {} ELSE t.geom END").format(geom)
+        built = _mvt(spec, as_of_rows(spec, z, band, fields), either, fields, _rank(detail, sql.SQL("t.size")),
+                     detail.max_features, carry=sql.SQL(", t.raw"))
     else:
         built = _mvt(spec, generalised_rows(spec, z, band), sql.SQL("t.geom"), fields,
                      _rank(detail, sql.SQL("t.size")), detail.max_features, merged=merged)
+    if band is not None:
         # CASE runs only the branch it takes: a copy at another version costs one primary-key lookup more. Below
         # DETAIL_ZOOM a band carries only the fields recorded with the copy (NULL: all of them).
         carries = sql.SQL("") if band >= DETAIL_ZOOM else sql.SQL(

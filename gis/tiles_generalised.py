@@ -12,6 +12,10 @@ holds), the others are NULL there, and `tiles.generalised.fields` records which;
 while they carry the fields it needs. Each band's rows are stored in a spatial order (the geohash of their box's
 centre), so the rows one tile reads lie on few pages.
 
+Bands below MERGE_ZOOM of a line layer hold merged lines instead (gis.tiles.chains; merged anew at every catch-up).
+Rows carry their version's valid_from: a tile as of an instant reads the rows unchanged since then from here and
+the older versions from the layer's history (gis.tiles.as_of_rows).
+
 The tile statement (gis.tiles.tile_sql) reads a band only while `tiles.generalised.version` equals the layer's
 change version in the same snapshot, so a copy behind an edit, or one not caught up yet, is never served: those
 tiles take the general path and are the same. Catching up is one transaction of its own, run in the background

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
-from bench import api, peers, procs, refresh, report, wrk
+from bench import api, dblimit, peers, procs, refresh, report, wrk
+from gis import identifiers as ids
+from gis.layers import LayerRegistry
 
 WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:9/x
   2 threads and 8 connections
@@ -384,3 +387,45 @@ def test_a_run_with_failed_requests_does_not_meet_its_targets(tmp_path: Path) ->
     assert "| items `limit=100`, 64 connections: ≥ 20× tipg | ours: 23 requests failed | ✗ |" in text
     assert ("| items `limit=100` at 64 connections: p99 < 250 ms | 23 requests failed at 64 connections; "
             "p99 900.0 ms | ✗ |") in text
+
+
+
+@pytest.mark.parametrize(("layer", "path", "audited"), [
+    ("pipelines", "/collections/pipelines/items?limit=5&filter=utility%3D%27sewer%27", True),
+    ("pipelines", "/collections/pipelines/items/{fid}", True),
+    ("buildings", "/collections/buildings/items?limit=5", False),
+])
+def test_the_database_alone_runs_an_audited_read_with_its_audit_row(
+        clone_db: Callable[[], str], registry: LayerRegistry, layer: str, path: str, audited: bool) -> None:
+    # The service writes an audited read's audit row in the read's own statement and commits it before answering;
+    # pgbench must run that statement, not the page alone, to measure what the database can do for the request.
+    url, spec = clone_db(), registry[layer]
+    with psycopg.connect(url, autocommit=True) as conn:
+        fid = conn.execute(sql.SQL("SELECT min(fid) FROM {}").format(ids.current_table(spec))).fetchone()
+        [statement] = dblimit.statements_for(conn, spec, "http://x" + path.format(fid=fid[0] if fid else ""),
+                                             None, None)
+        last = conn.execute("SELECT coalesce(max(audit_id), 0) FROM ops.audit_log").fetchone()
+        row = conn.execute(statement.encode()).fetchone()
+        logged = conn.execute("SELECT layer_id, features, status FROM ops.audit_log WHERE audit_id > %s",
+                              (last[0] if last else 0,)).fetchall()
+    assert row is not None
+    if audited:
+        assert logged == [(layer, 1 if "{fid}" in path else 5, 200)]
+    else:
+        assert logged == [] and "audit_log" not in statement
+
+
+def test_statement_cpu_runs_each_requests_own_statement_as_the_service_sends_it(clone_db: Callable[[], str]) -> None:
+    from bench import statement_cpu
+
+    url, requests = clone_db(), ["/collections/pipelines/items?limit=3", "/collections/buildings/items?limit=3"]
+    with psycopg.connect(url) as conn:
+        last = conn.execute("SELECT coalesce(max(audit_id), 0) FROM ops.audit_log").fetchone()
+    found = statement_cpu.measure(url, requests, runs=4)
+    assert [f.request for f in found] == requests
+    assert all(len(f.rounds) == statement_cpu.ROUNDS and f.ms == min(f.rounds) >= 0 for f in found)
+    with psycopg.connect(url) as conn:
+        logged = conn.execute("SELECT layer_id, features, count(*) FROM ops.audit_log WHERE audit_id > %s "
+                              "GROUP BY 1, 2", (last[0] if last else 0,)).fetchall()
+    # the audited page ran warm-up + rounds x runs times, each writing its audit row; the public page wrote none
+    assert logged == [("pipelines", 3, statement_cpu.WARM_UP + statement_cpu.ROUNDS * 4)]

@@ -1,6 +1,6 @@
 """Pre-built generalised copies for "now" tiles (gis.tiles_generalised): same features as the general path,
-caught up by a worker's keeper after a refresh, never served behind the layer, never used for as-of or row-limited
-tiles.
+caught up by a worker's keeper after a refresh, never served behind the layer, never used for row-limited tiles or
+as-of intervals; an as-of instant reads the copy's rows unchanged since and history, the general path's tile.
 
 Which path a statement took is read from EXPLAIN ANALYZE (the relations actually scanned), not from timing."""
 
@@ -258,8 +258,8 @@ def test_a_copy_behind_the_layer_is_never_served(clone_db: Callable[[], str], re
         assert dict((f[0], f[1]) for f in features(conn, spec, tile))[fid]["utility"] == "gas"
 
 
-def test_as_of_and_row_limited_tiles_read_the_layer_not_the_copy(conn: psycopg.Connection,
-                                                                  registry: LayerRegistry) -> None:
+def test_interval_merged_and_row_limited_tiles_read_the_layer_not_the_copy(conn: psycopg.Connection,
+                                                                           registry: LayerRegistry) -> None:
     spec = registry[LAYER]
     tile = tile_at(*densest_point(conn, spec), 12)
     sewers = from_text("utility = 'sewer'")
@@ -268,9 +268,55 @@ def test_as_of_and_row_limited_tiles_read_the_layer_not_the_copy(conn: psycopg.C
     found = features(conn, spec, tile, rows=sewers)
     assert found and {f[1]["utility"] for f in found} == {"sewer"}
     assert {f[1]["utility"] for f in features(conn, spec, tile)} > {"sewer"}  # the copy's tile has the others
-    time = parse_datetime("2000-01-01T00:00:00Z")
-    query, params = mvt.tile_statement(spec, tile, time=time, drawn=DRAWN)
+    interval = parse_datetime("2000-01-01T00:00:00Z/2100-01-01T00:00:00Z")  # several versions of a fid: DISTINCT
+    query, params = mvt.tile_statement(spec, tile, time=interval, drawn=DRAWN)
     assert copy_table(spec) not in scanned(conn, query, params)
+    instant = parse_datetime("2000-01-01T00:00:00Z")  # a merged line joins rows of any age: merged on the fly
+    query, params = mvt.tile_statement(spec, tile_at(*densest_point(conn, spec), 10), time=instant, drawn=DRAWN)
+    assert copy_table(spec) not in scanned(conn, query, params)
+
+
+@pytest.mark.parametrize("z", [12, 14, 16])
+def test_an_as_of_tile_reads_the_copy_and_history_and_is_the_general_paths_tile(
+        clone_db: Callable[[], str], registry: LayerRegistry, settings: Settings, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, z: int) -> None:
+    # After a delivery that changes one pipe and removes another, a tile as of before it holds their old versions
+    # (from history) beside the rows unchanged since (from the copy), and is the general path's tile exactly;
+    # it never reads the current table.
+    spec, url = registry[LAYER], clone_db()
+    changed, old_utility, removed = _changed_delivery(url, spec, settings, tmp_path / "pipelines.gpkg")
+    with psycopg.connect(url, autocommit=True) as conn:
+        before = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+    run_refresh(url, RefreshRequest(spec, tmp_path / "pipelines.gpkg", settings.city_extent, settings.rejects_dir,
+                                    False, False))
+    tiles_generalised.catch_up(url, spec, DRAWN)
+    with psycopg.connect(url, autocommit=True) as conn:
+        after = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+        for fid in (changed, removed):
+            row = conn.execute(sql.SQL("SELECT ST_X(c), ST_Y(c) FROM {}, ST_Centroid(geom) c WHERE fid = %s").format(
+                ids.history_table(spec)), (fid,)).fetchone()
+            assert row is not None
+            tile = tile_at(row[0], row[1], z)
+            for when in (before, after):
+                instant = parse_datetime(when.isoformat())
+                query, params = mvt.tile_statement(spec, tile, time=instant, drawn=DRAWN)
+                used = scanned(conn, query, params)
+                assert copy_table(spec) in used and f"{spec.domain.value}.{spec.id}" not in used, used
+                assert f"{spec.domain.value}.{spec.id}_history" in used
+                built = features(conn, spec, tile, time=instant)
+                with monkeypatch.context() as patched:
+                    patched.setattr(mvt, "reads_copy_as_of", lambda *_: False)
+                    query, params = mvt.tile_statement(spec, tile, time=instant, drawn=DRAWN)
+                    assert copy_table(spec) not in scanned(conn, query, params)
+                    assert built == features(conn, spec, tile, time=instant), when
+                past = {f[0]: f[1] for f in built}
+                now = {f[0]: f[1] for f in features(conn, spec, tile)}
+                if when == before and fid == changed:
+                    assert past[changed]["utility"] == old_utility and now[changed]["utility"] != old_utility
+                elif when == before:
+                    assert removed in past and removed not in now
+                else:  # as of after the refresh: what the layer holds now
+                    assert past == now
 
 
 def _changed_delivery(url: str, spec: LayerSpec, settings: Settings, out: Path) -> tuple[str, str, str]:

@@ -48,6 +48,12 @@ SECURITY_HEADERS: dict[str, str] = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 
+# The same as raw ASGI headers, appended to each response's own (without any of the same names) when there is no CORS:
+# MutableHeaders, setting them one by one, scans the response's headers once for each.
+_SECURITY_RAW = tuple((name.lower().encode("latin-1"), value.encode("latin-1"))
+                      for name, value in SECURITY_HEADERS.items())
+_SECURITY_NAMES = frozenset(name for name, _ in _SECURITY_RAW)
+
 CORS_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 CORS_REQUEST_HEADERS = ("Accept, Accept-Language, Authorization, Content-Crs, Content-Type, If-Match, If-None-Match, "
                         "Prefer, X-API-Key, X-Edit-Reason")
@@ -97,12 +103,14 @@ class SecurityHeaders:
         extra = self._cors(origin) if cors and origin is not None and self._allowed(origin) else {}
 
         async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and not cors:
+                message["headers"] = [*(h for h in message.get("headers", ()) if h[0].lower() not in _SECURITY_NAMES),
+                                      *_SECURITY_RAW]
+            elif message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for name, value in {**SECURITY_HEADERS, **extra}.items():
                     headers[name] = value
-                if cors:
-                    headers.add_vary_header("Origin")
+                headers.add_vary_header("Origin")
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -1,8 +1,9 @@
 """Request parameters, each declared once.
 
 A route's query parameters are a frozen dataclass of `QueryParameter` fields (a `Declaration`), which the route
-takes as a FastAPI dependency in titiler's manner: FastAPI fills it from the query string, the route checks the
-query against it (`Declaration.check`: an unknown or repeated parameter is a 400 naming it) and reads the values.
+takes as a FastAPI dependency in titiler's manner: the dependency (`on_loop`) fills it from the query string, the
+route checks the query against it (`Declaration.check`: an unknown or repeated parameter is a 400 naming it) and reads
+the values.
 The same declaration is
 - the OpenAPI document's parameters of the operation (`document_parameters`: one component per parameter, a
   `$ref` to it from each operation that declares it),
@@ -358,7 +359,14 @@ def route_parameters(request: Request) -> frozenset[str]:
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return frozenset()
-    return frozenset(_query_names(route.dependant)) - {CREDENTIAL.name}
+    # Kept on the route (unhashable: no dict can key it), found once: its dependencies are fixed when the app is made.
+    found: frozenset[str] | None = vars(route).get(_ROUTE_PARAMETERS)
+    if found is None:
+        found = vars(route)[_ROUTE_PARAMETERS] = frozenset(_query_names(route.dependant)) - {CREDENTIAL.name}
+    return found
+
+
+_ROUTE_PARAMETERS = "_gis_route_parameters"
 
 
 def _ref(key: str) -> dict[str, str]:
