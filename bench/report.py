@@ -100,9 +100,11 @@ def refresh_section(data: dict[str, Any]) -> list[str]:
             REFRESH_TARGETS["unchanged_force"]),
         "",
         "- The default rerun recognises the delivery by its checksum (the file's bytes and the layer "
-        "definition) and reads no row; `--force` reads and normalises every row and compares its hash with "
-        "the layer's (fetched once), copying only new and changed rows: what a changed delivery costs before "
-        "its (few) changed rows are written.",
+        "definition) and reads no row; `--force` reads every row and hashes its source values: a row the "
+        "layer's memo (what the last refresh learnt normalising it) vouches for, and whose current version is "
+        "still the one the memo names, is unchanged without being normalised; any other is normalised and its "
+        "hash compared with the layer's (fetched once), copying only new and changed rows: what a changed "
+        "delivery costs before its (few) changed rows are written.",
         "- Peak RSS is the loading process's own (GNU `time`'s maximum resident set size): GDAL's for "
         "ogr2ogr, Python's for the refresh; "
         f"the target is under {MEMORY_TARGET_MIB:,} MiB. The PostgreSQL server's memory is not included "

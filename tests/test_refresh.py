@@ -404,9 +404,9 @@ def test_current_rows_of_an_empty_layer_are_none(clone_db: Callable[[], str], re
 
 def test_text_loses_nul_and_record_separators_only() -> None:
     # The quick scan of a column's bytes lets text without them through untouched, and finds them anywhere.
-    from gis.refresh.normalise import _as_text
+    from gis.refresh.normalise import as_text
 
     plain = pd.Series(["  甲 ", "b", None, "c\td"])
-    assert _as_text(plain).fillna("-").tolist() == ["甲", "b", "-", "c\td"]
+    assert as_text(plain).fillna("-").tolist() == ["甲", "b", "-", "c\td"]
     dirty = pd.Series(["a", "x\x00y", "p\x1eq", "\x00"])
-    assert _as_text(dirty).fillna("-").tolist() == ["a", "x y", "p q", "-"]
+    assert as_text(dirty).fillna("-").tolist() == ["a", "x y", "p q", "-"]

@@ -45,13 +45,14 @@ class Rejects:
         if problem not in problems:
             problems.append(problem)
 
-    def add_mask(self, batch_first_row: int, fids: pd.Series, mask: NDArray[np.bool_], problem: str) -> None:
+    def add_mask(self, rows: NDArray[np.int64], fids: pd.Series, mask: NDArray[np.bool_], problem: str) -> None:
+        """`rows`: the batch's row numbers (row_numbers())."""
         for position in np.flatnonzero(mask):
-            self.add(batch_first_row + int(position), fids.iloc[position], problem)
+            self.add(int(rows[position]), fids.iloc[position], problem)
 
-    def mask(self, first_row: int, count: int) -> NDArray[np.bool_]:
-        """Which of a batch's rows are rejected."""
-        return np.isin(np.arange(first_row, first_row + count), np.fromiter(self.rows, dtype=np.int64))
+    def mask(self, rows: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """Which of a batch's rows (its row numbers) are rejected."""
+        return np.isin(rows, np.fromiter(self.rows, dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -101,7 +102,7 @@ def _may_hold_control(text: pd.Series) -> bool:
     return False
 
 
-def _as_text(values: pd.Series) -> pd.Series:
+def as_text(values: pd.Series) -> pd.Series:
     """Trimmed text without NUL or record separators; empty means missing."""
     if pd.api.types.is_float_dtype(values):
         whole = values.dropna()
@@ -150,7 +151,7 @@ def _parse_times(values: pd.Series, as_date: bool) -> tuple[pd.Series, NDArray[n
 def _parse_column(values: pd.Series, kind: FieldType) -> tuple[pd.Series, NDArray[np.bool_]]:
     """Typed values and the mask of values that were present but would not parse."""
     if kind is FieldType.text:
-        return _as_text(values), np.zeros(len(values), dtype=bool)
+        return as_text(values), np.zeros(len(values), dtype=bool)
     present = _present(values)
     if kind in (FieldType.integer, FieldType.bigint):
         numbers = pd.to_numeric(values, errors="coerce")
@@ -244,19 +245,25 @@ class NormalisedBatch:
     first_row: int
     frame: pd.DataFrame  # fid, the layer's fields, valid_from, valid_to; index = position in batch
     geometries: NDArray[np.object_]
+    rows: NDArray[np.int64] | None = None  # each row's 1-based number, where not first_row onwards (a subset)
+
+    def row_numbers(self) -> NDArray[np.int64]:
+        if self.rows is not None:
+            return self.rows
+        return np.arange(self.first_row, self.first_row + len(self.frame), dtype=np.int64)
 
 
 def normalise_batch(
     batch: SourceBatch, spec: LayerSpec, columns: dict[str, str], rejects: Rejects
 ) -> NormalisedBatch:
-    source = batch.attributes
+    source, rows = batch.attributes, batch.row_numbers()
     frame = pd.DataFrame(index=source.index)
-    frame["fid"] = _as_text(source[columns["fid"]])
+    frame["fid"] = as_text(source[columns["fid"]])
     for target in ("valid_from", "valid_to"):
         if target in columns:
             values, bad = _parse_column(source[columns[target]], FieldType.timestamp)
             frame[target] = values
-            rejects.add_mask(batch.first_row, frame["fid"], bad, f"{target}: not a date")
+            rejects.add_mask(rows, frame["fid"], bad, f"{target}: not a date")
         else:
             frame[target] = None
     for spec_field in spec.fields:
@@ -264,10 +271,10 @@ def normalise_batch(
         values, bad = _parse_column(raw, spec_field.type)
         frame[spec_field.name] = values
         for position in np.flatnonzero(bad):
-            rejects.add(batch.first_row + int(position), frame["fid"].iloc[position],
+            rejects.add(int(rows[position]), frame["fid"].iloc[position],
                         f"{spec_field.name}: {raw.iloc[position]!r} is not a {spec_field.type.value}")
     geometries, problems = normalise_geometries(batch.geometries, spec)
     for row, problem in enumerate(problems):
         if problem:
-            rejects.add(batch.first_row + row, frame["fid"].iloc[row], problem)
-    return NormalisedBatch(batch.first_row, frame, geometries)
+            rejects.add(int(rows[row]), frame["fid"].iloc[row], problem)
+    return NormalisedBatch(batch.first_row, frame, geometries, batch.rows)

@@ -48,25 +48,29 @@ def write_success(conn: psycopg.Connection, spec: LayerSpec, refresh_id: int, st
 
 
 def _time_extent_sql(spec: LayerSpec) -> sql.Composed:
+    """Without an event field, one parameter: the current rows' latest valid_to, found with their count."""
     if spec.temporal.field:
         event = ids.column(spec, spec.temporal.field)
         return sql.SQL("ARRAY[min({0})::timestamptz, max({0})::timestamptz] FROM {1}").format(
             event, ids.current_table(spec))
     return sql.SQL(
-        "ARRAY[least((SELECT min(valid_from) FROM {0}), (SELECT min(valid_from) FROM {1})), "
-        "(SELECT max(valid_to) FROM {0})]"
+        "ARRAY[least((SELECT min(valid_from) FROM {0}), (SELECT min(valid_from) FROM {1})), %s::timestamptz]"
     ).format(ids.current_table(spec), ids.history_table(spec))
 
 
 def recompute_stats(conn: psycopg.Connection, spec: LayerSpec, refresh_id: int) -> None:
     """The layer's count, spatial and time extents from its rows, its version moved to `refresh_id`."""
+    # The latest end of validity in the same scan of the current rows as the count and extent (no index has it).
+    latest = sql.SQL("NULL::timestamptz" if spec.temporal.field else "max(valid_to)")
     stats = conn.execute(sql.SQL(
-        "SELECT n, ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) "
-        "FROM (SELECT count(*) AS n, ST_Extent(geom) AS e FROM {}) x"
-    ).format(ids.current_table(spec))).fetchone()
+        "SELECT n, ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e), latest "
+        "FROM (SELECT count(*) AS n, ST_Extent(geom) AS e, {} AS latest FROM {}) x"
+    ).format(latest, ids.current_table(spec))).fetchone()
     row_count = stats[0] if stats else 0
-    extent = list(stats[1:]) if stats and stats[1] is not None else None
-    time_row = conn.execute(sql.SQL("SELECT {}").format(_time_extent_sql(spec))).fetchone()
+    extent = list(stats[1:5]) if stats and stats[1] is not None else None
+    latest_end = stats[5] if stats else None
+    time_row = conn.execute(sql.SQL("SELECT {}").format(_time_extent_sql(spec)),
+                            None if spec.temporal.field else (latest_end,)).fetchone()
     conn.execute(
         "INSERT INTO ops.layer_stats (layer_id, row_count, extent, time_extent, last_refresh_id, "
         "changed_refresh_id, changed_at) VALUES (%(id)s, %(n)s, %(e)s, %(t)s, %(r)s, %(r)s, now()) "

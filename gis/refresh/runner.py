@@ -9,7 +9,7 @@ import hashlib
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +21,7 @@ from gis.crs import parse_crs
 from gis.edits import conflicts
 from gis.errors import GisError, SourceError, ValidationFailed
 from gis.layers import LayerSpec
-from gis.refresh import merge, record, sources, staging
+from gis.refresh import memo, merge, record, sources, staging
 from gis.refresh.merge import MergeCounts
 from gis.refresh.normalise import Rejects, normalise_batch, resolve_columns
 from gis.refresh.staging import LoadMode
@@ -127,26 +127,39 @@ def _rejection_message(rejects: Rejects, path: Path) -> str:
 
 def _stream(conn: psycopg.Connection, request: RefreshRequest, info: sources.SourceInfo,
             columns: dict[str, str], mode: LoadMode, refresh_id: int, delivery: staging.Delivery,
-            rejects: Rejects, timer: _Timer) -> None:
-    """Read, normalise, validate every batch and COPY its new and changed rows."""
+            rejects: Rejects, timer: _Timer, freeze: bool = False) -> bool:
+    """Read, normalise, validate every batch and COPY its new and changed rows. Rows the layer's memo vouches
+    for are counted unchanged without being normalised (gis.refresh.memo). Returns whether every accepted row's
+    source hash was recorded, so the delivery can be the next refresh's memo."""
     spec = request.spec
     show = request.progress and sys.stderr.isatty()
+    known = delivery.known
+    sieve = memo.Sieve(spec, columns, known.result if isinstance(known, Future) else lambda: known)
     with tqdm(total=info.feature_count, desc=f"refresh {spec.id}", unit=" rows", disable=not show,
-              file=sys.stderr) as bar, staging.copy_stream(conn, spec, mode) as copy, \
-            sources.read_ahead(sources.read_batches(info.path, spec.source)) as batches:
+              file=sys.stderr) as bar, staging.copy_stream(conn, spec, mode, freeze) as copy, \
+            sources.read_ahead(sources.read_batches(info.path, spec.source, sieve)) as batches:
         for batch in batches:
             timer.lap("read")
-            normalised = normalise_batch(batch, spec, columns, rejects)
-            validate_batch(normalised, spec, request.city_extent, rejects)
-            skip = rejects.mask(normalised.first_row, len(normalised.frame))
-            timer.lap("normalise")
-            copy.write(staging.record_batch(normalised, spec, mode, refresh_id, skip, delivery))
-            timer.lap("stage")
-            bar.update(len(normalised.frame))
+            sifted: memo.Sifted | None = batch.sifted
+            if sifted is not None:
+                delivery.take_vouched(sifted.at, sifted.rows, sifted.sources)
+            if len(batch.attributes):
+                normalised = normalise_batch(batch, spec, columns, rejects)
+                validate_batch(normalised, spec, request.city_extent, rejects)
+                skip = rejects.mask(normalised.row_numbers())
+                timer.lap("normalise")
+                copy.write(staging.record_batch(normalised, spec, mode, refresh_id, skip, delivery))
+                if sifted is not None:
+                    delivery.sources.append(sifted.kept[~skip])
+                timer.lap("stage")
+            read = batch.first_row - 1 + (len(batch.attributes) if sifted is None else
+                                          len(sifted.kept) + len(sifted.at))
+            bar.update(read - bar.n)
             if request.on_progress is not None:
-                request.on_progress(normalised.first_row - 1 + len(normalised.frame), info.feature_count)
+                request.on_progress(read, info.feature_count)
     timer.lap("stage")  # the writer thread's last batches
     delivery.reject_duplicates(rejects)
+    return bool(sieve.recording)
 
 
 def _fail_on_rejects(rejects: Rejects, request: RefreshRequest) -> None:
@@ -168,23 +181,28 @@ def _load(url: str, request: RefreshRequest, info: sources.SourceInfo, columns: 
             timer.lap("record")
             return RefreshResult(spec.id, refresh_id, True, MergeCounts(0, 0, 0, 0), sum(timer.timings.values()))
         refresh_id = record.next_refresh_id(conn)
+        merge.compress_wal(conn)
+        key = memo.memo_key(spec, request.city_extent)
         # Source-given validity may be missing on a row: filled from the stored start or the delivery time
         # (staging.with_starts), which needs the layer's rows, so those layers always merge.
         first_load = not spec.has_valid_time and merge.layer_is_empty(conn, spec)
         mode = LoadMode.first_load if first_load else LoadMode.merge
+        freeze = False
         if first_load:
-            merge.begin_first_load(conn, spec)
+            freeze = merge.begin_first_load(conn, spec)
             delivery = staging.Delivery(staging.CurrentRows.empty())
         else:
             # Fetched on a connection of its own while the first batches are read and normalised.
-            known = fetcher.submit(merge.fetch_current_rows, url, spec)
+            known = fetcher.submit(merge.fetch_current_rows, url, spec, key)
             staging.create_staging(conn, spec)
             delivered_at = conn.execute("SELECT now()").fetchone()
             delivery = staging.Delivery(known, delivered_at=delivered_at[0] if delivered_at else None,
                                         starts=merge.current_starts(conn, spec))
         timer.lap("compare")
-        _stream(conn, request, info, columns, mode, refresh_id, delivery, rejects, timer)
+        recorded = _stream(conn, request, info, columns, mode, refresh_id, delivery, rejects, timer, freeze)
         _fail_on_rejects(rejects, request)
+        # Saved on a connection of its own while this one builds indexes or merges.
+        saving = fetcher.submit(memo.save, url, spec, key, delivery) if recorded else None
         found: list[conflicts.Conflict] = []
         if first_load:
             counts = merge.finish_first_load(conn, spec, delivery.sent)
@@ -203,6 +221,8 @@ def _load(url: str, request: RefreshRequest, info: sources.SourceInfo, columns: 
             conflicts.record(conn, refresh_id, found)
             found_path = conflicts.write_file(found, request.rejects_dir, spec.id)
         timer.lap("record")
+        if saving is not None:
+            saving.result()
     return RefreshResult(spec.id, refresh_id, False, counts, sum(timer.timings.values()), len(found), found_path)
 
 

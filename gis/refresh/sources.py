@@ -6,15 +6,16 @@ Batches keep memory flat however large the delivery is (a million pipe segments 
 import hashlib
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyogrio
 import shapely
 from numpy.typing import NDArray
@@ -32,6 +33,18 @@ class SourceBatch:
     first_row: int  # 1-based number of the batch's first feature in the delivery
     attributes: pd.DataFrame  # source column names
     geometries: NDArray[np.object_]  # in the source CRS; None where the row has none
+    rows: NDArray[np.int64] | None = None  # each row's 1-based number, where not first_row onwards (sifted)
+    sifted: Any = None  # what the sieve learnt of the batch's rows (read_batches)
+
+    def row_numbers(self) -> NDArray[np.int64]:
+        if self.rows is not None:
+            return self.rows
+        return np.arange(self.first_row, self.first_row + len(self.attributes), dtype=np.int64)
+
+
+# Given a batch as GDAL's Arrow stream gives it and its row numbers: which rows to read on (None: all), and
+# what it learnt of them, handed on with the batch (gis.refresh.memo).
+type Sieve = Callable[[pa.RecordBatch, NDArray[np.int64]], tuple[NDArray[np.bool_] | None, Any]]
 
 
 @dataclass(frozen=True)
@@ -98,7 +111,7 @@ def _read_csv(path: Path, spec: SourceSpec) -> Iterator[SourceBatch]:
         first += len(chunk)
 
 
-def _read_ogr(path: Path, spec: SourceSpec) -> Iterator[SourceBatch]:
+def _read_ogr(path: Path, spec: SourceSpec, sieve: Sieve | None) -> Iterator[SourceBatch]:
     first = 1
     try:
         with pyogrio.open_arrow(
@@ -106,20 +119,27 @@ def _read_ogr(path: Path, spec: SourceSpec) -> Iterator[SourceBatch]:
         ) as (meta, reader):
             geometry_column = meta["geometry_name"] or "wkb_geometry"
             for batch in reader:
+                count, rows, sifted = len(batch), None, None
+                if sieve is not None:  # before pandas and shapely, which then see only the rows kept
+                    numbers = np.arange(first, first + count, dtype=np.int64)
+                    keep, sifted = sieve(batch, numbers)
+                    if keep is not None:
+                        batch, rows = batch.filter(pa.array(keep)), numbers[keep]
                 table = batch.to_pandas(date_as_object=True)
                 wkb = table.pop(geometry_column).to_numpy(dtype=object) if geometry_column in table else None
                 geometries = shapely.from_wkb(wkb, on_invalid="ignore") if wkb is not None \
                     else np.full(len(table), None, dtype=object)
-                yield SourceBatch(first, table, geometries)
-                first += len(table)
+                yield SourceBatch(first, table, geometries, rows, sifted)
+                first += count
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
         raise SourceError(f"{path}: cannot be read as {spec.format.value} ({exc})") from exc
 
 
-def read_batches(path: Path, spec: SourceSpec) -> Iterator[SourceBatch]:
+def read_batches(path: Path, spec: SourceSpec, sieve: Sieve | None = None) -> Iterator[SourceBatch]:
+    """The delivery's batches; a GDAL-read one first through `sieve`, in the reading thread (read_ahead)."""
     if spec.format is SourceFormat.csv:
         return _read_csv(path, spec)
-    return _read_ogr(path, spec)
+    return _read_ogr(path, spec, sieve)
 
 
 _DONE = object()

@@ -97,11 +97,13 @@ class BinaryCopy:
 
 
 @contextmanager
-def copy_stream(conn: psycopg.Connection, spec: LayerSpec, mode: LoadMode) -> Iterator[BinaryCopy]:
+def copy_stream(conn: psycopg.Connection, spec: LayerSpec, mode: LoadMode,
+                freeze: bool = False) -> Iterator[BinaryCopy]:
+    """`freeze`: the table was truncated in this transaction (merge.begin_first_load), its rows go in frozen."""
     table = ids.staging_table(spec) if mode is LoadMode.merge else ids.current_table(spec)
     schema = copy_schema(spec, mode)
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
-        table, sql.SQL(", ").join(sql.Identifier(n) for n in schema.names))
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary{})").format(
+        table, sql.SQL(", ").join(sql.Identifier(n) for n in schema.names), sql.SQL(", FREEZE" if freeze else ""))
     cursor = conn.cursor()
     with cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
         stream = BinaryCopy(copy, schema)
@@ -115,6 +117,14 @@ class CurrentRows:
 
     fids: pd.Index
     hashes: NDArray[np.uint64]
+    # The source hashes the layer's memo vouches for, and the position of the current row each vouches for
+    # (gis.refresh.memo.vouch).
+    by_source: pd.Index | None = None
+    source_at: NDArray[np.intp] | None = None
+    arrow: Any = None  # the fids as an Arrow string array, where they came as one (merge.current_rows)
+
+    def arrow_fids(self) -> Any:
+        return self.arrow if self.arrow is not None else pa.array(self.fids.to_numpy(), type=pa.string())
 
     @staticmethod
     def empty() -> "CurrentRows":
@@ -154,8 +164,11 @@ class Delivery:
     starts: dict[str, datetime] = field(default_factory=dict)
     fids: list[row_hash.Column] = field(default_factory=list)  # every accepted row's fid, batch by batch
     rows: list[NDArray[np.int64]] = field(default_factory=list)  # ... and its source row
+    hashes: list[NDArray[np.uint64]] = field(default_factory=list)  # ... and its row hash
+    sources: list[NDArray[np.uint64]] = field(default_factory=list)  # ... and its source hash (gis.refresh.memo)
     unchanged: int = 0
     sent: int = 0
+    vouched: int = 0  # rows counted unchanged on the memo's word (take_vouched)
 
     _seen: NDArray[np.bool_] | None = field(init=False, default=None)
 
@@ -171,6 +184,24 @@ class Delivery:
         if self._seen is None:
             self._seen = np.zeros(len(self.current.fids), dtype=bool)
         return self._seen
+
+    def take_vouched(self, at: NDArray[np.intp], rows: NDArray[np.int64], sources: NDArray[np.uint64]) -> None:
+        """Rows the memo vouches for (gis.refresh.memo.Sieve): the current rows at `at` delivered again as they
+        are, so counted unchanged (as record_batch would count them) without being normalised."""
+        if not len(at):
+            return
+        current = self.current
+        self.seen[at] = True
+        self.fids.append(current.arrow_fids().take(pa.array(at)).cast(pa.string()))
+        self.rows.append(rows)
+        self.hashes.append(current.hashes[at])
+        self.sources.append(sources)
+        self.unchanged += len(at)
+        self.vouched += len(at)
+
+    @property
+    def accepted(self) -> int:
+        return sum(len(rows) for rows in self.rows)
 
     def gone(self) -> list[str]:
         """Current fids the delivery no longer has."""
@@ -211,11 +242,11 @@ def with_starts(batch: NormalisedBatch, spec: LayerSpec, delivery: Delivery) -> 
     kept = frame["fid"].map(delivery.starts)
     frame["valid_from"] = frame["valid_from"].astype(object)
     frame.loc[missing, "valid_from"] = kept[missing]
-    kept_batch = NormalisedBatch(batch.first_row, frame, batch.geometries)
+    kept_batch = NormalisedBatch(batch.first_row, frame, batch.geometries, batch.rows)
     _, same = delivery.current.compare(frame["fid"], row_hash.digests(_arrow_columns(kept_batch, spec)))
     frame.loc[missing & ~same, "valid_from"] = delivery.delivered_at
     frame["valid_from"] = pd.to_datetime(frame["valid_from"], utc=True)
-    return NormalisedBatch(batch.first_row, frame, batch.geometries)
+    return NormalisedBatch(batch.first_row, frame, batch.geometries, batch.rows)
 
 
 def record_batch(batch: NormalisedBatch, spec: LayerSpec, mode: LoadMode, refresh_id: int, skip: np.ndarray,
@@ -234,13 +265,14 @@ def record_batch(batch: NormalisedBatch, spec: LayerSpec, mode: LoadMode, refres
     same &= accepted
     delivery.seen[positions[accepted & (positions >= 0)]] = True
     delivery.fids.append(arrays[0].filter(pa.array(accepted)))
-    delivery.rows.append(np.flatnonzero(accepted) + batch.first_row)
+    delivery.rows.append(batch.row_numbers()[accepted])
+    delivery.hashes.append(as_integers(digests)[accepted])
     delivery.unchanged += int(same.sum())
     send = accepted & ~same
     delivery.sent += int(send.sum())
     hashes = pa.Array.from_buffers(_HASH, len(frame), [None, pa.py_buffer(digests)]).cast(pa.binary())
     if mode is LoadMode.merge:
-        source_rows = pa.array(np.arange(batch.first_row, batch.first_row + len(frame), dtype=np.int32))
+        source_rows = pa.array(batch.row_numbers().astype(np.int32))
         columns = [source_rows, *arrays, hashes]
     else:
         columns = [*arrays, hashes, pa.array(np.full(len(frame), refresh_id, dtype=np.int64))]
