@@ -319,6 +319,9 @@ class RasterParameters(Declaration):
     f: Annotated[Text, F] = None
 
 
+RasterQuery = Annotated[RasterParameters, Depends(on_loop(RasterParameters))]  # coverages and map tiles take it
+
+
 @dataclass(frozen=True)
 class CoverageParameters(Declaration):
     """/collections/{collectionId}/coverage: the GeoTIFF, whole or a part (bbox or subset), as it was at `datetime`."""

@@ -21,10 +21,12 @@ from services.auth import visibility
 from services.common import ogc
 from services.common.collections import download_links
 from services.common.html import html_page
-from services.common.parameters import CatalogParameters, Document
+from services.common.parameters import CatalogParameters, Document, on_loop
 from services.common.state import AppState, State
 
 router = APIRouter(tags=["OGC API Records"])
+
+CatalogQuery = Annotated[CatalogParameters, Depends(on_loop(CatalogParameters))]
 
 PATH = "/catalog"
 TITLE = "资源目录 · Catalog of the layers"
@@ -92,7 +94,7 @@ async def catalog_collection(given: Document, request: Request, state: State) ->
 
 
 @router.get(f"{PATH}/items", summary="Search the catalog: q, bbox, datetime (OGC API Records)")
-async def search(given: Annotated[CatalogParameters, Depends()], request: Request, state: State) -> Response:
+async def search(given: CatalogQuery, request: Request, state: State) -> Response:
     params = given.check(request)
     as_html = ogc.wants_html(request, params)
     q = catalog.parse_catalog_query(params)

@@ -22,11 +22,13 @@ from gis.layers import RasterSpec
 from gis.rasters import read
 from services.auth import read_audit, visibility
 from services.common import ogc
-from services.common.parameters import CollectionId, CoverageParameters, Document, RasterParameters
+from services.common.parameters import CollectionId, CoverageParameters, Document, RasterQuery, on_loop
 from services.common.rasters import GEOTIFF, cache_scope, crs_uri, matches, parse_time, version_of
 from services.common.state import State
 
 router = APIRouter(tags=["OGC API Coverages"])
+
+CoverageQuery = Annotated[CoverageParameters, Depends(on_loop(CoverageParameters))]
 
 CONFORMANCE = (
     "http://www.opengis.net/spec/ogcapi-coverages-1/1.0/conf/core",
@@ -79,7 +81,7 @@ async def schema(collectionId: CollectionId, given: Document, request: Request) 
 
 
 @router.get("/collections/{collectionId}/coverage/domainset", summary="A raster's grid (domain set)")
-async def domainset(collectionId: CollectionId, given: Annotated[RasterParameters, Depends()],
+async def domainset(collectionId: CollectionId, given: RasterQuery,
                     request: Request, state: State) -> Response:
     spec = visibility.raster_view(request, collectionId)
     given.check(request)
@@ -173,7 +175,7 @@ def coverage_bounds(spec: RasterSpec, params: dict[str, str]) -> read.Bounds | N
 
 @router.get("/collections/{collectionId}/coverage", summary="A raster as GeoTIFF, whole or a subset",
             response_class=Response, responses={200: {"content": {GEOTIFF: {}}}, 304: {"description": "Not modified"}})
-async def coverage(collectionId: CollectionId, given: Annotated[CoverageParameters, Depends()], request: Request,
+async def coverage(collectionId: CollectionId, given: CoverageQuery, request: Request,
                    state: State, if_none_match: str | None = Header(default=None)) -> Response:
     spec = visibility.raster_view(request, collectionId)
     params = given.check(request)

@@ -29,10 +29,12 @@ from gis.security.policy import LayerView
 from services.auth import read_audit, visibility
 from services.common import ogc
 from services.common import vector_tiles as vt
-from services.common.parameters import DatasetTileParameters, Document
+from services.common.parameters import DatasetTileParameters, Document, on_loop
 from services.common.state import State
 
 router = APIRouter(tags=["Tiles"])
+
+DatasetTileQuery = Annotated[DatasetTileParameters, Depends(on_loop(DatasetTileParameters))]
 
 PATH = "/tiles"
 TITLE = "时空信息云平台 · the city's vector tiles"
@@ -104,7 +106,7 @@ def _etag(parts: list[str]) -> str:
                304: {"description": "Not modified"}},
 )
 async def dataset_tile(request: Request, state: State, tileMatrixSetId: str, tileMatrix: int, tileRow: int,
-                       tileCol: int, given: Annotated[DatasetTileParameters, Depends()],
+                       tileCol: int, given: DatasetTileQuery,
                        if_none_match: Annotated[str | None, Header()] = None) -> Response:
     given.check(request)
     vt.check_tile_matrix_set(tileMatrixSetId)

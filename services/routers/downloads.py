@@ -26,10 +26,12 @@ from gis.security.policy import LayerView
 from services.auth import read_audit, visibility
 from services.common import limits
 from services.common.collections import blame, download_links
-from services.common.parameters import CollectionId, DownloadParameters
+from services.common.parameters import CollectionId, DownloadParameters, on_loop
 from services.common.state import AppState, State
 
 router = APIRouter(tags=["Downloads"])
+
+DownloadQuery = Annotated[DownloadParameters, Depends(on_loop(DownloadParameters))]
 
 FORMAT_PARAMETER = "f"
 
@@ -63,7 +65,7 @@ def _refused(exc: psycopg.Error, parameter: str | None) -> Exception:
 @router.get("/collections/{collectionId}/download", summary="A layer as a GeoPackage, FlatGeobuf, "
             "zipped Shapefile or CSV file, with the filters of /items",
             responses={200: {"content": {info.media_type.split(";")[0]: {} for info in FORMATS.values()}}})
-async def download(collectionId: CollectionId, given: Annotated[DownloadParameters, Depends()],
+async def download(collectionId: CollectionId, given: DownloadQuery,
                    request: Request, state: State) -> Response:
     view = visibility.layer_view(request, collectionId)
     spec = view.spec

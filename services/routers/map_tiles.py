@@ -8,7 +8,7 @@ ramp without shading). The ETag is the version's (and the style's and tile's): a
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
@@ -18,11 +18,12 @@ from gis.layers import RasterSpec
 from gis.rasters import read
 from services.auth import read_audit, visibility
 from services.common import ogc
-from services.common.parameters import CollectionId, Document, DocumentParameters, RasterParameters
+from services.common.parameters import CollectionId, Document, DocumentParameters, RasterParameters, RasterQuery
 from services.common.rasters import MAX_ZOOM, cache_scope, matches, parse_time, version_of
 from services.common.state import AppState, State
 
 router = APIRouter(tags=["OGC API Maps (tiles)"])
+
 
 PNG = "image/png"
 TILE_MAX_AGE = 300
@@ -147,7 +148,7 @@ TileResponses: dict[int | str, dict[str, Any]] = {200: {"content": {PNG: {}}}, 3
             summary="A PNG map tile of a raster (its default style)", response_class=Response,
             responses=TileResponses)
 async def tile(collectionId: CollectionId, tileMatrixSetId: str, tileMatrix: int, tileRow: int, tileCol: int,
-               given: Annotated[RasterParameters, Depends()], request: Request, state: State,
+               given: RasterQuery, request: Request, state: State,
                if_none_match: Annotated[str | None, Header()] = None) -> Response:
     spec = visibility.raster_view(request, collectionId)
     return await _tile(request, state, spec, "default", tileMatrixSetId, tileMatrix, tileRow, tileCol, given,
@@ -157,7 +158,7 @@ async def tile(collectionId: CollectionId, tileMatrixSetId: str, tileMatrix: int
 @router.get("/collections/{collectionId}/styles/{styleId}/map/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}",
             summary="A PNG map tile of a raster in a named style", response_class=Response, responses=TileResponses)
 async def styled_tile(collectionId: CollectionId, styleId: str, tileMatrixSetId: str, tileMatrix: int, tileRow: int,
-                      tileCol: int, given: Annotated[RasterParameters, Depends()], request: Request, state: State,
+                      tileCol: int, given: RasterQuery, request: Request, state: State,
                       if_none_match: Annotated[str | None, Header()] = None) -> Response:
     spec = visibility.raster_view(request, collectionId)
     return await _tile(request, state, spec, _style(spec, styleId), tileMatrixSetId, tileMatrix, tileRow, tileCol,

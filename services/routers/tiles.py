@@ -16,10 +16,12 @@ from gis.layers import FieldType, LayerSpec
 from services.auth import read_audit, visibility
 from services.common import ogc
 from services.common import vector_tiles as vt
-from services.common.parameters import CollectionId, TileParameters
+from services.common.parameters import CollectionId, TileParameters, on_loop
 from services.common.state import AppState, State
 
 router = APIRouter(tags=["Tiles"])
+
+TileQuery = Annotated[TileParameters, Depends(on_loop(TileParameters))]
 
 REL_GEODATA = "http://www.opengis.net/def/rel/ogc/1.0/geodata"
 
@@ -196,7 +198,7 @@ async def tilejson(request: Request, state: State, collectionId: CollectionId,
                304: {"description": "Not modified"}},
 )
 async def tile(request: Request, state: State, collectionId: CollectionId, tileMatrixSetId: str,
-               tileMatrix: int, tileRow: int, tileCol: int, given: Annotated[TileParameters, Depends()],
+               tileMatrix: int, tileRow: int, tileCol: int, given: TileQuery,
                if_none_match: Annotated[str | None, Header()] = None) -> Response:
     view = visibility.layer_view(request, collectionId)
     vt.check_tile_matrix_set(tileMatrixSetId)
