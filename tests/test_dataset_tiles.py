@@ -179,3 +179,11 @@ def test_the_dataset_tilesets_list_and_metadata_describe_the_callers_layers(
     assert http.get("/tiles/NoSuchMatrixSet").status_code == 404
     landing = http.get("/").json()
     assert any(link["href"].endswith("/tiles") for link in landing["links"])
+
+
+@pytest.mark.parametrize(("path", "parameter"), [("14/abc/1", "tileRow"), ("99/0/0", "tileMatrix"),
+                                                 ("3/0/9", "tileCol")])
+def test_a_bad_tile_address_is_400_naming_it(http: httpx.Client, path: str, parameter: str) -> None:
+    response = http.get(f"/tiles/{TMS}/{path}", headers=_headers("admin"))
+    assert response.status_code == 400, response.text
+    assert response.json()["parameter"] == parameter
